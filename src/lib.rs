@@ -1,0 +1,15 @@
+//! callgate: a SIP middlebox between a carrier trunk and a contact centre PBX.
+//!
+//! Layers, following the call path (see `docs/architecture.md`):
+//! * [`sip`] — SIP plumbing with no policy: message parsing and splicing,
+//!   transports, transactions, the stateful proxy core;
+//! * [`config`] — typed configuration, validated at load;
+//! * [`gate`] — the running service: wires transports, the proxy core,
+//!   admission, timers, signals and the admin API;
+//! * [`api`] — admin HTTP: health, readiness, Prometheus metrics.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod gate;
+pub mod sip;
