@@ -1,0 +1,636 @@
+//! Typed configuration (`sip-config/callgate.toml`), validated at load.
+//!
+//! Every key is documented in `docs/configuration.md`. Errors name the key
+//! (`trunk.targets[1]`) and the reason, so an operator can fix the file
+//! without reading code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::sip::message::Limits;
+use crate::sip::uri::Uri;
+
+/// A configuration error: the key it concerns and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration, after validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub trunk: SideConfig,
+    pub pbx: SideConfig,
+    pub health: HealthConfig,
+    pub overload: OverloadConfig,
+    pub timers: TimerConfig,
+    /// A forwarded request with no response at all within this time fails
+    /// over to the next target (`timers.no_response_ms`).
+    pub no_response: Duration,
+    pub limits: Limits,
+    /// Stream connections idle this long are closed (`limits.tcp_idle_secs`).
+    pub tcp_idle: Duration,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// Which side of callgate a message arrived on or leaves through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Facing the carrier's SIP trunk.
+    Trunk,
+    /// Facing the contact centre's PBX.
+    Pbx,
+}
+
+impl Side {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Side::Trunk => "trunk",
+            Side::Pbx => "pbx",
+        }
+    }
+    /// The side a request arriving on `self` leaves through.
+    pub fn other(&self) -> Side {
+        match self {
+            Side::Trunk => Side::Pbx,
+            Side::Pbx => Side::Trunk,
+        }
+    }
+    pub fn index(&self) -> usize {
+        match self {
+            Side::Trunk => 0,
+            Side::Pbx => 1,
+        }
+    }
+}
+
+/// SIP transport protocols (RFC 3261 §18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Token used in Via (RFC 3261 §20.42).
+    pub fn via_token(&self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+    /// Value of the `transport` URI parameter.
+    pub fn param(&self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+    /// Reliable transports carry no retransmissions (RFC 3261 §17.1.1.2).
+    pub fn is_reliable(&self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+    pub fn from_token(token: &[u8]) -> Option<Transport> {
+        if token.eq_ignore_ascii_case(b"udp") {
+            Some(Transport::Udp)
+        } else if token.eq_ignore_ascii_case(b"tcp") {
+            Some(Transport::Tcp)
+        } else if token.eq_ignore_ascii_case(b"tls") {
+            Some(Transport::Tls)
+        } else {
+            None
+        }
+    }
+}
+
+/// What to do with a request from a source the side's ACL does not admit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Answer 403 Forbidden.
+    Reject,
+    /// Stay silent (hides callgate from scanners).
+    Drop,
+}
+
+/// A next hop: where requests leaving a side are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The URI as configured, used in logs and metrics.
+    pub uri: String,
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+/// One side's listeners, ACL and next hops.
+#[derive(Debug, Clone)]
+pub struct SideConfig {
+    pub side: Side,
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) trusted when callgate connects to TLS targets.
+    pub tls_ca: Option<PathBuf>,
+    /// Host written in our Via and Record-Route on this side.
+    pub advertise: Option<String>,
+    pub allow: Vec<IpNet>,
+    pub on_denied: Denied,
+    /// Requests per second per source address; 0 disables the limit.
+    pub rate_limit: u32,
+    pub targets: Vec<Target>,
+}
+
+impl SideConfig {
+    /// Whether `ip` may send to this side.
+    pub fn admits(&self, ip: std::net::IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (dual-stack sockets) compare as IPv4.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => ip,
+        },
+        v4 => v4,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HealthConfig {
+    /// Interval between OPTIONS probes to each target; zero disables probing.
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub down_after: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OverloadConfig {
+    pub max_transactions: usize,
+    pub retry_after_secs: u32,
+}
+
+/// RFC 3261 §17 timer base values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+    pub timer_c: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_millis(4000),
+            t4: Duration::from_millis(5000),
+            timer_c: Duration::from_secs(180),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ShutdownConfig {
+    pub drain: Duration,
+}
+
+// ---- raw TOML shape ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    trunk: Option<RawSide>,
+    pbx: Option<RawSide>,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    overload: RawOverload,
+    #[serde(default)]
+    timers: RawTimers,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    shutdown: RawShutdown,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSide {
+    udp: Option<String>,
+    tcp: Option<String>,
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    advertise: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    on_denied: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<u32>,
+    #[serde(default)]
+    targets: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval_secs: Option<u64>,
+    timeout_ms: Option<u64>,
+    down_after: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOverload {
+    max_transactions: Option<usize>,
+    retry_after_secs: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimers {
+    t1_ms: Option<u64>,
+    t2_ms: Option<u64>,
+    t4_ms: Option<u64>,
+    timer_c_secs: Option<u64>,
+    no_response_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_line_bytes: Option<usize>,
+    tcp_idle_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    drain_secs: Option<u64>,
+}
+
+/// The configuration compiled into the binary: `sip-config/callgate.toml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../sip-config/callgate.toml");
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths inside it
+    /// (TLS files) are resolved against the current directory, then against
+    /// the file's directory's parent (so `sip-config/...` works from either).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = origin
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        let trunk = side(Side::Trunk, raw.trunk, base.as_deref())?;
+        let pbx = side(Side::Pbx, raw.pbx, base.as_deref())?;
+        let health = HealthConfig {
+            interval: Duration::from_secs(raw.health.interval_secs.unwrap_or(5)),
+            timeout: Duration::from_millis(positive(
+                "health.timeout_ms",
+                raw.health.timeout_ms.unwrap_or(2000),
+            )?),
+            down_after: raw.health.down_after.unwrap_or(2).max(1),
+        };
+        let overload = OverloadConfig {
+            max_transactions: raw.overload.max_transactions.unwrap_or(20_000),
+            retry_after_secs: raw.overload.retry_after_secs.unwrap_or(5),
+        };
+        if overload.max_transactions == 0 {
+            return Err(invalid("overload.max_transactions", "must be at least 1"));
+        }
+        let timers = TimerConfig {
+            t1: Duration::from_millis(positive("timers.t1_ms", raw.timers.t1_ms.unwrap_or(500))?),
+            t2: Duration::from_millis(positive("timers.t2_ms", raw.timers.t2_ms.unwrap_or(4000))?),
+            t4: Duration::from_millis(positive("timers.t4_ms", raw.timers.t4_ms.unwrap_or(5000))?),
+            timer_c: Duration::from_secs(positive(
+                "timers.timer_c_secs",
+                raw.timers.timer_c_secs.unwrap_or(180),
+            )?),
+        };
+        if timers.t2 < timers.t1 {
+            return Err(invalid(
+                "timers.t2_ms",
+                "must not be smaller than timers.t1_ms",
+            ));
+        }
+        if timers.timer_c < Duration::from_secs(180) {
+            // RFC 3261 §16.6 step 11: Timer C MUST be larger than 3 minutes.
+            tracing::warn!("timers.timer_c_secs below 180 s deviates from RFC 3261 §16.6");
+        }
+        let no_response = Duration::from_millis(positive(
+            "timers.no_response_ms",
+            raw.timers.no_response_ms.unwrap_or(2000),
+        )?);
+        if no_response > 64 * timers.t1 {
+            return Err(invalid(
+                "timers.no_response_ms",
+                "must not exceed Timer B (64 × t1_ms)",
+            ));
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_message_bytes: raw
+                .limits
+                .max_message_bytes
+                .unwrap_or(defaults.max_message_bytes),
+            max_headers: raw.limits.max_headers.unwrap_or(defaults.max_headers),
+            max_line_bytes: raw.limits.max_line_bytes.unwrap_or(defaults.max_line_bytes),
+        };
+        if !(512..=1 << 20).contains(&limits.max_message_bytes) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be between 512 and 1048576",
+            ));
+        }
+        if limits.max_headers < 8 {
+            return Err(invalid("limits.max_headers", "must be at least 8"));
+        }
+        if limits.max_line_bytes < 128 {
+            return Err(invalid("limits.max_line_bytes", "must be at least 128"));
+        }
+        let tcp_idle = Duration::from_secs(positive(
+            "limits.tcp_idle_secs",
+            raw.limits.tcp_idle_secs.unwrap_or(300),
+        )?);
+        let admin = AdminConfig {
+            listen: match raw.admin.listen.as_deref() {
+                None | Some("") => None,
+                Some(s) => Some(socket_addr("admin.listen", s)?),
+            },
+        };
+        let format = match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("must be \"text\" or \"json\", not {other:?}"),
+                ))
+            }
+        };
+        let level = raw.log.level.unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{level:?} is not a valid filter"),
+            ));
+        }
+        let shutdown = ShutdownConfig {
+            drain: Duration::from_secs(raw.shutdown.drain_secs.unwrap_or(10)),
+        };
+        Ok(Config {
+            trunk,
+            pbx,
+            health,
+            overload,
+            timers,
+            no_response,
+            limits,
+            tcp_idle,
+            admin,
+            log: LogConfig { level, format },
+            shutdown,
+        })
+    }
+
+    /// The configuration embedded in the binary.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, Path::new("sip-config/callgate.toml"))
+    }
+
+    pub fn side(&self, side: Side) -> &SideConfig {
+        match side {
+            Side::Trunk => &self.trunk,
+            Side::Pbx => &self.pbx,
+        }
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be greater than zero"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?} is not an IP:port address (e.g. \"127.0.0.1:5060\" or \"[::1]:5060\")"),
+        )
+    })
+}
+
+fn side(which: Side, raw: Option<RawSide>, base: Option<&Path>) -> Result<SideConfig, ConfigError> {
+    let name = which.as_str();
+    let raw = raw.ok_or_else(|| invalid(name, "section is missing"))?;
+    let key = |k: &str| format!("{name}.{k}");
+    let addr = |k: &str, v: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+        v.as_deref().map(|s| socket_addr(&key(k), s)).transpose()
+    };
+    let udp = addr("udp", &raw.udp)?;
+    let tcp = addr("tcp", &raw.tcp)?;
+    let tls = addr("tls", &raw.tls)?;
+    if udp.is_none() && tcp.is_none() && tls.is_none() {
+        return Err(invalid(name, "needs at least one of udp, tcp or tls"));
+    }
+    let resolve = |k: &str, p: &Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+        let Some(p) = p else { return Ok(None) };
+        let found = if p.is_absolute() || p.exists() {
+            Some(p.clone())
+        } else {
+            base.map(|b| b.join(p)).filter(|bp| bp.exists())
+        };
+        found
+            .map(Some)
+            .ok_or_else(|| invalid(key(k), format!("file {} not found", p.display())))
+    };
+    let tls_cert = resolve("tls_cert", &raw.tls_cert)?;
+    let tls_key = resolve("tls_key", &raw.tls_key)?;
+    let tls_ca = resolve("tls_ca", &raw.tls_ca)?;
+    if tls.is_some() && (tls_cert.is_none() || tls_key.is_none()) {
+        return Err(invalid(key("tls"), "needs tls_cert and tls_key"));
+    }
+    let mut allow = Vec::with_capacity(raw.allow.len());
+    for (i, s) in raw.allow.iter().enumerate() {
+        let net = s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                invalid(
+                    format!("{name}.allow[{i}]"),
+                    format!("{s:?} is not a CIDR or IP address"),
+                )
+            })?;
+        allow.push(net);
+    }
+    if allow.is_empty() {
+        return Err(invalid(
+            key("allow"),
+            "is empty: no peer could send on this side (callgate is never an open relay; list the peers' CIDRs)",
+        ));
+    }
+    let on_denied = match raw.on_denied.as_deref().unwrap_or("reject") {
+        "reject" => Denied::Reject,
+        "drop" => Denied::Drop,
+        other => {
+            return Err(invalid(
+                key("on_denied"),
+                format!("must be \"reject\" or \"drop\", not {other:?}"),
+            ))
+        }
+    };
+    if raw.targets.is_empty() {
+        return Err(invalid(
+            key("targets"),
+            "needs at least one next-hop SIP URI",
+        ));
+    }
+    let mut targets = Vec::with_capacity(raw.targets.len());
+    for (i, t) in raw.targets.iter().enumerate() {
+        targets.push(target(&format!("{name}.targets[{i}]"), t)?);
+    }
+    if let Some(adv) = &raw.advertise {
+        if adv.is_empty()
+            || adv
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b';' || b == b',')
+        {
+            return Err(invalid(
+                key("advertise"),
+                "must be a host name or IP address",
+            ));
+        }
+    }
+    Ok(SideConfig {
+        side: which,
+        udp,
+        tcp,
+        tls,
+        tls_cert,
+        tls_key,
+        tls_ca,
+        advertise: raw.advertise,
+        allow,
+        on_denied,
+        rate_limit: raw.rate_limit.unwrap_or(0),
+        targets,
+    })
+}
+
+/// Parses a target URI such as `sip:192.0.2.10:5060;transport=tcp`. Host
+/// names are not resolved at load: targets are IP literals.
+fn target(key: &str, s: &str) -> Result<Target, ConfigError> {
+    let uri = Uri::parse(s.as_bytes())
+        .map_err(|e| invalid(key, format!("{s:?} is not a SIP URI: {e}")))?;
+    if !uri.is_sip() {
+        return Err(invalid(key, format!("{s:?}: scheme must be sip or sips")));
+    }
+    let sips = uri.scheme.eq_ignore_ascii_case(b"sips");
+    let transport = match uri.param("transport") {
+        Some(t) => Transport::from_token(t)
+            .ok_or_else(|| invalid(key, format!("{s:?}: transport must be udp, tcp or tls")))?,
+        None if sips => Transport::Tls,
+        None => Transport::Udp,
+    };
+    let host = std::str::from_utf8(uri.host).map_err(|_| invalid(key, "host is not UTF-8"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?}: host must be an IP address (DNS targets are not supported yet)"),
+        )
+    })?;
+    let port = uri.port.unwrap_or(if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    });
+    Ok(Target {
+        uri: s.to_owned(),
+        addr: SocketAddr::new(ip, port),
+        transport,
+    })
+}

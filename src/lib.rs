@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod gate;
 pub mod sip;

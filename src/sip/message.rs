@@ -63,7 +63,10 @@ pub enum ParseError {
     #[error("unsupported SIP version")]
     BadVersion,
     #[error("bad header {name}: {reason}")]
-    BadHeader { name: &'static str, reason: &'static str },
+    BadHeader {
+        name: &'static str,
+        reason: &'static str,
+    },
     #[error("missing mandatory header {0}")]
     MissingHeader(&'static str),
     #[error("bad Content-Length: {0}")]
@@ -149,7 +152,9 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Option<Frame>, ParseE
 
 /// Number of leading CR/LF bytes in `buf` (keep-alive pings).
 pub fn keepalive_prefix(buf: &[u8]) -> usize {
-    buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count()
+    buf.iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count()
 }
 
 impl SipMessage {
@@ -237,7 +242,10 @@ impl SipMessage {
     }
     /// Value of the first header with this name.
     pub fn first(&self, name: HeaderName) -> Option<&[u8]> {
-        self.headers.iter().find(|h| h.name == name).map(|h| self.value(h))
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| self.value(h))
     }
     /// Index (into [`Self::headers`]) of the first header with this name.
     pub fn first_index(&self, name: HeaderName) -> Option<usize> {

@@ -3,7 +3,10 @@
 pub mod header;
 pub mod message;
 pub mod method;
+pub mod proxy;
 pub mod response;
 pub mod splice;
+pub mod transaction;
+pub mod transport;
 pub mod uri;
 pub mod via;

@@ -7,7 +7,13 @@ use crate::sip::message::SipMessage;
 /// Builds a response to `req`: copies every Via (in order), From, To (adding
 /// `;tag=to_tag` when given and the To has no tag), Call-ID and CSeq, adds
 /// `extra` header lines (no CRLF) and `Content-Length: 0`.
-pub fn build_response(req: &SipMessage, status: u16, reason: &str, to_tag: Option<&[u8]>, extra: &[&[u8]]) -> Bytes {
+pub fn build_response(
+    req: &SipMessage,
+    status: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    extra: &[&[u8]],
+) -> Bytes {
     let _ = (req, status, reason, to_tag, extra);
     todo!()
 }

@@ -1,0 +1,353 @@
+//! Prometheus metrics, kept as plain atomics indexed by enums so that
+//! counting on the call path costs one relaxed add and no allocation.
+//! [`Metrics::render`] writes the text exposition format (version 0.0.4).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::config::Side;
+use crate::sip::method::Method;
+
+const SIDES: [Side; 2] = [Side::Trunk, Side::Pbx];
+const METHODS: [Method; 15] = [
+    Method::Invite,
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Options,
+    Method::Register,
+    Method::Prack,
+    Method::Update,
+    Method::Info,
+    Method::Subscribe,
+    Method::Notify,
+    Method::Refer,
+    Method::Message,
+    Method::Publish,
+    Method::Extension,
+];
+
+fn method_index(m: Method) -> usize {
+    METHODS
+        .iter()
+        .position(|x| *x == m)
+        .unwrap_or(METHODS.len() - 1)
+}
+
+/// Direction of a counted message relative to callgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// Why a request was refused before the proxy core saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Source not in the side's ACL.
+    Acl,
+    /// Source over its rate limit.
+    RateLimit,
+    /// Work over budget (503).
+    Overload,
+    /// Draining for shutdown (503).
+    Draining,
+}
+
+const REFUSALS: [(Refusal, &str); 4] = [
+    (Refusal::Acl, "acl"),
+    (Refusal::RateLimit, "rate_limit"),
+    (Refusal::Overload, "overload"),
+    (Refusal::Draining, "draining"),
+];
+
+/// Phases whose latency is observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Parse + admission + proxy processing of one inbound message.
+    Process,
+}
+
+const PHASES: [(Phase, &str); 1] = [(Phase::Process, "process")];
+
+/// Histogram bucket upper bounds in seconds.
+const BUCKETS: [f64; 12] = [
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+    }
+}
+
+/// All counters and gauges of one callgate process.
+#[derive(Default)]
+pub struct Metrics {
+    /// [side][direction][method]
+    requests: [[[AtomicU64; METHODS.len()]; 2]; 2],
+    /// [side][direction][class 1..=6 → 0..=5]
+    responses: [[[AtomicU64; 6]; 2]; 2],
+    parse_errors: [AtomicU64; 2],
+    refusals: [[AtomicU64; REFUSALS.len()]; 2],
+    transport_errors: [AtomicU64; 2],
+    failovers: AtomicU64,
+    timeouts: AtomicU64,
+    loops: AtomicU64,
+    active_server_tx: AtomicI64,
+    active_client_tx: AtomicI64,
+    targets_up: [AtomicI64; 2],
+    tcp_connections: AtomicI64,
+    draining: AtomicI64,
+    reloads: AtomicU64,
+    phases: [Histogram; PHASES.len()],
+}
+
+impl Metrics {
+    pub fn request(&self, side: Side, dir: Direction, method: Method) {
+        self.requests[side.index()][dir as usize][method_index(method)].fetch_add(1, Relaxed);
+    }
+    pub fn response(&self, side: Side, dir: Direction, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 6)) - 1;
+        self.responses[side.index()][dir as usize][class].fetch_add(1, Relaxed);
+    }
+    pub fn parse_error(&self, side: Side) {
+        self.parse_errors[side.index()].fetch_add(1, Relaxed);
+    }
+    pub fn refused(&self, side: Side, why: Refusal) {
+        let i = REFUSALS.iter().position(|(r, _)| *r == why).unwrap_or(0);
+        self.refusals[side.index()][i].fetch_add(1, Relaxed);
+    }
+    pub fn transport_error(&self, side: Side) {
+        self.transport_errors[side.index()].fetch_add(1, Relaxed);
+    }
+    pub fn failover(&self) {
+        self.failovers.fetch_add(1, Relaxed);
+    }
+    pub fn timeout(&self) {
+        self.timeouts.fetch_add(1, Relaxed);
+    }
+    pub fn loop_detected(&self) {
+        self.loops.fetch_add(1, Relaxed);
+    }
+    pub fn set_active_transactions(&self, server: usize, client: usize) {
+        self.active_server_tx.store(server as i64, Relaxed);
+        self.active_client_tx.store(client as i64, Relaxed);
+    }
+    pub fn set_targets_up(&self, side: Side, up: usize) {
+        self.targets_up[side.index()].store(up as i64, Relaxed);
+    }
+    pub fn tcp_connection_opened(&self) {
+        self.tcp_connections.fetch_add(1, Relaxed);
+    }
+    pub fn tcp_connection_closed(&self) {
+        self.tcp_connections.fetch_sub(1, Relaxed);
+    }
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(i64::from(on), Relaxed);
+    }
+    pub fn reloaded(&self) {
+        self.reloads.fetch_add(1, Relaxed);
+    }
+    pub fn observe(&self, phase: Phase, d: Duration) {
+        let i = PHASES.iter().position(|(p, _)| *p == phase).unwrap_or(0);
+        self.phases[i].observe(d);
+    }
+
+    /// Live server transactions (for overload decisions and tests).
+    pub fn active_server_transactions(&self) -> i64 {
+        self.active_server_tx.load(Relaxed)
+    }
+    pub fn parse_error_count(&self, side: Side) -> u64 {
+        self.parse_errors[side.index()].load(Relaxed)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(8192);
+        let dirs = [(Direction::In, "in"), (Direction::Out, "out")];
+        s.push_str("# HELP callgate_sip_requests_total SIP requests by side, direction and method.\n# TYPE callgate_sip_requests_total counter\n");
+        for side in SIDES {
+            for (dir, dname) in dirs {
+                for m in METHODS {
+                    let v =
+                        self.requests[side.index()][dir as usize][method_index(m)].load(Relaxed);
+                    if v > 0 {
+                        let _ = writeln!(s, "callgate_sip_requests_total{{side=\"{}\",direction=\"{dname}\",method=\"{}\"}} {v}", side.as_str(), m.as_str());
+                    }
+                }
+            }
+        }
+        s.push_str("# HELP callgate_sip_responses_total SIP responses by side, direction and status class.\n# TYPE callgate_sip_responses_total counter\n");
+        for side in SIDES {
+            for (dir, dname) in dirs {
+                for class in 0..6 {
+                    let v = self.responses[side.index()][dir as usize][class].load(Relaxed);
+                    if v > 0 {
+                        let _ = writeln!(s, "callgate_sip_responses_total{{side=\"{}\",direction=\"{dname}\",class=\"{}xx\"}} {v}", side.as_str(), class + 1);
+                    }
+                }
+            }
+        }
+        s.push_str("# HELP callgate_sip_parse_errors_total Messages that could not be parsed or failed validation.\n# TYPE callgate_sip_parse_errors_total counter\n");
+        for side in SIDES {
+            let _ = writeln!(
+                s,
+                "callgate_sip_parse_errors_total{{side=\"{}\"}} {}",
+                side.as_str(),
+                self.parse_errors[side.index()].load(Relaxed)
+            );
+        }
+        s.push_str("# HELP callgate_admission_refusals_total Requests refused before processing.\n# TYPE callgate_admission_refusals_total counter\n");
+        for side in SIDES {
+            for (i, (_, name)) in REFUSALS.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "callgate_admission_refusals_total{{side=\"{}\",reason=\"{name}\"}} {}",
+                    side.as_str(),
+                    self.refusals[side.index()][i].load(Relaxed)
+                );
+            }
+        }
+        s.push_str("# HELP callgate_transport_errors_total Failed sends or connects.\n# TYPE callgate_transport_errors_total counter\n");
+        for side in SIDES {
+            let _ = writeln!(
+                s,
+                "callgate_transport_errors_total{{side=\"{}\"}} {}",
+                side.as_str(),
+                self.transport_errors[side.index()].load(Relaxed)
+            );
+        }
+        let simple: [(&str, &str, &str, i64); 9] = [
+            (
+                "callgate_failovers_total",
+                "counter",
+                "Requests retried on the next target.",
+                self.failovers.load(Relaxed) as i64,
+            ),
+            (
+                "callgate_transaction_timeouts_total",
+                "counter",
+                "Client transactions that timed out (Timer B/F/C).",
+                self.timeouts.load(Relaxed) as i64,
+            ),
+            (
+                "callgate_loops_detected_total",
+                "counter",
+                "Requests refused with 482 Loop Detected.",
+                self.loops.load(Relaxed) as i64,
+            ),
+            (
+                "callgate_server_transactions",
+                "gauge",
+                "Live server transactions.",
+                self.active_server_tx.load(Relaxed),
+            ),
+            (
+                "callgate_client_transactions",
+                "gauge",
+                "Live client transactions.",
+                self.active_client_tx.load(Relaxed),
+            ),
+            (
+                "callgate_tcp_connections",
+                "gauge",
+                "Open TCP/TLS connections.",
+                self.tcp_connections.load(Relaxed),
+            ),
+            (
+                "callgate_draining",
+                "gauge",
+                "1 while draining for shutdown.",
+                self.draining.load(Relaxed),
+            ),
+            (
+                "callgate_config_reloads_total",
+                "counter",
+                "Successful configuration reloads.",
+                self.reloads.load(Relaxed) as i64,
+            ),
+            (
+                "callgate_up",
+                "gauge",
+                "Always 1 while the process serves.",
+                1,
+            ),
+        ];
+        for (name, kind, help, v) in simple {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        s.push_str("# HELP callgate_targets_up Next-hop targets in rotation, by side they are reached through.\n# TYPE callgate_targets_up gauge\n");
+        for side in SIDES {
+            let _ = writeln!(
+                s,
+                "callgate_targets_up{{side=\"{}\"}} {}",
+                side.as_str(),
+                self.targets_up[side.index()].load(Relaxed)
+            );
+        }
+        s.push_str("# HELP callgate_phase_seconds Time spent per phase for one message.\n# TYPE callgate_phase_seconds histogram\n");
+        for (i, (_, name)) in PHASES.iter().enumerate() {
+            let h = &self.phases[i];
+            let mut cumulative = 0;
+            for (b, bound) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[b].load(Relaxed);
+                let _ = writeln!(
+                    s,
+                    "callgate_phase_seconds_bucket{{phase=\"{name}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count = h.count.load(Relaxed);
+            let _ = writeln!(
+                s,
+                "callgate_phase_seconds_bucket{{phase=\"{name}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                s,
+                "callgate_phase_seconds_sum{{phase=\"{name}\"}} {}",
+                h.sum_ns.load(Relaxed) as f64 / 1e9
+            );
+            let _ = writeln!(
+                s,
+                "callgate_phase_seconds_count{{phase=\"{name}\"}} {count}"
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_with_labels() {
+        let m = Metrics::default();
+        m.request(Side::Trunk, Direction::In, Method::Invite);
+        m.response(Side::Pbx, Direction::Out, 487);
+        m.observe(Phase::Process, Duration::from_micros(7));
+        let text = m.render();
+        assert!(text.contains(
+            "callgate_sip_requests_total{side=\"trunk\",direction=\"in\",method=\"INVITE\"} 1"
+        ));
+        assert!(text.contains(
+            "callgate_sip_responses_total{side=\"pbx\",direction=\"out\",class=\"4xx\"} 1"
+        ));
+        assert!(text.contains("callgate_phase_seconds_bucket{phase=\"process\",le=\"0.00001\"} 1"));
+        assert!(text.contains("callgate_phase_seconds_count{phase=\"process\"} 1"));
+    }
+}

@@ -1,0 +1,529 @@
+//! The running service: binds the listeners of both sides, runs every
+//! received message through the phases (admit → proxy core), sends what the
+//! core asks for, drives its timers, and handles SIGTERM (drain) and SIGHUP
+//! (reload).
+//!
+//! Later phases of the call path (sanitize, verify, assess, route, tag,
+//! anchor media, audit) plug in between admission and forwarding.
+
+pub mod admit;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Notify;
+
+use crate::api::metrics::{Metrics, Phase, Refusal};
+use crate::config::{Config, Denied, Side, Transport};
+use crate::sip::message::SipMessage;
+use crate::sip::method::Method;
+use crate::sip::proxy::{CoreSettings, Outgoing, Peer, ProxyCore};
+use crate::sip::response::build_response;
+use crate::sip::transport::stream::{self, StreamId, StreamSettings};
+use crate::sip::transport::{tls, udp, ConnTable, Sink, TransportError};
+use admit::{Admission, Verdict};
+
+/// Errors that stop callgate from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("bind admin {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The addresses actually bound (ports may have been 0 in the config).
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    pub udp: [Option<SocketAddr>; 2],
+    pub tcp: [Option<SocketAddr>; 2],
+    pub tls: [Option<SocketAddr>; 2],
+    pub admin: Option<SocketAddr>,
+}
+
+/// Shared state of a running gate.
+pub struct Gate {
+    core: Mutex<ProxyCore>,
+    admission: [Mutex<Admission>; 2],
+    udp: [Option<Arc<UdpSocket>>; 2],
+    conns: Arc<ConnTable>,
+    connectors: [Option<tokio_rustls::TlsConnector>; 2],
+    stream_settings: StreamSettings,
+    pub metrics: Arc<Metrics>,
+    timer_wake: Notify,
+    armed: Mutex<Option<Instant>>,
+    /// Set once draining starts (readiness goes false).
+    draining: std::sync::atomic::AtomicBool,
+    config_path: Option<PathBuf>,
+    me: std::sync::Weak<Gate>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sink for Gate {
+    fn on_message(&self, peer: Peer, data: Bytes) {
+        let started = Instant::now();
+        match lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), &data, started) {
+            Verdict::Admit => {}
+            Verdict::Denied(how) => {
+                self.metrics.refused(peer.side, Refusal::Acl);
+                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, "source not in ACL");
+                if how == Denied::Reject {
+                    self.forbid(peer, data);
+                }
+                return;
+            }
+            Verdict::RateLimited => {
+                self.metrics.refused(peer.side, Refusal::RateLimit);
+                return;
+            }
+        }
+        let mut out = Vec::new();
+        let next = {
+            let mut core = lock(&self.core);
+            core.on_message(peer, data, started, &mut out);
+            core.next_deadline()
+        };
+        self.dispatch(out);
+        self.rearm(next);
+        self.metrics.observe(Phase::Process, started.elapsed());
+    }
+}
+
+impl Gate {
+    /// Answers 403 to a request from a source outside the ACL.
+    fn forbid(&self, peer: Peer, data: Bytes) {
+        let Ok(msg) = SipMessage::parse(data, &Default::default()) else {
+            return;
+        };
+        if msg.is_request() && msg.method() != Some(Method::Ack) {
+            let r = build_response(&msg, 403, "Forbidden", None, &[]);
+            self.dispatch(vec![Outgoing {
+                to: peer,
+                bytes: r,
+                client: None,
+            }]);
+        }
+    }
+
+    /// Wakes the timer task if the core's next deadline moved earlier.
+    fn rearm(&self, next: Option<Instant>) {
+        let Some(next) = next else { return };
+        let mut armed = lock(&self.armed);
+        if armed.is_none_or(|a| next < a) {
+            *armed = Some(next);
+            drop(armed);
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// Sends what the core produced; failures go back to the core.
+    fn dispatch(&self, mut out: Vec<Outgoing>) {
+        while !out.is_empty() {
+            let mut failed = Vec::new();
+            for o in out.drain(..) {
+                match o.to.transport {
+                    Transport::Udp => {
+                        let sock = self.udp[o.to.side.index()]
+                            .as_ref()
+                            .or(self.udp[o.to.side.other().index()].as_ref());
+                        let Some(sock) = sock else {
+                            failed.extend(o.client);
+                            continue;
+                        };
+                        match sock.try_send_to(&o.bytes, o.to.addr) {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                let sock = sock.clone();
+                                tokio::spawn(async move {
+                                    let _ = sock.send_to(&o.bytes, o.to.addr).await;
+                                });
+                            }
+                            Err(e) => {
+                                tracing::debug!(to = %o.to.addr, error = %e, "udp send failed");
+                                failed.extend(o.client);
+                            }
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => {
+                        if let Some(h) = self.conns.find(&o.to) {
+                            if h.tx.try_send(o.bytes.clone()).is_ok() {
+                                continue;
+                            }
+                        }
+                        self.connect_and_send(o);
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                let now = Instant::now();
+                let mut core = lock(&self.core);
+                for key in failed {
+                    core.on_transport_error(&key, now, &mut out);
+                }
+            }
+        }
+    }
+
+    /// Opens a stream connection to `o.to` and sends `o.bytes` on it; a
+    /// failure is reported to the core as a transport error.
+    fn connect_and_send(&self, o: Outgoing) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let to = o.to;
+            let connect = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(to.addr),
+            )
+            .await;
+            let sink: Arc<dyn Sink> = me.clone();
+            match (connect, to.transport) {
+                (Ok(Ok(s)), Transport::Tcp) => {
+                    let _ = s.set_nodelay(true);
+                    me.metrics.tcp_connection_opened();
+                    stream::serve(
+                        s,
+                        StreamId {
+                            side: to.side,
+                            transport: Transport::Tcp,
+                            remote: to.addr,
+                        },
+                        me.conns.clone(),
+                        sink,
+                        me.stream_settings,
+                        Some(o.bytes),
+                    )
+                    .await;
+                    me.metrics.tcp_connection_closed();
+                }
+                (Ok(Ok(s)), Transport::Tls) => {
+                    let Some(connector) = me.connectors[to.side.index()].clone() else {
+                        tracing::warn!(to = %to.addr, "TLS target but no tls_ca configured on this side");
+                        me.transport_failed(o.client);
+                        return;
+                    };
+                    let name =
+                        tokio_rustls::rustls::pki_types::ServerName::IpAddress(to.addr.ip().into());
+                    match tokio::time::timeout(Duration::from_secs(2), connector.connect(name, s))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            me.metrics.tcp_connection_opened();
+                            stream::serve(
+                                tls,
+                                StreamId {
+                                    side: to.side,
+                                    transport: Transport::Tls,
+                                    remote: to.addr,
+                                },
+                                me.conns.clone(),
+                                sink,
+                                me.stream_settings,
+                                Some(o.bytes),
+                            )
+                            .await;
+                            me.metrics.tcp_connection_closed();
+                        }
+                        _ => me.transport_failed(o.client),
+                    }
+                }
+                _ => {
+                    tracing::info!(to = %to.addr, transport = ?to.transport, "connect failed");
+                    me.transport_failed(o.client);
+                }
+            }
+        });
+    }
+
+    fn transport_failed(&self, client: Option<Bytes>) {
+        let Some(key) = client else { return };
+        let mut out = Vec::new();
+        let next = {
+            let mut core = lock(&self.core);
+            core.on_transport_error(&key, Instant::now(), &mut out);
+            core.next_deadline()
+        };
+        self.dispatch(out);
+        self.rearm(next);
+    }
+
+    /// Drives the core's timers: sleeps until the earliest deadline or until
+    /// a message arms an earlier one.
+    async fn timer_loop(self: Arc<Self>) {
+        loop {
+            let next = *lock(&self.armed);
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = self.timer_wake.notified() => continue,
+                    }
+                }
+                None => {
+                    self.timer_wake.notified().await;
+                    continue;
+                }
+            }
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let next = {
+                let mut core = lock(&self.core);
+                core.on_timer(now, &mut out);
+                core.next_deadline()
+            };
+            *lock(&self.armed) = next;
+            self.dispatch(out);
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts draining: readiness off, new INVITEs refused with 503.
+    pub fn start_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.core).start_drain();
+    }
+
+    pub fn is_drained(&self) -> bool {
+        lock(&self.core).is_drained()
+    }
+
+    /// Re-reads the configuration file and applies what can change without
+    /// dropping calls: ACLs, rate limits, targets, timers, limits, health
+    /// checks. Listener addresses and TLS files need a restart.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.config_path else {
+            return Err("running on the embedded configuration: nothing to reload".to_owned());
+        };
+        let cfg = Config::load(path).map_err(|e| e.to_string())?;
+        lock(&self.admission[0]).reload(cfg.trunk.clone());
+        lock(&self.admission[1]).reload(cfg.pbx.clone());
+        lock(&self.core).reload(CoreSettings::from_config(&cfg));
+        self.metrics.reloaded();
+        tracing::info!(path = %path.display(), "configuration reloaded");
+        Ok(())
+    }
+}
+
+/// A started gate: shared state plus the addresses it listens on.
+pub struct Running {
+    pub gate: Arc<Gate>,
+    pub bound: Bound,
+}
+
+/// Binds every listener and starts all tasks on the current runtime.
+pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running, GateError> {
+    let metrics = Arc::new(Metrics::default());
+    let now = Instant::now();
+    let mut bound = Bound::default();
+    let mut sockets: [Option<Arc<UdpSocket>>; 2] = [None, None];
+    let mut tcp_listeners = Vec::new();
+    let mut tls_listeners = Vec::new();
+    let mut connectors: [Option<tokio_rustls::TlsConnector>; 2] = [None, None];
+    let mut settings = CoreSettings::from_config(cfg);
+    for side in [Side::Trunk, Side::Pbx] {
+        let sc = cfg.side(side);
+        let i = side.index();
+        if let Some(addr) = sc.udp {
+            let s = udp::bind(addr).await?;
+            bound.udp[i] = s.local_addr().ok();
+            sockets[i] = Some(s);
+        }
+        if let Some(addr) = sc.tcp {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| TransportError::Bind {
+                    addr,
+                    transport: Transport::Tcp,
+                    source,
+                })?;
+            bound.tcp[i] = l.local_addr().ok();
+            tcp_listeners.push((side, l));
+        }
+        if let (Some(addr), Some(cert), Some(key)) = (sc.tls, &sc.tls_cert, &sc.tls_key) {
+            let acceptor = tls::acceptor(cert, key)?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| TransportError::Bind {
+                    addr,
+                    transport: Transport::Tls,
+                    source,
+                })?;
+            bound.tls[i] = l.local_addr().ok();
+            tls_listeners.push((side, l, acceptor));
+        }
+        if let Some(ca) = &sc.tls_ca {
+            connectors[i] = Some(tls::connector(ca)?);
+        }
+        // Advertise the ports actually bound (config may say port 0).
+        settings.sides[i].udp = bound.udp[i];
+        settings.sides[i].tcp = bound.tcp[i];
+        settings.sides[i].tls = bound.tls[i];
+    }
+    let core = ProxyCore::new(settings, metrics.clone(), now);
+    let gate = Arc::new_cyclic(|me| Gate {
+        core: Mutex::new(core),
+        admission: [
+            Mutex::new(Admission::new(cfg.trunk.clone())),
+            Mutex::new(Admission::new(cfg.pbx.clone())),
+        ],
+        udp: sockets.clone(),
+        conns: Arc::new(ConnTable::default()),
+        connectors,
+        stream_settings: StreamSettings {
+            limits: cfg.limits,
+            idle: cfg.tcp_idle,
+        },
+        metrics,
+        timer_wake: Notify::new(),
+        armed: Mutex::new(None),
+        draining: std::sync::atomic::AtomicBool::new(false),
+        config_path,
+        me: me.clone(),
+    });
+    for side in [Side::Trunk, Side::Pbx] {
+        if let Some(s) = &sockets[side.index()] {
+            tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));
+        }
+    }
+    for (side, l) in tcp_listeners {
+        let g = gate.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, remote)) = l.accept().await else {
+                    continue;
+                };
+                let _ = s.set_nodelay(true);
+                let g = g.clone();
+                tokio::spawn(async move {
+                    g.metrics.tcp_connection_opened();
+                    let sink: Arc<dyn Sink> = g.clone();
+                    stream::serve(
+                        s,
+                        StreamId {
+                            side,
+                            transport: Transport::Tcp,
+                            remote,
+                        },
+                        g.conns.clone(),
+                        sink,
+                        g.stream_settings,
+                        None,
+                    )
+                    .await;
+                    g.metrics.tcp_connection_closed();
+                });
+            }
+        });
+    }
+    for (side, l, acceptor) in tls_listeners {
+        let g = gate.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, remote)) = l.accept().await else {
+                    continue;
+                };
+                let _ = s.set_nodelay(true);
+                let g = g.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(s)).await
+                    else {
+                        tracing::info!(%remote, "TLS handshake failed");
+                        return;
+                    };
+                    g.metrics.tcp_connection_opened();
+                    let sink: Arc<dyn Sink> = g.clone();
+                    stream::serve(
+                        tls,
+                        StreamId {
+                            side,
+                            transport: Transport::Tls,
+                            remote,
+                        },
+                        g.conns.clone(),
+                        sink,
+                        g.stream_settings,
+                        None,
+                    )
+                    .await;
+                    g.metrics.tcp_connection_closed();
+                });
+            }
+        });
+    }
+    // Arm the timer task with the core's first deadline (health probes).
+    let first = lock(&gate.core).next_deadline();
+    tokio::spawn(gate.clone().timer_loop());
+    gate.rearm(first);
+    if let Some(addr) = cfg.admin.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| GateError::Admin { addr, source })?;
+        bound.admin = l.local_addr().ok();
+        tokio::spawn(crate::api::serve(l, gate.clone()));
+    }
+    // Kick the probes off now that sockets are ready.
+    gate.rearm(Some(Instant::now()));
+    Ok(Running { gate, bound })
+}
+
+impl Running {
+    /// Runs until SIGTERM/SIGINT, then drains (new INVITEs get 503, pending
+    /// ones finish) for at most `drain`. SIGHUP reloads the configuration.
+    pub async fn until_shutdown(self, drain: Duration) {
+        let gate = self.gate;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        if let Err(e) = gate.reload() {
+                            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!(deadline_secs = drain.as_secs(), "draining");
+        gate.start_drain();
+        let deadline = Instant::now() + drain;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while Instant::now() < deadline && !gate.is_drained() {
+            tick.tick().await;
+        }
+        if gate.is_drained() {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!("drain deadline reached with transactions pending; exiting");
+        }
+    }
+}

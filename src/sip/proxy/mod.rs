@@ -1,0 +1,421 @@
+//! The RFC 3261 §16 transaction-stateful proxy core, sans-IO.
+//!
+//! [`ProxyCore`] is fed bytes (with the [`Peer`] they came from) and the
+//! current time, and answers with [`Outgoing`] messages for the transport
+//! edge to send. It owns the server and client transactions
+//! ([`crate::sip::transaction`]), the per-request forwarding context
+//! (failover over targets, Timer C, CANCEL, best-response selection) and the
+//! OPTIONS health checks of the targets. It never reads a clock or a socket,
+//! so every behaviour is testable by feeding messages and instants.
+//!
+//! Routing model: a request arriving on one [`Side`] leaves through the
+//! other. Initial requests (no To tag, no Route left after removing ours) go
+//! to the configured targets of the outgoing side, in failover order; other
+//! requests follow their Route set or Request-URI, and only to addresses the
+//! outgoing side's ACL admits — callgate is never an open relay.
+
+mod branch;
+mod build;
+mod io;
+mod request;
+mod response;
+mod targets;
+
+pub use build::LocalSide;
+pub use io::{ConnId, Outgoing, Peer};
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use crate::api::metrics::{Direction, Metrics};
+use crate::config::{Config, HealthConfig, OverloadConfig, Side, SideConfig, TimerConfig};
+use crate::sip::message::{Limits, SipMessage};
+use crate::sip::method::Method;
+use crate::sip::transaction::{ClientTransaction, ServerTransaction};
+use branch::BranchGenerator;
+use targets::TargetSet;
+
+/// How the core is tuned; built from [`Config`].
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub sides: [SideConfig; 2],
+    pub timers: TimerConfig,
+    pub limits: Limits,
+    pub overload: OverloadConfig,
+    pub health: HealthConfig,
+    /// A forwarded request that draws no response at all within this time is
+    /// treated as a 408 from that target, so failover does not wait for
+    /// Timer B (32 s). Like Kamailio's `fr_timer`.
+    pub no_response: Duration,
+}
+
+impl CoreSettings {
+    pub fn from_config(cfg: &Config) -> CoreSettings {
+        CoreSettings {
+            sides: [cfg.trunk.clone(), cfg.pbx.clone()],
+            timers: cfg.timers,
+            limits: cfg.limits,
+            overload: cfg.overload,
+            health: cfg.health,
+            no_response: cfg.no_response,
+        }
+    }
+}
+
+/// What a client transaction is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientKind {
+    /// A forwarded request, branch of a server transaction.
+    Forward,
+    /// A CANCEL we sent for a forwarded INVITE.
+    Cancel,
+    /// An OPTIONS health probe of `targets[side][index]`.
+    Probe { side: Side, index: usize },
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    tx: ClientTransaction,
+    kind: ClientKind,
+    /// Server transaction this branch belongs to (Forward only).
+    server: Option<Bytes>,
+    to: Peer,
+    got_provisional: bool,
+    cancel_sent: bool,
+    /// Probes: when the probe counts as failed.
+    probe_deadline: Option<Instant>,
+    scheduled: Option<Instant>,
+}
+
+/// Where a request goes next.
+#[derive(Debug, Clone)]
+enum NextHop {
+    /// The configured targets of the outgoing side, in failover order.
+    Targets(Vec<usize>),
+    /// One address from the Route set or Request-URI.
+    Fixed(Peer),
+}
+
+/// The best final response so far (RFC 3261 §16.7 step 6).
+#[derive(Debug)]
+struct Best {
+    status: u16,
+    /// Response ready for upstream (our Via removed); `None` when the status
+    /// was synthesized (timeout, transport error).
+    bytes: Option<Bytes>,
+}
+
+/// Forwarding state of one server transaction (the §16 "response context").
+#[derive(Debug)]
+struct Forwarding {
+    out_side: Side,
+    hop: NextHop,
+    /// Attempts made so far (index into the failover order).
+    attempts: usize,
+    /// Leading Route values that name us and are removed when forwarding.
+    pop_routes: usize,
+    record_route: bool,
+    /// Live client transaction keys of this request, current one last.
+    branches: SmallVec<[Bytes; 2]>,
+    best: Option<Best>,
+    canceled: bool,
+    timer_c_at: Option<Instant>,
+    no_response_at: Option<Instant>,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct ServerEntry {
+    tx: ServerTransaction,
+    method: Method,
+    reply: Peer,
+    /// The request as received; dropped once a final response is sent.
+    request: Option<SipMessage>,
+    to_tag: String,
+    fwd: Option<Forwarding>,
+    scheduled: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Server(Bytes),
+    Client(Bytes),
+    Probes,
+}
+
+/// The proxy core. See the module documentation.
+pub struct ProxyCore {
+    settings: CoreSettings,
+    local: [LocalSide; 2],
+    /// Indexed by the side requests leave through.
+    targets: [TargetSet; 2],
+    servers: HashMap<Bytes, ServerEntry>,
+    clients: HashMap<Bytes, ClientEntry>,
+    wheel: BinaryHeap<Reverse<(Instant, u64, TimerRef)>>,
+    wheel_seq: u64,
+    branches: BranchGenerator,
+    metrics: Arc<Metrics>,
+    draining: bool,
+    /// INVITE server transactions without a final response yet.
+    pending_invites: usize,
+    next_probe_at: Option<Instant>,
+    probe_seq: u32,
+}
+
+impl ProxyCore {
+    pub fn new(settings: CoreSettings, metrics: Arc<Metrics>, now: Instant) -> ProxyCore {
+        let local = [
+            LocalSide::from_config(&settings.sides[0]),
+            LocalSide::from_config(&settings.sides[1]),
+        ];
+        let down_after = settings.health.down_after;
+        let targets = [
+            TargetSet::new(settings.sides[0].targets.clone(), down_after),
+            TargetSet::new(settings.sides[1].targets.clone(), down_after),
+        ];
+        let mut core = ProxyCore {
+            local,
+            targets,
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            wheel: BinaryHeap::new(),
+            wheel_seq: 0,
+            branches: BranchGenerator::default(),
+            metrics,
+            draining: false,
+            pending_invites: 0,
+            next_probe_at: None,
+            probe_seq: 0,
+            settings,
+        };
+        for side in [Side::Trunk, Side::Pbx] {
+            core.metrics
+                .set_targets_up(side, core.targets[side.index()].up_count());
+        }
+        if !core.settings.health.interval.is_zero() {
+            core.next_probe_at = Some(now);
+            core.push_timer(now, TimerRef::Probes);
+        }
+        core
+    }
+
+    /// Applies reloadable settings (ACLs, targets, timers, limits, health)
+    /// without touching live transactions. Listeners are not reloadable.
+    pub fn reload(&mut self, settings: CoreSettings) {
+        let down_after = settings.health.down_after;
+        for side in [Side::Trunk, Side::Pbx] {
+            let i = side.index();
+            if settings.sides[i].targets != self.settings.sides[i].targets {
+                self.targets[i] = TargetSet::new(settings.sides[i].targets.clone(), down_after);
+                self.metrics
+                    .set_targets_up(side, self.targets[i].up_count());
+            }
+            self.local[i] = LocalSide::from_config(&settings.sides[i]);
+        }
+        self.settings = settings;
+    }
+
+    /// Starts draining: new initial INVITEs get 503, everything else runs on.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+        self.metrics.set_draining(true);
+    }
+
+    /// True once no INVITE is waiting for its final response.
+    pub fn is_drained(&self) -> bool {
+        self.pending_invites == 0
+    }
+
+    /// Live (server, client) transactions.
+    pub fn transaction_counts(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.settings.limits
+    }
+
+    /// When [`Self::on_timer`] must next be called.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.wheel.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Handles one message received from `peer`.
+    pub fn on_message(&mut self, peer: Peer, data: Bytes, now: Instant, out: &mut Vec<Outgoing>) {
+        let msg = match SipMessage::parse(data.clone(), &self.settings.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.parse_error(peer.side);
+                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, error = %e, "unparseable message");
+                let reason = crate::sip::response::reason_phrase(e.status());
+                if let Some(resp) =
+                    crate::sip::response::response_to_unparseable(&data, e.status(), reason)
+                {
+                    self.send_response(out, peer, resp, e.status());
+                }
+                return;
+            }
+        };
+        let span = tracing::debug_span!(
+            "sip",
+            call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+            side = peer.side.as_str()
+        );
+        let _enter = span.enter();
+        if let Err(e) = msg.validate() {
+            self.metrics.parse_error(peer.side);
+            if msg.is_request() && msg.method() != Some(Method::Ack) {
+                tracing::info!(from = %peer.addr, error = %e, "invalid request answered with {}", e.status());
+                let status = e.status();
+                let resp = crate::sip::response::build_response(
+                    &msg,
+                    status,
+                    crate::sip::response::reason_phrase(status),
+                    None,
+                    &[],
+                );
+                self.send_response(out, peer, resp, status);
+            } else {
+                tracing::debug!(from = %peer.addr, error = %e, "invalid message dropped");
+            }
+            return;
+        }
+        if msg.is_request() {
+            self.on_request(peer, msg, now, out);
+        } else {
+            self.on_response(peer, msg, now, out);
+        }
+        self.metrics
+            .set_active_transactions(self.servers.len(), self.clients.len());
+    }
+
+    /// Processes every timer due at `now`.
+    pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        while let Some(Reverse((at, _, _))) = self.wheel.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, _, what))) = self.wheel.pop() else {
+                break;
+            };
+            match what {
+                TimerRef::Server(key) => {
+                    if self
+                        .servers
+                        .get(&key)
+                        .is_some_and(|e| e.scheduled == Some(at))
+                    {
+                        if let Some(e) = self.servers.get_mut(&key) {
+                            e.scheduled = None;
+                        }
+                        self.server_timer(&key, now, out);
+                    }
+                }
+                TimerRef::Client(key) => {
+                    if self
+                        .clients
+                        .get(&key)
+                        .is_some_and(|e| e.scheduled == Some(at))
+                    {
+                        if let Some(e) = self.clients.get_mut(&key) {
+                            e.scheduled = None;
+                        }
+                        self.client_timer(&key, now, out);
+                    }
+                }
+                TimerRef::Probes => {
+                    if self.next_probe_at == Some(at) {
+                        self.send_probes(now, out);
+                    }
+                }
+            }
+        }
+        self.metrics
+            .set_active_transactions(self.servers.len(), self.clients.len());
+    }
+
+    /// The edge could not send a client transaction's request (§17.1.4).
+    pub fn on_transport_error(&mut self, client: &Bytes, now: Instant, out: &mut Vec<Outgoing>) {
+        let Some(entry) = self.clients.get_mut(client) else {
+            return;
+        };
+        self.metrics.transport_error(entry.to.side);
+        let outputs = entry.tx.on_transport_error();
+        self.client_outputs(client, outputs, None, now, out);
+    }
+
+    // ---- timers ----
+
+    fn push_timer(&mut self, at: Instant, what: TimerRef) {
+        self.wheel_seq += 1;
+        self.wheel.push(Reverse((at, self.wheel_seq, what)));
+    }
+
+    fn schedule_server(&mut self, key: &Bytes) {
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        let mut next = e.tx.next_deadline();
+        if let Some(f) = &e.fwd {
+            next = [next, f.timer_c_at, f.no_response_at]
+                .into_iter()
+                .flatten()
+                .min();
+        }
+        if next.is_some() && next != e.scheduled {
+            e.scheduled = next;
+            if let Some(at) = next {
+                self.push_timer(at, TimerRef::Server(key.clone()));
+            }
+        }
+    }
+
+    fn schedule_client(&mut self, key: &Bytes) {
+        let Some(e) = self.clients.get_mut(key) else {
+            return;
+        };
+        let next = [e.tx.next_deadline(), e.probe_deadline]
+            .into_iter()
+            .flatten()
+            .min();
+        if next.is_some() && next != e.scheduled {
+            e.scheduled = next;
+            if let Some(at) = next {
+                self.push_timer(at, TimerRef::Client(key.clone()));
+            }
+        }
+    }
+
+    // ---- sending ----
+
+    fn send_request(
+        &self,
+        out: &mut Vec<Outgoing>,
+        to: Peer,
+        bytes: Bytes,
+        method: Method,
+        client: Option<Bytes>,
+    ) {
+        self.metrics.request(to.side, Direction::Out, method);
+        out.push(Outgoing { to, bytes, client });
+    }
+
+    fn send_response(&self, out: &mut Vec<Outgoing>, to: Peer, bytes: Bytes, status: u16) {
+        self.metrics.response(to.side, Direction::Out, status);
+        out.push(Outgoing {
+            to,
+            bytes,
+            client: None,
+        });
+    }
+
+    /// Whether `host:port` names callgate on either side.
+    fn is_me(&self, host: &[u8], port: Option<u16>) -> bool {
+        self.local.iter().any(|l| l.is_me(host, port))
+    }
+}

@@ -1,0 +1,441 @@
+//! Response processing (RFC 3261 §16.7), timers of the forwarding context
+//! (Timer C, §16.6 step 11; no-response failover), and OPTIONS probes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::request::client_key;
+use super::{build, Best, ClientEntry, ClientKind, Outgoing, Peer, ProxyCore};
+use crate::api::metrics::Direction;
+use crate::config::{Side, Transport};
+use crate::sip::message::{HeaderName, SipMessage};
+use crate::sip::method::Method;
+use crate::sip::splice::Splice;
+use crate::sip::transaction::{ClientState, ClientTransaction, TxKind, TxOutput};
+use crate::sip::via::Via;
+
+/// The response without our top Via, ready for upstream (§16.7 step 9).
+fn pop_via(msg: &SipMessage) -> Option<Bytes> {
+    let idx = msg.first_index(HeaderName::Via)?;
+    let mut sp = Splice::new(msg);
+    sp.remove_first_value(idx);
+    Some(sp.to_bytes())
+}
+
+/// Rank for best-response selection (§16.7 step 6): lower is better.
+fn rank(status: u16) -> u16 {
+    match status {
+        600..=699 => 0,
+        // 503 ranks last within 5xx: it only says "try elsewhere".
+        503 => 599,
+        s => s,
+    }
+}
+
+impl ProxyCore {
+    pub(super) fn on_response(
+        &mut self,
+        peer: Peer,
+        msg: SipMessage,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let status = msg.status().unwrap_or(0);
+        self.metrics.response(peer.side, Direction::In, status);
+        let Ok(via) = msg.top_via() else { return };
+        if !self.is_me(via.host, via.port) {
+            tracing::debug!(from = %peer.addr, "response whose top Via is not ours dropped");
+            return;
+        }
+        let Ok(cseq) = msg.cseq() else { return };
+        let ckey = client_key(
+            via.branch.unwrap_or_default(),
+            cseq.method == Method::Cancel,
+        );
+        let Some(entry) = self.clients.get_mut(&ckey) else {
+            self.forward_stateless(peer, &msg, out);
+            return;
+        };
+        let limits = self.settings.limits;
+        let forwarded = entry.tx.request().clone();
+        let outputs = entry.tx.on_response(status, now, || {
+            let invite = SipMessage::parse(forwarded, &limits).ok()?;
+            build::ack_for(&invite, &msg)
+        });
+        self.client_outputs(&ckey, outputs, Some(&msg), now, out);
+    }
+
+    /// Acts on what a client transaction asked for.
+    pub(super) fn client_outputs(
+        &mut self,
+        ckey: &Bytes,
+        outputs: impl IntoIterator<Item = TxOutput>,
+        msg: Option<&SipMessage>,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        for o in outputs {
+            let Some(entry) = self.clients.get(ckey) else {
+                return;
+            };
+            match o {
+                TxOutput::Transmit(b) => {
+                    let method = if b.starts_with(b"ACK ") {
+                        Method::Ack
+                    } else {
+                        Method::Invite
+                    };
+                    let to = entry.to;
+                    self.send_request(out, to, b, method, Some(ckey.clone()));
+                }
+                TxOutput::PassUp => {
+                    if let Some(m) = msg {
+                        self.pass_up(ckey, m, now, out);
+                    }
+                }
+                TxOutput::Timeout => {
+                    self.metrics.timeout();
+                    self.branch_failed(ckey, 408, now, out);
+                }
+                TxOutput::AckTimeout => {}
+                TxOutput::Terminated => {
+                    self.clients.remove(ckey);
+                    return;
+                }
+            }
+        }
+        self.schedule_client(ckey);
+    }
+
+    /// A response passed up by a client transaction (§16.7 steps 4–10).
+    fn pass_up(&mut self, ckey: &Bytes, msg: &SipMessage, now: Instant, out: &mut Vec<Outgoing>) {
+        let status = msg.status().unwrap_or(0);
+        let Some(entry) = self.clients.get_mut(ckey) else {
+            return;
+        };
+        match entry.kind {
+            ClientKind::Cancel => {}
+            ClientKind::Probe { side, index } => {
+                entry.probe_deadline = None;
+                if status != 503 {
+                    self.probe_result(side, index, true);
+                } else {
+                    self.probe_result(side, index, false);
+                }
+            }
+            ClientKind::Forward => {
+                let Some(skey) = entry.server.clone() else {
+                    return;
+                };
+                if status < 200 {
+                    entry.got_provisional = true;
+                    let canceled = self
+                        .servers
+                        .get(&skey)
+                        .and_then(|s| s.fwd.as_ref())
+                        .is_some_and(|f| f.canceled);
+                    if let Some(f) = self.servers.get_mut(&skey).and_then(|s| s.fwd.as_mut()) {
+                        // Any response stops the no-response failover; a
+                        // provisional other than 100 restarts Timer C.
+                        f.no_response_at = None;
+                        if status > 100 && !f.done {
+                            f.timer_c_at = Some(now + self.settings.timers.timer_c);
+                        }
+                    }
+                    if canceled {
+                        self.cancel_branch(ckey, now, out);
+                    }
+                    if status > 100 {
+                        if let Some(b) = pop_via(msg) {
+                            self.send_upstream(&skey, status, b, now, out);
+                        }
+                    } else {
+                        self.schedule_server(&skey);
+                    }
+                    return;
+                }
+                if let Some(f) = self.servers.get_mut(&skey).and_then(|s| s.fwd.as_mut()) {
+                    f.branches.retain(|b| b != ckey);
+                }
+                let Some(up) = pop_via(msg) else { return };
+                if status < 300 {
+                    // §16.7 step 5: every 2xx is forwarded at once.
+                    self.send_upstream(&skey, status, up, now, out);
+                } else {
+                    self.branch_final(&skey, status, Some(up), now, out);
+                }
+            }
+        }
+    }
+
+    /// A branch ended without a response (timeout, transport error).
+    pub(super) fn branch_failed(
+        &mut self,
+        ckey: &Bytes,
+        status: u16,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(entry) = self.clients.get(ckey) else {
+            return;
+        };
+        match entry.kind {
+            ClientKind::Cancel => {}
+            ClientKind::Probe { side, index } => self.probe_result(side, index, false),
+            ClientKind::Forward => {
+                let Some(skey) = entry.server.clone() else {
+                    return;
+                };
+                tracing::info!(target = %entry.to.addr, status, "no response from target");
+                if let Some(f) = self.servers.get_mut(&skey).and_then(|s| s.fwd.as_mut()) {
+                    f.branches.retain(|b| b != ckey);
+                }
+                self.branch_final(&skey, status, None, now, out);
+            }
+        }
+    }
+
+    /// A branch's final non-2xx outcome: fail over on 503/408 when a target
+    /// is left and the request was not cancelled, else answer upstream.
+    fn branch_final(
+        &mut self,
+        skey: &Bytes,
+        status: u16,
+        bytes: Option<Bytes>,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(f) = self.servers.get_mut(skey).and_then(|s| s.fwd.as_mut()) else {
+            return;
+        };
+        if f.done {
+            return;
+        }
+        f.no_response_at = None;
+        f.timer_c_at = None;
+        if f.best
+            .as_ref()
+            .is_none_or(|b| rank(status) < rank(b.status))
+        {
+            f.best = Some(Best { status, bytes });
+        }
+        let retry = matches!(status, 503 | 408) && !f.canceled;
+        if retry {
+            self.forward_next(skey, now, out);
+        } else {
+            self.finish(skey, now, out);
+        }
+    }
+
+    /// §16.11 / §16.7 step 3: a response with our Via but no transaction (a
+    /// retransmitted 2xx after the transaction ended) is forwarded to the
+    /// next Via, if the other side admits that address.
+    fn forward_stateless(&mut self, peer: Peer, msg: &SipMessage, out: &mut Vec<Outgoing>) {
+        let status = msg.status().unwrap_or(0);
+        let mut vias = msg.values(HeaderName::Via);
+        let _ours = vias.next();
+        let Some(next) = vias.next().and_then(|v| Via::parse(v).ok()) else {
+            return;
+        };
+        let Some(transport) = Transport::from_token(next.transport) else {
+            return;
+        };
+        let host = next.received.unwrap_or(next.host);
+        let host = host
+            .strip_prefix(b"[")
+            .and_then(|h| h.strip_suffix(b"]"))
+            .unwrap_or(host);
+        let Some(ip) = std::str::from_utf8(host)
+            .ok()
+            .and_then(|h| h.parse::<IpAddr>().ok())
+        else {
+            return;
+        };
+        let port = match next.rport {
+            Some(Some(p)) => p,
+            _ => next.port.unwrap_or(if transport == Transport::Tls {
+                5061
+            } else {
+                5060
+            }),
+        };
+        let side = peer.side.other();
+        if !self.settings.sides[side.index()].admits(ip) {
+            return;
+        }
+        if let Some(b) = pop_via(msg) {
+            let to = Peer {
+                side,
+                transport,
+                addr: SocketAddr::new(ip, port),
+                conn: None,
+            };
+            self.send_response(out, to, b, status);
+        }
+    }
+
+    /// Timers of a server transaction and its forwarding context.
+    pub(super) fn server_timer(&mut self, key: &Bytes, now: Instant, out: &mut Vec<Outgoing>) {
+        let Some(entry) = self.servers.get_mut(key) else {
+            return;
+        };
+        let reply = entry.reply;
+        let status = entry.tx.last_status();
+        let mut terminated = false;
+        let mut transmits = Vec::new();
+        for o in entry.tx.on_timer(now) {
+            match o {
+                TxOutput::Transmit(b) => transmits.push(b),
+                TxOutput::AckTimeout => tracing::info!("no ACK for final response {status}"),
+                TxOutput::Terminated => terminated = true,
+                _ => {}
+            }
+        }
+        for b in transmits {
+            self.send_response(out, reply, b, status);
+        }
+        if terminated {
+            if let Some(e) = self.servers.remove(key) {
+                if e.method == Method::Invite && !e.tx.is_final() {
+                    self.pending_invites = self.pending_invites.saturating_sub(1);
+                }
+            }
+            return;
+        }
+        // Forwarding-context timers.
+        let Some(f) = self.servers.get_mut(key).and_then(|e| e.fwd.as_mut()) else {
+            return;
+        };
+        let current = f.branches.last().cloned();
+        if f.no_response_at.is_some_and(|t| t <= now) {
+            f.no_response_at = None;
+            if let Some(ckey) = current {
+                // Nothing at all came back: abandon this target (its client
+                // transaction is dropped, stopping retransmissions) and fail over.
+                let silent = self.clients.get(&ckey).is_some_and(|c| {
+                    matches!(c.tx.state(), ClientState::Calling | ClientState::Trying)
+                });
+                if silent {
+                    self.metrics.timeout();
+                    self.branch_failed(&ckey, 408, now, out);
+                    self.clients.remove(&ckey);
+                    return;
+                }
+            }
+        }
+        let Some(f) = self.servers.get_mut(key).and_then(|e| e.fwd.as_mut()) else {
+            return;
+        };
+        if f.timer_c_at.is_some_and(|t| t <= now) {
+            f.timer_c_at = None;
+            // Timer C (§16.6 step 11): cancel a ringing branch, or treat a
+            // silent one as a 408.
+            if let Some(ckey) = f.branches.last().cloned() {
+                let ringing = self.clients.get(&ckey).is_some_and(|c| c.got_provisional);
+                self.metrics.timeout();
+                if ringing {
+                    if let Some(f) = self.servers.get_mut(key).and_then(|e| e.fwd.as_mut()) {
+                        f.canceled = true;
+                    }
+                    self.cancel_branch(&ckey, now, out);
+                } else {
+                    self.branch_failed(&ckey, 408, now, out);
+                    self.clients.remove(&ckey);
+                }
+            }
+        }
+        self.schedule_server(key);
+    }
+
+    /// Timers of a client transaction, and the probe deadline.
+    pub(super) fn client_timer(&mut self, key: &Bytes, now: Instant, out: &mut Vec<Outgoing>) {
+        let Some(entry) = self.clients.get_mut(key) else {
+            return;
+        };
+        if entry.probe_deadline.is_some_and(|t| t <= now) {
+            if let ClientKind::Probe { side, index } = entry.kind {
+                self.clients.remove(key);
+                self.probe_result(side, index, false);
+            }
+            return;
+        }
+        let outputs = entry.tx.on_timer(now);
+        self.client_outputs(key, outputs, None, now, out);
+    }
+
+    /// Sends one OPTIONS probe to every target and re-arms the probe timer.
+    pub(super) fn send_probes(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        let interval = self.settings.health.interval;
+        if interval.is_zero() {
+            self.next_probe_at = None;
+            return;
+        }
+        for side in [Side::Trunk, Side::Pbx] {
+            let targets = self.targets[side.index()].targets.clone();
+            for (index, t) in targets.iter().enumerate() {
+                self.probe_seq = self.probe_seq.wrapping_add(1);
+                let br = self.branches.next(0);
+                let local = &self.local[side.index()];
+                let bytes = build::options_probe(local, t.transport, &t.uri, &br, self.probe_seq);
+                let to = Peer {
+                    side,
+                    transport: t.transport,
+                    addr: t.addr,
+                    conn: None,
+                };
+                let (tx, first) = ClientTransaction::start(
+                    TxKind::NonInvite,
+                    bytes,
+                    t.transport.is_reliable(),
+                    self.settings.timers,
+                    now,
+                );
+                let ckey = client_key(br.as_bytes(), false);
+                self.clients.insert(
+                    ckey.clone(),
+                    ClientEntry {
+                        tx,
+                        kind: ClientKind::Probe { side, index },
+                        server: None,
+                        to,
+                        got_provisional: false,
+                        cancel_sent: false,
+                        probe_deadline: Some(now + self.settings.health.timeout),
+                        scheduled: None,
+                    },
+                );
+                if let TxOutput::Transmit(b) = first {
+                    self.send_request(out, to, b, Method::Options, Some(ckey.clone()));
+                }
+                self.schedule_client(&ckey);
+            }
+        }
+        let next = now + interval;
+        self.next_probe_at = Some(next);
+        self.push_timer(next, super::TimerRef::Probes);
+    }
+
+    fn probe_result(&mut self, side: Side, index: usize, ok: bool) {
+        let set = &mut self.targets[side.index()];
+        let uri = set
+            .targets
+            .get(index)
+            .map(|t| t.uri.clone())
+            .unwrap_or_default();
+        let changed = if ok {
+            set.probe_ok(index)
+        } else {
+            set.probe_failed(index)
+        };
+        if changed {
+            if set.is_up(index) {
+                tracing::warn!(side = side.as_str(), target = %uri, "target answers OPTIONS again: back in rotation");
+            } else {
+                tracing::warn!(side = side.as_str(), target = %uri, "target failed OPTIONS probes: out of rotation");
+            }
+            self.metrics.set_targets_up(side, set.up_count());
+        }
+    }
+}
