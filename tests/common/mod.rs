@@ -1,0 +1,433 @@
+//! Test harness: runs the real `callgate` binary on free loopback ports and
+//! real sipp peers against it. Every wait is bounded; every child process is
+//! killed when its guard drops.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const LOOPBACK: &str = "127.0.0.1";
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(u) = UdpSocket::bind((LOOPBACK, 0)) else { continue };
+        let Ok(addr) = u.local_addr() else { continue };
+        if TcpListener::bind((LOOPBACK, addr.port())).is_ok() {
+            return addr.port();
+        }
+    }
+    panic!("no free loopback port");
+}
+
+/// Repository root (for scenario files and the demo TLS certificate).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn scenario(name: &str) -> String {
+    repo().join("test-calls/scenarios").join(name).display().to_string()
+}
+
+/// Ports of one callgate under test.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub trunk: u16,
+    pub trunk_tls: u16,
+    pub pbx: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub fn new() -> Ports {
+        Ports {
+            trunk: free_port(),
+            trunk_tls: free_port(),
+            pbx: free_port(),
+            admin: free_port(),
+        }
+    }
+}
+
+/// A config for tests: both sides on loopback, UDP+TCP (+TLS on the trunk),
+/// the given targets, fast failover, no health probes unless asked.
+pub fn config(ports: Ports, pbx_targets: &[String], carrier_targets: &[String], extra: &str) -> String {
+    let list = |v: &[String]| v.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+    let cert = repo().join("sip-config/tls/callgate-demo.crt");
+    let key = repo().join("sip-config/tls/callgate-demo.key");
+    let has_health = extra.contains("[health]");
+    let has_timers = extra.contains("[timers]");
+    format!(
+        r#"
+[trunk]
+udp = "127.0.0.1:{trunk}"
+tcp = "127.0.0.1:{trunk}"
+tls = "127.0.0.1:{tls}"
+tls_cert = "{cert}"
+tls_key = "{key}"
+allow = ["127.0.0.0/8"]
+targets = [{carrier}]
+
+[pbx]
+udp = "127.0.0.1:{pbx}"
+tcp = "127.0.0.1:{pbx}"
+allow = ["127.0.0.0/8"]
+targets = [{pbxt}]
+
+{health}
+{timers}
+[admin]
+listen = "127.0.0.1:{admin}"
+
+[log]
+level = "info"
+
+[shutdown]
+drain_secs = 5
+
+{extra}
+"#,
+        trunk = ports.trunk,
+        tls = ports.trunk_tls,
+        pbx = ports.pbx,
+        admin = ports.admin,
+        cert = cert.display(),
+        key = key.display(),
+        carrier = list(carrier_targets),
+        pbxt = list(pbx_targets),
+        health = if has_health { "" } else { "[health]\ninterval_secs = 0\n" },
+        timers = if has_timers { "" } else { "[timers]\nno_response_ms = 500\n" },
+    )
+}
+
+/// A running callgate; SIGTERM + wait on drop.
+pub struct Callgate {
+    child: Child,
+    pub ports: Ports,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    stderr_log: PathBuf,
+}
+
+impl Callgate {
+    /// Writes `config_text`, starts callgate and waits (bounded) for its
+    /// "callgate ready" line.
+    pub fn start(ports: Ports, config_text: &str) -> Callgate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("callgate.toml");
+        std::fs::write(&config_path, config_text).expect("write config");
+        let stderr_log = dir.path().join("callgate.log");
+        let log = std::fs::File::create(&stderr_log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn callgate");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("callgate ready") => break,
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
+                    panic!("callgate did not become ready; log:\n{log}");
+                }
+            }
+        }
+        Callgate {
+            child,
+            ports,
+            dir,
+            config_path,
+            stderr_log,
+        }
+    }
+
+    pub fn trunk(&self) -> String {
+        format!("{LOOPBACK}:{}", self.ports.trunk)
+    }
+    pub fn pbx(&self) -> String {
+        format!("{LOOPBACK}:{}", self.ports.pbx)
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// GET an admin path; returns (status, body).
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        http(("127.0.0.1", self.ports.admin), method, path)
+    }
+
+    pub fn metrics(&self) -> String {
+        self.admin("GET", "/metrics").1
+    }
+
+    /// Value of one metric line (exact name with labels), 0 if absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series)
+    }
+
+    /// Sends a signal and waits (bounded) for exit; returns the exit status.
+    pub fn signal_and_wait(&mut self, sig: &str, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Callgate {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Minimal HTTP/1.1 client for the admin API.
+pub fn http(addr: (&str, u16), method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: callgate\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A sipp process; killed on drop.
+pub struct Sipp {
+    child: Option<Child>,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Common sipp arguments: loopback, bounded, quiet.
+fn sipp_command(dir: &Path, args: &[String]) -> Command {
+    let mut c = Command::new("sipp");
+    c.current_dir(dir)
+        .args(["-i", LOOPBACK, "-nostdin", "-trace_err", "-trace_stat", "-stf", "stats.csv"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+impl Sipp {
+    /// Starts a sipp UAS on `port` and waits (bounded) until it listens.
+    pub fn uas(scenario_file: &str, port: u16, calls: u32, transport: &str, extra: &[&str]) -> Sipp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args: Vec<String> = vec![
+            "-sf".into(),
+            scenario_file.into(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            calls.to_string(),
+            "-t".into(),
+            transport.into(),
+            "-timeout".into(),
+            "60s".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = sipp_command(dir.path(), &args).spawn().expect("spawn sipp (apt-get install sip-tester)");
+        wait_bound(port, transport == "t1");
+        Sipp {
+            child: Some(child),
+            name: scenario_file.rsplit('/').next().unwrap_or(scenario_file).to_owned(),
+            dir,
+        }
+    }
+
+    /// Runs a sipp UAC to completion (bounded by `-timeout`).
+    pub fn uac(scenario_file: &str, target: &str, calls: u32, rate: u32, transport: &str, extra: &[&str]) -> SippResult {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args: Vec<String> = vec![
+            target.into(),
+            "-sf".into(),
+            scenario_file.into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-m".into(),
+            calls.to_string(),
+            "-r".into(),
+            rate.to_string(),
+            "-l".into(),
+            (rate.max(1) * 4).to_string(),
+            "-t".into(),
+            transport.into(),
+            "-timeout".into(),
+            "60s".into(),
+            "-timeout_error".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = sipp_command(dir.path(), &args).output().expect("run sipp");
+        SippResult::from(out, dir)
+    }
+
+    /// Waits (bounded) for the UAS to finish its calls.
+    pub fn finish(mut self) -> SippResult {
+        let mut child = self.child.take().expect("child");
+        let deadline = Instant::now() + Duration::from_secs(70);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                _ if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        let out = child.wait_with_output().expect("sipp output");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        SippResult::from(out, dir)
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Outcome of a sipp run: exit code and the last line of its statistics.
+#[derive(Debug)]
+pub struct SippResult {
+    pub code: Option<i32>,
+    pub stderr: String,
+    pub successful: u64,
+    pub failed: u64,
+    pub errors: String,
+}
+
+impl SippResult {
+    fn from(out: Output, dir: tempfile::TempDir) -> SippResult {
+        let stats = std::fs::read_to_string(dir.path().join("stats.csv")).unwrap_or_default();
+        let mut lines = stats.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+        let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).and_then(|i| last.get(i)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut errors = String::new();
+        if let Ok(rd) = std::fs::read_dir(dir.path()) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with("_errors.log") {
+                    errors.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                }
+            }
+        }
+        SippResult {
+            code: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            successful: col("SuccessfulCall(C)"),
+            failed: col("FailedCall(C)"),
+            errors,
+        }
+    }
+
+    pub fn assert_all_ok(&self, calls: u64, what: &str) {
+        assert!(
+            self.code == Some(0) && self.successful == calls && self.failed == 0,
+            "{what}: exit {:?}, {} successful, {} failed (expected {calls})\nstderr: {}\nerrors: {}",
+            self.code,
+            self.successful,
+            self.failed,
+            self.stderr,
+            self.errors.chars().take(4000).collect::<String>()
+        );
+    }
+}
+
+/// Waits (bounded) until something listens on the loopback port: a UDP
+/// bind that fails, or a TCP connect that succeeds, means it is bound.
+pub fn wait_bound(port: u16, tcp: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let bound = if tcp {
+            std::net::TcpStream::connect((LOOPBACK, port)).is_ok()
+        } else {
+            UdpSocket::bind((LOOPBACK, port)).is_err()
+        };
+        if bound {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listening on port {port} after 10 s");
+}
+
+/// A plain UDP endpoint for hand-made messages.
+pub struct Udp {
+    pub sock: UdpSocket,
+}
+
+impl Udp {
+    pub fn bind() -> Udp {
+        let sock = UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        Udp { sock }
+    }
+    pub fn port(&self) -> u16 {
+        self.sock.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+    pub fn send(&self, to: &str, data: &[u8]) {
+        self.sock.send_to(data, to).expect("send");
+    }
+    /// Next datagram, within 5 s.
+    pub fn recv(&self) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 65_535];
+        let (n, from) = self.sock.recv_from(&mut buf).ok()?;
+        buf.truncate(n);
+        Some((buf, from))
+    }
+    /// Receives until a datagram contains `needle`; returns all received.
+    pub fn recv_until(&self, needle: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Some((d, _)) = self.recv() {
+            let s = String::from_utf8_lossy(&d).into_owned();
+            let done = s.contains(needle);
+            got.push(s);
+            if done {
+                return got;
+            }
+        }
+        panic!("no datagram containing {needle:?}; got {got:#?}");
+    }
+}

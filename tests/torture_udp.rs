@@ -1,0 +1,223 @@
+//! RFC 4475 / RFC 5118 torture messages sent over UDP to a running callgate.
+//!
+//! Each message goes to the trunk side from a fresh carrier socket, followed
+//! by a valid sentinel OPTIONS. The PBX side forwards to a test socket that
+//! answers every request (486 to INVITE, 200 to anything else), so all of a
+//! torture message's effects happen before the sentinel's: what reached the
+//! PBX socket before the sentinel was forwarded, and the first final
+//! response the carrier got before the sentinel's 200 is callgate's answer.
+//! No timed waits: the sentinel is the barrier.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{config, Callgate, Ports, LOOPBACK};
+
+/// What RFC 4475 / RFC 5118 expect of a proxy for one message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// Valid: processed normally — forwarded, or answered with anything but 400/505.
+    Processed,
+    /// Answered with exactly this status and not forwarded.
+    Status(u16),
+    /// Invalid request: answered 400 (505 for a bad version) or dropped; never forwarded.
+    Rejected,
+    /// A response: nothing forwarded.
+    ResponseDropped,
+    /// Ambiguous in the RFC: anything but a crash.
+    Any,
+}
+
+fn expectations() -> Vec<(&'static str, Expect)> {
+    use Expect::*;
+    vec![
+        // RFC 4475 §3.1.1: valid messages.
+        ("rfc4475/wsinv.dat", Processed),
+        ("rfc4475/intmeth.dat", Processed),
+        ("rfc4475/esc01.dat", Processed),
+        ("rfc4475/escnull.dat", Processed),
+        ("rfc4475/esc02.dat", Processed),
+        ("rfc4475/lwsdisp.dat", Processed),
+        ("rfc4475/longreq.dat", Processed),
+        ("rfc4475/dblreq.dat", Processed),
+        ("rfc4475/semiuri.dat", Processed),
+        ("rfc4475/transports.dat", Processed),
+        ("rfc4475/mpart01.dat", Processed),
+        ("rfc4475/unreason.dat", ResponseDropped),
+        ("rfc4475/noreason.dat", ResponseDropped),
+        // §3.1.2: invalid messages.
+        ("rfc4475/badinv01.dat", Rejected),
+        ("rfc4475/clerr.dat", Rejected),
+        ("rfc4475/ncl.dat", Rejected),
+        ("rfc4475/scalar02.dat", Rejected),
+        ("rfc4475/scalarlg.dat", Rejected),
+        ("rfc4475/quotbal.dat", Rejected),
+        ("rfc4475/ltgtruri.dat", Rejected),
+        ("rfc4475/lwsruri.dat", Rejected),
+        ("rfc4475/lwsstart.dat", Rejected),
+        ("rfc4475/trws.dat", Rejected),
+        ("rfc4475/escruri.dat", Rejected),
+        ("rfc4475/baddate.dat", Rejected),
+        ("rfc4475/regbadct.dat", Rejected),
+        ("rfc4475/badaspec.dat", Rejected),
+        ("rfc4475/baddn.dat", Rejected),
+        ("rfc4475/badvers.dat", Rejected),
+        ("rfc4475/mismatch01.dat", Rejected),
+        ("rfc4475/mismatch02.dat", Rejected),
+        ("rfc4475/bigcode.dat", ResponseDropped),
+        // §3.2 transaction layer.
+        ("rfc4475/badbranch.dat", Processed),
+        // §3.3 application layer.
+        ("rfc4475/insuf.dat", Status(400)),
+        ("rfc4475/unkscm.dat", Status(416)),
+        ("rfc4475/novelsc.dat", Status(416)),
+        ("rfc4475/unksm2.dat", Processed),
+        ("rfc4475/bext01.dat", Status(420)),
+        ("rfc4475/invut.dat", Processed),
+        ("rfc4475/regaut01.dat", Processed),
+        ("rfc4475/multi01.dat", Rejected),
+        ("rfc4475/mcl01.dat", Rejected),
+        ("rfc4475/bcast.dat", ResponseDropped),
+        ("rfc4475/zeromf.dat", Status(483)),
+        ("rfc4475/cparam01.dat", Processed),
+        ("rfc4475/cparam02.dat", Processed),
+        ("rfc4475/regescrt.dat", Processed),
+        ("rfc4475/sdp01.dat", Processed),
+        // §3.4 backward compatibility.
+        ("rfc4475/inv2543.dat", Processed),
+        // RFC 5118.
+        ("rfc5118/ipv6-good", Processed),
+        ("rfc5118/ipv6-bad", Rejected),
+        ("rfc5118/port-ambiguous", Processed),
+        ("rfc5118/port-unambiguous", Processed),
+        ("rfc5118/ipv6-correct-abnf-2-colons", Processed),
+        ("rfc5118/ipv6-bug-abnf-3-colons", Any),
+        ("rfc5118/via-received-param-with-delim", Processed),
+        ("rfc5118/via-received-param-no-delim", Processed),
+        ("rfc5118/ipv4-mapped-ipv6", Processed),
+        ("rfc5118/mult-ip-in-header", Processed),
+        ("rfc5118/mult-ip-in-sdp", Processed),
+        ("rfc5118/ipv6-in-sdp", Processed),
+    ]
+}
+
+/// Header value by long or compact name (first occurrence), textually.
+fn header<'a>(msg: &'a str, long: &str, compact: &str) -> Option<&'a str> {
+    msg.split("\r\n").skip(1).take_while(|l| !l.is_empty()).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        let name = name.trim();
+        (name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(compact)).then_some(value.trim())
+    })
+}
+
+/// Every Via line of a message, in order (for building a response).
+fn via_lines(msg: &str) -> Vec<String> {
+    msg.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("via") || n.trim().eq_ignore_ascii_case("v")))
+        .map(|l| l.to_owned())
+        .collect()
+}
+
+/// A test UAS's response, built textually (independent of callgate's code).
+fn answer(req: &str, status: u16, reason: &str) -> String {
+    let mut r = format!("SIP/2.0 {status} {reason}\r\n");
+    for v in via_lines(req) {
+        r.push_str(&v);
+        r.push_str("\r\n");
+    }
+    for (long, compact) in [("From", "f"), ("To", "t"), ("Call-ID", "i"), ("CSeq", "")] {
+        if let Some(v) = header(req, long, compact) {
+            let tag = if long == "To" && !v.contains("tag=") { ";tag=pbx" } else { "" };
+            r.push_str(&format!("{long}: {v}{tag}\r\n"));
+        }
+    }
+    r.push_str("Content-Length: 0\r\n\r\n");
+    r
+}
+
+fn status_of(msg: &str) -> Option<u16> {
+    msg.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+fn sentinel(callgate: &Callgate, carrier_port: u16, n: usize) -> (String, String) {
+    let call_id = format!("sentinel-{n}@torture");
+    let msg = format!(
+        "OPTIONS sip:pbx@{LOOPBACK} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{carrier_port};branch=z9hG4bK-sentinel-{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:carrier@{LOOPBACK}>;tag=s{n}\r\nTo: <sip:pbx@{LOOPBACK}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let _ = callgate;
+    (call_id, msg)
+}
+
+#[test]
+fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
+    let pbx = UdpSocket::bind((LOOPBACK, 0)).expect("pbx socket");
+    pbx.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let pbx_port = pbx.local_addr().expect("addr").port();
+    let ports = Ports::new();
+    let cfg = config(ports, &[format!("sip:127.0.0.1:{pbx_port}")], &["sip:127.0.0.1:9;transport=udp".to_owned()], "");
+    let callgate = Callgate::start(ports, &cfg);
+    let corpus = common::repo().join("tests/sip-torture");
+    let mut failures = Vec::new();
+
+    for (n, (file, expect)) in expectations().into_iter().enumerate() {
+        let data = std::fs::read(corpus.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let carrier = UdpSocket::bind((LOOPBACK, 0)).expect("carrier socket");
+        carrier.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let carrier_port = carrier.local_addr().expect("addr").port();
+        carrier.send_to(&data, callgate.trunk()).expect("send torture");
+        let (sentinel_id, s) = sentinel(&callgate, carrier_port, n);
+        carrier.send_to(s.as_bytes(), callgate.trunk()).expect("send sentinel");
+
+        // PBX side: everything before the sentinel was forwarded from the
+        // torture message; answer each request so its transaction ends now.
+        let mut forwarded = 0;
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let Ok((len, from)) = pbx.recv_from(&mut buf) else {
+                panic!("{file}: sentinel never reached the PBX side — callgate stopped serving?\n{}", callgate.log());
+            };
+            let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
+            if msg.starts_with("ACK ") || msg.starts_with("SIP/2.0") {
+                continue;
+            }
+            let is_sentinel = msg.contains(&sentinel_id);
+            let reply = if msg.starts_with("INVITE ") { answer(&msg, 486, "Busy Here") } else { answer(&msg, 200, "OK") };
+            pbx.send_to(reply.as_bytes(), from).expect("pbx reply");
+            if is_sentinel {
+                break;
+            }
+            forwarded += 1;
+        }
+        // Carrier side: the first final response before the sentinel's 200.
+        let mut answered = None;
+        loop {
+            let Ok((len, _)) = carrier.recv_from(&mut buf) else {
+                panic!("{file}: no answer to the sentinel\n{}", callgate.log());
+            };
+            let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
+            if msg.contains(&sentinel_id) {
+                break;
+            }
+            if let Some(st) = status_of(&msg).filter(|s| *s >= 200) {
+                answered.get_or_insert(st);
+            }
+        }
+        let ok = match expect {
+            Expect::Processed => !matches!(answered, Some(400 | 505)) && (forwarded > 0 || answered.is_some()),
+            Expect::Status(code) => answered == Some(code) && forwarded == 0,
+            Expect::Rejected => forwarded == 0 && matches!(answered, None | Some(400) | Some(505)),
+            Expect::ResponseDropped => forwarded == 0 && answered.is_none(),
+            Expect::Any => true,
+        };
+        if !ok {
+            failures.push(format!("{file}: expected {expect:?}, got forwarded={forwarded} answered={answered:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "torture failures:\n{}", failures.join("\n"));
+    // badvers must be answered 505 specifically when answered at all.
+    assert!(callgate.metric("callgate_sip_parse_errors_total{side=\"trunk\"}") >= 15.0);
+}
