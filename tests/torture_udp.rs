@@ -105,11 +105,15 @@ fn expectations() -> Vec<(&'static str, Expect)> {
 
 /// Header value by long or compact name (first occurrence), textually.
 fn header<'a>(msg: &'a str, long: &str, compact: &str) -> Option<&'a str> {
-    msg.split("\r\n").skip(1).take_while(|l| !l.is_empty()).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        let name = name.trim();
-        (name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(compact)).then_some(value.trim())
-    })
+    msg.split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let name = name.trim();
+            (name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(compact))
+                .then_some(value.trim())
+        })
 }
 
 /// Every Via line of a message, in order (for building a response).
@@ -117,7 +121,11 @@ fn via_lines(msg: &str) -> Vec<String> {
     msg.split("\r\n")
         .skip(1)
         .take_while(|l| !l.is_empty())
-        .filter(|l| l.split_once(':').is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case("via") || n.trim().eq_ignore_ascii_case("v")))
+        .filter(|l| {
+            l.split_once(':').is_some_and(|(n, _)| {
+                n.trim().eq_ignore_ascii_case("via") || n.trim().eq_ignore_ascii_case("v")
+            })
+        })
         .map(|l| l.to_owned())
         .collect()
 }
@@ -131,7 +139,11 @@ fn answer(req: &str, status: u16, reason: &str) -> String {
     }
     for (long, compact) in [("From", "f"), ("To", "t"), ("Call-ID", "i"), ("CSeq", "")] {
         if let Some(v) = header(req, long, compact) {
-            let tag = if long == "To" && !v.contains("tag=") { ";tag=pbx" } else { "" };
+            let tag = if long == "To" && !v.contains("tag=") {
+                ";tag=pbx"
+            } else {
+                ""
+            };
             r.push_str(&format!("{long}: {v}{tag}\r\n"));
         }
     }
@@ -143,12 +155,11 @@ fn status_of(msg: &str) -> Option<u16> {
     msg.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
 }
 
-fn sentinel(callgate: &Callgate, carrier_port: u16, n: usize) -> (String, String) {
+fn sentinel(carrier_port: u16, n: usize) -> (String, String) {
     let call_id = format!("sentinel-{n}@torture");
     let msg = format!(
         "OPTIONS sip:pbx@{LOOPBACK} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{carrier_port};branch=z9hG4bK-sentinel-{n};rport\r\nMax-Forwards: 70\r\nFrom: <sip:carrier@{LOOPBACK}>;tag=s{n}\r\nTo: <sip:pbx@{LOOPBACK}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     );
-    let _ = callgate;
     (call_id, msg)
 }
 
@@ -158,7 +169,12 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
     pbx.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let pbx_port = pbx.local_addr().expect("addr").port();
     let ports = Ports::new();
-    let cfg = config(ports, &[format!("sip:127.0.0.1:{pbx_port}")], &["sip:127.0.0.1:9;transport=udp".to_owned()], "");
+    let cfg = config(
+        ports,
+        &[format!("sip:127.0.0.1:{pbx_port}")],
+        &["sip:127.0.0.1:9;transport=udp".to_owned()],
+        "",
+    );
     let callgate = Callgate::start(ports, &cfg);
     let corpus = common::repo().join("tests/sip-torture");
     let mut failures = Vec::new();
@@ -168,9 +184,13 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         let carrier = UdpSocket::bind((LOOPBACK, 0)).expect("carrier socket");
         carrier.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let carrier_port = carrier.local_addr().expect("addr").port();
-        carrier.send_to(&data, callgate.trunk()).expect("send torture");
-        let (sentinel_id, s) = sentinel(&callgate, carrier_port, n);
-        carrier.send_to(s.as_bytes(), callgate.trunk()).expect("send sentinel");
+        carrier
+            .send_to(&data, callgate.trunk())
+            .expect("send torture");
+        let (sentinel_id, s) = sentinel(carrier_port, n);
+        carrier
+            .send_to(s.as_bytes(), callgate.trunk())
+            .expect("send sentinel");
 
         // PBX side: everything before the sentinel was forwarded from the
         // torture message; answer each request so its transaction ends now.
@@ -178,14 +198,21 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         let mut buf = vec![0u8; 65_535];
         loop {
             let Ok((len, from)) = pbx.recv_from(&mut buf) else {
-                panic!("{file}: sentinel never reached the PBX side — callgate stopped serving?\n{}", callgate.log());
+                panic!(
+                    "{file}: sentinel never reached the PBX side — callgate stopped serving?\n{}",
+                    callgate.log()
+                );
             };
             let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
             if msg.starts_with("ACK ") || msg.starts_with("SIP/2.0") {
                 continue;
             }
             let is_sentinel = msg.contains(&sentinel_id);
-            let reply = if msg.starts_with("INVITE ") { answer(&msg, 486, "Busy Here") } else { answer(&msg, 200, "OK") };
+            let reply = if msg.starts_with("INVITE ") {
+                answer(&msg, 486, "Busy Here")
+            } else {
+                answer(&msg, 200, "OK")
+            };
             pbx.send_to(reply.as_bytes(), from).expect("pbx reply");
             if is_sentinel {
                 break;
@@ -207,17 +234,25 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
             }
         }
         let ok = match expect {
-            Expect::Processed => !matches!(answered, Some(400 | 505)) && (forwarded > 0 || answered.is_some()),
+            Expect::Processed => {
+                !matches!(answered, Some(400 | 505)) && (forwarded > 0 || answered.is_some())
+            }
             Expect::Status(code) => answered == Some(code) && forwarded == 0,
             Expect::Rejected => forwarded == 0 && matches!(answered, None | Some(400) | Some(505)),
             Expect::ResponseDropped => forwarded == 0 && answered.is_none(),
             Expect::Any => true,
         };
         if !ok {
-            failures.push(format!("{file}: expected {expect:?}, got forwarded={forwarded} answered={answered:?}"));
+            failures.push(format!(
+                "{file}: expected {expect:?}, got forwarded={forwarded} answered={answered:?}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "torture failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "torture failures:\n{}",
+        failures.join("\n")
+    );
     // badvers must be answered 505 specifically when answered at all.
     assert!(callgate.metric("callgate_sip_parse_errors_total{side=\"trunk\"}") >= 15.0);
 }

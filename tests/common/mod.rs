@@ -15,7 +15,9 @@ pub const LOOPBACK: &str = "127.0.0.1";
 /// A loopback port free for both UDP and TCP right now.
 pub fn free_port() -> u16 {
     for _ in 0..100 {
-        let Ok(u) = UdpSocket::bind((LOOPBACK, 0)) else { continue };
+        let Ok(u) = UdpSocket::bind((LOOPBACK, 0)) else {
+            continue;
+        };
         let Ok(addr) = u.local_addr() else { continue };
         if TcpListener::bind((LOOPBACK, addr.port())).is_ok() {
             return addr.port();
@@ -30,7 +32,11 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn scenario(name: &str) -> String {
-    repo().join("test-calls/scenarios").join(name).display().to_string()
+    repo()
+        .join("test-calls/scenarios")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// Ports of one callgate under test.
@@ -55,8 +61,18 @@ impl Ports {
 
 /// A config for tests: both sides on loopback, UDP+TCP (+TLS on the trunk),
 /// the given targets, fast failover, no health probes unless asked.
-pub fn config(ports: Ports, pbx_targets: &[String], carrier_targets: &[String], extra: &str) -> String {
-    let list = |v: &[String]| v.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+pub fn config(
+    ports: Ports,
+    pbx_targets: &[String],
+    carrier_targets: &[String],
+    extra: &str,
+) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let cert = repo().join("sip-config/tls/callgate-demo.crt");
     let key = repo().join("sip-config/tls/callgate-demo.key");
     let has_health = extra.contains("[health]");
@@ -99,8 +115,16 @@ drain_secs = 5
         key = key.display(),
         carrier = list(carrier_targets),
         pbxt = list(pbx_targets),
-        health = if has_health { "" } else { "[health]\ninterval_secs = 0\n" },
-        timers = if has_timers { "" } else { "[timers]\nno_response_ms = 500\n" },
+        health = if has_health {
+            ""
+        } else {
+            "[health]\ninterval_secs = 0\n"
+        },
+        timers = if has_timers {
+            ""
+        } else {
+            "[timers]\nno_response_ms = 500\n"
+        },
     )
 }
 
@@ -186,8 +210,14 @@ impl Callgate {
     }
 
     /// Sends a signal and waits (bounded) for exit; returns the exit status.
-    pub fn signal_and_wait(&mut self, sig: &str, limit: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+    pub fn signal_and_wait(
+        &mut self,
+        sig: &str,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -210,7 +240,10 @@ impl Drop for Callgate {
 
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -223,8 +256,15 @@ pub fn http(addr: (&str, u16), method: &str, path: &str) -> (u16, String) {
     write!(s, "{method} {path} HTTP/1.1\r\nHost: callgate\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").expect("write");
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -239,7 +279,15 @@ pub struct Sipp {
 fn sipp_command(dir: &Path, args: &[String]) -> Command {
     let mut c = Command::new("sipp");
     c.current_dir(dir)
-        .args(["-i", LOOPBACK, "-nostdin", "-trace_err", "-trace_stat", "-stf", "stats.csv"])
+        .args([
+            "-i",
+            LOOPBACK,
+            "-nostdin",
+            "-trace_err",
+            "-trace_stat",
+            "-stf",
+            "stats.csv",
+        ])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -249,7 +297,13 @@ fn sipp_command(dir: &Path, args: &[String]) -> Command {
 
 impl Sipp {
     /// Starts a sipp UAS on `port` and waits (bounded) until it listens.
-    pub fn uas(scenario_file: &str, port: u16, calls: u32, transport: &str, extra: &[&str]) -> Sipp {
+    pub fn uas(
+        scenario_file: &str,
+        port: u16,
+        calls: u32,
+        transport: &str,
+        extra: &[&str],
+    ) -> Sipp {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut args: Vec<String> = vec![
             "-sf".into(),
@@ -264,17 +318,30 @@ impl Sipp {
             "60s".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = sipp_command(dir.path(), &args).spawn().expect("spawn sipp (apt-get install sip-tester)");
+        let child = sipp_command(dir.path(), &args)
+            .spawn()
+            .expect("spawn sipp (apt-get install sip-tester)");
         wait_bound(port, transport == "t1");
         Sipp {
             child: Some(child),
-            name: scenario_file.rsplit('/').next().unwrap_or(scenario_file).to_owned(),
+            name: scenario_file
+                .rsplit('/')
+                .next()
+                .unwrap_or(scenario_file)
+                .to_owned(),
             dir,
         }
     }
 
     /// Runs a sipp UAC to completion (bounded by `-timeout`).
-    pub fn uac(scenario_file: &str, target: &str, calls: u32, rate: u32, transport: &str, extra: &[&str]) -> SippResult {
+    pub fn uac(
+        scenario_file: &str,
+        target: &str,
+        calls: u32,
+        rate: u32,
+        transport: &str,
+        extra: &[&str],
+    ) -> SippResult {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut args: Vec<String> = vec![
             target.into(),
@@ -344,7 +411,14 @@ impl SippResult {
         let mut lines = stats.lines();
         let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
         let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
-        let col = |name: &str| header.iter().position(|h| *h == name).and_then(|i| last.get(i)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .and_then(|i| last.get(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
         let mut errors = String::new();
         if let Ok(rd) = std::fs::read_dir(dir.path()) {
             for e in rd.flatten() {

@@ -20,6 +20,8 @@ mod io;
 mod request;
 mod response;
 mod targets;
+#[cfg(test)]
+mod tests;
 
 pub use build::LocalSide;
 pub use io::{ConnId, Outgoing, Peer};

@@ -1,0 +1,399 @@
+//! Sans-IO tests of the proxy core: messages in, messages out, time injected.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{Config, Target, Transport};
+
+const CARRIER: &str = "192.0.2.10:5060";
+const PBX1: &str = "10.0.0.1:5080";
+const PBX2: &str = "10.0.0.2:5080";
+
+fn settings(pbx_targets: &[&str]) -> CoreSettings {
+    let mut cfg = Config::embedded().unwrap_or_else(|e| panic!("embedded config: {e}"));
+    cfg.trunk.allow = vec!["192.0.2.0/24".parse().unwrap_or_else(|e| panic!("{e}"))];
+    cfg.pbx.allow = vec!["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))];
+    cfg.trunk.advertise = Some("198.51.100.1".into());
+    cfg.pbx.advertise = Some("10.0.0.254".into());
+    cfg.pbx.targets = pbx_targets
+        .iter()
+        .map(|a| Target {
+            uri: format!("sip:{a}"),
+            addr: a.parse().unwrap_or_else(|e| panic!("{e}")),
+            transport: Transport::Udp,
+        })
+        .collect();
+    cfg.health.interval = Duration::ZERO;
+    CoreSettings::from_config(&cfg)
+}
+
+struct Harness {
+    core: ProxyCore,
+    now: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl Harness {
+    fn new(pbx_targets: &[&str]) -> Harness {
+        let metrics = Arc::new(Metrics::default());
+        let now = Instant::now();
+        Harness {
+            core: ProxyCore::new(settings(pbx_targets), metrics.clone(), now),
+            now,
+            metrics,
+        }
+    }
+    fn carrier() -> Peer {
+        Peer {
+            side: Side::Trunk,
+            transport: Transport::Udp,
+            addr: CARRIER.parse().unwrap_or_else(|e| panic!("{e}")),
+            conn: None,
+        }
+    }
+    fn from_pbx(addr: &str) -> Peer {
+        Peer {
+            side: Side::Pbx,
+            transport: Transport::Udp,
+            addr: addr.parse().unwrap_or_else(|e| panic!("{e}")),
+            conn: None,
+        }
+    }
+    fn feed(&mut self, from: Peer, text: &str) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        self.core
+            .on_message(from, Bytes::from(text.to_owned()), self.now, &mut out);
+        out
+    }
+    fn advance(&mut self, d: Duration) -> Vec<Outgoing> {
+        self.now += d;
+        let mut out = Vec::new();
+        self.core.on_timer(self.now, &mut out);
+        out
+    }
+}
+
+fn text(o: &Outgoing) -> String {
+    String::from_utf8_lossy(&o.bytes).into_owned()
+}
+
+fn invite(branch: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:+15550100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@192.0.2.10>;tag=c1\r\nTo: <sip:+15550100@198.51.100.1>\r\nCall-ID: call-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550199@192.0.2.10:5060>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A response from the PBX to a forwarded request (Via copied from it).
+fn answer(forwarded: &str, status: u16, reason: &str, to_tag: &str) -> String {
+    let mut r = format!("SIP/2.0 {status} {reason}\r\n");
+    for line in forwarded
+        .split("\r\n")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+    {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("via:")
+            || lower.starts_with("from:")
+            || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:")
+            || lower.starts_with("record-route:")
+        {
+            r.push_str(line);
+            r.push_str("\r\n");
+        } else if lower.starts_with("to:") {
+            r.push_str(line);
+            r.push_str(&format!(";tag={to_tag}\r\n"));
+        }
+    }
+    r.push_str("Contact: <sip:agent@10.0.0.1:5080>\r\nContent-Length: 0\r\n\r\n");
+    r
+}
+
+fn status(o: &Outgoing) -> u16 {
+    text(o).get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn invite_is_answered_100_and_forwarded_with_via_record_routes_and_max_forwards() {
+    let mut h = Harness::new(&[PBX1]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-a1", ""));
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_eq!(status(&out[0]), 100);
+    assert_eq!(out[0].to.addr.to_string(), CARRIER);
+    let fwd = text(&out[1]);
+    assert_eq!(out[1].to.addr.to_string(), PBX1);
+    assert_eq!(out[1].to.side, Side::Pbx);
+    assert!(
+        fwd.starts_with("INVITE sip:+15550100@198.51.100.1 SIP/2.0\r\n"),
+        "{fwd}"
+    );
+    let lines: Vec<&str> = fwd.split("\r\n").collect();
+    assert!(
+        lines[1].starts_with("Via: SIP/2.0/UDP 10.0.0.254:5062;branch=z9hG4bK-cg"),
+        "{fwd}"
+    );
+    assert!(fwd.contains("Record-Route: <sip:10.0.0.254:5062;transport=udp;lr>\r\nRecord-Route: <sip:198.51.100.1:5060;transport=udp;lr>"), "{fwd}");
+    assert!(fwd.contains("Max-Forwards: 69\r\n"), "{fwd}");
+    assert!(
+        fwd.contains("branch=z9hG4bK-a1;received=192.0.2.10;rport=5060"),
+        "{fwd}"
+    );
+    assert!(out[1].client.is_some());
+}
+
+#[test]
+fn responses_are_relayed_upstream_without_our_via_and_2xx_completes() {
+    let mut h = Harness::new(&[PBX1]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-a2", ""));
+    let fwd = text(&out[1]);
+    let ringing = h.feed(Harness::from_pbx(PBX1), &answer(&fwd, 180, "Ringing", "p1"));
+    assert_eq!(ringing.len(), 1);
+    assert_eq!(status(&ringing[0]), 180);
+    assert!(
+        !text(&ringing[0]).contains("10.0.0.254"),
+        "our Via is removed: {}",
+        text(&ringing[0])
+    );
+    let ok = h.feed(Harness::from_pbx(PBX1), &answer(&fwd, 200, "OK", "p1"));
+    assert_eq!(ok.len(), 1);
+    assert_eq!(status(&ok[0]), 200);
+    assert_eq!(ok[0].to.addr.to_string(), CARRIER);
+    assert!(h.core.is_drained());
+    // A retransmitted 200 is relayed too (RFC 6026).
+    let again = h.feed(Harness::from_pbx(PBX1), &answer(&fwd, 200, "OK", "p1"));
+    assert_eq!(again.len(), 1);
+}
+
+#[test]
+fn retransmitted_invite_gets_the_last_response_and_is_not_forwarded_again() {
+    let mut h = Harness::new(&[PBX1]);
+    h.feed(Harness::carrier(), &invite("z9hG4bK-a3", ""));
+    let again = h.feed(Harness::carrier(), &invite("z9hG4bK-a3", ""));
+    assert_eq!(again.len(), 1);
+    assert_eq!(status(&again[0]), 100);
+}
+
+#[test]
+fn failover_on_503_then_best_response() {
+    let mut h = Harness::new(&[PBX1, PBX2]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-f1", ""));
+    let first = text(&out[1]);
+    let next = h.feed(
+        Harness::from_pbx(PBX1),
+        &answer(&first, 503, "Service Unavailable", "x"),
+    );
+    // ACK for the 503 to PBX1, then the INVITE to PBX2.
+    assert_eq!(next.len(), 2, "{next:#?}");
+    assert!(text(&next[0]).starts_with("ACK "));
+    assert_eq!(next[0].to.addr.to_string(), PBX1);
+    assert!(text(&next[1]).starts_with("INVITE "));
+    assert_eq!(next[1].to.addr.to_string(), PBX2);
+    let second = text(&next[1]);
+    let busy = h.feed(
+        Harness::from_pbx(PBX2),
+        &answer(&second, 486, "Busy Here", "y"),
+    );
+    let up: Vec<u16> = busy
+        .iter()
+        .filter(|o| o.to.side == Side::Trunk)
+        .map(status)
+        .collect();
+    assert_eq!(up, vec![486], "the better 486 beats the 503: {busy:#?}");
+}
+
+#[test]
+fn all_targets_503_gives_500_upstream() {
+    let mut h = Harness::new(&[PBX1]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-f2", ""));
+    let r = h.feed(
+        Harness::from_pbx(PBX1),
+        &answer(&text(&out[1]), 503, "Service Unavailable", "x"),
+    );
+    let up: Vec<u16> = r
+        .iter()
+        .filter(|o| o.to.side == Side::Trunk)
+        .map(status)
+        .collect();
+    assert_eq!(up, vec![500]);
+}
+
+#[test]
+fn silent_target_fails_over_after_no_response_time() {
+    let mut h = Harness::new(&[PBX1, PBX2]);
+    h.feed(Harness::carrier(), &invite("z9hG4bK-f3", ""));
+    // Timer A retransmits at T1 = 500 ms to PBX1.
+    let r = h.advance(Duration::from_millis(500));
+    assert!(r.iter().all(|o| o.to.addr.to_string() == PBX1));
+    let r = h.advance(Duration::from_millis(1500));
+    let to_pbx2: Vec<&Outgoing> = r.iter().filter(|o| o.to.addr.to_string() == PBX2).collect();
+    assert_eq!(to_pbx2.len(), 1, "{r:#?}");
+    assert!(text(to_pbx2[0]).starts_with("INVITE "));
+    assert!(h.metrics.render().contains("callgate_failovers_total 1"));
+}
+
+#[test]
+fn cancel_after_ringing_is_forwarded_and_487_relayed() {
+    let mut h = Harness::new(&[PBX1]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-c1", ""));
+    let fwd = text(&out[1]);
+    h.feed(Harness::from_pbx(PBX1), &answer(&fwd, 180, "Ringing", "p"));
+    let cancel = invite("z9hG4bK-c1", "")
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let r = h.feed(Harness::carrier(), &cancel);
+    assert_eq!(r.len(), 2, "{r:#?}");
+    assert_eq!(status(&r[0]), 200);
+    assert_eq!(r[0].to.side, Side::Trunk);
+    let down = text(&r[1]);
+    assert!(
+        down.starts_with("CANCEL sip:+15550100@198.51.100.1 SIP/2.0"),
+        "{down}"
+    );
+    let fwd_branch = fwd
+        .split("branch=")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap_or_default();
+    assert!(
+        down.contains(fwd_branch),
+        "CANCEL reuses the INVITE's branch"
+    );
+    let terminated = h.feed(
+        Harness::from_pbx(PBX1),
+        &answer(&fwd, 487, "Request Terminated", "p"),
+    );
+    let up: Vec<u16> = terminated
+        .iter()
+        .filter(|o| o.to.side == Side::Trunk)
+        .map(status)
+        .collect();
+    assert_eq!(up, vec![487]);
+}
+
+#[test]
+fn cancel_before_any_provisional_answers_487_at_once() {
+    let mut h = Harness::new(&[PBX1]);
+    h.feed(Harness::carrier(), &invite("z9hG4bK-c2", ""));
+    let cancel = invite("z9hG4bK-c2", "")
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let r = h.feed(Harness::carrier(), &cancel);
+    let codes: Vec<u16> = r.iter().map(status).collect();
+    assert_eq!(codes, vec![200, 487]);
+}
+
+#[test]
+fn unknown_cancel_gets_481() {
+    let mut h = Harness::new(&[PBX1]);
+    let cancel = invite("z9hG4bK-none", "")
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let r = h.feed(Harness::carrier(), &cancel);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![481]);
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_proxy_require_gets_420() {
+    let mut h = Harness::new(&[PBX1]);
+    let r = h.feed(
+        Harness::carrier(),
+        &invite("z9hG4bK-m0", "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    let codes: Vec<u16> = r.iter().map(status).collect();
+    assert_eq!(codes, vec![100, 483]);
+    let r = h.feed(
+        Harness::carrier(),
+        &invite("z9hG4bK-pr", "Proxy-Require: foo\r\n"),
+    );
+    let last = r.last().map(text).unwrap_or_default();
+    assert!(last.starts_with("SIP/2.0 420"), "{last}");
+    assert!(last.contains("Unsupported: foo"), "{last}");
+}
+
+#[test]
+fn a_request_looping_back_gets_482() {
+    let mut h = Harness::new(&[PBX1]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-l1", ""));
+    // The PBX sends our forwarded INVITE straight back to the trunk side.
+    let mut looped = Harness::carrier();
+    looped.addr = "192.0.2.11:5060".parse().unwrap_or_else(|e| panic!("{e}"));
+    let back = text(&out[1]).replace("Max-Forwards: 69", "Max-Forwards: 68");
+    let back = back.replacen(
+        "Via: SIP/2.0/UDP 10.0.0.254",
+        "Via: SIP/2.0/UDP 192.0.2.11:5060;branch=z9hG4bK-pbx\r\nVia: SIP/2.0/UDP 10.0.0.254",
+        1,
+    );
+    let r = h.feed(looped, &back);
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![100, 482]);
+}
+
+#[test]
+fn in_dialog_request_is_never_relayed_outside_the_acl() {
+    let mut h = Harness::new(&[PBX1]);
+    // A BYE with a To tag whose Request-URI points at a host the PBX side
+    // does not admit.
+    let bye = invite("z9hG4bK-b1", "")
+        .replace(
+            "INVITE sip:+15550100@198.51.100.1",
+            "BYE sip:victim@203.0.113.9",
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+        .replace(
+            "To: <sip:+15550100@198.51.100.1>",
+            "To: <sip:+15550100@198.51.100.1>;tag=p1",
+        );
+    let r = h.feed(Harness::carrier(), &bye);
+    assert_eq!(r.len(), 1);
+    assert_eq!(status(&r[0]), 403);
+}
+
+#[test]
+fn in_dialog_request_follows_the_route_set_through_both_sides() {
+    let mut h = Harness::new(&[PBX1]);
+    let bye = invite("z9hG4bK-b2", "Route: <sip:198.51.100.1:5060;transport=udp;lr>, <sip:10.0.0.254:5062;transport=udp;lr>\r\n")
+        .replace("INVITE sip:+15550100@198.51.100.1", "BYE sip:agent@10.0.0.1:5080")
+        .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+        .replace("To: <sip:+15550100@198.51.100.1>", "To: <sip:+15550100@198.51.100.1>;tag=p1");
+    let r = h.feed(Harness::carrier(), &bye);
+    assert_eq!(r.len(), 1, "{r:#?}");
+    let fwd = text(&r[0]);
+    assert_eq!(r[0].to.addr.to_string(), PBX1);
+    assert!(
+        !fwd.contains("Route:"),
+        "both of our Route entries are removed: {fwd}"
+    );
+    assert!(
+        !fwd.contains("Record-Route"),
+        "no Record-Route on in-dialog requests"
+    );
+}
+
+#[test]
+fn draining_refuses_new_invites_with_503_but_relays_in_dialog_requests() {
+    let mut h = Harness::new(&[PBX1]);
+    h.core.start_drain();
+    let r = h.feed(Harness::carrier(), &invite("z9hG4bK-d1", ""));
+    let last = r.last().map(text).unwrap_or_default();
+    assert!(last.starts_with("SIP/2.0 503"), "{last}");
+    assert!(last.contains("Retry-After: 5"), "{last}");
+    assert!(h.core.is_drained());
+}
+
+#[test]
+fn garbage_is_counted_and_never_panics() {
+    let mut h = Harness::new(&[PBX1]);
+    for junk in [
+        "",
+        "\r\n",
+        "INVITE",
+        "SIP/2.0 999999 x\r\n\r\n",
+        "INVITE sip:a SIP/2.0\r\nVia: x\r\n\r\n",
+        "\u{0}\u{1}\u{2}",
+    ] {
+        let _ = h.feed(Harness::carrier(), junk);
+    }
+    assert!(h.metrics.parse_error_count(Side::Trunk) >= 4);
+}
