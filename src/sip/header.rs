@@ -24,12 +24,49 @@ pub enum HeaderName {
     Other,
 }
 
+const NAMES: [(&[u8], HeaderName); 17] = [
+    (b"via", HeaderName::Via),
+    (b"from", HeaderName::From),
+    (b"to", HeaderName::To),
+    (b"call-id", HeaderName::CallId),
+    (b"cseq", HeaderName::CSeq),
+    (b"max-forwards", HeaderName::MaxForwards),
+    (b"route", HeaderName::Route),
+    (b"record-route", HeaderName::RecordRoute),
+    (b"contact", HeaderName::Contact),
+    (b"content-length", HeaderName::ContentLength),
+    (b"content-type", HeaderName::ContentType),
+    (b"p-asserted-identity", HeaderName::PAssertedIdentity),
+    (b"identity", HeaderName::Identity),
+    (b"require", HeaderName::Require),
+    (b"proxy-require", HeaderName::ProxyRequire),
+    (b"supported", HeaderName::Supported),
+    (b"date", HeaderName::Date),
+];
+
 impl HeaderName {
     /// Maps a header name as written (case-insensitive, compact forms
     /// `v f t i m l c k y`, RFC 3261 §7.3.3 and RFC 8224 §4 for `y`).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        let _ = name;
-        todo!()
+        if let [c] = name {
+            return match c.to_ascii_lowercase() {
+                b'v' => HeaderName::Via,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'i' => HeaderName::CallId,
+                b'm' => HeaderName::Contact,
+                b'l' => HeaderName::ContentLength,
+                b'c' => HeaderName::ContentType,
+                b'k' => HeaderName::Supported,
+                b'y' => HeaderName::Identity,
+                _ => HeaderName::Other,
+            };
+        }
+        NAMES
+            .iter()
+            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            .map(|(_, h)| *h)
+            .unwrap_or(HeaderName::Other)
     }
 
     /// Canonical long name, for building messages.
@@ -54,5 +91,27 @@ impl HeaderName {
             HeaderName::Date => "Date",
             HeaderName::Other => "",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_compact_and_case_insensitive() {
+        assert_eq!(
+            HeaderName::from_bytes(b"MaX-fOrWaRdS"),
+            HeaderName::MaxForwards
+        );
+        assert_eq!(HeaderName::from_bytes(b"v"), HeaderName::Via);
+        assert_eq!(HeaderName::from_bytes(b"L"), HeaderName::ContentLength);
+        assert_eq!(HeaderName::from_bytes(b"y"), HeaderName::Identity);
+        assert_eq!(HeaderName::from_bytes(b"s"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
+        assert_eq!(
+            HeaderName::from_bytes(b"P-Asserted-Identity"),
+            HeaderName::PAssertedIdentity
+        );
     }
 }

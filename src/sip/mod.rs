@@ -5,6 +5,7 @@ pub mod message;
 pub mod method;
 pub mod proxy;
 pub mod response;
+pub mod scan;
 pub mod splice;
 pub mod transaction;
 pub mod transport;

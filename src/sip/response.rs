@@ -2,7 +2,21 @@
 
 use bytes::Bytes;
 
+use crate::sip::header::HeaderName;
 use crate::sip::message::SipMessage;
+use crate::sip::scan;
+
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(format!("SIP/2.0 {status} {reason}\r\n").as_bytes());
+}
+
+fn finish(out: &mut Vec<u8>, extra: &[&[u8]]) {
+    for e in extra {
+        out.extend_from_slice(e);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+}
 
 /// Builds a response to `req`: copies every Via (in order), From, To (adding
 /// `;tag=to_tag` when given and the To has no tag), Call-ID and CSeq, adds
@@ -14,8 +28,29 @@ pub fn build_response(
     to_tag: Option<&[u8]>,
     extra: &[&[u8]],
 ) -> Bytes {
-    let _ = (req, status, reason, to_tag, extra);
-    todo!()
+    let mut out = Vec::with_capacity(512);
+    status_line(&mut out, status, reason);
+    let has_tag = req.to().ok().and_then(|t| t.tag()).is_some();
+    for h in req.headers() {
+        match h.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                out.extend_from_slice(req.slice(&h.line))
+            }
+            HeaderName::To => match to_tag {
+                Some(tag) if !has_tag => {
+                    out.extend_from_slice(b"To: ");
+                    out.extend_from_slice(req.value(h));
+                    out.extend_from_slice(b";tag=");
+                    out.extend_from_slice(tag);
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => out.extend_from_slice(req.slice(&h.line)),
+            },
+            _ => {}
+        }
+    }
+    finish(&mut out, extra);
+    Bytes::from(out)
 }
 
 /// Best effort for bytes that failed [`SipMessage::parse`]: if the start line
@@ -23,8 +58,49 @@ pub fn build_response(
 /// returns a response with `status`/`reason` copying them; else `None`
 /// (the message is then dropped, RFC 4475 §3.1.2).
 pub fn response_to_unparseable(raw: &[u8], status: u16, reason: &str) -> Option<Bytes> {
-    let _ = (raw, status, reason);
-    todo!()
+    let raw = &raw[crate::sip::message::keepalive_prefix(raw)..];
+    let mut lines = raw
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next()?;
+    let method_end = first.iter().position(|b| *b == b' ')?;
+    if first.starts_with(b"SIP/")
+        || !scan::is_token(&first[..method_end])
+        || first.starts_with(b"ACK ")
+    {
+        return None;
+    }
+    let mut wanted: [Vec<&[u8]>; 5] = Default::default();
+    for line in lines.take(256) {
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let slot = match HeaderName::from_bytes(scan::trim(&line[..colon])) {
+            HeaderName::Via => 0,
+            HeaderName::From => 1,
+            HeaderName::To => 2,
+            HeaderName::CallId => 3,
+            HeaderName::CSeq => 4,
+            _ => continue,
+        };
+        wanted[slot].push(line);
+    }
+    if wanted.iter().any(Vec::is_empty) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(512);
+    status_line(&mut out, status, reason);
+    for group in &wanted {
+        for line in group {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    finish(&mut out, &[]);
+    Some(Bytes::from(out))
 }
 
 /// Standard reason phrase for a status code (RFC 3261 §21), "Unknown" else.

@@ -1,6 +1,14 @@
 //! Via header value (RFC 3261 §20.42, §18.2.1; rport RFC 3581).
 
 use crate::sip::message::ParseError;
+use crate::sip::scan;
+
+fn bad(reason: &'static str) -> ParseError {
+    ParseError::BadHeader {
+        name: "Via",
+        reason,
+    }
+}
 
 /// One Via value, borrowed from the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +28,62 @@ pub struct Via<'a> {
     pub params: &'a [u8],
 }
 
+/// Takes a token after optional LWS; returns it and the rest.
+fn token(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let s = scan::trim(s);
+    let end = s
+        .iter()
+        .position(|b| !scan::is_token_char(*b))
+        .unwrap_or(s.len());
+    (end > 0).then(|| (&s[..end], &s[end..]))
+}
+
+fn slash(s: &[u8]) -> Option<&[u8]> {
+    scan::trim(s).strip_prefix(b"/")
+}
+
 impl<'a> Via<'a> {
     /// Parses a single Via value (`SIP/2.0/UDP host:port;params`), tolerant
     /// of LWS around `/`, `:` and `;` (RFC 4475 §3.1.1.1).
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ParseError> {
-        let _ = value;
-        todo!()
+        let (proto, rest) = token(value).ok_or(bad("missing protocol"))?;
+        let (version, rest) = slash(rest).and_then(token).ok_or(bad("missing version"))?;
+        let (transport, rest) = slash(rest)
+            .and_then(token)
+            .ok_or(bad("missing transport"))?;
+        if !proto.eq_ignore_ascii_case(b"SIP") || version != b"2.0" {
+            return Err(bad("not SIP/2.0"));
+        }
+        if !rest.first().is_some_and(|b| scan::is_lws(*b)) {
+            return Err(bad("missing sent-by"));
+        }
+        let semi = rest.iter().position(|b| *b == b';').unwrap_or(rest.len());
+        let (host, port) = scan::host_port(&rest[..semi]).ok_or(bad("bad sent-by"))?;
+        let params = rest.get(semi + 1..).unwrap_or_default();
+        let mut via = Via {
+            transport,
+            host,
+            port,
+            branch: None,
+            received: None,
+            rport: None,
+            params,
+        };
+        if semi < rest.len() {
+            for p in scan::params(params).ok_or(bad("bad parameter"))? {
+                if p.name.eq_ignore_ascii_case(b"branch") {
+                    via.branch = Some(p.value.ok_or(bad("branch without value"))?);
+                } else if p.name.eq_ignore_ascii_case(b"received") {
+                    via.received = Some(p.value.ok_or(bad("received without value"))?);
+                } else if p.name.eq_ignore_ascii_case(b"rport") {
+                    via.rport = Some(match p.value {
+                        None => None,
+                        Some(v) => Some(scan::port(v).ok_or(bad("bad rport"))?),
+                    });
+                }
+            }
+        }
+        Ok(via)
     }
 
     /// Whether the branch carries the RFC 3261 magic cookie `z9hG4bK` (§8.1.1.7).
@@ -35,7 +93,41 @@ impl<'a> Via<'a> {
 
     /// Value of any other parameter (`None` absent, `Some(b"")` valueless).
     pub fn param(&self, name: &str) -> Option<&'a [u8]> {
-        let _ = name;
-        todo!()
+        scan::find_param(self.params, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folded_lws_everywhere() {
+        let v = Via::parse(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.transport, b"UDP");
+        assert_eq!(v.host, b"192.0.2.2");
+        assert_eq!(v.branch, Some(&b"390skdjuw"[..]));
+        assert!(!v.is_rfc3261_branch());
+        let v = Via::parse(
+            b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  received  =  192.0.2.2",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.received, Some(&b"192.0.2.2"[..]));
+    }
+
+    #[test]
+    fn ipv6_rport_and_garbage() {
+        let v = Via::parse(
+            b"SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3;rport;received=[2001:db8::9:255]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.host, b"[2001:db8::9:1]");
+        assert_eq!(v.port, Some(6050));
+        assert_eq!(v.rport, Some(None));
+        assert!(v.is_rfc3261_branch());
+        assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
+        assert!(Via::parse(b"SIP/3.0/UDP host").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP").is_err());
     }
 }

@@ -115,18 +115,14 @@ fn hop_of(uri: &Uri<'_>) -> Option<(SocketAddr, Transport)> {
     Some((SocketAddr::new(ip, port), transport))
 }
 
-/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): the same
-/// connection for stream transports; for UDP the source address when the
-/// client asked for rport, else the source IP and the sent-by port.
-fn reply_peer(peer: Peer, via: &Via<'_>) -> Peer {
-    if peer.transport.is_reliable() || via.rport.is_some() {
-        return peer;
-    }
-    let port = via.port.unwrap_or(5060);
-    Peer {
-        addr: SocketAddr::new(peer.addr.ip(), port),
-        ..peer
-    }
+/// Where responses to a request go: always back to the source address and
+/// connection. For stream transports that is RFC 3261 §18.2.2; for UDP it is
+/// RFC 3581 symmetric response routing applied whether or not the client
+/// asked for `rport` (like Kamailio's `force_rport`), because carriers and
+/// PBXs behind NAT or multi-socket SBCs otherwise lose their responses.
+/// See docs/decisions/0003-symmetric-responses.md.
+fn reply_peer(peer: Peer, _via: &Via<'_>) -> Peer {
+    peer
 }
 
 /// The top Via with `received` and a filled-in `rport` (RFC 3261 §18.2.1,
