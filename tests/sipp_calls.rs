@@ -80,7 +80,8 @@ fn calls_complete_over_tcp() {
     uac.assert_all_ok(u64::from(calls), "carrier UAC over TCP");
     uas.finish()
         .assert_all_ok(u64::from(calls), "PBX UAS over TCP");
-    assert!(cg.metric("callgate_tcp_connections") >= 1.0);
+    // One connection from the carrier, one to the PBX (reused for every call).
+    assert_eq!(cg.metric("callgate_tcp_connections_opened_total"), 2.0);
 }
 
 #[test]
@@ -176,7 +177,9 @@ fn failover_to_the_next_pbx_when_the_first_answers_503() {
 fn failover_when_the_first_pbx_is_down_and_health_checks_take_it_out() {
     let calls = 10;
     let (down, good) = (free_port(), free_port());
-    let uas = Sipp::uas(&scenario("uas-basic.xml"), good, calls + 1, "u1", &[]);
+    // -aa: the UAS answers the OPTIONS health probes with 200. sipp counts
+    // those against -m, so no call limit here: the guard stops it.
+    let _uas = Sipp::uas(&scenario("uas-basic.xml"), good, 100_000, "u1", &["-aa"]);
     // Nothing listens on `down`: the first calls fail over after
     // no_response_ms; OPTIONS probes then take it out of rotation.
     let cg = callgate_to(
@@ -216,6 +219,4 @@ fn failover_when_the_first_pbx_is_down_and_health_checks_take_it_out() {
         failovers,
         "no failover once the dead target is out"
     );
-    uas.finish()
-        .assert_all_ok(u64::from(calls + 1), "second PBX");
 }

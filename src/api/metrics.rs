@@ -112,6 +112,7 @@ pub struct Metrics {
     active_client_tx: AtomicI64,
     targets_up: [AtomicI64; 2],
     tcp_connections: AtomicI64,
+    tcp_opened: AtomicU64,
     draining: AtomicI64,
     reloads: AtomicU64,
     phases: [Histogram; PHASES.len()],
@@ -152,6 +153,7 @@ impl Metrics {
         self.targets_up[side.index()].store(up as i64, Relaxed);
     }
     pub fn tcp_connection_opened(&self) {
+        self.tcp_opened.fetch_add(1, Relaxed);
         self.tcp_connections.fetch_add(1, Relaxed);
     }
     pub fn tcp_connection_closed(&self) {
@@ -232,7 +234,13 @@ impl Metrics {
                 self.transport_errors[side.index()].load(Relaxed)
             );
         }
-        let simple: [(&str, &str, &str, i64); 9] = [
+        let simple: [(&str, &str, &str, i64); 10] = [
+            (
+                "callgate_tcp_connections_opened_total",
+                "counter",
+                "TCP/TLS connections opened, inbound and outbound.",
+                self.tcp_opened.load(Relaxed) as i64,
+            ),
             (
                 "callgate_failovers_total",
                 "counter",

@@ -747,11 +747,13 @@ pub(super) fn forwarded_copy(
     record_route: bool,
 ) -> Option<Bytes> {
     let mut sp = Splice::new(msg);
-    sp.prepend_header(out_local.via_line(out_transport, branch).as_bytes());
     if record_route {
         sp.prepend_header(out_local.record_route_line(out_transport).as_bytes());
         sp.prepend_header(in_local.record_route_line(from.transport).as_bytes());
     }
+    // Our Via right above the previous top Via, so the Via list reads as
+    // one block.
+    sp.prepend_header(out_local.via_line(out_transport, branch).as_bytes());
     let via_idx = msg.first_index(HeaderName::Via)?;
     let top = msg.value(&msg.headers()[via_idx]);
     let top_first = split_commas(top).first().copied().unwrap_or(top);

@@ -132,9 +132,10 @@ fn invite_is_answered_100_and_forwarded_with_via_record_routes_and_max_forwards(
     );
     let lines: Vec<&str> = fwd.split("\r\n").collect();
     assert!(
-        lines[1].starts_with("Via: SIP/2.0/UDP 10.0.0.254:5062;branch=z9hG4bK-cg"),
+        lines[3].starts_with("Via: SIP/2.0/UDP 10.0.0.254:5062;branch=z9hG4bK-cg"),
         "{fwd}"
     );
+    assert!(lines[4].starts_with("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-a1"));
     assert!(fwd.contains("Record-Route: <sip:10.0.0.254:5062;transport=udp;lr>\r\nRecord-Route: <sip:198.51.100.1:5060;transport=udp;lr>"), "{fwd}");
     assert!(fwd.contains("Max-Forwards: 69\r\n"), "{fwd}");
     assert!(
