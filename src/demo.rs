@@ -1,9 +1,483 @@
-//! `callgate demo`: callgate on its embedded defaults between a simulated
-//! carrier and PBX on loopback.
+//! `callgate demo`: callgate on its embedded defaults (moved to free
+//! loopback ports) between a simulated carrier and a simulated PBX, all in
+//! one process. Places a handful of calls and prints what happened to each.
+//!
+//! The simulated user agents build messages as text and read them with
+//! callgate's own parser; in-dialog requests follow the Record-Route set
+//! like a real UA (RFC 3261 §12.2).
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+
+use crate::config::Config;
+use crate::sip::message::{HeaderName, Limits, SipMessage};
+
+const SDP: &str = "v=0\r\no=demo 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
+
+/// Runs the demo; exit 0 when every call had its expected outcome.
 pub fn main() -> ExitCode {
-    eprintln!("demo: not yet implemented");
-    ExitCode::FAILURE
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> Result<u16, String> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let p = s.local_addr().map_err(|e| e.to_string())?.port();
+    std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| format!("port {p}: {e}"))?;
+    Ok(p)
+}
+
+async fn bind() -> Result<Arc<UdpSocket>, String> {
+    UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
+fn port_of(s: &UdpSocket) -> u16 {
+    s.local_addr().map(|a| a.port()).unwrap_or(0)
+}
+
+/// The embedded configuration with every address moved to a free port.
+fn demo_config(
+    trunk: u16,
+    pbx: u16,
+    dead_pbx: u16,
+    live_pbx: u16,
+    carrier: u16,
+) -> Result<Config, String> {
+    let text = crate::config::EMBEDDED_DEFAULT
+        .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{trunk}\""))
+        .replace("tcp = \"127.0.0.1:5060\"", &format!("tcp = \"127.0.0.1:{trunk}\""))
+        .replace("tls = \"127.0.0.1:5061\"\n", "")
+        .replace("udp = \"127.0.0.1:5062\"", &format!("udp = \"127.0.0.1:{pbx}\""))
+        .replace("tcp = \"127.0.0.1:5062\"", &format!("tcp = \"127.0.0.1:{pbx}\""))
+        .replace("sip:127.0.0.1:5090;transport=udp", &format!("sip:127.0.0.1:{carrier};transport=udp"))
+        .replace(
+            "targets = [\"sip:127.0.0.1:5080;transport=udp\"]",
+            &format!("targets = [\"sip:127.0.0.1:{dead_pbx};transport=udp\", \"sip:127.0.0.1:{live_pbx};transport=udp\"]"),
+        )
+        .replace("interval_secs = 5", "interval_secs = 1")
+        .replace("timeout_ms = 2000", "timeout_ms = 200")
+        .replace("down_after = 2", "down_after = 1")
+        .replace("no_response_ms = 2000", "no_response_ms = 300")
+        .replace("listen = \"127.0.0.1:9060\"", "listen = \"\"")
+        .replace("drain_secs = 10", "drain_secs = 1");
+    Config::parse(&text, Path::new("sip-config/callgate.toml")).map_err(|e| e.to_string())
+}
+
+async fn run() -> Result<bool, String> {
+    let carrier = bind().await?;
+    let carrier_uas = bind().await?;
+    let agent = bind().await?;
+    let live_pbx = bind().await?;
+    let dead_pbx = bind().await?; // bound but silent: a PBX that hangs
+    let (trunk, pbx) = (free_port()?, free_port()?);
+    let cfg = demo_config(
+        trunk,
+        pbx,
+        port_of(&dead_pbx),
+        port_of(&live_pbx),
+        port_of(&carrier_uas),
+    )?;
+    let running = crate::gate::start(&cfg, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let metrics = running.gate.metrics.clone();
+    tokio::spawn(uas(live_pbx.clone()));
+    tokio::spawn(uas(carrier_uas.clone()));
+    let trunk_addr: SocketAddr = ([127, 0, 0, 1], trunk).into();
+    let pbx_addr: SocketAddr = ([127, 0, 0, 1], pbx).into();
+    println!("callgate demo: callgate between a simulated carrier and PBX on loopback");
+    println!("  carrier -> callgate trunk side 127.0.0.1:{trunk} -> PBX targets [127.0.0.1:{} (silent), 127.0.0.1:{}]", port_of(&dead_pbx), port_of(&live_pbx));
+    println!(
+        "  agents  -> callgate PBX side   127.0.0.1:{pbx} -> carrier 127.0.0.1:{}",
+        port_of(&carrier_uas)
+    );
+    println!();
+    let ua = Ua {
+        sock: carrier.clone(),
+        to: trunk_addr,
+    };
+    let agent_ua = Ua {
+        sock: agent.clone(),
+        to: pbx_addr,
+    };
+    let cases: Vec<(&str, Outcome)> = vec![
+        (
+            "inbound call; first PBX silent, fails over",
+            ua.call("alice", Plan::AnswerAndHangUp).await,
+        ),
+        (
+            "inbound call answered, carrier hangs up",
+            ua.call("bob", Plan::AnswerAndHangUp).await,
+        ),
+        (
+            "inbound call the PBX rejects (486)",
+            ua.call("busy", Plan::ExpectFinal(486)).await,
+        ),
+        (
+            "inbound call cancelled while ringing",
+            ua.call("ring", Plan::CancelWhileRinging).await,
+        ),
+        (
+            "inbound call with Max-Forwards: 0",
+            ua.call("loop", Plan::MaxForwardsZero).await,
+        ),
+        (
+            "malformed INVITE (CSeq method mismatch)",
+            ua.call("bad", Plan::Malformed).await,
+        ),
+        (
+            "agent's outbound call to the carrier",
+            agent_ua.call("+15550123", Plan::AnswerAndHangUp).await,
+        ),
+    ];
+    let mut ok = 0;
+    for (i, (label, outcome)) in cases.iter().enumerate() {
+        let verdict = if outcome.ok { "OK  " } else { "FAIL" };
+        println!("{:>2}. {verdict} {label:<44} {}", i + 1, outcome.detail);
+        ok += usize::from(outcome.ok);
+    }
+    let text = metrics.render();
+    let failovers = text
+        .lines()
+        .find_map(|l| l.strip_prefix("callgate_failovers_total "))
+        .unwrap_or("0");
+    let up = text
+        .lines()
+        .find_map(|l| l.strip_prefix("callgate_targets_up{side=\"pbx\"} "))
+        .unwrap_or("?");
+    println!();
+    println!("failovers: {failovers}; PBX targets in rotation after health checks: {up} of 2");
+    println!("{ok} of {} calls as expected", cases.len());
+    running.gate.start_drain();
+    Ok(ok == cases.len())
+}
+
+/// What the carrier does with a call.
+#[derive(Debug, Clone, Copy)]
+enum Plan {
+    AnswerAndHangUp,
+    ExpectFinal(u16),
+    CancelWhileRinging,
+    MaxForwardsZero,
+    Malformed,
+}
+
+struct Outcome {
+    ok: bool,
+    detail: String,
+}
+
+fn outcome(ok: bool, detail: impl Into<String>) -> Outcome {
+    Outcome {
+        ok,
+        detail: detail.into(),
+    }
+}
+
+/// A simulated caller sending to callgate at `to`.
+struct Ua {
+    sock: Arc<UdpSocket>,
+    to: SocketAddr,
+}
+
+impl Ua {
+    fn local(&self) -> u16 {
+        port_of(&self.sock)
+    }
+
+    async fn send(&self, text: &str) -> Result<(), String> {
+        self.sock
+            .send_to(text.as_bytes(), self.to)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next response for `call_id`, within 3 s.
+    async fn response(&self, call_id: &str) -> Result<SipMessage, String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let (n, _) = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf))
+                .await
+                .map_err(|_| "no response within 3 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            let Ok(msg) = SipMessage::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+            else {
+                continue;
+            };
+            if msg.status().is_some() && msg.call_id() == Some(call_id.as_bytes()) {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// The next final response (≥ 200) for `call_id`, collecting provisionals.
+    async fn final_response(
+        &self,
+        call_id: &str,
+        seen: &mut Vec<u16>,
+    ) -> Result<SipMessage, String> {
+        loop {
+            let r = self.response(call_id).await?;
+            let st = r.status().unwrap_or(0);
+            seen.push(st);
+            if st >= 200 {
+                return Ok(r);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        method: &str,
+        ruri: &str,
+        call_id: &str,
+        cseq: u32,
+        branch: &str,
+        extra: &str,
+        to_tag: &str,
+        body: &str,
+    ) -> String {
+        let local = self.local();
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-{call_id}-{branch};rport\r\nMax-Forwards: 70\r\n{extra}From: <sip:+15550199@127.0.0.1>;tag=demo-{call_id}\r\nTo: <{ruri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{local}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    async fn call(&self, user: &str, plan: Plan) -> Outcome {
+        match self.try_call(user, plan).await {
+            Ok(o) => o,
+            Err(e) => outcome(false, e),
+        }
+    }
+
+    async fn try_call(&self, user: &str, plan: Plan) -> Result<Outcome, String> {
+        let call_id = format!("demo-{user}-{}", fastrand::u32(..));
+        let ruri = format!("sip:{user}@{}", self.to);
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let invite = match plan {
+            Plan::MaxForwardsZero => self
+                .request("INVITE", &ruri, &call_id, 1, "i1", "", "", SDP)
+                .replace("Max-Forwards: 70", "Max-Forwards: 0"),
+            Plan::Malformed => self
+                .request("INVITE", &ruri, &call_id, 1, "i1", "", "", SDP)
+                .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS"),
+            _ => self.request("INVITE", &ruri, &call_id, 1, "i1", "", "", SDP),
+        };
+        self.send(&invite).await?;
+        if let Plan::CancelWhileRinging = plan {
+            loop {
+                let r = self.response(&call_id).await?;
+                seen.push(r.status().unwrap_or(0));
+                if r.status() == Some(180) {
+                    break;
+                }
+            }
+            self.send(&self.request("CANCEL", &ruri, &call_id, 1, "i1", "", "", ""))
+                .await?;
+            let c = self.response(&call_id).await?;
+            seen.push(c.status().unwrap_or(0));
+            let fin = self.final_response(&call_id, &mut seen).await?;
+            let tag = fin
+                .to()
+                .ok()
+                .and_then(|t| t.tag())
+                .map(|t| format!(";tag={}", String::from_utf8_lossy(t)))
+                .unwrap_or_default();
+            self.send(&self.request("ACK", &ruri, &call_id, 1, "i1", "", &tag, ""))
+                .await?;
+            let ok = c.status() == Some(200) && fin.status() == Some(487);
+            return Ok(outcome(
+                ok,
+                format!("responses {seen:?}: 200 to CANCEL, 487 to INVITE"),
+            ));
+        }
+        let fin = self.final_response(&call_id, &mut seen).await?;
+        let st = fin.status().unwrap_or(0);
+        match plan {
+            Plan::ExpectFinal(_) | Plan::MaxForwardsZero | Plan::Malformed if st >= 300 => {
+                let want = match plan {
+                    Plan::ExpectFinal(w) => w,
+                    Plan::MaxForwardsZero => 483,
+                    _ => 400,
+                };
+                let tag = fin
+                    .to()
+                    .ok()
+                    .and_then(|t| t.tag())
+                    .map(|t| format!(";tag={}", String::from_utf8_lossy(t)))
+                    .unwrap_or_default();
+                if st != 400 {
+                    self.send(&self.request("ACK", &ruri, &call_id, 1, "i1", "", &tag, ""))
+                        .await?;
+                }
+                let who = if matches!(plan, Plan::ExpectFinal(_)) {
+                    "from the PBX"
+                } else {
+                    "from callgate; never reached the PBX"
+                };
+                Ok(outcome(
+                    st == want,
+                    format!("responses {seen:?}: {st} {who}"),
+                ))
+            }
+            Plan::AnswerAndHangUp if (200..300).contains(&st) => {
+                let answer_ms = started.elapsed().as_secs_f64() * 1000.0;
+                // Route set: the Record-Route of the 2xx, reversed (§12.1.2).
+                let rr: Vec<&[u8]> = fin.values(HeaderName::RecordRoute).collect();
+                let route: Vec<String> = rr
+                    .iter()
+                    .rev()
+                    .map(|r| String::from_utf8_lossy(r).into_owned())
+                    .collect();
+                let target = fin
+                    .first(HeaderName::Contact)
+                    .and_then(|c| crate::sip::uri::NameAddr::parse(c).ok())
+                    .map(|n| String::from_utf8_lossy(n.uri).into_owned())
+                    .ok_or("2xx without Contact")?;
+                let tag = fin
+                    .to()
+                    .ok()
+                    .and_then(|t| t.tag())
+                    .map(|t| format!(";tag={}", String::from_utf8_lossy(t)))
+                    .unwrap_or_default();
+                let route_hdr = if route.is_empty() {
+                    String::new()
+                } else {
+                    format!("Route: {}\r\n", route.join(", "))
+                };
+                let ack = self
+                    .request("ACK", &target, &call_id, 1, "a1", &route_hdr, &tag, "")
+                    .replace(&format!("To: <{target}>"), &format!("To: <{ruri}>"));
+                self.send(&ack).await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let bye = self
+                    .request("BYE", &target, &call_id, 2, "b1", &route_hdr, &tag, "")
+                    .replace(&format!("To: <{target}>"), &format!("To: <{ruri}>"));
+                self.send(&bye).await?;
+                let bye_ok = self.response(&call_id).await?.status() == Some(200);
+                Ok(outcome(
+                    bye_ok && rr.len() == 2,
+                    format!("responses {seen:?} in {answer_ms:.1} ms; ACK and BYE routed through {} Record-Routes; BYE answered 200", rr.len()),
+                ))
+            }
+            _ => Ok(outcome(false, format!("unexpected responses {seen:?}"))),
+        }
+    }
+}
+
+/// A simulated PBX (or carrier) answering calls, by Request-URI user:
+/// `busy` → 486; `ring` → 180 until CANCEL → 487; anything else → 180, 200.
+async fn uas(sock: Arc<UdpSocket>) {
+    let port = port_of(&sock);
+    let mut buf = vec![0u8; 65_535];
+    let mut ringing: HashMap<Vec<u8>, SipMessage> = HashMap::new();
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let Ok(req) = SipMessage::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default())
+        else {
+            continue;
+        };
+        let Some(method) = req.method_bytes().map(<[u8]>::to_vec) else {
+            continue;
+        };
+        let user = req
+            .request_uri()
+            .and_then(|u| crate::sip::uri::Uri::parse(u).ok())
+            .and_then(|u| u.user.map(<[u8]>::to_vec))
+            .unwrap_or_default();
+        let mut replies: Vec<String> = Vec::new();
+        match method.as_slice() {
+            b"INVITE" if user == b"busy" => {
+                replies.push(reply(&req, "486 Busy Here", false, "", port))
+            }
+            b"INVITE" if user == b"ring" => {
+                replies.push(reply(&req, "180 Ringing", true, "", port));
+                ringing.insert(req.call_id().unwrap_or_default().to_vec(), req.clone());
+            }
+            b"INVITE" => {
+                replies.push(reply(&req, "180 Ringing", true, "", port));
+                replies.push(reply(&req, "200 OK", true, SDP, port));
+            }
+            b"CANCEL" => {
+                replies.push(reply(&req, "200 OK", false, "", port));
+                if let Some(inv) = ringing.remove(req.call_id().unwrap_or_default()) {
+                    replies.push(reply(&inv, "487 Request Terminated", false, "", port));
+                }
+            }
+            b"ACK" => {}
+            _ => replies.push(reply(&req, "200 OK", false, "", port)),
+        }
+        for r in replies {
+            let _ = sock.send_to(r.as_bytes(), from).await;
+        }
+    }
+}
+
+/// A response copying Via, From, To (+ our tag), Call-ID, CSeq and, for
+/// dialog-creating responses, Record-Route (§12.1.1).
+fn reply(req: &SipMessage, status: &str, dialog: bool, body: &str, port: u16) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for h in req.headers() {
+        let keep = match h.name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => true,
+            HeaderName::RecordRoute => dialog,
+            _ => false,
+        };
+        if keep {
+            out.push_str(&String::from_utf8_lossy(req.slice(&h.line)));
+        }
+    }
+    let to = String::from_utf8_lossy(req.first(HeaderName::To).unwrap_or_default()).into_owned();
+    let tag = if to.contains("tag=") {
+        String::new()
+    } else {
+        ";tag=uas".to_owned()
+    };
+    out.push_str(&format!(
+        "To: {to}{tag}\r\nContact: <sip:agent@127.0.0.1:{port}>\r\n"
+    ));
+    if !body.is_empty() {
+        out.push_str("Content-Type: application/sdp\r\n");
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out
 }

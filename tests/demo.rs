@@ -1,0 +1,30 @@
+//! `callgate demo` (the README's first command) runs on a fresh machine and
+//! every call in it has its expected outcome.
+
+use std::process::Command;
+
+#[test]
+fn demo_places_every_call_with_its_expected_outcome() {
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .arg("demo")
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("7 of 7 calls as expected"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    for line in [
+        "fails over",
+        "486 from the PBX",
+        "200 to CANCEL, 487 to INVITE",
+        "483 from callgate",
+        "400 from callgate",
+        "agent's outbound call",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+}
