@@ -1,5 +1,6 @@
 //! SIP plumbing: parsing, splicing, transactions, transports and the proxy core.
 
+pub mod fuzzing;
 pub mod header;
 pub mod message;
 pub mod method;
