@@ -62,9 +62,25 @@ impl HeaderName {
                 _ => HeaderName::Other,
             };
         }
-        NAMES
+        // Dispatch on length first: most lengths hold one known name, so an
+        // unknown header costs one comparison at most.
+        let candidates: &[(&[u8], HeaderName)] = match name.len() {
+            2 => &NAMES[2..3],
+            3 => &NAMES[0..1],
+            4 => &[NAMES[1], NAMES[4], NAMES[16]],
+            5 => &NAMES[6..7],
+            7 => &[NAMES[3], NAMES[8], NAMES[13]],
+            8 => &NAMES[12..13],
+            9 => &NAMES[15..16],
+            12 => &[NAMES[5], NAMES[7], NAMES[10]],
+            13 => &NAMES[14..15],
+            14 => &NAMES[9..10],
+            19 => &NAMES[11..12],
+            _ => &[],
+        };
+        candidates
             .iter()
-            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, h)| *h)
             .unwrap_or(HeaderName::Other)
     }

@@ -196,7 +196,7 @@ pub fn keepalive_prefix(buf: &[u8]) -> usize {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// A non-negative decimal of at most 19 digits (no sign, no spaces).
@@ -212,13 +212,10 @@ fn decimal(s: &[u8]) -> Option<u64> {
 /// Finds the end of the line starting at `pos`: returns (end of content,
 /// start of the next line). CRLF is the terminator; a bare LF is tolerated.
 fn line_at(b: &[u8], pos: usize, limits: &Limits) -> Result<(usize, usize), ParseError> {
-    let rel = b[pos..]
-        .iter()
-        .position(|c| *c == b'\n')
-        .ok_or(ParseError::BadHeader {
-            name: "(headers)",
-            reason: "missing the blank line that ends the headers",
-        })?;
+    let rel = memchr::memchr(b'\n', &b[pos..]).ok_or(ParseError::BadHeader {
+        name: "(headers)",
+        reason: "missing the blank line that ends the headers",
+    })?;
     let nl = pos + rel;
     if rel > limits.max_line_bytes {
         return Err(ParseError::LineTooLong(limits.max_line_bytes));
@@ -326,13 +323,10 @@ impl SipMessage {
                 break;
             }
             let line = &b[pos..end];
-            let colon = line
-                .iter()
-                .position(|c| *c == b':')
-                .ok_or(ParseError::BadHeader {
-                    name: "(unknown)",
-                    reason: "header line without a colon",
-                })?;
+            let colon = memchr::memchr(b':', line).ok_or(ParseError::BadHeader {
+                name: "(unknown)",
+                reason: "header line without a colon",
+            })?;
             let raw_name = &line[..colon];
             let name_len = raw_name
                 .iter()

@@ -89,6 +89,10 @@ uac() { # target rate calls label
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1]), delimiter=';'))
 h, last = rows[0], rows[-1]
+# Why calls failed, on stderr (the caller reads "ok failed" from stdout).
+why = {k: last[h.index(k)] for k in h if k.startswith('Failed') and k.endswith('(C)') and k in h and last[h.index(k)] not in ('0', '')}
+why['Retransmissions(C)'] = last[h.index('Retransmissions(C)')]
+print('      ' + ', '.join(f'{k}={v}' for k, v in why.items()), file=sys.stderr)
 print(last[h.index('SuccessfulCall(C)')], last[h.index('FailedCall(C)')])
 PY
 }
@@ -126,7 +130,7 @@ measure() { # name listen_port capture_filter pid-of-root
 }
 
 start_uas() { # port
-    (cd "$out" && sipp -sf "$scen/uas-basic.xml" -i 127.0.0.1 -p "$1" -nostdin -max_socket 4096 >/dev/null 2>&1) &
+    (cd "$out" && exec sipp -sf "$scen/uas-basic.xml" -i 127.0.0.1 -p "$1" -nostdin -max_socket 4096 >/dev/null 2>&1) &
     pids+=("$!")
     wait_udp "$1"
 }
