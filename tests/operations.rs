@@ -304,3 +304,130 @@ fn calls_cross_over_tls() {
     assert!(got.contains("Call-ID: tls-1"));
     let _ = free_port();
 }
+
+#[test]
+fn tcp_keepalive_ping_gets_a_pong() {
+    let (cg, _pbx) = start_with_pbx_socket("");
+    let mut tcp = std::net::TcpStream::connect((LOOPBACK, cg.ports.trunk)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    // RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF.
+    tcp.write_all(b"\r\n\r\n").expect("ping");
+    let mut pong = [0u8; 2];
+    tcp.read_exact(&mut pong).expect("pong");
+    assert_eq!(&pong, b"\r\n");
+}
+
+#[test]
+fn ipv6_listener_relays_to_an_ipv4_pbx() {
+    let pbx = udp();
+    let pbx_port = pbx.local_addr().expect("addr").port();
+    let ports = Ports::new();
+    let cfg = config(
+        ports,
+        &[format!("sip:127.0.0.1:{pbx_port}")],
+        &["sip:127.0.0.1:9".to_owned()],
+        "",
+    )
+    .replacen(
+        &format!("udp = \"127.0.0.1:{}\"", ports.trunk),
+        &format!("udp = \"[::1]:{}\"", ports.trunk),
+        1,
+    )
+    .replacen("allow = [\"127.0.0.0/8\"]", "allow = [\"::1/128\"]", 1);
+    let cg = Callgate::start(ports, &cfg);
+    let carrier = UdpSocket::bind("[::1]:0").expect("bind ::1");
+    carrier.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let port = carrier.local_addr().expect("addr").port();
+    let msg = request(
+        "OPTIONS",
+        "v6-1",
+        port,
+        &format!("[::1]:{}", ports.trunk),
+        "UDP",
+    )
+    .replace(
+        &format!("{LOOPBACK}:{port};branch"),
+        &format!("[::1]:{port};branch"),
+    );
+    carrier
+        .send_to(msg.as_bytes(), format!("[::1]:{}", ports.trunk))
+        .expect("send");
+    let (fwd, pbx_peer) = recv_starting(&pbx, "OPTIONS ");
+    assert!(
+        fwd.contains("Via: SIP/2.0/UDP [::1]:"),
+        "the carrier's IPv6 Via is kept: {fwd}"
+    );
+    pbx.send_to(answer(&fwd, "200 OK").as_bytes(), pbx_peer)
+        .expect("answer");
+    let (ok, _) = recv_starting(&carrier, "SIP/2.0 200");
+    assert!(ok.contains("Call-ID: v6-1"));
+    drop(cg);
+}
+
+#[test]
+fn outbound_tls_to_a_pbx_target() {
+    use tokio_rustls::rustls;
+    // A TLS PBX stand-in with the demo certificate.
+    let pem = |f: &str| std::fs::read(common::repo().join("sip-config/tls").join(f)).expect("pem");
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem("callgate-demo.crt").as_slice())
+        .map(|c| c.expect("cert"))
+        .collect();
+    let key = rustls_pemfile::private_key(&mut pem("callgate-demo.key").as_slice())
+        .expect("key")
+        .expect("a key");
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let listener = std::net::TcpListener::bind((LOOPBACK, 0)).expect("bind");
+    let pbx_port = listener.local_addr().expect("addr").port();
+    let pbx = std::thread::spawn(move || -> String {
+        let (tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let conn = rustls::ServerConnection::new(Arc::new(server)).expect("conn");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = String::new();
+        let mut buf = [0u8; 4096];
+        while !got.contains("\r\n\r\n") {
+            let n = tls.read(&mut buf).expect("read");
+            assert!(n > 0);
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        tls.write_all(answer(&got, "200 OK").as_bytes())
+            .expect("answer");
+        tls.flush().ok();
+        // Keep the connection until callgate has read the answer.
+        let _ = tls.read(&mut buf);
+        got
+    });
+    let ports = Ports::new();
+    let ca = common::repo().join("sip-config/tls/callgate-demo-ca.crt");
+    let cfg = config(
+        ports,
+        &[format!("sip:127.0.0.1:{pbx_port};transport=tls")],
+        &["sip:127.0.0.1:9".to_owned()],
+        "",
+    )
+    .replacen(
+        "[pbx]\n",
+        &format!("[pbx]\ntls_ca = \"{}\"\n", ca.display()),
+        1,
+    );
+    let cg = Callgate::start(ports, &cfg);
+    let carrier = udp();
+    let port = carrier.local_addr().expect("addr").port();
+    carrier
+        .send_to(
+            request("OPTIONS", "tls-out-1", port, &cg.trunk(), "UDP").as_bytes(),
+            cg.trunk(),
+        )
+        .expect("send");
+    let (ok, _) = recv_starting(&carrier, "SIP/2.0 200");
+    assert!(ok.contains("Call-ID: tls-out-1"), "{ok}");
+    drop(cg);
+    let seen = pbx.join().expect("pbx thread");
+    assert!(
+        seen.starts_with("OPTIONS ") && seen.contains("Via: SIP/2.0/TLS 127.0.0.1:"),
+        "{seen}"
+    );
+}

@@ -398,3 +398,33 @@ fn garbage_is_counted_and_never_panics() {
     }
     assert!(h.metrics.parse_error_count(Side::Trunk) >= 4);
 }
+
+#[test]
+fn overload_refuses_new_invites_with_503_and_retry_after() {
+    let mut s = settings(&[PBX1]);
+    s.overload.max_transactions = 1;
+    let metrics = Arc::new(Metrics::default());
+    let now = Instant::now();
+    let mut h = Harness {
+        core: ProxyCore::new(s, metrics.clone(), now),
+        now,
+        metrics,
+    };
+    let first = h.feed(Harness::carrier(), &invite("z9hG4bK-o1", ""));
+    assert!(
+        text(&first[1]).starts_with("INVITE "),
+        "the first call is forwarded"
+    );
+    let second = h.feed(Harness::carrier(), &invite("z9hG4bK-o2", ""));
+    let last = second.last().map(text).unwrap_or_default();
+    assert!(last.starts_with("SIP/2.0 503"), "{last}");
+    assert!(last.contains("Retry-After: 5"), "{last}");
+    assert!(
+        second.iter().all(|o| o.to.side == Side::Trunk),
+        "nothing forwarded"
+    );
+    assert!(h
+        .metrics
+        .render()
+        .contains("callgate_admission_refusals_total{side=\"trunk\",reason=\"overload\"} 1"));
+}
