@@ -185,25 +185,11 @@ impl Gate {
                 tokio::net::TcpStream::connect(to.addr),
             )
             .await;
-            let sink: Arc<dyn Sink> = me.clone();
             match (connect, to.transport) {
                 (Ok(Ok(s)), Transport::Tcp) => {
                     let _ = s.set_nodelay(true);
-                    me.metrics.tcp_connection_opened();
-                    stream::serve(
-                        s,
-                        StreamId {
-                            side: to.side,
-                            transport: Transport::Tcp,
-                            remote: to.addr,
-                        },
-                        me.conns.clone(),
-                        sink,
-                        me.stream_settings,
-                        Some(o.bytes),
-                    )
-                    .await;
-                    me.metrics.tcp_connection_closed();
+                    me.serve_stream(s, to.side, Transport::Tcp, to.addr, Some(o.bytes))
+                        .await;
                 }
                 (Ok(Ok(s)), Transport::Tls) => {
                     let Some(connector) = me.connectors[to.side.index()].clone() else {
@@ -217,21 +203,8 @@ impl Gate {
                         .await
                     {
                         Ok(Ok(tls)) => {
-                            me.metrics.tcp_connection_opened();
-                            stream::serve(
-                                tls,
-                                StreamId {
-                                    side: to.side,
-                                    transport: Transport::Tls,
-                                    remote: to.addr,
-                                },
-                                me.conns.clone(),
-                                sink,
-                                me.stream_settings,
-                                Some(o.bytes),
-                            )
-                            .await;
-                            me.metrics.tcp_connection_closed();
+                            me.serve_stream(tls, to.side, Transport::Tls, to.addr, Some(o.bytes))
+                                .await;
                         }
                         _ => me.transport_failed(o.client),
                     }
@@ -242,6 +215,28 @@ impl Gate {
                 }
             }
         });
+    }
+
+    /// Runs one stream connection to its end, counted in the metrics.
+    async fn serve_stream<S>(
+        self: &Arc<Self>,
+        s: S,
+        side: Side,
+        transport: Transport,
+        remote: SocketAddr,
+        first: Option<Bytes>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        self.metrics.tcp_connection_opened();
+        let sink: Arc<dyn Sink> = self.clone();
+        let id = StreamId {
+            side,
+            transport,
+            remote,
+        };
+        stream::serve(s, id, self.conns.clone(), sink, self.stream_settings, first).await;
+        self.metrics.tcp_connection_closed();
     }
 
     fn transport_failed(&self, client: Option<Bytes>) {
@@ -408,22 +403,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
                 let _ = s.set_nodelay(true);
                 let g = g.clone();
                 tokio::spawn(async move {
-                    g.metrics.tcp_connection_opened();
-                    let sink: Arc<dyn Sink> = g.clone();
-                    stream::serve(
-                        s,
-                        StreamId {
-                            side,
-                            transport: Transport::Tcp,
-                            remote,
-                        },
-                        g.conns.clone(),
-                        sink,
-                        g.stream_settings,
-                        None,
-                    )
-                    .await;
-                    g.metrics.tcp_connection_closed();
+                    g.serve_stream(s, side, Transport::Tcp, remote, None).await;
                 });
             }
         });
@@ -445,22 +425,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
                         tracing::info!(%remote, "TLS handshake failed");
                         return;
                     };
-                    g.metrics.tcp_connection_opened();
-                    let sink: Arc<dyn Sink> = g.clone();
-                    stream::serve(
-                        tls,
-                        StreamId {
-                            side,
-                            transport: Transport::Tls,
-                            remote,
-                        },
-                        g.conns.clone(),
-                        sink,
-                        g.stream_settings,
-                        None,
-                    )
-                    .await;
-                    g.metrics.tcp_connection_closed();
+                    g.serve_stream(tls, side, Transport::Tls, remote, None)
+                        .await;
                 });
             }
         });

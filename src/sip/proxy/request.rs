@@ -323,17 +323,7 @@ impl ProxyCore {
             .ok_or((500, "Server Internal Error"))?;
         let out_side = in_side.other();
         let routes: SmallVec<[&[u8]; 4]> = msg.values(HeaderName::Route).collect();
-        let mut pop = 0;
-        for r in &routes {
-            let mine = NameAddr::parse(r)
-                .ok()
-                .and_then(|na| Uri::parse(na.uri).ok())
-                .is_some_and(|u| self.is_me(u.host, u.port));
-            if !mine {
-                break;
-            }
-            pop += 1;
-        }
+        let pop = self.own_leading_routes(&routes);
         let initial = msg.to().ok().and_then(|t| t.tag()).is_none();
         let method = msg.method().unwrap_or(Method::Extension);
         let hop = if let Some(next) = routes.get(pop) {
@@ -364,6 +354,20 @@ impl ProxyCore {
             no_response_at: None,
             done: false,
         })
+    }
+
+    /// How many Route values at the top of the set name callgate (§16.4:
+    /// they are removed before forwarding).
+    fn own_leading_routes(&self, routes: &[&[u8]]) -> usize {
+        routes
+            .iter()
+            .take_while(|r| {
+                NameAddr::parse(r)
+                    .ok()
+                    .and_then(|na| Uri::parse(na.uri).ok())
+                    .is_some_and(|u| self.is_me(u.host, u.port))
+            })
+            .count()
     }
 
     /// A next hop from a URI, only if the outgoing side's ACL admits it.
@@ -588,17 +592,7 @@ impl ProxyCore {
         }
         let out_side = peer.side.other();
         let routes: SmallVec<[&[u8]; 4]> = msg.values(HeaderName::Route).collect();
-        let mut pop = 0;
-        for r in &routes {
-            let mine = NameAddr::parse(r)
-                .ok()
-                .and_then(|na| Uri::parse(na.uri).ok())
-                .is_some_and(|u| self.is_me(u.host, u.port));
-            if !mine {
-                break;
-            }
-            pop += 1;
-        }
+        let pop = self.own_leading_routes(&routes);
         let next_uri = match routes.get(pop) {
             Some(r) => NameAddr::parse(r).map(|na| na.uri).unwrap_or(r),
             None => msg.request_uri().unwrap_or_default(),
