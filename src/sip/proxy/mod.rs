@@ -263,7 +263,7 @@ impl ProxyCore {
                 return;
             }
         };
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "sip",
             call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
             side = peer.side.as_str()

@@ -281,6 +281,16 @@ impl ProxyCore {
         let Some(entry) = self.servers.get_mut(key) else {
             return;
         };
+        // Timer-driven events log inside the request's span (its Call-ID),
+        // as long as the request is kept (until its final response).
+        let call_id = entry
+            .request
+            .as_ref()
+            .and_then(|r| r.call_id())
+            .map(|c| String::from_utf8_lossy(c).into_owned());
+        let span = call_id
+            .map(|c| tracing::info_span!("sip", call_id = %c, side = entry.reply.side.as_str()));
+        let _enter = span.as_ref().map(|s| s.enter());
         let reply = entry.reply;
         let status = entry.tx.last_status();
         let mut terminated = false;
