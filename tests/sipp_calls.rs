@@ -175,7 +175,7 @@ fn failover_to_the_next_pbx_when_the_first_answers_503() {
 
 #[test]
 fn failover_when_the_first_pbx_is_down_and_health_checks_take_it_out() {
-    let calls = 10;
+    let calls = 20;
     let (down, good) = (free_port(), free_port());
     // -aa: the UAS answers the OPTIONS health probes with 200. sipp counts
     // those against -m, so no call limit here: the guard stops it.
@@ -184,13 +184,13 @@ fn failover_when_the_first_pbx_is_down_and_health_checks_take_it_out() {
     // no_response_ms; OPTIONS probes then take it out of rotation.
     let cg = callgate_to(
         &[(down, "udp"), (good, "udp")],
-        "[health]\ninterval_secs = 1\ntimeout_ms = 300\ndown_after = 1\n",
+        "[health]\ninterval_secs = 1\ntimeout_ms = 1000\ndown_after = 1\n",
     );
     let uac = Sipp::uac(
         &scenario("uac-basic.xml"),
         &cg.trunk(),
         calls,
-        5,
+        10,
         "u1",
         &["-d", "100"],
     );
