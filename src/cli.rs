@@ -29,6 +29,53 @@ pub enum Command {
     /// Run callgate on its embedded defaults between a simulated carrier and
     /// PBX on loopback, place a handful of calls, and print what happened.
     Demo,
+    /// Sign a SHAKEN PASSporT and print the Identity header value (RFC 8224, 8588).
+    Sign {
+        /// Calling number.
+        #[arg(long)]
+        orig: String,
+        /// Called number.
+        #[arg(long)]
+        dest: String,
+        /// Attestation level: A, B or C.
+        #[arg(long)]
+        attest: char,
+        /// Origination identifier (default: a new UUID).
+        #[arg(long)]
+        origid: Option<String>,
+        /// https URL of the signing certificate.
+        #[arg(long)]
+        x5u: String,
+        /// PEM private key (PKCS#8 or SEC1, P-256).
+        #[arg(long)]
+        key: PathBuf,
+        /// Issued-at time, seconds since the Unix epoch (default: now).
+        #[arg(long)]
+        iat: Option<i64>,
+    },
+    /// Verify an Identity header value; prints the verification as JSON and
+    /// exits 0 only when it passed.
+    Verify {
+        /// The Identity header value.
+        #[arg(long)]
+        identity: String,
+        /// Calling number as the SIP request carries it (P-Asserted-Identity or From).
+        #[arg(long)]
+        from: String,
+        /// Called number (To or Request-URI).
+        #[arg(long)]
+        to: String,
+        /// PEM certificate (or public key) of the signer. Required until x5u
+        /// fetching lands.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Verify as of this time, seconds since the Unix epoch (default: now).
+        #[arg(long)]
+        at: Option<i64>,
+        /// Freshness window for iat, seconds.
+        #[arg(long, default_value_t = 60)]
+        freshness: i64,
+    },
 }
 
 pub const DEFAULT_CONFIG: &str = "sip-config/callgate.toml";

@@ -15,3 +15,4 @@ pub mod config;
 pub mod demo;
 pub mod gate;
 pub mod sip;
+pub mod stir;

@@ -43,6 +43,110 @@ fn main() -> ExitCode {
             run(cfg, path)
         }
         Command::Demo => callgate::demo::main(),
+        Command::Sign {
+            orig,
+            dest,
+            attest,
+            origid,
+            x5u,
+            key,
+            iat,
+        } => sign(&orig, &dest, attest, origid, &x5u, &key, iat),
+        Command::Verify {
+            identity,
+            from,
+            to,
+            cert,
+            at,
+            freshness,
+        } => verify(&identity, &from, &to, &cert, at, freshness),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn sign(
+    orig: &str,
+    dest: &str,
+    attest: char,
+    origid: Option<String>,
+    x5u: &str,
+    key: &Path,
+    iat: Option<i64>,
+) -> ExitCode {
+    use callgate::stir::{keys::SigningKey, sign};
+    let key = match std::fs::read(key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| SigningKey::from_pem(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{}: {e}", key.display());
+            return ExitCode::from(2);
+        }
+    };
+    let origid = origid.unwrap_or_else(sign::new_origid);
+    let req = sign::SignRequest {
+        orig,
+        dest,
+        attest,
+        origid: &origid,
+        x5u,
+        iat: iat.unwrap_or_else(unix_now),
+    };
+    match sign::identity_header(&key, &req) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sign: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn verify(
+    identity: &str,
+    from: &str,
+    to: &str,
+    cert: &Path,
+    at: Option<i64>,
+    freshness: i64,
+) -> ExitCode {
+    use callgate::stir::{keys::PublicKey, passport::Expect, verify};
+    let key = match std::fs::read(cert)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| PublicKey::from_pem(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{}: {e}", cert.display());
+            return ExitCode::from(2);
+        }
+    };
+    let dest = [to];
+    let expect = Expect {
+        orig: from,
+        dest: &dest,
+        now: at.unwrap_or_else(unix_now),
+        freshness_secs: freshness,
+        skew_secs: 5,
+    };
+    let v = verify::verify(identity.as_bytes(), &expect, &key);
+    match serde_json::to_string_pretty(&v) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("verify: {e}"),
+    }
+    if v.status == verify::Status::Passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -1,0 +1,45 @@
+//! STIR/SHAKEN: the Identity header (RFC 8224), PASSporTs (RFC 8225) with
+//! the SHAKEN extension (RFC 8588, ATIS-1000074), ES256 signing and
+//! verification.
+//!
+//! This first increment verifies against a certificate or public key the
+//! caller supplies; fetching `x5u` over HTTPS, chain building to the STI
+//! trust anchors, TNAuthList and CRL checks come next (issue 3).
+
+pub mod der;
+pub mod identity;
+pub mod keys;
+pub mod passport;
+pub mod sign;
+pub mod verify;
+
+/// Why a PASSporT failed, with the SIP response RFC 8224 §6.2.2 assigns to
+/// a verification service that rejects the call for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// 428 Use Identity Header: no Identity header where one is required.
+    MissingIdentity,
+    /// 436 Bad Identity Info: `info`/`x5u` unusable (not https, mismatch).
+    BadIdentityInfo,
+    /// 437 Unsupported Credential: the certificate cannot be used.
+    UnsupportedCredential,
+    /// 438 Invalid Identity Header: malformed, wrong algorithm or type,
+    /// signature or claims that do not verify.
+    InvalidIdentityHeader,
+    /// 403 Stale Date: `iat` outside the freshness window.
+    StaleDate,
+}
+
+impl Cause {
+    /// The RFC 8224 response code for this cause.
+    pub fn status(&self) -> u16 {
+        match self {
+            Cause::MissingIdentity => 428,
+            Cause::BadIdentityInfo => 436,
+            Cause::UnsupportedCredential => 437,
+            Cause::InvalidIdentityHeader => 438,
+            Cause::StaleDate => 403,
+        }
+    }
+}
