@@ -65,10 +65,24 @@ pub enum Command {
         /// Called number (To or Request-URI).
         #[arg(long)]
         to: String,
-        /// PEM certificate (or public key) of the signer. Required until x5u
-        /// fetching lands.
+        /// Directory of PEM STI trust anchors: fetch the certificate at x5u
+        /// and validate its chain at iat.
         #[arg(long)]
-        cert: PathBuf,
+        trust: Option<PathBuf>,
+        /// Extra CA (PEM) trusted for the HTTPS fetch of x5u, besides the
+        /// system roots (repeatable).
+        #[arg(long = "x5u-ca")]
+        x5u_ca: Vec<PathBuf>,
+        /// Allow x5u on private and loopback addresses (tests).
+        #[arg(long)]
+        allow_private_x5u: bool,
+        /// How long to wait for the certificate, milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        deadline_ms: u64,
+        /// Offline instead: the signer's PEM certificate or public key (no
+        /// fetch, no chain check).
+        #[arg(long, conflicts_with = "trust")]
+        cert: Option<PathBuf>,
         /// Verify as of this time, seconds since the Unix epoch (default: now).
         #[arg(long)]
         at: Option<i64>,

@@ -56,10 +56,31 @@ fn main() -> ExitCode {
             identity,
             from,
             to,
+            trust,
+            x5u_ca,
+            allow_private_x5u,
+            deadline_ms,
             cert,
             at,
             freshness,
-        } => verify(&identity, &from, &to, &cert, at, freshness),
+        } => match (cert, trust) {
+            (Some(cert), _) => verify(&identity, &from, &to, &cert, at, freshness),
+            (None, Some(trust)) => verify_fetching(
+                &identity,
+                &from,
+                &to,
+                &trust,
+                &x5u_ca,
+                allow_private_x5u,
+                deadline_ms,
+                at,
+                freshness,
+            ),
+            (None, None) => {
+                eprintln!("verify: give --trust DIR (fetch x5u and validate the chain) or --cert FILE (offline)");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -111,6 +132,81 @@ fn sign(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn verify_fetching(
+    identity: &str,
+    from: &str,
+    to: &str,
+    trust: &Path,
+    x5u_ca: &[std::path::PathBuf],
+    allow_private: bool,
+    deadline_ms: u64,
+    at: Option<i64>,
+    freshness: i64,
+) -> ExitCode {
+    use callgate::stir::{certs::TrustStore, fetch, service};
+    let store = match TrustStore::from_dir(trust) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = match fetch::tls_config(x5u_ca) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let deadline = std::time::Duration::from_millis(deadline_ms);
+    let settings = service::VerifierSettings {
+        fetch: fetch::FetchOptions {
+            tls,
+            timeout: deadline,
+            max_bytes: 64 * 1024,
+            allow_private,
+        },
+        deadline,
+        freshness_secs: freshness,
+        skew_secs: 5,
+        min_cache: std::time::Duration::from_secs(60),
+        max_cache: std::time::Duration::from_secs(86_400),
+        negative_ttl: std::time::Duration::from_secs(30),
+        max_entries: 1000,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("verify: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verifier = service::Verifier::new(settings, store);
+    let v = rt.block_on(verifier.verify(
+        identity.as_bytes(),
+        from,
+        &[to],
+        at.unwrap_or_else(unix_now),
+    ));
+    print_verification(&v)
+}
+
+fn print_verification(v: &callgate::stir::verify::Verification) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("verify: {e}"),
+    }
+    if v.status == callgate::stir::verify::Status::Passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn verify(
     identity: &str,
     from: &str,
@@ -138,16 +234,7 @@ fn verify(
         freshness_secs: freshness,
         skew_secs: 5,
     };
-    let v = verify::verify(identity.as_bytes(), &expect, &key);
-    match serde_json::to_string_pretty(&v) {
-        Ok(json) => println!("{json}"),
-        Err(e) => eprintln!("verify: {e}"),
-    }
-    if v.status == verify::Status::Passed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    print_verification(&verify::verify(identity.as_bytes(), &expect, &key))
 }
 
 fn init_logging(cfg: &Config) {

@@ -6,10 +6,13 @@
 //! caller supplies; fetching `x5u` over HTTPS, chain building to the STI
 //! trust anchors, TNAuthList and CRL checks come next (issue 3).
 
+pub mod certs;
 pub mod der;
+pub mod fetch;
 pub mod identity;
 pub mod keys;
 pub mod passport;
+pub mod service;
 pub mod sign;
 pub mod verify;
 

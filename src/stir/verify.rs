@@ -35,6 +35,10 @@ pub struct Verification {
     pub dest: Vec<String>,
     pub iat: Option<i64>,
     pub x5u: Option<String>,
+    /// Service Provider Code of the signing certificate (TNAuthList).
+    pub spc: Option<String>,
+    /// Why the result is `no-validation`, when it is.
+    pub unavailable: Option<String>,
     pub failure: Option<Failure>,
     pub checks: Vec<Check>,
 }
@@ -49,6 +53,8 @@ impl Verification {
             dest: vec![],
             iat: None,
             x5u: None,
+            spc: None,
+            unavailable: None,
             failure: Some(Failure {
                 code: cause.status(),
                 cause,
@@ -59,18 +65,35 @@ impl Verification {
     }
 }
 
-/// Verifies one Identity header value against the SIP numbers and the
-/// signer's public key (the certificate named by `x5u`).
-pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Verification {
-    let identity = match IdentityHeader::parse(identity_value) {
-        Ok(i) => i,
-        Err((cause, why)) => return Verification::failed(cause, why.into(), vec![]),
-    };
-    let passport = match Passport::decode(identity.token) {
-        Ok(p) => p,
-        Err((cause, why)) => return Verification::failed(cause, why, vec![]),
-    };
-    let (mut checks, mut failure) = check_claims(&identity, &passport, expect);
+/// Parses the header and PASSporT and runs the claim checks. `Err` is the
+/// finished (failed) verification when there is no point going further.
+pub fn preflight(
+    identity_value: &[u8],
+    expect: &Expect<'_>,
+) -> Result<(Passport, Vec<Check>), Box<Verification>> {
+    let identity = IdentityHeader::parse(identity_value)
+        .map_err(|(cause, why)| Box::new(Verification::failed(cause, why.into(), vec![])))?;
+    let passport = Passport::decode(identity.token)
+        .map_err(|(cause, why)| Box::new(Verification::failed(cause, why, vec![])))?;
+    let (checks, failure) = check_claims(&identity, &passport, expect);
+    if let Some((cause, text)) = failure {
+        return Err(Box::new(summarise(
+            passport,
+            checks,
+            Some((cause, text)),
+            None,
+        )));
+    }
+    Ok((passport, checks))
+}
+
+/// Checks the ES256 signature with the signer's key and summarises.
+pub fn finish(
+    passport: Passport,
+    mut checks: Vec<Check>,
+    key: &PublicKey,
+    spc: Option<String>,
+) -> Verification {
     // ES256 over the transmitted bytes; the signature is exactly r||s.
     let sig_ok = passport.signature.len() == 64
         && UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.0)
@@ -86,14 +109,56 @@ pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Ve
     } else {
         "ES256 signature does not verify with the certificate's key".to_owned()
     };
-    if !sig_ok && failure.is_none() {
-        failure = Some((Cause::InvalidIdentityHeader, format!("signature: {detail}")));
-    }
+    let failure = (!sig_ok).then(|| (Cause::InvalidIdentityHeader, format!("signature: {detail}")));
     checks.push(Check {
         name: "signature",
         ok: sig_ok,
         detail,
     });
+    summarise(passport, checks, failure, spc)
+}
+
+/// The verification of a call whose certificate could not be obtained in
+/// time: `No-TN-Validation`, with the reason (DESIGN: never block a call).
+pub fn unavailable(passport: Passport, mut checks: Vec<Check>, why: String) -> Verification {
+    checks.push(Check {
+        name: "certificate",
+        ok: false,
+        detail: why.clone(),
+    });
+    let mut v = summarise(passport, checks, None, None);
+    v.status = Status::NoValidation;
+    v.unavailable = Some(format!("certificate unavailable: {why}"));
+    v
+}
+
+/// A failure found after the claim checks (certificate content or chain).
+pub fn failed_after(
+    passport: Passport,
+    mut checks: Vec<Check>,
+    name: &'static str,
+    cause: Cause,
+    why: String,
+) -> Verification {
+    checks.push(Check {
+        name,
+        ok: false,
+        detail: why.clone(),
+    });
+    summarise(
+        passport,
+        checks,
+        Some((cause, format!("{name}: {why}"))),
+        None,
+    )
+}
+
+fn summarise(
+    passport: Passport,
+    checks: Vec<Check>,
+    failure: Option<(Cause, String)>,
+    spc: Option<String>,
+) -> Verification {
     let c = passport.claims;
     Verification {
         status: if failure.is_none() {
@@ -107,6 +172,8 @@ pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Ve
         dest: c.dest.tn,
         iat: c.iat,
         x5u: passport.header.x5u,
+        spc,
+        unavailable: None,
         failure: failure.map(|(cause, text)| Failure {
             code: cause.status(),
             cause,
@@ -114,4 +181,28 @@ pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Ve
         }),
         checks,
     }
+}
+
+/// Verifies one Identity header value against the SIP numbers and a key
+/// the caller already trusts (no certificate fetch or chain check).
+pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Verification {
+    let identity = match IdentityHeader::parse(identity_value) {
+        Ok(i) => i,
+        Err((cause, why)) => return Verification::failed(cause, why.into(), vec![]),
+    };
+    let passport = match Passport::decode(identity.token) {
+        Ok(p) => p,
+        Err((cause, why)) => return Verification::failed(cause, why, vec![]),
+    };
+    let (checks, failure) = check_claims(&identity, &passport, expect);
+    let mut v = finish(passport, checks, key, None);
+    if let Some((cause, text)) = failure {
+        v.status = Status::Failed;
+        v.failure = Some(Failure {
+            code: cause.status(),
+            cause,
+            text,
+        });
+    }
+    v
 }

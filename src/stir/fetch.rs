@@ -1,0 +1,334 @@
+//! Fetching `x5u` certificates (RFC 8224 §6.2.1, ATIS-1000080 §6.3.2):
+//! HTTPS only, no redirects, a size limit, one deadline for the whole
+//! exchange, and no private or loopback addresses unless allowed (tests).
+//!
+//! A deliberately small HTTP/1.1 client: `GET` with `Connection: close`,
+//! a status line, headers, and a body framed by Content-Length, chunked
+//! encoding or the end of the connection.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+use tokio_rustls::TlsConnector;
+
+/// Fetch settings.
+#[derive(Clone)]
+pub struct FetchOptions {
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Deadline for resolve + connect + handshake + response.
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    /// Allow private, loopback and link-local addresses (tests only).
+    pub allow_private: bool,
+}
+
+/// A fetched certificate response.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub body: Vec<u8>,
+    /// `Cache-Control: max-age`, if given.
+    pub max_age: Option<Duration>,
+}
+
+/// Why a fetch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("x5u is not an https URL")]
+    NotHttps,
+    #[error("bad x5u URL")]
+    BadUrl,
+    #[error("cannot resolve host")]
+    Resolve,
+    #[error("address {0} is private or loopback")]
+    Private(IpAddr),
+    #[error("timed out")]
+    Timeout,
+    #[error("connection: {0}")]
+    Io(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("HTTP status {0} (redirects are not followed)")]
+    Status(u16),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("malformed HTTP response")]
+    Malformed,
+}
+
+/// TLS client settings: the system's roots plus `extra_ca` PEM files.
+pub fn tls_config(extra_ca: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let system = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+    if let Ok(pem) = std::fs::read(&system) {
+        for c in rustls_pemfile::certs(&mut &pem[..]).flatten() {
+            let _ = roots.add(c);
+        }
+    }
+    for f in extra_ca {
+        let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for c in rustls_pemfile::certs(&mut &pem[..]) {
+            roots
+                .add(c.map_err(|e| format!("{}: {e}", f.display()))?)
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match crate::config::canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Splits `https://host[:port]/path` into (host, port, path).
+fn split_url(url: &str) -> Result<(String, u16, String), FetchError> {
+    let rest = url.strip_prefix("https://").ok_or(FetchError::NotHttps)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty()
+        || authority.contains('@')
+        || path.bytes().any(|b| b <= b' ' || b == 0x7f)
+    {
+        return Err(FetchError::BadUrl);
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or(FetchError::BadUrl)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| FetchError::BadUrl)?,
+            None if after.is_empty() => 443,
+            None => return Err(FetchError::BadUrl),
+        };
+        (h.to_owned(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| FetchError::BadUrl)?),
+            None => (authority.to_owned(), 443),
+        }
+    };
+    Ok((host, port, path.to_owned()))
+}
+
+/// Fetches `url` under `opts`.
+pub async fn fetch(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
+    tokio::time::timeout(opts.timeout, fetch_inner(url, opts))
+        .await
+        .map_err(|_| FetchError::Timeout)?
+}
+
+async fn fetch_inner(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
+    let (host, port, path) = split_url(url)?;
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|_| FetchError::Resolve)?
+        .collect();
+    let addr = *addrs.first().ok_or(FetchError::Resolve)?;
+    if !opts.allow_private {
+        if let Some(a) = addrs.iter().find(|a| is_private(a.ip())) {
+            return Err(FetchError::Private(a.ip()));
+        }
+    }
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| FetchError::Io(e.to_string()))?;
+    let name = match host.parse::<IpAddr>() {
+        Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+        Err(_) => {
+            rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| FetchError::BadUrl)?
+        }
+    };
+    let mut tls = TlsConnector::from(opts.tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| FetchError::Tls(e.to_string()))?;
+    let host_header = if port == 443 {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/pem-certificate-chain, application/x-pem-file, */*\r\nUser-Agent: callgate\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| FetchError::Io(e.to_string()))?;
+    let limit = opts.max_bytes + 16 * 1024;
+    let mut buf = Vec::with_capacity(8 * 1024);
+    let mut chunk = [0u8; 8 * 1024];
+    loop {
+        let n = match tls.read(&mut chunk).await {
+            Ok(n) => n,
+            // Servers often close without close_notify; what was read stands.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(FetchError::Io(e.to_string())),
+        };
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > limit {
+            return Err(FetchError::TooLarge(opts.max_bytes));
+        }
+    }
+    parse_response(&buf, opts.max_bytes)
+}
+
+/// Parses a whole HTTP/1.1 response read until the connection closed.
+fn parse_response(buf: &[u8], max_bytes: usize) -> Result<Fetched, FetchError> {
+    let head_end = memchr::memmem::find(buf, b"\r\n\r\n").ok_or(FetchError::Malformed)?;
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| FetchError::Malformed)?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or(FetchError::Malformed)?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or(FetchError::Malformed)?;
+    if status != 200 {
+        return Err(FetchError::Status(status));
+    }
+    let (mut length, mut chunked, mut max_age) = (None, false, None);
+    for l in lines {
+        let Some((name, value)) = l.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        match name.as_str() {
+            "content-length" => {
+                length = Some(value.parse::<usize>().map_err(|_| FetchError::Malformed)?)
+            }
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "cache-control" => {
+                max_age = value
+                    .split(',')
+                    .find_map(|d| d.trim().strip_prefix("max-age="))
+                    .and_then(|s| s.parse().ok())
+                    .map(Duration::from_secs);
+            }
+            _ => {}
+        }
+    }
+    let raw = &buf[head_end + 4..];
+    let body = if chunked {
+        let mut out = Vec::new();
+        let mut rest = raw;
+        loop {
+            let eol = memchr::memmem::find(rest, b"\r\n").ok_or(FetchError::Malformed)?;
+            let size_txt = std::str::from_utf8(&rest[..eol]).map_err(|_| FetchError::Malformed)?;
+            let size = usize::from_str_radix(size_txt.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| FetchError::Malformed)?;
+            rest = &rest[eol + 2..];
+            if size == 0 {
+                break;
+            }
+            let data = rest.get(..size).ok_or(FetchError::Malformed)?;
+            out.extend_from_slice(data);
+            if out.len() > max_bytes {
+                return Err(FetchError::TooLarge(max_bytes));
+            }
+            rest = rest.get(size + 2..).ok_or(FetchError::Malformed)?;
+        }
+        out
+    } else {
+        match length {
+            Some(n) => raw.get(..n).ok_or(FetchError::Malformed)?.to_vec(),
+            None => raw.to_vec(),
+        }
+    };
+    if body.len() > max_bytes {
+        return Err(FetchError::TooLarge(max_bytes));
+    }
+    Ok(Fetched { body, max_age })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            split_url("https://cert.example.org/a/b.pem"),
+            Ok(("cert.example.org".into(), 443, "/a/b.pem".into()))
+        );
+        assert_eq!(
+            split_url("https://127.0.0.1:8443/x"),
+            Ok(("127.0.0.1".into(), 8443, "/x".into()))
+        );
+        assert_eq!(
+            split_url("https://[::1]:8443/x"),
+            Ok(("::1".into(), 8443, "/x".into()))
+        );
+        assert_eq!(
+            split_url("http://cert.example.org/x"),
+            Err(FetchError::NotHttps)
+        );
+        assert_eq!(split_url("https://user@host/x"), Err(FetchError::BadUrl));
+    }
+
+    #[test]
+    fn responses() {
+        let ok = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nCache-Control: public, max-age=600\r\n\r\nabcEXTRA", 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (ok.body.as_slice(), ok.max_age),
+            (&b"abc"[..], Some(Duration::from_secs(600)))
+        );
+        let chunked = parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chunked.body, b"abcde");
+        assert_eq!(
+            parse_response(b"HTTP/1.1 302 Found\r\nLocation: x\r\n\r\n", 100).err(),
+            Some(FetchError::Status(302))
+        );
+        assert_eq!(
+            parse_response(b"HTTP/1.1 200 OK\r\n\r\n0123456789", 5).err(),
+            Some(FetchError::TooLarge(5))
+        );
+        assert!(parse_response(b"garbage", 5).is_err());
+    }
+
+    #[test]
+    fn private_addresses() {
+        for a in [
+            "10.1.2.3",
+            "192.168.1.1",
+            "127.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "100.64.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(
+                is_private(a.parse().unwrap_or_else(|e| panic!("{e}"))),
+                "{a}"
+            );
+        }
+        assert!(!is_private(
+            "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"))
+        ));
+    }
+}
