@@ -52,6 +52,32 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub stir: StirConfig,
+}
+
+/// What to do with a call whose STIR verification failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StirFailure {
+    /// Forward it marked `TN-Validation-Failed` with a `Reason: STIR` header.
+    Mark,
+    /// Answer with the RFC 8224 response (403, 428, 436, 437, 438).
+    Reject,
+}
+
+/// STIR/SHAKEN verification of inbound calls (`[stir]`).
+#[derive(Debug, Clone)]
+pub struct StirConfig {
+    pub enabled: bool,
+    /// Directory of PEM STI trust anchors.
+    pub trust_dir: Option<PathBuf>,
+    /// Extra CAs for the HTTPS fetch of x5u.
+    pub x5u_ca: Vec<PathBuf>,
+    pub allow_private_x5u: bool,
+    pub deadline: Duration,
+    pub freshness_secs: i64,
+    /// `TN-Validation-Passed-A` (true) or the bare 3GPP value (false).
+    pub attest_suffix: bool,
+    pub on_failure: StirFailure,
 }
 
 /// Which side of callgate a message arrived on or leaves through.
@@ -261,6 +287,22 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     shutdown: RawShutdown,
+    #[serde(default)]
+    stir: RawStir,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStir {
+    enabled: Option<bool>,
+    trust_dir: Option<PathBuf>,
+    #[serde(default)]
+    x5u_ca: Vec<PathBuf>,
+    allow_private_x5u: Option<bool>,
+    deadline_ms: Option<u64>,
+    freshness_secs: Option<i64>,
+    verstat_attest_suffix: Option<bool>,
+    on_failure: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -458,6 +500,7 @@ impl Config {
         let shutdown = ShutdownConfig {
             drain: Duration::from_secs(raw.shutdown.drain_secs.unwrap_or(10)),
         };
+        let stir = stir(raw.stir, origin)?;
         Ok(Config {
             trunk,
             pbx,
@@ -470,6 +513,7 @@ impl Config {
             admin,
             log: LogConfig { level, format },
             shutdown,
+            stir,
         })
     }
 
@@ -484,6 +528,69 @@ impl Config {
             Side::Pbx => &self.pbx,
         }
     }
+}
+
+fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
+    let base = origin.parent().and_then(Path::parent);
+    let resolve = |p: &PathBuf| -> Option<PathBuf> {
+        if p.is_absolute() || p.exists() {
+            Some(p.clone())
+        } else {
+            base.map(|b| b.join(p)).filter(|bp| bp.exists())
+        }
+    };
+    let enabled = raw.enabled.unwrap_or(false);
+    let trust_dir = match &raw.trust_dir {
+        Some(d) => Some(resolve(d).ok_or_else(|| {
+            invalid(
+                "stir.trust_dir",
+                format!("directory {} not found", d.display()),
+            )
+        })?),
+        None if enabled => {
+            return Err(invalid(
+                "stir.trust_dir",
+                "required when stir.enabled = true (a directory of PEM STI trust anchors)",
+            ))
+        }
+        None => None,
+    };
+    let mut x5u_ca = Vec::new();
+    for (i, f) in raw.x5u_ca.iter().enumerate() {
+        x5u_ca.push(resolve(f).ok_or_else(|| {
+            invalid(
+                format!("stir.x5u_ca[{i}]"),
+                format!("file {} not found", f.display()),
+            )
+        })?);
+    }
+    let on_failure = match raw.on_failure.as_deref().unwrap_or("mark") {
+        "mark" => StirFailure::Mark,
+        "reject" => StirFailure::Reject,
+        other => {
+            return Err(invalid(
+                "stir.on_failure",
+                format!("must be \"mark\" or \"reject\", not {other:?}"),
+            ))
+        }
+    };
+    let freshness_secs = raw.freshness_secs.unwrap_or(60);
+    if freshness_secs <= 0 {
+        return Err(invalid("stir.freshness_secs", "must be greater than zero"));
+    }
+    Ok(StirConfig {
+        enabled,
+        trust_dir,
+        x5u_ca,
+        allow_private_x5u: raw.allow_private_x5u.unwrap_or(false),
+        deadline: Duration::from_millis(positive(
+            "stir.deadline_ms",
+            raw.deadline_ms.unwrap_or(300),
+        )?),
+        freshness_secs,
+        attest_suffix: raw.verstat_attest_suffix.unwrap_or(true),
+        on_failure,
+    })
 }
 
 fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {

@@ -2,178 +2,18 @@
 //! with rcgen (root → intermediate → leaf with TNAuthList) and a real HTTPS
 //! server on loopback serving good, bad and hanging responses.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callgate::stir::certs::TrustStore;
 use callgate::stir::fetch::{tls_config, FetchOptions};
-use callgate::stir::keys::SigningKey;
 use callgate::stir::service::{Verifier, VerifierSettings};
 use callgate::stir::sign::{identity_header, SignRequest};
 use callgate::stir::verify::{Status, Verification};
 use callgate::stir::Cause;
-use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::rustls;
-
-/// TNAuthList with SPC "1234": SEQUENCE { [0] EXPLICIT IA5String "1234" }.
-const TN_AUTH_LIST: [u8; 10] = [0x30, 0x08, 0xa0, 0x06, 0x16, 0x04, b'1', b'2', b'3', b'4'];
-
-fn ca(
-    name: &str,
-    issuer: Option<(&rcgen::Certificate, &KeyPair)>,
-) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().expect("key");
-    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.distinguished_name.push(DnType::CommonName, name);
-    let cert = match issuer {
-        Some((i, ik)) => p.signed_by(&key, i, ik),
-        None => p.self_signed(&key),
-    }
-    .expect("ca cert");
-    (cert, key)
-}
-
-fn leaf(
-    issuer: &rcgen::Certificate,
-    issuer_key: &KeyPair,
-    tn_auth: bool,
-    expired: bool,
-) -> (rcgen::Certificate, KeyPair) {
-    let key = KeyPair::generate().expect("key");
-    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.distinguished_name.push(DnType::CommonName, "SHAKEN 1234");
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    if tn_auth {
-        p.custom_extensions = vec![CustomExtension::from_oid_content(
-            &[1, 3, 6, 1, 5, 5, 7, 1, 26],
-            TN_AUTH_LIST.to_vec(),
-        )];
-    }
-    if expired {
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    (p.signed_by(&key, issuer, issuer_key).expect("leaf"), key)
-}
-
-struct Pki {
-    /// Keeps the trust and CA files alive for the test.
-    _dir: tempfile::TempDir,
-    trust_dir: PathBuf,
-    web_ca: PathBuf,
-    signing: SigningKey,
-    routes: HashMap<&'static str, Vec<u8>>,
-}
-
-fn pki() -> Pki {
-    let (root, root_key) = ca("STI root", None);
-    let (inter, inter_key) = ca("STI intermediate", Some((&root, &root_key)));
-    let (good, good_key) = leaf(&inter, &inter_key, true, false);
-    let (no_tn, _) = leaf(&inter, &inter_key, false, false);
-    let (expired, expired_key) = leaf(&inter, &inter_key, true, true);
-    let (other_root, other_key) = ca("Unknown root", None);
-    let (stranger, stranger_key) = leaf(&other_root, &other_key, true, false);
-    let chain = |c: &rcgen::Certificate| format!("{}{}", c.pem(), inter.pem()).into_bytes();
-    let mut routes = HashMap::new();
-    routes.insert("/good.pem", chain(&good));
-    routes.insert("/no-tn.pem", chain(&no_tn));
-    routes.insert("/expired.pem", chain(&expired));
-    routes.insert(
-        "/stranger.pem",
-        format!("{}{}", stranger.pem(), other_root.pem()).into_bytes(),
-    );
-    routes.insert("/garbage.pem", b"hello, this is not a certificate".to_vec());
-    routes.insert("/big.pem", vec![b'A'; 200_000]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let trust_dir = dir.path().join("trust");
-    std::fs::create_dir(&trust_dir).expect("mkdir");
-    std::fs::write(trust_dir.join("root.pem"), root.pem()).expect("write root");
-    // Every PASSporT is signed with the good leaf's key: the faults under
-    // test are in the certificates, found before any signature check.
-    drop((expired_key, stranger_key));
-    Pki {
-        web_ca: dir.path().join("web-ca.pem"),
-        signing: SigningKey::from_pem(good_key.serialize_pem().as_bytes()).expect("signing key"),
-        _dir: dir,
-        trust_dir,
-        routes,
-    }
-}
-
-/// A loopback HTTPS server; returns its port and per-path request counts.
-fn https_server(pki: &Pki) -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
-    let (web_ca, web_ca_key) = ca("web CA", None);
-    std::fs::write(&pki.web_ca, web_ca.pem()).expect("write web ca");
-    let key = KeyPair::generate().expect("key");
-    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&key, &web_ca, &web_ca_key)
-        .expect("server cert");
-    let certs = vec![server_cert.der().clone()];
-    let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, der_key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let port = listener.local_addr().expect("addr").port();
-    let routes = Arc::new(pki.routes.clone());
-    let counts = Arc::new(Mutex::new(HashMap::new()));
-    let seen = counts.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            // Bounded: the server stops by itself after a minute.
-            let _ = tokio::time::timeout(Duration::from_secs(60), async {
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else { continue };
-                    let (acceptor, routes, seen) = (acceptor.clone(), routes.clone(), seen.clone());
-                    tokio::spawn(async move {
-                        let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                        let mut req = Vec::new();
-                        let mut buf = [0u8; 1024];
-                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match tls.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => req.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let path = String::from_utf8_lossy(&req).split(' ').nth(1).unwrap_or("/").to_owned();
-                        *seen.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_insert(0) += 1;
-                        let resp = match path.as_str() {
-                            "/hang.pem" => {
-                                tokio::time::sleep(Duration::from_secs(30)).await;
-                                return;
-                            }
-                            "/redirect.pem" => b"HTTP/1.1 302 Found\r\nLocation: /good.pem\r\nContent-Length: 0\r\n\r\n".to_vec(),
-                            p => match routes.get(p) {
-                                Some(body) => [format!("HTTP/1.1 200 OK\r\nContent-Type: application/x-pem-file\r\nContent-Length: {}\r\nCache-Control: max-age=3600\r\n\r\n", body.len()).into_bytes(), body.clone()].concat(),
-                                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
-                            },
-                        };
-                        let _ = tls.write_all(&resp).await;
-                        let _ = tls.shutdown().await;
-                    });
-                }
-            })
-            .await;
-        });
-    });
-    (port, counts)
-}
+use common::pki::{https_server, pki, Pki};
 
 fn verifier(pki: &Pki, allow_private: bool) -> Arc<Verifier> {
     let deadline = Duration::from_millis(500);

@@ -67,9 +67,11 @@ const REFUSALS: [(Refusal, &str); 4] = [
 pub enum Phase {
     /// Parse + admission + proxy processing of one inbound message.
     Process,
+    /// STIR/SHAKEN verification of one INVITE (including any certificate wait).
+    Verify,
 }
 
-const PHASES: [(Phase, &str); 1] = [(Phase::Process, "process")];
+const PHASES: [(Phase, &str); 2] = [(Phase::Process, "process"), (Phase::Verify, "verify")];
 
 /// Histogram bucket upper bounds in seconds.
 const BUCKETS: [f64; 12] = [
@@ -115,6 +117,8 @@ pub struct Metrics {
     tcp_opened: AtomicU64,
     draining: AtomicI64,
     reloads: AtomicU64,
+    /// [passed, failed, no-validation]
+    stir: [AtomicU64; 3],
     phases: [Histogram; PHASES.len()],
 }
 
@@ -164,6 +168,12 @@ impl Metrics {
     }
     pub fn reloaded(&self) {
         self.reloads.fetch_add(1, Relaxed);
+    }
+    /// One STIR verification result: 0 passed, 1 failed, 2 no-validation.
+    pub fn stir_result(&self, index: usize) {
+        if let Some(c) = self.stir.get(index) {
+            c.fetch_add(1, Relaxed);
+        }
     }
     pub fn observe(&self, phase: Phase, d: Duration) {
         let i = PHASES.iter().position(|(p, _)| *p == phase).unwrap_or(0);
@@ -298,6 +308,14 @@ impl Metrics {
         ];
         for (name, kind, help, v) in simple {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        s.push_str("# HELP callgate_stir_verifications_total STIR/SHAKEN verifications of inbound INVITEs by result.\n# TYPE callgate_stir_verifications_total counter\n");
+        for (i, name) in ["passed", "failed", "no-validation"].iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "callgate_stir_verifications_total{{status=\"{name}\"}} {}",
+                self.stir[i].load(Relaxed)
+            );
         }
         s.push_str("# HELP callgate_targets_up Next-hop targets in rotation, by side they are reached through.\n# TYPE callgate_targets_up gauge\n");
         for side in SIDES {

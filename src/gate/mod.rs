@@ -7,6 +7,7 @@
 //! anchor media, audit) plug in between admission and forwarding.
 
 pub mod admit;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ pub enum GateError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// `[stir]` could not be set up (trust anchors, CA files).
+    #[error("{0}")]
+    Stir(String),
 }
 
 /// The addresses actually bound (ports may have been 0 in the config).
@@ -62,6 +66,8 @@ pub struct Gate {
     /// Set once draining starts (readiness goes false).
     draining: std::sync::atomic::AtomicBool,
     config_path: Option<PathBuf>,
+    /// STIR/SHAKEN verification of inbound INVITEs, when enabled.
+    verify: Option<verify::VerifyPhase>,
     me: std::sync::Weak<Gate>,
 }
 
@@ -85,6 +91,16 @@ impl Sink for Gate {
             Verdict::RateLimited => {
                 self.metrics.refused(peer.side, Refusal::RateLimit);
                 return;
+            }
+        }
+        if peer.side == Side::Trunk && self.verify.is_some() {
+            if let (Some(me), Some(msg)) = (
+                self.me.upgrade(),
+                verify::initial_invite(&data, &self.stream_settings.limits),
+            ) {
+                if me.verify_phase(peer, data.clone(), msg) {
+                    return;
+                }
             }
         }
         let mut out = Vec::new();
@@ -367,6 +383,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tcp = bound.tcp[i];
         settings.sides[i].tls = bound.tls[i];
     }
+    let verify_phase = verify::VerifyPhase::from_config(&cfg.stir).map_err(GateError::Stir)?;
     let core = ProxyCore::new(settings, metrics.clone(), now);
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
@@ -386,6 +403,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         armed: Mutex::new(None),
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
+        verify: verify_phase,
         me: me.clone(),
     });
     for side in [Side::Trunk, Side::Pbx] {

@@ -11,6 +11,7 @@ pub mod der;
 pub mod fetch;
 pub mod identity;
 pub mod keys;
+pub mod mark;
 pub mod passport;
 pub mod service;
 pub mod sign;

@@ -44,6 +44,23 @@ pub struct Verification {
 }
 
 impl Verification {
+    /// A call that carries no Identity header: `No-TN-Validation`.
+    pub fn absent() -> Verification {
+        Verification {
+            status: Status::NoValidation,
+            attest: None,
+            origid: None,
+            orig: None,
+            dest: vec![],
+            iat: None,
+            x5u: None,
+            spc: None,
+            unavailable: Some("no Identity header".into()),
+            failure: None,
+            checks: vec![],
+        }
+    }
+
     fn failed(cause: Cause, text: String, checks: Vec<Check>) -> Verification {
         Verification {
             status: Status::Failed,

@@ -39,6 +39,7 @@ use crate::config::{Config, HealthConfig, OverloadConfig, Side, SideConfig, Time
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::transaction::{ClientTransaction, ServerTransaction};
+use crate::stir::mark::Marking;
 use branch::BranchGenerator;
 use targets::TargetSet;
 
@@ -140,6 +141,8 @@ struct ServerEntry {
     request: Option<SipMessage>,
     to_tag: String,
     fwd: Option<Forwarding>,
+    /// What the verify phase decided (verstat, Reason, reject).
+    marking: Option<Marking>,
     scheduled: Option<Instant>,
 }
 
@@ -242,6 +245,16 @@ impl ProxyCore {
         &self.settings.limits
     }
 
+    /// Whether a request already has its server transaction here (so it is
+    /// a retransmission, handled without the verify phase).
+    pub fn knows(&self, msg: &SipMessage) -> bool {
+        let (Ok(via), Some(m)) = (msg.top_via(), msg.method_bytes()) else {
+            return false;
+        };
+        self.servers
+            .contains_key(&request::server_key(msg, &via, m))
+    }
+
     /// When [`Self::on_timer`] must next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.wheel.peek().map(|Reverse((at, _, _))| *at)
@@ -249,6 +262,19 @@ impl ProxyCore {
 
     /// Handles one message received from `peer`.
     pub fn on_message(&mut self, peer: Peer, data: Bytes, now: Instant, out: &mut Vec<Outgoing>) {
+        self.on_message_marked(peer, data, now, out, None);
+    }
+
+    /// Handles one message with the verify phase's decision for it (an
+    /// initial INVITE from the trunk).
+    pub fn on_message_marked(
+        &mut self,
+        peer: Peer,
+        data: Bytes,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+        marking: Option<Marking>,
+    ) {
         let msg = match SipMessage::parse(data.clone(), &self.settings.limits) {
             Ok(m) => m,
             Err(e) => {
@@ -288,7 +314,7 @@ impl ProxyCore {
             return;
         }
         if msg.is_request() {
-            self.on_request(peer, msg, now, out);
+            self.on_request(peer, msg, now, out, marking);
         } else {
             self.on_response(peer, msg, now, out);
         }

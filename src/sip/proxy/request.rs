@@ -20,6 +20,7 @@ use crate::sip::splice::Splice;
 use crate::sip::transaction::{ClientTransaction, ServerState, ServerTransaction, TxKind};
 use crate::sip::uri::{NameAddr, Uri};
 use crate::sip::via::Via;
+use crate::stir::mark::{self, Marking};
 
 /// Server transaction key (RFC 3261 §17.2.3): branch + sent-by + method for
 /// RFC 3261 branches; the RFC 2543 fields otherwise. `method` is the method
@@ -170,6 +171,7 @@ impl ProxyCore {
         msg: SipMessage,
         now: Instant,
         out: &mut Vec<Outgoing>,
+        marking: Option<Marking>,
     ) {
         let method = msg.method().unwrap_or(Method::Extension);
         self.metrics.request(peer.side, Direction::In, method);
@@ -219,6 +221,7 @@ impl ProxyCore {
             request: Some(msg),
             to_tag: branch::token(),
             fwd: None,
+            marking,
             scheduled: None,
         };
         if method == Method::Invite {
@@ -239,6 +242,16 @@ impl ProxyCore {
         }
         if let Some((status, reason, extra)) = refusal {
             self.respond(&key, status, reason, &[extra.as_bytes()], now, out);
+            return;
+        }
+        // The verify phase refused the call (RFC 8224 §6.2.2).
+        let reject = self
+            .servers
+            .get(&key)
+            .and_then(|e| e.marking.as_ref())
+            .and_then(|m| m.reject.clone());
+        if let Some((status, reason)) = reject {
+            self.respond(&key, status, &reason, &[], now, out);
             return;
         }
         if method == Method::Invite && initial {
@@ -421,16 +434,17 @@ impl ProxyCore {
         let in_peer = entry.reply;
         let loop_hash = branch::loop_hash(msg);
         let br = self.branches.next(loop_hash);
-        let bytes = match forwarded_copy(
-            msg,
-            &self.local[fwd.out_side.index()],
-            &self.local[in_peer.side.index()],
-            hop.transport,
-            in_peer,
-            &br,
-            fwd.pop_routes,
-            fwd.record_route,
-        ) {
+        let plan = CopyPlan {
+            out_local: &self.local[fwd.out_side.index()],
+            in_local: &self.local[in_peer.side.index()],
+            out_transport: hop.transport,
+            from: in_peer,
+            branch: &br,
+            pop_routes: fwd.pop_routes,
+            record_route: fwd.record_route,
+            marking: entry.marking.as_ref(),
+        };
+        let bytes = match forwarded_copy(msg, &plan) {
             Some(b) => b,
             None => {
                 self.respond(key, 400, "Bad Request", &[], now, out);
@@ -603,16 +617,17 @@ impl ProxyCore {
         };
         let incoming_branch = via.branch.unwrap_or_default();
         let br = BranchGenerator::stateless(branch::loop_hash(msg), incoming_branch);
-        if let Some(bytes) = forwarded_copy(
-            msg,
-            &self.local[out_side.index()],
-            &self.local[peer.side.index()],
-            hop.transport,
-            peer,
-            &br,
-            pop,
-            false,
-        ) {
+        let plan = CopyPlan {
+            out_local: &self.local[out_side.index()],
+            in_local: &self.local[peer.side.index()],
+            out_transport: hop.transport,
+            from: peer,
+            branch: &br,
+            pop_routes: pop,
+            record_route: false,
+            marking: None,
+        };
+        if let Some(bytes) = forwarded_copy(msg, &plan) {
             self.send_request(out, hop, bytes, Method::Ack, None);
         }
     }
@@ -641,6 +656,7 @@ impl ProxyCore {
             request: Some(msg),
             to_tag: branch::token(),
             fwd: None,
+            marking: None,
             scheduled: None,
         };
         self.servers.insert(key.clone(), entry);
@@ -725,29 +741,79 @@ impl ProxyCore {
     }
 }
 
+/// How to make the forwarded copy of a request.
+pub(super) struct CopyPlan<'a> {
+    pub out_local: &'a super::LocalSide,
+    pub in_local: &'a super::LocalSide,
+    pub out_transport: Transport,
+    /// Where the request came from (its side decides sanitizing).
+    pub from: Peer,
+    pub branch: &'a str,
+    /// Leading Route values naming us, removed.
+    pub pop_routes: usize,
+    pub record_route: bool,
+    /// The verify phase's marking, if any.
+    pub marking: Option<&'a Marking>,
+}
+
+/// Whether a header is a `Reason` header for the STIR protocol (RFC 9410).
+fn is_stir_reason(msg: &SipMessage, h: &crate::sip::message::Header) -> bool {
+    h.name == HeaderName::Other
+        && msg.slice(&h.name_range).eq_ignore_ascii_case(b"Reason")
+        && msg.value(h).len() >= 4
+        && msg.value(h)[..4].eq_ignore_ascii_case(b"STIR")
+}
+
 /// The forwarded copy of a request (RFC 3261 §16.6): our Via on top, the
 /// received/rport stamp on the previous top Via, Max-Forwards decremented,
 /// our Route entries removed and, for dialog-creating requests, one
-/// Record-Route per side so in-dialog requests cross both.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forwarded_copy(
-    msg: &SipMessage,
-    out_local: &super::LocalSide,
-    in_local: &super::LocalSide,
-    out_transport: Transport,
-    from: Peer,
-    branch: &str,
-    pop_routes: usize,
-    record_route: bool,
-) -> Option<Bytes> {
+/// Record-Route per side so in-dialog requests cross both. From the trunk,
+/// `verstat` parameters and `Reason: STIR` headers are removed (sanitize:
+/// only callgate vouches for a number); the marking then adds its own.
+pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<Bytes> {
+    let (out_local, in_local, out_transport, from) =
+        (plan.out_local, plan.in_local, plan.out_transport, plan.from);
     let mut sp = Splice::new(msg);
-    if record_route {
+    if plan.record_route {
         sp.prepend_header(out_local.record_route_line(out_transport).as_bytes());
         sp.prepend_header(in_local.record_route_line(from.transport).as_bytes());
     }
     // Our Via right above the previous top Via, so the Via list reads as
     // one block.
-    sp.prepend_header(out_local.via_line(out_transport, branch).as_bytes());
+    sp.prepend_header(out_local.via_line(out_transport, plan.branch).as_bytes());
+    if from.side == crate::config::Side::Trunk {
+        let identity_idx = msg
+            .first_index(HeaderName::PAssertedIdentity)
+            .or_else(|| msg.first_index(HeaderName::From));
+        for (i, h) in msg.headers().iter().enumerate() {
+            if is_stir_reason(msg, h) {
+                sp.remove_header(i);
+            } else if Some(i) == identity_idx {
+                let value = msg.value(h);
+                let first = if h.name == HeaderName::From {
+                    value
+                } else {
+                    split_commas(value).first().copied().unwrap_or(value)
+                };
+                let new = match plan.marking {
+                    Some(m) => mark::with_verstat(first, &m.verstat),
+                    None => mark::strip_verstat(first),
+                };
+                if new.as_slice() != first {
+                    if h.name == HeaderName::From {
+                        sp.replace_value(i, &new);
+                    } else {
+                        sp.replace_first_value(i, &new);
+                    }
+                }
+            }
+        }
+        if let Some(m) = plan.marking {
+            for line in &m.headers {
+                sp.append_header(line.as_bytes());
+            }
+        }
+    }
     let via_idx = msg.first_index(HeaderName::Via)?;
     let top = msg.value(&msg.headers()[via_idx]);
     let top_first = split_commas(top).first().copied().unwrap_or(top);
@@ -767,7 +833,7 @@ pub(super) fn forwarded_copy(
             sp.prepend_header(b"Max-Forwards: 70");
         }
     }
-    let mut remaining = pop_routes;
+    let mut remaining = plan.pop_routes;
     let mut rewritten: SmallVec<[(usize, Vec<u8>); 1]> = SmallVec::new();
     for (i, h) in msg.headers().iter().enumerate() {
         if remaining == 0 {

@@ -1,0 +1,209 @@
+//! The verify phase in the call path: initial INVITEs from the trunk are
+//! verified (STIR/SHAKEN) before the proxy core forwards them. The caller
+//! gets 100 Trying at once; the call waits at most the certificate deadline
+//! (DESIGN.md: verify never blocks a call on the network), then goes on
+//! marked with `verstat` — or is refused, when configured.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::api::metrics::Phase;
+use crate::config::{StirConfig, StirFailure};
+use crate::sip::message::{HeaderName, SipMessage};
+use crate::sip::proxy::{Outgoing, Peer};
+use crate::sip::response::build_response;
+use crate::sip::uri::{NameAddr, Uri};
+use crate::stir::certs::TrustStore;
+use crate::stir::fetch::{self, FetchOptions};
+use crate::stir::mark;
+use crate::stir::service::{Verifier, VerifierSettings};
+use crate::stir::verify::{Status, Verification};
+
+/// The verify phase's state in the gate.
+pub struct VerifyPhase {
+    pub verifier: Arc<Verifier>,
+    pub attest_suffix: bool,
+    pub reject: bool,
+    /// INVITEs being verified, by Call-ID + top branch: their
+    /// retransmissions are absorbed (100 Trying was already sent).
+    pending: Mutex<HashSet<Vec<u8>>>,
+}
+
+impl VerifyPhase {
+    /// Builds the phase from `[stir]`; `None` when disabled.
+    pub fn from_config(cfg: &StirConfig) -> Result<Option<VerifyPhase>, String> {
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let dir = cfg
+            .trust_dir
+            .as_ref()
+            .ok_or("stir.trust_dir: required when stir.enabled = true")?;
+        let trust = TrustStore::from_dir(dir).map_err(|e| format!("stir.trust_dir: {e}"))?;
+        let tls = fetch::tls_config(&cfg.x5u_ca).map_err(|e| format!("stir.x5u_ca: {e}"))?;
+        let settings = VerifierSettings {
+            fetch: FetchOptions {
+                tls,
+                timeout: cfg.deadline.max(std::time::Duration::from_secs(2)),
+                max_bytes: 64 * 1024,
+                allow_private: cfg.allow_private_x5u,
+            },
+            deadline: cfg.deadline,
+            freshness_secs: cfg.freshness_secs,
+            skew_secs: 5,
+            min_cache: std::time::Duration::from_secs(300),
+            max_cache: std::time::Duration::from_secs(86_400),
+            negative_ttl: std::time::Duration::from_secs(30),
+            max_entries: 10_000,
+        };
+        Ok(Some(VerifyPhase {
+            verifier: Verifier::new(settings, trust),
+            attest_suffix: cfg.attest_suffix,
+            reject: cfg.on_failure == StirFailure::Reject,
+            pending: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Vec<u8>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether this message is an initial INVITE the verify phase takes.
+pub fn initial_invite(data: &[u8], limits: &crate::sip::message::Limits) -> Option<SipMessage> {
+    if !data.starts_with(b"INVITE ") {
+        return None;
+    }
+    let msg = SipMessage::parse(Bytes::copy_from_slice(data), limits).ok()?;
+    (msg.validate().is_ok() && msg.to().ok().and_then(|t| t.tag()).is_none()).then_some(msg)
+}
+
+fn pending_key(msg: &SipMessage) -> Vec<u8> {
+    let mut k = msg.call_id().unwrap_or_default().to_vec();
+    k.push(0);
+    k.extend_from_slice(
+        msg.top_via()
+            .ok()
+            .and_then(|v| v.branch)
+            .unwrap_or_default(),
+    );
+    k
+}
+
+/// The user part of a URI (number), without user parameters.
+fn number(uri: &[u8]) -> Option<String> {
+    let u = Uri::parse(uri).ok()?;
+    let user = u.user?;
+    let user = user.split(|b| *b == b';').next().unwrap_or(user);
+    Some(String::from_utf8_lossy(user).into_owned())
+}
+
+/// Calling number: P-Asserted-Identity (first value) else From (ATIS-1000074 §5.3.1).
+fn calling(msg: &SipMessage) -> String {
+    msg.values(HeaderName::PAssertedIdentity)
+        .next()
+        .and_then(|v| NameAddr::parse(v).ok())
+        .and_then(|n| number(n.uri))
+        .or_else(|| msg.from().ok().and_then(|f| number(f.uri)))
+        .unwrap_or_default()
+}
+
+/// Called numbers: To and the Request-URI.
+fn called(msg: &SipMessage) -> Vec<String> {
+    [
+        msg.to().ok().and_then(|t| number(t.uri)),
+        msg.request_uri().and_then(number),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The SHAKEN Identity header value: the one with `ppt=shaken`, else the first.
+fn identity(msg: &SipMessage) -> Option<Vec<u8>> {
+    let all: Vec<&[u8]> = msg
+        .headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::Identity)
+        .map(|h| msg.value(h))
+        .collect();
+    let shaken = all.iter().find(|v| {
+        let s = String::from_utf8_lossy(v).to_ascii_lowercase();
+        s.contains("ppt=shaken") || s.contains("ppt=\"shaken\"")
+    });
+    shaken.or(all.first()).map(|v| v.to_vec())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl super::Gate {
+    /// Takes an initial trunk INVITE into the verify phase. Returns `false`
+    /// when the message should go straight to the core instead.
+    pub(super) fn verify_phase(self: &Arc<Self>, peer: Peer, data: Bytes, msg: SipMessage) -> bool {
+        let Some(phase) = &self.verify else {
+            return false;
+        };
+        if super::lock(&self.core).knows(&msg) {
+            return false; // a retransmission of a call already verified
+        }
+        let key = pending_key(&msg);
+        if !phase.pending().insert(key.clone()) {
+            return true; // retransmitted while being verified: absorbed
+        }
+        // 100 Trying now stops the caller's retransmissions (RFC 3261 §16.2).
+        let trying = build_response(&msg, 100, "Trying", None, &[]);
+        self.dispatch(vec![Outgoing {
+            to: peer,
+            bytes: trying,
+            client: None,
+        }]);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let Some(phase) = &me.verify else { return };
+            let v = match identity(&msg) {
+                Some(id) => {
+                    let dest = called(&msg);
+                    let dest: Vec<&str> = dest.iter().map(String::as_str).collect();
+                    phase
+                        .verifier
+                        .verify(&id, &calling(&msg), &dest, unix_now())
+                        .await
+                }
+                None => Verification::absent(),
+            };
+            me.metrics.stir_result(match v.status {
+                Status::Passed => 0,
+                Status::Failed => 1,
+                Status::NoValidation => 2,
+            });
+            me.metrics.observe(Phase::Verify, started.elapsed());
+            tracing::info!(
+                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                status = ?v.status,
+                attest = v.attest.as_deref().unwrap_or("-"),
+                cause = v.failure.as_ref().map(|f| f.text.as_str()).or(v.unavailable.as_deref()).unwrap_or("-"),
+                "STIR verification"
+            );
+            let marking = mark::marking(&v, phase.attest_suffix, phase.reject);
+            let mut out = Vec::new();
+            let next = {
+                let mut core = super::lock(&me.core);
+                core.on_message_marked(peer, data, Instant::now(), &mut out, Some(marking));
+                core.next_deadline()
+            };
+            phase.pending().remove(&key);
+            me.dispatch(out);
+            me.rearm(next);
+        });
+        true
+    }
+}

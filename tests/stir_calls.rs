@@ -1,0 +1,199 @@
+//! STIR/SHAKEN verification in the call path: INVITEs from the trunk reach
+//! the PBX marked with `verstat` (forged marks removed), failed ones carry
+//! `Reason: STIR` or are refused, and a hanging certificate server never
+//! holds a call past the deadline.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use callgate::stir::sign::{identity_header, SignRequest};
+use common::pki::{https_server, pki, Pki};
+use common::{config, Callgate, Ports, LOOPBACK};
+
+fn udp() -> UdpSocket {
+    let s = UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s
+}
+
+fn recv_starting(s: &UdpSocket, prefix: &str) -> String {
+    let mut buf = vec![0u8; 65_535];
+    for _ in 0..20 {
+        let (n, _) = s.recv_from(&mut buf).expect("datagram within 5 s");
+        let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if m.starts_with(prefix) {
+            return m;
+        }
+    }
+    panic!("no message starting with {prefix:?}");
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn identity(pki: &Pki, port: u16, path: &str) -> String {
+    let x5u = format!("https://127.0.0.1:{port}{path}");
+    let req = SignRequest {
+        orig: "+15550199",
+        dest: "+15550100",
+        attest: 'A',
+        origid: "123e4567-e89b-12d3-a456-426655440000",
+        x5u: &x5u,
+        iat: now(),
+    };
+    identity_header(&pki.signing, &req).expect("sign")
+}
+
+/// An INVITE from the carrier with a forged verstat and forged Reason.
+fn invite(call: &str, from_port: u16, identity: Option<&str>) -> String {
+    let id = identity
+        .map(|i| format!("Identity: {i}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "INVITE sip:+15550100@{LOOPBACK} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{from_port};branch=z9hG4bK-{call};rport\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@carrier.example>;tag=t-{call}\r\nTo: <sip:+15550100@{LOOPBACK}>\r\nP-Asserted-Identity: <sip:+15550199@carrier.example;user=phone;verstat=TN-Validation-Passed>\r\nReason: STIR;cause=999;text=\"forged\"\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550199@{LOOPBACK}:{from_port}>\r\n{id}Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn start(pki: &Pki, on_failure: &str) -> (Callgate, UdpSocket) {
+    let pbx = udp();
+    let pbx_port = pbx.local_addr().expect("addr").port();
+    let ports = Ports::new();
+    let stir = format!(
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 500\non_failure = \"{on_failure}\"\n",
+        pki.trust_dir.display(),
+        pki.web_ca.display()
+    );
+    let cfg = config(
+        ports,
+        &[format!("sip:127.0.0.1:{pbx_port}")],
+        &["sip:127.0.0.1:9".to_owned()],
+        &stir,
+    );
+    (Callgate::start(ports, &cfg), pbx)
+}
+
+/// Sends an INVITE and returns the INVITE the PBX side received.
+fn through(cg: &Callgate, pbx: &UdpSocket, call: &str, identity: Option<&str>) -> String {
+    let carrier = udp();
+    let port = carrier.local_addr().expect("addr").port();
+    carrier
+        .send_to(invite(call, port, identity).as_bytes(), cg.trunk())
+        .expect("send");
+    assert!(recv_starting(&carrier, "SIP/2.0 100").contains(call));
+    // The PBX stand-in never answers, so earlier INVITEs are retransmitted
+    // to it: wait for this call's.
+    for _ in 0..20 {
+        let fwd = recv_starting(pbx, "INVITE ");
+        if fwd.contains(&format!("Call-ID: {call}\r\n")) {
+            return fwd;
+        }
+    }
+    panic!("{call} never reached the PBX side");
+}
+
+fn pai(msg: &str) -> &str {
+    msg.lines()
+        .find(|l| l.starts_with("P-Asserted-Identity:"))
+        .unwrap_or("")
+}
+
+#[test]
+fn inbound_calls_are_marked_with_verstat() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let (cg, pbx) = start(&pki, "mark");
+
+    let good = through(
+        &cg,
+        &pbx,
+        "stir-good",
+        Some(&identity(&pki, port, "/good.pem")),
+    );
+    assert_eq!(pai(&good), "P-Asserted-Identity: <sip:+15550199@carrier.example;user=phone;verstat=TN-Validation-Passed-A>");
+    assert!(
+        !good.contains("Reason: STIR"),
+        "the forged Reason is removed: {good}"
+    );
+
+    let tampered = identity(&pki, port, "/good.pem").replacen('.', ".e", 1);
+    let bad = through(&cg, &pbx, "stir-bad", Some(&tampered));
+    assert!(
+        pai(&bad).contains(";verstat=TN-Validation-Failed>"),
+        "{bad}"
+    );
+    assert!(bad.contains("Reason: STIR;cause=438;text="), "{bad}");
+    assert!(!bad.contains("cause=999"));
+
+    let unsigned = through(&cg, &pbx, "stir-none", None);
+    assert!(
+        pai(&unsigned).contains(";verstat=No-TN-Validation>"),
+        "{unsigned}"
+    );
+
+    // A certificate server that hangs: the call goes on, unvalidated.
+    let hanging = through(
+        &cg,
+        &pbx,
+        "stir-hang",
+        Some(&identity(&pki, port, "/hang.pem")),
+    );
+    assert!(
+        pai(&hanging).contains(";verstat=No-TN-Validation>"),
+        "{hanging}"
+    );
+
+    let m = cg.metrics();
+    for (status, n) in [("passed", 1.0), ("failed", 1.0), ("no-validation", 2.0)] {
+        assert_eq!(
+            common::metric_value(
+                &m,
+                &format!("callgate_stir_verifications_total{{status=\"{status}\"}}")
+            ),
+            n,
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn failed_calls_are_refused_when_configured() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let (cg, pbx) = start(&pki, "reject");
+    let carrier = udp();
+    let local = carrier.local_addr().expect("addr").port();
+    let stale = {
+        let x5u = format!("https://127.0.0.1:{port}/good.pem");
+        let req = SignRequest {
+            orig: "+15550199",
+            dest: "+15550100",
+            attest: 'A',
+            origid: "o",
+            x5u: &x5u,
+            iat: now() - 3600,
+        };
+        identity_header(&pki.signing, &req).expect("sign")
+    };
+    carrier
+        .send_to(
+            invite("stir-stale", local, Some(&stale)).as_bytes(),
+            cg.trunk(),
+        )
+        .expect("send");
+    let refused = recv_starting(&carrier, "SIP/2.0 403");
+    assert!(refused.starts_with("SIP/2.0 403 Stale Date"), "{refused}");
+    // A valid call still goes through.
+    let good = through(
+        &cg,
+        &pbx,
+        "stir-ok",
+        Some(&identity(&pki, port, "/good.pem")),
+    );
+    assert!(pai(&good).contains("TN-Validation-Passed-A"));
+}
