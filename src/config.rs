@@ -78,6 +78,22 @@ pub struct StirConfig {
     /// `TN-Validation-Passed-A` (true) or the bare 3GPP value (false).
     pub attest_suffix: bool,
     pub on_failure: StirFailure,
+    /// Signing of agents' outbound calls (authentication service), if on.
+    pub sign: Option<SignConfig>,
+}
+
+/// The authentication service for calls from the PBX (`[stir] sign_*`).
+#[derive(Debug, Clone)]
+pub struct SignConfig {
+    /// PEM private key (P-256).
+    pub key: PathBuf,
+    /// https URL where verifiers fetch our certificate.
+    pub x5u: String,
+    /// Calling numbers (digit prefixes) the contact centre owns: full
+    /// attestation A (ATIS-1000074 §5.2.3).
+    pub full_attestation_prefixes: Vec<String>,
+    /// Attestation for other calling numbers: B or C.
+    pub other_attestation: char,
 }
 
 /// Which side of callgate a message arrived on or leaves through.
@@ -303,6 +319,12 @@ struct RawStir {
     freshness_secs: Option<i64>,
     verstat_attest_suffix: Option<bool>,
     on_failure: Option<String>,
+    sign: Option<bool>,
+    sign_key: Option<PathBuf>,
+    sign_x5u: Option<String>,
+    #[serde(default)]
+    sign_full_attestation_prefixes: Vec<String>,
+    sign_other_attestation: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -578,7 +600,52 @@ fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
     if freshness_secs <= 0 {
         return Err(invalid("stir.freshness_secs", "must be greater than zero"));
     }
+    let sign = if raw.sign.unwrap_or(false) {
+        let key = raw
+            .sign_key
+            .as_ref()
+            .ok_or_else(|| invalid("stir.sign_key", "required when stir.sign = true"))?;
+        let key = resolve(key)
+            .ok_or_else(|| invalid("stir.sign_key", format!("file {} not found", key.display())))?;
+        let pem = std::fs::read(&key).map_err(|e| invalid("stir.sign_key", e.to_string()))?;
+        crate::stir::keys::SigningKey::from_pem(&pem)
+            .map_err(|e| invalid("stir.sign_key", e.to_string()))?;
+        let x5u = raw
+            .sign_x5u
+            .clone()
+            .ok_or_else(|| invalid("stir.sign_x5u", "required when stir.sign = true"))?;
+        if !x5u.starts_with("https://") {
+            return Err(invalid("stir.sign_x5u", "must be an https URL"));
+        }
+        for (i, p) in raw.sign_full_attestation_prefixes.iter().enumerate() {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    format!("stir.sign_full_attestation_prefixes[{i}]"),
+                    "must be digits (a number prefix)",
+                ));
+            }
+        }
+        let other_attestation = match raw.sign_other_attestation.as_deref().unwrap_or("B") {
+            "B" => 'B',
+            "C" => 'C',
+            other => {
+                return Err(invalid(
+                    "stir.sign_other_attestation",
+                    format!("must be \"B\" or \"C\", not {other:?}"),
+                ))
+            }
+        };
+        Some(SignConfig {
+            key,
+            x5u,
+            full_attestation_prefixes: raw.sign_full_attestation_prefixes.clone(),
+            other_attestation,
+        })
+    } else {
+        None
+    };
     Ok(StirConfig {
+        sign,
         enabled,
         trust_dir,
         x5u_ca,

@@ -197,3 +197,80 @@ fn failed_calls_are_refused_when_configured() {
     );
     assert!(pai(&good).contains("TN-Validation-Passed-A"));
 }
+
+#[test]
+fn a_passport_replayed_on_another_call_fails() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let (cg, pbx) = start(&pki, "mark");
+    let id = identity(&pki, port, "/good.pem");
+    let first = through(&cg, &pbx, "replay-1", Some(&id));
+    assert!(pai(&first).contains("TN-Validation-Passed-A"), "{first}");
+    let second = through(&cg, &pbx, "replay-2", Some(&id));
+    assert!(pai(&second).contains("TN-Validation-Failed"), "{second}");
+    assert!(
+        second.contains(
+            "Reason: STIR;cause=438;text=\"replay: PASSporT already used by call replay-1\""
+        ),
+        "{second}"
+    );
+}
+
+#[test]
+fn agents_outbound_calls_are_signed_and_pbx_identity_is_never_forwarded() {
+    use callgate::stir::keys::PublicKey;
+    use callgate::stir::passport::Expect;
+    use callgate::stir::verify::{verify, Status};
+    let key = rcgen::KeyPair::generate().expect("key");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("sign.pem");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+    let carrier = udp();
+    let carrier_port = carrier.local_addr().expect("addr").port();
+    let ports = Ports::new();
+    let stir = format!(
+        "[stir]\nsign = true\nsign_key = \"{}\"\nsign_x5u = \"https://cert.contact-centre.example/sti.pem\"\nsign_full_attestation_prefixes = [\"1555\"]\nsign_other_attestation = \"C\"\n",
+        key_file.display()
+    );
+    let cfg = config(
+        ports,
+        &["sip:127.0.0.1:9".to_owned()],
+        &[format!("sip:127.0.0.1:{carrier_port}")],
+        &stir,
+    );
+    let cg = Callgate::start(ports, &cfg);
+    let public = PublicKey::from_pem(key.public_key_pem().as_bytes()).expect("public key");
+    for (call, from, attest) in [
+        ("out-own", "+15550123", "A"),
+        ("out-other", "+442071234567", "C"),
+    ] {
+        let agent = udp();
+        let port = agent.local_addr().expect("addr").port();
+        let invite = format!(
+            "INVITE sip:+15559876@{LOOPBACK} SIP/2.0\r\nVia: SIP/2.0/UDP {LOOPBACK}:{port};branch=z9hG4bK-{call};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{from}@pbx.example>;tag=t\r\nTo: <sip:+15559876@{LOOPBACK}>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:agent@{LOOPBACK}:{port}>\r\nIdentity: forged.by.pbx;info=<https://evil.example/x.pem>;alg=ES256;ppt=shaken\r\nContent-Length: 0\r\n\r\n"
+        );
+        agent.send_to(invite.as_bytes(), cg.pbx()).expect("send");
+        let fwd = loop {
+            let m = recv_starting(&carrier, "INVITE ");
+            if m.contains(&format!("Call-ID: {call}\r\n")) {
+                break m;
+            }
+        };
+        let ids: Vec<&str> = fwd
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("Identity: "))
+            .collect();
+        assert_eq!(ids.len(), 1, "exactly one Identity, callgate's: {fwd}");
+        assert!(!fwd.contains("forged.by.pbx"));
+        let expect = Expect {
+            orig: from,
+            dest: &["15559876"],
+            now: now(),
+            freshness_secs: 60,
+            skew_secs: 5,
+        };
+        let v = verify(ids[0].as_bytes(), &expect, &public);
+        assert_eq!(v.status, Status::Passed, "{v:#?}");
+        assert_eq!(v.attest.as_deref(), Some(attest));
+    }
+}

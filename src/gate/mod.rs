@@ -7,6 +7,7 @@
 //! anchor media, audit) plug in between admission and forwarding.
 
 pub mod admit;
+pub mod sign;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -68,6 +69,8 @@ pub struct Gate {
     config_path: Option<PathBuf>,
     /// STIR/SHAKEN verification of inbound INVITEs, when enabled.
     verify: Option<verify::VerifyPhase>,
+    /// STIR/SHAKEN signing of agents' outbound calls, when enabled.
+    sign: Option<sign::SignPhase>,
     me: std::sync::Weak<Gate>,
 }
 
@@ -103,10 +106,18 @@ impl Sink for Gate {
                 }
             }
         }
+        let marking = match &self.sign {
+            Some(signer) if peer.side == Side::Pbx => {
+                verify::initial_invite(&data, &self.stream_settings.limits)
+                    .filter(|m| !lock(&self.core).knows(m))
+                    .and_then(|m| signer.marking(&m))
+            }
+            _ => None,
+        };
         let mut out = Vec::new();
         let next = {
             let mut core = lock(&self.core);
-            core.on_message(peer, data, started, &mut out);
+            core.on_message_marked(peer, data, started, &mut out, marking);
             core.next_deadline()
         };
         self.dispatch(out);
@@ -384,6 +395,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tls = bound.tls[i];
     }
     let verify_phase = verify::VerifyPhase::from_config(&cfg.stir).map_err(GateError::Stir)?;
+    let sign_phase = sign::SignPhase::from_config(&cfg.stir).map_err(GateError::Stir)?;
     let core = ProxyCore::new(settings, metrics.clone(), now);
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
@@ -404,6 +416,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
         verify: verify_phase,
+        sign: sign_phase,
         me: me.clone(),
     });
     for side in [Side::Trunk, Side::Pbx] {

@@ -4,7 +4,7 @@
 //! (DESIGN.md: verify never blocks a call on the network), then goes on
 //! marked with `verstat` — or is refused, when configured.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,7 +30,13 @@ pub struct VerifyPhase {
     /// INVITEs being verified, by Call-ID + top branch: their
     /// retransmissions are absorbed (100 Trying was already sent).
     pending: Mutex<HashSet<Vec<u8>>>,
+    /// PASSporT signatures seen, with the call and when they may be forgotten.
+    seen: Mutex<HashMap<Vec<u8>, (Vec<u8>, Instant)>>,
+    freshness: std::time::Duration,
 }
+
+/// Bound on remembered signatures; older ones are pruned first.
+const MAX_SEEN: usize = 200_000;
 
 impl VerifyPhase {
     /// Builds the phase from `[stir]`; `None` when disabled.
@@ -64,11 +70,38 @@ impl VerifyPhase {
             attest_suffix: cfg.attest_suffix,
             reject: cfg.on_failure == StirFailure::Reject,
             pending: Mutex::new(HashSet::new()),
+            seen: Mutex::new(HashMap::new()),
+            freshness: std::time::Duration::from_secs(
+                u64::try_from(cfg.freshness_secs).unwrap_or(60) + 5,
+            ),
         }))
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Vec<u8>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the PASSporT signature of `identity` for `call_id`; returns
+    /// the other call that already used it within the window, if any.
+    fn replay_of(&self, identity: &[u8], call_id: &[u8]) -> Option<String> {
+        let token = crate::stir::identity::IdentityHeader::parse(identity)
+            .ok()?
+            .token;
+        let sig = token.rsplit('.').next()?.as_bytes().to_vec();
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= MAX_SEEN {
+            seen.retain(|_, (_, until)| *until > now);
+        }
+        match seen.get(&sig) {
+            Some((other, until)) if *until > now && other.as_slice() != call_id => {
+                Some(String::from_utf8_lossy(other).into_owned())
+            }
+            _ => {
+                seen.insert(sig, (call_id.to_vec(), now + self.freshness));
+                None
+            }
+        }
     }
 }
 
@@ -102,7 +135,7 @@ fn number(uri: &[u8]) -> Option<String> {
 }
 
 /// Calling number: P-Asserted-Identity (first value) else From (ATIS-1000074 §5.3.1).
-fn calling(msg: &SipMessage) -> String {
+pub(super) fn calling(msg: &SipMessage) -> String {
     msg.values(HeaderName::PAssertedIdentity)
         .next()
         .and_then(|v| NameAddr::parse(v).ok())
@@ -112,7 +145,7 @@ fn calling(msg: &SipMessage) -> String {
 }
 
 /// Called numbers: To and the Request-URI.
-fn called(msg: &SipMessage) -> Vec<String> {
+pub(super) fn called(msg: &SipMessage) -> Vec<String> {
     [
         msg.to().ok().and_then(|t| number(t.uri)),
         msg.request_uri().and_then(number),
@@ -173,10 +206,16 @@ impl super::Gate {
                 Some(id) => {
                     let dest = called(&msg);
                     let dest: Vec<&str> = dest.iter().map(String::as_str).collect();
-                    phase
+                    let v = phase
                         .verifier
                         .verify(&id, &calling(&msg), &dest, unix_now())
-                        .await
+                        .await;
+                    match phase.replay_of(&id, msg.call_id().unwrap_or_default()) {
+                        Some(other) if v.status == Status::Passed => {
+                            crate::stir::verify::replayed(v, &other)
+                        }
+                        _ => v,
+                    }
                 }
                 None => Verification::absent(),
             };

@@ -149,6 +149,24 @@ pub fn unavailable(passport: Passport, mut checks: Vec<Check>, why: String) -> V
     v
 }
 
+/// Marks a verification as a replay: the same PASSporT (by signature) was
+/// already presented on another call within the freshness window.
+pub fn replayed(mut v: Verification, other_call: &str) -> Verification {
+    let text = format!("replay: PASSporT already used by call {other_call}");
+    v.checks.push(Check {
+        name: "replay",
+        ok: false,
+        detail: text.clone(),
+    });
+    v.status = Status::Failed;
+    v.failure = Some(Failure {
+        code: Cause::InvalidIdentityHeader.status(),
+        cause: Cause::InvalidIdentityHeader,
+        text,
+    });
+    v
+}
+
 /// A failure found after the claim checks (certificate content or chain).
 pub fn failed_after(
     passport: Passport,

@@ -796,8 +796,8 @@ pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<By
                     split_commas(value).first().copied().unwrap_or(value)
                 };
                 let new = match plan.marking {
-                    Some(m) => mark::with_verstat(first, &m.verstat),
-                    None => mark::strip_verstat(first),
+                    Some(m) if !m.verstat.is_empty() => mark::with_verstat(first, &m.verstat),
+                    _ => mark::strip_verstat(first),
                 };
                 if new.as_slice() != first {
                     if h.name == HeaderName::From {
@@ -808,10 +808,18 @@ pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<By
                 }
             }
         }
-        if let Some(m) = plan.marking {
-            for line in &m.headers {
-                sp.append_header(line.as_bytes());
+    } else {
+        // From the PBX, an Identity header is never forwarded as is: only
+        // callgate's own signature leaves towards the carrier.
+        for (i, h) in msg.headers().iter().enumerate() {
+            if h.name == HeaderName::Identity {
+                sp.remove_header(i);
             }
+        }
+    }
+    if let Some(m) = plan.marking {
+        for line in &m.headers {
+            sp.append_header(line.as_bytes());
         }
     }
     let via_idx = msg.first_index(HeaderName::Via)?;
