@@ -31,9 +31,12 @@ pub struct VerifyPhase {
     /// retransmissions are absorbed (100 Trying was already sent).
     pending: Mutex<HashSet<Vec<u8>>>,
     /// PASSporT signatures seen, with the call and when they may be forgotten.
-    seen: Mutex<HashMap<Vec<u8>, (Vec<u8>, Instant)>>,
+    seen: Mutex<HashMap<Vec<u8>, Seen>>,
     freshness: std::time::Duration,
 }
+
+/// A PASSporT signature's first call and when it leaves the window.
+type Seen = (Vec<u8>, Instant);
 
 /// Bound on remembered signatures; older ones are pruned first.
 const MAX_SEEN: usize = 200_000;
