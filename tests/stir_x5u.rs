@@ -99,6 +99,8 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
             Cause::UnsupportedCredential,
             "certificate",
         );
+        let critical = check(&v, &header(&pki, port, "/critical.pem")).await;
+        failed_with(&critical, Cause::UnsupportedCredential, "certificate");
         let no_tn = check(&v, &header(&pki, port, "/no-tn.pem")).await;
         failed_with(&no_tn, Cause::UnsupportedCredential, "certificate");
         assert!(

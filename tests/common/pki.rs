@@ -41,6 +41,17 @@ fn leaf(
     tn_auth: bool,
     expired: bool,
 ) -> (rcgen::Certificate, KeyPair) {
+    leaf_with(issuer, issuer_key, tn_auth, expired, false)
+}
+
+/// A leaf certificate; `critical_unknown` adds an unknown critical extension.
+fn leaf_with(
+    issuer: &rcgen::Certificate,
+    issuer_key: &KeyPair,
+    tn_auth: bool,
+    expired: bool,
+    critical_unknown: bool,
+) -> (rcgen::Certificate, KeyPair) {
     let key = KeyPair::generate().expect("key");
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
     p.distinguished_name.push(DnType::CommonName, "SHAKEN 1234");
@@ -50,6 +61,12 @@ fn leaf(
             &[1, 3, 6, 1, 5, 5, 7, 1, 26],
             TN_AUTH_LIST.to_vec(),
         )];
+    }
+    if critical_unknown {
+        let mut ext =
+            CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
+        ext.set_criticality(true);
+        p.custom_extensions.push(ext);
     }
     if expired {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -73,6 +90,7 @@ pub fn pki() -> Pki {
     let (good, good_key) = leaf(&inter, &inter_key, true, false);
     let (no_tn, _) = leaf(&inter, &inter_key, false, false);
     let (expired, expired_key) = leaf(&inter, &inter_key, true, true);
+    let (critical, _) = leaf_with(&inter, &inter_key, true, false, true);
     let (other_root, other_key) = ca("Unknown root", None);
     let (stranger, stranger_key) = leaf(&other_root, &other_key, true, false);
     let chain = |c: &rcgen::Certificate| format!("{}{}", c.pem(), inter.pem()).into_bytes();
@@ -80,6 +98,7 @@ pub fn pki() -> Pki {
     routes.insert("/good.pem", chain(&good));
     routes.insert("/no-tn.pem", chain(&no_tn));
     routes.insert("/expired.pem", chain(&expired));
+    routes.insert("/critical.pem", chain(&critical));
     routes.insert(
         "/stranger.pem",
         format!("{}{}", stranger.pem(), other_root.pem()).into_bytes(),
