@@ -73,6 +73,9 @@ pub enum Command {
         /// system roots (repeatable).
         #[arg(long = "x5u-ca")]
         x5u_ca: Vec<PathBuf>,
+        /// CRL file (PEM or DER) checked along the chain (repeatable).
+        #[arg(long)]
+        crl: Vec<PathBuf>,
         /// Allow x5u on private and loopback addresses (tests).
         #[arg(long)]
         allow_private_x5u: bool,

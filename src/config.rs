@@ -72,6 +72,8 @@ pub struct StirConfig {
     pub trust_dir: Option<PathBuf>,
     /// Extra CAs for the HTTPS fetch of x5u.
     pub x5u_ca: Vec<PathBuf>,
+    /// CRL files (PEM or DER) checked along every chain.
+    pub crl_files: Vec<PathBuf>,
     pub allow_private_x5u: bool,
     pub deadline: Duration,
     pub freshness_secs: i64,
@@ -314,6 +316,8 @@ struct RawStir {
     trust_dir: Option<PathBuf>,
     #[serde(default)]
     x5u_ca: Vec<PathBuf>,
+    #[serde(default)]
+    crl_files: Vec<PathBuf>,
     allow_private_x5u: Option<bool>,
     deadline_ms: Option<u64>,
     freshness_secs: Option<i64>,
@@ -586,6 +590,15 @@ fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
             )
         })?);
     }
+    let mut crl_files = Vec::new();
+    for (i, f) in raw.crl_files.iter().enumerate() {
+        crl_files.push(resolve(f).ok_or_else(|| {
+            invalid(
+                format!("stir.crl_files[{i}]"),
+                format!("file {} not found", f.display()),
+            )
+        })?);
+    }
     let on_failure = match raw.on_failure.as_deref().unwrap_or("mark") {
         "mark" => StirFailure::Mark,
         "reject" => StirFailure::Reject,
@@ -649,6 +662,7 @@ fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
         enabled,
         trust_dir,
         x5u_ca,
+        crl_files,
         allow_private_x5u: raw.allow_private_x5u.unwrap_or(false),
         deadline: Duration::from_millis(positive(
             "stir.deadline_ms",

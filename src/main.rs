@@ -58,6 +58,7 @@ fn main() -> ExitCode {
             to,
             trust,
             x5u_ca,
+            crl,
             allow_private_x5u,
             deadline_ms,
             cert,
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
                 &to,
                 &trust,
                 &x5u_ca,
+                &crl,
                 allow_private_x5u,
                 deadline_ms,
                 at,
@@ -139,19 +141,29 @@ fn verify_fetching(
     to: &str,
     trust: &Path,
     x5u_ca: &[std::path::PathBuf],
+    crl: &[std::path::PathBuf],
     allow_private: bool,
     deadline_ms: u64,
     at: Option<i64>,
     freshness: i64,
 ) -> ExitCode {
     use callgate::stir::{certs::TrustStore, fetch, service};
-    let store = match TrustStore::from_dir(trust) {
+    let mut store = match TrustStore::from_dir(trust) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("verify: {e}");
             return ExitCode::from(2);
         }
     };
+    for f in crl {
+        if let Err(e) = std::fs::read(f)
+            .map_err(|e| e.to_string())
+            .and_then(|d| store.add_crl(&d))
+        {
+            eprintln!("verify: {}: {e}", f.display());
+            return ExitCode::from(2);
+        }
+    }
     let tls = match fetch::tls_config(x5u_ca) {
         Ok(t) => t,
         Err(e) => {

@@ -32,10 +32,11 @@ fn verifier(pki: &Pki, allow_private: bool) -> Arc<Verifier> {
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
     };
-    Verifier::new(
-        settings,
-        TrustStore::from_dir(&pki.trust_dir).expect("trust"),
-    )
+    let mut trust = TrustStore::from_dir(&pki.trust_dir).expect("trust");
+    trust
+        .add_crl(&std::fs::read(&pki.crl).expect("crl"))
+        .expect("add crl");
+    Verifier::new(settings, trust)
 }
 
 fn now() -> i64 {
@@ -98,6 +99,15 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
             &check(&v, &header(&pki, port, "/expired.pem")).await,
             Cause::UnsupportedCredential,
             "certificate",
+        );
+        let revoked = check(&v, &header(&pki, port, "/revoked.pem")).await;
+        failed_with(&revoked, Cause::UnsupportedCredential, "certificate");
+        assert!(
+            revoked
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.text.contains("Revoked")),
+            "{revoked:#?}"
         );
         let critical = check(&v, &header(&pki, port, "/critical.pem")).await;
         failed_with(&critical, Cause::UnsupportedCredential, "certificate");

@@ -51,7 +51,14 @@ impl VerifyPhase {
             .trust_dir
             .as_ref()
             .ok_or("stir.trust_dir: required when stir.enabled = true")?;
-        let trust = TrustStore::from_dir(dir).map_err(|e| format!("stir.trust_dir: {e}"))?;
+        let mut trust = TrustStore::from_dir(dir).map_err(|e| format!("stir.trust_dir: {e}"))?;
+        for (i, f) in cfg.crl_files.iter().enumerate() {
+            let data = std::fs::read(f)
+                .map_err(|e| format!("stir.crl_files[{i}]: {}: {e}", f.display()))?;
+            trust
+                .add_crl(&data)
+                .map_err(|e| format!("stir.crl_files[{i}]: {}: {e}", f.display()))?;
+        }
         let tls = fetch::tls_config(&cfg.x5u_ca).map_err(|e| format!("stir.x5u_ca: {e}"))?;
         let settings = VerifierSettings {
             fetch: FetchOptions {

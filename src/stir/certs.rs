@@ -11,10 +11,12 @@ use super::der;
 use super::keys::PublicKey;
 use super::Cause;
 
-/// The STI trust anchors (roots of the STI-PA's approved CAs).
+/// The STI trust anchors (roots of the STI-PA's approved CAs) and the
+/// certificate revocation lists checked along every chain.
 #[derive(Debug, Default)]
 pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
+    crls: Vec<webpki::CertRevocationList<'static>>,
 }
 
 impl TrustStore {
@@ -47,6 +49,24 @@ impl TrustStore {
             let anchor = webpki::anchor_from_trusted_cert(&c)
                 .map_err(|e| format!("not a usable trust anchor: {e}"))?;
             self.anchors.push(anchor.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Adds the CRLs of a PEM (`X509 CRL`) or DER file (RFC 5280 §5).
+    pub fn add_crl(&mut self, data: &[u8]) -> Result<(), String> {
+        let pems: Vec<_> = rustls_pemfile::crls(&mut &data[..])
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let ders: Vec<Vec<u8>> = if pems.is_empty() {
+            vec![data.to_vec()]
+        } else {
+            pems.iter().map(|c| c.as_ref().to_vec()).collect()
+        };
+        for der in ders {
+            let crl = webpki::OwnedCertRevocationList::from_der(&der)
+                .map_err(|e| format!("not a CRL: {e}"))?;
+            self.crls.push(webpki::CertRevocationList::Owned(crl));
         }
         Ok(())
     }
@@ -150,13 +170,24 @@ pub fn validate(chain: &Chain, trust: &TrustStore, iat: i64) -> Result<StiCert, 
         webpki::ring::ECDSA_P384_SHA384,
         webpki::ring::ECDSA_P256_SHA384,
     ];
+    // Revocation (RFC 5280 §6.3) against the configured CRLs, along the
+    // whole chain; a certificate whose issuer has no CRL is not refused.
+    let crl_refs: Vec<&webpki::CertRevocationList<'static>> = trust.crls.iter().collect();
+    let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
+        .ok()
+        .map(|b| {
+            b.with_depth(webpki::RevocationCheckDepth::Chain)
+                .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+                .build()
+        });
     ee.verify_for_usage(
         algs,
         &trust.anchors,
         &chain.certs[1..],
         time,
         AnyUsage,
-        None,
+        revocation,
         None,
     )
     .map_err(|e| bad(format!("chain: {e}")))?;

@@ -52,8 +52,25 @@ fn leaf_with(
     expired: bool,
     critical_unknown: bool,
 ) -> (rcgen::Certificate, KeyPair) {
+    leaf_serial(issuer, issuer_key, tn_auth, expired, critical_unknown, None)
+}
+
+/// The serial number of the leaf the test CRL revokes.
+pub const REVOKED_SERIAL: u64 = 0x0bad;
+
+fn leaf_serial(
+    issuer: &rcgen::Certificate,
+    issuer_key: &KeyPair,
+    tn_auth: bool,
+    expired: bool,
+    critical_unknown: bool,
+    serial: Option<u64>,
+) -> (rcgen::Certificate, KeyPair) {
     let key = KeyPair::generate().expect("key");
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    if let Some(n) = serial {
+        p.serial_number = Some(rcgen::SerialNumber::from(n));
+    }
     p.distinguished_name.push(DnType::CommonName, "SHAKEN 1234");
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     if tn_auth {
@@ -79,6 +96,8 @@ pub struct Pki {
     /// Keeps the trust and CA files alive for the test.
     pub _dir: tempfile::TempDir,
     pub trust_dir: PathBuf,
+    /// A CRL of the intermediate revoking [`REVOKED_SERIAL`].
+    pub crl: PathBuf,
     pub web_ca: PathBuf,
     pub signing: SigningKey,
     pub routes: HashMap<&'static str, Vec<u8>>,
@@ -91,6 +110,22 @@ pub fn pki() -> Pki {
     let (no_tn, _) = leaf(&inter, &inter_key, false, false);
     let (expired, expired_key) = leaf(&inter, &inter_key, true, true);
     let (critical, _) = leaf_with(&inter, &inter_key, true, false, true);
+    let (revoked, _) = leaf_serial(&inter, &inter_key, true, false, false, Some(REVOKED_SERIAL));
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2100, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(REVOKED_SERIAL),
+            revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&inter, &inter_key)
+    .expect("crl");
     let (other_root, other_key) = ca("Unknown root", None);
     let (stranger, stranger_key) = leaf(&other_root, &other_key, true, false);
     let chain = |c: &rcgen::Certificate| format!("{}{}", c.pem(), inter.pem()).into_bytes();
@@ -99,6 +134,7 @@ pub fn pki() -> Pki {
     routes.insert("/no-tn.pem", chain(&no_tn));
     routes.insert("/expired.pem", chain(&expired));
     routes.insert("/critical.pem", chain(&critical));
+    routes.insert("/revoked.pem", chain(&revoked));
     routes.insert(
         "/stranger.pem",
         format!("{}{}", stranger.pem(), other_root.pem()).into_bytes(),
@@ -109,6 +145,8 @@ pub fn pki() -> Pki {
     let trust_dir = dir.path().join("trust");
     std::fs::create_dir(&trust_dir).expect("mkdir");
     std::fs::write(trust_dir.join("root.pem"), root.pem()).expect("write root");
+    let crl_file = dir.path().join("intermediate.crl.pem");
+    std::fs::write(&crl_file, crl.pem().expect("crl pem")).expect("write crl");
     // Every PASSporT is signed with the good leaf's key: the faults under
     // test are in the certificates, found before any signature check.
     drop((expired_key, stranger_key));
@@ -117,6 +155,7 @@ pub fn pki() -> Pki {
         signing: SigningKey::from_pem(good_key.serialize_pem().as_bytes()).expect("signing key"),
         _dir: dir,
         trust_dir,
+        crl: crl_file,
         routes,
     }
 }
