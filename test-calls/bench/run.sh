@@ -32,7 +32,7 @@ while (($#)); do
 done
 
 cpu_calls=10000; cpu_rate=1000
-steps=(1000 2000 3000 4000 5000 6000 8000 10000)
+steps=(1000 1500 2000 2500 3000 3500 4000 5000 6000 8000)
 if ((quick)); then cpu_calls=2000; steps=(1000 2000 4000); fi
 
 for tool in sipp dumpcap tshark python3; do
@@ -84,7 +84,7 @@ uac() { # target rate calls label
     local dir="$out/sipp-$4"
     rm -rf "$dir"; mkdir -p "$dir"
     (cd "$dir" && sipp "$1" -sf "$scen/uac-basic.xml" -i 127.0.0.1 -r "$2" -m "$3" -l $(($2 * 2 + 100)) \
-        -d 200 -nostdin -timeout $(($3 / $2 + 30))s -trace_stat -stf stats.csv -max_socket 4096 >/dev/null 2>&1) || true
+        -d 200 -nostdin -timeout $(($3 / $2 + 30))s -trace_stat -stf stats.csv -trace_err -max_socket 4096 >/dev/null 2>&1) || true
     python3 - "$dir/stats.csv" <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1]), delimiter=';'))

@@ -458,7 +458,12 @@ impl ProxyCore {
         } else {
             TxKind::NonInvite
         };
-        fwd.no_response_at = Some(now + self.settings.no_response);
+        // The no-response timer only hurries failover: with no target left
+        // to try (the last one, or a fixed in-dialog hop), the transaction's
+        // own timers (B/F, RFC 3261 §17.1) decide.
+        let another_target =
+            matches!(&fwd.hop, NextHop::Targets(order) if fwd.attempts < order.len());
+        fwd.no_response_at = another_target.then(|| now + self.settings.no_response);
         if method == Method::Invite {
             fwd.timer_c_at = Some(now + self.settings.timers.timer_c);
         }

@@ -428,3 +428,18 @@ fn overload_refuses_new_invites_with_503_and_retry_after() {
         .render()
         .contains("callgate_admission_refusals_total{side=\"trunk\",reason=\"overload\"} 1"));
 }
+
+#[test]
+fn a_slow_last_target_is_not_cut_short_by_the_no_response_timer() {
+    let mut h = Harness::new(&[PBX1]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-slow", ""));
+    let fwd = text(&out[1]);
+    // 3 s of silence (more than no_response), then the PBX answers.
+    let r = h.advance(Duration::from_millis(3000));
+    assert!(
+        r.iter().all(|o| o.to.side == Side::Pbx),
+        "no 408 upstream: {r:#?}"
+    );
+    let ok = h.feed(Harness::from_pbx(PBX1), &answer(&fwd, 200, "OK", "p"));
+    assert_eq!(ok.iter().map(status).collect::<Vec<_>>(), vec![200]);
+}
