@@ -14,15 +14,29 @@ use std::time::{Duration, Instant};
 
 pub const LOOPBACK: &str = "127.0.0.1";
 
-/// A loopback port free for both UDP and TCP right now.
+/// A loopback port free for both UDP and TCP right now, never handed out
+/// twice by this process, and taken from below the kernel's ephemeral range
+/// (32768–60999) so that no client socket of a sipp peer, an HTTP fetch or an
+/// outbound TCP connection can grab it between this call and callgate's bind.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let Ok(u) = UdpSocket::bind((LOOPBACK, 0)) else {
-            continue;
-        };
-        let Ok(addr) = u.local_addr() else { continue };
-        if TcpListener::bind((LOOPBACK, addr.port())).is_ok() {
-            return addr.port();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test binary starts at its own offset (by pid) so that binaries run
+    // one after another do not walk the same ports.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let udp = UdpSocket::bind((LOOPBACK, port));
+        let tcp = TcpListener::bind((LOOPBACK, port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
         }
     }
     panic!("no free loopback port");
