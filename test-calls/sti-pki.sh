@@ -18,11 +18,12 @@ ec root-key.pem; ec inter-key.pem; ec sti-key.pem; ec web-ca-key.pem; ec web-key
 openssl req -x509 -new -key root-key.pem -out trust/root.pem -days 3650 -subj "/CN=Test STI root" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 openssl req -new -key inter-key.pem -out inter.csr -subj "/CN=Test STI intermediate" 2>/dev/null
-printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' >inter.ext
+# SHAKEN Certificate Policy (ATIS-1000080 §6.4.1; US SHAKEN CP v1.3 OID) on the intermediate and the leaf.
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\ncertificatePolicies=2.16.840.1.114569.1.1.3\n' >inter.ext
 openssl x509 -req -in inter.csr -CA trust/root.pem -CAkey root-key.pem -CAcreateserial -out inter.pem -days 3650 -extfile inter.ext 2>/dev/null
 openssl req -new -key sti-key.pem -out sti.csr -subj "/CN=SHAKEN 1234" 2>/dev/null
 # TNAuthList (RFC 8226 §9): SEQUENCE { [0] IA5String "1234" } — the SPC.
-printf 'keyUsage=critical,digitalSignature\n1.3.6.1.5.5.7.1.26=DER:30:08:a0:06:16:04:31:32:33:34\n' >sti.ext
+printf 'keyUsage=critical,digitalSignature\ncertificatePolicies=2.16.840.1.114569.1.1.3\n1.3.6.1.5.5.7.1.26=DER:30:08:a0:06:16:04:31:32:33:34\n' >sti.ext
 openssl x509 -req -in sti.csr -CA inter.pem -CAkey inter-key.pem -CAcreateserial -out leaf.pem -days 365 -extfile sti.ext 2>/dev/null
 cat leaf.pem inter.pem >sti.pem
 cp sti.pem www/sti.pem
