@@ -74,6 +74,11 @@ pub struct StirConfig {
     pub x5u_ca: Vec<PathBuf>,
     /// CRL files (PEM or DER) checked along every chain.
     pub crl_files: Vec<PathBuf>,
+    /// Accepted SHAKEN certificate policy OIDs (ATIS-1000080 §6.4.1);
+    /// empty: not checked.
+    pub certificate_policies: Vec<String>,
+    /// Certificates loaded into the cache at startup and on reload.
+    pub preload_dir: Option<PathBuf>,
     pub allow_private_x5u: bool,
     pub deadline: Duration,
     pub freshness_secs: i64,
@@ -318,6 +323,8 @@ struct RawStir {
     x5u_ca: Vec<PathBuf>,
     #[serde(default)]
     crl_files: Vec<PathBuf>,
+    certificate_policies: Option<Vec<String>>,
+    preload_dir: Option<PathBuf>,
     allow_private_x5u: Option<bool>,
     deadline_ms: Option<u64>,
     freshness_secs: Option<i64>,
@@ -599,6 +606,37 @@ fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
             )
         })?);
     }
+    let certificate_policies = match &raw.certificate_policies {
+        None => crate::stir::certs::DEFAULT_POLICIES
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+        Some(list) => {
+            for (i, p) in list.iter().enumerate() {
+                let arcs = p.strip_suffix(".*").unwrap_or(p);
+                if arcs.is_empty()
+                    || arcs
+                        .split('.')
+                        .any(|a| a.is_empty() || !a.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    return Err(invalid(
+                        format!("stir.certificate_policies[{i}]"),
+                        format!("{p:?} is not a dotted OID (e.g. \"2.16.840.1.114569.1.1.3\", or \"2.16.840.1.114569.1.1.*\" for the arc)"),
+                    ));
+                }
+            }
+            list.clone()
+        }
+    };
+    let preload_dir = match &raw.preload_dir {
+        Some(d) => Some(resolve(d).filter(|p| p.is_dir()).ok_or_else(|| {
+            invalid(
+                "stir.preload_dir",
+                format!("directory {} not found", d.display()),
+            )
+        })?),
+        None => None,
+    };
     let on_failure = match raw.on_failure.as_deref().unwrap_or("mark") {
         "mark" => StirFailure::Mark,
         "reject" => StirFailure::Reject,
@@ -663,6 +701,8 @@ fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
         trust_dir,
         x5u_ca,
         crl_files,
+        certificate_policies,
+        preload_dir,
         allow_private_x5u: raw.allow_private_x5u.unwrap_or(false),
         deadline: Duration::from_millis(positive(
             "stir.deadline_ms",

@@ -47,9 +47,13 @@ fn now() -> i64 {
 }
 
 fn header(pki: &Pki, port: u16, path: &str) -> String {
+    header_from(pki, port, path, "+15550199")
+}
+
+fn header_from(pki: &Pki, port: u16, path: &str, orig: &str) -> String {
     let x5u = format!("https://127.0.0.1:{port}{path}");
     let req = SignRequest {
-        orig: "+15550199",
+        orig,
         dest: "15550100",
         attest: 'A',
         origid: "123e4567-e89b-12d3-a456-426655440000",
@@ -119,6 +123,36 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
                 .as_ref()
                 .is_some_and(|f| f.text.contains("TNAuthList")),
             "{no_tn:#?}"
+        );
+        // The SHAKEN certificate policy is required (ATIS-1000080 §6.4.1).
+        let no_policy = check(&v, &header(&pki, port, "/no-policy.pem")).await;
+        failed_with(&no_policy, Cause::UnsupportedCredential, "certificate");
+        assert!(
+            no_policy
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.text.contains("SHAKEN certificate policy")),
+            "{no_policy:#?}"
+        );
+        // A delegate certificate signs only for its numbers (RFC 9060).
+        let delegated = check(&v, &header(&pki, port, "/delegate.pem")).await;
+        assert_eq!(delegated.status, Status::Passed, "{delegated:#?}");
+        assert_eq!(delegated.spc, None);
+        let outside = v
+            .verify(
+                header_from(&pki, port, "/delegate.pem", "+15550300").as_bytes(),
+                "+15550300",
+                &["15550100"],
+                now(),
+            )
+            .await;
+        failed_with(&outside, Cause::UnsupportedCredential, "certificate");
+        assert!(
+            outside
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.text.contains("does not cover")),
+            "{outside:#?}"
         );
         // What the URL serves is wrong: 436 Bad Identity Info.
         for path in ["/garbage.pem", "/big.pem", "/redirect.pem", "/missing.pem"] {

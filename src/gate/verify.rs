@@ -59,6 +59,7 @@ impl VerifyPhase {
                 .add_crl(&data)
                 .map_err(|e| format!("stir.crl_files[{i}]: {}: {e}", f.display()))?;
         }
+        trust.set_policies(cfg.certificate_policies.clone());
         let tls = fetch::tls_config(&cfg.x5u_ca).map_err(|e| format!("stir.x5u_ca: {e}"))?;
         let settings = VerifierSettings {
             fetch: FetchOptions {

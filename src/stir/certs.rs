@@ -1,7 +1,10 @@
 //! STI certificates (RFC 8226, ATIS-1000080): trust anchors, chain
-//! validation at the PASSporT's `iat`, and the TNAuthList extension.
+//! validation at the PASSporT's `iat`, the SHAKEN certificate policy, the
+//! TNAuthList extension, and a per-chain memo of the validation so that a
+//! warm cache costs one signature check per call.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
@@ -9,14 +12,34 @@ use webpki::{EndEntityCert, KeyPurposeIdIter};
 
 use super::der;
 use super::keys::PublicKey;
+use super::tn_auth::TnAuthList;
+use super::x509;
 use super::Cause;
 
-/// The STI trust anchors (roots of the STI-PA's approved CAs) and the
-/// certificate revocation lists checked along every chain.
-#[derive(Debug, Default)]
+/// The SHAKEN certificate policies accepted by default: the arc of the US
+/// SHAKEN Certificate Policy (2.16.840.1.114569.1.1.x, every version).
+pub const DEFAULT_POLICIES: &[&str] = &["2.16.840.1.114569.1.1.*"];
+
+/// The STI trust anchors (roots of the STI-PA's approved CAs), the
+/// certificate revocation lists checked along every chain, and the
+/// certificate policies an STI certificate must carry.
+#[derive(Debug)]
 pub struct TrustStore {
     anchors: Vec<TrustAnchor<'static>>,
     crls: Vec<webpki::CertRevocationList<'static>>,
+    /// Accepted policy OIDs (dotted; a trailing `.*` accepts the arc).
+    /// Empty: the policy is not checked.
+    policies: Vec<String>,
+}
+
+impl Default for TrustStore {
+    fn default() -> TrustStore {
+        TrustStore {
+            anchors: vec![],
+            crls: vec![],
+            policies: DEFAULT_POLICIES.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
 }
 
 impl TrustStore {
@@ -71,6 +94,19 @@ impl TrustStore {
         Ok(())
     }
 
+    /// Sets the accepted certificate policies (ATIS-1000080 §6.4.1);
+    /// an empty list disables the check.
+    pub fn set_policies(&mut self, policies: Vec<String>) {
+        self.policies = policies;
+    }
+
+    fn policy_accepted(&self, oid: &str) -> bool {
+        self.policies.iter().any(|p| match p.strip_suffix('*') {
+            Some(arc) => oid.starts_with(arc),
+            None => oid == p,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.anchors.len()
     }
@@ -80,24 +116,41 @@ impl TrustStore {
 }
 
 /// A certificate chain as served at `x5u`: end entity first (ATIS-1000080 §6.3.2).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Chain {
     pub certs: Vec<CertificateDer<'static>>,
+    /// The last successful validation and the `iat` interval it holds for.
+    memo: Mutex<Option<Memo>>,
+}
+
+/// A validated chain: valid for any `iat` in `[from, until]` under the
+/// same trust store (the memo lives and dies with the cached chain, and a
+/// reload builds new chains).
+#[derive(Debug, Clone)]
+struct Memo {
+    from: i64,
+    until: i64,
+    cert: StiCert,
 }
 
 impl Chain {
+    pub fn new(certs: Vec<CertificateDer<'static>>) -> Chain {
+        Chain {
+            certs,
+            memo: Mutex::new(None),
+        }
+    }
+
     /// Parses PEM (the ATIS format) or a single DER certificate.
     pub fn parse(body: &[u8]) -> Result<Chain, String> {
         let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &body[..])
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?;
         if !certs.is_empty() {
-            return Ok(Chain { certs });
+            return Ok(Chain::new(certs));
         }
         if der::read(body).is_some_and(|(t, rest)| t.tag == 0x30 && rest.is_empty()) {
-            return Ok(Chain {
-                certs: vec![CertificateDer::from(body.to_vec())],
-            });
+            return Ok(Chain::new(vec![CertificateDer::from(body.to_vec())]));
         }
         Err("not a PEM or DER certificate".into())
     }
@@ -109,6 +162,8 @@ pub struct StiCert {
     pub key: PublicKey,
     /// Service Provider Code from TNAuthList (RFC 8226 §9).
     pub spc: Option<String>,
+    /// The whole TNAuthList (numbers of a delegate certificate).
+    pub tn_auth: TnAuthList,
 }
 
 /// STI certificates carry no extended key usage requirement.
@@ -120,44 +175,51 @@ impl webpki::ExtendedKeyUsageValidator for AnyUsage {
     }
 }
 
-/// id-pe-TNAuthList, 1.3.6.1.5.5.7.1.26 (RFC 8226 §9), DER contents.
-const TN_AUTH_LIST: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1a];
-
-/// The DER value of the TNAuthList extension of a certificate, if present.
-fn tn_auth_list(cert: &[u8]) -> Option<&[u8]> {
-    let (c, _) = der::read(cert)?;
-    let (tbs, _) = der::read(c.value)?;
-    let fields = der::children(tbs.value)?;
-    let exts = fields.iter().find(|f| f.tag == 0xa3)?;
-    let (seq, _) = der::read(exts.value)?;
-    for ext in der::children(seq.value)? {
-        let parts = der::children(ext.value)?;
-        if parts
-            .first()
-            .is_some_and(|oid| oid.tag == 0x06 && oid.value == TN_AUTH_LIST)
-        {
-            return parts.iter().rev().find(|p| p.tag == 0x04).map(|p| p.value);
-        }
-    }
-    None
-}
-
-/// The SPC of a TNAuthList: `TNEntry ::= CHOICE { spc [0] ServiceProviderCode, ... }`.
-fn spc_of(tn_auth: &[u8]) -> Option<String> {
-    let (list, _) = der::read(tn_auth)?;
-    for entry in der::children(list.value)? {
-        if entry.tag == 0xa0 {
-            let (s, _) = der::read(entry.value)?;
-            return std::str::from_utf8(s.value).ok().map(str::to_owned);
-        }
-    }
-    None
-}
-
 /// Validates `chain` to `trust` as of `iat` (RFC 8224 §6.2.2: the
-/// certificate must have been valid when the PASSporT was signed), and
-/// requires a TNAuthList (ATIS-1000080 §5.3). Failures are 437.
-pub fn validate(chain: &Chain, trust: &TrustStore, iat: i64) -> Result<StiCert, (Cause, String)> {
+/// certificate must have been valid when the PASSporT was signed), checks
+/// the SHAKEN certificate policy (ATIS-1000080 §6.4.1) and requires a
+/// TNAuthList (RFC 8226 §9); for a delegate certificate, `orig` must be one
+/// of its numbers (RFC 9060 §4). Failures are 437 Unsupported Credential.
+pub fn validate(
+    chain: &Chain,
+    trust: &TrustStore,
+    iat: i64,
+    orig: &str,
+) -> Result<StiCert, (Cause, String)> {
+    let cached = {
+        let memo = chain.memo.lock().unwrap_or_else(|p| p.into_inner());
+        memo.as_ref()
+            .filter(|m| m.from <= iat && iat <= m.until)
+            .map(|m| m.cert.clone())
+    };
+    let cert = match cached {
+        Some(c) => c,
+        None => {
+            let (cert, from, until) = validate_chain(chain, trust, iat)?;
+            *chain.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some(Memo {
+                from,
+                until,
+                cert: cert.clone(),
+            });
+            cert
+        }
+    };
+    if cert.tn_auth.is_delegate() && !cert.tn_auth.covers(orig) {
+        return Err((
+            Cause::UnsupportedCredential,
+            format!("delegate certificate does not cover the calling number {orig}"),
+        ));
+    }
+    Ok(cert)
+}
+
+/// The full validation; returns the certificate and the `iat` interval in
+/// which every certificate of the chain is valid.
+fn validate_chain(
+    chain: &Chain,
+    trust: &TrustStore,
+    iat: i64,
+) -> Result<(StiCert, i64, i64), (Cause, String)> {
     let bad = |why: String| (Cause::UnsupportedCredential, why);
     let ee_der = chain
         .certs
@@ -191,10 +253,56 @@ pub fn validate(chain: &Chain, trust: &TrustStore, iat: i64) -> Result<StiCert, 
         None,
     )
     .map_err(|e| bad(format!("chain: {e}")))?;
-    let tn = tn_auth_list(ee_der).ok_or_else(|| bad("certificate has no TNAuthList".into()))?;
+    // The SHAKEN policy on the end entity and on every intermediate served
+    // (a self-issued root in the chain is exempt).
+    if !trust.policies.is_empty() {
+        for (i, c) in chain.certs.iter().enumerate() {
+            let self_issued = x509::subject_and_issuer(c).is_some_and(|(s, i)| s == i);
+            if i > 0 && self_issued {
+                continue;
+            }
+            let found = x509::extension(c, x509::CERTIFICATE_POLICIES)
+                .and_then(x509::policies)
+                .unwrap_or_default();
+            if !found.iter().any(|oid| trust.policy_accepted(oid)) {
+                let which = if i == 0 {
+                    "certificate"
+                } else {
+                    "intermediate"
+                };
+                return Err(bad(format!(
+                    "{which} lacks the SHAKEN certificate policy (has {})",
+                    if found.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        found.join(",")
+                    }
+                )));
+            }
+        }
+    }
+    let tn_auth = x509::extension(ee_der, x509::TN_AUTH_LIST)
+        .ok_or_else(|| bad("certificate has no TNAuthList".into()))?;
+    let tn_auth = TnAuthList::parse(tn_auth)
+        .ok_or_else(|| bad("certificate TNAuthList is malformed".into()))?;
     let key = PublicKey::from_certificate_der(ee_der).map_err(|e| bad(e.to_string()))?;
-    Ok(StiCert {
-        key,
-        spc: spc_of(tn),
-    })
+    let (mut from, mut until) = (i64::MIN, i64::MAX);
+    for c in chain.certs.iter() {
+        if let Some((nb, na)) = x509::validity(c) {
+            from = from.max(nb);
+            until = until.min(na);
+        } else {
+            // Unknown validity: do not remember this result.
+            (from, until) = (i64::MAX, i64::MIN);
+        }
+    }
+    Ok((
+        StiCert {
+            key,
+            spc: tn_auth.spc.clone(),
+            tn_auth,
+        },
+        from,
+        until,
+    ))
 }

@@ -2,9 +2,12 @@
 //! the SHAKEN extension (RFC 8588, ATIS-1000074), ES256 signing and
 //! verification.
 //!
-//! This first increment verifies against a certificate or public key the
-//! caller supplies; fetching `x5u` over HTTPS, chain building to the STI
-//! trust anchors, TNAuthList and CRL checks come next (issue 3).
+//! Layers, bottom up: [`der`] and [`x509`] read certificates; [`identity`]
+//! and [`passport`] decode and check the header and claims; [`certs`]
+//! validates chains to the STI trust anchors; [`fetch`] gets `x5u` over
+//! HTTPS; [`service`] caches and coalesces fetches under a deadline;
+//! [`verify`] summarises a [`verify::Verification`]; [`mark`] turns it into
+//! `verstat` and `Reason`; [`sign`] is the authentication service.
 
 pub mod certs;
 pub mod der;
@@ -15,7 +18,9 @@ pub mod mark;
 pub mod passport;
 pub mod service;
 pub mod sign;
+pub mod tn_auth;
 pub mod verify;
+pub mod x509;
 
 /// Why a PASSporT failed, with the SIP response RFC 8224 §6.2.2 assigns to
 /// a verification service that rejects the call for it.

@@ -133,7 +133,7 @@ impl Verifier {
             }
             Ok(Ok(chain)) => chain,
         };
-        match certs::validate(&chain, &self.trust, iat) {
+        match certs::validate(&chain, &self.trust, iat, orig) {
             Ok(sti) => verify::finish(passport, checks, &sti.key, sti.spc),
             Err((cause, why)) => verify::failed_after(passport, checks, "certificate", cause, why),
         }

@@ -18,6 +18,25 @@ use tokio_rustls::rustls;
 /// TNAuthList with SPC "1234": SEQUENCE { [0] EXPLICIT IA5String "1234" }.
 const TN_AUTH_LIST: [u8; 10] = [0x30, 0x08, 0xa0, 0x06, 0x16, 0x04, b'1', b'2', b'3', b'4'];
 
+/// The US SHAKEN Certificate Policy v1.3 (2.16.840.1.114569.1.1.3) as a
+/// certificatePolicies value: SEQUENCE { SEQUENCE { OID } }.
+const SHAKEN_POLICY: [u8; 16] = [
+    0x30, 0x0e, 0x30, 0x0c, 0x06, 0x0a, 0x60, 0x86, 0x48, 0x01, 0x86, 0xff, 0x09, 0x01, 0x01, 0x03,
+];
+
+fn policy_extension() -> CustomExtension {
+    CustomExtension::from_oid_content(&[2, 5, 29, 32], SHAKEN_POLICY.to_vec())
+}
+
+/// A delegate certificate's TNAuthList: the range 15550190 + 20 and the
+/// number 15557777 (RFC 8226 §9, RFC 9060).
+pub const DELEGATE_TN_AUTH: [u8; 31] = [
+    0x30, 0x1d, // TNAuthorizationList
+    0xa1, 0x0f, 0x30, 0x0d, // range [1] { start, count }
+    0x16, 0x08, b'1', b'5', b'5', b'5', b'0', b'1', b'9', b'0', 0x02, 0x01, 20, //
+    0xa2, 0x0a, 0x16, 0x08, b'1', b'5', b'5', b'5', b'7', b'7', b'7', b'7', // one [2]
+];
+
 fn ca(
     name: &str,
     issuer: Option<(&rcgen::Certificate, &KeyPair)>,
@@ -27,6 +46,7 @@ fn ca(
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     p.distinguished_name.push(DnType::CommonName, name);
+    p.custom_extensions = vec![policy_extension()];
     let cert = match issuer {
         Some((i, ik)) => p.signed_by(&key, i, ik),
         None => p.self_signed(&key),
@@ -35,61 +55,63 @@ fn ca(
     (cert, key)
 }
 
-fn leaf(
-    issuer: &rcgen::Certificate,
-    issuer_key: &KeyPair,
-    tn_auth: bool,
+/// What is special about a test leaf certificate.
+#[derive(Default, Clone, Copy)]
+struct Leaf {
+    no_tn_auth: bool,
+    /// TNAuthList contents instead of SPC "1234".
+    tn_auth: Option<&'static [u8]>,
+    no_policy: bool,
     expired: bool,
-) -> (rcgen::Certificate, KeyPair) {
-    leaf_with(issuer, issuer_key, tn_auth, expired, false)
-}
-
-/// A leaf certificate; `critical_unknown` adds an unknown critical extension.
-fn leaf_with(
-    issuer: &rcgen::Certificate,
-    issuer_key: &KeyPair,
-    tn_auth: bool,
-    expired: bool,
+    /// An unknown critical extension.
     critical_unknown: bool,
-) -> (rcgen::Certificate, KeyPair) {
-    leaf_serial(issuer, issuer_key, tn_auth, expired, critical_unknown, None)
+    serial: Option<u64>,
 }
 
 /// The serial number of the leaf the test CRL revokes.
 pub const REVOKED_SERIAL: u64 = 0x0bad;
 
-fn leaf_serial(
+fn leaf(
     issuer: &rcgen::Certificate,
     issuer_key: &KeyPair,
-    tn_auth: bool,
-    expired: bool,
-    critical_unknown: bool,
-    serial: Option<u64>,
+    spec: Leaf,
 ) -> (rcgen::Certificate, KeyPair) {
     let key = KeyPair::generate().expect("key");
+    (leaf_for(&key, issuer, issuer_key, spec), key)
+}
+
+fn leaf_for(
+    key: &KeyPair,
+    issuer: &rcgen::Certificate,
+    issuer_key: &KeyPair,
+    spec: Leaf,
+) -> rcgen::Certificate {
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-    if let Some(n) = serial {
+    if let Some(n) = spec.serial {
         p.serial_number = Some(rcgen::SerialNumber::from(n));
     }
     p.distinguished_name.push(DnType::CommonName, "SHAKEN 1234");
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    if tn_auth {
-        p.custom_extensions = vec![CustomExtension::from_oid_content(
+    if !spec.no_tn_auth {
+        p.custom_extensions.push(CustomExtension::from_oid_content(
             &[1, 3, 6, 1, 5, 5, 7, 1, 26],
-            TN_AUTH_LIST.to_vec(),
-        )];
+            spec.tn_auth.unwrap_or(&TN_AUTH_LIST).to_vec(),
+        ));
     }
-    if critical_unknown {
+    if !spec.no_policy {
+        p.custom_extensions.push(policy_extension());
+    }
+    if spec.critical_unknown {
         let mut ext =
             CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, 1], vec![0x05, 0x00]);
         ext.set_criticality(true);
         p.custom_extensions.push(ext);
     }
-    if expired {
+    if spec.expired {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     }
-    (p.signed_by(&key, issuer, issuer_key).expect("leaf"), key)
+    p.signed_by(key, issuer, issuer_key).expect("leaf")
 }
 
 pub struct Pki {
@@ -106,11 +128,38 @@ pub struct Pki {
 pub fn pki() -> Pki {
     let (root, root_key) = ca("STI root", None);
     let (inter, inter_key) = ca("STI intermediate", Some((&root, &root_key)));
-    let (good, good_key) = leaf(&inter, &inter_key, true, false);
-    let (no_tn, _) = leaf(&inter, &inter_key, false, false);
-    let (expired, expired_key) = leaf(&inter, &inter_key, true, true);
-    let (critical, _) = leaf_with(&inter, &inter_key, true, false, true);
-    let (revoked, _) = leaf_serial(&inter, &inter_key, true, false, false, Some(REVOKED_SERIAL));
+    let (good, good_key) = leaf(&inter, &inter_key, Leaf::default());
+    let no = |spec| leaf(&inter, &inter_key, spec).0;
+    let no_tn = no(Leaf {
+        no_tn_auth: true,
+        ..Leaf::default()
+    });
+    let no_policy = no(Leaf {
+        no_policy: true,
+        ..Leaf::default()
+    });
+    let expired = no(Leaf {
+        expired: true,
+        ..Leaf::default()
+    });
+    let critical = no(Leaf {
+        critical_unknown: true,
+        ..Leaf::default()
+    });
+    let revoked = no(Leaf {
+        serial: Some(REVOKED_SERIAL),
+        ..Leaf::default()
+    });
+    // A delegate certificate for the good key, covering 15550190-15550209.
+    let delegate = leaf_for(
+        &good_key,
+        &inter,
+        &inter_key,
+        Leaf {
+            tn_auth: Some(&DELEGATE_TN_AUTH),
+            ..Leaf::default()
+        },
+    );
     let crl = rcgen::CertificateRevocationListParams {
         this_update: rcgen::date_time_ymd(2024, 1, 1),
         next_update: rcgen::date_time_ymd(2100, 1, 1),
@@ -127,7 +176,7 @@ pub fn pki() -> Pki {
     .signed_by(&inter, &inter_key)
     .expect("crl");
     let (other_root, other_key) = ca("Unknown root", None);
-    let (stranger, stranger_key) = leaf(&other_root, &other_key, true, false);
+    let (stranger, _) = leaf(&other_root, &other_key, Leaf::default());
     let chain = |c: &rcgen::Certificate| format!("{}{}", c.pem(), inter.pem()).into_bytes();
     let mut routes = HashMap::new();
     routes.insert("/good.pem", chain(&good));
@@ -135,6 +184,8 @@ pub fn pki() -> Pki {
     routes.insert("/expired.pem", chain(&expired));
     routes.insert("/critical.pem", chain(&critical));
     routes.insert("/revoked.pem", chain(&revoked));
+    routes.insert("/no-policy.pem", chain(&no_policy));
+    routes.insert("/delegate.pem", chain(&delegate));
     routes.insert(
         "/stranger.pem",
         format!("{}{}", stranger.pem(), other_root.pem()).into_bytes(),
@@ -149,7 +200,6 @@ pub fn pki() -> Pki {
     std::fs::write(&crl_file, crl.pem().expect("crl pem")).expect("write crl");
     // Every PASSporT is signed with the good leaf's key: the faults under
     // test are in the certificates, found before any signature check.
-    drop((expired_key, stranger_key));
     Pki {
         web_ca: dir.path().join("web-ca.pem"),
         signing: SigningKey::from_pem(good_key.serialize_pem().as_bytes()).expect("signing key"),
