@@ -56,9 +56,10 @@ pub enum Command {
     /// Verify an Identity header value; prints the verification as JSON and
     /// exits 0 only when it passed.
     Verify {
-        /// The Identity header value.
-        #[arg(long)]
-        identity: String,
+        /// An Identity header value (repeatable: the SHAKEN PASSporT plus
+        /// any `div` (RFC 8946) and `rcd` (RFC 9795) PASSporTs of the call).
+        #[arg(long, required = true)]
+        identity: Vec<String>,
         /// Calling number as the SIP request carries it (P-Asserted-Identity or From).
         #[arg(long)]
         from: String,

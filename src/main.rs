@@ -65,7 +65,14 @@ fn main() -> ExitCode {
             at,
             freshness,
         } => match (cert, trust) {
-            (Some(cert), _) => verify(&identity, &from, &to, &cert, at, freshness),
+            (Some(cert), _) => verify(
+                identity.first().map(String::as_str).unwrap_or_default(),
+                &from,
+                &to,
+                &cert,
+                at,
+                freshness,
+            ),
             (None, Some(trust)) => verify_fetching(
                 &identity,
                 &from,
@@ -136,7 +143,7 @@ fn sign(
 
 #[allow(clippy::too_many_arguments)]
 fn verify_fetching(
-    identity: &str,
+    identity: &[String],
     from: &str,
     to: &str,
     trust: &Path,
@@ -198,12 +205,8 @@ fn verify_fetching(
         }
     };
     let verifier = service::Verifier::new(settings, store);
-    let v = rt.block_on(verifier.verify(
-        identity.as_bytes(),
-        from,
-        &[to],
-        at.unwrap_or_else(unix_now),
-    ));
+    let ids: Vec<&[u8]> = identity.iter().map(|i| i.as_bytes()).collect();
+    let v = rt.block_on(verifier.verify_call(&ids, from, &[to], at.unwrap_or_else(unix_now)));
     print_verification(&v)
 }
 

@@ -80,11 +80,21 @@ fn start(pki: &Pki, on_failure: &str) -> (Callgate, UdpSocket) {
 
 /// Sends an INVITE and returns the INVITE the PBX side received.
 fn through(cg: &Callgate, pbx: &UdpSocket, call: &str, identity: Option<&str>) -> String {
+    through_to(cg, pbx, call, identity, "+15550100")
+}
+
+/// As [`through`], for another called number (Request-URI and To).
+fn through_to(
+    cg: &Callgate,
+    pbx: &UdpSocket,
+    call: &str,
+    identity: Option<&str>,
+    called: &str,
+) -> String {
     let carrier = udp();
     let port = carrier.local_addr().expect("addr").port();
-    carrier
-        .send_to(invite(call, port, identity).as_bytes(), cg.trunk())
-        .expect("send");
+    let msg = invite(call, port, identity).replace("+15550100@", &format!("{called}@"));
+    carrier.send_to(msg.as_bytes(), cg.trunk()).expect("send");
     assert!(recv_starting(&carrier, "SIP/2.0 100").contains(call));
     // The PBX stand-in never answers, so earlier INVITEs are retransmitted
     // to it: wait for this call's.
@@ -148,8 +158,28 @@ fn inbound_calls_are_marked_with_verstat() {
         "{hanging}"
     );
 
+    // A diverted call (RFC 8946): signed for +15550100, now for +15550200,
+    // with the diverting service's div PASSporT as a second Identity.
+    let div = callgate::stir::sign::div_header(
+        &pki.signing,
+        &callgate::stir::sign::DivRequest {
+            orig: "+15550199",
+            dest: "+15550200",
+            div: "+15550100",
+            x5u: &format!("https://127.0.0.1:{port}/good.pem"),
+            iat: now(),
+        },
+    )
+    .expect("sign div");
+    let both = format!("{}\r\nIdentity: {div}", identity(&pki, port, "/good.pem"));
+    let diverted = through_to(&cg, &pbx, "stir-div", Some(&both), "+15550200");
+    assert!(
+        pai(&diverted).contains(";verstat=TN-Validation-Passed-A>"),
+        "{diverted}"
+    );
+
     let m = cg.metrics();
-    for (status, n) in [("passed", 1.0), ("failed", 1.0), ("no-validation", 2.0)] {
+    for (status, n) in [("passed", 2.0), ("failed", 1.0), ("no-validation", 2.0)] {
         assert_eq!(
             common::metric_value(
                 &m,

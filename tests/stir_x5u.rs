@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use callgate::stir::certs::TrustStore;
 use callgate::stir::fetch::{tls_config, FetchOptions};
+use callgate::stir::passport::{Claims, Dest, Div, Header, Orig};
+use callgate::stir::rcd::RcdSource;
 use callgate::stir::service::{Verifier, VerifierSettings};
-use callgate::stir::sign::{identity_header, SignRequest};
+use callgate::stir::sign::{identity_header, sign_passport, SignRequest};
 use callgate::stir::verify::{Status, Verification};
 use callgate::stir::Cause;
 use common::pki::{https_server, pki, Pki};
@@ -266,4 +268,163 @@ fn cli_verify_fetches_x5u() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(json.contains("\"spc\": \"1234\""), "{json}");
+}
+
+/// A PASSporT of any type signed with the good key, as an Identity value.
+fn signed(pki: &Pki, port: u16, ppt: &str, claims: Claims) -> String {
+    let header = Header {
+        alg: Some("ES256".into()),
+        ppt: Some(ppt.into()),
+        typ: Some("passport".into()),
+        x5u: Some(format!("https://127.0.0.1:{port}/good.pem")),
+    };
+    sign_passport(&pki.signing, &header, &claims).expect("sign")
+}
+
+fn tn(t: &str) -> Dest {
+    Dest {
+        tn: vec![t.into()],
+        uri: vec![],
+    }
+}
+
+fn orig(t: &str) -> Orig {
+    Orig {
+        tn: Some(t.into()),
+        uri: None,
+    }
+}
+
+/// Changes one character in the middle of a PASSporT's signature part.
+fn tamper(h: &str) -> String {
+    let (token, params) = h.split_once(';').expect("params");
+    let mut t = token.to_owned();
+    let at = t.len() - 20;
+    let new = if &t[at..=at] == "A" { "B" } else { "A" };
+    t.replace_range(at..=at, new);
+    format!("{t};{params}")
+}
+
+#[test]
+fn diverted_calls_verify_through_their_div_chain_and_rcd_is_kept_when_verified() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let v = verifier(&pki, true);
+        // Signed for 15550100, diverted to 15550200 (RFC 8946).
+        let shaken = header(&pki, port, "/good.pem");
+        let div = |from: &str, to: &str, caller: &str| {
+            signed(
+                &pki,
+                port,
+                "div",
+                Claims {
+                    dest: tn(to),
+                    div: Some(Div {
+                        tn: Some(from.into()),
+                        uri: None,
+                    }),
+                    iat: Some(now()),
+                    orig: orig(caller),
+                    ..Claims::default()
+                },
+            )
+        };
+        let hop = div("15550100", "15550200", "15550199");
+        let call = |ids: Vec<String>, to: &'static str| {
+            let v = v.clone();
+            async move {
+                let refs: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
+                v.verify_call(&refs, "+15550199", &[to], now()).await
+            }
+        };
+        let passed = call(vec![shaken.clone(), hop.clone()], "15550200").await;
+        assert_eq!(passed.status, Status::Passed, "{passed:#?}");
+        assert_eq!(passed.diversion.len(), 1);
+        assert_eq!(passed.diversion[0].from, "15550100");
+        // Two hops, given in any order.
+        let second = div("15550200", "15550300", "15550199");
+        let two = call(
+            vec![second.clone(), shaken.clone(), hop.clone()],
+            "15550300",
+        )
+        .await;
+        assert_eq!(two.status, Status::Passed, "{two:#?}");
+        assert_eq!(two.diversion.len(), 2);
+        // Without the div PASSporT the destination does not match.
+        failed_with(
+            &call(vec![shaken.clone()], "15550200").await,
+            Cause::InvalidIdentityHeader,
+            "dest",
+        );
+        // A tampered div, or one for another caller, fails the call.
+        failed_with(
+            &call(vec![shaken.clone(), tamper(&hop)], "15550200").await,
+            Cause::InvalidIdentityHeader,
+            "div",
+        );
+        failed_with(
+            &call(
+                vec![shaken.clone(), div("15550100", "15550200", "15550999")],
+                "15550200",
+            )
+            .await,
+            Cause::InvalidIdentityHeader,
+            "div",
+        );
+        // Rich call data in a separate rcd PASSporT (RFC 9795).
+        let rcd = signed(
+            &pki,
+            port,
+            "rcd",
+            Claims {
+                dest: tn("15550100"),
+                iat: Some(now()),
+                orig: orig("15550199"),
+                rcd: Some(serde_json::json!({"nam": "Acme Bank Fraud Team"})),
+                ..Claims::default()
+            },
+        );
+        let with_rcd = call(vec![shaken.clone(), rcd.clone()], "15550100").await;
+        assert_eq!(with_rcd.status, Status::Passed, "{with_rcd:#?}");
+        let r = with_rcd.rcd.as_ref().expect("rcd kept");
+        assert_eq!(r.nam.as_deref(), Some("Acme Bank Fraud Team"));
+        assert_eq!(r.source, RcdSource::Rcd);
+        // A tampered rcd PASSporT is ignored, the call still passes.
+        let bad_rcd = call(vec![shaken.clone(), tamper(&rcd)], "15550100").await;
+        assert_eq!(bad_rcd.status, Status::Passed, "{bad_rcd:#?}");
+        assert!(bad_rcd.rcd.is_none());
+        assert!(bad_rcd.checks.iter().any(|c| c.name == "rcd" && !c.ok));
+        // rcd and crn claims inside the SHAKEN PASSporT itself.
+        let enhanced = signed(
+            &pki,
+            port,
+            "shaken",
+            Claims {
+                attest: Some("A".into()),
+                crn: Some("Appointment reminder".into()),
+                dest: tn("15550100"),
+                iat: Some(now()),
+                orig: orig("15550199"),
+                origid: Some("123e4567-e89b-12d3-a456-426655440001".into()),
+                rcd: Some(serde_json::json!({"nam": "Clinic"})),
+                ..Claims::default()
+            },
+        );
+        let e = call(vec![enhanced], "15550100").await;
+        assert_eq!(e.status, Status::Passed, "{e:#?}");
+        let r = e.rcd.as_ref().expect("rcd from shaken");
+        assert_eq!(
+            (r.nam.as_deref(), r.crn.as_deref(), r.source),
+            (
+                Some("Clinic"),
+                Some("Appointment reminder"),
+                RcdSource::Shaken
+            )
+        );
+    });
 }

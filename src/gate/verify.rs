@@ -166,19 +166,24 @@ pub(super) fn called(msg: &SipMessage) -> Vec<String> {
     .collect()
 }
 
-/// The SHAKEN Identity header value: the one with `ppt=shaken`, else the first.
-fn identity(msg: &SipMessage) -> Option<Vec<u8>> {
-    let all: Vec<&[u8]> = msg
-        .headers()
+/// Every Identity header value of the request (RFC 8224 §4: one per
+/// PASSporT; `shaken`, `div`, `rcd`), in order.
+fn identities(msg: &SipMessage) -> Vec<Vec<u8>> {
+    msg.headers()
         .iter()
         .filter(|h| h.name == HeaderName::Identity)
-        .map(|h| msg.value(h))
-        .collect();
-    let shaken = all.iter().find(|v| {
-        let s = String::from_utf8_lossy(v).to_ascii_lowercase();
-        s.contains("ppt=shaken") || s.contains("ppt=\"shaken\"")
-    });
-    shaken.or(all.first()).map(|v| v.to_vec())
+        .map(|h| msg.value(h).to_vec())
+        .collect()
+}
+
+/// The SHAKEN one of them (`ppt=shaken` or no `ppt`), for replay detection.
+fn shaken(ids: &[Vec<u8>]) -> Option<&[u8]> {
+    ids.iter().map(Vec::as_slice).find(|v| {
+        matches!(
+            crate::stir::identity::ppt_of(v).as_deref(),
+            Some("shaken") | None
+        )
+    })
 }
 
 fn unix_now() -> i64 {
@@ -213,15 +218,17 @@ impl super::Gate {
         tokio::spawn(async move {
             let started = Instant::now();
             let Some(phase) = &me.verify else { return };
-            let v = match identity(&msg) {
+            let ids = identities(&msg);
+            let v = match shaken(&ids) {
                 Some(id) => {
                     let dest = called(&msg);
                     let dest: Vec<&str> = dest.iter().map(String::as_str).collect();
+                    let all: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
                     let v = phase
                         .verifier
-                        .verify(&id, &calling(&msg), &dest, unix_now())
+                        .verify_call(&all, &calling(&msg), &dest, unix_now())
                         .await;
-                    match phase.replay_of(&id, msg.call_id().unwrap_or_default()) {
+                    match phase.replay_of(id, msg.call_id().unwrap_or_default()) {
                         Some(other) if v.status == Status::Passed => {
                             crate::stir::verify::replayed(v, &other)
                         }

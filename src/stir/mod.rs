@@ -11,11 +11,13 @@
 
 pub mod certs;
 pub mod der;
+pub mod divert;
 pub mod fetch;
 pub mod identity;
 pub mod keys;
 pub mod mark;
 pub mod passport;
+pub mod rcd;
 pub mod service;
 pub mod sign;
 pub mod tn_auth;

@@ -39,19 +39,42 @@ pub struct Orig {
     pub uri: Option<String>,
 }
 
-/// SHAKEN claims (RFC 8225 §5, RFC 8588 §4), lexicographic order.
+/// The `div` claim of a diversion PASSporT (RFC 8946 §3): the number the
+/// call was originally for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Div {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+}
+
+/// PASSporT claims (RFC 8225 §5): SHAKEN (RFC 8588 §4), diversion
+/// (RFC 8946 §3) and rich call data (RFC 9795 §5, `crn` §6), in
+/// lexicographic order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attest: Option<String>,
+    /// Call reason (RFC 9795 §6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crn: Option<String>,
     #[serde(default)]
     pub dest: Dest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub div: Option<Div>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     #[serde(default)]
     pub orig: Orig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origid: Option<String>,
+    /// Rich call data (RFC 9795 §5): `nam`, `jcd`, `jcl`, `icn`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcd: Option<serde_json::Value>,
+    /// Integrity digests of linked rich call data (RFC 9795 §5.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcdi: Option<serde_json::Value>,
 }
 
 /// A decoded PASSporT.
@@ -130,117 +153,189 @@ fn show(v: Option<&str>) -> &str {
     v.unwrap_or("(absent)")
 }
 
-/// Runs the header and claim checks (not the signature). Returns every
-/// check in order and the first failure's cause.
+/// Collects named checks and remembers the first failure.
+struct Recorder {
+    checks: Vec<Check>,
+    first: Option<(Cause, String)>,
+}
+
+impl Recorder {
+    fn new() -> Recorder {
+        Recorder {
+            checks: Vec::new(),
+            first: None,
+        }
+    }
+
+    fn record(&mut self, name: &'static str, ok: bool, cause: Cause, detail: String) {
+        if !ok && self.first.is_none() {
+            self.first = Some((cause, format!("{name}: {detail}")));
+        }
+        self.checks.push(Check { name, ok, detail });
+    }
+
+    /// The protected header and `iat` checks every PASSporT type shares
+    /// (RFC 8225 §4, RFC 8224 §6.2.2), for PASSporT type `ppt`.
+    fn header_and_iat(
+        &mut self,
+        identity: &IdentityHeader<'_>,
+        p: &Passport,
+        ppt: &str,
+        e: &Expect<'_>,
+    ) {
+        let h = &p.header;
+        let alg_ok = h.alg.as_deref() == Some("ES256") && identity.alg.is_none_or(|a| a == "ES256");
+        self.record(
+            "alg",
+            alg_ok,
+            Cause::InvalidIdentityHeader,
+            format!(
+                "header {}, Identity parameter {}; ES256 required",
+                show(h.alg.as_deref()),
+                show(identity.alg)
+            ),
+        );
+        self.record(
+            "typ",
+            h.typ.as_deref() == Some("passport"),
+            Cause::InvalidIdentityHeader,
+            format!("{}; passport required", show(h.typ.as_deref())),
+        );
+        let ppt_ok = h.ppt.as_deref() == Some(ppt) && identity.ppt.is_none_or(|x| x == ppt);
+        self.record(
+            "ppt",
+            ppt_ok,
+            Cause::InvalidIdentityHeader,
+            format!(
+                "header {}, Identity parameter {}; {ppt} required",
+                show(h.ppt.as_deref()),
+                show(identity.ppt)
+            ),
+        );
+        let x5u = h.x5u.as_deref().unwrap_or_default();
+        self.record(
+            "x5u-https",
+            x5u.starts_with("https://"),
+            Cause::BadIdentityInfo,
+            format!("{}; https required", show(h.x5u.as_deref())),
+        );
+        self.record(
+            "x5u-info",
+            identity.info == Some(x5u),
+            Cause::BadIdentityInfo,
+            format!(
+                "x5u {}, info {}",
+                show(h.x5u.as_deref()),
+                show(identity.info)
+            ),
+        );
+        match p.claims.iat {
+            Some(iat) => {
+                let age = e.now - iat;
+                let ok = age <= e.freshness_secs && age >= -e.skew_secs;
+                self.record(
+                    "iat",
+                    ok,
+                    Cause::StaleDate,
+                    format!(
+                        "age {age} s; window {} s, skew {} s",
+                        e.freshness_secs, e.skew_secs
+                    ),
+                );
+            }
+            None => self.record("iat", false, Cause::StaleDate, "missing".into()),
+        }
+    }
+
+    /// `orig.tn` names the calling number (canonical digits compared).
+    fn orig(&mut self, p: &Passport, expected: &str) {
+        let orig = p
+            .claims
+            .orig
+            .tn
+            .as_deref()
+            .map(canonical_tn)
+            .unwrap_or_default();
+        self.record(
+            "orig",
+            !orig.is_empty() && orig == canonical_tn(expected),
+            Cause::InvalidIdentityHeader,
+            format!(
+                "PASSporT {}, SIP {}",
+                show(p.claims.orig.tn.as_deref()),
+                expected
+            ),
+        );
+    }
+
+    /// One of `dest.tn` is one of the expected called numbers.
+    fn dest(&mut self, p: &Passport, expected: &[&str]) {
+        let c = &p.claims;
+        let ok = c
+            .dest
+            .tn
+            .iter()
+            .map(|t| canonical_tn(t))
+            .any(|t| !t.is_empty() && expected.iter().any(|d| canonical_tn(d) == t));
+        self.record(
+            "dest",
+            ok,
+            Cause::InvalidIdentityHeader,
+            format!(
+                "PASSporT {}, SIP {}",
+                c.dest.tn.join(","),
+                expected.join(",")
+            ),
+        );
+    }
+
+    fn finish(self) -> (Vec<Check>, Option<(Cause, String)>) {
+        (self.checks, self.first)
+    }
+}
+
+/// Checks a companion PASSporT that rides with the SHAKEN one — `div`
+/// (RFC 8946 §6) or `rcd` (RFC 9795 §8): the shared header and `iat`
+/// checks, and the same calling number. Type-specific claims are the
+/// caller's (`divert`, `rcd`).
+pub fn check_companion(
+    identity: &IdentityHeader<'_>,
+    p: &Passport,
+    ppt: &str,
+    e: &Expect<'_>,
+) -> (Vec<Check>, Option<(Cause, String)>) {
+    let mut r = Recorder::new();
+    r.header_and_iat(identity, p, ppt, e);
+    r.orig(p, e.orig);
+    r.finish()
+}
+
+/// Runs the header and claim checks of a SHAKEN PASSporT (not the
+/// signature). Returns every check in order and the first failure's cause.
 pub fn check_claims(
     identity: &IdentityHeader<'_>,
     p: &Passport,
     e: &Expect<'_>,
 ) -> (Vec<Check>, Option<(Cause, String)>) {
-    let mut checks = Vec::new();
-    let mut first: Option<(Cause, String)> = None;
-    let mut record = |name: &'static str, ok: bool, cause: Cause, detail: String| {
-        if !ok && first.is_none() {
-            first = Some((cause, format!("{name}: {detail}")));
-        }
-        checks.push(Check { name, ok, detail });
-    };
-    let h = &p.header;
-    let alg_ok = h.alg.as_deref() == Some("ES256") && identity.alg.is_none_or(|a| a == "ES256");
-    record(
-        "alg",
-        alg_ok,
-        Cause::InvalidIdentityHeader,
-        format!(
-            "header {}, Identity parameter {}; ES256 required",
-            show(h.alg.as_deref()),
-            show(identity.alg)
-        ),
-    );
-    record(
-        "typ",
-        h.typ.as_deref() == Some("passport"),
-        Cause::InvalidIdentityHeader,
-        format!("{}; passport required", show(h.typ.as_deref())),
-    );
-    let ppt_ok = h.ppt.as_deref() == Some("shaken") && identity.ppt.is_none_or(|x| x == "shaken");
-    record(
-        "ppt",
-        ppt_ok,
-        Cause::InvalidIdentityHeader,
-        format!(
-            "header {}, Identity parameter {}; shaken required",
-            show(h.ppt.as_deref()),
-            show(identity.ppt)
-        ),
-    );
-    let x5u = h.x5u.as_deref().unwrap_or_default();
-    record(
-        "x5u-https",
-        x5u.starts_with("https://"),
-        Cause::BadIdentityInfo,
-        format!("{}; https required", show(h.x5u.as_deref())),
-    );
-    record(
-        "x5u-info",
-        identity.info == Some(x5u),
-        Cause::BadIdentityInfo,
-        format!(
-            "x5u {}, info {}",
-            show(h.x5u.as_deref()),
-            show(identity.info)
-        ),
-    );
+    let mut r = Recorder::new();
+    r.header_and_iat(identity, p, "shaken", e);
     let c = &p.claims;
     let attest = c.attest.as_deref().unwrap_or_default();
-    record(
+    r.record(
         "attest",
         matches!(attest, "A" | "B" | "C"),
         Cause::InvalidIdentityHeader,
         format!("{}; A, B or C", show(c.attest.as_deref())),
     );
-    record(
+    r.record(
         "origid",
         c.origid.as_deref().is_some_and(|o| !o.is_empty()),
         Cause::InvalidIdentityHeader,
         show(c.origid.as_deref()).to_owned(),
     );
-    match c.iat {
-        Some(iat) => {
-            let age = e.now - iat;
-            let ok = age <= e.freshness_secs && age >= -e.skew_secs;
-            record(
-                "iat",
-                ok,
-                Cause::StaleDate,
-                format!(
-                    "age {age} s; window {} s, skew {} s",
-                    e.freshness_secs, e.skew_secs
-                ),
-            );
-        }
-        None => record("iat", false, Cause::StaleDate, "missing".into()),
-    }
-    let orig = c.orig.tn.as_deref().map(canonical_tn).unwrap_or_default();
-    record(
-        "orig",
-        !orig.is_empty() && orig == canonical_tn(e.orig),
-        Cause::InvalidIdentityHeader,
-        format!("PASSporT {}, SIP {}", show(c.orig.tn.as_deref()), e.orig),
-    );
-    let dest_ok = c
-        .dest
-        .tn
-        .iter()
-        .map(|t| canonical_tn(t))
-        .any(|t| !t.is_empty() && e.dest.iter().any(|d| canonical_tn(d) == t));
-    record(
-        "dest",
-        dest_ok,
-        Cause::InvalidIdentityHeader,
-        format!("PASSporT {}, SIP {}", c.dest.tn.join(","), e.dest.join(",")),
-    );
-    (checks, first)
+    r.orig(p, e.orig);
+    r.dest(p, e.dest);
+    r.finish()
 }
 
 #[cfg(test)]

@@ -10,10 +10,36 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::certs::{self, Chain, TrustStore};
+use super::divert;
 use super::fetch::{self, FetchError, FetchOptions};
-use super::passport::Expect;
-use super::verify::{self, Verification};
+use super::identity::{self, IdentityHeader};
+use super::passport::{canonical_tn, check_companion, Check, Expect, Passport};
+use super::rcd::{self, RcdSource};
+use super::verify::{self, DivHop, Status, Verification};
 use super::Cause;
+
+/// Identity headers looked at per call (one SHAKEN, `div`s, `rcd`).
+const MAX_IDENTITIES: usize = 8;
+
+/// A decoded `div` or `rcd` PASSporT.
+struct Companion<'a> {
+    header: IdentityHeader<'a>,
+    passport: Passport,
+}
+
+impl<'a> Companion<'a> {
+    fn decode(value: &'a [u8]) -> Option<Companion<'a>> {
+        let header = IdentityHeader::parse(value).ok()?;
+        let passport = Passport::decode(header.token).ok()?;
+        Some(Companion { header, passport })
+    }
+}
+
+/// Why a companion PASSporT did not verify.
+enum CompanionError {
+    Failed(Cause, String),
+    Unavailable(String),
+}
 
 /// Settings of the verification service.
 #[derive(Clone)]
@@ -95,6 +121,174 @@ impl Verifier {
         dest: &[&str],
         now: i64,
     ) -> Verification {
+        self.verify_call(&[identity], orig, dest, now).await
+    }
+
+    /// Verifies the Identity header values of one call (RFC 8224 §6.2):
+    /// the SHAKEN PASSporT, the `div` PASSporTs that lead from its `dest`
+    /// to the request's called number (RFC 8946 §6), and an `rcd`
+    /// PASSporT (RFC 9795 §8), whose claims are kept when it verifies. All
+    /// certificate fetches of the call share one deadline.
+    pub async fn verify_call(
+        self: &Arc<Self>,
+        identities: &[&[u8]],
+        orig: &str,
+        dest: &[&str],
+        now: i64,
+    ) -> Verification {
+        let until = tokio::time::Instant::now() + self.settings.deadline;
+        let (mut shaken, mut divs, mut rcds) = (None, Vec::new(), Vec::new());
+        let mut malformed = Vec::new();
+        for value in identities.iter().take(MAX_IDENTITIES) {
+            let ppt = identity::ppt_of(value);
+            match ppt.as_deref() {
+                Some(kind @ ("div" | "rcd")) => match Companion::decode(value) {
+                    Some(c) if kind == "div" => divs.push(c),
+                    Some(c) => rcds.push(c),
+                    None => malformed.push(Check {
+                        name: if kind == "div" { "div" } else { "rcd" },
+                        ok: false,
+                        detail: "malformed PASSporT, not used".into(),
+                    }),
+                },
+                Some("shaken") | None if shaken.is_none() => shaken = Some(*value),
+                _ => {} // other PASSporT types are not for this verifier
+            }
+        }
+        let Some(shaken) = shaken else {
+            return Verification::absent();
+        };
+        let div_passports: Vec<&Passport> = divs.iter().map(|d| &d.passport).collect();
+        // The SHAKEN `dest` may name the number the call was for before it
+        // was diverted.
+        let widened = divert::reachable(dest, &div_passports);
+        let widened: Vec<&str> = widened.iter().map(String::as_str).collect();
+        let mut v = self.verify_shaken(shaken, orig, &widened, now, until).await;
+        v.checks.extend(malformed);
+        if v.status != Status::Passed {
+            return v;
+        }
+        let Some(hops) = divert::path(&v.dest, dest, &div_passports) else {
+            return v.fail_companion(
+                "div",
+                Cause::InvalidIdentityHeader,
+                "no chain of div PASSporTs leads to the called number".into(),
+            );
+        };
+        let expect = self.expect(orig, dest, now);
+        for i in hops {
+            let d = &divs[i];
+            let from = d
+                .passport
+                .claims
+                .div
+                .as_ref()
+                .and_then(|x| x.tn.clone())
+                .unwrap_or_default();
+            match self.companion(d, "div", &expect, &from, until).await {
+                Ok(()) => v.diversion.push(DivHop {
+                    from,
+                    to: d.passport.claims.dest.tn.clone(),
+                    x5u: d.passport.header.x5u.clone(),
+                }),
+                Err(CompanionError::Failed(cause, why)) => {
+                    return v.fail_companion("div", cause, why)
+                }
+                Err(CompanionError::Unavailable(why)) => {
+                    return v.companion_unavailable("div", why)
+                }
+            }
+        }
+        if let Some(r) = rcds.first() {
+            let same_dest = r
+                .passport
+                .claims
+                .dest
+                .tn
+                .iter()
+                .any(|t| v.dest.iter().any(|d| canonical_tn(d) == canonical_tn(t)));
+            let outcome = if !same_dest {
+                Err("dest differs from the SHAKEN PASSporT's".to_owned())
+            } else if r.passport.claims.rcd.is_none() {
+                Err("no rcd claim".to_owned())
+            } else {
+                match self.companion(r, "rcd", &expect, orig, until).await {
+                    Ok(()) => Ok(()),
+                    Err(CompanionError::Failed(_, why) | CompanionError::Unavailable(why)) => {
+                        Err(why)
+                    }
+                }
+            };
+            // A failed rcd PASSporT does not fail the call: its claims are
+            // simply not used (RFC 9795 §8).
+            match outcome {
+                Ok(()) => {
+                    v.rcd = rcd::from_claims(&r.passport.claims, RcdSource::Rcd);
+                    v.checks.push(Check {
+                        name: "rcd",
+                        ok: true,
+                        detail: "rcd PASSporT verifies".into(),
+                    });
+                }
+                Err(why) => v.checks.push(Check {
+                    name: "rcd",
+                    ok: false,
+                    detail: why,
+                }),
+            }
+        }
+        v
+    }
+
+    fn expect<'a>(&self, orig: &'a str, dest: &'a [&'a str], now: i64) -> Expect<'a> {
+        Expect {
+            orig,
+            dest,
+            now,
+            freshness_secs: self.settings.freshness_secs,
+            skew_secs: self.settings.skew_secs,
+        }
+    }
+
+    /// Verifies a companion PASSporT: shared checks, certificate (covering
+    /// `cover_tn` if it is a delegate certificate) and signature.
+    async fn companion(
+        self: &Arc<Self>,
+        c: &Companion<'_>,
+        ppt: &str,
+        expect: &Expect<'_>,
+        cover_tn: &str,
+        until: tokio::time::Instant,
+    ) -> Result<(), CompanionError> {
+        let (_, first) = check_companion(&c.header, &c.passport, ppt, expect);
+        if let Some((cause, why)) = first {
+            return Err(CompanionError::Failed(cause, why));
+        }
+        let url = c.passport.header.x5u.clone().unwrap_or_default();
+        let chain = match tokio::time::timeout_at(until, self.chain(&url)).await {
+            Err(_) => return Err(CompanionError::Unavailable("deadline passed".into())),
+            Ok(Err(ChainError::Unavailable(why))) => return Err(CompanionError::Unavailable(why)),
+            Ok(Err(ChainError::Bad(why))) => {
+                return Err(CompanionError::Failed(Cause::BadIdentityInfo, why))
+            }
+            Ok(Ok(chain)) => chain,
+        };
+        let iat = c.passport.claims.iat.unwrap_or(0);
+        let sti = certs::validate(&chain, &self.trust, iat, cover_tn)
+            .map_err(|(cause, why)| CompanionError::Failed(cause, format!("certificate: {why}")))?;
+        verify::signature_ok(&c.passport, &sti.key)
+            .map_err(|why| CompanionError::Failed(Cause::InvalidIdentityHeader, why))
+    }
+
+    /// Verifies the SHAKEN PASSporT, fetching its certificate by `until`.
+    async fn verify_shaken(
+        self: &Arc<Self>,
+        identity: &[u8],
+        orig: &str,
+        dest: &[&str],
+        now: i64,
+        until: tokio::time::Instant,
+    ) -> Verification {
         let expect = Expect {
             orig,
             dest,
@@ -108,7 +302,7 @@ impl Verifier {
         };
         let url = passport.header.x5u.clone().unwrap_or_default();
         let iat = passport.claims.iat.unwrap_or(0);
-        let chain = match tokio::time::timeout(self.settings.deadline, self.chain(&url)).await {
+        let chain = match tokio::time::timeout_at(until, self.chain(&url)).await {
             Err(_) => {
                 return verify::unavailable(
                     passport,

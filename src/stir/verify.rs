@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::identity::IdentityHeader;
 use super::keys::PublicKey;
 use super::passport::{check_claims, Check, Expect, Passport};
+use super::rcd::{self, RcdSource, RichCallData};
 use super::Cause;
 
 /// Overall result, as marked downstream by `verstat` (3GPP TS 24.229).
@@ -41,6 +42,21 @@ pub struct Verification {
     pub unavailable: Option<String>,
     pub failure: Option<Failure>,
     pub checks: Vec<Check>,
+    /// The verified `div` PASSporTs (RFC 8946) from the SHAKEN `dest` to
+    /// the request's called number, in diversion order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diversion: Vec<DivHop>,
+    /// Verified rich call data (RFC 9795), when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rcd: Option<RichCallData>,
+}
+
+/// One verified diversion: the call for `from` was sent on to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DivHop {
+    pub from: String,
+    pub to: Vec<String>,
+    pub x5u: Option<String>,
 }
 
 impl Verification {
@@ -58,6 +74,8 @@ impl Verification {
             unavailable: Some("no Identity header".into()),
             failure: None,
             checks: vec![],
+            diversion: vec![],
+            rcd: None,
         }
     }
 
@@ -78,8 +96,61 @@ impl Verification {
                 text,
             }),
             checks,
+            diversion: vec![],
+            rcd: None,
         }
     }
+
+    /// The verification of a call whose SHAKEN PASSporT passed but whose
+    /// companion PASSporT (`check`: `div`) failed: failed, with its cause.
+    pub fn fail_companion(
+        mut self,
+        check: &'static str,
+        cause: Cause,
+        why: String,
+    ) -> Verification {
+        self.checks.push(Check {
+            name: check,
+            ok: false,
+            detail: why.clone(),
+        });
+        self.status = Status::Failed;
+        self.rcd = None;
+        self.failure = Some(Failure {
+            code: cause.status(),
+            cause,
+            text: format!("{check}: {why}"),
+        });
+        self
+    }
+
+    /// As [`fail_companion`](Self::fail_companion), when the companion's
+    /// certificate could not be obtained in time: `No-TN-Validation`.
+    pub fn companion_unavailable(mut self, check: &'static str, why: String) -> Verification {
+        self.checks.push(Check {
+            name: check,
+            ok: false,
+            detail: why.clone(),
+        });
+        self.status = Status::NoValidation;
+        self.rcd = None;
+        self.unavailable = Some(format!("{check} certificate unavailable: {why}"));
+        self
+    }
+}
+
+/// ES256 over the transmitted bytes with the signer's key; the signature
+/// is exactly r||s, 64 bytes (RFC 7518 §3.4).
+pub fn signature_ok(passport: &Passport, key: &PublicKey) -> Result<(), String> {
+    if passport.signature.len() != 64 {
+        return Err(format!(
+            "signature is {} bytes, ES256 needs 64",
+            passport.signature.len()
+        ));
+    }
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.0)
+        .verify(passport.signing_input.as_bytes(), &passport.signature)
+        .map_err(|_| "ES256 signature does not verify with the certificate's key".to_owned())
 }
 
 /// Parses the header and PASSporT and runs the claim checks. `Err` is the
@@ -111,21 +182,11 @@ pub fn finish(
     key: &PublicKey,
     spc: Option<String>,
 ) -> Verification {
-    // ES256 over the transmitted bytes; the signature is exactly r||s.
-    let sig_ok = passport.signature.len() == 64
-        && UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.0)
-            .verify(passport.signing_input.as_bytes(), &passport.signature)
-            .is_ok();
-    let detail = if passport.signature.len() != 64 {
-        format!(
-            "signature is {} bytes, ES256 needs 64",
-            passport.signature.len()
-        )
-    } else if sig_ok {
-        "ES256 signature verifies".to_owned()
-    } else {
-        "ES256 signature does not verify with the certificate's key".to_owned()
-    };
+    let result = signature_ok(&passport, key);
+    let sig_ok = result.is_ok();
+    let detail = result
+        .err()
+        .unwrap_or_else(|| "ES256 signature verifies".to_owned());
     let failure = (!sig_ok).then(|| (Cause::InvalidIdentityHeader, format!("signature: {detail}")));
     checks.push(Check {
         name: "signature",
@@ -194,8 +255,14 @@ fn summarise(
     failure: Option<(Cause, String)>,
     spc: Option<String>,
 ) -> Verification {
+    let rcd = failure
+        .is_none()
+        .then(|| rcd::from_claims(&passport.claims, RcdSource::Shaken))
+        .flatten();
     let c = passport.claims;
     Verification {
+        rcd,
+        diversion: vec![],
         status: if failure.is_none() {
             Status::Passed
         } else {
@@ -233,6 +300,7 @@ pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Ve
     let mut v = finish(passport, checks, key, None);
     if let Some((cause, text)) = failure {
         v.status = Status::Failed;
+        v.rcd = None;
         v.failure = Some(Failure {
             code: cause.status(),
             cause,
