@@ -304,3 +304,94 @@ fn agents_outbound_calls_are_signed_and_pbx_identity_is_never_forwarded() {
         assert_eq!(v.attest.as_deref(), Some(attest));
     }
 }
+
+#[test]
+fn preloaded_certificates_serve_calls_and_stir_settings_reload() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    // A chain for an x5u nobody serves: only the pre-load can provide it.
+    let preload = pki._dir.path().join("preload");
+    std::fs::create_dir(&preload).expect("mkdir");
+    let offline_x5u = "https://127.0.0.1:1/preloaded.pem";
+    let mut file = format!("# x5u: {offline_x5u}\n").into_bytes();
+    file.extend_from_slice(&pki.routes["/good.pem"]);
+    std::fs::write(preload.join("sp.pem"), file).expect("write");
+    let pbx = udp();
+    let pbx_port = pbx.local_addr().expect("addr").port();
+    let ports = Ports::new();
+    let stir = |on_failure: &str| {
+        format!(
+            "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 500\non_failure = \"{on_failure}\"\npreload_dir = \"{}\"\n",
+            pki.trust_dir.display(),
+            pki.web_ca.display(),
+            preload.display()
+        )
+    };
+    let cfg = |on_failure: &str| {
+        config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &stir(on_failure),
+        )
+    };
+    let cg = Callgate::start(ports, &cfg("mark"));
+    let signed_offline = {
+        let req = SignRequest {
+            orig: "+15550199",
+            dest: "+15550100",
+            attest: 'B',
+            origid: "123e4567-e89b-12d3-a456-426655440009",
+            x5u: offline_x5u,
+            iat: now(),
+        };
+        identity_header(&pki.signing, &req).expect("sign")
+    };
+    let fwd = through(&cg, &pbx, "preloaded", Some(&signed_offline));
+    assert!(
+        pai(&fwd).contains(";verstat=TN-Validation-Passed-B>"),
+        "{fwd}"
+    );
+
+    // Reload into reject mode: a failing call is now refused.
+    std::fs::write(&cg.config_path, cfg("reject")).expect("rewrite config");
+    assert_eq!(cg.admin("POST", "/reload"), (200, "reloaded\n".to_owned()));
+    let carrier = udp();
+    let local = carrier.local_addr().expect("addr").port();
+    let tampered = identity(&pki, port, "/good.pem").replacen('.', ".e", 1);
+    carrier
+        .send_to(
+            invite("after-reload", local, Some(&tampered)).as_bytes(),
+            cg.trunk(),
+        )
+        .expect("send");
+    let refused = recv_starting(&carrier, "SIP/2.0 438");
+    assert!(refused.contains("after-reload"), "{refused}");
+
+    // A broken [stir] on reload is refused, naming the key; the running
+    // settings stay (the pre-loaded certificate still serves calls).
+    let broken = cfg("reject").replace(
+        "deadline_ms = 500",
+        "deadline_ms = 500\ncertificate_policies = [\"not-an-oid\"]",
+    );
+    std::fs::write(&cg.config_path, broken).expect("rewrite config");
+    let (code, body) = cg.admin("POST", "/reload");
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("stir.certificate_policies[0]"), "{body}");
+    let again = {
+        let req = SignRequest {
+            orig: "+15550199",
+            dest: "+15550100",
+            attest: 'B',
+            origid: "123e4567-e89b-12d3-a456-42665544000a",
+            x5u: offline_x5u,
+            iat: now(),
+        };
+        identity_header(&pki.signing, &req).expect("sign")
+    };
+    let fwd = through(&cg, &pbx, "preloaded-again", Some(&again));
+    assert!(
+        pai(&fwd).contains(";verstat=TN-Validation-Passed-B>"),
+        "{fwd}"
+    );
+}

@@ -67,11 +67,32 @@ pub struct Gate {
     /// Set once draining starts (readiness goes false).
     draining: std::sync::atomic::AtomicBool,
     config_path: Option<PathBuf>,
-    /// STIR/SHAKEN verification of inbound INVITEs, when enabled.
-    verify: Option<verify::VerifyPhase>,
-    /// STIR/SHAKEN signing of agents' outbound calls, when enabled.
-    sign: Option<sign::SignPhase>,
+    /// The STIR/SHAKEN phases, swapped whole on reload.
+    stir: std::sync::RwLock<StirPhases>,
     me: std::sync::Weak<Gate>,
+}
+
+/// STIR/SHAKEN verification of inbound INVITEs and signing of agents'
+/// outbound calls, each when enabled. A call holds the `Arc` of the phase
+/// it started with, so a reload never changes the rules under it.
+#[derive(Default, Clone)]
+struct StirPhases {
+    verify: Option<Arc<verify::VerifyPhase>>,
+    sign: Option<Arc<sign::SignPhase>>,
+}
+
+impl StirPhases {
+    /// Builds the phases from `[stir]`, taking over `previous`'s state.
+    fn from_config(
+        cfg: &crate::config::StirConfig,
+        previous: &StirPhases,
+    ) -> Result<StirPhases, String> {
+        Ok(StirPhases {
+            verify: verify::VerifyPhase::from_config(cfg, previous.verify.as_deref())?
+                .map(Arc::new),
+            sign: sign::SignPhase::from_config(cfg)?.map(Arc::new),
+        })
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,17 +117,18 @@ impl Sink for Gate {
                 return;
             }
         }
-        if peer.side == Side::Trunk && self.verify.is_some() {
+        let stir = self.stir_phases();
+        if let (Side::Trunk, Some(phase)) = (peer.side, stir.verify) {
             if let (Some(me), Some(msg)) = (
                 self.me.upgrade(),
                 verify::initial_invite(&data, &self.stream_settings.limits),
             ) {
-                if me.verify_phase(peer, data.clone(), msg) {
+                if me.verify_phase(phase, peer, data.clone(), msg) {
                     return;
                 }
             }
         }
-        let marking = match &self.sign {
+        let marking = match &stir.sign {
             Some(signer) if peer.side == Side::Pbx => {
                 verify::initial_invite(&data, &self.stream_settings.limits)
                     .filter(|m| !lock(&self.core).knows(m))
@@ -322,14 +344,24 @@ impl Gate {
         lock(&self.core).is_drained()
     }
 
+    /// The STIR/SHAKEN phases now in force.
+    fn stir_phases(&self) -> StirPhases {
+        self.stir.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Re-reads the configuration file and applies what can change without
     /// dropping calls: ACLs, rate limits, targets, timers, limits, health
-    /// checks. Listener addresses and TLS files need a restart.
+    /// checks, and all of `[stir]` (trust anchors, CRLs, policies, signing
+    /// key; fetched certificates are kept). Listener addresses and TLS
+    /// files need a restart.
     pub fn reload(&self) -> Result<(), String> {
         let Some(path) = &self.config_path else {
             return Err("running on the embedded configuration: nothing to reload".to_owned());
         };
         let cfg = Config::load(path).map_err(|e| e.to_string())?;
+        // Everything fallible first: a bad [stir] keeps the running config.
+        let stir = StirPhases::from_config(&cfg.stir, &self.stir_phases())?;
+        *self.stir.write().unwrap_or_else(|p| p.into_inner()) = stir;
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
         lock(&self.core).reload(CoreSettings::from_config(&cfg));
@@ -394,8 +426,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tcp = bound.tcp[i];
         settings.sides[i].tls = bound.tls[i];
     }
-    let verify_phase = verify::VerifyPhase::from_config(&cfg.stir).map_err(GateError::Stir)?;
-    let sign_phase = sign::SignPhase::from_config(&cfg.stir).map_err(GateError::Stir)?;
+    let stir =
+        StirPhases::from_config(&cfg.stir, &StirPhases::default()).map_err(GateError::Stir)?;
     let core = ProxyCore::new(settings, metrics.clone(), now);
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
@@ -415,8 +447,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         armed: Mutex::new(None),
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
-        verify: verify_phase,
-        sign: sign_phase,
+        stir: std::sync::RwLock::new(stir),
         me: me.clone(),
     });
     for side in [Side::Trunk, Side::Pbx] {

@@ -29,9 +29,11 @@ pub struct VerifyPhase {
     pub reject: bool,
     /// INVITEs being verified, by Call-ID + top branch: their
     /// retransmissions are absorbed (100 Trying was already sent).
-    pending: Mutex<HashSet<Vec<u8>>>,
-    /// PASSporT signatures seen, with the call and when they may be forgotten.
-    seen: Mutex<HashMap<Vec<u8>, Seen>>,
+    /// Shared with the phase a reload replaces this one with.
+    pending: Arc<Mutex<HashSet<Vec<u8>>>>,
+    /// PASSporT signatures seen, with the call and when they may be
+    /// forgotten. Shared across reloads too.
+    seen: Arc<Mutex<HashMap<Vec<u8>, Seen>>>,
     freshness: std::time::Duration,
 }
 
@@ -42,8 +44,13 @@ type Seen = (Vec<u8>, Instant);
 const MAX_SEEN: usize = 200_000;
 
 impl VerifyPhase {
-    /// Builds the phase from `[stir]`; `None` when disabled.
-    pub fn from_config(cfg: &StirConfig) -> Result<Option<VerifyPhase>, String> {
+    /// Builds the phase from `[stir]`; `None` when disabled. On reload,
+    /// `previous` hands over its certificate cache, the INVITEs being
+    /// verified and the PASSporTs seen, so nothing in flight is lost.
+    pub fn from_config(
+        cfg: &StirConfig,
+        previous: Option<&VerifyPhase>,
+    ) -> Result<Option<VerifyPhase>, String> {
         if !cfg.enabled {
             return Ok(None);
         }
@@ -76,12 +83,22 @@ impl VerifyPhase {
             negative_ttl: std::time::Duration::from_secs(30),
             max_entries: 10_000,
         };
+        let verifier = Verifier::new(settings, trust);
+        if let Some(old) = previous {
+            verifier.adopt_cache(&old.verifier);
+        }
+        if let Some(dir) = &cfg.preload_dir {
+            let n = verifier
+                .preload(dir)
+                .map_err(|e| format!("stir.preload_dir: {e}"))?;
+            tracing::info!(dir = %dir.display(), chains = n, "certificates pre-loaded");
+        }
         Ok(Some(VerifyPhase {
-            verifier: Verifier::new(settings, trust),
+            verifier,
             attest_suffix: cfg.attest_suffix,
             reject: cfg.on_failure == StirFailure::Reject,
-            pending: Mutex::new(HashSet::new()),
-            seen: Mutex::new(HashMap::new()),
+            pending: previous.map(|p| p.pending.clone()).unwrap_or_default(),
+            seen: previous.map(|p| p.seen.clone()).unwrap_or_default(),
             freshness: std::time::Duration::from_secs(
                 u64::try_from(cfg.freshness_secs).unwrap_or(60) + 5,
             ),
@@ -196,10 +213,13 @@ fn unix_now() -> i64 {
 impl super::Gate {
     /// Takes an initial trunk INVITE into the verify phase. Returns `false`
     /// when the message should go straight to the core instead.
-    pub(super) fn verify_phase(self: &Arc<Self>, peer: Peer, data: Bytes, msg: SipMessage) -> bool {
-        let Some(phase) = &self.verify else {
-            return false;
-        };
+    pub(super) fn verify_phase(
+        self: &Arc<Self>,
+        phase: Arc<VerifyPhase>,
+        peer: Peer,
+        data: Bytes,
+        msg: SipMessage,
+    ) -> bool {
         if super::lock(&self.core).knows(&msg) {
             return false; // a retransmission of a call already verified
         }
@@ -217,7 +237,6 @@ impl super::Gate {
         let me = self.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let Some(phase) = &me.verify else { return };
             let ids = identities(&msg);
             let v = match shaken(&ids) {
                 Some(id) => {

@@ -450,4 +450,74 @@ impl Verifier {
     pub fn cached(&self) -> usize {
         self.lock().len()
     }
+
+    /// Takes over the certificate chains another verifier fetched (on
+    /// reload), so that a new trust configuration does not cost a fetch
+    /// per signer. Each chain is validated afresh under the new trust store.
+    pub fn adopt_cache(&self, old: &Verifier) {
+        let chains: Vec<(String, Slot)> = old
+            .lock()
+            .iter()
+            .filter_map(|(url, slot)| match slot {
+                Slot::Ready { chain, fresh_until } => Some((
+                    url.clone(),
+                    Slot::Ready {
+                        chain: Arc::new(Chain::new(chain.certs.clone())),
+                        fresh_until: *fresh_until,
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        let mut cache = self.lock();
+        for (url, slot) in chains.into_iter().take(self.settings.max_entries) {
+            cache.entry(url).or_insert(slot);
+        }
+    }
+
+    /// Loads certificate chains from `dir` into the cache, as if fetched:
+    /// each `*.pem` file holds a chain (end entity first) and names the
+    /// `x5u` it is served at on a line `x5u: https://...` before the first
+    /// PEM block. They stay fresh for the maximum cache lifetime, are then
+    /// refreshed from the network, and served stale if that fails.
+    /// Returns how many chains were loaded; an error names the file.
+    pub fn preload(&self, dir: &std::path::Path) -> Result<usize, String> {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut loaded = Vec::new();
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("pem") {
+                continue;
+            }
+            let body = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let text = String::from_utf8_lossy(&body);
+            let url = text
+                .lines()
+                .take_while(|l| !l.starts_with("-----BEGIN"))
+                .find_map(|l| l.trim().trim_start_matches('#').trim().strip_prefix("x5u:"))
+                .map(|u| u.trim().to_owned())
+                .filter(|u| u.starts_with("https://"))
+                .ok_or_else(|| {
+                    format!(
+                        "{}: no \"x5u: https://...\" line before the certificates",
+                        p.display()
+                    )
+                })?;
+            let chain = Chain::parse(&body).map_err(|e| format!("{}: {e}", p.display()))?;
+            loaded.push((url, chain));
+        }
+        let fresh_until = Instant::now() + self.settings.max_cache;
+        let n = loaded.len();
+        let mut cache = self.lock();
+        for (url, chain) in loaded {
+            cache.insert(
+                url,
+                Slot::Ready {
+                    chain: Arc::new(chain),
+                    fresh_until,
+                },
+            );
+        }
+        Ok(n)
+    }
 }
