@@ -77,6 +77,9 @@ pub enum Command {
         /// CRL file (PEM or DER) checked along the chain (repeatable).
         #[arg(long)]
         crl: Vec<PathBuf>,
+        /// Also fetch CRLs from the certificates' distribution points.
+        #[arg(long)]
+        crl_fetch: bool,
         /// Allow x5u on private and loopback addresses (tests).
         #[arg(long)]
         allow_private_x5u: bool,

@@ -79,6 +79,8 @@ pub struct StirConfig {
     pub certificate_policies: Vec<String>,
     /// Certificates loaded into the cache at startup and on reload.
     pub preload_dir: Option<PathBuf>,
+    /// Fetch CRLs from the certificates' distribution points.
+    pub crl_fetch: bool,
     pub allow_private_x5u: bool,
     pub deadline: Duration,
     pub freshness_secs: i64,
@@ -325,6 +327,7 @@ struct RawStir {
     crl_files: Vec<PathBuf>,
     certificate_policies: Option<Vec<String>>,
     preload_dir: Option<PathBuf>,
+    crl_fetch: Option<bool>,
     allow_private_x5u: Option<bool>,
     deadline_ms: Option<u64>,
     freshness_secs: Option<i64>,
@@ -703,6 +706,7 @@ fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
         crl_files,
         certificate_policies,
         preload_dir,
+        crl_fetch: raw.crl_fetch.unwrap_or(false),
         allow_private_x5u: raw.allow_private_x5u.unwrap_or(false),
         deadline: Duration::from_millis(positive(
             "stir.deadline_ms",

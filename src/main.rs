@@ -59,6 +59,7 @@ fn main() -> ExitCode {
             trust,
             x5u_ca,
             crl,
+            crl_fetch,
             allow_private_x5u,
             deadline_ms,
             cert,
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
                 deadline_ms,
                 at,
                 freshness,
+                crl_fetch,
             ),
             (None, None) => {
                 eprintln!("verify: give --trust DIR (fetch x5u and validate the chain) or --cert FILE (offline)");
@@ -153,6 +155,7 @@ fn verify_fetching(
     deadline_ms: u64,
     at: Option<i64>,
     freshness: i64,
+    crl_fetch: bool,
 ) -> ExitCode {
     use callgate::stir::{certs::TrustStore, fetch, service};
     let mut store = match TrustStore::from_dir(trust) {
@@ -193,6 +196,7 @@ fn verify_fetching(
         max_cache: std::time::Duration::from_secs(86_400),
         negative_ttl: std::time::Duration::from_secs(30),
         max_entries: 1000,
+        crl_fetch,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,11 +15,19 @@ use callgate::stir::service::{Verifier, VerifierSettings};
 use callgate::stir::sign::{identity_header, sign_passport, SignRequest};
 use callgate::stir::verify::{Status, Verification};
 use callgate::stir::Cause;
-use common::pki::{https_server, pki, Pki};
+use common::pki::{crl_server, https_server, pki, Pki};
 
 fn verifier(pki: &Pki, allow_private: bool) -> Arc<Verifier> {
+    let mut trust = TrustStore::from_dir(&pki.trust_dir).expect("trust");
+    trust
+        .add_crl(&std::fs::read(&pki.crl).expect("crl"))
+        .expect("add crl");
+    Verifier::new(settings(pki, allow_private), trust)
+}
+
+fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
     let deadline = Duration::from_millis(500);
-    let settings = VerifierSettings {
+    VerifierSettings {
         fetch: FetchOptions {
             tls: tls_config(std::slice::from_ref(&pki.web_ca)).expect("tls"),
             timeout: deadline,
@@ -33,12 +41,8 @@ fn verifier(pki: &Pki, allow_private: bool) -> Arc<Verifier> {
         max_cache: Duration::from_secs(3600),
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
-    };
-    let mut trust = TrustStore::from_dir(&pki.trust_dir).expect("trust");
-    trust
-        .add_crl(&std::fs::read(&pki.crl).expect("crl"))
-        .expect("add crl");
-    Verifier::new(settings, trust)
+        crl_fetch: true,
+    }
 }
 
 fn now() -> i64 {
@@ -83,8 +87,9 @@ fn failed_with(v: &Verification, cause: Cause, check: &str) {
 
 #[test]
 fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
-    let pki = pki();
+    let mut pki = pki();
     let (port, counts) = https_server(&pki);
+    let crl_fetches = crl_server(&mut pki);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -125,6 +130,38 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
                 .as_ref()
                 .is_some_and(|f| f.text.contains("TNAuthList")),
             "{no_tn:#?}"
+        );
+        // CRLs from the distribution point (plain HTTP, signed): fetched
+        // once, checked for every chain that names it.
+        let dp_good = check(&v, &header(&pki, port, "/dp-good.pem")).await;
+        assert_eq!(dp_good.status, Status::Passed, "{dp_good:#?}");
+        let dp_revoked = check(&v, &header(&pki, port, "/dp-revoked.pem")).await;
+        failed_with(&dp_revoked, Cause::UnsupportedCredential, "certificate");
+        assert!(
+            dp_revoked
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.text.contains("Revoked")),
+            "{dp_revoked:#?}"
+        );
+        assert_eq!(*crl_fetches.lock().unwrap_or_else(|p| p.into_inner()), 1);
+        // A CRL whose signature does not verify with its issuer's key is
+        // not trusted: the chain is refused rather than taken as unrevoked.
+        let forged = {
+            let mut trust = TrustStore::from_dir(&pki.trust_dir).expect("trust");
+            trust
+                .add_crl(&std::fs::read(&pki.forged_crl).expect("crl"))
+                .expect("add crl");
+            Verifier::new(settings(&pki, true), trust)
+        };
+        let refused = check(&forged, &header(&pki, port, "/good.pem")).await;
+        failed_with(&refused, Cause::UnsupportedCredential, "certificate");
+        assert!(
+            refused
+                .failure
+                .as_ref()
+                .is_some_and(|f| f.text.contains("CrlSignature")),
+            "{refused:#?}"
         );
         // The SHAKEN certificate policy is required (ATIS-1000080 §6.4.1).
         let no_policy = check(&v, &header(&pki, port, "/no-policy.pem")).await;
@@ -191,13 +228,14 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
             started.elapsed()
         );
     });
-    // The good chain was fetched once and then served from the cache.
+    // The good chain was fetched once per verifier (the forged-CRL one has
+    // its own cache) and then served from the cache.
     assert_eq!(
         counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get("/good.pem"),
-        Some(&1)
+        Some(&2)
     );
 }
 

@@ -82,6 +82,7 @@ impl VerifyPhase {
             max_cache: std::time::Duration::from_secs(86_400),
             negative_ttl: std::time::Duration::from_secs(30),
             max_entries: 10_000,
+            crl_fetch: cfg.crl_fetch,
         };
         let verifier = Verifier::new(settings, trust);
         if let Some(old) = previous {

@@ -121,6 +121,8 @@ pub struct Chain {
     pub certs: Vec<CertificateDer<'static>>,
     /// The last successful validation and the `iat` interval it holds for.
     memo: Mutex<Option<Memo>>,
+    /// CRL distribution points of the certificates, read once.
+    crl_urls: std::sync::OnceLock<Vec<String>>,
 }
 
 /// A validated chain: valid for any `iat` in `[from, until]` under the
@@ -130,6 +132,8 @@ pub struct Chain {
 struct Memo {
     from: i64,
     until: i64,
+    /// The generation of the fetched CRLs it was checked against.
+    crl_generation: u64,
     cert: StiCert,
 }
 
@@ -138,7 +142,28 @@ impl Chain {
         Chain {
             certs,
             memo: Mutex::new(None),
+            crl_urls: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The http(s) CRL distribution points of the end entity and the
+    /// intermediates (RFC 5280 §4.2.1.13), without duplicates.
+    pub fn crl_urls(&self) -> &[String] {
+        self.crl_urls.get_or_init(|| {
+            let mut urls: Vec<String> = Vec::new();
+            for c in &self.certs {
+                let found = x509::extension(c, x509::CRL_DISTRIBUTION_POINTS)
+                    .and_then(x509::crl_urls)
+                    .unwrap_or_default();
+                for u in found {
+                    if (u.starts_with("http://") || u.starts_with("https://")) && !urls.contains(&u)
+                    {
+                        urls.push(u);
+                    }
+                }
+            }
+            urls
+        })
     }
 
     /// Parses PEM (the ATIS format) or a single DER certificate.
@@ -175,30 +200,63 @@ impl webpki::ExtendedKeyUsageValidator for AnyUsage {
     }
 }
 
+/// A CRL fetched from a distribution point.
+#[derive(Debug)]
+pub struct Crl(webpki::CertRevocationList<'static>);
+
+/// Parses a fetched CRL (DER or PEM); it stays fresh until its nextUpdate.
+pub fn parse_crl(body: &[u8]) -> Result<(Crl, Option<Duration>), String> {
+    let pem: Vec<_> = rustls_pemfile::crls(&mut &body[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let der: &[u8] = pem.first().map(|c| c.as_ref()).unwrap_or(body);
+    let crl =
+        webpki::OwnedCertRevocationList::from_der(der).map_err(|e| format!("not a CRL: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let ttl = x509::crl_next_update(der)
+        .and_then(|n| u64::try_from(n - now).ok())
+        .map(Duration::from_secs);
+    Ok((Crl(webpki::CertRevocationList::Owned(crl)), ttl))
+}
+
+/// CRLs fetched for one validation, and the generation of the cache they
+/// came from (a change invalidates remembered validations).
+#[derive(Default)]
+pub struct FetchedCrls {
+    pub crls: Vec<std::sync::Arc<Crl>>,
+    pub generation: u64,
+}
+
 /// Validates `chain` to `trust` as of `iat` (RFC 8224 §6.2.2: the
 /// certificate must have been valid when the PASSporT was signed), checks
-/// the SHAKEN certificate policy (ATIS-1000080 §6.4.1) and requires a
-/// TNAuthList (RFC 8226 §9); for a delegate certificate, `orig` must be one
-/// of its numbers (RFC 9060 §4). Failures are 437 Unsupported Credential.
+/// revocation against the configured and `fetched` CRLs, the SHAKEN
+/// certificate policy (ATIS-1000080 §6.4.1), and requires a TNAuthList
+/// (RFC 8226 §9); for a delegate certificate, `orig` must be one of its
+/// numbers (RFC 9060 §4). Failures are 437 Unsupported Credential.
 pub fn validate(
     chain: &Chain,
     trust: &TrustStore,
     iat: i64,
     orig: &str,
+    fetched: &FetchedCrls,
 ) -> Result<StiCert, (Cause, String)> {
     let cached = {
         let memo = chain.memo.lock().unwrap_or_else(|p| p.into_inner());
         memo.as_ref()
-            .filter(|m| m.from <= iat && iat <= m.until)
+            .filter(|m| m.from <= iat && iat <= m.until && m.crl_generation == fetched.generation)
             .map(|m| m.cert.clone())
     };
     let cert = match cached {
         Some(c) => c,
         None => {
-            let (cert, from, until) = validate_chain(chain, trust, iat)?;
+            let (cert, from, until) = validate_chain(chain, trust, iat, &fetched.crls)?;
             *chain.memo.lock().unwrap_or_else(|p| p.into_inner()) = Some(Memo {
                 from,
                 until,
+                crl_generation: fetched.generation,
                 cert: cert.clone(),
             });
             cert
@@ -219,6 +277,7 @@ fn validate_chain(
     chain: &Chain,
     trust: &TrustStore,
     iat: i64,
+    fetched: &[std::sync::Arc<Crl>],
 ) -> Result<(StiCert, i64, i64), (Cause, String)> {
     let bad = |why: String| (Cause::UnsupportedCredential, why);
     let ee_der = chain
@@ -232,9 +291,15 @@ fn validate_chain(
         webpki::ring::ECDSA_P384_SHA384,
         webpki::ring::ECDSA_P256_SHA384,
     ];
-    // Revocation (RFC 5280 §6.3) against the configured CRLs, along the
+    // Revocation (RFC 5280 §6.3) against the configured and fetched CRLs
+    // (each CRL's signature is verified with its issuer's key), along the
     // whole chain; a certificate whose issuer has no CRL is not refused.
-    let crl_refs: Vec<&webpki::CertRevocationList<'static>> = trust.crls.iter().collect();
+    // The first CRL of the issuer is used: fetched ones (fresher) first.
+    let crl_refs: Vec<&webpki::CertRevocationList<'static>> = fetched
+        .iter()
+        .map(|c| &c.0)
+        .chain(trust.crls.iter())
+        .collect();
     let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
         .ok()
         .map(|b| {

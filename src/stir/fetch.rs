@@ -108,6 +108,11 @@ fn is_private(ip: IpAddr) -> bool {
 /// Splits `https://host[:port]/path` into (host, port, path).
 fn split_url(url: &str) -> Result<(String, u16, String), FetchError> {
     let rest = url.strip_prefix("https://").ok_or(FetchError::NotHttps)?;
+    split_rest(rest, 443)
+}
+
+/// Splits the part of a URL after `scheme://` (default port given).
+fn split_rest(rest: &str, default_port: u16) -> Result<(String, u16, String), FetchError> {
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -122,28 +127,52 @@ fn split_url(url: &str) -> Result<(String, u16, String), FetchError> {
         let (h, after) = v6.split_once(']').ok_or(FetchError::BadUrl)?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| FetchError::BadUrl)?,
-            None if after.is_empty() => 443,
+            None if after.is_empty() => default_port,
             None => return Err(FetchError::BadUrl),
         };
         (h.to_owned(), port)
     } else {
         match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| FetchError::BadUrl)?),
-            None => (authority.to_owned(), 443),
+            None => (authority.to_owned(), default_port),
         }
     };
     Ok((host, port, path.to_owned()))
 }
 
-/// Fetches `url` under `opts`.
+/// Fetches the https `url` under `opts`.
 pub async fn fetch(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
-    tokio::time::timeout(opts.timeout, fetch_inner(url, opts))
+    let (host, port, path) = split_url(url)?;
+    tokio::time::timeout(opts.timeout, fetch_inner(host, port, path, true, opts))
         .await
         .map_err(|_| FetchError::Timeout)?
 }
 
-async fn fetch_inner(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
-    let (host, port, path) = split_url(url)?;
+/// Fetches an `http` or `https` URL: for signed documents such as CRLs,
+/// whose integrity does not depend on the transport (RFC 5280 §5).
+pub async fn fetch_any(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
+    let (host, port, path, tls) = match url.strip_prefix("http://") {
+        Some(rest) => {
+            let (h, p, path) = split_rest(rest, 80)?;
+            (h, p, path, false)
+        }
+        None => {
+            let (h, p, path) = split_url(url)?;
+            (h, p, path, true)
+        }
+    };
+    tokio::time::timeout(opts.timeout, fetch_inner(host, port, path, tls, opts))
+        .await
+        .map_err(|_| FetchError::Timeout)?
+}
+
+async fn fetch_inner(
+    host: String,
+    port: u16,
+    path: String,
+    use_tls: bool,
+    opts: &FetchOptions,
+) -> Result<Fetched, FetchError> {
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|_| FetchError::Resolve)?
@@ -157,30 +186,43 @@ async fn fetch_inner(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchErr
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| FetchError::Io(e.to_string()))?;
+    let default_port = if use_tls { 443 } else { 80 };
+    let host_header = if port == default_port {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/pem-certificate-chain, application/x-pem-file, application/pkix-crl, */*\r\nUser-Agent: callgate\r\nConnection: close\r\n\r\n");
+    if !use_tls {
+        return exchange(tcp, &req, opts.max_bytes).await;
+    }
     let name = match host.parse::<IpAddr>() {
         Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
         Err(_) => {
             rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| FetchError::BadUrl)?
         }
     };
-    let mut tls = TlsConnector::from(opts.tls.clone())
+    let tls = TlsConnector::from(opts.tls.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| FetchError::Tls(e.to_string()))?;
-    let host_header = if port == 443 {
-        host.clone()
-    } else {
-        format!("{host}:{port}")
-    };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/pem-certificate-chain, application/x-pem-file, */*\r\nUser-Agent: callgate\r\nConnection: close\r\n\r\n");
-    tls.write_all(req.as_bytes())
+    exchange(tls, &req, opts.max_bytes).await
+}
+
+/// Writes the request and reads the whole response (the server closes).
+async fn exchange<S>(mut stream: S, req: &str, max_bytes: usize) -> Result<Fetched, FetchError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream
+        .write_all(req.as_bytes())
         .await
         .map_err(|e| FetchError::Io(e.to_string()))?;
-    let limit = opts.max_bytes + 16 * 1024;
+    let limit = max_bytes + 16 * 1024;
     let mut buf = Vec::with_capacity(8 * 1024);
     let mut chunk = [0u8; 8 * 1024];
     loop {
-        let n = match tls.read(&mut chunk).await {
+        let n = match stream.read(&mut chunk).await {
             Ok(n) => n,
             // Servers often close without close_notify; what was read stands.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
@@ -191,10 +233,10 @@ async fn fetch_inner(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchErr
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > limit {
-            return Err(FetchError::TooLarge(opts.max_bytes));
+            return Err(FetchError::TooLarge(max_bytes));
         }
     }
-    parse_response(&buf, opts.max_bytes)
+    parse_response(&buf, max_bytes)
 }
 
 /// Parses a whole HTTP/1.1 response read until the connection closed.

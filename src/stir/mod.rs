@@ -9,6 +9,7 @@
 //! [`verify`] summarises a [`verify::Verification`]; [`mark`] turns it into
 //! `verstat` and `Reason`; [`sign`] is the authentication service.
 
+pub mod cache;
 pub mod certs;
 pub mod der;
 pub mod divert;

@@ -3,15 +3,13 @@
 //! each call waiting at most a deadline before it proceeds as
 //! `No-TN-Validation` (DESIGN.md: verify never blocks a call on the network).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
-
-use super::certs::{self, Chain, TrustStore};
+use super::cache::{CacheSettings, FetchCache, FetchFailure, Outcome, Parsed};
+use super::certs::{self, Chain, Crl, FetchedCrls, TrustStore};
 use super::divert;
-use super::fetch::{self, FetchError, FetchOptions};
+use super::fetch::FetchOptions;
 use super::identity::{self, IdentityHeader};
 use super::passport::{canonical_tn, check_companion, Check, Expect, Passport};
 use super::rcd::{self, RcdSource};
@@ -55,62 +53,43 @@ pub struct VerifierSettings {
     /// How long a failing URL is remembered.
     pub negative_ttl: Duration,
     pub max_entries: usize,
+    /// Fetch CRLs from the certificates' distribution points.
+    pub crl_fetch: bool,
 }
 
-type Outcome = Result<Arc<Chain>, ChainError>;
-
-/// Why no usable chain was obtained.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainError {
-    /// The network did not deliver (timeout, connection, TLS, DNS): the call
-    /// proceeds unvalidated.
-    Unavailable(String),
-    /// What the URL served or names is wrong: the verification fails (436).
-    Bad(String),
-}
-
-enum Slot {
-    Ready {
-        chain: Arc<Chain>,
-        fresh_until: Instant,
-    },
-    Failed {
-        error: ChainError,
-        until: Instant,
-    },
-    Pending {
-        rx: watch::Receiver<Option<Outcome>>,
-        stale: Option<Arc<Chain>>,
-    },
-}
-
-/// Verification service: trust anchors, fetch settings and the cache.
+/// Verification service: trust anchors, settings, the certificate cache
+/// and, when CRL fetching is on, the CRL cache.
 pub struct Verifier {
     settings: VerifierSettings,
     trust: TrustStore,
-    cache: Mutex<HashMap<String, Slot>>,
+    chains: Arc<FetchCache<Chain>>,
+    crls: Option<Arc<FetchCache<Crl>>>,
 }
 
-fn classify(e: FetchError) -> ChainError {
-    match e {
-        FetchError::Timeout | FetchError::Io(_) | FetchError::Tls(_) | FetchError::Resolve => {
-            ChainError::Unavailable(e.to_string())
-        }
-        _ => ChainError::Bad(e.to_string()),
-    }
+fn parse_chain(body: &[u8]) -> Parsed<Chain> {
+    Chain::parse(body)
+        .map(|c| (c, None))
+        .map_err(|e| format!("certificate response: {e}"))
 }
 
 impl Verifier {
     pub fn new(settings: VerifierSettings, trust: TrustStore) -> Arc<Verifier> {
+        let cache = |allow_http| CacheSettings {
+            fetch: settings.fetch.clone(),
+            allow_http,
+            min_ttl: settings.min_cache,
+            max_ttl: settings.max_cache,
+            negative_ttl: settings.negative_ttl,
+            max_entries: settings.max_entries,
+        };
         Arc::new(Verifier {
+            chains: FetchCache::new(cache(false), parse_chain),
+            crls: settings
+                .crl_fetch
+                .then(|| FetchCache::new(cache(true), certs::parse_crl)),
             settings,
             trust,
-            cache: Mutex::new(HashMap::new()),
         })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Verifies one Identity header value for a call.
@@ -267,14 +246,17 @@ impl Verifier {
         let url = c.passport.header.x5u.clone().unwrap_or_default();
         let chain = match tokio::time::timeout_at(until, self.chain(&url)).await {
             Err(_) => return Err(CompanionError::Unavailable("deadline passed".into())),
-            Ok(Err(ChainError::Unavailable(why))) => return Err(CompanionError::Unavailable(why)),
-            Ok(Err(ChainError::Bad(why))) => {
+            Ok(Err(FetchFailure::Unavailable(why))) => {
+                return Err(CompanionError::Unavailable(why))
+            }
+            Ok(Err(FetchFailure::Bad(why))) => {
                 return Err(CompanionError::Failed(Cause::BadIdentityInfo, why))
             }
             Ok(Ok(chain)) => chain,
         };
         let iat = c.passport.claims.iat.unwrap_or(0);
-        let sti = certs::validate(&chain, &self.trust, iat, cover_tn)
+        let crls = self.fetched_crls(&chain, until, &mut Vec::new()).await;
+        let sti = certs::validate(&chain, &self.trust, iat, cover_tn, &crls)
             .map_err(|(cause, why)| CompanionError::Failed(cause, format!("certificate: {why}")))?;
         verify::signature_ok(&c.passport, &sti.key)
             .map_err(|why| CompanionError::Failed(Cause::InvalidIdentityHeader, why))
@@ -313,10 +295,10 @@ impl Verifier {
                     ),
                 )
             }
-            Ok(Err(ChainError::Unavailable(why))) => {
+            Ok(Err(FetchFailure::Unavailable(why))) => {
                 return verify::unavailable(passport, checks, why)
             }
-            Ok(Err(ChainError::Bad(why))) => {
+            Ok(Err(FetchFailure::Bad(why))) => {
                 return verify::failed_after(
                     passport,
                     checks,
@@ -327,152 +309,70 @@ impl Verifier {
             }
             Ok(Ok(chain)) => chain,
         };
-        match certs::validate(&chain, &self.trust, iat, orig) {
+        let mut checks = checks;
+        let crls = self.fetched_crls(&chain, until, &mut checks).await;
+        match certs::validate(&chain, &self.trust, iat, orig, &crls) {
             Ok(sti) => verify::finish(passport, checks, &sti.key, sti.spc),
             Err((cause, why)) => verify::failed_after(passport, checks, "certificate", cause, why),
         }
     }
 
     /// The chain at `url`: cached, joined to a fetch in flight, or fetched.
-    /// An expired entry is served stale while a refresh runs.
-    pub async fn chain(self: &Arc<Self>, url: &str) -> Outcome {
-        enum Next {
-            Join(watch::Receiver<Option<Outcome>>),
-            Start(Option<Arc<Chain>>),
+    pub async fn chain(self: &Arc<Self>, url: &str) -> Outcome<Chain> {
+        self.chains.get(url).await
+    }
+
+    /// The CRLs of the chain's distribution points, when CRL fetching is
+    /// on: cached, or fetched by `until`. A CRL that cannot be had in time
+    /// is left out — revocation by it is not checked (soft fail, logged
+    /// and recorded as a check) — so a CRL server never holds calls.
+    async fn fetched_crls(
+        self: &Arc<Self>,
+        chain: &Chain,
+        until: tokio::time::Instant,
+        checks: &mut Vec<Check>,
+    ) -> FetchedCrls {
+        let Some(cache) = &self.crls else {
+            return FetchedCrls::default();
+        };
+        let mut out = FetchedCrls::default();
+        for url in chain.crl_urls() {
+            match tokio::time::timeout_at(until, cache.get(url)).await {
+                Ok(Ok(crl)) => out.crls.push(crl),
+                Ok(Err(FetchFailure::Unavailable(why) | FetchFailure::Bad(why))) => {
+                    checks.push(Check {
+                        name: "crl",
+                        ok: false,
+                        detail: format!("{url}: {why}; revocation not checked"),
+                    })
+                }
+                Err(_) => checks.push(Check {
+                    name: "crl",
+                    ok: false,
+                    detail: format!("{url}: not fetched in time; revocation not checked"),
+                }),
+            }
         }
-        let now = Instant::now();
-        let rx = {
-            let mut cache = self.lock();
-            let next = match cache.get(url) {
-                Some(Slot::Ready { chain, fresh_until }) if *fresh_until > now => {
-                    return Ok(chain.clone())
-                }
-                Some(Slot::Failed { error, until }) if *until > now => return Err(error.clone()),
-                Some(Slot::Pending { stale: Some(s), .. }) => return Ok(s.clone()),
-                Some(Slot::Pending { rx, stale: None }) => Next::Join(rx.clone()),
-                Some(Slot::Ready { chain, .. }) => Next::Start(Some(chain.clone())),
-                _ => Next::Start(None),
-            };
-            match next {
-                Next::Join(rx) => rx,
-                Next::Start(stale) => {
-                    if cache.len() >= self.settings.max_entries {
-                        cache.retain(|_, s| matches!(s, Slot::Pending { .. }));
-                    }
-                    let (tx, rx) = watch::channel(None);
-                    cache.insert(
-                        url.to_owned(),
-                        Slot::Pending {
-                            rx: rx.clone(),
-                            stale: stale.clone(),
-                        },
-                    );
-                    tokio::spawn(self.clone().refresh(url.to_owned(), tx, stale.clone()));
-                    if let Some(s) = stale {
-                        return Ok(s);
-                    }
-                    rx
-                }
-            }
-        };
-        let mut rx = rx;
-        let outcome = match rx.wait_for(Option::is_some).await {
-            Ok(v) => v.clone(),
-            Err(_) => None,
-        };
-        outcome.unwrap_or_else(|| Err(ChainError::Unavailable("fetch abandoned".into())))
+        out.generation = cache.generation();
+        out
     }
 
-    async fn refresh(
-        self: Arc<Self>,
-        url: String,
-        tx: watch::Sender<Option<Outcome>>,
-        stale: Option<Arc<Chain>>,
-    ) {
-        let s = &self.settings;
-        let result = match fetch::fetch(&url, &s.fetch).await {
-            Ok(f) => match Chain::parse(&f.body) {
-                Ok(chain) => Ok((
-                    Arc::new(chain),
-                    f.max_age
-                        .unwrap_or(s.min_cache)
-                        .clamp(s.min_cache, s.max_cache),
-                )),
-                Err(e) => Err(ChainError::Bad(format!("certificate response: {e}"))),
-            },
-            Err(e) => Err(classify(e)),
-        };
-        let now = Instant::now();
-        let outcome: Outcome = {
-            let mut cache = self.lock();
-            match result {
-                Ok((chain, ttl)) => {
-                    cache.insert(
-                        url.clone(),
-                        Slot::Ready {
-                            chain: chain.clone(),
-                            fresh_until: now + ttl,
-                        },
-                    );
-                    Ok(chain)
-                }
-                Err(error) => match stale {
-                    // Serve stale on refresh failure; retry after the negative TTL.
-                    Some(chain) => {
-                        tracing::warn!(%url, ?error, "certificate refresh failed; serving the cached copy");
-                        cache.insert(
-                            url.clone(),
-                            Slot::Ready {
-                                chain: chain.clone(),
-                                fresh_until: now + s.negative_ttl,
-                            },
-                        );
-                        Ok(chain)
-                    }
-                    None => {
-                        tracing::info!(%url, ?error, "certificate fetch failed");
-                        cache.insert(
-                            url.clone(),
-                            Slot::Failed {
-                                error: error.clone(),
-                                until: now + s.negative_ttl,
-                            },
-                        );
-                        Err(error)
-                    }
-                },
-            }
-        };
-        let _ = tx.send(Some(outcome));
-    }
-
-    /// Cached entries (for metrics and tests).
+    /// Cached certificate chains (for metrics and tests).
     pub fn cached(&self) -> usize {
-        self.lock().len()
+        self.chains.len()
     }
 
     /// Takes over the certificate chains another verifier fetched (on
     /// reload), so that a new trust configuration does not cost a fetch
     /// per signer. Each chain is validated afresh under the new trust store.
     pub fn adopt_cache(&self, old: &Verifier) {
-        let chains: Vec<(String, Slot)> = old
-            .lock()
-            .iter()
-            .filter_map(|(url, slot)| match slot {
-                Slot::Ready { chain, fresh_until } => Some((
-                    url.clone(),
-                    Slot::Ready {
-                        chain: Arc::new(Chain::new(chain.certs.clone())),
-                        fresh_until: *fresh_until,
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
-        let mut cache = self.lock();
-        for (url, slot) in chains.into_iter().take(self.settings.max_entries) {
-            cache.entry(url).or_insert(slot);
-        }
+        self.chains.adopt(
+            old.chains
+                .ready()
+                .into_iter()
+                .map(|(url, chain, until)| (url, Chain::new(chain.certs.clone()), until))
+                .collect(),
+        );
     }
 
     /// Loads certificate chains from `dir` into the cache, as if fetched:
@@ -506,17 +406,9 @@ impl Verifier {
             let chain = Chain::parse(&body).map_err(|e| format!("{}: {e}", p.display()))?;
             loaded.push((url, chain));
         }
-        let fresh_until = Instant::now() + self.settings.max_cache;
         let n = loaded.len();
-        let mut cache = self.lock();
         for (url, chain) in loaded {
-            cache.insert(
-                url,
-                Slot::Ready {
-                    chain: Arc::new(chain),
-                    fresh_until,
-                },
-            );
+            self.chains.insert(url, chain, self.settings.max_cache);
         }
         Ok(n)
     }

@@ -94,6 +94,21 @@ pub fn validity(cert: &[u8]) -> Option<(i64, i64)> {
     Some((time(times.first()?)?, time(times.get(1)?)?))
 }
 
+/// The nextUpdate of a DER CRL as Unix seconds (RFC 5280 §5.1.2.5).
+pub fn crl_next_update(crl: &[u8]) -> Option<i64> {
+    let (c, _) = der::read(crl)?;
+    let (tbs, _) = der::read(c.value)?;
+    let mut fields = der::children(tbs.value)?;
+    if fields.first()?.tag == 0x02 {
+        fields.remove(0); // version
+    }
+    // signature, issuer, thisUpdate, nextUpdate
+    let next = fields.get(3)?;
+    matches!(next.tag, UTC_TIME | GENERALIZED_TIME)
+        .then(|| time(next))
+        .flatten()
+}
+
 /// A UTCTime (YYMMDDHHMMSSZ, years 1950–2049) or GeneralizedTime
 /// (YYYYMMDDHHMMSSZ) as Unix seconds.
 fn time(t: &Tlv<'_>) -> Option<i64> {

@@ -66,10 +66,14 @@ struct Leaf {
     /// An unknown critical extension.
     critical_unknown: bool,
     serial: Option<u64>,
+    /// A CRL distribution point URL.
+    crl_dp: Option<&'static str>,
 }
 
 /// The serial number of the leaf the test CRL revokes.
 pub const REVOKED_SERIAL: u64 = 0x0bad;
+/// Revoked only in the CRL served at the distribution point.
+pub const DP_REVOKED_SERIAL: u64 = 0xd0d0;
 
 fn leaf(
     issuer: &rcgen::Certificate,
@@ -107,11 +111,43 @@ fn leaf_for(
         ext.set_criticality(true);
         p.custom_extensions.push(ext);
     }
+    if let Some(url) = spec.crl_dp {
+        p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec![url.to_owned()],
+        }];
+    }
     if spec.expired {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
     }
     p.signed_by(key, issuer, issuer_key).expect("leaf")
+}
+
+/// The CRL of the intermediate, revoking `serials`.
+fn crl_of(
+    inter: &rcgen::Certificate,
+    inter_key: &KeyPair,
+    number: u64,
+    serials: &[u64],
+) -> rcgen::CertificateRevocationList {
+    rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2100, 1, 1),
+        crl_number: rcgen::SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*s),
+                revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(inter, inter_key)
+    .expect("crl")
 }
 
 pub struct Pki {
@@ -120,9 +156,16 @@ pub struct Pki {
     pub trust_dir: PathBuf,
     /// A CRL of the intermediate revoking [`REVOKED_SERIAL`].
     pub crl: PathBuf,
+    /// A CRL naming the intermediate as issuer but signed with another key.
+    pub forged_crl: PathBuf,
     pub web_ca: PathBuf,
     pub signing: SigningKey,
     pub routes: HashMap<&'static str, Vec<u8>>,
+    /// A plain-HTTP listener for the CRL distribution point, bound before
+    /// the certificates naming it were made; served by [`crl_server`].
+    pub crl_listener: Option<std::net::TcpListener>,
+    /// The DER CRL served there (revokes both test serials).
+    pub dp_crl: Vec<u8>,
 }
 
 pub fn pki() -> Pki {
@@ -160,21 +203,32 @@ pub fn pki() -> Pki {
             ..Leaf::default()
         },
     );
-    let crl = rcgen::CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2024, 1, 1),
-        next_update: rcgen::date_time_ymd(2100, 1, 1),
-        crl_number: rcgen::SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: vec![rcgen::RevokedCertParams {
-            serial_number: rcgen::SerialNumber::from(REVOKED_SERIAL),
-            revocation_time: rcgen::date_time_ymd(2024, 1, 1),
-            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-            invalidity_date: None,
-        }],
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    }
-    .signed_by(&inter, &inter_key)
-    .expect("crl");
+    let crl = crl_of(&inter, &inter_key, 1, &[REVOKED_SERIAL]);
+    let (impostor, impostor_key) = ca("STI intermediate", Some((&root, &root_key)));
+    let forged = crl_of(&impostor, &impostor_key, 3, &[]);
+    let dp_crl = crl_of(&inter, &inter_key, 2, &[REVOKED_SERIAL, DP_REVOKED_SERIAL]);
+    let crl_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind crl");
+    let dp: &'static str = Box::leak(
+        format!(
+            "http://127.0.0.1:{}/inter.crl",
+            crl_listener.local_addr().expect("addr").port()
+        )
+        .into_boxed_str(),
+    );
+    let dp_good = leaf_for(
+        &good_key,
+        &inter,
+        &inter_key,
+        Leaf {
+            crl_dp: Some(dp),
+            ..Leaf::default()
+        },
+    );
+    let dp_revoked = no(Leaf {
+        crl_dp: Some(dp),
+        serial: Some(DP_REVOKED_SERIAL),
+        ..Leaf::default()
+    });
     let (other_root, other_key) = ca("Unknown root", None);
     let (stranger, _) = leaf(&other_root, &other_key, Leaf::default());
     let chain = |c: &rcgen::Certificate| format!("{}{}", c.pem(), inter.pem()).into_bytes();
@@ -185,6 +239,8 @@ pub fn pki() -> Pki {
     routes.insert("/critical.pem", chain(&critical));
     routes.insert("/revoked.pem", chain(&revoked));
     routes.insert("/no-policy.pem", chain(&no_policy));
+    routes.insert("/dp-good.pem", chain(&dp_good));
+    routes.insert("/dp-revoked.pem", chain(&dp_revoked));
     routes.insert("/delegate.pem", chain(&delegate));
     routes.insert(
         "/stranger.pem",
@@ -196,6 +252,8 @@ pub fn pki() -> Pki {
     let trust_dir = dir.path().join("trust");
     std::fs::create_dir(&trust_dir).expect("mkdir");
     std::fs::write(trust_dir.join("root.pem"), root.pem()).expect("write root");
+    let forged_crl = dir.path().join("forged.crl.pem");
+    std::fs::write(&forged_crl, forged.pem().expect("crl pem")).expect("write crl");
     let crl_file = dir.path().join("intermediate.crl.pem");
     std::fs::write(&crl_file, crl.pem().expect("crl pem")).expect("write crl");
     // Every PASSporT is signed with the good leaf's key: the faults under
@@ -206,7 +264,10 @@ pub fn pki() -> Pki {
         _dir: dir,
         trust_dir,
         crl: crl_file,
+        forged_crl,
         routes,
+        crl_listener: Some(crl_listener),
+        dp_crl: dp_crl.der().to_vec(),
     }
 }
 
@@ -276,4 +337,42 @@ pub fn https_server(pki: &Pki) -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
         });
     });
     (port, counts)
+}
+
+/// Serves the distribution-point CRL over plain HTTP (the CRL is signed);
+/// returns how many times it was fetched. Stops after 60 s.
+pub fn crl_server(pki: &mut Pki) -> Arc<Mutex<usize>> {
+    let listener = pki.crl_listener.take().expect("crl listener");
+    let body = pki.dp_crl.clone();
+    let count = Arc::new(Mutex::new(0));
+    let seen = count.clone();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                loop {
+                    let Ok((mut tcp, _)) = listener.accept().await else { continue };
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = tcp.write_all(&[head.into_bytes(), body.clone()].concat()).await;
+                    let _ = tcp.shutdown().await;
+                }
+            })
+            .await;
+        });
+    });
+    count
 }

@@ -1,0 +1,273 @@
+//! A cache of documents fetched by URL — certificate chains at `x5u`, CRLs
+//! at distribution points — that never makes a caller wait for more than
+//! one fetch: concurrent requests for a URL join the fetch in flight, an
+//! expired entry is served stale while it is refreshed in the background
+//! and when the refresh fails, and failing URLs are remembered for a while
+//! (DESIGN.md: verify never blocks a call on the network).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::fetch::{self, FetchError, FetchOptions};
+
+/// Why no usable document was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchFailure {
+    /// The network did not deliver (timeout, connection, TLS, DNS).
+    Unavailable(String),
+    /// What the URL served or names is wrong.
+    Bad(String),
+}
+
+/// What a fetch yields: the document, shared.
+pub type Outcome<T> = Result<Arc<T>, FetchFailure>;
+
+/// A parsed document and how long it stays fresh (`None`: the server's
+/// `max-age`, clamped to the cache bounds).
+pub type Parsed<T> = Result<(T, Option<Duration>), String>;
+
+/// Cache settings.
+#[derive(Clone)]
+pub struct CacheSettings {
+    pub fetch: FetchOptions,
+    /// Accept `http://` as well as `https://` (CRLs are signed documents,
+    /// usually published over plain HTTP; RFC 5280 §4.2.1.13).
+    pub allow_http: bool,
+    /// Lifetime bounds around the server's or the document's own lifetime.
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    /// How long a failing URL is remembered.
+    pub negative_ttl: Duration,
+    pub max_entries: usize,
+}
+
+enum Slot<T> {
+    Ready {
+        doc: Arc<T>,
+        fresh_until: Instant,
+    },
+    Failed {
+        error: FetchFailure,
+        until: Instant,
+    },
+    Pending {
+        rx: watch::Receiver<Option<Outcome<T>>>,
+        stale: Option<Arc<T>>,
+    },
+}
+
+/// The cache; `parse` turns a response body into a document.
+pub struct FetchCache<T> {
+    settings: CacheSettings,
+    parse: fn(&[u8]) -> Parsed<T>,
+    slots: Mutex<HashMap<String, Slot<T>>>,
+    /// Bumped whenever a document is stored, so users can tell that what
+    /// they derived from earlier documents may be out of date.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+fn classify(e: FetchError) -> FetchFailure {
+    match e {
+        FetchError::Timeout | FetchError::Io(_) | FetchError::Tls(_) | FetchError::Resolve => {
+            FetchFailure::Unavailable(e.to_string())
+        }
+        _ => FetchFailure::Bad(e.to_string()),
+    }
+}
+
+impl<T: Send + Sync + 'static> FetchCache<T> {
+    pub fn new(settings: CacheSettings, parse: fn(&[u8]) -> Parsed<T>) -> Arc<FetchCache<T>> {
+        Arc::new(FetchCache {
+            settings,
+            parse,
+            slots: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes each time a document is stored.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// When the entry for `url` stops being fresh, if it is cached.
+    pub fn fresh_until(&self, url: &str) -> Option<Instant> {
+        match self.lock().get(url) {
+            Some(Slot::Ready { fresh_until, .. }) => Some(*fresh_until),
+            _ => None,
+        }
+    }
+
+    /// The document at `url`: cached, joined to a fetch in flight, or
+    /// fetched. An expired entry is served stale while a refresh runs.
+    pub async fn get(self: &Arc<Self>, url: &str) -> Outcome<T> {
+        enum Next<T> {
+            Join(watch::Receiver<Option<Outcome<T>>>),
+            Start(Option<Arc<T>>),
+        }
+        let now = Instant::now();
+        let mut rx = {
+            let mut slots = self.lock();
+            let next = match slots.get(url) {
+                Some(Slot::Ready { doc, fresh_until }) if *fresh_until > now => {
+                    return Ok(doc.clone())
+                }
+                Some(Slot::Failed { error, until }) if *until > now => return Err(error.clone()),
+                Some(Slot::Pending { stale: Some(s), .. }) => return Ok(s.clone()),
+                Some(Slot::Pending { rx, stale: None }) => Next::Join(rx.clone()),
+                Some(Slot::Ready { doc, .. }) => Next::Start(Some(doc.clone())),
+                _ => Next::Start(None),
+            };
+            match next {
+                Next::Join(rx) => rx,
+                Next::Start(stale) => {
+                    if slots.len() >= self.settings.max_entries {
+                        slots.retain(|_, s| matches!(s, Slot::Pending { .. }));
+                    }
+                    let (tx, rx) = watch::channel(None);
+                    slots.insert(
+                        url.to_owned(),
+                        Slot::Pending {
+                            rx: rx.clone(),
+                            stale: stale.clone(),
+                        },
+                    );
+                    tokio::spawn(self.clone().refresh(url.to_owned(), tx, stale.clone()));
+                    if let Some(s) = stale {
+                        return Ok(s);
+                    }
+                    rx
+                }
+            }
+        };
+        let outcome = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone(),
+            Err(_) => None,
+        };
+        outcome.unwrap_or_else(|| Err(FetchFailure::Unavailable("fetch abandoned".into())))
+    }
+
+    async fn refresh(
+        self: Arc<Self>,
+        url: String,
+        tx: watch::Sender<Option<Outcome<T>>>,
+        stale: Option<Arc<T>>,
+    ) {
+        let s = &self.settings;
+        let fetched = if s.allow_http {
+            fetch::fetch_any(&url, &s.fetch).await
+        } else {
+            fetch::fetch(&url, &s.fetch).await
+        };
+        let result = match fetched {
+            Ok(f) => match (self.parse)(&f.body) {
+                Ok((doc, own_ttl)) => Ok((
+                    Arc::new(doc),
+                    own_ttl
+                        .or(f.max_age)
+                        .unwrap_or(s.min_ttl)
+                        .clamp(s.min_ttl, s.max_ttl),
+                )),
+                Err(e) => Err(FetchFailure::Bad(e)),
+            },
+            Err(e) => Err(classify(e)),
+        };
+        let now = Instant::now();
+        let outcome: Outcome<T> = {
+            let mut slots = self.lock();
+            match result {
+                Ok((doc, ttl)) => {
+                    slots.insert(
+                        url.clone(),
+                        Slot::Ready {
+                            doc: doc.clone(),
+                            fresh_until: now + ttl,
+                        },
+                    );
+                    self.generation
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    Ok(doc)
+                }
+                Err(error) => match stale {
+                    // Serve stale on refresh failure; retry after the negative TTL.
+                    Some(doc) => {
+                        tracing::warn!(%url, ?error, "refresh failed; serving the cached copy");
+                        slots.insert(
+                            url.clone(),
+                            Slot::Ready {
+                                doc: doc.clone(),
+                                fresh_until: now + s.negative_ttl,
+                            },
+                        );
+                        Ok(doc)
+                    }
+                    None => {
+                        tracing::info!(%url, ?error, "fetch failed");
+                        slots.insert(
+                            url.clone(),
+                            Slot::Failed {
+                                error: error.clone(),
+                                until: now + s.negative_ttl,
+                            },
+                        );
+                        Err(error)
+                    }
+                },
+            }
+        };
+        let _ = tx.send(Some(outcome));
+    }
+
+    /// Cached entries (for metrics and tests).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores a document as if fetched, fresh for `ttl`.
+    pub fn insert(&self, url: String, doc: T, ttl: Duration) {
+        self.lock().insert(
+            url,
+            Slot::Ready {
+                doc: Arc::new(doc),
+                fresh_until: Instant::now() + ttl,
+            },
+        );
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The fresh or stale documents held, with their expiry (for handing
+    /// over on reload).
+    pub fn ready(&self) -> Vec<(String, Arc<T>, Instant)> {
+        self.lock()
+            .iter()
+            .filter_map(|(url, slot)| match slot {
+                Slot::Ready { doc, fresh_until } => Some((url.clone(), doc.clone(), *fresh_until)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Adds documents (from [`ready`](Self::ready) of another cache)
+    /// where this cache has none.
+    pub fn adopt(&self, docs: Vec<(String, T, Instant)>) {
+        let mut slots = self.lock();
+        for (url, doc, fresh_until) in docs.into_iter().take(self.settings.max_entries) {
+            slots.entry(url).or_insert(Slot::Ready {
+                doc: Arc::new(doc),
+                fresh_until,
+            });
+        }
+    }
+}
