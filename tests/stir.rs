@@ -80,11 +80,10 @@ fn forge(k: &Keys, header: &str, claims: &str, info: &str) -> String {
         URL_SAFE_NO_PAD.encode(header),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let rng = ring::rand::SystemRandom::new();
-    let pair = ring::signature::EcdsaKeyPair::from_pkcs8(
-        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         &k.pkcs8,
-        &rng,
     )
     .expect("pair");
     let sig = pair.sign(&rng, input.as_bytes()).expect("sign");

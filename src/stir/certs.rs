@@ -287,9 +287,9 @@ fn validate_chain(
     let ee = EndEntityCert::try_from(ee_der).map_err(|e| bad(format!("certificate: {e}")))?;
     let time = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(iat).unwrap_or(0)));
     let algs: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-        webpki::ring::ECDSA_P256_SHA256,
-        webpki::ring::ECDSA_P384_SHA384,
-        webpki::ring::ECDSA_P256_SHA384,
+        webpki::aws_lc_rs::ECDSA_P256_SHA256,
+        webpki::aws_lc_rs::ECDSA_P384_SHA384,
+        webpki::aws_lc_rs::ECDSA_P256_SHA384,
     ];
     // Revocation (RFC 5280 §6.3) against the configured and fetched CRLs
     // (each CRL's signature is verified with its issuer's key), along the

@@ -1,8 +1,10 @@
 //! Loading ES256 keys from PEM: private keys (PKCS#8 or SEC1) for signing,
 //! public keys from a certificate or a SubjectPublicKeyInfo for verifying.
 
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, ParsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
 use rustls_pemfile::Item;
 
 /// Why a key could not be loaded.
@@ -44,12 +46,10 @@ impl SigningKey {
         let rng = SystemRandom::new();
         for item in items(pem)? {
             let pair = match item {
-                Item::Pkcs8Key(k) => EcdsaKeyPair::from_pkcs8(
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    k.secret_pkcs8_der(),
-                    &rng,
-                )
-                .map_err(|_| KeyError::Unsupported("PKCS#8 key rejected"))?,
+                Item::Pkcs8Key(k) => {
+                    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, k.secret_pkcs8_der())
+                        .map_err(|_| KeyError::Unsupported("PKCS#8 key rejected"))?
+                }
                 Item::Sec1Key(k) => {
                     let (private, public) = super::der::sec1_key(k.secret_sec1_der())
                         .ok_or(KeyError::Unsupported("malformed SEC1 key"))?;
@@ -59,7 +59,6 @@ impl SigningKey {
                         &ECDSA_P256_SHA256_FIXED_SIGNING,
                         private,
                         public,
-                        &rng,
                     )
                     .map_err(|_| KeyError::Unsupported("SEC1 key rejected"))?
                 }
@@ -71,11 +70,54 @@ impl SigningKey {
     }
 }
 
-/// An ES256 verification key: an uncompressed P-256 point.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey(pub Vec<u8>);
+/// An ES256 verification key: an uncompressed P-256 point, parsed once
+/// (DESIGN.md: cache parsed public keys) so a warm verification pays for
+/// the signature check only.
+#[derive(Clone)]
+pub struct PublicKey {
+    point: Vec<u8>,
+    parsed: std::sync::Arc<ParsedPublicKey>,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey(P-256, {} bytes)", self.point.len())
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        self.point == other.point
+    }
+}
+
+impl Eq for PublicKey {}
 
 impl PublicKey {
+    /// From an uncompressed P-256 point (SEC 1 §2.3.3, 65 bytes).
+    pub fn from_point(point: &[u8]) -> Result<PublicKey, KeyError> {
+        if point.len() != 65 || point[0] != 4 {
+            return Err(KeyError::Unsupported("not an uncompressed P-256 point"));
+        }
+        let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+            .map_err(|_| KeyError::Unsupported("not a point on P-256"))?;
+        Ok(PublicKey {
+            point: point.to_vec(),
+            parsed: std::sync::Arc::new(parsed),
+        })
+    }
+
+    /// The uncompressed point.
+    pub fn point(&self) -> &[u8] {
+        &self.point
+    }
+
+    /// Whether `signature` (r||s, 64 bytes) is a valid ES256 signature of
+    /// `message` under this key (RFC 7518 §3.4).
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        signature.len() == 64 && self.parsed.verify_sig(message, signature).is_ok()
+    }
+
     /// From PEM: the first `CERTIFICATE` (its SubjectPublicKeyInfo) or
     /// `PUBLIC KEY` block.
     pub fn from_pem(pem: &[u8]) -> Result<PublicKey, KeyError> {
@@ -89,10 +131,7 @@ impl PublicKey {
             };
             let point =
                 point.ok_or(KeyError::Unsupported("malformed certificate or public key"))?;
-            if point.len() != 65 || point[0] != 4 {
-                return Err(KeyError::Unsupported("not an uncompressed P-256 point"));
-            }
-            return Ok(PublicKey(point.to_vec()));
+            return PublicKey::from_point(point);
         }
         Err(KeyError::Unsupported(
             "no certificate or public key in the PEM",
@@ -104,6 +143,6 @@ impl PublicKey {
         let point = super::der::certificate_spki(der)
             .and_then(super::der::spki_key)
             .ok_or(KeyError::Unsupported("malformed certificate"))?;
-        Ok(PublicKey(point.to_vec()))
+        PublicKey::from_point(point)
     }
 }

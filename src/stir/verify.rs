@@ -1,7 +1,6 @@
 //! The verification service (RFC 8224 §6.2): an Identity header, the SIP
 //! numbers and a public key in, a [`Verification`] out.
 
-use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use serde::Serialize;
 
 use super::identity::IdentityHeader;
@@ -148,9 +147,11 @@ pub fn signature_ok(passport: &Passport, key: &PublicKey) -> Result<(), String> 
             passport.signature.len()
         ));
     }
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &key.0)
-        .verify(passport.signing_input.as_bytes(), &passport.signature)
-        .map_err(|_| "ES256 signature does not verify with the certificate's key".to_owned())
+    if key.verifies(passport.signing_input.as_bytes(), &passport.signature) {
+        Ok(())
+    } else {
+        Err("ES256 signature does not verify with the certificate's key".to_owned())
+    }
 }
 
 /// Parses the header and PASSporT and runs the claim checks. `Err` is the
