@@ -95,6 +95,7 @@ fn bench(c: &mut Criterion) {
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
         crl_fetch: false,
+        counters: Default::default(),
     };
     let verifier = Verifier::new(settings, TrustStore::from_dir(&trust_dir).expect("trust"));
     assert_eq!(verifier.preload(&preload), Ok(1));

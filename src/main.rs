@@ -197,6 +197,7 @@ fn verify_fetching(
         negative_ttl: std::time::Duration::from_secs(30),
         max_entries: 1000,
         crl_fetch,
+        counters: Default::default(),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

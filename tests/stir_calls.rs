@@ -179,6 +179,15 @@ fn inbound_calls_are_marked_with_verstat() {
     );
 
     let m = cg.metrics();
+    // One fetch of /good.pem served every call that named it.
+    assert_eq!(
+        common::metric_value(
+            &m,
+            "callgate_stir_fetches_total{kind=\"x5u\",result=\"ok\"}"
+        ),
+        1.0,
+        "{m}"
+    );
     for (status, n) in [("passed", 2.0), ("failed", 1.0), ("no-validation", 2.0)] {
         assert_eq!(
             common::metric_value(

@@ -42,6 +42,7 @@ fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
         crl_fetch: true,
+        counters: Default::default(),
     }
 }
 

@@ -86,10 +86,15 @@ impl StirPhases {
     fn from_config(
         cfg: &crate::config::StirConfig,
         previous: &StirPhases,
+        metrics: &Metrics,
     ) -> Result<StirPhases, String> {
         Ok(StirPhases {
-            verify: verify::VerifyPhase::from_config(cfg, previous.verify.as_deref())?
-                .map(Arc::new),
+            verify: verify::VerifyPhase::from_config(
+                cfg,
+                previous.verify.as_deref(),
+                &metrics.stir_fetch,
+            )?
+            .map(Arc::new),
             sign: sign::SignPhase::from_config(cfg)?.map(Arc::new),
         })
     }
@@ -360,7 +365,7 @@ impl Gate {
         };
         let cfg = Config::load(path).map_err(|e| e.to_string())?;
         // Everything fallible first: a bad [stir] keeps the running config.
-        let stir = StirPhases::from_config(&cfg.stir, &self.stir_phases())?;
+        let stir = StirPhases::from_config(&cfg.stir, &self.stir_phases(), &self.metrics)?;
         *self.stir.write().unwrap_or_else(|p| p.into_inner()) = stir;
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
@@ -426,8 +431,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tcp = bound.tcp[i];
         settings.sides[i].tls = bound.tls[i];
     }
-    let stir =
-        StirPhases::from_config(&cfg.stir, &StirPhases::default()).map_err(GateError::Stir)?;
+    let stir = StirPhases::from_config(&cfg.stir, &StirPhases::default(), &metrics)
+        .map_err(GateError::Stir)?;
     let core = ProxyCore::new(settings, metrics.clone(), now);
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),

@@ -16,6 +16,7 @@ use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::proxy::{Outgoing, Peer};
 use crate::sip::response::build_response;
 use crate::sip::uri::{NameAddr, Uri};
+use crate::stir::cache::FetchMetrics;
 use crate::stir::certs::TrustStore;
 use crate::stir::fetch::{self, FetchOptions};
 use crate::stir::mark;
@@ -50,6 +51,7 @@ impl VerifyPhase {
     pub fn from_config(
         cfg: &StirConfig,
         previous: Option<&VerifyPhase>,
+        counters: &FetchMetrics,
     ) -> Result<Option<VerifyPhase>, String> {
         if !cfg.enabled {
             return Ok(None);
@@ -83,6 +85,7 @@ impl VerifyPhase {
             negative_ttl: std::time::Duration::from_secs(30),
             max_entries: 10_000,
             crl_fetch: cfg.crl_fetch,
+            counters: counters.clone(),
         };
         let verifier = Verifier::new(settings, trust);
         if let Some(old) = previous {

@@ -6,6 +6,7 @@
 //! (DESIGN.md: verify never blocks a call on the network).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,36 @@ pub type Outcome<T> = Result<Arc<T>, FetchFailure>;
 /// `max-age`, clamped to the cache bounds).
 pub type Parsed<T> = Result<(T, Option<Duration>), String>;
 
+/// Outcomes of the fetches of one cache, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct FetchCounters {
+    pub ok: AtomicU64,
+    /// Network failures (the caller proceeds unvalidated or unchecked).
+    pub unavailable: AtomicU64,
+    /// Wrong content or status.
+    pub bad: AtomicU64,
+    /// Refresh failures answered with the cached copy.
+    pub stale_served: AtomicU64,
+}
+
+impl FetchCounters {
+    pub fn get(&self) -> [(&'static str, u64); 4] {
+        [
+            ("ok", self.ok.load(Ordering::Relaxed)),
+            ("unavailable", self.unavailable.load(Ordering::Relaxed)),
+            ("bad", self.bad.load(Ordering::Relaxed)),
+            ("stale-served", self.stale_served.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// The fetch counters of the certificate and CRL caches.
+#[derive(Debug, Default, Clone)]
+pub struct FetchMetrics {
+    pub x5u: Arc<FetchCounters>,
+    pub crl: Arc<FetchCounters>,
+}
+
 /// Cache settings.
 #[derive(Clone)]
 pub struct CacheSettings {
@@ -42,6 +73,7 @@ pub struct CacheSettings {
     /// How long a failing URL is remembered.
     pub negative_ttl: Duration,
     pub max_entries: usize,
+    pub counters: Arc<FetchCounters>,
 }
 
 enum Slot<T> {
@@ -66,7 +98,7 @@ pub struct FetchCache<T> {
     slots: Mutex<HashMap<String, Slot<T>>>,
     /// Bumped whenever a document is stored, so users can tell that what
     /// they derived from earlier documents may be out of date.
-    generation: std::sync::atomic::AtomicU64,
+    generation: AtomicU64,
 }
 
 fn classify(e: FetchError) -> FetchFailure {
@@ -84,7 +116,7 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
             settings,
             parse,
             slots: Mutex::new(HashMap::new()),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -94,7 +126,7 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
 
     /// Changes each time a document is stored.
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
+        self.generation.load(Ordering::Acquire)
     }
 
     /// When the entry for `url` stops being fresh, if it is cached.
@@ -180,6 +212,12 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
             Err(e) => Err(classify(e)),
         };
         let now = Instant::now();
+        let counter = match &result {
+            Ok(_) => &s.counters.ok,
+            Err(FetchFailure::Unavailable(_)) => &s.counters.unavailable,
+            Err(FetchFailure::Bad(_)) => &s.counters.bad,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         let outcome: Outcome<T> = {
             let mut slots = self.lock();
             match result {
@@ -191,13 +229,13 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
                             fresh_until: now + ttl,
                         },
                     );
-                    self.generation
-                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                    self.generation.fetch_add(1, Ordering::AcqRel);
                     Ok(doc)
                 }
                 Err(error) => match stale {
                     // Serve stale on refresh failure; retry after the negative TTL.
                     Some(doc) => {
+                        s.counters.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%url, ?error, "refresh failed; serving the cached copy");
                         slots.insert(
                             url.clone(),
@@ -243,8 +281,7 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
                 fresh_until: Instant::now() + ttl,
             },
         );
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The fresh or stale documents held, with their expiry (for handing

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cache::{CacheSettings, FetchCache, FetchFailure, Outcome, Parsed};
+use super::cache::{
+    CacheSettings, FetchCache, FetchCounters, FetchFailure, FetchMetrics, Outcome, Parsed,
+};
 use super::certs::{self, Chain, Crl, FetchedCrls, TrustStore};
 use super::divert;
 use super::fetch::FetchOptions;
@@ -55,6 +57,8 @@ pub struct VerifierSettings {
     pub max_entries: usize,
     /// Fetch CRLs from the certificates' distribution points.
     pub crl_fetch: bool,
+    /// Where fetch outcomes are counted.
+    pub counters: FetchMetrics,
 }
 
 /// Verification service: trust anchors, settings, the certificate cache
@@ -74,7 +78,8 @@ fn parse_chain(body: &[u8]) -> Parsed<Chain> {
 
 impl Verifier {
     pub fn new(settings: VerifierSettings, trust: TrustStore) -> Arc<Verifier> {
-        let cache = |allow_http| CacheSettings {
+        let cache = |allow_http, counters: &Arc<FetchCounters>| CacheSettings {
+            counters: counters.clone(),
             fetch: settings.fetch.clone(),
             allow_http,
             min_ttl: settings.min_cache,
@@ -83,10 +88,10 @@ impl Verifier {
             max_entries: settings.max_entries,
         };
         Arc::new(Verifier {
-            chains: FetchCache::new(cache(false), parse_chain),
+            chains: FetchCache::new(cache(false, &settings.counters.x5u), parse_chain),
             crls: settings
                 .crl_fetch
-                .then(|| FetchCache::new(cache(true), certs::parse_crl)),
+                .then(|| FetchCache::new(cache(true, &settings.counters.crl), certs::parse_crl)),
             settings,
             trust,
         })
