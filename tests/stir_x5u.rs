@@ -101,6 +101,11 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
         let good = check(&v, &header(&pki, port, "/good.pem")).await;
         assert_eq!(good.status, Status::Passed, "{good:#?}");
         assert_eq!(good.spc.as_deref(), Some("1234"));
+        // Every check is recorded; the slow ones with their timing.
+        for name in ["certificate", "signature"] {
+            let c = good.checks.iter().find(|c| c.name == name).expect(name);
+            assert!(c.ok && c.micros.is_some(), "{c:?}");
+        }
         // Chain faults: 437 Unsupported Credential.
         failed_with(
             &check(&v, &header(&pki, port, "/stranger.pem")).await,

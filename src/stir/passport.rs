@@ -147,6 +147,27 @@ pub struct Check {
     pub name: &'static str,
     pub ok: bool,
     pub detail: String,
+    /// Time the check took, for the checks that can take time (certificate
+    /// fetch and validation, signature).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micros: Option<u64>,
+}
+
+impl Check {
+    pub fn new(name: &'static str, ok: bool, detail: impl Into<String>) -> Check {
+        Check {
+            name,
+            ok,
+            detail: detail.into(),
+            micros: None,
+        }
+    }
+
+    /// The same check, with how long it took.
+    pub fn timed(mut self, took: std::time::Duration) -> Check {
+        self.micros = Some(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        self
+    }
 }
 
 fn show(v: Option<&str>) -> &str {
@@ -171,7 +192,7 @@ impl Recorder {
         if !ok && self.first.is_none() {
             self.first = Some((cause, format!("{name}: {detail}")));
         }
-        self.checks.push(Check { name, ok, detail });
+        self.checks.push(Check::new(name, ok, detail));
     }
 
     /// The protected header and `iat` checks every PASSporT type shares

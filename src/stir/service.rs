@@ -129,11 +129,11 @@ impl Verifier {
                 Some(kind @ ("div" | "rcd")) => match Companion::decode(value) {
                     Some(c) if kind == "div" => divs.push(c),
                     Some(c) => rcds.push(c),
-                    None => malformed.push(Check {
-                        name: if kind == "div" { "div" } else { "rcd" },
-                        ok: false,
-                        detail: "malformed PASSporT, not used".into(),
-                    }),
+                    None => malformed.push(Check::new(
+                        if kind == "div" { "div" } else { "rcd" },
+                        false,
+                        "malformed PASSporT, not used",
+                    )),
                 },
                 Some("shaken") | None if shaken.is_none() => shaken = Some(*value),
                 _ => {} // other PASSporT types are not for this verifier
@@ -208,17 +208,10 @@ impl Verifier {
             match outcome {
                 Ok(()) => {
                     v.rcd = rcd::from_claims(&r.passport.claims, RcdSource::Rcd);
-                    v.checks.push(Check {
-                        name: "rcd",
-                        ok: true,
-                        detail: "rcd PASSporT verifies".into(),
-                    });
+                    v.checks
+                        .push(Check::new("rcd", true, "rcd PASSporT verifies"));
                 }
-                Err(why) => v.checks.push(Check {
-                    name: "rcd",
-                    ok: false,
-                    detail: why,
-                }),
+                Err(why) => v.checks.push(Check::new("rcd", false, why)),
             }
         }
         v
@@ -289,6 +282,7 @@ impl Verifier {
         };
         let url = passport.header.x5u.clone().unwrap_or_default();
         let iat = passport.claims.iat.unwrap_or(0);
+        let started = std::time::Instant::now();
         let chain = match tokio::time::timeout_at(until, self.chain(&url)).await {
             Err(_) => {
                 return verify::unavailable(
@@ -317,7 +311,15 @@ impl Verifier {
         let mut checks = checks;
         let crls = self.fetched_crls(&chain, until, &mut checks).await;
         match certs::validate(&chain, &self.trust, iat, orig, &crls) {
-            Ok(sti) => verify::finish(passport, checks, &sti.key, sti.spc),
+            Ok(sti) => {
+                let detail = match (&sti.spc, sti.tn_auth.is_delegate()) {
+                    (_, true) => "chain valid at iat; delegate certificate covers orig".to_owned(),
+                    (Some(spc), false) => format!("chain valid at iat; SPC {spc}"),
+                    (None, false) => "chain valid at iat".to_owned(),
+                };
+                checks.push(Check::new("certificate", true, detail).timed(started.elapsed()));
+                verify::finish(passport, checks, &sti.key, sti.spc)
+            }
             Err((cause, why)) => verify::failed_after(passport, checks, "certificate", cause, why),
         }
     }
@@ -345,17 +347,17 @@ impl Verifier {
             match tokio::time::timeout_at(until, cache.get(url)).await {
                 Ok(Ok(crl)) => out.crls.push(crl),
                 Ok(Err(FetchFailure::Unavailable(why) | FetchFailure::Bad(why))) => {
-                    checks.push(Check {
-                        name: "crl",
-                        ok: false,
-                        detail: format!("{url}: {why}; revocation not checked"),
-                    })
+                    checks.push(Check::new(
+                        "crl",
+                        false,
+                        format!("{url}: {why}; revocation not checked"),
+                    ))
                 }
-                Err(_) => checks.push(Check {
-                    name: "crl",
-                    ok: false,
-                    detail: format!("{url}: not fetched in time; revocation not checked"),
-                }),
+                Err(_) => checks.push(Check::new(
+                    "crl",
+                    false,
+                    format!("{url}: not fetched in time; revocation not checked"),
+                )),
             }
         }
         out.generation = cache.generation();

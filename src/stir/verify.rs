@@ -108,11 +108,7 @@ impl Verification {
         cause: Cause,
         why: String,
     ) -> Verification {
-        self.checks.push(Check {
-            name: check,
-            ok: false,
-            detail: why.clone(),
-        });
+        self.checks.push(Check::new(check, false, why.clone()));
         self.status = Status::Failed;
         self.rcd = None;
         self.failure = Some(Failure {
@@ -126,11 +122,7 @@ impl Verification {
     /// As [`fail_companion`](Self::fail_companion), when the companion's
     /// certificate could not be obtained in time: `No-TN-Validation`.
     pub fn companion_unavailable(mut self, check: &'static str, why: String) -> Verification {
-        self.checks.push(Check {
-            name: check,
-            ok: false,
-            detail: why.clone(),
-        });
+        self.checks.push(Check::new(check, false, why.clone()));
         self.status = Status::NoValidation;
         self.rcd = None;
         self.unavailable = Some(format!("{check} certificate unavailable: {why}"));
@@ -183,28 +175,21 @@ pub fn finish(
     key: &PublicKey,
     spc: Option<String>,
 ) -> Verification {
+    let started = std::time::Instant::now();
     let result = signature_ok(&passport, key);
     let sig_ok = result.is_ok();
     let detail = result
         .err()
         .unwrap_or_else(|| "ES256 signature verifies".to_owned());
     let failure = (!sig_ok).then(|| (Cause::InvalidIdentityHeader, format!("signature: {detail}")));
-    checks.push(Check {
-        name: "signature",
-        ok: sig_ok,
-        detail,
-    });
+    checks.push(Check::new("signature", sig_ok, detail).timed(started.elapsed()));
     summarise(passport, checks, failure, spc)
 }
 
 /// The verification of a call whose certificate could not be obtained in
 /// time: `No-TN-Validation`, with the reason (DESIGN: never block a call).
 pub fn unavailable(passport: Passport, mut checks: Vec<Check>, why: String) -> Verification {
-    checks.push(Check {
-        name: "certificate",
-        ok: false,
-        detail: why.clone(),
-    });
+    checks.push(Check::new("certificate", false, why.clone()));
     let mut v = summarise(passport, checks, None, None);
     v.status = Status::NoValidation;
     v.unavailable = Some(format!("certificate unavailable: {why}"));
@@ -215,11 +200,7 @@ pub fn unavailable(passport: Passport, mut checks: Vec<Check>, why: String) -> V
 /// already presented on another call within the freshness window.
 pub fn replayed(mut v: Verification, other_call: &str) -> Verification {
     let text = format!("replay: PASSporT already used by call {other_call}");
-    v.checks.push(Check {
-        name: "replay",
-        ok: false,
-        detail: text.clone(),
-    });
+    v.checks.push(Check::new("replay", false, text.clone()));
     v.status = Status::Failed;
     v.failure = Some(Failure {
         code: Cause::InvalidIdentityHeader.status(),
@@ -237,11 +218,7 @@ pub fn failed_after(
     cause: Cause,
     why: String,
 ) -> Verification {
-    checks.push(Check {
-        name,
-        ok: false,
-        detail: why.clone(),
-    });
+    checks.push(Check::new(name, false, why.clone()));
     summarise(
         passport,
         checks,
