@@ -6,7 +6,9 @@
 //! * [`config`] — typed configuration, validated at load;
 //! * [`gate`] — the running service: wires transports, the proxy core,
 //!   admission, timers, signals and the admin API;
-//! * [`api`] — admin HTTP: health, readiness, Prometheus metrics.
+//! * [`api`] — admin HTTP: health, readiness, Prometheus metrics;
+//! * [`stir`] — STIR/SHAKEN verification and signing;
+//! * [`risk`] — signals, the operator's policy and the decision per call.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -14,5 +16,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gate;
+pub mod risk;
 pub mod sip;
 pub mod stir;

@@ -53,8 +53,8 @@ impl SignPhase {
     /// The Identity header to add to `msg`, as a marking; `None` when the
     /// request names no calling or called number to attest.
     pub fn marking(&self, msg: &SipMessage) -> Option<Marking> {
-        let orig = super::verify::calling(msg);
-        let dest = super::verify::called(msg)
+        let orig = crate::sip::parties::calling(msg);
+        let dest = crate::sip::parties::called(msg)
             .into_iter()
             .rev()
             .find(|d| !canonical_tn(d).is_empty())?;

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use crate::api::metrics::Phase;
 use crate::config::{StirConfig, StirFailure};
 use crate::sip::message::{HeaderName, SipMessage};
+use crate::sip::parties;
 use crate::sip::proxy::{Outgoing, Peer};
 use crate::sip::response::build_response;
-use crate::sip::uri::{NameAddr, Uri};
 use crate::stir::cache::FetchMetrics;
 use crate::stir::certs::TrustStore;
 use crate::stir::fetch::{self, FetchOptions};
@@ -158,35 +158,6 @@ fn pending_key(msg: &SipMessage) -> Vec<u8> {
     k
 }
 
-/// The user part of a URI (number), without user parameters.
-fn number(uri: &[u8]) -> Option<String> {
-    let u = Uri::parse(uri).ok()?;
-    let user = u.user?;
-    let user = user.split(|b| *b == b';').next().unwrap_or(user);
-    Some(String::from_utf8_lossy(user).into_owned())
-}
-
-/// Calling number: P-Asserted-Identity (first value) else From (ATIS-1000074 §5.3.1).
-pub(super) fn calling(msg: &SipMessage) -> String {
-    msg.values(HeaderName::PAssertedIdentity)
-        .next()
-        .and_then(|v| NameAddr::parse(v).ok())
-        .and_then(|n| number(n.uri))
-        .or_else(|| msg.from().ok().and_then(|f| number(f.uri)))
-        .unwrap_or_default()
-}
-
-/// Called numbers: To and the Request-URI.
-pub(super) fn called(msg: &SipMessage) -> Vec<String> {
-    [
-        msg.to().ok().and_then(|t| number(t.uri)),
-        msg.request_uri().and_then(number),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
-}
-
 /// Every Identity header value of the request (RFC 8224 §4: one per
 /// PASSporT; `shaken`, `div`, `rcd`), in order.
 fn identities(msg: &SipMessage) -> Vec<Vec<u8>> {
@@ -244,12 +215,12 @@ impl super::Gate {
             let ids = identities(&msg);
             let v = match shaken(&ids) {
                 Some(id) => {
-                    let dest = called(&msg);
+                    let dest = parties::called(&msg);
                     let dest: Vec<&str> = dest.iter().map(String::as_str).collect();
                     let all: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
                     let v = phase
                         .verifier
-                        .verify_call(&all, &calling(&msg), &dest, unix_now())
+                        .verify_call(&all, &parties::calling(&msg), &dest, unix_now())
                         .await;
                     match phase.replay_of(id, msg.call_id().unwrap_or_default()) {
                         Some(other) if v.status == Status::Passed => {

@@ -560,6 +560,19 @@ impl SipMessage {
             .find(|h| h.name == name)
             .map(|h| self.value(h))
     }
+    /// Values of the headers named `name` (case-insensitive) that have no
+    /// [`HeaderName`] of their own, e.g. `Diversion`, `User-Agent`.
+    pub fn other<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+        self.headers
+            .iter()
+            .filter(move |h| {
+                h.name == HeaderName::Other
+                    && self
+                        .slice(&h.name_range)
+                        .eq_ignore_ascii_case(name.as_bytes())
+            })
+            .map(move |h| self.value(h))
+    }
     /// Index (into [`Self::headers`]) of the first header with this name.
     pub fn first_index(&self, name: HeaderName) -> Option<usize> {
         self.headers.iter().position(|h| h.name == name)

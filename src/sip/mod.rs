@@ -4,6 +4,7 @@ pub mod fuzzing;
 pub mod header;
 pub mod message;
 pub mod method;
+pub mod parties;
 pub mod proxy;
 pub mod response;
 pub mod scan;

@@ -1,0 +1,172 @@
+//! The risk policy: the shipped `sip-config/policy.toml` decides the
+//! documented cases, and a broken policy is refused with the rule and key.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use callgate::risk::assess::{decide, signals, velocity_requests};
+use callgate::risk::policy::{Action, Level, Policy, PolicyError};
+use callgate::sip::message::{Limits, SipMessage};
+use callgate::stir::verify::{Status, Verification};
+
+const NOW: i64 = 1_795_512_600;
+
+fn shipped() -> Policy {
+    Policy::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sip-config/policy.toml"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn invite(from: &str, pai: Option<&str>, extra: &str) -> SipMessage {
+    let pai = pai
+        .map(|p| format!("P-Asserted-Identity: <sip:{p}@carrier.example>\r\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "INVITE sip:+15550100@pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1\r\nMax-Forwards: 70\r\nFrom: <sip:{from}@carrier.example>;tag=1\r\nTo: <sip:+15550100@pbx.example>\r\n{pai}{extra}Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(Bytes::from(text), &Limits::default()).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn verified(status: Status, attest: &str) -> Verification {
+    let mut v = Verification::absent();
+    v.status = status;
+    v.attest = Some(attest.into());
+    v.origid = Some("o-1".into());
+    v.unavailable = None;
+    v
+}
+
+#[test]
+fn the_shipped_policy_decides_the_documented_cases() {
+    let p = shipped();
+    assert_eq!(p.version, "2026-11-24.1");
+    // A-attested, nothing else: low, tagged, no restrictions.
+    let msg = invite("+15550199", Some("+15550199"), "");
+    let v = verified(Status::Passed, "A");
+    let s = signals(&msg, Some(&v), &p, NOW);
+    let d = decide(&p, None, &s);
+    assert_eq!(
+        (d.verdict.level, d.verdict.action),
+        (Level::Low, Action::Tag)
+    );
+    assert!(
+        d.verdict.restrict.is_empty() && d.verdict.fired.is_empty(),
+        "{d:?}"
+    );
+    // Failed verification: high, review queue, restrictions.
+    let v = verified(Status::Failed, "A");
+    let d = decide(&p, None, &signals(&msg, Some(&v), &p, NOW));
+    assert_eq!(
+        (d.verdict.level, d.verdict.action),
+        (Level::High, Action::Review)
+    );
+    assert_eq!(d.target.as_deref(), Some("sip:fraud-review@pbx.invalid"));
+    assert!(d.verdict.reasons().any(|r| r == "STIR_FAILED"));
+    assert!(d.verdict.restrict.contains(&"credential-reset".to_owned()));
+    // Unsigned call claiming a Do-Not-Originate number: rejected with 608.
+    let dno = invite("+15550100", None, "");
+    let d = decide(
+        &p,
+        None,
+        &signals(&dno, Some(&Verification::absent()), &p, NOW),
+    );
+    assert_eq!(
+        (d.verdict.level, d.verdict.action),
+        (Level::Critical, Action::Reject(608))
+    );
+    assert!(d.verdict.reasons().any(|r| r == "DNO"), "{d:?}");
+    // A burst from one number: velocity crosses into review.
+    let none = Verification::absent();
+    let mut s = signals(&msg, Some(&none), &p, NOW);
+    let reqs = velocity_requests(&[&p], &s);
+    assert!(reqs
+        .iter()
+        .any(|r| r.name == "ani_10m" && r.key == "v:ani_10m:15550199"));
+    s.velocity = vec![("ani_10m".into(), Some(5))];
+    let d = decide(&p, None, &s);
+    assert_eq!(d.verdict.level, Level::Medium, "{d:?}");
+    assert!(d.verdict.reasons().any(|r| r == "BURST_ANI_10M"));
+    // Anonymous and mismatched headers are signals too.
+    let anon = invite("anonymous", None, "Privacy: id\r\n");
+    let s = signals(&anon, None, &p, NOW);
+    assert!(s.anonymous && s.stir.is_none());
+    let d = decide(&p, None, &s);
+    assert!(d.verdict.reasons().any(|r| r == "ANONYMOUS"));
+    assert!(
+        !d.verdict.reasons().any(|r| r == "STIR_NONE"),
+        "stir unavailable fails open"
+    );
+    let mismatch = invite(
+        "+15550198",
+        Some("+15550199"),
+        "Diversion: <sip:+15550111@x>\r\n",
+    );
+    let s = signals(&mismatch, None, &p, NOW);
+    assert!(s.from_pai_mismatch && s.diversion_header);
+}
+
+#[test]
+fn shadow_disagreements_and_fail_closed() {
+    let p = shipped();
+    let strict = Policy::parse(
+        "version = \"strict-1\"\n[unavailable]\nstir = \"closed\"\n[[rule]]\ncode = \"NOT_A\"\nweight = 70\nwhen = { not = { attest = \"A\" } }\n",
+        Path::new("."),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let msg = invite("+15550199", None, "");
+    let v = verified(Status::Passed, "B");
+    let s = signals(&msg, Some(&v), &p, NOW);
+    let d = decide(&p, Some(&strict), &s);
+    assert_eq!(d.verdict.level, Level::Low);
+    assert_eq!(d.shadow.as_ref().map(|v| v.level), Some(Level::High));
+    assert!(d.disagrees());
+    // Verification disabled: the strict policy fails closed.
+    let s = signals(&msg, None, &p, NOW);
+    let v = strict.decide(&s);
+    assert_eq!(v.fired.first().and_then(|f| f.fail_closed), Some("stir"));
+}
+
+#[test]
+fn broken_policies_name_the_rule_and_key() {
+    let cases = [
+        ("version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 10\nwhen = { stir = \"maybe\" }\n", "rule[0] (X).when.stir"),
+        ("version = \"1\"\n[[rule]]\ncode = \"x\"\nweight = 10\nwhen = { stir = \"failed\" }\n", "rule[0].code"),
+        ("version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 500\nwhen = { stir = \"failed\" }\n", "rule[0] (X).weight"),
+        ("version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 5\nwhen = { velocity = \"nope\", at_least = 2 }\n", "rule[0] (X).when.velocity"),
+        ("version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 5\nwhen = { list = \"nope\" }\n", "rule[0] (X).when.list"),
+        ("version = \"1\"\n[levels]\nmedium = 70\nhigh = 60\n", "levels"),
+        ("version = \"1\"\n[level.high]\naction = \"review\"\n", "review.uri"),
+        ("[[rule]]\ncode = \"X\"\nweight = 5\nwhen = { stir = \"failed\" }\n", "version"),
+        ("version = \"1\"\n[lists.dno]\nfile = \"missing.txt\"\n", "lists.dno"),
+        ("version = \"1\"\n[level.critical]\naction = \"reject\"\nreject_code = 486\n", "level.critical.reject_code"),
+    ];
+    for (text, key) in cases {
+        match Policy::parse(text, Path::new("/nonexistent")) {
+            Err(callgate::risk::policy::Parse::Invalid(k, reason)) => {
+                assert!(k.starts_with(key), "{text}\nkey {k}: {reason}")
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 5\nwhen = { colour = \"red\" }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = Policy::load(&path)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("p.toml") && err.contains("rule[0] (X).when.colour"),
+        "{err}"
+    );
+    assert!(matches!(
+        Policy::load(&dir.path().join("none.toml")),
+        Err(PolicyError::Read { .. })
+    ));
+}
