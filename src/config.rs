@@ -53,6 +53,16 @@ pub struct Config {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub stir: StirConfig,
+    pub risk: RiskConfig,
+}
+
+/// The risk engine's policies (`[risk]`); off when no policy is set.
+#[derive(Debug, Clone, Default)]
+pub struct RiskConfig {
+    /// The active policy, compiled.
+    pub policy: Option<std::sync::Arc<crate::risk::policy::Policy>>,
+    /// A candidate evaluated beside it; disagreements are counted.
+    pub shadow: Option<std::sync::Arc<crate::risk::policy::Policy>>,
 }
 
 /// What to do with a call whose STIR verification failed.
@@ -314,6 +324,15 @@ struct RawConfig {
     shutdown: RawShutdown,
     #[serde(default)]
     stir: RawStir,
+    #[serde(default)]
+    risk: RawRisk,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    policy: Option<PathBuf>,
+    shadow_policy: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -537,6 +556,7 @@ impl Config {
             drain: Duration::from_secs(raw.shutdown.drain_secs.unwrap_or(10)),
         };
         let stir = stir(raw.stir, origin)?;
+        let risk = risk(raw.risk, origin)?;
         Ok(Config {
             trunk,
             pbx,
@@ -550,6 +570,7 @@ impl Config {
             log: LogConfig { level, format },
             shutdown,
             stir,
+            risk,
         })
     }
 
@@ -564,6 +585,43 @@ impl Config {
             Side::Pbx => &self.pbx,
         }
     }
+}
+
+/// Loads `[risk]` policies: paths as for other files (as given, else
+/// relative to the directory above the config file's).
+fn risk(raw: RawRisk, origin: &Path) -> Result<RiskConfig, ConfigError> {
+    let base = origin.parent().and_then(Path::parent);
+    let load = |key: &str,
+                p: &PathBuf|
+     -> Result<std::sync::Arc<crate::risk::policy::Policy>, ConfigError> {
+        let path = if p.is_absolute() || p.exists() {
+            p.clone()
+        } else {
+            base.map(|b| b.join(p))
+                .filter(|bp| bp.exists())
+                .ok_or_else(|| invalid(key, format!("file {} not found", p.display())))?
+        };
+        crate::risk::policy::Policy::load(&path)
+            .map(std::sync::Arc::new)
+            .map_err(|e| invalid(key, e.to_string()))
+    };
+    let policy = raw
+        .policy
+        .as_ref()
+        .map(|p| load("risk.policy", p))
+        .transpose()?;
+    let shadow = raw
+        .shadow_policy
+        .as_ref()
+        .map(|p| load("risk.shadow_policy", p))
+        .transpose()?;
+    if shadow.is_some() && policy.is_none() {
+        return Err(invalid(
+            "risk.shadow_policy",
+            "needs risk.policy (the active policy)",
+        ));
+    }
+    Ok(RiskConfig { policy, shadow })
 }
 
 fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {

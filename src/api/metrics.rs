@@ -69,9 +69,15 @@ pub enum Phase {
     Process,
     /// STIR/SHAKEN verification of one INVITE (including any certificate wait).
     Verify,
+    /// Risk assessment of one INVITE: signals, velocity counts, policy.
+    Assess,
 }
 
-const PHASES: [(Phase, &str); 2] = [(Phase::Process, "process"), (Phase::Verify, "verify")];
+const PHASES: [(Phase, &str); 3] = [
+    (Phase::Process, "process"),
+    (Phase::Verify, "verify"),
+    (Phase::Assess, "assess"),
+];
 
 /// Histogram bucket upper bounds in seconds.
 const BUCKETS: [f64; 12] = [
@@ -119,6 +125,11 @@ pub struct Metrics {
     reloads: AtomicU64,
     /// [passed, failed, no-validation]
     stir: [AtomicU64; 3],
+    /// Risk decisions: [level low..critical][action tag, review, reject].
+    decisions: [[AtomicU64; 3]; 4],
+    shadow_disagreements: AtomicU64,
+    /// Versions of the active and shadow policies, for `callgate_policy_info`.
+    policy_versions: std::sync::Mutex<(String, String)>,
     /// Certificate and CRL fetches, shared with the verifier.
     pub stir_fetch: crate::stir::cache::FetchMetrics,
     phases: [Histogram; PHASES.len()],
@@ -170,6 +181,23 @@ impl Metrics {
     }
     pub fn reloaded(&self) {
         self.reloads.fetch_add(1, Relaxed);
+    }
+    /// One risk decision (level index 0–3, action index 0 tag, 1 review,
+    /// 2 reject) and whether the shadow policy disagreed.
+    pub fn decision(&self, level: usize, action: usize, shadow_disagrees: bool) {
+        if let Some(c) = self.decisions.get(level).and_then(|l| l.get(action)) {
+            c.fetch_add(1, Relaxed);
+        }
+        if shadow_disagrees {
+            self.shadow_disagreements.fetch_add(1, Relaxed);
+        }
+    }
+    /// The policy versions now in force (empty: none).
+    pub fn set_policy_versions(&self, active: &str, shadow: &str) {
+        *self
+            .policy_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (active.to_owned(), shadow.to_owned());
     }
     /// One STIR verification result: 0 passed, 1 failed, 2 no-validation.
     pub fn stir_result(&self, index: usize) {
@@ -318,6 +346,34 @@ impl Metrics {
                 "callgate_stir_verifications_total{{status=\"{name}\"}} {}",
                 self.stir[i].load(Relaxed)
             );
+        }
+        s.push_str("# HELP callgate_decisions_total Risk decisions on inbound calls by level and action.\n# TYPE callgate_decisions_total counter\n");
+        for (li, level) in ["low", "medium", "high", "critical"].iter().enumerate() {
+            for (ai, action) in ["tag", "review", "reject"].iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "callgate_decisions_total{{level=\"{level}\",action=\"{action}\"}} {}",
+                    self.decisions[li][ai].load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP callgate_shadow_disagreements_total Calls the shadow policy would have given another level or action.\n# TYPE callgate_shadow_disagreements_total counter\ncallgate_shadow_disagreements_total {}",
+            self.shadow_disagreements.load(Relaxed)
+        );
+        {
+            let v = self
+                .policy_versions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !v.0.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "# HELP callgate_policy_info The risk policy versions in force.\n# TYPE callgate_policy_info gauge\ncallgate_policy_info{{version=\"{}\",shadow=\"{}\"}} 1",
+                    v.0, v.1
+                );
+            }
         }
         s.push_str("# HELP callgate_stir_fetches_total Certificate (x5u) and CRL fetches by outcome; stale-served counts refresh failures answered from the cache.\n# TYPE callgate_stir_fetches_total counter\n");
         for (kind, c) in [("x5u", &self.stir_fetch.x5u), ("crl", &self.stir_fetch.crl)] {

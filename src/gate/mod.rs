@@ -7,6 +7,8 @@
 //! anchor media, audit) plug in between admission and forwarding.
 
 pub mod admit;
+pub mod assess;
+pub mod inbound;
 pub mod sign;
 pub mod verify;
 
@@ -67,8 +69,11 @@ pub struct Gate {
     /// Set once draining starts (readiness goes false).
     draining: std::sync::atomic::AtomicBool,
     config_path: Option<PathBuf>,
-    /// The STIR/SHAKEN phases, swapped whole on reload.
+    /// The call-path phases (verify, assess, sign), swapped whole on reload.
     stir: std::sync::RwLock<StirPhases>,
+    /// Initial INVITEs in the inbound phases, by Call-ID + top branch:
+    /// their retransmissions are absorbed (100 Trying was already sent).
+    inbound_pending: Mutex<std::collections::HashSet<Vec<u8>>>,
     me: std::sync::Weak<Gate>,
 }
 
@@ -78,24 +83,39 @@ pub struct Gate {
 #[derive(Default, Clone)]
 struct StirPhases {
     verify: Option<Arc<verify::VerifyPhase>>,
+    risk: Option<Arc<assess::RiskPhase>>,
     sign: Option<Arc<sign::SignPhase>>,
 }
 
 impl StirPhases {
     /// Builds the phases from `[stir]`, taking over `previous`'s state.
     fn from_config(
-        cfg: &crate::config::StirConfig,
+        cfg: &Config,
         previous: &StirPhases,
         metrics: &Metrics,
     ) -> Result<StirPhases, String> {
-        Ok(StirPhases {
+        let phases = StirPhases {
             verify: verify::VerifyPhase::from_config(
-                cfg,
+                &cfg.stir,
                 previous.verify.as_deref(),
                 &metrics.stir_fetch,
             )?
             .map(Arc::new),
-            sign: sign::SignPhase::from_config(cfg)?.map(Arc::new),
+            risk: assess::RiskPhase::from_config(&cfg.risk, previous.risk.as_deref()).map(Arc::new),
+            sign: sign::SignPhase::from_config(&cfg.stir)?.map(Arc::new),
+        };
+        let version = |p: &Option<Arc<crate::risk::policy::Policy>>| {
+            p.as_ref().map(|p| p.version.clone()).unwrap_or_default()
+        };
+        metrics.set_policy_versions(&version(&cfg.risk.policy), &version(&cfg.risk.shadow));
+        Ok(phases)
+    }
+
+    /// The inbound phases, when any is enabled.
+    fn inbound(&self) -> Option<inbound::Inbound> {
+        (self.verify.is_some() || self.risk.is_some()).then(|| inbound::Inbound {
+            verify: self.verify.clone(),
+            risk: self.risk.clone(),
         })
     }
 }
@@ -123,12 +143,12 @@ impl Sink for Gate {
             }
         }
         let stir = self.stir_phases();
-        if let (Side::Trunk, Some(phase)) = (peer.side, stir.verify) {
+        if let (Side::Trunk, Some(phases)) = (peer.side, stir.inbound()) {
             if let (Some(me), Some(msg)) = (
                 self.me.upgrade(),
                 verify::initial_invite(&data, &self.stream_settings.limits),
             ) {
-                if me.verify_phase(phase, peer, data.clone(), msg) {
+                if me.inbound(phases, peer, data.clone(), msg) {
                     return;
                 }
             }
@@ -365,7 +385,7 @@ impl Gate {
         };
         let cfg = Config::load(path).map_err(|e| e.to_string())?;
         // Everything fallible first: a bad [stir] keeps the running config.
-        let stir = StirPhases::from_config(&cfg.stir, &self.stir_phases(), &self.metrics)?;
+        let stir = StirPhases::from_config(&cfg, &self.stir_phases(), &self.metrics)?;
         *self.stir.write().unwrap_or_else(|p| p.into_inner()) = stir;
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
@@ -431,8 +451,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tcp = bound.tcp[i];
         settings.sides[i].tls = bound.tls[i];
     }
-    let stir = StirPhases::from_config(&cfg.stir, &StirPhases::default(), &metrics)
-        .map_err(GateError::Stir)?;
+    let stir =
+        StirPhases::from_config(&cfg, &StirPhases::default(), &metrics).map_err(GateError::Stir)?;
     let core = ProxyCore::new(settings, metrics.clone(), now);
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
@@ -453,6 +473,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
         stir: std::sync::RwLock::new(stir),
+        inbound_pending: Mutex::new(std::collections::HashSet::new()),
         me: me.clone(),
     });
     for side in [Side::Trunk, Side::Pbx] {

@@ -76,9 +76,8 @@ impl SignPhase {
         };
         match identity_header(&self.key, &req) {
             Ok(h) => Some(Marking {
-                verstat: String::new(),
                 headers: vec![format!("Identity: {h}")],
-                reject: None,
+                ..Marking::default()
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot sign outbound call");

@@ -4,22 +4,19 @@
 //! (DESIGN.md: verify never blocks a call on the network), then goes on
 //! marked with `verstat` — or is refused, when configured.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::api::metrics::Phase;
+use crate::api::metrics::{Metrics, Phase};
 use crate::config::{StirConfig, StirFailure};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::parties;
-use crate::sip::proxy::{Outgoing, Peer};
-use crate::sip::response::build_response;
 use crate::stir::cache::FetchMetrics;
 use crate::stir::certs::TrustStore;
 use crate::stir::fetch::{self, FetchOptions};
-use crate::stir::mark;
 use crate::stir::service::{Verifier, VerifierSettings};
 use crate::stir::verify::{Status, Verification};
 
@@ -28,10 +25,6 @@ pub struct VerifyPhase {
     pub verifier: Arc<Verifier>,
     pub attest_suffix: bool,
     pub reject: bool,
-    /// INVITEs being verified, by Call-ID + top branch: their
-    /// retransmissions are absorbed (100 Trying was already sent).
-    /// Shared with the phase a reload replaces this one with.
-    pending: Arc<Mutex<HashSet<Vec<u8>>>>,
     /// PASSporT signatures seen, with the call and when they may be
     /// forgotten. Shared across reloads too.
     seen: Arc<Mutex<HashMap<Vec<u8>, Seen>>>,
@@ -101,16 +94,11 @@ impl VerifyPhase {
             verifier,
             attest_suffix: cfg.attest_suffix,
             reject: cfg.on_failure == StirFailure::Reject,
-            pending: previous.map(|p| p.pending.clone()).unwrap_or_default(),
             seen: previous.map(|p| p.seen.clone()).unwrap_or_default(),
             freshness: std::time::Duration::from_secs(
                 u64::try_from(cfg.freshness_secs).unwrap_or(60) + 5,
             ),
         }))
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Vec<u8>>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records the PASSporT signature of `identity` for `call_id`; returns
@@ -146,18 +134,6 @@ pub fn initial_invite(data: &[u8], limits: &crate::sip::message::Limits) -> Opti
     (msg.validate().is_ok() && msg.to().ok().and_then(|t| t.tag()).is_none()).then_some(msg)
 }
 
-fn pending_key(msg: &SipMessage) -> Vec<u8> {
-    let mut k = msg.call_id().unwrap_or_default().to_vec();
-    k.push(0);
-    k.extend_from_slice(
-        msg.top_via()
-            .ok()
-            .and_then(|v| v.branch)
-            .unwrap_or_default(),
-    );
-    k
-}
-
 /// Every Identity header value of the request (RFC 8224 §4: one per
 /// PASSporT; `shaken`, `div`, `rcd`), in order.
 fn identities(msg: &SipMessage) -> Vec<Vec<u8>> {
@@ -185,76 +161,43 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-impl super::Gate {
-    /// Takes an initial trunk INVITE into the verify phase. Returns `false`
-    /// when the message should go straight to the core instead.
-    pub(super) fn verify_phase(
-        self: &Arc<Self>,
-        phase: Arc<VerifyPhase>,
-        peer: Peer,
-        data: Bytes,
-        msg: SipMessage,
-    ) -> bool {
-        if super::lock(&self.core).knows(&msg) {
-            return false; // a retransmission of a call already verified
-        }
-        let key = pending_key(&msg);
-        if !phase.pending().insert(key.clone()) {
-            return true; // retransmitted while being verified: absorbed
-        }
-        // 100 Trying now stops the caller's retransmissions (RFC 3261 §16.2).
-        let trying = build_response(&msg, 100, "Trying", None, &[]);
-        self.dispatch(vec![Outgoing {
-            to: peer,
-            bytes: trying,
-            client: None,
-        }]);
-        let me = self.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let ids = identities(&msg);
-            let v = match shaken(&ids) {
-                Some(id) => {
-                    let dest = parties::called(&msg);
-                    let dest: Vec<&str> = dest.iter().map(String::as_str).collect();
-                    let all: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
-                    let v = phase
-                        .verifier
-                        .verify_call(&all, &parties::calling(&msg), &dest, unix_now())
-                        .await;
-                    match phase.replay_of(id, msg.call_id().unwrap_or_default()) {
-                        Some(other) if v.status == Status::Passed => {
-                            crate::stir::verify::replayed(v, &other)
-                        }
-                        _ => v,
+impl VerifyPhase {
+    /// Verifies the Identity headers of an initial INVITE (with replay
+    /// detection), counts and logs the result.
+    pub async fn run(&self, msg: &SipMessage, metrics: &Metrics) -> Verification {
+        let started = Instant::now();
+        let ids = identities(msg);
+        let v = match shaken(&ids) {
+            Some(id) => {
+                let dest = parties::called(msg);
+                let dest: Vec<&str> = dest.iter().map(String::as_str).collect();
+                let all: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+                let v = self
+                    .verifier
+                    .verify_call(&all, &parties::calling(msg), &dest, unix_now())
+                    .await;
+                match self.replay_of(id, msg.call_id().unwrap_or_default()) {
+                    Some(other) if v.status == Status::Passed => {
+                        crate::stir::verify::replayed(v, &other)
                     }
+                    _ => v,
                 }
-                None => Verification::absent(),
-            };
-            me.metrics.stir_result(match v.status {
-                Status::Passed => 0,
-                Status::Failed => 1,
-                Status::NoValidation => 2,
-            });
-            me.metrics.observe(Phase::Verify, started.elapsed());
-            tracing::info!(
-                call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
-                status = ?v.status,
-                attest = v.attest.as_deref().unwrap_or("-"),
-                cause = v.failure.as_ref().map(|f| f.text.as_str()).or(v.unavailable.as_deref()).unwrap_or("-"),
-                "STIR verification"
-            );
-            let marking = mark::marking(&v, phase.attest_suffix, phase.reject);
-            let mut out = Vec::new();
-            let next = {
-                let mut core = super::lock(&me.core);
-                core.on_message_marked(peer, data, Instant::now(), &mut out, Some(marking));
-                core.next_deadline()
-            };
-            phase.pending().remove(&key);
-            me.dispatch(out);
-            me.rearm(next);
+            }
+            None => Verification::absent(),
+        };
+        metrics.stir_result(match v.status {
+            Status::Passed => 0,
+            Status::Failed => 1,
+            Status::NoValidation => 2,
         });
-        true
+        metrics.observe(Phase::Verify, started.elapsed());
+        tracing::info!(
+            call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+            status = ?v.status,
+            attest = v.attest.as_deref().unwrap_or("-"),
+            cause = v.failure.as_ref().map(|f| f.text.as_str()).or(v.unavailable.as_deref()).unwrap_or("-"),
+            "STIR verification"
+        );
+        v
     }
 }

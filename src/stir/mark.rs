@@ -5,15 +5,19 @@
 
 use super::verify::{Status, Verification};
 
-/// What the verify phase hands the proxy for one INVITE.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the inbound phases (verify, route, tag) or the sign phase hand
+/// the proxy for one INVITE.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Marking {
-    /// Value of the `verstat` parameter.
+    /// Value of the `verstat` parameter (empty: none; a forged one from the
+    /// trunk is still removed).
     pub verstat: String,
     /// Header lines to add (no CRLF).
     pub headers: Vec<String>,
     /// Answer with this status and reason phrase instead of forwarding.
     pub reject: Option<(u16, String)>,
+    /// Send to this Request-URI instead (the review queue).
+    pub request_uri: Option<String>,
 }
 
 /// The marking for a verification. `suffix` appends the attestation
@@ -34,8 +38,7 @@ pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
     };
     let mut m = Marking {
         verstat,
-        headers: vec![],
-        reject: None,
+        ..Marking::default()
     };
     if let Some(f) = &v.failure {
         let text: String = f

@@ -786,6 +786,15 @@ pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<By
     // Our Via right above the previous top Via, so the Via list reads as
     // one block.
     sp.prepend_header(out_local.via_line(out_transport, plan.branch).as_bytes());
+    // Our own tags never cross callgate unverified: X-Callgate-* from the
+    // trunk is removed before anything reads it, and none leaks to it.
+    for (i, h) in msg.headers().iter().enumerate() {
+        if h.name == HeaderName::Other
+            && crate::risk::tags::is_callgate_header(msg.slice(&h.name_range))
+        {
+            sp.remove_header(i);
+        }
+    }
     if from.side == crate::config::Side::Trunk {
         let identity_idx = msg
             .first_index(HeaderName::PAssertedIdentity)
@@ -825,6 +834,9 @@ pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<By
     if let Some(m) = plan.marking {
         for line in &m.headers {
             sp.append_header(line.as_bytes());
+        }
+        if let Some(uri) = &m.request_uri {
+            sp.set_request_uri(uri.as_bytes());
         }
     }
     let via_idx = msg.first_index(HeaderName::Via)?;

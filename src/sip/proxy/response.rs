@@ -16,11 +16,20 @@ use crate::sip::splice::Splice;
 use crate::sip::transaction::{ClientState, ClientTransaction, TxKind, TxOutput};
 use crate::sip::via::Via;
 
-/// The response without our top Via, ready for upstream (§16.7 step 9).
+/// The response without our top Via, ready for upstream (§16.7 step 9),
+/// and without `X-Callgate-*` headers (they never leave towards the trunk,
+/// and a trunk cannot hand the PBX forged ones).
 fn pop_via(msg: &SipMessage) -> Option<Bytes> {
     let idx = msg.first_index(HeaderName::Via)?;
     let mut sp = Splice::new(msg);
     sp.remove_first_value(idx);
+    for (i, h) in msg.headers().iter().enumerate() {
+        if h.name == HeaderName::Other
+            && crate::risk::tags::is_callgate_header(msg.slice(&h.name_range))
+        {
+            sp.remove_header(i);
+        }
+    }
     Some(sp.to_bytes())
 }
 
