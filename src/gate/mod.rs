@@ -452,7 +452,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tls = bound.tls[i];
     }
     let stir =
-        StirPhases::from_config(&cfg, &StirPhases::default(), &metrics).map_err(GateError::Stir)?;
+        StirPhases::from_config(cfg, &StirPhases::default(), &metrics).map_err(GateError::Stir)?;
     let core = ProxyCore::new(settings, metrics.clone(), now);
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
