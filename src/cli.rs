@@ -52,6 +52,12 @@ pub enum Command {
         /// Issued-at time, seconds since the Unix epoch (default: now).
         #[arg(long)]
         iat: Option<i64>,
+        /// Instead of one header, print N lines of a sipp `-inf` CSV for
+        /// `test-calls/scenarios/uac-csv.xml`: `orig;dest;Identity: token;x5u`,
+        /// the calling number counting up from --orig, each with its own
+        /// origid (for load tests with fresh, never-replayed PASSporTs).
+        #[arg(long, value_name = "N")]
+        csv: Option<u32>,
     },
     /// Verify an Identity header value; prints the verification as JSON and
     /// exits 0 only when it passed.

@@ -51,7 +51,11 @@ fn main() -> ExitCode {
             x5u,
             key,
             iat,
-        } => sign(&orig, &dest, attest, origid, &x5u, &key, iat),
+            csv,
+        } => match csv {
+            None => sign(&orig, &dest, attest, origid, &x5u, &key, iat),
+            Some(n) => sign_csv(&orig, &dest, attest, &x5u, &key, iat, n),
+        },
         Command::Verify {
             identity,
             from,
@@ -141,6 +145,62 @@ fn sign(
             ExitCode::from(2)
         }
     }
+}
+
+/// `callgate sign --csv N`: N signed calls as sipp CSV lines.
+fn sign_csv(
+    orig: &str,
+    dest: &str,
+    attest: char,
+    x5u: &str,
+    key: &Path,
+    iat: Option<i64>,
+    n: u32,
+) -> ExitCode {
+    use callgate::stir::{keys::SigningKey, passport::canonical_tn, sign};
+    use std::io::Write;
+    let key = match std::fs::read(key)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| SigningKey::from_pem(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("{}: {e}", key.display());
+            return ExitCode::from(2);
+        }
+    };
+    let digits = canonical_tn(orig);
+    let Ok(first) = digits.parse::<u128>() else {
+        eprintln!("sign: --orig must be a number to count up from");
+        return ExitCode::from(2);
+    };
+    let plus = if orig.starts_with('+') { "+" } else { "" };
+    let iat = iat.unwrap_or_else(unix_now);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = writeln!(out, "SEQUENTIAL");
+    for i in 0..u128::from(n) {
+        let number = format!("{plus}{:0width$}", first + i, width = digits.len());
+        let origid = sign::new_origid();
+        let req = sign::SignRequest {
+            orig: &number,
+            dest,
+            attest,
+            origid: &origid,
+            x5u,
+            iat,
+        };
+        match sign::identity_header(&key, &req) {
+            Ok(h) => {
+                let token = h.split(';').next().unwrap_or_default();
+                let _ = writeln!(out, "{number};{dest};Identity: {token};{x5u}");
+            }
+            Err(e) => {
+                eprintln!("sign: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[allow(clippy::too_many_arguments)]
