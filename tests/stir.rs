@@ -389,3 +389,62 @@ fn keys_load_from_sec1_and_reject_garbage() {
             .is_err()
     );
 }
+
+#[test]
+fn sign_csv_writes_fresh_verifiable_calls_for_sipp() {
+    let k = keys();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = write(dir.path(), "key.pem", &k.private_pem);
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args([
+            "sign",
+            "--orig",
+            "+15550098",
+            "--dest",
+            "+15550100",
+            "--attest",
+            "B",
+            "--x5u",
+            X5U,
+            "--csv",
+            "3",
+            "--key",
+        ])
+        .arg(&key)
+        .output()
+        .expect("run callgate sign --csv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"SEQUENTIAL"));
+    assert_eq!(lines.len(), 4, "{text}");
+    let mut origids = Vec::new();
+    for (i, line) in lines[1..].iter().enumerate() {
+        let f: Vec<&str> = line.split(';').collect();
+        let orig = format!("+1555{:04}", 98 + i);
+        assert_eq!(
+            (f[0], f[1], f[3]),
+            (orig.as_str(), "+15550100", X5U),
+            "{line}"
+        );
+        let token = f[2].strip_prefix("Identity: ").expect("Identity field");
+        let header = format!("{token};info=<{X5U}>;alg=ES256;ppt=shaken");
+        let v = verify(
+            header.as_bytes(),
+            &Expect {
+                orig: &orig,
+                dest: &["15550100"],
+                ..expect(now())
+            },
+            &k.public,
+        );
+        assert_eq!(v.status, Status::Passed, "{v:#?}");
+        origids.push(v.origid);
+    }
+    origids.dedup();
+    assert_eq!(origids.len(), 3, "a fresh origid per call");
+}
