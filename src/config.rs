@@ -54,6 +54,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub stir: StirConfig,
     pub risk: RiskConfig,
+    /// The audit store; `None` when `[audit] path` is not set.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 /// The risk engine's policies (`[risk]`); off when no policy is set.
@@ -326,6 +328,19 @@ struct RawConfig {
     stir: RawStir,
     #[serde(default)]
     risk: RawRisk,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<PathBuf>,
+    batch_max: Option<usize>,
+    batch_ms: Option<u64>,
+    retention_days: Option<u32>,
+    synchronous: Option<String>,
+    store_invite: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -557,6 +572,32 @@ impl Config {
         };
         let stir = stir(raw.stir, origin)?;
         let risk = risk(raw.risk, origin)?;
+        let audit = match raw.audit.path {
+            None => None,
+            Some(path) => {
+                let mut a = crate::audit::AuditConfig::new(path);
+                a.batch_max =
+                    positive("audit.batch_max", raw.audit.batch_max.unwrap_or(256) as u64)?
+                        as usize;
+                a.batch = Duration::from_millis(positive(
+                    "audit.batch_ms",
+                    raw.audit.batch_ms.unwrap_or(50),
+                )?);
+                a.retention_days = raw.audit.retention_days.unwrap_or(90);
+                a.synchronous_full = match raw.audit.synchronous.as_deref().unwrap_or("normal") {
+                    "normal" => false,
+                    "full" => true,
+                    other => {
+                        return Err(invalid(
+                            "audit.synchronous",
+                            format!("must be \"normal\" or \"full\", not {other:?}"),
+                        ))
+                    }
+                };
+                a.store_invite = raw.audit.store_invite.unwrap_or(true);
+                Some(a)
+            }
+        };
         Ok(Config {
             trunk,
             pbx,
@@ -571,6 +612,7 @@ impl Config {
             shutdown,
             stir,
             risk,
+            audit,
         })
     }
 

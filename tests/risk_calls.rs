@@ -94,10 +94,11 @@ fn start(pki: &Pki, policy_version: &str, pbx_port: u16) -> Callgate {
     std::fs::write(&policy, POLICY.replace("VERSION", policy_version)).expect("policy");
     let ports = Ports::new();
     let extra = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n[risk]\npolicy = \"{}\"\n",
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
         pki.trust_dir.display(),
         pki.web_ca.display(),
-        policy.display()
+        policy.display(),
+        dir.join(format!("audit-{policy_version}.db")).display()
     );
     Callgate::start(
         ports,
@@ -274,4 +275,66 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
         1.0,
         "{m}"
     );
+
+    // Every call has its audit record with the verification path; SIGTERM
+    // flushes what was recorded before callgate exits.
+    let mut cg = cg;
+    let status = cg.signal_and_wait("TERM", std::time::Duration::from_secs(15));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        cg.log()
+    );
+    let rows =
+        callgate::audit::decisions(&dir.join("audit-test-1.db"), None, None).expect("audit db");
+    assert_eq!(rows.len(), 7, "{rows:#?}");
+    let by_calling = |n: &str| {
+        rows.iter()
+            .filter(|r| r.record.calling == n)
+            .collect::<Vec<_>>()
+    };
+    let low = by_calling("+15550101")[0];
+    assert_eq!(
+        (low.record.level.as_str(), low.record.action.as_str()),
+        ("low", "tag")
+    );
+    assert_eq!(low.record.verification["status"], "passed");
+    let checks = low.record.verification["checks"]
+        .as_array()
+        .expect("checks");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "signature" && c["ok"] == true && c["micros"].is_u64()),
+        "{checks:?}"
+    );
+    assert_eq!(low.outcome.as_deref(), Some("answered"));
+    assert!(
+        low.duration_ms.is_some_and(|d| d >= 40),
+        "answered, then BYE after the 50 ms pause: {low:?}"
+    );
+    let review = by_calling("+15550102")[0];
+    assert_eq!(
+        review.record.target.as_deref(),
+        Some("sip:review@127.0.0.1")
+    );
+    assert_eq!(
+        review.record.rules.first().map(|r| r.code.as_str()),
+        Some("STIR_FAILED")
+    );
+    let dno = by_calling("+18005550100")[0];
+    assert_eq!(
+        (
+            dno.record.action.as_str(),
+            dno.outcome.as_deref(),
+            dno.status
+        ),
+        ("reject", Some("rejected"), Some(608))
+    );
+    assert!(dno
+        .record
+        .invite
+        .as_deref()
+        .is_some_and(|i| i.starts_with("INVITE sip:+15550100@")));
+    assert_eq!(by_calling("+15550103").len(), 4);
 }

@@ -42,10 +42,11 @@ async fn readyz(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        gate.metrics.render(),
-    )
+    let mut text = gate.metrics.render();
+    if let Some(audit) = &gate.audit {
+        audit.metrics().render(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn reload(State(gate): State<Arc<Gate>>) -> impl IntoResponse {

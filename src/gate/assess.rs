@@ -11,6 +11,7 @@ use crate::api::metrics::{Metrics, Phase};
 use crate::config::RiskConfig;
 use crate::risk::assess::{self, Decision};
 use crate::risk::policy::{Action, Policy};
+use crate::risk::signals::Signals;
 use crate::sip::message::SipMessage;
 use crate::stir::verify::Verification;
 
@@ -41,7 +42,7 @@ impl RiskPhase {
         msg: &SipMessage,
         verification: Option<&Verification>,
         metrics: &Metrics,
-    ) -> (Decision, crate::risk::signals::Signals) {
+    ) -> (Decision, Signals) {
         let started = Instant::now();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

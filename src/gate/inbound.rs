@@ -13,10 +13,13 @@ use bytes::Bytes;
 
 use super::assess::RiskPhase;
 use super::verify::VerifyPhase;
+use crate::audit::{AuditRecord, FiredRule};
 use crate::risk::assess::Decision;
 use crate::risk::policy::Action;
+use crate::risk::signals::Signals;
 use crate::risk::tags;
 use crate::sip::message::SipMessage;
+use crate::sip::parties;
 use crate::sip::proxy::{Outgoing, Peer};
 use crate::sip::response::build_response;
 use crate::stir::mark::{self, Marking};
@@ -77,6 +80,68 @@ pub fn marking(
     m
 }
 
+/// The audit record of an inbound decision.
+fn audit_record(
+    msg: &SipMessage,
+    peer: Peer,
+    v: Option<&Verification>,
+    assessed: Option<&(Decision, Signals)>,
+    marking: &Marking,
+    store_invite: bool,
+) -> AuditRecord {
+    let (decision, signals) = match assessed {
+        Some((d, s)) => (Some(d), Some(s)),
+        None => (None, None),
+    };
+    let verdict = decision.map(|d| &d.verdict);
+    let action = match (&marking.reject, verdict.map(|v| v.action)) {
+        (Some(_), _) => "reject",
+        (None, Some(a)) => a.as_str(),
+        (None, None) => "tag",
+    };
+    AuditRecord {
+        decision_id: decision
+            .map(|d| d.id.clone())
+            .unwrap_or_else(crate::risk::assess::decision_id),
+        time_ms: crate::audit::store_now_ms(),
+        call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
+        side: peer.side.as_str().to_owned(),
+        trunk: peer.addr.ip().to_string(),
+        calling: parties::calling(msg),
+        called: parties::called(msg).into_iter().next().unwrap_or_default(),
+        verification: v.map(to_json).unwrap_or(serde_json::Value::Null),
+        signals: signals.map(to_json).unwrap_or(serde_json::Value::Null),
+        rules: verdict
+            .map(|v| {
+                v.fired
+                    .iter()
+                    .map(|f| FiredRule {
+                        code: f.code.clone(),
+                        weight: f.weight,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        score: verdict.map(|v| v.score).unwrap_or(0),
+        level: verdict
+            .map(|v| v.level.as_str().to_owned())
+            .unwrap_or_default(),
+        action: action.to_owned(),
+        target: marking.request_uri.clone(),
+        restrict: verdict.map(|v| v.restrict.clone()).unwrap_or_default(),
+        policy_version: verdict
+            .map(|v| v.policy_version.clone())
+            .unwrap_or_default(),
+        shadow: decision.and_then(|d| d.shadow.as_ref()).map(to_json),
+        invite: store_invite.then(|| String::from_utf8_lossy(msg.bytes()).into_owned()),
+    }
+}
+
+/// JSON of a value the audit keeps.
+fn to_json<T: serde::Serialize>(x: &T) -> serde_json::Value {
+    serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
+}
+
 impl super::Gate {
     /// Takes an initial trunk INVITE into the inbound phases. Returns
     /// `false` when the message should go straight to the core instead.
@@ -109,16 +174,31 @@ impl super::Gate {
                 None => None,
             };
             // assess
-            let decision = phases
+            let assessed = phases
                 .risk
                 .as_ref()
-                .map(|r| r.run(&msg, verification.as_ref(), &me.metrics).0);
+                .map(|r| r.run(&msg, verification.as_ref(), &me.metrics));
+            let decision = assessed.as_ref().map(|(d, _)| d);
             // route + tag
             let marking = marking(
                 &msg,
                 phases.verify.as_deref().zip(verification.as_ref()),
-                decision.as_ref(),
+                decision,
             );
+            // audit (queued: the call does not wait for the disk)
+            if let Some(audit) = &me.audit {
+                audit.record(audit_record(
+                    &msg,
+                    peer,
+                    verification.as_ref(),
+                    assessed.as_ref(),
+                    &marking,
+                    audit.store_invite,
+                ));
+                if let Some(id) = msg.call_id() {
+                    super::lock(&me.outcomes).open(id);
+                }
+            }
             // forward
             let mut out = Vec::new();
             let next = {

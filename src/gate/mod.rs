@@ -9,6 +9,7 @@
 pub mod admit;
 pub mod assess;
 pub mod inbound;
+pub mod outcome;
 pub mod sign;
 pub mod verify;
 
@@ -44,6 +45,8 @@ pub enum GateError {
     /// `[stir]` could not be set up (trust anchors, CA files).
     #[error("{0}")]
     Stir(String),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// The addresses actually bound (ports may have been 0 in the config).
@@ -74,6 +77,10 @@ pub struct Gate {
     /// Initial INVITEs in the inbound phases, by Call-ID + top branch:
     /// their retransmissions are absorbed (100 Trying was already sent).
     inbound_pending: Mutex<std::collections::HashSet<Vec<u8>>>,
+    /// The audit trail, when `[audit] path` is set.
+    pub audit: Option<crate::audit::Audit>,
+    /// Audited calls awaiting their outcome, by Call-ID.
+    outcomes: Mutex<outcome::Tracker>,
     me: std::sync::Weak<Gate>,
 }
 
@@ -202,6 +209,9 @@ impl Gate {
 
     /// Sends what the core produced; failures go back to the core.
     fn dispatch(&self, mut out: Vec<Outgoing>) {
+        if let Some(audit) = &self.audit {
+            lock(&self.outcomes).observe(&out, audit);
+        }
         while !out.is_empty() {
             let mut failed = Vec::new();
             for o in out.drain(..) {
@@ -453,6 +463,11 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     }
     let stir =
         StirPhases::from_config(cfg, &StirPhases::default(), &metrics).map_err(GateError::Stir)?;
+    let audit = cfg
+        .audit
+        .as_ref()
+        .map(crate::audit::Audit::open)
+        .transpose()?;
     let core = ProxyCore::new(settings, metrics.clone(), now);
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
@@ -474,6 +489,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         config_path,
         stir: std::sync::RwLock::new(stir),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
+        audit,
+        outcomes: Mutex::new(outcome::Tracker::default()),
         me: me.clone(),
     });
     for side in [Side::Trunk, Side::Pbx] {
@@ -578,6 +595,14 @@ impl Running {
             tracing::info!("drained; exiting");
         } else {
             tracing::warn!("drain deadline reached with transactions pending; exiting");
+        }
+        // Every decision recorded so far is acknowledged before exit.
+        if let Some(audit) = &gate.audit {
+            if audit.flush(Duration::from_secs(5)) {
+                tracing::info!("audit flushed");
+            } else {
+                tracing::error!("audit not fully flushed at exit");
+            }
         }
     }
 }

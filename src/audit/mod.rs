@@ -1,0 +1,202 @@
+//! The audit trail (phase `audit`): every decision with its full
+//! verification path, recorded durably in SQLite (WAL) by a writer thread,
+//! in batches, off the call path (docs/audit.md).
+//!
+//! **Acknowledged** means committed: a record is acknowledged once the
+//! transaction of its batch has committed. With WAL and `synchronous =
+//! NORMAL` a committed transaction survives a crash of the process (it is
+//! in the WAL file); `synchronous = "full"` also makes it survive power
+//! loss. Records are committed within `batch_ms` (50 ms by default);
+//! [`Audit::flush`] waits until everything recorded before it is
+//! acknowledged, and SIGTERM flushes before callgate exits.
+
+pub mod record;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use record::{AuditRecord, CallOutcome, FiredRule, StoredDecision};
+pub use store::decisions;
+
+/// Unix milliseconds now (the audit's clock).
+pub fn store_now_ms() -> i64 {
+    store::now_ms()
+}
+use store::Job;
+
+/// `[audit]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    /// Most records per transaction.
+    pub batch_max: usize,
+    /// Longest a record waits for its batch to commit.
+    pub batch: Duration,
+    /// Decisions older than this many days are deleted (0: kept).
+    pub retention_days: u32,
+    /// `synchronous = FULL` (survives power loss) instead of NORMAL.
+    pub synchronous_full: bool,
+    /// Keep each INVITE as received (for `callgate replay`).
+    pub store_invite: bool,
+}
+
+impl AuditConfig {
+    pub fn new(path: PathBuf) -> AuditConfig {
+        AuditConfig {
+            path,
+            batch_max: 256,
+            batch: Duration::from_millis(50),
+            retention_days: 90,
+            synchronous_full: false,
+            store_invite: true,
+        }
+    }
+}
+
+/// Why the audit store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit database {0}: {1}")]
+    Open(PathBuf, String),
+    #[error("reading the audit database: {0}")]
+    Read(String),
+}
+
+/// Counters of the audit writer, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuditMetrics {
+    pub written: AtomicU64,
+    pub batches: AtomicU64,
+    /// Records lost: queue full, or the disk refused them for too long.
+    pub dropped: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub queue_depth: AtomicI64,
+}
+
+impl AuditMetrics {
+    /// Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        for (name, kind, help, v) in [
+            (
+                "callgate_audit_records_written_total",
+                "counter",
+                "Decisions committed to the audit store.",
+                self.written.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "callgate_audit_batches_total",
+                "counter",
+                "Audit transactions committed.",
+                self.batches.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "callgate_audit_dropped_total",
+                "counter",
+                "Audit records lost (queue full, or the disk refused them).",
+                self.dropped.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "callgate_audit_write_errors_total",
+                "counter",
+                "Failed audit transactions (retried).",
+                self.write_errors.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "callgate_audit_queue_depth",
+                "gauge",
+                "Audit jobs waiting for the writer.",
+                self.queue_depth.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+}
+
+/// Capacity of the queue to the writer: about a minute at 1,000 calls/s.
+const QUEUE: usize = 65_536;
+
+/// The audit handle: cheap to clone; the writer thread ends when the last
+/// handle is dropped (after writing what was queued).
+#[derive(Clone)]
+pub struct Audit {
+    tx: SyncSender<Job>,
+    metrics: Arc<AuditMetrics>,
+    pub store_invite: bool,
+}
+
+impl Audit {
+    /// Opens (creating) the store and starts its writer thread.
+    pub fn open(cfg: &AuditConfig) -> Result<Audit, AuditError> {
+        let db = store::open(cfg)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let metrics = Arc::new(AuditMetrics::default());
+        let m = metrics.clone();
+        let c = cfg.clone();
+        std::thread::Builder::new()
+            .name("callgate-audit".into())
+            .spawn(move || store::writer(db, rx, c, m))
+            .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+        Ok(Audit {
+            tx,
+            metrics,
+            store_invite: cfg.store_invite,
+        })
+    }
+
+    fn send(&self, job: Job) -> bool {
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("audit queue full: record dropped");
+                false
+            }
+        }
+    }
+
+    /// Queues a decision; never blocks (a full queue drops and counts it).
+    pub fn record(&self, rec: AuditRecord) {
+        self.send(Job::Record(Box::new(rec)));
+    }
+
+    /// Records how the call ended on its latest decision.
+    pub fn call_ended(&self, call_id: &str, outcome: CallOutcome, duration: Option<Duration>) {
+        self.send(Job::Outcome {
+            call_id: call_id.to_owned(),
+            outcome,
+            duration_ms: duration.map(|d| d.as_millis() as u64),
+        });
+    }
+
+    /// Waits (at most `timeout`) until everything queued before is
+    /// committed; `true` when it is.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack, done) = std::sync::mpsc::channel();
+        if !self.send(Job::Flush(ack)) {
+            return false;
+        }
+        done.recv_timeout(timeout).unwrap_or(false)
+    }
+
+    pub fn metrics(&self) -> &AuditMetrics {
+        &self.metrics
+    }
+
+    /// Flushes for shutdown (bounded); the writer thread ends by itself
+    /// when the last handle is dropped.
+    pub fn close(self, timeout: Duration) -> bool {
+        self.flush(timeout)
+    }
+}

@@ -1,0 +1,85 @@
+//! What the audit trail keeps per decision, and how a call ended.
+
+use serde::{Deserialize, Serialize};
+
+/// One rule that fired, with its weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FiredRule {
+    pub code: String,
+    pub weight: i32,
+}
+
+/// One decision on one call, with its full verification path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unique per decision (shown to the agent in `X-Callgate-Risk`).
+    pub decision_id: String,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    pub call_id: String,
+    /// Side the call arrived on: `trunk` or `pbx`.
+    pub side: String,
+    /// Source address of the carrier SBC (the trunk).
+    pub trunk: String,
+    pub calling: String,
+    pub called: String,
+    /// The verification: status, attestation, every check with its outcome
+    /// and timing (`Verification` as JSON); null when not verified.
+    pub verification: serde_json::Value,
+    /// The named signals the policy read.
+    pub signals: serde_json::Value,
+    pub rules: Vec<FiredRule>,
+    pub score: u32,
+    /// low | medium | high | critical (empty when no policy ran).
+    pub level: String,
+    /// tag | review | reject.
+    pub action: String,
+    /// Where a reviewed call was sent.
+    pub target: Option<String>,
+    /// Restricted actions shown to the agent.
+    pub restrict: Vec<String>,
+    pub policy_version: String,
+    /// The shadow policy's verdict, when one ran.
+    pub shadow: Option<serde_json::Value>,
+    /// The INVITE as received, for `callgate replay`.
+    pub invite: Option<String>,
+}
+
+/// How a call ended, recorded when it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallOutcome {
+    /// A 2xx reached the caller.
+    Answered,
+    /// A final non-2xx reached the caller (refused, busy, failed).
+    Rejected(u16),
+    /// The caller cancelled before an answer.
+    Abandoned,
+}
+
+impl CallOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Rejected(_) => "rejected",
+            CallOutcome::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn code(self) -> Option<u16> {
+        match self {
+            CallOutcome::Rejected(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// A decision as read back from the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredDecision {
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    pub outcome: Option<String>,
+    pub status: Option<u16>,
+    /// From answer to BYE, when the call was answered and ended.
+    pub duration_ms: Option<i64>,
+}

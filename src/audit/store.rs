@@ -1,0 +1,334 @@
+//! The SQLite store (WAL): schema, the writer thread that commits records
+//! in batches off the call path, outcome updates, retention, and reads.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::record::{AuditRecord, CallOutcome, FiredRule, StoredDecision};
+use super::{AuditConfig, AuditError, AuditMetrics};
+
+/// Schema version (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    decision_id TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    call_id TEXT NOT NULL,
+    side TEXT NOT NULL,
+    trunk TEXT NOT NULL,
+    calling TEXT NOT NULL,
+    called TEXT NOT NULL,
+    verification TEXT NOT NULL,
+    signals TEXT NOT NULL,
+    rules TEXT NOT NULL,
+    score INTEGER NOT NULL,
+    level TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    restrict_actions TEXT NOT NULL,
+    policy_version TEXT NOT NULL,
+    shadow TEXT,
+    invite TEXT,
+    outcome TEXT,
+    status INTEGER,
+    duration_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms);
+CREATE INDEX IF NOT EXISTS decisions_call ON decisions(call_id);
+CREATE INDEX IF NOT EXISTS decisions_calling ON decisions(calling);
+";
+
+/// What the writer thread is asked to do.
+pub(super) enum Job {
+    Record(Box<AuditRecord>),
+    Outcome {
+        call_id: String,
+        outcome: CallOutcome,
+        duration_ms: Option<u64>,
+    },
+    /// Reply once everything queued before it is committed (or failed).
+    Flush(std::sync::mpsc::Sender<bool>),
+}
+
+/// Opens (creating) the database read-write with WAL and the schema.
+pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
+    if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+    }
+    let db = Connection::open(&cfg.path)
+        .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+    let sync = if cfg.synchronous_full {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    db.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 2000;"
+    ))
+    .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+    if version > SCHEMA_VERSION {
+        return Err(AuditError::Open(
+            cfg.path.clone(),
+            format!("schema version {version} is newer than this callgate's {SCHEMA_VERSION}"),
+        ));
+    }
+    db.execute_batch(SCHEMA)
+        .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+        .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+    Ok(db)
+}
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// Writes one batch in one transaction.
+fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
+    let tx = db.transaction()?;
+    let mut written = 0;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO decisions (decision_id, time_ms, call_id, side, trunk, calling, called,
+             verification, signals, rules, score, level, action, target, restrict_actions,
+             policy_version, shadow, invite) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+        )?;
+        let mut update = tx.prepare_cached(
+            "UPDATE decisions SET outcome = ?2, status = ?3, duration_ms = ?4
+             WHERE id = (SELECT id FROM decisions WHERE call_id = ?1 ORDER BY id DESC LIMIT 1)",
+        )?;
+        for job in jobs {
+            match job {
+                Job::Record(r) => {
+                    insert.execute(params![
+                        r.decision_id,
+                        r.time_ms,
+                        r.call_id,
+                        r.side,
+                        r.trunk,
+                        r.calling,
+                        r.called,
+                        json(&r.verification),
+                        json(&r.signals),
+                        json(&r.rules),
+                        r.score,
+                        r.level,
+                        r.action,
+                        r.target,
+                        json(&r.restrict),
+                        r.policy_version,
+                        r.shadow.as_ref().map(json),
+                        r.invite,
+                    ])?;
+                    written += 1;
+                }
+                Job::Outcome {
+                    call_id,
+                    outcome,
+                    duration_ms,
+                } => {
+                    update.execute(params![
+                        call_id,
+                        outcome.name(),
+                        outcome.code(),
+                        duration_ms.map(|d| d as i64)
+                    ])?;
+                }
+                Job::Flush(_) => {}
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(written)
+}
+
+/// Deletes decisions older than the retention, a chunk at a time.
+fn prune(db: &Connection, retention_days: u32) -> rusqlite::Result<usize> {
+    if retention_days == 0 {
+        return Ok(0);
+    }
+    let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
+    let mut total = 0;
+    loop {
+        let n = db.execute(
+            "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE time_ms < ?1 LIMIT 1000)",
+            [cutoff],
+        )?;
+        total += n;
+        if n < 1000 {
+            return Ok(total);
+        }
+    }
+}
+
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Most jobs held in memory while the database refuses writes; beyond
+/// this the oldest are dropped (and counted).
+const MAX_PENDING: usize = 100_000;
+
+/// The writer thread: batches of up to `batch_max` jobs or `batch_ms`,
+/// one transaction each; on a write error the batch is kept and retried
+/// with backoff (bounded), never blocking callers.
+pub(super) fn writer(
+    mut db: Connection,
+    rx: Receiver<Job>,
+    cfg: AuditConfig,
+    metrics: Arc<AuditMetrics>,
+) {
+    let mut pending: Vec<Job> = Vec::new();
+    let mut last_prune = Instant::now();
+    let mut backoff = Duration::from_millis(0);
+    let mut closed = false;
+    if let Err(e) = prune(&db, cfg.retention_days) {
+        tracing::warn!(error = %e, "audit retention pass failed");
+    }
+    while !closed || !pending.is_empty() {
+        // Gather a batch.
+        let deadline = Instant::now() + cfg.batch.max(backoff);
+        while !closed && pending.len() < cfg.batch_max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(job) => {
+                    let flush = matches!(job, Job::Flush(_));
+                    pending.push(job);
+                    metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                    if flush {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        match write_batch(&mut db, &pending) {
+            Ok(n) => {
+                metrics.written.fetch_add(n as u64, Ordering::Relaxed);
+                metrics.batches.fetch_add(1, Ordering::Relaxed);
+                if backoff > Duration::ZERO {
+                    tracing::info!("audit store writable again");
+                }
+                backoff = Duration::ZERO;
+                for job in pending.drain(..) {
+                    if let Job::Flush(ack) = job {
+                        let _ = ack.send(true);
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, path = %cfg.path.display(), held = pending.len(), "audit write failed; retrying");
+                backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                // Flush requests are answered "not done"; records are kept.
+                pending.retain(|j| match j {
+                    Job::Flush(ack) => {
+                        let _ = ack.send(false);
+                        false
+                    }
+                    _ => true,
+                });
+                if pending.len() > MAX_PENDING {
+                    let extra = pending.len() - MAX_PENDING;
+                    pending.drain(..extra);
+                    metrics.dropped.fetch_add(extra as u64, Ordering::Relaxed);
+                }
+                if closed {
+                    // Shutting down and the disk still refuses: give up
+                    // after one retry rather than hang the exit.
+                    std::thread::sleep(backoff);
+                    if write_batch(&mut db, &pending).is_err() {
+                        metrics
+                            .dropped
+                            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+                        tracing::error!(
+                            lost = pending.len(),
+                            "audit records not written at shutdown"
+                        );
+                    }
+                    pending.clear();
+                }
+            }
+        }
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            if let Err(e) = prune(&db, cfg.retention_days) {
+                tracing::warn!(error = %e, "audit retention pass failed");
+            }
+        }
+    }
+}
+
+/// Reads decisions (read-only) between two times, oldest first.
+pub fn decisions(
+    path: &Path,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+) -> Result<Vec<StoredDecision>, AuditError> {
+    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| AuditError::Open(path.to_owned(), e.to_string()))?;
+    let mut q = db
+        .prepare(
+            "SELECT decision_id, time_ms, call_id, side, trunk, calling, called, verification, signals,
+             rules, score, level, action, target, restrict_actions, policy_version, shadow, invite,
+             outcome, status, duration_ms FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
+        )
+        .map_err(|e| AuditError::Read(e.to_string()))?;
+    let parse = |s: String| {
+        serde_json::from_str::<serde_json::Value>(&s).unwrap_or(serde_json::Value::Null)
+    };
+    let rows = q
+        .query_map(
+            params![since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX)],
+            |r| {
+                let rules: String = r.get(9)?;
+                let restrict: String = r.get(14)?;
+                let shadow: Option<String> = r.get(16)?;
+                Ok(StoredDecision {
+                    record: AuditRecord {
+                        decision_id: r.get(0)?,
+                        time_ms: r.get(1)?,
+                        call_id: r.get(2)?,
+                        side: r.get(3)?,
+                        trunk: r.get(4)?,
+                        calling: r.get(5)?,
+                        called: r.get(6)?,
+                        verification: parse(r.get(7)?),
+                        signals: parse(r.get(8)?),
+                        rules: serde_json::from_str::<Vec<FiredRule>>(&rules).unwrap_or_default(),
+                        score: r.get(10)?,
+                        level: r.get(11)?,
+                        action: r.get(12)?,
+                        target: r.get(13)?,
+                        restrict: serde_json::from_str(&restrict).unwrap_or_default(),
+                        policy_version: r.get(15)?,
+                        shadow: shadow.map(parse),
+                        invite: r.get(17)?,
+                    },
+                    outcome: r.get(18)?,
+                    status: r.get(19)?,
+                    duration_ms: r.get(20)?,
+                })
+            },
+        )
+        .map_err(|e| AuditError::Read(e.to_string()))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AuditError::Read(e.to_string()))
+}

@@ -1,0 +1,212 @@
+//! The audit store: records read back with every field, outcomes, flush
+//! semantics, durability of acknowledged records across a SIGKILL,
+//! retention, and a database that refuses writes for a while.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use callgate::audit::{decisions, Audit, AuditConfig, AuditRecord, CallOutcome, FiredRule};
+
+fn record(i: usize, time_ms: i64) -> AuditRecord {
+    AuditRecord {
+        decision_id: format!("d{i:04}"),
+        time_ms,
+        call_id: format!("call-{i}"),
+        side: "trunk".into(),
+        trunk: "198.51.100.7".into(),
+        calling: "15550199".into(),
+        called: "15550100".into(),
+        verification: serde_json::json!({"status": "passed", "checks": [{"name": "signature", "ok": true, "micros": 63}]}),
+        signals: serde_json::json!({"attest": "A", "lists": ["allow"]}),
+        rules: vec![FiredRule {
+            code: "ALLOWLISTED".into(),
+            weight: -50,
+        }],
+        score: 0,
+        level: "low".into(),
+        action: "tag".into(),
+        target: None,
+        restrict: vec!["credential-reset".into()],
+        policy_version: "p-1".into(),
+        shadow: Some(serde_json::json!({"level": "medium"})),
+        invite: Some("INVITE sip:+15550100@pbx SIP/2.0\r\n".into()),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn records_and_outcomes_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sub/audit.db");
+    let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open");
+    let t = now_ms();
+    for i in 0..300 {
+        audit.record(record(i, t + i as i64));
+    }
+    audit.call_ended(
+        "call-7",
+        CallOutcome::Answered,
+        Some(Duration::from_millis(1234)),
+    );
+    audit.call_ended("call-8", CallOutcome::Rejected(608), None);
+    assert!(audit.flush(Duration::from_secs(10)), "flush acknowledged");
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), 300);
+    assert_eq!(rows[0].record, record(0, t));
+    assert_eq!(
+        (rows[7].outcome.as_deref(), rows[7].duration_ms),
+        (Some("answered"), Some(1234))
+    );
+    assert_eq!(
+        (rows[8].outcome.as_deref(), rows[8].status),
+        (Some("rejected"), Some(608))
+    );
+    assert_eq!(rows[9].outcome, None);
+    let window = decisions(&path, Some(t + 10), Some(t + 19)).expect("read");
+    assert_eq!(window.len(), 10);
+    let m = audit.metrics();
+    assert_eq!(m.written.load(std::sync::atomic::Ordering::Relaxed), 300);
+    assert!(
+        m.batches.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+        "batches of at most 256"
+    );
+}
+
+/// Run as a child by `acknowledged_records_survive_sigkill`: writes, flushes,
+/// says "acked", then waits to be killed.
+#[test]
+fn child_writes_then_waits_to_be_killed() {
+    let Ok(path) = std::env::var("CALLGATE_AUDIT_CHILD") else {
+        return; // only meaningful as the child
+    };
+    let audit = Audit::open(&AuditConfig::new(path.into())).expect("open");
+    for i in 0..500 {
+        audit.record(record(i, now_ms()));
+    }
+    assert!(audit.flush(Duration::from_secs(10)));
+    println!("acked");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+#[test]
+fn acknowledged_records_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "child_writes_then_waits_to_be_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CALLGATE_AUDIT_CHILD", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("acked") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("child acknowledged");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let rows = decisions(&path, None, None).expect("read after crash");
+    assert_eq!(rows.len(), 500, "every acknowledged record survived");
+}
+
+#[test]
+fn retention_removes_old_decisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    {
+        let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open");
+        audit.record(record(1, now_ms() - 3 * 86_400_000));
+        audit.record(record(2, now_ms()));
+        assert!(audit.flush(Duration::from_secs(10)));
+    }
+    let mut cfg = AuditConfig::new(path.clone());
+    cfg.retention_days = 1;
+    let audit = Audit::open(&cfg).expect("reopen");
+    assert!(audit.flush(Duration::from_secs(10)));
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].record.decision_id, "d0002");
+}
+
+#[test]
+fn a_locked_database_delays_records_without_losing_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open");
+    // Another process-like connection takes the write lock.
+    let blocker = rusqlite_blocker(&path);
+    audit.record(record(1, now_ms()));
+    assert!(
+        !audit.flush(Duration::from_secs(5)),
+        "not acknowledged while the database refuses"
+    );
+    assert!(
+        audit
+            .metrics()
+            .write_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    drop(blocker);
+    assert!(
+        audit.flush(Duration::from_secs(20)),
+        "written once the lock is gone"
+    );
+    assert_eq!(decisions(&path, None, None).expect("read").len(), 1);
+    assert_eq!(
+        audit
+            .metrics()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+/// Holds an exclusive write transaction on the database until dropped.
+fn rusqlite_blocker(path: &std::path::Path) -> impl Drop {
+    struct Blocker(Option<std::process::Child>);
+    impl Drop for Blocker {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    // sqlite3 may not be installed; use python's sqlite3 module, which is.
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys,time\nc=sqlite3.connect(sys.argv[1],isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked',flush=True)\ntime.sleep(60)")
+        .arg(path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    use std::io::BufRead;
+    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    assert_eq!(line.trim(), "locked");
+    Blocker(Some(child))
+}
