@@ -14,6 +14,26 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Consistency report over the audit store: decisions by rule, level,
+    /// trunk and hour, review-queue rate, callers treated differently,
+    /// shadow-policy disagreements. JSON on stdout unless --html/--json.
+    Report {
+        /// The audit database (`[audit] path`).
+        #[arg(long)]
+        db: PathBuf,
+        /// From this time: Unix seconds or ISO 8601 (2026-11-24T08:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Write the HTML report here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Run the proxy. Prints "callgate ready" on stdout once every listener is bound.
     Run {
         /// Configuration file; when the default path does not exist, the

@@ -43,6 +43,13 @@ fn main() -> ExitCode {
             run(cfg, path)
         }
         Command::Demo => callgate::demo::main(),
+        Command::Report {
+            db,
+            since,
+            until,
+            html,
+            json,
+        } => report(&db, since.as_deref(), until.as_deref(), html, json),
         Command::Sign {
             orig,
             dest,
@@ -96,6 +103,89 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// Unix milliseconds of `s`: Unix seconds, or ISO 8601 UTC
+/// (`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][Z]`).
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs * 1000);
+    }
+    let bad = || format!("{s:?}: expected Unix seconds or YYYY-MM-DD[THH:MM[:SS]][Z]");
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let [y, m, day] = d[..] else {
+        return Err(bad());
+    };
+    let (hh, mm, ss) = match t[..] {
+        [h, m] => (h, m, 0),
+        [h, m, s] => (h, m, s),
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    let days = callgate::stir::x509::days_from_civil(y, m, day);
+    Ok(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1000)
+}
+
+fn report(
+    db: &Path,
+    since: Option<&str>,
+    until: Option<&str>,
+    html: Option<std::path::PathBuf>,
+    json: Option<std::path::PathBuf>,
+) -> ExitCode {
+    use callgate::audit::{decisions, report};
+    let times = since
+        .map(parse_time)
+        .transpose()
+        .and_then(|a| until.map(parse_time).transpose().map(|b| (a, b)));
+    let (since, until) = match times {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("report: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rows = match decisions(db, since, until) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("report: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let r = report::build(&rows, since, until);
+    let text = serde_json::to_string_pretty(&r).unwrap_or_default();
+    let mut ok = true;
+    if let Some(p) = &html {
+        if let Err(e) = std::fs::write(p, report::html(&r)) {
+            eprintln!("report: {}: {e}", p.display());
+            ok = false;
+        }
+    }
+    if let Some(p) = &json {
+        if let Err(e) = std::fs::write(p, &text) {
+            eprintln!("report: {}: {e}", p.display());
+            ok = false;
+        }
+    }
+    if html.is_none() && json.is_none() {
+        println!("{text}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

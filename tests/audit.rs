@@ -210,3 +210,80 @@ fn rusqlite_blocker(path: &std::path::Path) -> impl Drop {
     assert_eq!(line.trim(), "locked");
     Blocker(Some(child))
 }
+
+#[test]
+fn report_counts_rules_levels_inconsistencies_and_shadow_disagreements() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open");
+    // 2026-11-24T09:00:00Z and 10:00Z.
+    let nine = 1_795_510_800_000;
+    let mut a = record(1, nine);
+    a.calling = "15550111".into();
+    let mut b = record(2, nine + 3_600_000);
+    b.calling = "15550111".into();
+    b.level = "high".into();
+    b.action = "review".into();
+    b.rules = vec![FiredRule {
+        code: "STIR_FAILED".into(),
+        weight: 70,
+    }];
+    b.shadow = Some(serde_json::json!({"level": "high", "action": "review"}));
+    let mut c = record(3, nine + 3_600_000);
+    c.calling = "15550222".into();
+    c.trunk = "198.51.100.8".into();
+    c.shadow = None;
+    for r in [a, b, c] {
+        audit.record(r);
+    }
+    audit.call_ended("call-2", CallOutcome::Rejected(486), None);
+    assert!(audit.flush(Duration::from_secs(10)));
+    let json = dir.path().join("r.json");
+    let html = dir.path().join("r.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["report", "--db"])
+        .arg(&path)
+        .args(["--since", "2026-11-24T08:00Z", "--json"])
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("run callgate report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(r["decisions"], 3);
+    assert_eq!(r["by_rule"]["ALLOWLISTED"], 2);
+    assert_eq!(r["by_rule"]["STIR_FAILED"], 1);
+    assert_eq!(r["by_level"]["low"], 2);
+    assert_eq!(r["by_level"]["high"], 1);
+    assert_eq!(r["by_trunk"]["198.51.100.7"], 2);
+    assert_eq!(r["by_hour"][9], 1);
+    assert_eq!(r["by_hour"][10], 2);
+    assert!((r["review_rate"].as_f64().unwrap_or(0.0) - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(r["outcomes"]["rejected"], 1);
+    let inconsistent = r["inconsistent_callers"].as_array().expect("list");
+    assert_eq!(inconsistent.len(), 1);
+    assert_eq!(inconsistent[0]["calling"], "15550111");
+    // Record 1's shadow said medium where the active policy said low.
+    assert_eq!(r["shadow_evaluated"], 2);
+    assert_eq!(r["shadow_disagreements"], 1);
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(
+        page.starts_with("<!DOCTYPE html>") && page.matches("<svg class=\"chart\"").count() >= 5
+    );
+    assert!(page.contains("15550111") && !page.contains("<script"));
+    // A time window that excludes everything.
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["report", "--db"])
+        .arg(&path)
+        .args(["--since", "2030-01-01"])
+        .output()
+        .expect("run callgate report");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout json");
+    assert_eq!(r["decisions"], 0);
+}

@@ -11,6 +11,7 @@
 //! acknowledged, and SIGTERM flushes before callgate exits.
 
 pub mod record;
+pub mod report;
 pub mod store;
 
 use std::path::PathBuf;
