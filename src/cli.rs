@@ -14,6 +14,32 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// What-if before rollout: run recorded calls (from the audit store or
+    /// a pcap of SIP) through a candidate policy and print where its
+    /// decisions differ. Exit 0 when none differ, 1 when some do.
+    Replay {
+        /// The candidate policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Replay the decisions in this audit database…
+        #[arg(long, conflicts_with = "pcap", required_unless_present = "pcap")]
+        db: Option<PathBuf>,
+        /// …or the initial INVITEs of this capture (pcap or pcapng).
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// For a capture: compare with this policy (e.g. the active one).
+        #[arg(long, requires = "pcap")]
+        baseline: Option<PathBuf>,
+        /// From this time (audit store): Unix seconds or ISO 8601.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until this time (audit store).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print every replayed call as JSON instead of the differences.
+        #[arg(long)]
+        json: bool,
+    },
     /// Consistency report over the audit store: decisions by rule, level,
     /// trunk and hour, review-queue rate, callers treated differently,
     /// shadow-policy disagreements. JSON on stdout unless --html/--json.

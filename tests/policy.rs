@@ -170,3 +170,131 @@ fn broken_policies_name_the_rule_and_key() {
         Err(PolicyError::Read { .. })
     ));
 }
+
+/// An Ethernet/IPv4/UDP frame carrying `data`.
+fn frame(data: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + data.len();
+    let mut pkt = vec![0u8; 12];
+    pkt.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+    pkt.extend_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+    pkt.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, 10, 192, 0, 2, 20]);
+    pkt.extend_from_slice(&[0x13, 0xc4, 0x13, 0xc4]);
+    pkt.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    pkt.extend_from_slice(&[0, 0]);
+    pkt.extend_from_slice(data);
+    pkt
+}
+
+fn classic_pcap(packets: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let mut f = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for (sec, data) in packets {
+        let fr = frame(data);
+        for v in [*sec, 0, fr.len() as u32, fr.len() as u32] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&fr);
+    }
+    f
+}
+
+fn pcapng(packets: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let mut f = Vec::new();
+    let block = |f: &mut Vec<u8>, kind: u32, body: &[u8]| {
+        let len = 12 + body.len().div_ceil(4) * 4;
+        f.extend_from_slice(&kind.to_le_bytes());
+        f.extend_from_slice(&(len as u32).to_le_bytes());
+        f.extend_from_slice(body);
+        f.resize(f.len() + (len - 12 - body.len()), 0);
+        f.extend_from_slice(&(len as u32).to_le_bytes());
+    };
+    let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&u64::MAX.to_le_bytes());
+    block(&mut f, 0x0a0d_0d0a, &shb);
+    let mut idb = 1u16.to_le_bytes().to_vec();
+    idb.extend_from_slice(&[0, 0]);
+    idb.extend_from_slice(&65535u32.to_le_bytes());
+    block(&mut f, 1, &idb);
+    for (sec, data) in packets {
+        let fr = frame(data);
+        let us = u64::from(*sec) * 1_000_000;
+        let mut epb = 0u32.to_le_bytes().to_vec();
+        epb.extend_from_slice(&((us >> 32) as u32).to_le_bytes());
+        epb.extend_from_slice(&(us as u32).to_le_bytes());
+        epb.extend_from_slice(&(fr.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&(fr.len() as u32).to_le_bytes());
+        epb.extend_from_slice(&fr);
+        block(&mut f, 6, &epb);
+    }
+    f
+}
+
+#[test]
+fn replay_a_capture_through_a_candidate_policy() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let shipped_path = concat!(env!("CARGO_MANIFEST_DIR"), "/sip-config/policy.toml");
+    let shipped_text = std::fs::read_to_string(shipped_path).unwrap_or_else(|e| panic!("{e}"));
+    // The candidate reviews a burst sooner: 3 calls in 10 minutes, not 5.
+    let candidate = dir.path().join("candidate.toml");
+    std::fs::write(
+        &candidate,
+        shipped_text
+            .replace("version = \"2026-11-24.1\"", "version = \"candidate-1\"")
+            .replace(
+                "velocity = \"ani_10m\", at_least = 5",
+                "velocity = \"ani_10m\", at_least = 3",
+            )
+            .replace(
+                "file = \"lists/",
+                &format!("file = \"{}/sip-config/lists/", env!("CARGO_MANIFEST_DIR")),
+            ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let invite = |n: u32| {
+        let m = invite("+15550199", Some("+15550199"), "");
+        String::from_utf8_lossy(m.bytes())
+            .replace("Call-ID: c1", &format!("Call-ID: burst-{n}"))
+            .into_bytes()
+    };
+    // Five calls a second apart, the second one retransmitted.
+    let mut packets: Vec<(u32, Vec<u8>)> = (0..5).map(|n| (1_795_510_800 + n, invite(n))).collect();
+    packets.insert(2, (1_795_510_801, invite(1)));
+    for (name, bytes) in [
+        ("c.pcap", classic_pcap(&packets)),
+        ("c.pcapng", pcapng(&packets)),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .arg("replay")
+            .arg("--policy")
+            .arg(&candidate)
+            .arg("--baseline")
+            .arg(shipped_path)
+            .arg("--pcap")
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(
+                "5 calls replayed under candidate-1, 5 compared, 2 would be decided differently"
+            ),
+            "{name}: {text}"
+        );
+        assert!(
+            text.contains("burst-2  15550199  low/tag []  ->  medium/tag [BURST_ANI_10M]"),
+            "{name}: {text}"
+        );
+        assert!(text.contains("2  low/tag -> medium/tag"), "{name}: {text}");
+    }
+}

@@ -337,4 +337,56 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
         .as_deref()
         .is_some_and(|i| i.starts_with("INVITE sip:+15550100@")));
     assert_eq!(by_calling("+15550103").len(), 4);
+
+    // What-if: the same policy replayed over the audit decides the same
+    // (signals, lists and velocity rebuilt from the recorded calls)...
+    let db = dir.join("audit-test-1.db");
+    let same = replay(&dir.join("policy-test-1.toml"), &db);
+    assert_eq!(same.0, Some(0), "{}", same.1);
+    assert!(
+        same.1
+            .contains("7 calls replayed under test-1, 7 compared, 0 would be decided differently"),
+        "{}",
+        same.1
+    );
+    // ...and a stricter candidate shows exactly the calls it would change.
+    let strict = dir.join("policy-strict.toml");
+    std::fs::write(
+        &strict,
+        POLICY.replace("VERSION", "strict-2").replace(
+            "weight = 70\nwhen = { stir = \"failed\" }",
+            "weight = 95\nwhen = { stir = \"failed\" }",
+        ),
+    )
+    .expect("write candidate");
+    let (code, text) = replay(&strict, &db);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("high/review [STIR_FAILED]  ->  critical/reject [STIR_FAILED]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 would be decided differently")
+            && text.contains("1  high/review -> critical/reject"),
+        "{text}"
+    );
+}
+
+fn replay(policy: &std::path::Path, db: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .arg("replay")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .expect("run callgate replay");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }

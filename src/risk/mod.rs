@@ -8,11 +8,15 @@
 //! * [`condition`] — the rule condition language (three-valued);
 //! * [`policy`] — the policy file: rules, levels, actions;
 //! * [`assess`] — signals from a SIP request, and the decision;
-//! * [`tags`] — the `X-Callgate-*` headers and History-Info for the PBX.
+//! * [`tags`] — the `X-Callgate-*` headers and History-Info for the PBX;
+//! * [`velocity`] — sliding-window counters kept in this process;
+//! * [`replay`] — a candidate policy over recorded calls (what-if).
 
 pub mod assess;
 pub mod condition;
 pub mod lists;
 pub mod policy;
+pub mod replay;
 pub mod signals;
 pub mod tags;
+pub mod velocity;

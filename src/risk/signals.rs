@@ -3,13 +3,13 @@
 //! request, the verification, list membership, velocity counts, the clock)
 //! and [`Signals`] holds the results the conditions read.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stir::passport::canonical_tn;
 use crate::stir::verify::{Status, Verification};
 
 /// The STIR/SHAKEN outcome as a policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stir {
     Passed,
@@ -21,7 +21,8 @@ pub enum Stir {
 /// Every signal of one call. `Option` fields are `None` when their source
 /// could not be consulted; the policy's `[unavailable]` table says what a
 /// condition on them then means (fail open or closed).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Signals {
     /// `None`: verification is not enabled.
     pub stir: Option<Stir>,

@@ -5,6 +5,7 @@ pub mod header;
 pub mod message;
 pub mod method;
 pub mod parties;
+pub mod pcap;
 pub mod proxy;
 pub mod response;
 pub mod scan;
