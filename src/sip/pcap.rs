@@ -113,7 +113,7 @@ fn pcapng(file: &[u8]) -> Vec<Payload> {
                             };
                         }
                     }
-                    o += 4 + (usize::from(olen) + 3) / 4 * 4;
+                    o += 4 + usize::from(olen).div_ceil(4) * 4;
                 }
                 links.push((link, ticks.max(1)));
             }
