@@ -96,6 +96,7 @@ fn bench(c: &mut Criterion) {
         max_entries: 100,
         crl_fetch: false,
         counters: Default::default(),
+        shared: None,
     };
     let verifier = Verifier::new(settings, TrustStore::from_dir(&trust_dir).expect("trust"));
     assert_eq!(verifier.preload(&preload), Ok(1));

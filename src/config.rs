@@ -56,6 +56,8 @@ pub struct Config {
     pub risk: RiskConfig,
     /// The audit store; `None` when `[audit] path` is not set.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Velocity, replay and certificate state: local, or shared on Redis.
+    pub state: crate::state::StateConfig,
 }
 
 /// The risk engine's policies (`[risk]`); off when no policy is set.
@@ -330,6 +332,16 @@ struct RawConfig {
     risk: RawRisk,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    state: RawState,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    redis: Option<String>,
+    timeout_ms: Option<u64>,
+    key_prefix: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -613,6 +625,7 @@ impl Config {
             stir,
             risk,
             audit,
+            state: state(raw.state)?,
         })
     }
 
@@ -627,6 +640,39 @@ impl Config {
             Side::Pbx => &self.pbx,
         }
     }
+}
+
+/// Validates `[state]`.
+fn state(raw: RawState) -> Result<crate::state::StateConfig, ConfigError> {
+    let mut cfg = crate::state::StateConfig::default();
+    if let Some(url) = raw.redis.filter(|u| !u.is_empty()) {
+        cfg.redis = Some(
+            crate::state::redis::RedisAddr::parse(&url)
+                .map_err(|e| invalid("state.redis", format!("{url:?}: {e}")))?,
+        );
+    }
+    if let Some(ms) = raw.timeout_ms {
+        if !(1..=5_000).contains(&ms) {
+            return Err(invalid(
+                "state.timeout_ms",
+                format!("{ms} is outside 1..=5000 (a call waits this long for Redis)"),
+            ));
+        }
+        cfg.timeout = Duration::from_millis(ms);
+    }
+    if let Some(prefix) = raw.key_prefix {
+        if prefix
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(invalid(
+                "state.key_prefix",
+                "must not contain spaces or control characters",
+            ));
+        }
+        cfg.key_prefix = prefix;
+    }
+    Ok(cfg)
 }
 
 /// Loads `[risk]` policies: paths as for other files (as given, else

@@ -19,4 +19,5 @@ pub mod demo;
 pub mod gate;
 pub mod risk;
 pub mod sip;
+pub mod state;
 pub mod stir;

@@ -450,6 +450,7 @@ fn verify_fetching(
         max_entries: 1000,
         crl_fetch,
         counters: Default::default(),
+        shared: None,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

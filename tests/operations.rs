@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{config, free_port, Callgate, Ports, LOOPBACK};
+use common::{await_metric, config, free_port, Callgate, Ports, LOOPBACK};
 
 fn request(method: &str, call: &str, from_port: u16, target: &str, transport: &str) -> String {
     format!(
@@ -75,18 +75,6 @@ fn start_with_pbx_socket(extra: &str) -> (Callgate, UdpSocket) {
         extra,
     );
     (Callgate::start(ports, &cfg), pbx)
-}
-
-/// Polls a metric until it reaches `want` (the admin API is the event source).
-fn await_metric(cg: &Callgate, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if cg.metric(series) >= want {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{series} did not reach {want}; metrics:\n{}", cg.metrics());
 }
 
 #[test]

@@ -390,3 +390,77 @@ fn replay(policy: &std::path::Path, db: &std::path::Path) -> (Option<i32>, Strin
         ),
     )
 }
+
+#[test]
+fn a_policy_reload_under_load_loses_no_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, POLICY.replace("VERSION", "load-1")).expect("policy");
+    let db = dir.path().join("audit.db");
+    let pbx_port = free_port();
+    let calls: u32 = 300;
+    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, calls, "u1", &[]);
+    let ports = Ports::new();
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &format!(
+                "[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+                policy.display(),
+                db.display()
+            ),
+        ),
+    );
+    let trunk = cg.trunk();
+    let uac = std::thread::spawn(move || {
+        Sipp::uac(&scenario("uac-basic.xml"), &trunk, calls, 100, "u1", &[])
+    });
+    // Reload a new policy version each time another 60 calls were decided
+    // and forwarded, while calls keep arriving (the counter is the event).
+    let decided = "callgate_sip_requests_total{side=\"pbx\",direction=\"out\",method=\"INVITE\"}";
+    for (i, at) in [60.0, 120.0, 180.0, 240.0].into_iter().enumerate() {
+        common::await_metric(&cg, decided, at);
+        std::fs::write(
+            &policy,
+            POLICY.replace("VERSION", &format!("load-{}", i + 2)),
+        )
+        .expect("policy");
+        assert_eq!(cg.admin("POST", "/reload"), (200, "reloaded\n".to_owned()));
+    }
+    let uac = uac.join().expect("uac thread");
+    uac.assert_all_ok(u64::from(calls), "carrier UAC across reloads");
+    uas.finish()
+        .assert_all_ok(u64::from(calls), "PBX UAS across reloads");
+    assert_eq!(cg.metric("callgate_config_reloads_total"), 4.0);
+    assert_eq!(
+        cg.metric("callgate_policy_info{version=\"load-5\",shadow=\"\"}"),
+        1.0
+    );
+
+    // Every call was decided under exactly one version, recorded on its
+    // audit record, and each version decided some calls.
+    let mut cg = cg;
+    let status = cg.signal_and_wait("TERM", std::time::Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let rows = callgate::audit::decisions(&db, None, None).expect("audit db");
+    assert_eq!(rows.len(), calls as usize);
+    let versions: Vec<u32> = rows
+        .iter()
+        .map(|r| {
+            r.record
+                .policy_version
+                .strip_prefix("load-")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("version {:?}", r.record.policy_version))
+        })
+        .collect();
+    let mut used = versions.clone();
+    used.sort_unstable();
+    used.dedup();
+    assert_eq!(used, vec![1, 2, 3, 4, 5], "every version decided calls");
+    assert_eq!(versions.first(), Some(&1));
+    assert_eq!(versions.last(), Some(&5));
+}

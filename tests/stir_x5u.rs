@@ -43,6 +43,7 @@ fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
         max_entries: 100,
         crl_fetch: true,
         counters: Default::default(),
+        shared: None,
     }
 }
 

@@ -11,36 +11,34 @@ use crate::config::RiskConfig;
 use crate::risk::assess::{self, Decision};
 use crate::risk::policy::{Action, Policy};
 use crate::risk::signals::Signals;
-use crate::risk::velocity::LocalVelocity;
 use crate::sip::message::SipMessage;
+use crate::state::{State, WindowEvent};
 use crate::stir::verify::Verification;
 
-/// The policies in force and the velocity counters.
+/// The policies in force. Velocity is counted in the gate's [`State`]
+/// (local, or shared with other instances), which outlives reloads.
 pub struct RiskPhase {
     pub policy: Arc<Policy>,
     pub shadow: Option<Arc<Policy>>,
-    velocity: Arc<LocalVelocity>,
 }
 
 impl RiskPhase {
-    /// `None` when no policy is configured. On reload, `previous` hands
-    /// over its velocity counters.
-    pub fn from_config(cfg: &RiskConfig, previous: Option<&RiskPhase>) -> Option<RiskPhase> {
+    /// `None` when no policy is configured.
+    pub fn from_config(cfg: &RiskConfig) -> Option<RiskPhase> {
         let policy = cfg.policy.clone()?;
         Some(RiskPhase {
             policy,
             shadow: cfg.shadow.clone(),
-            velocity: previous
-                .map(|p| p.velocity.clone())
-                .unwrap_or_else(|| Arc::new(LocalVelocity::default())),
         })
     }
 
-    /// Signals, velocity, decision; counted in metrics and logged.
-    pub fn run(
+    /// Signals, velocity, decision; counted in metrics and logged. Waits
+    /// for the shared state store at most its deadline.
+    pub async fn run(
         &self,
         msg: &SipMessage,
         verification: Option<&Verification>,
+        state: &State,
         metrics: &Metrics,
     ) -> (Decision, Signals) {
         let started = Instant::now();
@@ -52,14 +50,19 @@ impl RiskPhase {
             .chain(self.shadow.as_deref())
             .collect();
         let now_ms = now.as_millis() as u64;
-        s.velocity = assess::velocity_requests(&policies, &s)
-            .into_iter()
-            .map(|r| {
-                let n = self
-                    .velocity
-                    .hit(&r.key, r.window.as_millis() as u64, now_ms);
-                (r.name, Some(n))
+        let requests = assess::velocity_requests(&policies, &s);
+        let events: Vec<WindowEvent> = requests
+            .iter()
+            .map(|r| WindowEvent {
+                key: r.key.clone(),
+                window: r.window,
             })
+            .collect();
+        let counts = state.count(&events, now_ms).await;
+        s.velocity = requests
+            .into_iter()
+            .zip(counts)
+            .map(|(r, n)| (r.name, Some(n)))
             .collect();
         let d = assess::decide(&self.policy, self.shadow.as_deref(), &s);
         let action = match d.verdict.action {

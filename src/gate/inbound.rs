@@ -170,14 +170,17 @@ impl super::Gate {
         tokio::spawn(async move {
             // verify
             let verification = match &phases.verify {
-                Some(phase) => Some(phase.run(&msg, &me.metrics).await),
+                Some(phase) => Some(phase.run(&msg, &me.state, &me.metrics).await),
                 None => None,
             };
             // assess
-            let assessed = phases
-                .risk
-                .as_ref()
-                .map(|r| r.run(&msg, verification.as_ref(), &me.metrics));
+            let assessed = match &phases.risk {
+                Some(r) => Some(
+                    r.run(&msg, verification.as_ref(), &me.state, &me.metrics)
+                        .await,
+                ),
+                None => None,
+            };
             let decision = assessed.as_ref().map(|(d, _)| d);
             // route + tag
             let marking = marking(

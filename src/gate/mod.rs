@@ -79,6 +79,12 @@ pub struct Gate {
     inbound_pending: Mutex<std::collections::HashSet<Vec<u8>>>,
     /// The audit trail, when `[audit] path` is set.
     pub audit: Option<crate::audit::Audit>,
+    /// Velocity windows, PASSporTs seen and shared certificates: local,
+    /// or shared with other instances on Redis (`[state]`; kept across
+    /// reloads).
+    pub state: Arc<crate::state::State>,
+    /// `[state]` as started: it does not change on reload.
+    state_config: crate::state::StateConfig,
     /// Audited calls awaiting their outcome, by Call-ID.
     outcomes: Mutex<outcome::Tracker>,
     me: std::sync::Weak<Gate>,
@@ -100,15 +106,17 @@ impl StirPhases {
         cfg: &Config,
         previous: &StirPhases,
         metrics: &Metrics,
+        state: &Arc<crate::state::State>,
     ) -> Result<StirPhases, String> {
         let phases = StirPhases {
             verify: verify::VerifyPhase::from_config(
                 &cfg.stir,
                 previous.verify.as_deref(),
                 &metrics.stir_fetch,
+                state,
             )?
             .map(Arc::new),
-            risk: assess::RiskPhase::from_config(&cfg.risk, previous.risk.as_deref()).map(Arc::new),
+            risk: assess::RiskPhase::from_config(&cfg.risk).map(Arc::new),
             sign: sign::SignPhase::from_config(&cfg.stir)?.map(Arc::new),
         };
         let version = |p: &Option<Arc<crate::risk::policy::Policy>>| {
@@ -395,7 +403,10 @@ impl Gate {
         };
         let cfg = Config::load(path).map_err(|e| e.to_string())?;
         // Everything fallible first: a bad [stir] keeps the running config.
-        let stir = StirPhases::from_config(&cfg, &self.stir_phases(), &self.metrics)?;
+        if cfg.state != self.state_config {
+            tracing::warn!("[state] changed: it takes effect at the next restart");
+        }
+        let stir = StirPhases::from_config(&cfg, &self.stir_phases(), &self.metrics, &self.state)?;
         *self.stir.write().unwrap_or_else(|p| p.into_inner()) = stir;
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
@@ -461,8 +472,9 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tcp = bound.tcp[i];
         settings.sides[i].tls = bound.tls[i];
     }
-    let stir =
-        StirPhases::from_config(cfg, &StirPhases::default(), &metrics).map_err(GateError::Stir)?;
+    let state = Arc::new(crate::state::State::from_config(&cfg.state));
+    let stir = StirPhases::from_config(cfg, &StirPhases::default(), &metrics, &state)
+        .map_err(GateError::Stir)?;
     let audit = cfg
         .audit
         .as_ref()
@@ -490,6 +502,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         stir: std::sync::RwLock::new(stir),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
         audit,
+        state,
+        state_config: cfg.state.clone(),
         outcomes: Mutex::new(outcome::Tracker::default()),
         me: me.clone(),
     });

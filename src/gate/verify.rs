@@ -4,8 +4,7 @@
 //! (DESIGN.md: verify never blocks a call on the network), then goes on
 //! marked with `verstat` — or is refused, when configured.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -14,6 +13,7 @@ use crate::api::metrics::{Metrics, Phase};
 use crate::config::{StirConfig, StirFailure};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::parties;
+use crate::state::State;
 use crate::stir::cache::FetchMetrics;
 use crate::stir::certs::TrustStore;
 use crate::stir::fetch::{self, FetchOptions};
@@ -25,26 +25,22 @@ pub struct VerifyPhase {
     pub verifier: Arc<Verifier>,
     pub attest_suffix: bool,
     pub reject: bool,
-    /// PASSporT signatures seen, with the call and when they may be
-    /// forgotten. Shared across reloads too.
-    seen: Arc<Mutex<HashMap<Vec<u8>, Seen>>>,
+    /// How long a PASSporT signature is remembered for replay detection:
+    /// the freshness window plus the allowed skew.
     freshness: std::time::Duration,
 }
 
-/// A PASSporT signature's first call and when it leaves the window.
-type Seen = (Vec<u8>, Instant);
-
-/// Bound on remembered signatures; older ones are pruned first.
-const MAX_SEEN: usize = 200_000;
-
 impl VerifyPhase {
     /// Builds the phase from `[stir]`; `None` when disabled. On reload,
-    /// `previous` hands over its certificate cache, the INVITEs being
-    /// verified and the PASSporTs seen, so nothing in flight is lost.
+    /// `previous` hands over its certificate cache, so nothing fetched is
+    /// lost (the PASSporTs seen live in the gate's [`State`]). With a
+    /// shared state store, fetched certificates are shared with the other
+    /// instances.
     pub fn from_config(
         cfg: &StirConfig,
         previous: Option<&VerifyPhase>,
         counters: &FetchMetrics,
+        state: &Arc<State>,
     ) -> Result<Option<VerifyPhase>, String> {
         if !cfg.enabled {
             return Ok(None);
@@ -79,6 +75,7 @@ impl VerifyPhase {
             max_entries: 10_000,
             crl_fetch: cfg.crl_fetch,
             counters: counters.clone(),
+            shared: state.is_shared().then(|| state.clone()),
         };
         let verifier = Verifier::new(settings, trust);
         if let Some(old) = previous {
@@ -94,7 +91,6 @@ impl VerifyPhase {
             verifier,
             attest_suffix: cfg.attest_suffix,
             reject: cfg.on_failure == StirFailure::Reject,
-            seen: previous.map(|p| p.seen.clone()).unwrap_or_default(),
             freshness: std::time::Duration::from_secs(
                 u64::try_from(cfg.freshness_secs).unwrap_or(60) + 5,
             ),
@@ -102,26 +98,14 @@ impl VerifyPhase {
     }
 
     /// Records the PASSporT signature of `identity` for `call_id`; returns
-    /// the other call that already used it within the window, if any.
-    fn replay_of(&self, identity: &[u8], call_id: &[u8]) -> Option<String> {
+    /// the other call that already used it within the window, if any (on
+    /// any instance, when state is shared).
+    async fn replay_of(&self, identity: &[u8], call_id: &[u8], state: &State) -> Option<String> {
         let token = crate::stir::identity::IdentityHeader::parse(identity)
             .ok()?
             .token;
-        let sig = token.rsplit('.').next()?.as_bytes().to_vec();
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.len() >= MAX_SEEN {
-            seen.retain(|_, (_, until)| *until > now);
-        }
-        match seen.get(&sig) {
-            Some((other, until)) if *until > now && other.as_slice() != call_id => {
-                Some(String::from_utf8_lossy(other).into_owned())
-            }
-            _ => {
-                seen.insert(sig, (call_id.to_vec(), now + self.freshness));
-                None
-            }
-        }
+        let sig = token.rsplit('.').next()?.as_bytes();
+        state.replay_of(sig, call_id, self.freshness).await
     }
 }
 
@@ -164,7 +148,7 @@ fn unix_now() -> i64 {
 impl VerifyPhase {
     /// Verifies the Identity headers of an initial INVITE (with replay
     /// detection), counts and logs the result.
-    pub async fn run(&self, msg: &SipMessage, metrics: &Metrics) -> Verification {
+    pub async fn run(&self, msg: &SipMessage, state: &State, metrics: &Metrics) -> Verification {
         let started = Instant::now();
         let ids = identities(msg);
         let v = match shaken(&ids) {
@@ -176,7 +160,10 @@ impl VerifyPhase {
                     .verifier
                     .verify_call(&all, &parties::calling(msg), &dest, unix_now())
                     .await;
-                match self.replay_of(id, msg.call_id().unwrap_or_default()) {
+                match self
+                    .replay_of(id, msg.call_id().unwrap_or_default(), state)
+                    .await
+                {
                     Some(other) if v.status == Status::Passed => {
                         crate::stir::verify::replayed(v, &other)
                     }

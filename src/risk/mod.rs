@@ -9,7 +9,6 @@
 //! * [`policy`] — the policy file: rules, levels, actions;
 //! * [`assess`] — signals from a SIP request, and the decision;
 //! * [`tags`] — the `X-Callgate-*` headers and History-Info for the PBX;
-//! * [`velocity`] — sliding-window counters kept in this process;
 //! * [`replay`] — a candidate policy over recorded calls (what-if).
 
 pub mod assess;
@@ -19,4 +18,3 @@ pub mod policy;
 pub mod replay;
 pub mod signals;
 pub mod tags;
-pub mod velocity;

@@ -14,10 +14,10 @@ use serde::Serialize;
 use super::assess::{self, velocity_requests};
 use super::policy::{Policy, Verdict};
 use super::signals::{self, Signals};
-use super::velocity::LocalVelocity;
 use crate::audit::StoredDecision;
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::pcap::Payload;
+use crate::state::window::LocalVelocity;
 use crate::stir::passport::canonical_tn;
 
 /// A recorded decision, reduced to what is compared.

@@ -74,6 +74,9 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
     pub max_entries: usize,
     pub counters: Arc<FetchCounters>,
+    /// A state store shared with other instances: asked before the
+    /// network, and given every document fetched.
+    pub shared: Option<Arc<crate::state::State>>,
 }
 
 enum Slot<T> {
@@ -193,31 +196,20 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         stale: Option<Arc<T>>,
     ) {
         let s = &self.settings;
-        let fetched = if s.allow_http {
-            fetch::fetch_any(&url, &s.fetch).await
-        } else {
-            fetch::fetch(&url, &s.fetch).await
-        };
-        let result = match fetched {
-            Ok(f) => match (self.parse)(&f.body) {
-                Ok((doc, own_ttl)) => Ok((
-                    Arc::new(doc),
-                    own_ttl
-                        .or(f.max_age)
-                        .unwrap_or(s.min_ttl)
-                        .clamp(s.min_ttl, s.max_ttl),
-                )),
-                Err(e) => Err(FetchFailure::Bad(e)),
-            },
-            Err(e) => Err(classify(e)),
+        let result = match self.shared_copy(&url).await {
+            Some(found) => Ok(found),
+            None => {
+                let fetched = self.fetch(&url).await;
+                let counter = match &fetched {
+                    Ok(_) => &s.counters.ok,
+                    Err(FetchFailure::Unavailable(_)) => &s.counters.unavailable,
+                    Err(FetchFailure::Bad(_)) => &s.counters.bad,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                fetched
+            }
         };
         let now = Instant::now();
-        let counter = match &result {
-            Ok(_) => &s.counters.ok,
-            Err(FetchFailure::Unavailable(_)) => &s.counters.unavailable,
-            Err(FetchFailure::Bad(_)) => &s.counters.bad,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
         let outcome: Outcome<T> = {
             let mut slots = self.lock();
             match result {
@@ -261,6 +253,42 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
             }
         };
         let _ = tx.send(Some(outcome));
+    }
+
+    /// The document as another instance fetched it, when a shared state
+    /// store holds it (its remaining TTL kept). Documents from the store
+    /// are checked like fetched ones: parsed here, and chains and CRLs
+    /// validated to the trust anchors when used.
+    async fn shared_copy(&self, url: &str) -> Option<(Arc<T>, Duration)> {
+        let shared = self.settings.shared.as_ref()?;
+        let (body, ttl) = shared.document(url).await?;
+        match (self.parse)(&body) {
+            Ok((doc, _)) => Some((Arc::new(doc), ttl.min(self.settings.max_ttl))),
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "shared document unusable; fetching it");
+                None
+            }
+        }
+    }
+
+    /// Fetches and parses the document; shares it when state is shared.
+    async fn fetch(&self, url: &str) -> Result<(Arc<T>, Duration), FetchFailure> {
+        let s = &self.settings;
+        let fetched = if s.allow_http {
+            fetch::fetch_any(url, &s.fetch).await
+        } else {
+            fetch::fetch(url, &s.fetch).await
+        };
+        let f = fetched.map_err(classify)?;
+        let (doc, own_ttl) = (self.parse)(&f.body).map_err(FetchFailure::Bad)?;
+        let ttl = own_ttl
+            .or(f.max_age)
+            .unwrap_or(s.min_ttl)
+            .clamp(s.min_ttl, s.max_ttl);
+        if let Some(shared) = &s.shared {
+            shared.share_document(url, &f.body, ttl);
+        }
+        Ok((Arc::new(doc), ttl))
     }
 
     /// Cached entries (for metrics and tests).

@@ -59,6 +59,9 @@ pub struct VerifierSettings {
     pub crl_fetch: bool,
     /// Where fetch outcomes are counted.
     pub counters: FetchMetrics,
+    /// A state store shared with other instances: certificates and CRLs
+    /// one instance fetched are used by the others (`None`: not shared).
+    pub shared: Option<Arc<crate::state::State>>,
 }
 
 /// Verification service: trust anchors, settings, the certificate cache
@@ -86,6 +89,7 @@ impl Verifier {
             max_ttl: settings.max_cache,
             negative_ttl: settings.negative_ttl,
             max_entries: settings.max_entries,
+            shared: settings.shared.clone(),
         };
         Arc::new(Verifier {
             chains: FetchCache::new(cache(false, &settings.counters.x5u), parse_chain),

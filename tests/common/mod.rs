@@ -254,6 +254,18 @@ impl Drop for Callgate {
     }
 }
 
+/// Polls a metric until it reaches `want` (the admin API is the event source).
+pub fn await_metric(cg: &Callgate, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if cg.metric(series) >= want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{series} did not reach {want}; metrics:\n{}", cg.metrics());
+}
+
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {

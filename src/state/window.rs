@@ -1,7 +1,7 @@
-//! Velocity counted in this process: exact sliding windows per key, in
-//! bounded memory. The shared store (Redis) is used instead when several
-//! instances serve one trunk group; this is its fallback and the counter
-//! `callgate replay` uses over a recorded sequence of calls.
+//! Event counts over exact sliding windows, per key, in this process and
+//! in bounded memory: the embedded state store's velocity counters, the
+//! fallback when Redis is unreachable, and what `callgate replay` counts
+//! with over a recorded sequence of calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
