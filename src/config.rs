@@ -648,7 +648,8 @@ fn state(raw: RawState) -> Result<crate::state::StateConfig, ConfigError> {
     if let Some(url) = raw.redis.filter(|u| !u.is_empty()) {
         cfg.redis = Some(
             crate::state::redis::RedisAddr::parse(&url)
-                .map_err(|e| invalid("state.redis", format!("{url:?}: {e}")))?,
+                // The URL is not echoed: it may hold a password.
+                .map_err(|e| invalid("state.redis", e))?,
         );
     }
     if let Some(ms) = raw.timeout_ms {

@@ -129,6 +129,25 @@ fn shadow_disagreements_and_fail_closed() {
 }
 
 #[test]
+fn a_shadow_policy_is_judged_on_its_own_lists() {
+    let p = shipped();
+    let candidate = Policy::parse(
+        "version = \"lists-2\"\n[levels]\nhigh = 60\n[level.high]\naction = \"review\"\n[review]\nuri = \"sip:review@pbx\"\n[lists.watch]\nnumbers = [\"+15550177\"]\n[[rule]]\ncode = \"WATCHED\"\nweight = 80\nwhen = { list = \"watch\" }\n",
+        Path::new("."),
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let msg = invite("+15550177", None, "");
+    let s = signals(&msg, None, &p, NOW);
+    let d = decide(&p, Some(&candidate), &s);
+    let shadow = d
+        .shadow
+        .as_ref()
+        .map(|v| (v.level, v.reasons().collect::<Vec<_>>()));
+    assert_eq!(shadow, Some((Level::High, vec!["WATCHED"])));
+    assert!(d.disagrees());
+}
+
+#[test]
 fn broken_policies_name_the_rule_and_key() {
     let cases = [
         ("version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 10\nwhen = { stir = \"maybe\" }\n", "rule[0] (X).when.stir"),

@@ -160,8 +160,12 @@ impl Audit {
                 true
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("audit queue full: record dropped");
+                let dropped = self.metrics.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // One line for the first drop and then every 1,000th, not
+                // one per record (the counter has the exact figure).
+                if dropped == 1 || dropped % 1000 == 0 {
+                    tracing::warn!(dropped_total = dropped, "audit queue full: records dropped");
+                }
                 false
             }
         }

@@ -199,9 +199,10 @@ pub(super) fn writer(
         tracing::warn!(error = %e, "audit retention pass failed");
     }
     while !closed || !pending.is_empty() {
-        // Gather a batch.
+        // Gather a batch. After a failed write, wait out the backoff while
+        // still taking records (up to MAX_PENDING) so the retry never spins.
         let deadline = Instant::now() + cfg.batch.max(backoff);
-        while !closed && pending.len() < cfg.batch_max {
+        while !closed && (pending.len() < cfg.batch_max || !backoff.is_zero()) {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(job) => {
@@ -214,6 +215,12 @@ pub(super) fn writer(
                 }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
+        }
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            if let Err(e) = prune(&db, cfg.retention_days) {
+                tracing::warn!(error = %e, "audit retention pass failed");
             }
         }
         if pending.is_empty() {
@@ -265,12 +272,6 @@ pub(super) fn writer(
                     }
                     pending.clear();
                 }
-            }
-        }
-        if last_prune.elapsed() > Duration::from_secs(3600) {
-            last_prune = Instant::now();
-            if let Err(e) = prune(&db, cfg.retention_days) {
-                tracing::warn!(error = %e, "audit retention pass failed");
             }
         }
     }

@@ -70,7 +70,13 @@ pub fn marking(
             if let Some(target) = &d.target {
                 let original =
                     String::from_utf8_lossy(msg.request_uri().unwrap_or_default()).into_owned();
-                m.headers.push(tags::history_info(&original, target, d));
+                let previous = tags::last_index(msg.other("History-Info"));
+                m.headers.push(tags::history_info(
+                    &original,
+                    target,
+                    d,
+                    previous.as_deref(),
+                ));
                 m.request_uri = Some(target.clone());
             }
         }

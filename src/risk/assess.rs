@@ -132,10 +132,23 @@ pub fn decide(active: &Policy, shadow: Option<&Policy>, s: &Signals) -> Decision
         .flatten();
     Decision {
         id: decision_id(),
-        shadow: shadow.map(|p| p.decide(s)),
+        shadow: shadow.map(|p| p.decide(&number_signals_for(p, s))),
         verdict,
         target,
     }
+}
+
+/// The signals as `policy` sees them: list membership and the number
+/// ranges (unassigned, own numbers) come from that policy's own lists and
+/// `[numbers]`, so a shadow policy with lists of its own is judged on
+/// them. The other signals do not depend on the policy.
+fn number_signals_for(policy: &Policy, s: &Signals) -> Signals {
+    let n = &policy.numbers;
+    let mut own = s.clone();
+    own.lists = policy.lists_of(&s.calling);
+    own.unassigned = signals::has_prefix(&s.calling, &n.unassigned);
+    own.own_number = signals::has_prefix(&s.calling, &n.own);
+    own
 }
 
 /// A short unique decision id: 16 hex digits, random.

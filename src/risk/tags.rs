@@ -79,15 +79,84 @@ fn escape(s: &str) -> String {
 /// History-Info for a call retargeted from `original` (its Request-URI)
 /// to the review queue (RFC 7044 §5, §10): the original target with the
 /// Reason it was left, then the review queue, marked `rc` (retargeted
-/// from index 1).
-pub fn history_info(original: &str, review: &str, decision: &Decision) -> String {
+/// from the original's entry). When the request arrived with History-Info,
+/// the new entries continue its numbering under its last index
+/// (`previous`, from [`last_index`]; RFC 7044 §10.3), else they start at 1.
+pub fn history_info(
+    original: &str,
+    review: &str,
+    decision: &Decision,
+    previous: Option<&str>,
+) -> String {
     let reason = format!(
         "SIP;cause=380;text=\"callgate risk review {} {}\"",
         decision.verdict.level.as_str(),
         decision.id
     );
+    let index = match previous {
+        Some(p) => format!("{p}.1"),
+        None => "1".to_owned(),
+    };
     format!(
-        "History-Info: <{original}?Reason={}>;index=1, <{review}>;index=1.1;rc=1",
+        "History-Info: <{original}?Reason={}>;index={index}, <{review}>;index={index}.1;rc={index}",
         escape(&reason)
     )
+}
+
+/// The `index` of the last hi-entry in the request's History-Info header
+/// values (RFC 7044 §9.2: dot-separated positive integers), if any is well
+/// formed; entries are separated by commas outside `<...>` and quotes.
+pub fn last_index<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let mut last = None;
+    for value in values {
+        let text = String::from_utf8_lossy(value);
+        let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+        let mut entries = Vec::new();
+        for (i, c) in text.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '<' if !quoted => depth += 1,
+                '>' if !quoted => depth -= 1,
+                ',' if !quoted && depth == 0 => {
+                    entries.push(&text[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        entries.push(&text[start..]);
+        for entry in entries {
+            let params = entry.rsplit_once('>').map(|(_, p)| p).unwrap_or("");
+            let index = params.split(';').find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("index").then(|| v.trim())
+            });
+            if let Some(i) = index.filter(|i| {
+                !i.is_empty()
+                    && i.split('.')
+                        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            }) {
+                last = Some(i.to_owned());
+            }
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_index_of_received_history_info() {
+        let one: &[u8] = b"<sip:+15550100@carrier.example;user=phone>;index=1, <sip:+15550100@gw.example?Reason=SIP%3Bcause%3D302>;index=1.1;rc=1";
+        let two: &[u8] = b"\"A, B\" <sip:x@y>;index=1.1.2";
+        assert_eq!(last_index([one].into_iter()).as_deref(), Some("1.1"));
+        assert_eq!(last_index([one, two].into_iter()).as_deref(), Some("1.1.2"));
+        assert_eq!(
+            last_index([b"<sip:x@y>;index=bogus".as_slice()].into_iter()),
+            None
+        );
+        assert_eq!(last_index(std::iter::empty()), None);
+    }
 }

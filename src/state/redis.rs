@@ -221,10 +221,13 @@ async fn connection(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut was_up = false;
+    // Failed attempts in a row: the first is a warning, the rest debug.
+    let mut failures = 0u64;
     loop {
         match open(&addr).await {
             Ok(stream) => {
                 backoff = Duration::from_millis(100);
+                failures = 0;
                 if was_up {
                     reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -236,7 +239,12 @@ async fn connection(
                 tracing::warn!(host = %addr.host, port = addr.port, reason = %why, "redis connection lost; using local state");
             }
             Err(e) => {
-                tracing::debug!(host = %addr.host, port = addr.port, error = %e, "redis connect failed");
+                if failures == 0 {
+                    tracing::warn!(host = %addr.host, port = addr.port, error = %e, "redis unreachable; using local state and retrying");
+                } else {
+                    tracing::debug!(host = %addr.host, port = addr.port, error = %e, "redis connect failed");
+                }
+                failures += 1;
             }
         }
         // While down, answer queued calls at once, until the next attempt.

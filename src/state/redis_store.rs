@@ -84,7 +84,7 @@ impl StateStore for RedisStore {
                 .map(|e| {
                     let seq = self.sequence.fetch_add(1, Relaxed);
                     [
-                        self.key("v:", e.key.as_bytes()),
+                        self.key("", e.key.as_bytes()),
                         (e.window.as_millis() as u64)
                             .max(1)
                             .to_string()
