@@ -8,7 +8,8 @@
 //!   admission, timers, signals and the admin API;
 //! * [`api`] — admin HTTP: health, readiness, Prometheus metrics;
 //! * [`stir`] — STIR/SHAKEN verification and signing;
-//! * [`risk`] — signals, the operator's policy and the decision per call.
+//! * [`risk`] — signals, the operator's policy and the decision per call;
+//! * [`media`] — media anchoring: the SDP rewrite for the relay.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod gate;
+pub mod media;
 pub mod risk;
 pub mod sip;
 pub mod state;
