@@ -55,6 +55,15 @@ fn records_and_outcomes_read_back() {
         Some(Duration::from_millis(1234)),
     );
     audit.call_ended("call-8", CallOutcome::Rejected(608), None);
+    // Outcomes of decisions in the same batch go into their rows: the
+    // latest one counts (answered, then ended with its duration).
+    audit.call_ended("call-299", CallOutcome::Answered, None);
+    audit.call_ended(
+        "call-299",
+        CallOutcome::Answered,
+        Some(Duration::from_millis(42)),
+    );
+    audit.call_ended("call-298", CallOutcome::Abandoned, None);
     assert!(audit.flush(Duration::from_secs(10)), "flush acknowledged");
     let rows = decisions(&path, None, None).expect("read");
     assert_eq!(rows.len(), 300);
@@ -68,6 +77,11 @@ fn records_and_outcomes_read_back() {
         (Some("rejected"), Some(608))
     );
     assert_eq!(rows[9].outcome, None);
+    assert_eq!(
+        (rows[299].outcome.as_deref(), rows[299].duration_ms),
+        (Some("answered"), Some(42))
+    );
+    assert_eq!(rows[298].outcome.as_deref(), Some("abandoned"));
     let window = decisions(&path, Some(t + 10), Some(t + 19)).expect("read");
     assert_eq!(window.len(), 10);
     let m = audit.metrics();

@@ -1,9 +1,10 @@
 //! The SQLite store (WAL): schema, the writer thread that commits records
 //! in batches off the call path, outcome updates, retention, and reads.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -93,23 +94,62 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// Outcomes folded into the rows of their decisions: the latest outcome
+/// of each call whose decision is earlier in the same batch (a short
+/// call's answer usually lands in the batch of its decision), and which
+/// jobs need no separate update.
+struct Folded<'a> {
+    by_call: HashMap<&'a str, (CallOutcome, Option<u64>)>,
+    jobs: HashSet<usize>,
+}
+
+fn fold_outcomes(jobs: &[Job]) -> Folded<'_> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut folded = Folded {
+        by_call: HashMap::new(),
+        jobs: HashSet::new(),
+    };
+    for (i, job) in jobs.iter().enumerate() {
+        match job {
+            Job::Record(r) => {
+                seen.insert(r.call_id.as_str());
+            }
+            Job::Outcome {
+                call_id,
+                outcome,
+                duration_ms,
+            } if seen.contains(call_id.as_str()) => {
+                folded
+                    .by_call
+                    .insert(call_id.as_str(), (*outcome, *duration_ms));
+                folded.jobs.insert(i);
+            }
+            _ => {}
+        }
+    }
+    folded
+}
+
 /// Writes one batch in one transaction.
 fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
+    let folded = fold_outcomes(jobs);
     let tx = db.transaction()?;
     let mut written = 0;
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO decisions (decision_id, time_ms, call_id, side, trunk, calling, called,
              verification, signals, rules, score, level, action, target, restrict_actions,
-             policy_version, shadow, invite) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+             policy_version, shadow, invite, outcome, status, duration_ms)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
         )?;
         let mut update = tx.prepare_cached(
             "UPDATE decisions SET outcome = ?2, status = ?3, duration_ms = ?4
              WHERE id = (SELECT id FROM decisions WHERE call_id = ?1 ORDER BY id DESC LIMIT 1)",
         )?;
-        for job in jobs {
+        for (i, job) in jobs.iter().enumerate() {
             match job {
                 Job::Record(r) => {
+                    let outcome = folded.by_call.get(r.call_id.as_str());
                     insert.execute(params![
                         r.decision_id,
                         r.time_ms,
@@ -129,9 +169,13 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                         r.policy_version,
                         r.shadow.as_ref().map(json),
                         r.invite,
+                        outcome.map(|(o, _)| o.name()),
+                        outcome.and_then(|(o, _)| o.code()),
+                        outcome.and_then(|(_, d)| d.map(|d| d as i64)),
                     ])?;
                     written += 1;
                 }
+                Job::Outcome { .. } if folded.jobs.contains(&i) => {}
                 Job::Outcome {
                     call_id,
                     outcome,
@@ -182,6 +226,12 @@ pub(super) fn now_ms() -> i64 {
 /// this the oldest are dropped (and counted).
 const MAX_PENDING: usize = 100_000;
 
+/// How long the idle writer blocks before it looks at retention again.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// How often a filling batch checks for a flush request or a full batch.
+const WINDOW_STEP: Duration = Duration::from_millis(5);
+
 /// The writer thread: batches of up to `batch_max` jobs or `batch_ms`,
 /// one transaction each; on a write error the batch is kept and retried
 /// with backoff (bounded), never blocking callers.
@@ -199,23 +249,48 @@ pub(super) fn writer(
         tracing::warn!(error = %e, "audit retention pass failed");
     }
     while !closed || !pending.is_empty() {
-        // Gather a batch. After a failed write, wait out the backoff while
-        // still taking records (up to MAX_PENDING) so the retry never spins.
-        let deadline = Instant::now() + cfg.batch.max(backoff);
-        while !closed && (pending.len() < cfg.batch_max || !backoff.is_zero()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+        // Gather a batch without being woken once per record (a wake-up
+        // per call costs more than the insert): block for the first job
+        // only, then sleep while the window fills and drain what came.
+        // After a failed write the window is the backoff, so the retry
+        // never spins, and records keep being taken (up to MAX_PENDING).
+        let mut flushing = false;
+        if pending.is_empty() && !closed {
+            match rx.recv_timeout(IDLE_WAKE) {
                 Ok(job) => {
-                    let flush = matches!(job, Job::Flush(_));
+                    flushing = matches!(job, Job::Flush(_));
                     pending.push(job);
                     metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
-                    if flush {
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
+        }
+        let deadline = Instant::now() + cfg.batch.max(backoff);
+        let full = |n: usize, backoff: Duration| n >= cfg.batch_max && backoff.is_zero();
+        while !pending.is_empty() && !closed && !flushing && !full(pending.len(), backoff) {
+            loop {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        flushing |= matches!(job, Job::Flush(_));
+                        pending.push(job);
+                        metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                        if flushing || full(pending.len(), backoff) {
+                            break;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
                         break;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => closed = true,
             }
+            let now = Instant::now();
+            if closed || flushing || full(pending.len(), backoff) || now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(WINDOW_STEP));
         }
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();

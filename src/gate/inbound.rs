@@ -86,6 +86,21 @@ pub fn marking(
     m
 }
 
+/// Runs the phases at once on this thread when nothing in them has to
+/// wait (no Identity header, or certificates cached, and local state or a
+/// quick answer): most calls then cost no task spawn and no thread wake-up.
+/// Only when a phase waits (a certificate fetch, the shared state store)
+/// does the rest continue as a task. Legitimate by the `Future` contract:
+/// after the first poll (with a no-op waker), the task's polls register
+/// the waker that counts, and a spawned task is polled at once.
+fn run_inline_or_spawn(phases: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut phases = Box::pin(phases);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if phases.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(phases);
+    }
+}
+
 /// The audit record of an inbound decision.
 fn audit_record(
     msg: &SipMessage,
@@ -173,7 +188,7 @@ impl super::Gate {
             client: None,
         }]);
         let me = self.clone();
-        tokio::spawn(async move {
+        let phases_done = async move {
             // verify
             let verification = match &phases.verify {
                 Some(phase) => Some(phase.run(&msg, &me.state, &me.metrics).await),
@@ -189,11 +204,12 @@ impl super::Gate {
             };
             let decision = assessed.as_ref().map(|(d, _)| d);
             // route + tag
-            let marking = marking(
+            let mut marking = marking(
                 &msg,
                 phases.verify.as_deref().zip(verification.as_ref()),
                 decision,
             );
+            marking.trying_sent = true;
             // audit (queued: the call does not wait for the disk)
             if let Some(audit) = &me.audit {
                 audit.record(audit_record(
@@ -218,7 +234,8 @@ impl super::Gate {
             super::lock(&me.inbound_pending).remove(&key);
             me.dispatch(out);
             me.rearm(next);
-        });
+        };
+        run_inline_or_spawn(phases_done);
         true
     }
 }

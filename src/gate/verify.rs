@@ -110,11 +110,11 @@ impl VerifyPhase {
 }
 
 /// Whether this message is an initial INVITE the verify phase takes.
-pub fn initial_invite(data: &[u8], limits: &crate::sip::message::Limits) -> Option<SipMessage> {
+pub fn initial_invite(data: &Bytes, limits: &crate::sip::message::Limits) -> Option<SipMessage> {
     if !data.starts_with(b"INVITE ") {
         return None;
     }
-    let msg = SipMessage::parse(Bytes::copy_from_slice(data), limits).ok()?;
+    let msg = SipMessage::parse(data.clone(), limits).ok()?;
     (msg.validate().is_ok() && msg.to().ok().and_then(|t| t.tag()).is_none()).then_some(msg)
 }
 

@@ -18,6 +18,10 @@ pub struct Marking {
     pub reject: Option<(u16, String)>,
     /// Send to this Request-URI instead (the review queue).
     pub request_uri: Option<String>,
+    /// 100 Trying already went to the caller (the inbound phases send it
+    /// before they run): the proxy core records it in the INVITE server
+    /// transaction, to answer retransmissions, but does not send it again.
+    pub trying_sent: bool,
 }
 
 /// The marking for a verification. `suffix` appends the attestation

@@ -214,6 +214,7 @@ impl ProxyCore {
         };
         let initial = msg.to().ok().and_then(|t| t.tag()).is_none();
         let refusal = self.check_request(&msg, &via);
+        let trying_sent = marking.as_ref().is_some_and(|m| m.trying_sent);
         let mut entry = ServerEntry {
             tx: ServerTransaction::new(kind, peer.transport.is_reliable(), self.settings.timers),
             method,
@@ -231,7 +232,9 @@ impl ProxyCore {
                 let trying = build_response(req, 100, "Trying", None, &[]);
                 for o in entry.tx.send_response(100, trying, now) {
                     if let crate::sip::transaction::TxOutput::Transmit(b) = o {
-                        self.send_response(out, reply, b, 100);
+                        if !trying_sent {
+                            self.send_response(out, reply, b, 100);
+                        }
                     }
                 }
             }
