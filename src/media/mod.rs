@@ -1,5 +1,12 @@
 //! Media anchoring (the `anchor media` phase): the SDP rewrite that puts the
-//! relay on the media path. The port pool, RTP/RTCP relay and per-call stats
-//! join here as they land.
+//! relay on the media path, and the relay itself.
+//!
+//! * [`sdp`] — reading and rewriting SDP (RFC 8866, RFC 3264);
+//! * [`rtp`] — borrowed RTP/RTCP header views (RFC 3550, RFC 5761);
+//! * [`stats`] — per-stream packets, loss and jitter (RFC 3550 A.3, A.8);
+//! * [`relay`] — the RTP/RTCP relay: port pairs, latching, worker threads.
 
+pub mod relay;
+pub mod rtp;
 pub mod sdp;
+pub mod stats;

@@ -1,0 +1,363 @@
+//! The RTP/RTCP relay: the data plane of media anchoring.
+//!
+//! A call's media stream has two legs: leg A faces the side that made the
+//! offer (the carrier, for inbound calls), leg B the other side (the PBX).
+//! Each leg owns a local port pair from the configured range — RTP on an
+//! even port, RTCP on the next (RFC 3550 §11), or RTP and RTCP on one port
+//! with rtcp-mux (RFC 5761). A packet arriving on leg A goes out of leg B's
+//! socket to leg B's remote address, and the other way round.
+//!
+//! Each leg latches to the source of the first valid packet it receives
+//! (symmetric RTP, RFC 4961: the far end's real address, whatever its SDP
+//! said), then drops packets from anywhere else and counts them. Before a
+//! leg has latched, packets towards it go to the address its SDP named.
+//!
+//! Packets never touch the async runtime: worker threads each own a share
+//! of the sessions and run their own `epoll` loop (mio) over those
+//! sessions' sockets; both legs of a session live in one worker, so the
+//! per-packet path takes no lock and shares no atomic. The control plane
+//! (this module's [`Relay`]) binds the sockets, hands them to a worker over
+//! a channel and wakes it; statistics come back the same way.
+
+mod worker;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::stats::StreamStats;
+use worker::{Command, Worker};
+
+/// Why the relay could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("no free media ports in {min}-{max}")]
+    NoPorts { min: u16, max: u16 },
+    #[error("unknown media session {0}")]
+    UnknownSession(u64),
+    #[error("media relay worker stopped")]
+    WorkerGone,
+    #[error("media relay: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Relay settings (`[media]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Local address the media sockets bind to.
+    pub bind: IpAddr,
+    /// Port range for media (inclusive); RTP ports are even.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Worker threads (each an epoll loop over its sessions' sockets).
+    pub workers: usize,
+    /// A session with no packet in either direction for this long is
+    /// reported as timed out.
+    pub media_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port_min: 30_000,
+            port_max: 39_999,
+            workers: 1,
+            media_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which side of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Leg {
+    A = 0,
+    B = 1,
+}
+
+impl Leg {
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::A => Leg::B,
+            Leg::B => Leg::A,
+        }
+    }
+}
+
+/// A session's handle: its id and the local ports of its legs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub id: u64,
+    /// Local (RTP, RTCP) ports per leg; RTCP equals RTP with rtcp-mux.
+    pub ports: [(u16, u16); 2],
+}
+
+/// Where a leg's far end sends and receives, from its SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    pub rtp: SocketAddr,
+    /// `None`: RTCP on the RTP port (rtcp-mux) or the next one.
+    pub rtcp: Option<SocketAddr>,
+}
+
+/// What one session relayed, per leg (what arrived on that leg).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SessionStats {
+    pub a: StreamStats,
+    pub b: StreamStats,
+    /// Milliseconds since the last packet on either leg (`None`: none yet).
+    pub idle_ms: Option<u64>,
+}
+
+/// Something the data plane tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// No packet in either direction for the configured time.
+    MediaTimeout { session: u64 },
+}
+
+/// Counters over all sessions, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    pub sessions_created: AtomicU64,
+    pub sessions_deleted: AtomicU64,
+    pub media_timeouts: AtomicU64,
+    /// Packets and bytes relayed, dropped (foreign source) — summed from
+    /// sessions as they end.
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub dropped_source: AtomicU64,
+}
+
+/// Free even ports of the range, handed out round-robin so a port just
+/// released is not reused at once (late packets of the old call).
+struct PortPool {
+    next: u16,
+    min: u16,
+    max: u16,
+}
+
+impl PortPool {
+    fn new(min: u16, max: u16) -> PortPool {
+        let min = min + (min % 2);
+        PortPool {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    /// Binds an RTP socket on a free even port and, unless `mux`, an RTCP
+    /// socket on the next port; ports in use by anything are skipped.
+    fn bind_pair(
+        &mut self,
+        ip: IpAddr,
+        mux: bool,
+    ) -> Result<(UdpSocket, Option<UdpSocket>), RelayError> {
+        let span = u32::from(self.max.saturating_sub(self.min)) / 2 + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if port.saturating_add(3) > self.max {
+                self.min
+            } else {
+                port + 2
+            };
+            if port.checked_add(1).is_none_or(|p| p > self.max) {
+                continue;
+            }
+            let Ok(rtp) = UdpSocket::bind((ip, port)) else {
+                continue;
+            };
+            if mux {
+                return Ok((rtp, None));
+            }
+            if let Ok(rtcp) = UdpSocket::bind((ip, port + 1)) {
+                return Ok((rtp, Some(rtcp)));
+            }
+        }
+        Err(RelayError::NoPorts {
+            min: self.min,
+            max: self.max,
+        })
+    }
+}
+
+struct WorkerHandle {
+    commands: mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
+    sessions: AtomicUsize,
+}
+
+/// The relay: worker threads and the control calls that drive them.
+pub struct Relay {
+    config: RelayConfig,
+    workers: Vec<WorkerHandle>,
+    ports: Mutex<PortPool>,
+    next_id: AtomicU64,
+    pub metrics: Arc<RelayMetrics>,
+    events: Mutex<mpsc::Receiver<RelayEvent>>,
+}
+
+impl Relay {
+    /// Starts the worker threads.
+    pub fn start(config: RelayConfig) -> Result<Relay, RelayError> {
+        let metrics = Arc::new(RelayMetrics::default());
+        let (events_tx, events) = mpsc::channel();
+        let mut workers = Vec::new();
+        for i in 0..config.workers.max(1) {
+            let (commands, rx) = mpsc::channel();
+            let worker = Worker::new(rx, events_tx.clone(), config.media_timeout, metrics.clone())?;
+            let waker = worker.waker();
+            std::thread::Builder::new()
+                .name(format!("media-{i}"))
+                .spawn(move || worker.run())?;
+            workers.push(WorkerHandle {
+                commands,
+                waker,
+                sessions: AtomicUsize::new(0),
+            });
+        }
+        Ok(Relay {
+            ports: Mutex::new(PortPool::new(config.port_min, config.port_max)),
+            config,
+            workers,
+            next_id: AtomicU64::new(1),
+            metrics,
+            events: Mutex::new(events),
+        })
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    fn worker_of(&self, id: u64) -> &WorkerHandle {
+        &self.workers[(id % self.workers.len() as u64) as usize]
+    }
+
+    fn send(&self, id: u64, cmd: Command) -> Result<(), RelayError> {
+        let w = self.worker_of(id);
+        w.commands.send(cmd).map_err(|_| RelayError::WorkerGone)?;
+        w.waker.wake().map_err(RelayError::Io)
+    }
+
+    /// Creates a session: binds both legs' ports and hands them to a
+    /// worker. `mux`: RTP and RTCP share one port per leg (RFC 5761).
+    pub fn create(&self, mux: bool) -> Result<Session, RelayError> {
+        let bound = {
+            let mut pool = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+            let a = pool.bind_pair(self.config.bind, mux)?;
+            let b = pool.bind_pair(self.config.bind, mux)?;
+            [a, b]
+        };
+        let port = |s: &UdpSocket| s.local_addr().map(|a| a.port());
+        let mut ports = [(0, 0); 2];
+        for (i, (rtp, rtcp)) in bound.iter().enumerate() {
+            let p = port(rtp)?;
+            ports[i] = (p, rtcp.as_ref().map(port).transpose()?.unwrap_or(p));
+        }
+        let id = self.next_id.fetch_add(1, Relaxed);
+        self.send(id, Command::Add { id, sockets: bound })?;
+        self.worker_of(id).sessions.fetch_add(1, Relaxed);
+        self.metrics.sessions_created.fetch_add(1, Relaxed);
+        Ok(Session { id, ports })
+    }
+
+    /// Sets where a leg's far end receives (its SDP's address and ports),
+    /// used until the leg latches to the real source. `relatch`: forget a
+    /// latched source (the far end moved: a re-INVITE changed its address).
+    pub fn set_remote(
+        &self,
+        id: u64,
+        leg: Leg,
+        remote: Remote,
+        relatch: bool,
+    ) -> Result<(), RelayError> {
+        self.send(
+            id,
+            Command::Remote {
+                id,
+                leg,
+                remote,
+                relatch,
+            },
+        )
+    }
+
+    /// The session's statistics (asks its worker; bounded wait).
+    pub fn stats(&self, id: u64) -> Result<SessionStats, RelayError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(id, Command::Stats { id, reply: tx })?;
+        rx.recv_timeout(Duration::from_secs(1))
+            .map_err(|_| RelayError::WorkerGone)?
+            .ok_or(RelayError::UnknownSession(id))
+    }
+
+    /// Ends a session: closes its sockets (the ports return to the pool)
+    /// and returns its final statistics.
+    pub fn delete(&self, id: u64) -> Result<SessionStats, RelayError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(id, Command::Delete { id, reply: tx })?;
+        let stats = rx
+            .recv_timeout(Duration::from_secs(1))
+            .map_err(|_| RelayError::WorkerGone)?
+            .ok_or(RelayError::UnknownSession(id))?;
+        self.worker_of(id).sessions.fetch_sub(1, Relaxed);
+        self.metrics.sessions_deleted.fetch_add(1, Relaxed);
+        for leg in [&stats.a, &stats.b] {
+            self.metrics
+                .packets
+                .fetch_add(leg.packets + leg.rtcp_packets, Relaxed);
+            self.metrics
+                .bytes
+                .fetch_add(leg.bytes + leg.rtcp_bytes, Relaxed);
+            self.metrics
+                .dropped_source
+                .fetch_add(leg.dropped_source, Relaxed);
+        }
+        Ok(stats)
+    }
+
+    /// Sessions now open.
+    pub fn sessions(&self) -> usize {
+        self.workers.iter().map(|w| w.sessions.load(Relaxed)).sum()
+    }
+
+    /// Events from the data plane (media timeouts) since the last call.
+    pub fn events(&self) -> Vec<RelayEvent> {
+        let rx = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        rx.try_iter().collect()
+    }
+
+    /// Appends the relay's Prometheus metrics.
+    pub fn render(&self, s: &mut String) {
+        use std::fmt::Write;
+        let m = &self.metrics;
+        for (name, kind, help, v) in [
+            ("callgate_media_sessions", "gauge", "Media sessions open in the relay.", self.sessions() as u64),
+            ("callgate_media_sessions_created_total", "counter", "Media sessions created.", m.sessions_created.load(Relaxed)),
+            ("callgate_media_timeouts_total", "counter", "Media sessions with no packet in either direction for media_timeout.", m.media_timeouts.load(Relaxed)),
+            ("callgate_media_packets_total", "counter", "RTP and RTCP packets relayed by ended sessions.", m.packets.load(Relaxed)),
+            ("callgate_media_bytes_total", "counter", "RTP and RTCP bytes relayed by ended sessions.", m.bytes.load(Relaxed)),
+            ("callgate_media_dropped_source_total", "counter", "Packets dropped by ended sessions because they came from an address other than the latched one.", m.dropped_source.load(Relaxed)),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            let _ = w.commands.send(Command::Stop);
+            let _ = w.waker.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

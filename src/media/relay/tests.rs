@@ -1,0 +1,238 @@
+//! The relay on real loopback sockets: both directions, RTCP on its own
+//! port and multiplexed, latching and the strict source check, statistics,
+//! ports freed on delete, media timeout.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn relay(timeout: Duration, min: u16) -> Relay {
+    Relay::start(RelayConfig {
+        port_min: min,
+        port_max: min + 99,
+        media_timeout: timeout,
+        ..RelayConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+fn addr(s: &UdpSocket) -> SocketAddr {
+    s.local_addr().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&[0xd5; 160]);
+    p
+}
+
+#[track_caller]
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let (n, from) = match s.recv_from(&mut buf) {
+        Ok(r) => r,
+        Err(e) => panic!("nothing relayed: {e}"),
+    };
+    (buf[..n].to_vec(), from)
+}
+
+fn to(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn relays_both_ways_latches_and_drops_strangers() {
+    let r = relay(Duration::from_secs(60), 41_000);
+    let s = r.create(false).unwrap_or_else(|e| panic!("{e}"));
+    let (carrier, carrier_rtcp, pbx, stranger) = (peer(), peer(), peer(), peer());
+    assert_eq!(s.ports[0].1, s.ports[0].0 + 1, "RTCP on the next port");
+    r.set_remote(
+        s.id,
+        Leg::A,
+        Remote {
+            rtp: addr(&carrier),
+            rtcp: Some(addr(&carrier_rtcp)),
+        },
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.set_remote(
+        s.id,
+        Leg::B,
+        Remote {
+            rtp: addr(&pbx),
+            rtcp: None,
+        },
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // Carrier → leg A → out of leg B to the PBX, unchanged.
+    carrier
+        .send_to(&rtp(1), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (got, from) = recv(&pbx);
+    assert_eq!(got, rtp(1));
+    assert_eq!(from, to(s.ports[1].0), "sent from leg B's RTP port");
+    // PBX → leg B → the carrier.
+    pbx.send_to(&rtp(7), to(s.ports[1].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (got, from) = recv(&carrier);
+    assert_eq!((got, from), (rtp(7), to(s.ports[0].0)));
+    // RTCP from the PBX on leg B's RTCP port → the carrier's a=rtcp port.
+    let sr = [0x80u8, 200, 0, 1, 0, 0, 0, 9];
+    pbx.send_to(&sr, to(s.ports[1].1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (got, from) = recv(&carrier_rtcp);
+    assert_eq!((got.as_slice(), from), (&sr[..], to(s.ports[0].1)));
+
+    // Leg A latched to the carrier: a third address is dropped.
+    stranger
+        .send_to(&rtp(2), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    carrier
+        .send_to(&rtp(3), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (got, _) = recv(&pbx);
+    assert_eq!(got, rtp(3), "the stranger's packet never arrives");
+
+    let st = r.stats(s.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((st.a.packets, st.a.dropped_source, st.a.latches), (2, 1, 1));
+    assert_eq!(st.a.lost, 1, "sequence 2 never came from the carrier");
+    assert_eq!((st.b.packets, st.b.rtcp_packets), (1, 1));
+
+    let end = r.delete(s.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(end.a.packets, 2);
+    assert!(matches!(r.stats(s.id), Err(RelayError::UnknownSession(_))));
+    // The ports are free again.
+    for (rtp_port, rtcp_port) in s.ports {
+        UdpSocket::bind(to(rtp_port)).unwrap_or_else(|e| panic!("{rtp_port} still bound: {e}"));
+        UdpSocket::bind(to(rtcp_port)).unwrap_or_else(|e| panic!("{rtcp_port} still bound: {e}"));
+    }
+    assert_eq!(r.sessions(), 0);
+    assert_eq!(
+        r.metrics.packets.load(Relaxed),
+        4,
+        "the stranger's packet is not relayed"
+    );
+}
+
+#[test]
+fn rtcp_mux_and_relatching_after_a_move() {
+    let r = relay(Duration::from_secs(60), 41_200);
+    let s = r.create(true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.ports[0].0, s.ports[0].1, "one port per leg with rtcp-mux");
+    let (carrier, pbx, moved) = (peer(), peer(), peer());
+    r.set_remote(
+        s.id,
+        Leg::A,
+        Remote {
+            rtp: addr(&carrier),
+            rtcp: None,
+        },
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    r.set_remote(
+        s.id,
+        Leg::B,
+        Remote {
+            rtp: addr(&pbx),
+            rtcp: None,
+        },
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    pbx.send_to(&rtp(1), to(s.ports[1].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&carrier).0, rtp(1));
+    let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 9];
+    pbx.send_to(&rr, to(s.ports[1].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        recv(&carrier).0,
+        rr.to_vec(),
+        "RTCP demultiplexed (RFC 5761) and relayed"
+    );
+    // The PBX moves (a re-INVITE gave a new address): relatch.
+    r.set_remote(
+        s.id,
+        Leg::B,
+        Remote {
+            rtp: addr(&moved),
+            rtcp: None,
+        },
+        true,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    moved
+        .send_to(&rtp(2), to(s.ports[1].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&carrier).0, rtp(2));
+    carrier
+        .send_to(&rtp(9), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&moved).0, rtp(9), "towards the new address");
+    let st = r.stats(s.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.b.latches, 2);
+}
+
+#[test]
+fn silent_sessions_time_out() {
+    let r = relay(Duration::from_millis(300), 41_400);
+    let quiet = r.create(false).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = Vec::new();
+    while events.is_empty() && Instant::now() < deadline {
+        events = r.events();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(events, vec![RelayEvent::MediaTimeout { session: quiet.id }]);
+    assert_eq!(r.metrics.media_timeouts.load(Relaxed), 1);
+}
+
+#[test]
+fn garbage_is_counted_not_relayed_and_the_range_runs_out_cleanly() {
+    let r = relay(Duration::from_secs(60), 41_600);
+    let s = r.create(false).unwrap_or_else(|e| panic!("{e}"));
+    let (carrier, pbx) = (peer(), peer());
+    r.set_remote(
+        s.id,
+        Leg::B,
+        Remote {
+            rtp: addr(&pbx),
+            rtcp: None,
+        },
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    carrier
+        .send_to(b"hello", to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    carrier
+        .send_to(&rtp(1), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&pbx).0, rtp(1));
+    let st = r.stats(s.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((st.a.malformed, st.a.packets), (1, 1));
+    // 100 ports = 25 sessions of two legs with RTP+RTCP; one is open.
+    let mut made = 1;
+    while r.create(false).is_ok() {
+        made += 1;
+        assert!(made <= 25, "more sessions than the range holds");
+    }
+    assert!(
+        made >= 20,
+        "only {made} sessions (some ports busy elsewhere?)"
+    );
+}

@@ -1,0 +1,446 @@
+//! One relay worker: an `epoll` loop (mio) over the sockets of the
+//! sessions it owns. Everything on the per-packet path — the socket table,
+//! latching, statistics — belongs to this thread alone.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats};
+use crate::media::rtp::{is_rtcp, RtpHeader};
+use crate::media::stats::StreamStats;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// How often idle sessions are looked for.
+const TIMEOUT_SCAN: Duration = Duration::from_millis(500);
+
+/// Largest datagram taken (anything longer is truncated by the kernel and
+/// then counted as relayed at that size).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// A control-plane request.
+pub(super) enum Command {
+    Add {
+        id: u64,
+        sockets: [(UdpSocket, Option<UdpSocket>); 2],
+    },
+    Remote {
+        id: u64,
+        leg: Leg,
+        remote: Remote,
+        relatch: bool,
+    },
+    Stats {
+        id: u64,
+        reply: mpsc::SyncSender<Option<SessionStats>>,
+    },
+    Delete {
+        id: u64,
+        reply: mpsc::SyncSender<Option<SessionStats>>,
+    },
+    Stop,
+}
+
+/// One socket: a leg's RTP or RTCP port.
+struct Endpoint {
+    socket: mio::net::UdpSocket,
+    session: usize,
+    leg: Leg,
+    rtcp: bool,
+}
+
+#[derive(Default)]
+struct LegState {
+    rtp: usize,
+    rtcp: Option<usize>,
+    remote: Option<Remote>,
+    latched_rtp: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+    stats: StreamStats,
+}
+
+impl LegState {
+    /// Where RTP (or RTCP) for this leg's far end goes: the latched source,
+    /// else the SDP's address (RTCP: its a=rtcp, else RTP's port + 1, or
+    /// the RTP port itself with rtcp-mux).
+    fn destination(&self, rtcp: bool) -> Option<SocketAddr> {
+        if !rtcp {
+            return self.latched_rtp.or(self.remote.map(|r| r.rtp));
+        }
+        if let Some(a) = self.latched_rtcp {
+            return Some(a);
+        }
+        let remote = self.remote?;
+        match (remote.rtcp, self.rtcp) {
+            (Some(a), _) => Some(a),
+            (None, None) => self.latched_rtp.or(Some(remote.rtp)),
+            (None, Some(_)) => {
+                let mut a = remote.rtp;
+                a.set_port(a.port().checked_add(1)?);
+                Some(a)
+            }
+        }
+    }
+}
+
+struct SessionState {
+    id: u64,
+    legs: [LegState; 2],
+    created: Instant,
+    last_packet: Option<Instant>,
+    timed_out: bool,
+}
+
+impl SessionState {
+    fn stats(&self, now: Instant) -> SessionStats {
+        SessionStats {
+            a: self.legs[0].stats.clone(),
+            b: self.legs[1].stats.clone(),
+            idle_ms: self
+                .last_packet
+                .map(|t| now.duration_since(t).as_millis() as u64),
+        }
+    }
+}
+
+/// A slab: stable indexes, reused slots.
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<usize>,
+}
+
+impl<T> Slab<T> {
+    fn new() -> Slab<T> {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn insert(&mut self, t: T) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i] = Some(t);
+                i
+            }
+            None => {
+                self.items.push(Some(t));
+                self.items.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Option<T> {
+        let t = self.items.get_mut(i)?.take();
+        if t.is_some() {
+            self.free.push(i);
+        }
+        t
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        self.items.get(i)?.as_ref()
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.items.get_mut(i)?.as_mut()
+    }
+}
+
+pub(super) struct Worker {
+    poll: Poll,
+    waker: Arc<Waker>,
+    commands: mpsc::Receiver<Command>,
+    events_out: mpsc::Sender<RelayEvent>,
+    endpoints: Slab<Endpoint>,
+    sessions: Slab<SessionState>,
+    by_id: HashMap<u64, usize>,
+    media_timeout: Duration,
+    metrics: Arc<RelayMetrics>,
+    epoch: Instant,
+    /// Set by [`Command::Stop`] or when the control plane is gone.
+    stopped: bool,
+}
+
+impl Worker {
+    pub(super) fn new(
+        commands: mpsc::Receiver<Command>,
+        events_out: mpsc::Sender<RelayEvent>,
+        media_timeout: Duration,
+        metrics: Arc<RelayMetrics>,
+    ) -> std::io::Result<Worker> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Worker {
+            poll,
+            waker,
+            commands,
+            events_out,
+            endpoints: Slab::new(),
+            sessions: Slab::new(),
+            by_id: HashMap::new(),
+            media_timeout,
+            metrics,
+            epoch: Instant::now(),
+            stopped: false,
+        })
+    }
+
+    pub(super) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// The event loop; returns on [`Command::Stop`] or when the control
+    /// plane is gone.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut last_scan = Instant::now();
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(TIMEOUT_SCAN)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "media worker poll failed; stopping");
+                return;
+            }
+            // Commands first: a remote address set before a packet was sent
+            // applies to that packet (one cheap channel check per wake-up).
+            if !self.commands_pending() {
+                return;
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    self.drain(ev.token().0, &mut buf);
+                }
+            }
+            if self.stopped {
+                return;
+            }
+            let now = Instant::now();
+            if now.duration_since(last_scan) >= TIMEOUT_SCAN {
+                last_scan = now;
+                self.scan_timeouts(now);
+            }
+        }
+    }
+
+    /// Reads every datagram waiting on one socket (edge-triggered) and
+    /// relays it.
+    fn drain(&mut self, token: usize, buf: &mut [u8]) {
+        loop {
+            // A command sent before this packet applies to it (a relatch, a
+            // new remote); the check is one atomic load when none waits.
+            if !self.commands_pending() {
+                return;
+            }
+            let Some(ep) = self.endpoints.get(token) else {
+                return;
+            };
+            let (n, src) = match ep.socket.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // An ICMP error for an earlier send, or the like: keep going.
+                Err(_) => continue,
+            };
+            let (session, leg, rtcp_port) = (ep.session, ep.leg, ep.rtcp);
+            self.relay(session, leg, rtcp_port, &buf[..n], src);
+        }
+    }
+
+    /// The per-packet path: validate, latch or check the source, count,
+    /// and send out of the other leg.
+    fn relay(&mut self, session: usize, leg: Leg, rtcp_port: bool, pkt: &[u8], src: SocketAddr) {
+        let now = Instant::now();
+        let Some(s) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let rtcp = rtcp_port || is_rtcp(pkt);
+        let rtp = if rtcp { None } else { RtpHeader::parse(pkt) };
+        let me = &mut s.legs[leg as usize];
+        if rtp.is_none() && !(rtcp && pkt.len() >= 8 && pkt[0] >> 6 == 2) {
+            me.stats.malformed += 1;
+            return;
+        }
+        let latched = if rtcp {
+            &mut me.latched_rtcp
+        } else {
+            &mut me.latched_rtp
+        };
+        match latched {
+            None => {
+                *latched = Some(src);
+                if !rtcp {
+                    me.stats.latches += 1;
+                }
+            }
+            Some(a) if *a != src => {
+                me.stats.dropped_source += 1;
+                return;
+            }
+            Some(_) => {}
+        }
+        match &rtp {
+            Some(h) => {
+                let at = now.duration_since(self.epoch).as_micros() as u64;
+                me.stats.on_rtp(h, pkt.len(), at);
+            }
+            None => me.stats.on_rtcp(pkt.len()),
+        }
+        s.last_packet = Some(now);
+        s.timed_out = false;
+        let out = &s.legs[leg.other() as usize];
+        let out_token = match (rtcp, out.rtcp) {
+            (true, Some(t)) => t,
+            _ => out.rtp,
+        };
+        let sent = out.destination(rtcp).and_then(|dest| {
+            let ep = self.endpoints.get(out_token)?;
+            ep.socket.send_to(pkt, dest).ok()
+        });
+        if sent.is_none() {
+            if let Some(s) = self.sessions.get_mut(session) {
+                s.legs[leg as usize].stats.dropped_send += 1;
+            }
+        }
+    }
+
+    /// Applies queued commands; `false` on Stop or when the control plane
+    /// has gone.
+    fn commands_pending(&mut self) -> bool {
+        if self.stopped {
+            return false;
+        }
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => {
+                    self.stopped = true;
+                    return false;
+                }
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Ok(cmd) => self.apply(cmd),
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Add { id, sockets } => self.add(id, sockets, now),
+            Command::Remote {
+                id,
+                leg,
+                remote,
+                relatch,
+            } => {
+                if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
+                    let l = &mut s.legs[leg as usize];
+                    l.remote = Some(remote);
+                    if relatch {
+                        l.latched_rtp = None;
+                        l.latched_rtcp = None;
+                    }
+                }
+            }
+            Command::Stats { id, reply } => {
+                let stats = self
+                    .by_id
+                    .get(&id)
+                    .and_then(|&i| self.sessions.get(i))
+                    .map(|s| s.stats(now));
+                let _ = reply.send(stats);
+            }
+            Command::Delete { id, reply } => {
+                let stats = self.remove(id).map(|s| s.stats(now));
+                let _ = reply.send(stats);
+            }
+            Command::Stop => {}
+        }
+    }
+
+    fn add(&mut self, id: u64, sockets: [(UdpSocket, Option<UdpSocket>); 2], now: Instant) {
+        let slot = self.sessions.insert(SessionState {
+            id,
+            legs: [LegState::default(), LegState::default()],
+            created: now,
+            last_packet: None,
+            timed_out: false,
+        });
+        for (i, (rtp, rtcp)) in sockets.into_iter().enumerate() {
+            let leg = if i == 0 { Leg::A } else { Leg::B };
+            let rtp = self.register(rtp, slot, leg, false);
+            let rtcp = rtcp.and_then(|s| self.register(s, slot, leg, true));
+            if let Some(s) = self.sessions.get_mut(slot) {
+                s.legs[i].rtp = rtp.unwrap_or(usize::MAX);
+                s.legs[i].rtcp = rtcp;
+            }
+        }
+        self.by_id.insert(id, slot);
+    }
+
+    fn register(
+        &mut self,
+        socket: UdpSocket,
+        session: usize,
+        leg: Leg,
+        rtcp: bool,
+    ) -> Option<usize> {
+        if let Err(e) = socket.set_nonblocking(true) {
+            tracing::warn!(error = %e, "media socket not usable");
+            return None;
+        }
+        let socket = mio::net::UdpSocket::from_std(socket);
+        let token = self.endpoints.insert(Endpoint {
+            socket,
+            session,
+            leg,
+            rtcp,
+        });
+        let ep = self.endpoints.get_mut(token)?;
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut ep.socket, Token(token), Interest::READABLE)
+        {
+            tracing::warn!(error = %e, "media socket not registered");
+            self.endpoints.remove(token);
+            return None;
+        }
+        Some(token)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<SessionState> {
+        let slot = self.by_id.remove(&id)?;
+        let s = self.sessions.remove(slot)?;
+        for leg in &s.legs {
+            for token in std::iter::once(leg.rtp).chain(leg.rtcp) {
+                if let Some(mut ep) = self.endpoints.remove(token) {
+                    let _ = self.poll.registry().deregister(&mut ep.socket);
+                }
+            }
+        }
+        Some(s)
+    }
+
+    /// Reports sessions idle in both directions for the media timeout.
+    fn scan_timeouts(&mut self, now: Instant) {
+        for s in self.sessions.items.iter_mut().flatten() {
+            let since = s.last_packet.unwrap_or(s.created);
+            if !s.timed_out && now.duration_since(since) >= self.media_timeout {
+                s.timed_out = true;
+                self.metrics.media_timeouts.fetch_add(1, Relaxed);
+                let _ = self
+                    .events_out
+                    .send(RelayEvent::MediaTimeout { session: s.id });
+            }
+        }
+    }
+}
