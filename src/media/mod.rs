@@ -4,8 +4,10 @@
 //! * [`sdp`] — reading and rewriting SDP (RFC 8866, RFC 3264);
 //! * [`rtp`] — borrowed RTP/RTCP header views (RFC 3550, RFC 5761);
 //! * [`stats`] — per-stream packets, loss and jitter (RFC 3550 A.3, A.8);
-//! * [`relay`] — the RTP/RTCP relay: port pairs, latching, worker threads.
+//! * [`relay`] — the RTP/RTCP relay: port pairs, latching, worker threads;
+//! * [`anchor`] — offer/answer through the relay: streams, remotes, rewrite.
 
+pub mod anchor;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
