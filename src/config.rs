@@ -58,6 +58,8 @@ pub struct Config {
     pub audit: Option<crate::audit::AuditConfig>,
     /// Velocity, replay and certificate state: local, or shared on Redis.
     pub state: crate::state::StateConfig,
+    /// Media anchoring (`[media] enabled = true`); `None`: SDP untouched.
+    pub media: Option<crate::gate::media::MediaConfig>,
 }
 
 /// The risk engine's policies (`[risk]`); off when no policy is set.
@@ -334,6 +336,21 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     state: RawState,
+    #[serde(default)]
+    media: RawMedia,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    enabled: Option<bool>,
+    bind: Option<String>,
+    advertise: Option<String>,
+    port_min: Option<u16>,
+    port_max: Option<u16>,
+    workers: Option<usize>,
+    media_timeout_secs: Option<u64>,
+    strip_ice: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -626,6 +643,7 @@ impl Config {
             risk,
             audit,
             state: state(raw.state)?,
+            media: media(raw.media)?,
         })
     }
 
@@ -640,6 +658,59 @@ impl Config {
             Side::Pbx => &self.pbx,
         }
     }
+}
+
+/// Validates `[media]`.
+fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, ConfigError> {
+    if !raw.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let ip = |key: &str, v: &str| -> Result<std::net::IpAddr, ConfigError> {
+        v.parse()
+            .map_err(|_| invalid(key, format!("{v:?} is not an IP address")))
+    };
+    let bind = ip("media.bind", raw.bind.as_deref().unwrap_or("127.0.0.1"))?;
+    let advertise = match raw.advertise.as_deref() {
+        Some(a) => ip("media.advertise", a)?,
+        None if bind.is_unspecified() => {
+            return Err(invalid(
+                "media.advertise",
+                "required when media.bind is a wildcard address (what goes into the SDP?)",
+            ))
+        }
+        None => bind,
+    };
+    let defaults = crate::media::relay::RelayConfig::default();
+    let port_min = raw.port_min.unwrap_or(defaults.port_min);
+    let port_max = raw.port_max.unwrap_or(defaults.port_max);
+    if port_min < 1024 || port_max < port_min.saturating_add(3) {
+        return Err(invalid(
+            "media.port_min",
+            format!("the range {port_min}-{port_max} must start at 1024 or above and hold at least two port pairs"),
+        ));
+    }
+    let workers = raw.workers.unwrap_or(1);
+    if !(1..=64).contains(&workers) {
+        return Err(invalid(
+            "media.workers",
+            format!("{workers} is outside 1..=64"),
+        ));
+    }
+    let timeout = raw.media_timeout_secs.unwrap_or(60);
+    if timeout == 0 {
+        return Err(invalid("media.media_timeout_secs", "must be at least 1"));
+    }
+    Ok(Some(crate::gate::media::MediaConfig {
+        relay: crate::media::relay::RelayConfig {
+            bind,
+            port_min,
+            port_max,
+            workers,
+            media_timeout: Duration::from_secs(timeout),
+        },
+        advertise,
+        strip_ice: raw.strip_ice.unwrap_or(true),
+    }))
 }
 
 /// Validates `[state]`.

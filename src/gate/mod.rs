@@ -9,6 +9,7 @@
 pub mod admit;
 pub mod assess;
 pub mod inbound;
+pub mod media;
 pub mod outcome;
 pub mod sign;
 pub mod verify;
@@ -45,6 +46,9 @@ pub enum GateError {
     /// `[stir]` could not be set up (trust anchors, CA files).
     #[error("{0}")]
     Stir(String),
+    /// The media relay could not start (threads, poll).
+    #[error("{0}")]
+    Media(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
 }
@@ -85,6 +89,9 @@ pub struct Gate {
     pub state: Arc<crate::state::State>,
     /// `[state]` as started: it does not change on reload.
     state_config: crate::state::StateConfig,
+    /// Media anchoring, when `[media]` is on (read at start only).
+    pub media: Option<Arc<media::MediaPhase>>,
+    media_config: Option<media::MediaConfig>,
     /// Audited calls awaiting their outcome, by Call-ID.
     outcomes: Mutex<outcome::Tracker>,
     me: std::sync::Weak<Gate>,
@@ -406,6 +413,9 @@ impl Gate {
         if cfg.state != self.state_config {
             tracing::warn!("[state] changed: it takes effect at the next restart");
         }
+        if cfg.media != self.media_config {
+            tracing::warn!("[media] changed: it takes effect at the next restart");
+        }
         let stir = StirPhases::from_config(&cfg, &self.stir_phases(), &self.metrics, &self.state)?;
         *self.stir.write().unwrap_or_else(|p| p.into_inner()) = stir;
         lock(&self.admission[0]).reload(cfg.trunk.clone());
@@ -480,7 +490,16 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         .as_ref()
         .map(crate::audit::Audit::open)
         .transpose()?;
-    let core = ProxyCore::new(settings, metrics.clone(), now);
+    let mut core = ProxyCore::new(settings, metrics.clone(), now);
+    let media = match &cfg.media {
+        Some(m) => {
+            let phase = media::MediaPhase::start(m).map_err(GateError::Media)?;
+            phase.watch_timeouts();
+            core.set_media_hook(Some(phase.clone()));
+            Some(phase)
+        }
+        None => None,
+    };
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
         admission: [
@@ -504,6 +523,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         audit,
         state,
         state_config: cfg.state.clone(),
+        media,
+        media_config: cfg.media.clone(),
         outcomes: Mutex::new(outcome::Tracker::default()),
         me: me.clone(),
     });

@@ -149,6 +149,35 @@ impl MediaAnchor {
         self.through(call, offerer.other(), &sdp, opts)
     }
 
+    /// SDP from the side tagged `tag` that may be an offer or an answer (a
+    /// response's body): the answer when the other side's offer is pending,
+    /// else an offer (a late offer in a 200, RFC 3261 §13.2.1).
+    pub fn offer_or_answer(
+        &self,
+        call_id: &str,
+        tag: &str,
+        body: &[u8],
+        opts: AnchorOptions,
+    ) -> Result<Vec<u8>, AnchorError> {
+        let answering = {
+            let calls = self.lock();
+            calls.get(call_id).is_some_and(|c| {
+                let sender = if c.offerer_tag == tag { Leg::A } else { Leg::B };
+                c.pending_offer.is_some_and(|o| o != sender)
+            })
+        };
+        if answering {
+            self.answer(call_id, body, opts)
+        } else {
+            self.offer(call_id, tag, body, opts)
+        }
+    }
+
+    /// Whether the call has anchored media.
+    pub fn has_call(&self, call_id: &str) -> bool {
+        self.lock().contains_key(call_id)
+    }
+
     /// Sets the sender's remotes, creates missing streams and rewrites.
     fn through(
         &self,

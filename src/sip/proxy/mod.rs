@@ -154,8 +154,23 @@ enum TimerRef {
 }
 
 /// The proxy core. See the module documentation.
+/// What the media layer does with the bodies crossing the proxy (the
+/// `anchor media` phase): the core asks it about every request and
+/// response it forwards, and forwards the body it returns instead of the
+/// original (Content-Length follows). It also sees the messages that end a
+/// call's media (BYE, a failed initial INVITE). Kept as a trait so the
+/// core stays free of media policy.
+pub trait MediaHook: Send + Sync {
+    /// A request about to be forwarded, received from side `from`.
+    fn request(&self, msg: &SipMessage, from: Side) -> Option<Vec<u8>>;
+    /// A response about to be forwarded, received from side `from`.
+    fn response(&self, msg: &SipMessage, from: Side) -> Option<Vec<u8>>;
+}
+
 pub struct ProxyCore {
     settings: CoreSettings,
+    /// The media anchor, when `[media]` is on.
+    media: Option<std::sync::Arc<dyn MediaHook>>,
     local: [LocalSide; 2],
     /// Indexed by the side requests leave through.
     targets: [TargetSet; 2],
@@ -197,6 +212,7 @@ impl ProxyCore {
             next_probe_at: None,
             probe_seq: 0,
             settings,
+            media: None,
         };
         for side in [Side::Trunk, Side::Pbx] {
             core.metrics
@@ -223,6 +239,11 @@ impl ProxyCore {
             self.local[i] = LocalSide::from_config(&settings.sides[i]);
         }
         self.settings = settings;
+    }
+
+    /// Puts the media layer on the path of every forwarded body.
+    pub fn set_media_hook(&mut self, hook: Option<std::sync::Arc<dyn MediaHook>>) {
+        self.media = hook;
     }
 
     /// Starts draining: new initial INVITEs get 503, everything else runs on.

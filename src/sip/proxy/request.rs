@@ -437,6 +437,10 @@ impl ProxyCore {
         let in_peer = entry.reply;
         let loop_hash = branch::loop_hash(msg);
         let br = self.branches.next(loop_hash);
+        let body = self
+            .media
+            .as_ref()
+            .and_then(|m| m.request(msg, in_peer.side));
         let plan = CopyPlan {
             out_local: &self.local[fwd.out_side.index()],
             in_local: &self.local[in_peer.side.index()],
@@ -446,6 +450,7 @@ impl ProxyCore {
             pop_routes: fwd.pop_routes,
             record_route: fwd.record_route,
             marking: entry.marking.as_ref(),
+            body: body.as_deref(),
         };
         let bytes = match forwarded_copy(msg, &plan) {
             Some(b) => b,
@@ -625,6 +630,7 @@ impl ProxyCore {
         };
         let incoming_branch = via.branch.unwrap_or_default();
         let br = BranchGenerator::stateless(branch::loop_hash(msg), incoming_branch);
+        let body = self.media.as_ref().and_then(|m| m.request(msg, peer.side));
         let plan = CopyPlan {
             out_local: &self.local[out_side.index()],
             in_local: &self.local[peer.side.index()],
@@ -634,6 +640,7 @@ impl ProxyCore {
             pop_routes: pop,
             record_route: false,
             marking: None,
+            body: body.as_deref(),
         };
         if let Some(bytes) = forwarded_copy(msg, &plan) {
             self.send_request(out, hop, bytes, Method::Ack, None);
@@ -762,6 +769,8 @@ pub(super) struct CopyPlan<'a> {
     pub record_route: bool,
     /// The verify phase's marking, if any.
     pub marking: Option<&'a Marking>,
+    /// A new body from the media layer (the SDP through the relay).
+    pub body: Option<&'a [u8]>,
 }
 
 /// Whether a header is a `Reason` header for the STIR protocol (RFC 9410).
@@ -833,6 +842,9 @@ pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<By
                 sp.remove_header(i);
             }
         }
+    }
+    if let Some(body) = plan.body {
+        sp.set_body(body);
     }
     if let Some(m) = plan.marking {
         for line in &m.headers {

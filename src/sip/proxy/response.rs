@@ -18,11 +18,15 @@ use crate::sip::via::Via;
 
 /// The response without our top Via, ready for upstream (§16.7 step 9),
 /// and without `X-Callgate-*` headers (they never leave towards the trunk,
-/// and a trunk cannot hand the PBX forged ones).
-fn pop_via(msg: &SipMessage) -> Option<Bytes> {
+/// and a trunk cannot hand the PBX forged ones); `body` replaces its body
+/// (the media layer's SDP).
+fn pop_via(msg: &SipMessage, body: Option<&[u8]>) -> Option<Bytes> {
     let idx = msg.first_index(HeaderName::Via)?;
     let mut sp = Splice::new(msg);
     sp.remove_first_value(idx);
+    if let Some(b) = body {
+        sp.set_body(b);
+    }
     for (i, h) in msg.headers().iter().enumerate() {
         if h.name == HeaderName::Other
             && crate::risk::tags::is_callgate_header(msg.slice(&h.name_range))
@@ -44,6 +48,13 @@ fn rank(status: u16) -> u16 {
 }
 
 impl ProxyCore {
+    /// The copy of a response received from side `from` that goes upstream,
+    /// its body passed through the media layer when one is set.
+    fn upstream_copy(&self, msg: &SipMessage, from: Side) -> Option<Bytes> {
+        let body = self.media.as_ref().and_then(|m| m.response(msg, from));
+        pop_via(msg, body.as_deref())
+    }
+
     pub(super) fn on_response(
         &mut self,
         peer: Peer,
@@ -138,6 +149,7 @@ impl ProxyCore {
                 let Some(skey) = entry.server.clone() else {
                     return;
                 };
+                let from_side = entry.to.side;
                 if status < 200 {
                     entry.got_provisional = true;
                     let canceled = self
@@ -157,7 +169,7 @@ impl ProxyCore {
                         self.cancel_branch(ckey, now, out);
                     }
                     if status > 100 {
-                        if let Some(b) = pop_via(msg) {
+                        if let Some(b) = self.upstream_copy(msg, from_side) {
                             self.send_upstream(&skey, status, b, now, out);
                         }
                     } else {
@@ -168,7 +180,9 @@ impl ProxyCore {
                 if let Some(f) = self.servers.get_mut(&skey).and_then(|s| s.fwd.as_mut()) {
                     f.branches.retain(|b| b != ckey);
                 }
-                let Some(up) = pop_via(msg) else { return };
+                let Some(up) = self.upstream_copy(msg, from_side) else {
+                    return;
+                };
                 if status < 300 {
                     // §16.7 step 5: every 2xx is forwarded at once.
                     self.send_upstream(&skey, status, up, now, out);
@@ -274,7 +288,7 @@ impl ProxyCore {
         if !self.settings.sides[side.index()].admits(ip) {
             return;
         }
-        if let Some(b) = pop_via(msg) {
+        if let Some(b) = self.upstream_copy(msg, peer.side) {
             let to = Peer {
                 side,
                 transport,

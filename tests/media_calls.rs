@@ -1,0 +1,164 @@
+//! Media anchoring end to end: a carrier UA (this test, over UDP) calls
+//! through callgate to a sipp PBX that echoes RTP (`-rtp_echo`). The SDP
+//! in both directions names callgate's relay; RTP flows carrier → relay →
+//! PBX → relay → carrier; a packet from a third address is dropped; the
+//! silent call is reported by the media timeout; BYE frees the ports.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{await_metric, config, free_port, scenario, Callgate, Ports, Sipp, Udp};
+
+fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.lines()
+        .filter_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+        .map(str::trim)
+        .collect()
+}
+
+/// The `m=audio` port and `c=` address of an SDP body in a SIP message.
+fn sdp_target(msg: &str) -> (String, u16) {
+    let c = msg
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap_or_else(|| panic!("no c= in {msg}"));
+    let port = msg
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio in {msg}"));
+    (c.trim().to_owned(), port)
+}
+
+fn rtp(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&[0xff; 160]);
+    p
+}
+
+#[test]
+fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
+    let pbx_port = free_port();
+    let pbx_media = free_port();
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        1,
+        "u1",
+        &["-mp", &pbx_media.to_string(), "-rtp_echo", "-trace_msg"],
+    );
+    let ports = Ports::new();
+    let media_min = 43_000 + (std::process::id() % 50) as u16 * 20;
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &format!(
+                "[media]\nenabled = true\nbind = \"127.0.0.1\"\nport_min = {media_min}\nport_max = {}\nmedia_timeout_secs = 1\n",
+                media_min + 19
+            ),
+        ),
+    );
+    let carrier = Udp::bind();
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    media
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let my_media = media.local_addr().map(|a| a.port()).unwrap_or(0);
+    let sdp = format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {my_media} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=candidate:1 1 UDP 2130706431 10.9.9.9 {my_media} typ host\r\na=ptime:20\r\n"
+    );
+    let me = format!("127.0.0.1:{}", carrier.port());
+    let invite = format!(
+        "INVITE sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-media-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{me}>;tag=carrier-1\r\nTo: <sip:+15550100@{trunk}>\r\nCall-ID: media-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+        trunk = cg.trunk(),
+        len = sdp.len()
+    );
+    carrier.send(&cg.trunk(), invite.as_bytes());
+    let got = carrier.recv_until("SIP/2.0 200 OK");
+    let ok = got.last().cloned().unwrap_or_default();
+    let (relay_ip, leg_a) = sdp_target(&ok);
+    assert_eq!(relay_ip, "127.0.0.1");
+    assert!(
+        (media_min..media_min + 20).contains(&leg_a),
+        "the 200's SDP names the relay: {ok}"
+    );
+    // ACK and BYE through the route set callgate recorded (RFC 3261 §12.2).
+    let routes: Vec<&str> = header(&ok, "Record-Route");
+    let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    let to = header(&ok, "To")
+        .first()
+        .copied()
+        .unwrap_or_default()
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} sip:agent@127.0.0.1:{pbx_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\n{route_lines}From: <sip:+15550199@{me}>;tag=carrier-1\r\nTo: {to}\r\nCall-ID: media-call-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    carrier.send(&cg.trunk(), in_dialog("ACK", 1, "media-ack").as_bytes());
+
+    // RTP: carrier → relay leg A → PBX (echo) → relay leg B → carrier.
+    for seq in 1..=5u16 {
+        media
+            .send_to(&rtp(seq), ("127.0.0.1", leg_a))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 512];
+        let (n, from) = media
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("echo {seq} did not come back through the relay: {e}"));
+        assert_eq!(&buf[..n], rtp(seq).as_slice());
+        assert_eq!(from.port(), leg_a, "the echo comes from the relay's leg A");
+    }
+    // A third address is not the latched carrier: dropped, nothing echoes.
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    stranger
+        .send_to(&rtp(99), ("127.0.0.1", leg_a))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 512];
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "no reply to a stranger"
+    );
+    assert_eq!(cg.metric("callgate_media_sessions"), 1.0);
+
+    // Media stops: the timeout (1 s) reports it; the call stays up.
+    await_metric(&cg, "callgate_media_timeouts_total", 1.0);
+
+    carrier.send(&cg.trunk(), in_dialog("BYE", 2, "media-bye").as_bytes());
+    carrier.recv_until("SIP/2.0 200 OK");
+    let uas = uas.finish();
+    uas.assert_all_ok(1, "PBX UAS");
+    // The PBX saw the relay in the offer, not the carrier's port, and no
+    // ICE candidate that would bypass it.
+    let offer = uas
+        .received_requests("INVITE")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let (_, leg_b) = sdp_target(&offer);
+    assert!((media_min..media_min + 20).contains(&leg_b), "{offer}");
+    assert_ne!(leg_b, my_media);
+    assert!(!offer.contains("a=candidate"), "{offer}");
+    assert!(
+        offer.contains("a=rtpmap:101 telephone-event/8000"),
+        "{offer}"
+    );
+    // BYE released the session and its ports; what it relayed is counted.
+    assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
+    assert!(cg.metric("callgate_media_packets_total") >= 10.0);
+    assert_eq!(cg.metric("callgate_media_dropped_source_total"), 1.0);
+    for p in [leg_a, leg_b] {
+        UdpSocket::bind(("127.0.0.1", p)).unwrap_or_else(|e| panic!("port {p} still held: {e}"));
+    }
+}
