@@ -1,13 +1,16 @@
 //! Media anchoring (the `anchor media` phase): the SDP rewrite that puts the
-//! relay on the media path, and the relay itself.
+//! relay on the media path, the relay itself, and its control protocols.
 //!
 //! * [`sdp`] — reading and rewriting SDP (RFC 8866, RFC 3264);
 //! * [`rtp`] — borrowed RTP/RTCP header views (RFC 3550, RFC 5761);
 //! * [`stats`] — per-stream packets, loss and jitter (RFC 3550 A.3, A.8);
 //! * [`relay`] — the RTP/RTCP relay: port pairs, latching, worker threads;
-//! * [`anchor`] — offer/answer through the relay: streams, remotes, rewrite.
+//! * [`anchor`] — offer/answer through the relay: streams, remotes, rewrite;
+//! * [`ng`] — rtpengine's ng control protocol, so Kamailio or OpenSIPS can
+//!   drive the relay too.
 
 pub mod anchor;
+pub mod ng;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;
