@@ -351,6 +351,9 @@ struct RawMedia {
     workers: Option<usize>,
     media_timeout_secs: Option<u64>,
     strip_ice: Option<bool>,
+    ng_listen: Option<String>,
+    #[serde(default)]
+    ng_allow: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -710,6 +713,34 @@ fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, Confi
         },
         advertise,
         strip_ice: raw.strip_ice.unwrap_or(true),
+        ng_listen: raw
+            .ng_listen
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    invalid("media.ng_listen", format!("{a:?} is not an address:port"))
+                })
+            })
+            .transpose()?,
+        ng_allow: if raw.ng_allow.is_empty() {
+            vec!["127.0.0.0/8"
+                .parse()
+                .map_err(|_| invalid("media.ng_allow", "default"))?]
+        } else {
+            raw.ng_allow
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    c.parse::<ipnet::IpNet>()
+                        .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            invalid(
+                                format!("media.ng_allow[{i}]"),
+                                format!("{c:?} is not a CIDR"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?
+        },
     }))
 }
 

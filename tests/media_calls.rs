@@ -162,3 +162,153 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
         UdpSocket::bind(("127.0.0.1", p)).unwrap_or_else(|e| panic!("port {p} still held: {e}"));
     }
 }
+
+/// A bencoded byte string.
+fn b(s: &str) -> String {
+    format!("{}:{s}", s.len())
+}
+
+/// Sends one ng command and returns the reply after the cookie.
+fn ng(sock: &UdpSocket, to: u16, cookie: &str, dict: &str) -> String {
+    sock.send_to(format!("{cookie} d{dict}e").as_bytes(), ("127.0.0.1", to))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no ng reply to {cookie}: {e}"));
+    let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+    reply
+        .strip_prefix(&format!("{cookie} "))
+        .unwrap_or_else(|| panic!("reply without the cookie: {reply}"))
+        .to_owned()
+}
+
+/// The port of `m=audio` in an SDP inside an ng reply.
+fn ng_sdp_port(reply: &str) -> u16 {
+    reply
+        .split("m=audio ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no SDP port in {reply}"))
+}
+
+#[test]
+fn the_relay_answers_rtpengines_ng_protocol() {
+    let ports = Ports::new();
+    let ng_port = free_port();
+    let media_min = 44_000 + (std::process::id() % 50) as u16 * 20;
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &["sip:127.0.0.1:9".to_owned()],
+            &["sip:127.0.0.1:9".to_owned()],
+            &format!(
+                "[media]\nenabled = true\nport_min = {media_min}\nport_max = {}\nng_listen = \"127.0.0.1:{ng_port}\"\n",
+                media_min + 19
+            ),
+        ),
+    );
+    let ctl = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    ctl.set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ng(
+            &ctl,
+            ng_port,
+            "1_ping",
+            &format!("{}{}", b("command"), b("ping"))
+        ),
+        format!("d{}{}e", b("result"), b("pong"))
+    );
+    let (a, bsock) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")),
+        UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}")),
+    );
+    for s in [&a, &bsock] {
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let sdp = |port: u16| {
+        format!("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n")
+    };
+    let port = |s: &UdpSocket| s.local_addr().map(|x| x.port()).unwrap_or(0);
+    // Keys in the order Kamailio sends them (not sorted).
+    let offer = format!(
+        "{}{}{}{}{}{}{}{}",
+        b("sdp"),
+        b(&sdp(port(&a))),
+        b("call-id"),
+        b("ng-call-1"),
+        b("from-tag"),
+        b("ta"),
+        b("command"),
+        b("offer")
+    );
+    let reply = ng(&ctl, ng_port, "2_offer", &offer);
+    assert!(reply.contains(&b("ok")), "{reply}");
+    let to_b = ng_sdp_port(&reply);
+    // A retransmitted offer (same cookie) gets the same reply, not a new session.
+    assert_eq!(ng(&ctl, ng_port, "2_offer", &offer), reply);
+    let answer = format!(
+        "{}{}{}{}{}{}{}{}{}{}",
+        b("command"),
+        b("answer"),
+        b("call-id"),
+        b("ng-call-1"),
+        b("from-tag"),
+        b("ta"),
+        b("to-tag"),
+        b("tb"),
+        b("sdp"),
+        b(&sdp(port(&bsock)))
+    );
+    let reply = ng(&ctl, ng_port, "3_answer", &answer);
+    let to_a = ng_sdp_port(&reply);
+    bsock
+        .send_to(&rtp(1), ("127.0.0.1", to_b))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 512];
+    let (n, _) = a.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&buf[..n], rtp(1).as_slice());
+    a.send_to(&rtp(2), ("127.0.0.1", to_a))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (n, _) = bsock.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&buf[..n], rtp(2).as_slice());
+    let query = ng(
+        &ctl,
+        ng_port,
+        "4_query",
+        &format!(
+            "{}{}{}{}",
+            b("command"),
+            b("query"),
+            b("call-id"),
+            b("ng-call-1")
+        ),
+    );
+    // totals: two RTP packets of 172 bytes relayed, no errors.
+    assert!(
+        query.contains("3:RTPd5:bytesi344e6:errorsi0e7:packetsi2ee"),
+        "{query}"
+    );
+    let del = ng(
+        &ctl,
+        ng_port,
+        "5_delete",
+        &format!(
+            "{}{}{}{}",
+            b("call-id"),
+            b("ng-call-1"),
+            b("command"),
+            b("delete")
+        ),
+    );
+    assert!(del.contains(&b("ok")), "{del}");
+    assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
+    assert_eq!(
+        cg.metric("callgate_media_ng_requests_total{command=\"offer\",result=\"ok\"}"),
+        1.0
+    );
+}

@@ -46,6 +46,7 @@ async fn metrics(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
     gate.state.metrics().render(&mut text);
     if let Some(media) = &gate.media {
         media.anchor.relay().render(&mut text);
+        media.ng_metrics.render(&mut text);
     }
     if let Some(audit) = &gate.audit {
         audit.metrics().render(&mut text);

@@ -26,12 +26,18 @@ pub struct MediaConfig {
     /// Remove ICE attributes from SDP passed on (default on: candidates
     /// would let the sides bypass the relay).
     pub strip_ice: bool,
+    /// Where the rtpengine-compatible ng control protocol listens (UDP);
+    /// `None`: not served.
+    pub ng_listen: Option<std::net::SocketAddr>,
+    /// Sources allowed to send ng commands.
+    pub ng_allow: Vec<ipnet::IpNet>,
 }
 
 /// The media phase: the anchor, and the calls that were answered (a failed
 /// re-INVITE must not end their media).
 pub struct MediaPhase {
-    pub anchor: MediaAnchor,
+    pub anchor: Arc<MediaAnchor>,
+    pub ng_metrics: Arc<crate::media::ng::server::NgMetrics>,
     options: AnchorOptions,
     answered: Mutex<HashSet<String>>,
 }
@@ -44,7 +50,8 @@ impl MediaPhase {
     pub fn start(cfg: &MediaConfig) -> Result<Arc<MediaPhase>, String> {
         let relay = Relay::start(cfg.relay.clone()).map_err(|e| format!("media: {e}"))?;
         Ok(Arc::new(MediaPhase {
-            anchor: MediaAnchor::new(relay, cfg.advertise),
+            anchor: Arc::new(MediaAnchor::new(relay, cfg.advertise)),
+            ng_metrics: Arc::default(),
             options: AnchorOptions {
                 strip_ice: cfg.strip_ice,
             },
@@ -101,7 +108,8 @@ impl MediaPhase {
         }
         let tag = text(tag);
         let result = if answer {
-            self.anchor.answer(call_id, msg.body(), self.options)
+            self.anchor
+                .answer(call_id, Some(&tag), msg.body(), self.options)
         } else {
             self.anchor
                 .offer_or_answer(call_id, &tag, msg.body(), self.options)
@@ -115,6 +123,30 @@ impl MediaPhase {
                 None
             }
         }
+    }
+
+    /// Serves the ng control protocol on `listen` (until the process ends).
+    pub async fn serve_ng(
+        self: &Arc<Self>,
+        listen: std::net::SocketAddr,
+        allow: Vec<ipnet::IpNet>,
+    ) -> std::io::Result<std::net::SocketAddr> {
+        let socket = tokio::net::UdpSocket::bind(listen).await?;
+        let bound = socket.local_addr()?;
+        let config = crate::media::ng::server::ServerConfig {
+            allow,
+            ..Default::default()
+        };
+        let control: Arc<dyn crate::media::ng::MediaControl> = self.anchor.clone();
+        tokio::spawn(crate::media::ng::server::serve_with(
+            socket,
+            control,
+            config,
+            self.ng_metrics.clone(),
+            std::future::pending::<()>(),
+        ));
+        tracing::info!(%bound, "media ng control listening");
+        Ok(bound)
     }
 
     /// Reports media timeouts from the relay (every second, until the

@@ -60,6 +60,8 @@ pub struct Bound {
     pub tcp: [Option<SocketAddr>; 2],
     pub tls: [Option<SocketAddr>; 2],
     pub admin: Option<SocketAddr>,
+    /// The media relay's ng control socket, when served.
+    pub ng: Option<SocketAddr>,
 }
 
 /// Shared state of a running gate.
@@ -495,6 +497,14 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         Some(m) => {
             let phase = media::MediaPhase::start(m).map_err(GateError::Media)?;
             phase.watch_timeouts();
+            if let Some(listen) = m.ng_listen {
+                bound.ng = Some(
+                    phase
+                        .serve_ng(listen, m.ng_allow.clone())
+                        .await
+                        .map_err(|e| GateError::Media(format!("media.ng_listen {listen}: {e}")))?,
+                );
+            }
             core.set_media_hook(Some(phase.clone()));
             Some(phase)
         }

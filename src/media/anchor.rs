@@ -52,6 +52,8 @@ struct Stream {
     session: Session,
     /// The remote each leg's SDP named, to notice moves.
     remotes: [Option<Remote>; 2],
+    media_type: String,
+    proto: String,
 }
 
 /// What the anchor keeps per call.
@@ -61,15 +63,54 @@ struct CallMedia {
     streams: Vec<Option<Stream>>,
     /// The leg whose offer awaits an answer.
     pending_offer: Option<Leg>,
+    /// The other side's tag, once it signalled.
+    answerer_tag: Option<String>,
     created: Instant,
+}
+
+impl CallMedia {
+    fn details(&self) -> Vec<StreamDetail> {
+        self.streams
+            .iter()
+            .flatten()
+            .map(|s| StreamDetail {
+                media_type: s.media_type.clone(),
+                proto: s.proto.clone(),
+                ports: s.session.ports,
+                remotes: s.remotes,
+            })
+            .collect()
+    }
+
+    fn tags(&self) -> [String; 2] {
+        [
+            self.offerer_tag.clone(),
+            self.answerer_tag.clone().unwrap_or_default(),
+        ]
+    }
 }
 
 /// A call's streams as `query` reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallReport {
     pub age_secs: u64,
+    /// The tag of the side that made the first offer (leg A), and of the
+    /// other side once it answered.
+    pub tags: [String; 2],
     /// Per m-line index that has a relay session.
     pub streams: Vec<(usize, SessionStats)>,
+    /// Per stream: media type, protocol, local (RTP, RTCP) ports and SDP
+    /// remotes of each leg.
+    pub details: Vec<StreamDetail>,
+}
+
+/// What the anchor knows of one stream, besides its counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamDetail {
+    pub media_type: String,
+    pub proto: String,
+    pub ports: [(u16, u16); 2],
+    pub remotes: [Option<Remote>; 2],
 }
 
 /// The media anchor: the relay plus the calls it serves.
@@ -118,21 +159,25 @@ impl MediaAnchor {
                 offerer_tag: from_tag.to_owned(),
                 streams: Vec::new(),
                 pending_offer: None,
+                answerer_tag: None,
                 created: Instant::now(),
             });
         let from = if call.offerer_tag == from_tag {
             Leg::A
         } else {
+            call.answerer_tag = Some(from_tag.to_owned());
             Leg::B
         };
         call.pending_offer = Some(from);
         self.through(call, from, &sdp, opts)
     }
 
-    /// The answer to the pending offer: returns the SDP to pass on.
+    /// The answer to the pending offer (from the side tagged `tag`, when
+    /// known): returns the SDP to pass on.
     pub fn answer(
         &self,
         call_id: &str,
+        tag: Option<&str>,
         body: &[u8],
         opts: AnchorOptions,
     ) -> Result<Vec<u8>, AnchorError> {
@@ -141,6 +186,9 @@ impl MediaAnchor {
         let call = calls
             .get_mut(call_id)
             .ok_or_else(|| AnchorError::UnknownCall(call_id.to_owned()))?;
+        if let Some(t) = tag.filter(|t| *t != call.offerer_tag) {
+            call.answerer_tag = Some(t.to_owned());
+        }
         // The answer comes from the other side than the offer (an answer
         // repeated, e.g. a 183 then the 200, keeps the same side).
         let offerer = call
@@ -167,7 +215,7 @@ impl MediaAnchor {
             })
         };
         if answering {
-            self.answer(call_id, body, opts)
+            self.answer(call_id, Some(tag), body, opts)
         } else {
             self.offer(call_id, tag, body, opts)
         }
@@ -200,6 +248,8 @@ impl MediaAnchor {
                 call.streams[i] = Some(Stream {
                     session: self.relay.create(m.rtcp_mux)?,
                     remotes: [None, None],
+                    media_type: m.media_type.to_owned(),
+                    proto: m.proto.to_owned(),
                 });
             }
             let Some(stream) = call.streams[i].as_mut() else {
@@ -257,13 +307,15 @@ impl MediaAnchor {
         }
         Ok(CallReport {
             age_secs: call.created.elapsed().as_secs(),
+            tags: call.tags(),
             streams,
+            details: call.details(),
         })
     }
 
     /// A call's statistics so far.
     pub fn query(&self, call_id: &str) -> Result<CallReport, AnchorError> {
-        let (age, ids) = {
+        let (age, ids, tags, details) = {
             let calls = self.lock();
             let call = calls
                 .get(call_id)
@@ -274,7 +326,12 @@ impl MediaAnchor {
                 .enumerate()
                 .filter_map(|(i, s)| Some((i, s.as_ref()?.session.id)))
                 .collect();
-            (call.created.elapsed().as_secs(), ids)
+            (
+                call.created.elapsed().as_secs(),
+                ids,
+                call.tags(),
+                call.details(),
+            )
         };
         let mut streams = Vec::new();
         for (i, id) in ids {
@@ -282,7 +339,9 @@ impl MediaAnchor {
         }
         Ok(CallReport {
             age_secs: age,
+            tags,
             streams,
+            details,
         })
     }
 
@@ -357,6 +416,7 @@ mod tests {
         let to_carrier = a
             .answer(
                 "call-1",
+                None,
                 offer_sdp(pport).as_bytes(),
                 AnchorOptions::default(),
             )
@@ -397,7 +457,12 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         let answer = a
-            .answer("c", offer_sdp(6004).as_bytes(), AnchorOptions::default())
+            .answer(
+                "c",
+                None,
+                offer_sdp(6004).as_bytes(),
+                AnchorOptions::default(),
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         // The PBX re-offers (hold, then a new address): same relay ports.
         let hold = offer_sdp(6004).replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
@@ -410,7 +475,12 @@ mod tests {
             "hold kept"
         );
         let back = a
-            .answer("c", offer_sdp(5004).as_bytes(), AnchorOptions::default())
+            .answer(
+                "c",
+                None,
+                offer_sdp(5004).as_bytes(),
+                AnchorOptions::default(),
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(port_of(&back), port_of(&first));
         let two = format!("{}m=video 0 RTP/AVP 31\r\n", offer_sdp(5004));
@@ -419,7 +489,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(String::from_utf8_lossy(&out).ends_with("m=video 0 RTP/AVP 31\r\n"));
         assert!(matches!(
-            a.answer("nope", b"v=0\r\n", AnchorOptions::default()),
+            a.answer("nope", None, b"v=0\r\n", AnchorOptions::default()),
             Err(AnchorError::Sdp(_)) | Err(AnchorError::UnknownCall(_))
         ));
     }

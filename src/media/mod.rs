@@ -7,10 +7,11 @@
 //! * [`relay`] — the RTP/RTCP relay: port pairs, latching, worker threads;
 //! * [`anchor`] — offer/answer through the relay: streams, remotes, rewrite;
 //! * [`ng`] — rtpengine's ng control protocol, so Kamailio or OpenSIPS can
-//!   drive the relay too.
+//!   drive the relay too; [`ng_control`] maps it onto the anchor.
 
 pub mod anchor;
 pub mod ng;
+pub mod ng_control;
 pub mod relay;
 pub mod rtp;
 pub mod sdp;

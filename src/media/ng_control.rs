@@ -1,0 +1,139 @@
+//! The anchor driven over rtpengine's ng protocol: Kamailio's or OpenSIPS's
+//! rtpengine module (or a test harness) sends `offer`, `answer`, `delete`
+//! and `query`, and callgate's relay does what rtpengine would.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::anchor::{AnchorError, AnchorOptions, CallReport, MediaAnchor};
+use super::ng::{
+    Counters, DeleteRequest, Ice, LegReport, MediaControl, MediaReport, NgError, OfferRequest,
+    QueryReport, QueryRequest, StreamKind, StreamReport,
+};
+use super::relay::RelayError;
+use super::stats::StreamStats;
+
+fn ng_error(e: AnchorError) -> NgError {
+    match e {
+        AnchorError::UnknownCall(_) | AnchorError::NoOffer(_) => NgError::UnknownCall,
+        AnchorError::Sdp(e) => NgError::BadSdp(e.to_string()),
+        AnchorError::Rewrite(e) => NgError::BadSdp(e.to_string()),
+        AnchorError::Relay(RelayError::NoPorts { .. }) => NgError::OutOfPorts,
+        AnchorError::Relay(e) => NgError::Other(e.to_string()),
+    }
+}
+
+/// ICE attributes are removed when the request says so (`ICE=remove`,
+/// `force`, `default`): the relay offers no candidates of its own.
+fn options(req: &OfferRequest) -> AnchorOptions {
+    AnchorOptions {
+        strip_ice: matches!(req.flags.ice, Some(Ice::Remove | Ice::Force | Ice::Default)),
+    }
+}
+
+fn counters(s: &StreamStats, rtcp: bool) -> Counters {
+    let errors = s.dropped_source + s.dropped_send + s.malformed;
+    if rtcp {
+        Counters {
+            packets: s.rtcp_packets,
+            bytes: s.rtcp_bytes,
+            errors: 0,
+        }
+    } else {
+        Counters {
+            packets: s.packets,
+            bytes: s.bytes,
+            errors,
+        }
+    }
+}
+
+/// The anchor's report in the shape of rtpengine's `query` reply.
+fn query_report(r: &CallReport) -> QueryReport {
+    let created = SystemTime::now()
+        .checked_sub(Duration::from_secs(r.age_secs))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let legs = (0..2)
+        .map(|leg| {
+            let medias = r
+                .streams
+                .iter()
+                .zip(&r.details)
+                .map(|((index, stats), d)| {
+                    let s = if leg == 0 { &stats.a } else { &stats.b };
+                    let (rtp_port, rtcp_port) = d.ports[leg];
+                    let remote = d.remotes[leg];
+                    let mut streams = vec![StreamReport {
+                        kind: StreamKind::Rtp,
+                        local_port: Some(rtp_port),
+                        endpoint: remote.map(|r| r.rtp),
+                        advertised_endpoint: remote.map(|r| r.rtp),
+                        last_packet: None,
+                        stats: counters(s, false),
+                    }];
+                    if rtcp_port != rtp_port {
+                        streams.push(StreamReport {
+                            kind: StreamKind::Rtcp,
+                            local_port: Some(rtcp_port),
+                            endpoint: remote.and_then(|r| r.rtcp),
+                            advertised_endpoint: remote.and_then(|r| r.rtcp),
+                            last_packet: None,
+                            stats: counters(s, true),
+                        });
+                    }
+                    MediaReport {
+                        index: *index as u32 + 1,
+                        media_type: d.media_type.clone(),
+                        protocol: d.proto.clone(),
+                        streams,
+                    }
+                })
+                .collect();
+            LegReport {
+                tag: r.tags[leg].clone(),
+                label: None,
+                created,
+                in_dialogue_with: Some(r.tags[1 - leg].clone()).filter(|t| !t.is_empty()),
+                medias,
+            }
+        })
+        .collect();
+    QueryReport {
+        created,
+        last_signal: created,
+        legs,
+    }
+}
+
+impl MediaControl for MediaAnchor {
+    fn offer(&self, req: &OfferRequest) -> Result<Bytes, NgError> {
+        MediaAnchor::offer(self, &req.call_id, &req.from_tag, &req.sdp, options(req))
+            .map(Bytes::from)
+            .map_err(ng_error)
+    }
+
+    fn answer(&self, req: &OfferRequest) -> Result<Bytes, NgError> {
+        MediaAnchor::answer(
+            self,
+            &req.call_id,
+            req.to_tag.as_deref(),
+            &req.sdp,
+            options(req),
+        )
+        .map(Bytes::from)
+        .map_err(ng_error)
+    }
+
+    fn delete(&self, req: &DeleteRequest) -> Result<Option<QueryReport>, NgError> {
+        MediaAnchor::delete(self, &req.call_id)
+            .map(|r| Some(query_report(&r)))
+            .map_err(ng_error)
+    }
+
+    fn query(&self, req: &QueryRequest) -> Result<QueryReport, NgError> {
+        MediaAnchor::query(self, &req.call_id)
+            .map(|r| query_report(&r))
+            .map_err(ng_error)
+    }
+}
