@@ -301,3 +301,33 @@ fn report_counts_rules_levels_inconsistencies_and_shadow_disagreements() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout json");
     assert_eq!(r["decisions"], 0);
 }
+
+#[test]
+fn a_version_1_store_gains_the_media_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old.db");
+    {
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE decisions (id INTEGER PRIMARY KEY, decision_id TEXT NOT NULL, time_ms INTEGER NOT NULL,
+             call_id TEXT NOT NULL, side TEXT NOT NULL, trunk TEXT NOT NULL, calling TEXT NOT NULL, called TEXT NOT NULL,
+             verification TEXT NOT NULL, signals TEXT NOT NULL, rules TEXT NOT NULL, score INTEGER NOT NULL,
+             level TEXT NOT NULL, action TEXT NOT NULL, target TEXT, restrict_actions TEXT NOT NULL,
+             policy_version TEXT NOT NULL, shadow TEXT, invite TEXT, outcome TEXT, status INTEGER, duration_ms INTEGER);
+             PRAGMA user_version = 1;",
+        )
+        .expect("v1 schema");
+    }
+    let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open v1");
+    audit.record(record(1, now_ms()));
+    audit.media_ended(
+        "call-1",
+        &serde_json::json!([{"stream": 0, "a": {"packets": 3}}]),
+    );
+    assert!(audit.flush(Duration::from_secs(10)));
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(
+        rows[0].media.as_ref().map(|m| m[0]["a"]["packets"].clone()),
+        Some(serde_json::json!(3))
+    );
+}

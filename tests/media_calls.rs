@@ -54,6 +54,7 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
     );
     let ports = Ports::new();
     let media_min = 43_000 + (std::process::id() % 50) as u16 * 20;
+    let audit_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cg = Callgate::start(
         ports,
         &config(
@@ -61,8 +62,10 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
             &[format!("sip:127.0.0.1:{pbx_port}")],
             &["sip:127.0.0.1:9".to_owned()],
             &format!(
-                "[media]\nenabled = true\nbind = \"127.0.0.1\"\nport_min = {media_min}\nport_max = {}\nmedia_timeout_secs = 1\n",
-                media_min + 19
+                "[media]\nenabled = true\nbind = \"127.0.0.1\"\nport_min = {media_min}\nport_max = {}\nmedia_timeout_secs = 1\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+                media_min + 19,
+                common::repo().join("sip-config/policy.toml").display(),
+                audit_dir.path().join("audit.db").display()
             ),
         ),
     );
@@ -161,6 +164,18 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
     for p in [leg_a, leg_b] {
         UdpSocket::bind(("127.0.0.1", p)).unwrap_or_else(|e| panic!("port {p} still held: {e}"));
     }
+    // The call's audit record holds what the relay counted.
+    let mut cg = cg;
+    let status = cg.signal_and_wait("TERM", Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let rows = callgate::audit::decisions(&audit_dir.path().join("audit.db"), None, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 1);
+    let media = rows[0].media.clone().unwrap_or_default();
+    assert_eq!(media[0]["a"]["packets"], 5, "{media}");
+    assert_eq!(media[0]["a"]["dropped_source"], 1, "{media}");
+    assert_eq!(media[0]["b"]["packets"], 5, "{media}");
+    assert_eq!(media[0]["a"]["lost"], 0, "{media}");
 }
 
 /// A bencoded byte string.

@@ -185,6 +185,14 @@ impl Audit {
         });
     }
 
+    /// Records the media relay's statistics of a call whose media ended.
+    pub fn media_ended(&self, call_id: &str, media: &impl serde::Serialize) {
+        self.send(Job::Media {
+            call_id: call_id.to_owned(),
+            media: serde_json::to_string(media).unwrap_or_else(|_| "null".into()),
+        });
+    }
+
     /// Waits (at most `timeout`) until everything queued before is
     /// committed; `true` when it is.
     pub fn flush(&self, timeout: Duration) -> bool {

@@ -82,4 +82,8 @@ pub struct StoredDecision {
     pub status: Option<u16>,
     /// From answer to BYE, when the call was answered and ended.
     pub duration_ms: Option<i64>,
+    /// What the media relay counted, per stream and leg (packets, loss,
+    /// jitter, latching, drops), when media was anchored and has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<serde_json::Value>,
 }

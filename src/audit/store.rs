@@ -14,7 +14,8 @@ use super::record::{AuditRecord, CallOutcome, FiredRule, StoredDecision};
 use super::{AuditConfig, AuditError, AuditMetrics};
 
 /// Schema version (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added `media` (the relay's per-call statistics).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS decisions (
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     invite TEXT,
     outcome TEXT,
     status INTEGER,
-    duration_ms INTEGER
+    duration_ms INTEGER,
+    media TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms);
 CREATE INDEX IF NOT EXISTS decisions_call ON decisions(call_id);
@@ -53,6 +55,11 @@ pub(super) enum Job {
         call_id: String,
         outcome: CallOutcome,
         duration_ms: Option<u64>,
+    },
+    /// The relay's statistics of a call whose media ended (JSON).
+    Media {
+        call_id: String,
+        media: String,
     },
     /// Reply once everything queued before it is committed (or failed).
     Flush(std::sync::mpsc::Sender<bool>),
@@ -85,6 +92,15 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         ));
     }
     db.execute_batch(SCHEMA)
+        .and_then(|_| {
+            if version == 1 {
+                // Version 1 had no media column (CREATE TABLE IF NOT EXISTS
+                // kept the old table).
+                db.execute_batch("ALTER TABLE decisions ADD COLUMN media TEXT")
+            } else {
+                Ok(())
+            }
+        })
         .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
         .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
     Ok(db)
@@ -146,6 +162,10 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
             "UPDATE decisions SET outcome = ?2, status = ?3, duration_ms = ?4
              WHERE id = (SELECT id FROM decisions WHERE call_id = ?1 ORDER BY id DESC LIMIT 1)",
         )?;
+        let mut media = tx.prepare_cached(
+            "UPDATE decisions SET media = ?2
+             WHERE id = (SELECT id FROM decisions WHERE call_id = ?1 ORDER BY id DESC LIMIT 1)",
+        )?;
         for (i, job) in jobs.iter().enumerate() {
             match job {
                 Job::Record(r) => {
@@ -187,6 +207,9 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                         outcome.code(),
                         duration_ms.map(|d| d as i64)
                     ])?;
+                }
+                Job::Media { call_id, media: m } => {
+                    media.execute(params![call_id, m])?;
                 }
                 Job::Flush(_) => {}
             }
@@ -364,7 +387,7 @@ pub fn decisions(
         .prepare(
             "SELECT decision_id, time_ms, call_id, side, trunk, calling, called, verification, signals,
              rules, score, level, action, target, restrict_actions, policy_version, shadow, invite,
-             outcome, status, duration_ms FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
+             outcome, status, duration_ms, media FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
         )
         .map_err(|e| AuditError::Read(e.to_string()))?;
     let parse = |s: String| {
@@ -401,6 +424,7 @@ pub fn decisions(
                     outcome: r.get(18)?,
                     status: r.get(19)?,
                     duration_ms: r.get(20)?,
+                    media: r.get::<_, Option<String>>(21)?.map(parse),
                 })
             },
         )

@@ -37,6 +37,8 @@ pub struct MediaConfig {
 /// re-INVITE must not end their media).
 pub struct MediaPhase {
     pub anchor: Arc<MediaAnchor>,
+    /// Where each call's media statistics go when it ends.
+    audit: Option<crate::audit::Audit>,
     pub ng_metrics: Arc<crate::media::ng::server::NgMetrics>,
     options: AnchorOptions,
     answered: Mutex<HashSet<String>>,
@@ -47,10 +49,14 @@ fn text(b: &[u8]) -> String {
 }
 
 impl MediaPhase {
-    pub fn start(cfg: &MediaConfig) -> Result<Arc<MediaPhase>, String> {
+    pub fn start(
+        cfg: &MediaConfig,
+        audit: Option<crate::audit::Audit>,
+    ) -> Result<Arc<MediaPhase>, String> {
         let relay = Relay::start(cfg.relay.clone()).map_err(|e| format!("media: {e}"))?;
         Ok(Arc::new(MediaPhase {
             anchor: Arc::new(MediaAnchor::new(relay, cfg.advertise)),
+            audit,
             ng_metrics: Arc::default(),
             options: AnchorOptions {
                 strip_ice: cfg.strip_ice,
@@ -71,6 +77,14 @@ impl MediaPhase {
         }
         match self.anchor.delete(call_id) {
             Ok(report) => {
+                if let Some(audit) = &self.audit {
+                    let streams: Vec<serde_json::Value> = report
+                        .streams
+                        .iter()
+                        .map(|(i, s)| serde_json::json!({"stream": i, "a": s.a, "b": s.b}))
+                        .collect();
+                    audit.media_ended(call_id, &streams);
+                }
                 for (i, s) in &report.streams {
                     tracing::info!(
                         call_id,

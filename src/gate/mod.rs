@@ -495,7 +495,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     let mut core = ProxyCore::new(settings, metrics.clone(), now);
     let media = match &cfg.media {
         Some(m) => {
-            let phase = media::MediaPhase::start(m).map_err(GateError::Media)?;
+            let phase = media::MediaPhase::start(m, audit.clone()).map_err(GateError::Media)?;
             phase.watch_timeouts();
             if let Some(listen) = m.ng_listen {
                 bound.ng = Some(
