@@ -16,8 +16,8 @@ fn record(i: usize, time_ms: i64) -> AuditRecord {
         trunk: "198.51.100.7".into(),
         calling: "15550199".into(),
         called: "15550100".into(),
-        verification: serde_json::json!({"status": "passed", "checks": [{"name": "signature", "ok": true, "micros": 63}]}),
-        signals: serde_json::json!({"attest": "A", "lists": ["allow"]}),
+        verification: serde_json::json!({"status": "passed", "checks": [{"name": "signature", "ok": true, "micros": 63}]}).into(),
+        signals: serde_json::json!({"attest": "A", "lists": ["allow"]}).into(),
         rules: vec![FiredRule {
             code: "ALLOWLISTED".into(),
             weight: -50,
@@ -28,7 +28,7 @@ fn record(i: usize, time_ms: i64) -> AuditRecord {
         target: None,
         restrict: vec!["credential-reset".into()],
         policy_version: "p-1".into(),
-        shadow: Some(serde_json::json!({"level": "medium"})),
+        shadow: Some(serde_json::json!({"level": "medium"}).into()),
         invite: Some("INVITE sip:+15550100@pbx SIP/2.0\r\n".into()),
     }
 }
@@ -242,7 +242,7 @@ fn report_counts_rules_levels_inconsistencies_and_shadow_disagreements() {
         code: "STIR_FAILED".into(),
         weight: 70,
     }];
-    b.shadow = Some(serde_json::json!({"level": "high", "action": "review"}));
+    b.shadow = Some(serde_json::json!({"level": "high", "action": "review"}).into());
     let mut c = record(3, nine + 3_600_000);
     c.calling = "15550222".into();
     c.trunk = "198.51.100.8".into();

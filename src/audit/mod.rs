@@ -20,7 +20,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use record::{AuditRecord, CallOutcome, FiredRule, StoredDecision};
+pub use record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
 pub use store::decisions;
 
 /// Unix milliseconds now (the audit's clock).

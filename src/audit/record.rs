@@ -2,6 +2,57 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A JSON document kept as text: serialized once, on the call path, from
+/// the value it records (no intermediate `serde_json::Value` tree), and
+/// written to the store as is. Readers parse it with [`Json::value`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Json(String);
+
+impl Json {
+    /// The JSON text of `v` (`null` if it cannot be serialized).
+    pub fn of<T: Serialize + ?Sized>(v: &T) -> Json {
+        Json(serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned()))
+    }
+
+    /// JSON `null`.
+    pub fn null() -> Json {
+        Json("null".to_owned())
+    }
+
+    /// Stored text, trusted to be JSON (from the audit store).
+    pub fn from_stored(text: String) -> Json {
+        Json(text)
+    }
+
+    /// The text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    /// The parsed value (`Null` if the text is not JSON).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl From<serde_json::Value> for Json {
+    fn from(v: serde_json::Value) -> Json {
+        Json::of(&v)
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        serde_json::Value::deserialize(d).map(Json::from)
+    }
+}
+
 /// One rule that fired, with its weight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FiredRule {
@@ -25,9 +76,9 @@ pub struct AuditRecord {
     pub called: String,
     /// The verification: status, attestation, every check with its outcome
     /// and timing (`Verification` as JSON); null when not verified.
-    pub verification: serde_json::Value,
+    pub verification: Json,
     /// The named signals the policy read.
-    pub signals: serde_json::Value,
+    pub signals: Json,
     pub rules: Vec<FiredRule>,
     pub score: u32,
     /// low | medium | high | critical (empty when no policy ran).
@@ -40,7 +91,7 @@ pub struct AuditRecord {
     pub restrict: Vec<String>,
     pub policy_version: String,
     /// The shadow policy's verdict, when one ran.
-    pub shadow: Option<serde_json::Value>,
+    pub shadow: Option<Json>,
     /// The INVITE as received, for `callgate replay`.
     pub invite: Option<String>,
 }

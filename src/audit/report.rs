@@ -113,7 +113,7 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
                     reasons: rec.rules.iter().map(|x| x.code.clone()).collect(),
                 });
         }
-        if let Some(shadow) = &rec.shadow {
+        if let Some(shadow) = rec.shadow.as_ref().map(|s| s.value()) {
             r.shadow_evaluated += 1;
             let s_level = shadow["level"].as_str().unwrap_or_default();
             let s_action = shadow["action"]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::record::{AuditRecord, CallOutcome, FiredRule, StoredDecision};
+use super::record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
 use super::{AuditConfig, AuditError, AuditMetrics};
 
 /// Schema version (`PRAGMA user_version`).
@@ -115,16 +115,44 @@ fn json(v: &impl serde::Serialize) -> String {
 /// call's answer usually lands in the batch of its decision), and which
 /// jobs need no separate update.
 struct Folded<'a> {
-    by_call: HashMap<&'a str, (CallOutcome, Option<u64>)>,
-    jobs: HashSet<usize>,
+    by_call: HashMap<&'a str, (CallOutcome, Option<u64>), Fnv>,
+    jobs: HashSet<usize, Fnv>,
 }
 
+/// FNV-1a: the batch's own Call-IDs need no DoS-resistant hashing, and
+/// SipHash showed in the writer's profile.
+#[derive(Default, Clone, Copy)]
+struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
+
 fn fold_outcomes(jobs: &[Job]) -> Folded<'_> {
-    let mut seen: HashSet<&str> = HashSet::new();
     let mut folded = Folded {
-        by_call: HashMap::new(),
-        jobs: HashSet::new(),
+        by_call: HashMap::default(),
+        jobs: HashSet::default(),
     };
+    if !jobs.iter().any(|j| matches!(j, Job::Outcome { .. })) {
+        return folded;
+    }
+    let mut seen: HashSet<&str, Fnv> = HashSet::default();
     for (i, job) in jobs.iter().enumerate() {
         match job {
             Job::Record(r) => {
@@ -178,8 +206,8 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                         r.trunk,
                         r.calling,
                         r.called,
-                        json(&r.verification),
-                        json(&r.signals),
+                        r.verification.get(),
+                        r.signals.get(),
                         json(&r.rules),
                         r.score,
                         r.level,
@@ -187,7 +215,7 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                         r.target,
                         json(&r.restrict),
                         r.policy_version,
-                        r.shadow.as_ref().map(json),
+                        r.shadow.as_ref().map(Json::get),
                         r.invite,
                         outcome.map(|(o, _)| o.name()),
                         outcome.and_then(|(o, _)| o.code()),
@@ -409,8 +437,8 @@ pub fn decisions(
                         trunk: r.get(4)?,
                         calling: r.get(5)?,
                         called: r.get(6)?,
-                        verification: parse(r.get(7)?),
-                        signals: parse(r.get(8)?),
+                        verification: Json::from_stored(r.get(7)?),
+                        signals: Json::from_stored(r.get(8)?),
                         rules: serde_json::from_str::<Vec<FiredRule>>(&rules).unwrap_or_default(),
                         score: r.get(10)?,
                         level: r.get(11)?,
@@ -418,7 +446,7 @@ pub fn decisions(
                         target: r.get(13)?,
                         restrict: serde_json::from_str(&restrict).unwrap_or_default(),
                         policy_version: r.get(15)?,
-                        shadow: shadow.map(parse),
+                        shadow: shadow.map(Json::from_stored),
                         invite: r.get(17)?,
                     },
                     outcome: r.get(18)?,

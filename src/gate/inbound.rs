@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::assess::RiskPhase;
 use super::verify::VerifyPhase;
-use crate::audit::{AuditRecord, FiredRule};
+use crate::audit::{AuditRecord, FiredRule, Json};
 use crate::risk::assess::Decision;
 use crate::risk::policy::Action;
 use crate::risk::signals::Signals;
@@ -130,8 +130,8 @@ fn audit_record(
         trunk: peer.addr.ip().to_string(),
         calling: parties::calling(msg),
         called: parties::called(msg).into_iter().next().unwrap_or_default(),
-        verification: v.map(to_json).unwrap_or(serde_json::Value::Null),
-        signals: signals.map(to_json).unwrap_or(serde_json::Value::Null),
+        verification: v.map(Json::of).unwrap_or_else(Json::null),
+        signals: signals.map(Json::of).unwrap_or_else(Json::null),
         rules: verdict
             .map(|v| {
                 v.fired
@@ -153,14 +153,9 @@ fn audit_record(
         policy_version: verdict
             .map(|v| v.policy_version.clone())
             .unwrap_or_default(),
-        shadow: decision.and_then(|d| d.shadow.as_ref()).map(to_json),
+        shadow: decision.and_then(|d| d.shadow.as_ref()).map(Json::of),
         invite: store_invite.then(|| String::from_utf8_lossy(msg.bytes()).into_owned()),
     }
-}
-
-/// JSON of a value the audit keeps.
-fn to_json<T: serde::Serialize>(x: &T) -> serde_json::Value {
-    serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
 }
 
 impl super::Gate {

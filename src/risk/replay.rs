@@ -75,7 +75,7 @@ pub fn audited(rows: &[StoredDecision], candidate: &Policy) -> Vec<Replayed> {
     let mut out = Vec::new();
     for row in rows {
         let rec = &row.record;
-        let stored: Signals = serde_json::from_value(rec.signals.clone()).unwrap_or_default();
+        let stored: Signals = serde_json::from_str(rec.signals.get()).unwrap_or_default();
         let invite = rec.invite.as_ref().and_then(|t| {
             SipMessage::parse(Bytes::from(t.clone().into_bytes()), &Limits::default()).ok()
         });
