@@ -354,6 +354,7 @@ struct RawMedia {
     ng_listen: Option<String>,
     #[serde(default)]
     ng_allow: Vec<String>,
+    timeout_bye: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -713,6 +714,7 @@ fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, Confi
         },
         advertise,
         strip_ice: raw.strip_ice.unwrap_or(true),
+        timeout_bye: raw.timeout_bye.unwrap_or(false),
         ng_listen: raw
             .ng_listen
             .map(|a| {

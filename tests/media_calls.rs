@@ -327,3 +327,87 @@ fn the_relay_answers_rtpengines_ng_protocol() {
         1.0
     );
 }
+
+#[test]
+fn silent_media_ends_the_call_with_a_bye_to_each_side() {
+    let pbx_port = free_port();
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        1,
+        "u1",
+        &["-mp", &free_port().to_string(), "-trace_msg"],
+    );
+    let ports = Ports::new();
+    let media_min = 45_000 + (std::process::id() % 50) as u16 * 20;
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &format!(
+                "[media]\nenabled = true\nport_min = {media_min}\nport_max = {}\nmedia_timeout_secs = 1\ntimeout_bye = true\n",
+                media_min + 19
+            ),
+        ),
+    );
+    let carrier = Udp::bind();
+    let me = format!("127.0.0.1:{}", carrier.port());
+    let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    let invite = format!(
+        "INVITE sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-silent-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{me}>;tag=carrier-9\r\nTo: <sip:+15550100@{trunk}>\r\nCall-ID: silent-call-1\r\nCSeq: 7 INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+        trunk = cg.trunk(),
+        len = sdp.len()
+    );
+    carrier.send(&cg.trunk(), invite.as_bytes());
+    let ok = carrier
+        .recv_until("SIP/2.0 200 OK")
+        .pop()
+        .unwrap_or_default();
+    let routes: String = header(&ok, "Record-Route")
+        .iter()
+        .map(|r| format!("Route: {r}\r\n"))
+        .collect();
+    let to = header(&ok, "To")
+        .first()
+        .copied()
+        .unwrap_or_default()
+        .to_owned();
+    carrier.send(
+        &cg.trunk(),
+        format!(
+            "ACK sip:agent@127.0.0.1:{pbx_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-silent-ack\r\nMax-Forwards: 70\r\n{routes}From: <sip:+15550199@{me}>;tag=carrier-9\r\nTo: {to}\r\nCall-ID: silent-call-1\r\nCSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    // No RTP at all: after the timeout callgate ends the call on both sides.
+    let bye = carrier.recv_until("BYE ").pop().unwrap_or_default();
+    assert!(
+        bye.starts_with(&format!("BYE sip:+15550199@{me} SIP/2.0")),
+        "{bye}"
+    );
+    assert!(
+        bye.contains("\r\nFrom: <sip:+15550100@"),
+        "from the callee: {bye}"
+    );
+    assert!(bye.contains(";tag="), "{bye}");
+    assert!(
+        bye.contains("\r\nTo: <sip:+15550199@") && bye.contains("tag=carrier-9"),
+        "{bye}"
+    );
+    assert!(
+        bye.contains("Reason: SIP;cause=408;text=\"media timeout\""),
+        "{bye}"
+    );
+    let uas = uas.finish();
+    uas.assert_all_ok(1, "the PBX got its BYE and answered it");
+    let pbx_bye = uas.received_requests("BYE").pop().unwrap_or_default();
+    assert!(
+        pbx_bye.contains("CSeq: 8 BYE"),
+        "after the caller's CSeq 7: {pbx_bye}"
+    );
+    assert!(pbx_bye.contains("tag=carrier-9"), "{pbx_bye}");
+    await_metric(&cg, "callgate_media_timeouts_total", 1.0);
+    assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
+}

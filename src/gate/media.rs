@@ -6,16 +6,16 @@
 //! answers are the bodies that come back, including a late offer's answer
 //! in the ACK (RFC 3261 §13.2.1, RFC 3264).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::Side;
 use crate::media::anchor::{is_sdp, AnchorOptions, MediaAnchor};
 use crate::media::relay::{Relay, RelayConfig, RelayEvent};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
-use crate::sip::proxy::MediaHook;
+use crate::sip::proxy::{LocalSide, MediaHook, Outgoing, Peer};
+use crate::sip::uri::NameAddr;
 
 /// `[media]`: the relay and how SDP is rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,17 +31,45 @@ pub struct MediaConfig {
     pub ng_listen: Option<std::net::SocketAddr>,
     /// Sources allowed to send ng commands.
     pub ng_allow: Vec<ipnet::IpNet>,
+    /// End a call whose media timed out with a BYE to each side (default:
+    /// only report it).
+    pub timeout_bye: bool,
 }
 
-/// The media phase: the anchor, and the calls that were answered (a failed
-/// re-INVITE must not end their media).
+/// One side of a dialog, as callgate saw it: where its messages came from,
+/// its Contact, and its From (caller) or To (callee) header with the tag.
+#[derive(Debug, Clone)]
+struct Party {
+    peer: Peer,
+    contact: String,
+    header: String,
+}
+
+/// What the media phase knows of a call's dialog: enough to end it with a
+/// BYE to each side on a media timeout, and whether it was answered (a
+/// failed re-INVITE must not end its media).
+#[derive(Debug, Clone, Default)]
+struct Dialog {
+    answered: bool,
+    caller: Option<Party>,
+    callee: Option<Party>,
+    /// Highest CSeq each side used in its requests.
+    caller_cseq: u32,
+    callee_cseq: u32,
+}
+
+/// The media phase: the anchor and the dialogs of calls with media.
 pub struct MediaPhase {
     pub anchor: Arc<MediaAnchor>,
     /// Where each call's media statistics go when it ends.
     audit: Option<crate::audit::Audit>,
     pub ng_metrics: Arc<crate::media::ng::server::NgMetrics>,
     options: AnchorOptions,
-    answered: Mutex<HashSet<String>>,
+    dialogs: Mutex<HashMap<String, Dialog>>,
+    /// End a call whose media timed out with a BYE to each side.
+    timeout_bye: bool,
+    /// How callgate names itself on each side (Via of its own BYEs).
+    locals: [LocalSide; 2],
 }
 
 fn text(b: &[u8]) -> String {
@@ -52,6 +80,7 @@ impl MediaPhase {
     pub fn start(
         cfg: &MediaConfig,
         audit: Option<crate::audit::Audit>,
+        locals: [LocalSide; 2],
     ) -> Result<Arc<MediaPhase>, String> {
         let relay = Relay::start(cfg.relay.clone()).map_err(|e| format!("media: {e}"))?;
         Ok(Arc::new(MediaPhase {
@@ -61,17 +90,97 @@ impl MediaPhase {
             options: AnchorOptions {
                 strip_ice: cfg.strip_ice,
             },
-            answered: Mutex::new(HashSet::new()),
+            dialogs: Mutex::new(HashMap::new()),
+            timeout_bye: cfg.timeout_bye,
+            locals,
         }))
     }
 
-    fn answered(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.answered.lock().unwrap_or_else(|p| p.into_inner())
+    fn dialogs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Dialog>> {
+        self.dialogs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the caller's side of a dialog (initial INVITE) and each side's
+    /// highest CSeq.
+    fn note_request(&self, msg: &SipMessage, call_id: &str, method: Method, from: Peer) {
+        let Ok(cseq) = msg.cseq() else { return };
+        let mut dialogs = self.dialogs();
+        let initial = method == Method::Invite
+            && msg.to().ok().and_then(|t| t.tag()).is_none()
+            && !dialogs.contains_key(call_id);
+        if initial {
+            let party = party(msg, HeaderName::From, from);
+            dialogs.insert(
+                call_id.to_owned(),
+                Dialog {
+                    caller: party,
+                    caller_cseq: cseq.seq,
+                    ..Dialog::default()
+                },
+            );
+            return;
+        }
+        let Some(d) = dialogs.get_mut(call_id) else {
+            return;
+        };
+        let from_caller = d.caller.as_ref().is_some_and(|c| c.peer.side == from.side);
+        let seq = if from_caller {
+            &mut d.caller_cseq
+        } else {
+            &mut d.callee_cseq
+        };
+        *seq = (*seq).max(cseq.seq);
+    }
+
+    /// Keeps the callee's side from the 2xx to the INVITE.
+    fn note_answer(&self, msg: &SipMessage, call_id: &str, from: Peer) {
+        let mut dialogs = self.dialogs();
+        let d = dialogs.entry(call_id.to_owned()).or_default();
+        d.answered = true;
+        if d.callee.is_none() {
+            d.callee = party(msg, HeaderName::To, from);
+        }
+    }
+
+    /// BYEs that end a dialog from within (RFC 3261 §15.1.1): to the callee
+    /// as if from the caller, and to the caller as if from the callee, with
+    /// `Reason` saying why (RFC 3326). Each sent once, over the transport
+    /// the side used; the 200s come back to callgate and are absorbed.
+    fn byes(&self, call_id: &str, reason: &str) -> Vec<Outgoing> {
+        let Some(d) = self.dialogs().get(call_id).cloned() else {
+            return Vec::new();
+        };
+        let (Some(caller), Some(callee)) = (d.caller, d.callee) else {
+            return Vec::new();
+        };
+        let bye = |to: &Party, from: &Party, cseq: u32| {
+            let local = &self.locals[to.peer.side.index()];
+            let via = local.via_line(
+                to.peer.transport,
+                &format!("z9hG4bK{}", crate::sip::proxy::branch::token()),
+            );
+            let text = format!(
+                "BYE {contact} SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\nFrom: {from_h}\r\nTo: {to_h}\r\nCall-ID: {call_id}\r\nCSeq: {seq} BYE\r\nReason: SIP;cause=408;text=\"{reason}\"\r\nContent-Length: 0\r\n\r\n",
+                contact = to.contact,
+                from_h = from.header,
+                to_h = to.header,
+                seq = cseq.saturating_add(1),
+            );
+            Outgoing {
+                to: to.peer,
+                bytes: bytes::Bytes::from(text),
+                client: None,
+            }
+        };
+        vec![
+            bye(&callee, &caller, d.caller_cseq),
+            bye(&caller, &callee, d.callee_cseq),
+        ]
     }
 
     /// Ends a call's media, logging what it relayed.
     fn end(&self, call_id: &str, why: &str) {
-        self.answered().remove(call_id);
+        self.dialogs().remove(call_id);
         if !self.anchor.has_call(call_id) {
             return;
         }
@@ -164,8 +273,9 @@ impl MediaPhase {
     }
 
     /// Reports media timeouts from the relay (every second, until the
-    /// phase is dropped).
-    pub fn watch_timeouts(self: &Arc<Self>) {
+    /// phase is dropped); with `timeout_bye`, ends those calls with a BYE
+    /// to each side, handed to `send`.
+    pub fn watch_timeouts(self: &Arc<Self>, send: impl Fn(Vec<Outgoing>) + Send + 'static) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -174,26 +284,54 @@ impl MediaPhase {
                 let Some(me) = weak.upgrade() else { return };
                 for ev in me.anchor.relay().events() {
                     let RelayEvent::MediaTimeout { session } = ev;
-                    let call = me.anchor.call_of_session(session).unwrap_or_default();
-                    tracing::warn!(call_id = %call, session, "media timeout: no packet in either direction");
+                    let Some(call) = me.anchor.call_of_session(session) else {
+                        continue;
+                    };
+                    tracing::warn!(call_id = %call, session, teardown = me.timeout_bye, "media timeout: no packet in either direction");
+                    if me.timeout_bye {
+                        let byes = me.byes(&call, "media timeout");
+                        if !byes.is_empty() {
+                            send(byes);
+                        }
+                        me.end(&call, "media timeout");
+                    }
                 }
             }
         });
     }
 }
 
+/// A dialog party from a request's From or a response's To.
+fn party(msg: &SipMessage, header: HeaderName, peer: Peer) -> Option<Party> {
+    let value = msg
+        .first_index(header)
+        .and_then(|i| msg.headers().get(i))
+        .map(|h| text(msg.value(h)))?;
+    let contact = msg
+        .values(HeaderName::Contact)
+        .next()
+        .and_then(|c| NameAddr::parse(c).ok().map(|na| text(na.uri)))?;
+    Some(Party {
+        peer,
+        contact,
+        header: value,
+    })
+}
+
 impl MediaHook for MediaPhase {
-    fn request(&self, msg: &SipMessage, _from: Side) -> Option<Vec<u8>> {
+    fn request(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>> {
         let call_id = text(msg.call_id()?);
-        match msg.method()? {
+        let method = msg.method()?;
+        self.note_request(msg, &call_id, method, from);
+        match method {
             Method::Bye => {
                 self.end(&call_id, "bye");
                 None
             }
             // An ACK's or PRACK's body answers the offer in the response.
-            m @ (Method::Ack | Method::Prack) => {
+            Method::Ack | Method::Prack => {
                 let tag = msg.from().ok()?.tag()?.to_vec();
-                self.rewrite(msg, &call_id, &tag, m == Method::Ack || m == Method::Prack)
+                self.rewrite(msg, &call_id, &tag, true)
             }
             _ => {
                 let tag = msg.from().ok()?.tag().unwrap_or_default().to_vec();
@@ -202,15 +340,16 @@ impl MediaHook for MediaPhase {
         }
     }
 
-    fn response(&self, msg: &SipMessage, _from: Side) -> Option<Vec<u8>> {
+    fn response(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>> {
         let call_id = text(msg.call_id()?);
         let status = msg.status()?;
         let cseq = msg.cseq().ok()?;
         if cseq.method == Method::Invite {
             if (200..300).contains(&status) {
-                self.answered().insert(call_id.clone());
+                self.note_answer(msg, &call_id, from);
             } else if status >= 300 {
-                if !self.answered().contains(&call_id) {
+                let answered = self.dialogs().get(&call_id).is_some_and(|d| d.answered);
+                if !answered {
                     self.end(&call_id, "initial INVITE failed");
                 }
                 return None;

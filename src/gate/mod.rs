@@ -492,11 +492,15 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         .as_ref()
         .map(crate::audit::Audit::open)
         .transpose()?;
+    let locals = [
+        crate::sip::proxy::LocalSide::from_config(&settings.sides[0]),
+        crate::sip::proxy::LocalSide::from_config(&settings.sides[1]),
+    ];
     let mut core = ProxyCore::new(settings, metrics.clone(), now);
     let media = match &cfg.media {
         Some(m) => {
-            let phase = media::MediaPhase::start(m, audit.clone()).map_err(GateError::Media)?;
-            phase.watch_timeouts();
+            let phase =
+                media::MediaPhase::start(m, audit.clone(), locals).map_err(GateError::Media)?;
             if let Some(listen) = m.ng_listen {
                 bound.ng = Some(
                     phase
@@ -538,6 +542,14 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         outcomes: Mutex::new(outcome::Tracker::default()),
         me: me.clone(),
     });
+    if let Some(m) = &gate.media {
+        let weak = Arc::downgrade(&gate);
+        m.watch_timeouts(move |out| {
+            if let Some(g) = weak.upgrade() {
+                g.dispatch(out);
+            }
+        });
+    }
     for side in [Side::Trunk, Side::Pbx] {
         if let Some(s) = &sockets[side.index()] {
             tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));

@@ -14,7 +14,7 @@
 //! requests follow their Route set or Request-URI, and only to addresses the
 //! outgoing side's ACL admits — callgate is never an open relay.
 
-mod branch;
+pub mod branch;
 mod build;
 mod io;
 mod request;
@@ -161,10 +161,10 @@ enum TimerRef {
 /// call's media (BYE, a failed initial INVITE). Kept as a trait so the
 /// core stays free of media policy.
 pub trait MediaHook: Send + Sync {
-    /// A request about to be forwarded, received from side `from`.
-    fn request(&self, msg: &SipMessage, from: Side) -> Option<Vec<u8>>;
-    /// A response about to be forwarded, received from side `from`.
-    fn response(&self, msg: &SipMessage, from: Side) -> Option<Vec<u8>>;
+    /// A request about to be forwarded, received from `from`.
+    fn request(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>>;
+    /// A response about to be forwarded, received from `from`.
+    fn response(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>>;
 }
 
 pub struct ProxyCore {

@@ -437,10 +437,7 @@ impl ProxyCore {
         let in_peer = entry.reply;
         let loop_hash = branch::loop_hash(msg);
         let br = self.branches.next(loop_hash);
-        let body = self
-            .media
-            .as_ref()
-            .and_then(|m| m.request(msg, in_peer.side));
+        let body = self.media.as_ref().and_then(|m| m.request(msg, in_peer));
         let plan = CopyPlan {
             out_local: &self.local[fwd.out_side.index()],
             in_local: &self.local[in_peer.side.index()],
@@ -630,7 +627,7 @@ impl ProxyCore {
         };
         let incoming_branch = via.branch.unwrap_or_default();
         let br = BranchGenerator::stateless(branch::loop_hash(msg), incoming_branch);
-        let body = self.media.as_ref().and_then(|m| m.request(msg, peer.side));
+        let body = self.media.as_ref().and_then(|m| m.request(msg, peer));
         let plan = CopyPlan {
             out_local: &self.local[out_side.index()],
             in_local: &self.local[peer.side.index()],

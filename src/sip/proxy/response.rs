@@ -48,9 +48,9 @@ fn rank(status: u16) -> u16 {
 }
 
 impl ProxyCore {
-    /// The copy of a response received from side `from` that goes upstream,
-    /// its body passed through the media layer when one is set.
-    fn upstream_copy(&self, msg: &SipMessage, from: Side) -> Option<Bytes> {
+    /// The copy of a response received from `from` that goes upstream, its
+    /// body passed through the media layer when one is set.
+    fn upstream_copy(&self, msg: &SipMessage, from: Peer) -> Option<Bytes> {
         let body = self.media.as_ref().and_then(|m| m.response(msg, from));
         pop_via(msg, body.as_deref())
     }
@@ -149,7 +149,7 @@ impl ProxyCore {
                 let Some(skey) = entry.server.clone() else {
                     return;
                 };
-                let from_side = entry.to.side;
+                let from_peer = entry.to;
                 if status < 200 {
                     entry.got_provisional = true;
                     let canceled = self
@@ -169,7 +169,7 @@ impl ProxyCore {
                         self.cancel_branch(ckey, now, out);
                     }
                     if status > 100 {
-                        if let Some(b) = self.upstream_copy(msg, from_side) {
+                        if let Some(b) = self.upstream_copy(msg, from_peer) {
                             self.send_upstream(&skey, status, b, now, out);
                         }
                     } else {
@@ -180,7 +180,7 @@ impl ProxyCore {
                 if let Some(f) = self.servers.get_mut(&skey).and_then(|s| s.fwd.as_mut()) {
                     f.branches.retain(|b| b != ckey);
                 }
-                let Some(up) = self.upstream_copy(msg, from_side) else {
+                let Some(up) = self.upstream_copy(msg, from_peer) else {
                     return;
                 };
                 if status < 300 {
@@ -288,7 +288,7 @@ impl ProxyCore {
         if !self.settings.sides[side.index()].admits(ip) {
             return;
         }
-        if let Some(b) = self.upstream_copy(msg, peer.side) {
+        if let Some(b) = self.upstream_copy(msg, peer) {
             let to = Peer {
                 side,
                 transport,
