@@ -41,6 +41,28 @@ fn rtp(seq: u16) -> Vec<u8> {
     p
 }
 
+/// Starts callgate with `[media]` on a 20-port range starting at `base`
+/// (offset per process), forwarding trunk calls to `pbx` (0: nowhere);
+/// `media` adds keys to `[media]`, `extra` adds sections.
+fn media_callgate(base: u16, pbx: u16, media: &str, extra: &str) -> (Callgate, u16) {
+    let ports = Ports::new();
+    let media_min = base + (std::process::id() % 50) as u16 * 20;
+    let pbx = if pbx == 0 { 9 } else { pbx };
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &format!(
+                "[media]\nenabled = true\nport_min = {media_min}\nport_max = {}\n{media}\n{extra}",
+                media_min + 19
+            ),
+        ),
+    );
+    (cg, media_min)
+}
+
 #[test]
 fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
     let pbx_port = free_port();
@@ -52,21 +74,15 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
         "u1",
         &["-mp", &pbx_media.to_string(), "-rtp_echo", "-trace_msg"],
     );
-    let ports = Ports::new();
-    let media_min = 43_000 + (std::process::id() % 50) as u16 * 20;
     let audit_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cg = Callgate::start(
-        ports,
-        &config(
-            ports,
-            &[format!("sip:127.0.0.1:{pbx_port}")],
-            &["sip:127.0.0.1:9".to_owned()],
-            &format!(
-                "[media]\nenabled = true\nbind = \"127.0.0.1\"\nport_min = {media_min}\nport_max = {}\nmedia_timeout_secs = 1\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
-                media_min + 19,
-                common::repo().join("sip-config/policy.toml").display(),
-                audit_dir.path().join("audit.db").display()
-            ),
+    let (cg, media_min) = media_callgate(
+        43_000,
+        pbx_port,
+        "bind = \"127.0.0.1\"\nmedia_timeout_secs = 1",
+        &format!(
+            "[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+            common::repo().join("sip-config/policy.toml").display(),
+            audit_dir.path().join("audit.db").display()
         ),
     );
     let carrier = Udp::bind();
@@ -210,20 +226,12 @@ fn ng_sdp_port(reply: &str) -> u16 {
 
 #[test]
 fn the_relay_answers_rtpengines_ng_protocol() {
-    let ports = Ports::new();
     let ng_port = free_port();
-    let media_min = 44_000 + (std::process::id() % 50) as u16 * 20;
-    let cg = Callgate::start(
-        ports,
-        &config(
-            ports,
-            &["sip:127.0.0.1:9".to_owned()],
-            &["sip:127.0.0.1:9".to_owned()],
-            &format!(
-                "[media]\nenabled = true\nport_min = {media_min}\nport_max = {}\nng_listen = \"127.0.0.1:{ng_port}\"\n",
-                media_min + 19
-            ),
-        ),
+    let (cg, _) = media_callgate(
+        44_000,
+        0,
+        &format!("ng_listen = \"127.0.0.1:{ng_port}\""),
+        "",
     );
     let ctl = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     ctl.set_read_timeout(Some(Duration::from_secs(3)))
@@ -338,19 +346,11 @@ fn silent_media_ends_the_call_with_a_bye_to_each_side() {
         "u1",
         &["-mp", &free_port().to_string(), "-trace_msg"],
     );
-    let ports = Ports::new();
-    let media_min = 45_000 + (std::process::id() % 50) as u16 * 20;
-    let cg = Callgate::start(
-        ports,
-        &config(
-            ports,
-            &[format!("sip:127.0.0.1:{pbx_port}")],
-            &["sip:127.0.0.1:9".to_owned()],
-            &format!(
-                "[media]\nenabled = true\nport_min = {media_min}\nport_max = {}\nmedia_timeout_secs = 1\ntimeout_bye = true\n",
-                media_min + 19
-            ),
-        ),
+    let (cg, _) = media_callgate(
+        45_000,
+        pbx_port,
+        "media_timeout_secs = 1\ntimeout_bye = true",
+        "",
     );
     let carrier = Udp::bind();
     let me = format!("127.0.0.1:{}", carrier.port());
