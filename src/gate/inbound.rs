@@ -9,8 +9,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::assess::RiskPhase;
 use super::verify::VerifyPhase;
 use crate::audit::{AuditRecord, FiredRule, Json};
@@ -161,13 +159,7 @@ fn audit_record(
 impl super::Gate {
     /// Takes an initial trunk INVITE into the inbound phases. Returns
     /// `false` when the message should go straight to the core instead.
-    pub(super) fn inbound(
-        self: &Arc<Self>,
-        phases: Inbound,
-        peer: Peer,
-        data: Bytes,
-        msg: SipMessage,
-    ) -> bool {
+    pub(super) fn inbound(self: &Arc<Self>, phases: Inbound, peer: Peer, msg: SipMessage) -> bool {
         if super::lock(&self.core).knows(&msg) {
             return false; // a retransmission of a call already through
         }
@@ -223,7 +215,13 @@ impl super::Gate {
             let mut out = Vec::new();
             let next = {
                 let mut core = super::lock(&me.core);
-                core.on_message_marked(peer, data, Instant::now(), &mut out, Some(marking));
+                let _span = tracing::info_span!(
+                    "sip",
+                    call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                    side = peer.side.as_str()
+                )
+                .entered();
+                core.on_valid_message(peer, msg, Instant::now(), &mut out, Some(marking));
                 core.next_deadline()
             };
             super::lock(&me.inbound_pending).remove(&key);

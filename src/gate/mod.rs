@@ -172,7 +172,7 @@ impl Sink for Gate {
                 self.me.upgrade(),
                 verify::initial_invite(&data, &self.stream_settings.limits),
             ) {
-                if me.inbound(phases, peer, data.clone(), msg) {
+                if me.inbound(phases, peer, msg) {
                     return;
                 }
             }

@@ -56,7 +56,11 @@ impl Tracker {
         }
         for o in out {
             let b = &o.bytes;
-            let response_to_trunk = o.to.side == Side::Trunk && b.starts_with(b"SIP/2.0 ");
+            // Provisional responses say nothing about the outcome: skipped
+            // before parsing.
+            let response_to_trunk = o.to.side == Side::Trunk
+                && b.starts_with(b"SIP/2.0 ")
+                && b.get(8).is_some_and(|d| *d != b'1');
             let bye = b.starts_with(b"BYE ");
             if !response_to_trunk && !bye {
                 continue;

@@ -334,6 +334,20 @@ impl ProxyCore {
             }
             return;
         }
+        self.on_valid_message(peer, msg, now, out, marking);
+    }
+
+    /// A message already parsed and validated ([`SipMessage::validate`]) by
+    /// the caller — the inbound phases parse the INVITE they run on — so it
+    /// is not parsed twice.
+    pub fn on_valid_message(
+        &mut self,
+        peer: Peer,
+        msg: SipMessage,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+        marking: Option<Marking>,
+    ) {
         if msg.is_request() {
             self.on_request(peer, msg, now, out, marking);
         } else {
