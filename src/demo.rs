@@ -1,6 +1,9 @@
 //! `callgate demo`: callgate on its embedded defaults (moved to free
 //! loopback ports) between a simulated carrier and a simulated PBX, all in
-//! one process. Places a handful of calls and prints what happened to each.
+//! one process, with STIR/SHAKEN verification on (no call in the demo is
+//! signed) and the shipped risk policy (`sip-config/policy.toml`, embedded
+//! with its lists). Places a handful of calls and prints what happened to
+//! each and the tags the PBX received.
 //!
 //! The simulated user agents build messages as text and read them with
 //! callgate's own parser; in-dialog requests follow the Record-Route set
@@ -10,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +23,47 @@ use crate::config::Config;
 use crate::sip::message::{HeaderName, Limits, SipMessage};
 
 const SDP: &str = "v=0\r\no=demo 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
+
+/// The shipped policy and its lists, written to a scratch directory for
+/// the demo's callgate.
+const POLICY: &str = include_str!("../sip-config/policy.toml");
+const LISTS: [(&str, &str); 3] = [
+    ("allow.txt", include_str!("../sip-config/lists/allow.txt")),
+    ("dno.txt", include_str!("../sip-config/lists/dno.txt")),
+    ("fraud.txt", include_str!("../sip-config/lists/fraud.txt")),
+];
+/// A trust anchor for the verifier (the demo CA; no demo call is signed).
+const TRUST: &str = include_str!("../sip-config/tls/callgate-demo-ca.crt");
+
+/// What the simulated PBX saw on each INVITE, by Call-ID: the risk tags.
+type Tags = Arc<Mutex<HashMap<String, String>>>;
+
+/// A scratch directory with the policy, its lists and the trust anchor;
+/// removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let dir = std::env::temp_dir().join(format!("callgate-demo-{}", std::process::id()));
+        let write = |p: std::path::PathBuf, text: &str| {
+            std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")))
+                .and_then(|_| std::fs::write(&p, text))
+                .map_err(|e| format!("{}: {e}", p.display()))
+        };
+        write(dir.join("policy.toml"), POLICY)?;
+        for (name, text) in LISTS {
+            write(dir.join("lists").join(name), text)?;
+        }
+        write(dir.join("trust").join("demo-ca.pem"), TRUST)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// Runs the demo; exit 0 when every call had its expected outcome.
 pub fn main() -> ExitCode {
@@ -69,6 +113,7 @@ fn demo_config(
     dead_pbx: u16,
     live_pbx: u16,
     carrier: u16,
+    scratch: &Path,
 ) -> Result<Config, String> {
     let text = crate::config::EMBEDDED_DEFAULT
         .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{trunk}\""))
@@ -86,7 +131,15 @@ fn demo_config(
         .replace("down_after = 2", "down_after = 1")
         .replace("no_response_ms = 2000", "no_response_ms = 300")
         .replace("listen = \"127.0.0.1:9060\"", "listen = \"\"")
-        .replace("drain_secs = 10", "drain_secs = 1");
+        .replace("drain_secs = 10", "drain_secs = 1")
+        .replace(
+            "enabled = false\n# trust_dir = \"/etc/callgate/sti-trust\"",
+            &format!("enabled = true\ntrust_dir = \"{}\"", scratch.join("trust").display()),
+        );
+    let text = format!(
+        "{text}\n[risk]\npolicy = \"{}\"\n",
+        scratch.join("policy.toml").display()
+    );
     Config::parse(&text, Path::new("sip-config/callgate.toml")).map_err(|e| e.to_string())
 }
 
@@ -97,19 +150,22 @@ async fn run() -> Result<bool, String> {
     let live_pbx = bind().await?;
     let dead_pbx = bind().await?; // bound but silent: a PBX that hangs
     let (trunk, pbx) = (free_port()?, free_port()?);
+    let scratch = Scratch::new()?;
     let cfg = demo_config(
         trunk,
         pbx,
         port_of(&dead_pbx),
         port_of(&live_pbx),
         port_of(&carrier_uas),
+        &scratch.0,
     )?;
     let running = crate::gate::start(&cfg, None)
         .await
         .map_err(|e| e.to_string())?;
     let metrics = running.gate.metrics.clone();
-    tokio::spawn(uas(live_pbx.clone()));
-    tokio::spawn(uas(carrier_uas.clone()));
+    let tags: Tags = Arc::default();
+    tokio::spawn(uas(live_pbx.clone(), tags.clone()));
+    tokio::spawn(uas(carrier_uas.clone(), Arc::default()));
     let trunk_addr: SocketAddr = ([127, 0, 0, 1], trunk).into();
     let pbx_addr: SocketAddr = ([127, 0, 0, 1], pbx).into();
     println!("callgate demo: callgate between a simulated carrier and PBX on loopback");
@@ -118,14 +174,32 @@ async fn run() -> Result<bool, String> {
         "  agents  -> callgate PBX side   127.0.0.1:{pbx} -> carrier 127.0.0.1:{}",
         port_of(&carrier_uas)
     );
+    println!(
+        "  STIR/SHAKEN verification on (these calls are unsigned); risk policy {}",
+        cfg.risk
+            .policy
+            .as_ref()
+            .map(|p| p.version.as_str())
+            .unwrap_or("-")
+    );
     println!();
     let ua = Ua {
         sock: carrier.clone(),
         to: trunk_addr,
+        caller: "+15550199",
     };
     let agent_ua = Ua {
         sock: agent.clone(),
         to: pbx_addr,
+        caller: "+15550199",
+    };
+    let dno = Ua {
+        caller: "+15550100",
+        ..ua.clone()
+    };
+    let own = Ua {
+        caller: "+15550107",
+        ..ua.clone()
     };
     let cases: Vec<(&str, Outcome)> = vec![
         (
@@ -156,11 +230,28 @@ async fn run() -> Result<bool, String> {
             "agent's outbound call to the carrier",
             agent_ua.call("+15550123", Plan::AnswerAndHangUp).await,
         ),
+        (
+            "unsigned call from a Do-Not-Originate number",
+            dno.call("sales", Plan::Refused(608)).await,
+        ),
+        (
+            "unsigned call claiming the centre's own number",
+            own.call("support", Plan::AnswerAndHangUp).await,
+        ),
     ];
     let mut ok = 0;
     for (i, (label, outcome)) in cases.iter().enumerate() {
         let verdict = if outcome.ok { "OK  " } else { "FAIL" };
-        println!("{:>2}. {verdict} {label:<44} {}", i + 1, outcome.detail);
+        println!("{:>2}. {verdict} {label:<47} {}", i + 1, outcome.detail);
+        let seen = outcome.call_id.as_ref().and_then(|c| {
+            tags.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(c)
+                .cloned()
+        });
+        if let Some(seen) = seen {
+            println!("              the PBX saw: {seen}");
+        }
         ok += usize::from(outcome.ok);
     }
     let text = metrics.render();
@@ -184,6 +275,8 @@ async fn run() -> Result<bool, String> {
 enum Plan {
     AnswerAndHangUp,
     ExpectFinal(u16),
+    /// callgate's policy refuses the call with this status.
+    Refused(u16),
     CancelWhileRinging,
     MaxForwardsZero,
     Malformed,
@@ -192,19 +285,24 @@ enum Plan {
 struct Outcome {
     ok: bool,
     detail: String,
+    /// The call's Call-ID, to look up what the PBX saw.
+    call_id: Option<String>,
 }
 
 fn outcome(ok: bool, detail: impl Into<String>) -> Outcome {
     Outcome {
         ok,
         detail: detail.into(),
+        call_id: None,
     }
 }
 
-/// A simulated caller sending to callgate at `to`.
+/// A simulated caller sending to callgate at `to` as `caller`.
+#[derive(Clone)]
 struct Ua {
     sock: Arc<UdpSocket>,
     to: SocketAddr,
+    caller: &'static str,
 }
 
 impl Ua {
@@ -268,26 +366,30 @@ impl Ua {
         body: &str,
     ) -> String {
         let local = self.local();
+        let caller = self.caller;
         let ctype = if body.is_empty() {
             ""
         } else {
             "Content-Type: application/sdp\r\n"
         };
         format!(
-            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-{call_id}-{branch};rport\r\nMax-Forwards: 70\r\n{extra}From: <sip:+15550199@127.0.0.1>;tag=demo-{call_id}\r\nTo: <{ruri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{local}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-{call_id}-{branch};rport\r\nMax-Forwards: 70\r\n{extra}From: <sip:{caller}@127.0.0.1>;tag=demo-{call_id}\r\nTo: <{ruri}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@127.0.0.1:{local}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
     }
 
     async fn call(&self, user: &str, plan: Plan) -> Outcome {
-        match self.try_call(user, plan).await {
+        let call_id = format!("demo-{user}-{}", fastrand::u32(..));
+        let mut o = match self.try_call(user, plan, &call_id).await {
             Ok(o) => o,
             Err(e) => outcome(false, e),
-        }
+        };
+        o.call_id = Some(call_id);
+        o
     }
 
-    async fn try_call(&self, user: &str, plan: Plan) -> Result<Outcome, String> {
-        let call_id = format!("demo-{user}-{}", fastrand::u32(..));
+    async fn try_call(&self, user: &str, plan: Plan, call_id: &str) -> Result<Outcome, String> {
+        let call_id = call_id.to_owned();
         let ruri = format!("sip:{user}@{}", self.to);
         let started = Instant::now();
         let mut seen = Vec::new();
@@ -331,9 +433,11 @@ impl Ua {
         let fin = self.final_response(&call_id, &mut seen).await?;
         let st = fin.status().unwrap_or(0);
         match plan {
-            Plan::ExpectFinal(_) | Plan::MaxForwardsZero | Plan::Malformed if st >= 300 => {
+            Plan::ExpectFinal(_) | Plan::Refused(_) | Plan::MaxForwardsZero | Plan::Malformed
+                if st >= 300 =>
+            {
                 let want = match plan {
-                    Plan::ExpectFinal(w) => w,
+                    Plan::ExpectFinal(w) | Plan::Refused(w) => w,
                     Plan::MaxForwardsZero => 483,
                     _ => 400,
                 };
@@ -347,10 +451,10 @@ impl Ua {
                     self.send(&self.request("ACK", &ruri, &call_id, 1, "i1", "", &tag, ""))
                         .await?;
                 }
-                let who = if matches!(plan, Plan::ExpectFinal(_)) {
-                    "from the PBX"
-                } else {
-                    "from callgate; never reached the PBX"
+                let who = match plan {
+                    Plan::ExpectFinal(_) => "from the PBX",
+                    Plan::Refused(_) => "from callgate's risk policy; never reached the PBX",
+                    _ => "from callgate; never reached the PBX",
                 };
                 Ok(outcome(
                     st == want,
@@ -404,7 +508,7 @@ impl Ua {
 
 /// A simulated PBX (or carrier) answering calls, by Request-URI user:
 /// `busy` → 486; `ring` → 180 until CANCEL → 487; anything else → 180, 200.
-async fn uas(sock: Arc<UdpSocket>) {
+async fn uas(sock: Arc<UdpSocket>, tags: Tags) {
     let port = port_of(&sock);
     let mut buf = vec![0u8; 65_535];
     let mut ringing: HashMap<Vec<u8>, SipMessage> = HashMap::new();
@@ -424,6 +528,9 @@ async fn uas(sock: Arc<UdpSocket>) {
             .and_then(|u| crate::sip::uri::Uri::parse(u).ok())
             .and_then(|u| u.user.map(<[u8]>::to_vec))
             .unwrap_or_default();
+        if method == b"INVITE" {
+            remember_tags(&req, &user, &tags);
+        }
         let mut replies: Vec<String> = Vec::new();
         match method.as_slice() {
             b"INVITE" if user == b"busy" => {
@@ -450,6 +557,37 @@ async fn uas(sock: Arc<UdpSocket>) {
             let _ = sock.send_to(r.as_bytes(), from).await;
         }
     }
+}
+
+/// Notes the risk tags of an INVITE as the agent's desktop would show them.
+fn remember_tags(req: &SipMessage, user: &[u8], tags: &Tags) {
+    let get = |name: &str| {
+        req.other(name)
+            .next()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let Some(risk) = get("X-Callgate-Risk") else {
+        return;
+    };
+    let level_score: String = risk
+        .split(";policy=")
+        .next()
+        .unwrap_or_default()
+        .replace(";score=", ", score ");
+    let mut seen = level_score;
+    if let Some(r) = get("X-Callgate-Reasons") {
+        seen.push_str(&format!(", reasons {r}"));
+    }
+    if let Some(r) = get("X-Callgate-Restrict") {
+        seen.push_str(&format!(", step-up for {r}"));
+    }
+    if user == b"fraud-review" {
+        seen.push_str(" -> routed to the review queue");
+    }
+    tags.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        String::from_utf8_lossy(req.call_id().unwrap_or_default()).into_owned(),
+        seen,
+    );
 }
 
 /// A response copying Via, From, To (+ our tag), Call-ID, CSeq and, for

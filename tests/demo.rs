@@ -1,5 +1,5 @@
 //! `callgate demo` (the README's first command) runs on a fresh machine and
-//! every call in it has its expected outcome.
+//! every call in it has its expected outcome, risk tags and routing included.
 
 use std::process::Command;
 
@@ -15,7 +15,7 @@ fn demo_places_every_call_with_its_expected_outcome() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("7 of 7 calls as expected"), "{stdout}");
+    assert!(stdout.contains("9 of 9 calls as expected"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     for line in [
         "fails over",
@@ -24,6 +24,10 @@ fn demo_places_every_call_with_its_expected_outcome() {
         "483 from callgate",
         "400 from callgate",
         "agent's outbound call",
+        "608 from callgate's risk policy",
+        "the PBX saw: low, score 15, reasons STIR_NONE",
+        "reasons STIR_NONE,OWN_NUMBER_SPOOF, step-up for credential-reset",
+        "routed to the review queue",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
