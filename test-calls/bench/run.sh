@@ -2,6 +2,7 @@
 # Benchmark callgate against Kamailio 5.6 as plain SIP proxies, in one run.
 #
 #   test-calls/bench/run.sh [--quick] [--signed] [--only callgate|kamailio]
+#                           [--kamailio-mem qm|fm|tlsf]
 #
 # --signed: every INVITE carries a freshly signed SHAKEN Identity header
 # (a test STI PKI from sti-pki.sh, x5u served over HTTPS on loopback, one
@@ -18,9 +19,25 @@
 #   - the proxy's own added latency, INVITE in -> INVITE out and
 #     200 in -> 200 out, p50/p99, from a loopback capture (dumpcap) of
 #     that step, decoded by tshark and paired by Call-ID (analyze.py);
-#   - the highest rate with zero failed calls, stepping up the rate.
+#   - the highest rate with zero failed calls, stepping up the rate
+#     (1,000 ... 12,000 calls/s, 3 s of calls per step, stopping at the first
+#     step with a failed call). This step uses sip-loadgen (loadgen/, a
+#     purpose-built UAC/UAS pair much cheaper per call than sipp, so that
+#     the proxy rather than the generator saturates first) in place of both
+#     sipp processes: after the sipp steps the sipp UAS is stopped and the
+#     loadgen UAS takes its port, for both proxies alike.
+# --kamailio-mem: Kamailio's shared/private memory manager (-x). The default,
+# qm, is Kamailio's default (with its memory debugging); tlsf or fm are its
+# fast allocators. Results of a non-default choice go to out[-signed]-MEM/.
 # Results: test-calls/bench/out/results.json and results.md, printed too.
-# Loopback only; every step is bounded by sipp's -m and -timeout.
+# Loopback only; every step is bounded by sipp's -m and -timeout or the
+# loadgen's --calls and --timeout-s.
+#
+# Environment: CALLGATE_BIN (default target/release/callgate, built if
+# missing), LOADGEN_BIN (default loadgen/target/release/sip-loadgen, built if
+# missing). Fixed ports are in 61000-61999 (clear of test suites that
+# allocate 10000-32000): 61060/61062 callgate trunk/pbx, 61070 Kamailio,
+# 61080/61081 the UAS behind each, 61960 callgate admin, 61443 x5u.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -30,26 +47,39 @@ scen="$repo/test-calls/scenarios"
 quick=0
 only=""
 signed=0
+kam_mem=qm
 while (($#)); do
     case "$1" in
         --quick) quick=1 ;;
         --only) only="$2"; shift ;;
         --signed) signed=1 ;;
-        *) echo "usage: $0 [--quick] [--signed] [--only callgate|kamailio]" >&2; exit 2 ;;
+        --kamailio-mem) kam_mem="$2"; shift ;;
+        *) echo "usage: $0 [--quick] [--signed] [--only callgate|kamailio] [--kamailio-mem qm|fm|tlsf]" >&2; exit 2 ;;
     esac
     shift
 done
 
 cpu_calls=10000; cpu_rate=1000
-steps=(1000 1500 2000 2500 3000 3500 4000 5000 6000 8000)
-if ((quick)); then cpu_calls=2000; steps=(1000 2000 4000); fi
+steps=(1000 1500 2000 2500 3000 4000 5000 6000 8000 10000 12000)
+if ((quick)); then cpu_calls=2000; steps=(1000 2000 4000 8000); fi
+step_secs=3
 
+# Fixed ports (see the header).
+p_trunk=61060 p_pbx=61062 p_kam=61070 p_uas_cg=61080 p_uas_ka=61081 p_admin=61960 p_x5u=61443
+
+case "$kam_mem" in qm | fm | tlsf) ;; *) echo "--kamailio-mem: qm, fm or tlsf" >&2; exit 2 ;; esac
 if ((signed)); then out="$here/out-signed"; fi
+if [[ "$kam_mem" != qm ]]; then out="$out-$kam_mem"; fi
 for tool in sipp dumpcap tshark python3; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install sip-tester tshark)" >&2; exit 1; }
 done
 mkdir -p "$out"
-rm -f "$out"/*.pcap "$out"/*.csv "$out"/*.json.part
+# With --only, the other proxy's results stay (so the two can run apart).
+if [[ -n "$only" ]]; then
+    rm -rf "$out/$only.pcap" "$out/$only.json.part" "$out/loadgen-$only-"* "$out/sipp-$only-"*
+else
+    rm -rf "$out"/*.pcap "$out"/*.csv "$out"/*.json.part "$out"/loadgen-* "$out"/sipp-*
+fi
 
 pids=()
 cleanup() {
@@ -90,15 +120,24 @@ wait_udp() { # port
     return 1
 }
 
-bin="$repo/target/release/callgate"
-[[ -x "$bin" ]] || (cd "$repo" && cargo build --release)
+bin="${CALLGATE_BIN:-$repo/target/release/callgate}"
+if [[ ! -x "$bin" ]]; then
+    [[ -z "${CALLGATE_BIN:-}" ]] || { echo "CALLGATE_BIN=$bin is not executable" >&2; exit 1; }
+    (cd "$repo" && cargo build --release)
+fi
+lg="${LOADGEN_BIN:-$here/loadgen/target/release/sip-loadgen}"
+if [[ ! -x "$lg" ]]; then
+    [[ -z "${LOADGEN_BIN:-}" ]] || { echo "LOADGEN_BIN=$lg is not executable" >&2; exit 1; }
+    cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
+fi
+echo "callgate: $bin; load generator: $lg" >&2
 
 # Signed traffic: the test STI PKI, its x5u served over HTTPS on loopback.
 pki="$out/pki"
-x5u="https://127.0.0.1:18443/sti.pem"
+x5u="https://127.0.0.1:$p_x5u/sti.pem"
 if ((signed)); then
     rm -rf "$pki"
-    "$repo/test-calls/sti-pki.sh" "$pki" 18443 >"$out/pki.log" 2>&1 &
+    "$repo/test-calls/sti-pki.sh" "$pki" "$p_x5u" >"$out/pki.log" 2>&1 &
     pids+=("$!")
     # Ready when it says it serves (not merely when the port is open).
     for _ in $(seq 1 400); do grep -q '^serving' "$out/pki.log" 2>/dev/null && break; sleep 0.05; done
@@ -131,8 +170,42 @@ print(last[h.index('SuccessfulCall(C)')], last[h.index('FailedCall(C)')])
 PY
 }
 
-measure() { # name listen_port capture_filter pid-of-root
-    local name=$1 port=$2 filter=$3 root=$4 uas_port=$5
+# A sip-loadgen UAC run's directory; signed runs get a fresh CSV of calls
+# (as for sipp, from `callgate sign --csv`), written before the run starts.
+lg_prepare() { # label calls
+    local dir="$out/loadgen-$1"
+    rm -rf "$dir"; mkdir -p "$dir"
+    if ((signed)); then
+        "$bin" sign --orig "+$next_orig" --dest +15550100 --attest A --x5u "$x5u" \
+            --key "$pki/sti-key.pem" --csv "$2" >"$dir/calls.csv"
+        next_orig=$((next_orig + $2))
+    fi
+}
+
+# sip-loadgen UAC run; prints "successful failed", its breakdown on stderr
+# (and in $out/loadgen-LABEL/).
+lg_uac() { # target rate calls label
+    local dir="$out/loadgen-$4"
+    local inf=()
+    if ((signed)); then inf=(--inf "$dir/calls.csv"); fi
+    "$lg" uac --target "$1" --rate "$2" --calls "$3" --hold-ms 200 \
+        --timeout-s $(($3 / $2 + 30)) --json "$dir/result.json" "${inf[@]}" >"$dir/result" 2>"$dir/report.txt" || true
+    sed 's/^/      /' "$dir/report.txt" >&2
+    cat "$dir/result"
+}
+
+now_ns() { date +%s%N; }
+
+# Datagrams the kernel dropped at the UDP sockets on 127.0.0.1:PORT... (full
+# receive buffers), from /proc/net/udp.
+udp_drops() { # port...
+    local pat="" p
+    for p in "$@"; do pat+="${pat:+|}0100007F:$(printf '%04X' "$p")"; done
+    awk -v pat="^($pat)\$" 'NR > 1 && $2 ~ pat { s += $NF } END { print s + 0 }' /proc/net/udp
+}
+
+measure() { # name listen_port capture_filter pid-of-root uas_port "proxy udp ports"
+    local name=$1 port=$2 filter=$3 root=$4 uas_port=$5 proxy_ports=$6
     echo "== $name: CPU per call at $cpu_rate calls/s ($cpu_calls calls), with capture" >&2
     if ((signed)); then
         # Warm the verifier's certificate cache (both fetch x5u once) so
@@ -157,21 +230,57 @@ measure() { # name listen_port capture_filter pid-of-root
     local lat
     lat=$(python3 "$here/analyze.py" "$out/$name.pcap" "$port" "$uas_port")
     echo "   $lat" >&2
-    echo "== $name: highest rate with zero failed calls" >&2
-    local best=0
+    echo "== $name: highest rate with zero failed calls (sip-loadgen UAC and UAS)" >&2
+    # The sipp UAS hands its port to the loadgen UAS.
+    stop_uas
+    "$lg" uas --listen "127.0.0.1:$uas_port" --stats-s 1 2>"$out/$name-loadgen-uas.log" &
+    local lgu=$!
+    pids+=("$lgu")
+    wait_udp "$uas_port"
+    local best=0 steps_json="" sep="" pports
+    read -r -a pports <<<"$proxy_ports"
     for r in "${steps[@]}"; do
-        read -r ok failed < <(uac "127.0.0.1:$port" "$r" $((r * 3)) "$name-$r")
-        echo "   $r calls/s: $ok ok, $failed failed" >&2
-        if [[ "$failed" == 0 && "$ok" == $((r * 3)) ]]; then best=$r; else break; fi
+        local n=$((r * step_secs))
+        lg_prepare "$name-$r" "$n"
+        mapfile -t procs < <(tree "$root")
+        local p0 u0 w0 d0 e0; p0=$(cpu_ticks "${procs[@]}"); u0=$(cpu_ticks "$lgu"); w0=$(now_ns)
+        d0=$(udp_drops "${pports[@]}"); e0=$(udp_drops "$uas_port")
+        read -r ok failed < <(lg_uac "127.0.0.1:$port" "$r" "$n" "$name-$r")
+        mapfile -t procs < <(tree "$root")
+        local p1 u1 w1 d1 e1; p1=$(cpu_ticks "${procs[@]}"); u1=$(cpu_ticks "$lgu"); w1=$(now_ns)
+        d1=$(udp_drops "${pports[@]}"); e1=$(udp_drops "$uas_port")
+        # Proxy CPU over the step's wall time (200% = both cores), the
+        # datagrams dropped at the proxy's and at the loadgen UAS's sockets,
+        # and the loadgen UAS's CPU per call.
+        local pcpu ucpu
+        pcpu=$(python3 -c "print(round(($p1-$p0)/$clk_tck/(($w1-$w0)/1e9)*100))")
+        ucpu=$(python3 -c "print(round(($u1-$u0)*1e6/$clk_tck/$n,1))")
+        echo "   $r calls/s: $ok ok, $failed failed; proxy CPU ${pcpu}% of one core over the step," \
+            "$((d1 - d0)) datagrams dropped at its sockets, $((e1 - e0)) at the loadgen UAS's; loadgen UAS ${ucpu} us/call" >&2
+        local uac_json; uac_json=$(cat "$out/loadgen-$name-$r/result.json" 2>/dev/null || echo null)
+        steps_json+="$sep{\"cps\":$r,\"calls\":$n,\"ok\":$ok,\"failed\":$failed,\"proxy_cpu_pct\":$pcpu,\"proxy_socket_drops\":$((d1 - d0)),\"uas_socket_drops\":$((e1 - e0)),\"uas_us_per_call\":$ucpu,\"uac\":$uac_json}"
+        sep=","
+        if [[ "$failed" == 0 && "$ok" == "$n" ]]; then best=$r; else break; fi
     done
-    printf '{"proxy":"%s","cpu_us_per_call":%s,"cpu_calls_ok":%s,"latency":%s,"max_zero_failure_cps":%s}\n' \
-        "$name" "$us_per_call" "$cpu_calls" "$lat" "$best" >"$out/$name.json.part"
+    kill "$lgu" 2>/dev/null || true
+    wait "$lgu" 2>/dev/null || true
+    printf '{"proxy":"%s","cpu_us_per_call":%s,"cpu_calls_ok":%s,"latency":%s,"max_zero_failure_cps":%s,"loadgen_steps":[%s]}\n' \
+        "$name" "$us_per_call" "$cpu_calls" "$lat" "$best" "$steps_json" >"$out/$name.json.part"
 }
 
+uas_pid=""
 start_uas() { # port
     (cd "$out" && exec sipp -sf "$scen/uas-basic.xml" -i 127.0.0.1 -p "$1" -nostdin -max_socket 4096 >/dev/null 2>&1) &
-    pids+=("$!")
+    uas_pid=$!
+    pids+=("$uas_pid")
     wait_udp "$1"
+}
+
+stop_uas() {
+    [[ -n "$uas_pid" ]] || return 0
+    kill "$uas_pid" 2>/dev/null || true
+    wait "$uas_pid" 2>/dev/null || true
+    uas_pid=""
 }
 
 if [[ -z "$only" || "$only" == callgate ]]; then
@@ -185,50 +294,59 @@ allow_private_x5u = true"
     fi
     cat >"$out/callgate.toml" <<TOML
 [trunk]
-udp = "127.0.0.1:15060"
+udp = "127.0.0.1:$p_trunk"
 allow = ["127.0.0.0/8"]
 targets = ["sip:127.0.0.1:9;transport=udp"]
 [pbx]
-udp = "127.0.0.1:15062"
+udp = "127.0.0.1:$p_pbx"
 allow = ["127.0.0.0/8"]
-targets = ["sip:127.0.0.1:15080;transport=udp"]
+targets = ["sip:127.0.0.1:$p_uas_cg;transport=udp"]
 [health]
 interval_secs = 0
 [overload]
 max_transactions = 100000
 [admin]
-listen = "127.0.0.1:19060"
+listen = "127.0.0.1:$p_admin"
 [log]
 level = "warn"
 $stir
 TOML
-    start_uas 15080
+    start_uas "$p_uas_cg"
     "$bin" run --config "$out/callgate.toml" >"$out/callgate.stdout" 2>"$out/callgate.log" &
     cg=$!
     pids+=("$cg")
-    wait_udp 15060
-    measure callgate 15060 "udp port 15060 or udp port 15062" "$cg" 15080
+    wait_udp "$p_trunk"
+    measure callgate "$p_trunk" "udp port $p_trunk or udp port $p_pbx" "$cg" "$p_uas_cg" "$p_trunk $p_pbx"
     if ((signed)); then
         # Every answered call was verified: the counter is the proof.
-        curl -s http://127.0.0.1:19060/metrics | grep '^callgate_stir_verifications_total' >&2 || true
+        curl -s "http://127.0.0.1:$p_admin/metrics" | grep '^callgate_stir_verifications_total' >&2 || true
     fi
     kill "$cg"
+    wait "$cg" 2>/dev/null || true
 fi
 
 if [[ -z "$only" || "$only" == kamailio ]]; then
+    # Shared memory for tm: every transaction cell (about 8 KB with the
+    # request) lives until its wait timer (5 s) ends, two per call, so
+    # 12,000 calls/s need over 1 GB; at 256 MB Kamailio answered 500 from
+    # 4,000 calls/s on ("could not allocate shared memory"). 2 GB keeps
+    # memory out of the comparison.
+    kam_shm_mb=2048
     kcfg="$here/kamailio.cfg"
     if ((signed)); then kcfg="$here/kamailio-secsipid.cfg"; rm -rf "$out/secsipid-cache"; mkdir -p "$out/secsipid-cache"; fi
-    sed -e "s/LISTEN_PORT/15070/; s/UAS_PORT/15081/; s#CACHE_DIR#$out/secsipid-cache#; s#PKI_DIR#$pki#g" "$kcfg" >"$out/kamailio.cfg"
+    sed -e "s/LISTEN_PORT/$p_kam/; s/UAS_PORT/$p_uas_ka/; s#CACHE_DIR#$out/secsipid-cache#; s#PKI_DIR#$pki#g" "$kcfg" >"$out/kamailio.cfg"
     kamailio -c -f "$out/kamailio.cfg" >/dev/null 2>&1 || { echo "kamailio config check failed (kamailio-secsipid-modules installed?)" >&2; exit 1; }
-    start_uas 15081
+    start_uas "$p_uas_ka"
     # libsecsipid (Go) fetches x5u with the system roots: point it at the test web CA.
-    SSL_CERT_FILE="$pki/web-ca.pem" kamailio -f "$out/kamailio.cfg" -P "$out/kamailio.pid" -m 256 -M 16 -E >"$out/kamailio.log" 2>&1
-    wait_udp 15070
-    measure kamailio 15070 "udp port 15070" "$(cat "$out/kamailio.pid")" 15081
+    SSL_CERT_FILE="$pki/web-ca.pem" kamailio -f "$out/kamailio.cfg" -P "$out/kamailio.pid" -x "$kam_mem" -m "$kam_shm_mb" -M 16 -E >"$out/kamailio.log" 2>&1
+    wait_udp "$p_kam"
+    measure kamailio "$p_kam" "udp port $p_kam" "$(cat "$out/kamailio.pid")" "$p_uas_ka" "$p_kam"
     if ((signed)); then
         echo "   secsipid verification failures logged: $(grep -c 'secsipid:.*failed' "$out/kamailio.log" || true)" >&2
     fi
     kill "$(cat "$out/kamailio.pid")" || true
 fi
 
+printf '{"kamailio_mem":"%s","signed":%s,"quick":%s,"steps":[%s],"step_secs":%s}\n' \
+    "$kam_mem" "$signed" "$quick" "$(IFS=,; echo "${steps[*]}")" "$step_secs" >"$out/run.json"
 python3 "$here/report.py" "$out"
