@@ -66,7 +66,7 @@ fn media_callgate(base: u16, pbx: u16, media: &str, extra: &str) -> (Callgate, u
 #[test]
 fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
     let pbx_port = free_port();
-    let pbx_media = free_port();
+    let pbx_media = common::free_ports(4); // sipp binds RTP, RTCP and video ports from -mp
     let uas = Sipp::uas(
         &scenario("uas-basic.xml"),
         pbx_port,
@@ -344,7 +344,7 @@ fn silent_media_ends_the_call_with_a_bye_to_each_side() {
         pbx_port,
         1,
         "u1",
-        &["-mp", &free_port().to_string(), "-trace_msg"],
+        &["-mp", &common::free_ports(4).to_string(), "-trace_msg"],
     );
     let (cg, _) = media_callgate(
         45_000,

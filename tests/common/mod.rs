@@ -19,6 +19,14 @@ pub const LOOPBACK: &str = "127.0.0.1";
 /// (32768–60999) so that no client socket of a sipp peer, an HTTP fetch or an
 /// outbound TCP connection can grab it between this call and callgate's bind.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive loopback ports, all free for UDP and TCP
+/// now and reserved together (never handed out again by this process): for
+/// a peer that binds several ports from one, like sipp's `-mp` (RTP, RTCP,
+/// video RTP, video RTCP).
+pub fn free_ports(n: u32) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 10_000;
     const SPAN: u32 = 22_000;
@@ -32,14 +40,19 @@ pub fn free_port() -> u16 {
         Ordering::SeqCst,
     );
     for _ in 0..SPAN {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
-        let udp = UdpSocket::bind((LOOPBACK, port));
-        let tcp = TcpListener::bind((LOOPBACK, port));
-        if udp.is_ok() && tcp.is_ok() {
-            return port;
+        let first = NEXT.fetch_add(n, Ordering::SeqCst) % SPAN;
+        if first + n > SPAN {
+            continue; // a block never wraps around the range
+        }
+        let all_free = (first..first + n).all(|p| {
+            let port = (LOW + p) as u16;
+            UdpSocket::bind((LOOPBACK, port)).is_ok() && TcpListener::bind((LOOPBACK, port)).is_ok()
+        });
+        if all_free {
+            return (LOW + first) as u16;
         }
     }
-    panic!("no free loopback port");
+    panic!("no {n} free consecutive loopback ports");
 }
 
 /// Repository root (for scenario files and the demo TLS certificate).
