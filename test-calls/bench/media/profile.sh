@@ -6,8 +6,8 @@
 #
 #   test-calls/bench/media/profile.sh [--rate PPS] [--secs S] [--only rtpengine|callgate]
 #
-# Output in out/: profile-LABEL.txt (syscall counts and per-packet ratios,
-# top symbols by self time, top call chains), perf-LABEL.data. Bounded:
+# Output in out/: profile-LABEL-RATE.txt (syscall counts and per-packet ratios,
+# top symbols by self time, top call chains), perf-LABEL-RATE.data. Bounded:
 # rtpblast sends a fixed number of packets; perf runs for S seconds twice.
 set -euo pipefail
 
@@ -49,10 +49,10 @@ for s in recvfrom recvmsg recvmmsg sendto sendmsg sendmmsg epoll_wait epoll_pwai
 done
 
 profile() { # label pid ng_port
-    local label="$1" pid="$2" ng="$3" f="$out/profile-$1.txt"
+    local label="$1" pid="$2" ng="$3" f="$out/profile-$1-$rate.txt"
     # Load for warm-up + perf stat + perf record, with a margin.
-    taskset -c 1 "$blast" --label "$label" --ng "127.0.0.1:$ng" --rates "$rate" \
-        --secs $((2 * secs + 3)) --relay-pid "$pid" >"$out/profile-$label.jsonl" &
+    taskset -c 1 "$blast" --label "$label" --ng "127.0.0.1:$ng" --rates "$rate" --share 4 \
+        --secs $((2 * secs + 3)) --relay-pid "$pid" >"$out/profile-$label-$rate.jsonl" &
     local bl=$!
     sleep 2.5
     {
@@ -61,21 +61,22 @@ profile() { # label pid ng_port
             awk -F, -v rate="$rate" -v secs="$secs" \
                 '{ printf "%-34s %14s  per packet %8.3f\n", $3, $1, $1 / (rate * secs) }'
     } >"$f"
-    perf record -q -F 999 --call-graph dwarf,16384 -p "$pid" -o "$out/perf-$label.data" -- sleep "$secs" 2>/dev/null
+    perf record -q -F 999 --call-graph dwarf,16384 -p "$pid" -o "$out/perf-$label-$rate.data" -- sleep "$secs" 2>/dev/null
     wait "$bl" || true
+    local rep="$out/perf-$label-$rate.report"
     {
         echo
         echo "# top symbols, self time"
-        perf report -i "$out/perf-$label.data" --stdio --no-children --sort sym 2>/dev/null |
-            grep -E '^ +[0-9]' | head -40
+        perf report -i "$out/perf-$label-$rate.data" --stdio --no-children --sort sym -g none >"$rep" 2>/dev/null || true
+        grep -E '^ +[0-9]' "$rep" | head -40 || true
         echo
-        echo "# by shared object"
-        perf report -i "$out/perf-$label.data" --stdio --no-children --sort dso 2>/dev/null |
-            grep -E '^ +[0-9]' | head -12
+        echo "# by shared object, self time"
+        perf report -i "$out/perf-$label-$rate.data" --stdio --no-children --sort dso -g none >"$rep" 2>/dev/null || true
+        grep -E '^ +[0-9]' "$rep" | head -12 || true
         echo
-        echo "# call chains (children), top"
-        perf report -i "$out/perf-$label.data" --stdio --children --sort sym -g none 2>/dev/null |
-            grep -E '^ +[0-9]' | head -40
+        echo "# inclusive (children) time, top"
+        perf report -i "$out/perf-$label-$rate.data" --stdio --children --sort sym -g none >"$rep" 2>/dev/null || true
+        grep -E '^ +[0-9]' "$rep" | head -50 || true
     } >>"$f"
     cat "$f"
 }

@@ -111,7 +111,11 @@ fn parse_args() -> Args {
         usage()
     }
     if a.label.is_empty() {
-        a.label = if direct { "direct".into() } else { "relay".into() };
+        a.label = if direct {
+            "direct".into()
+        } else {
+            "relay".into()
+        };
     }
     a.rates.sort_unstable();
     if a.rates[0] < PER_STREAM_PPS || *a.rates.last().unwrap_or(&0) > 1_000_000 {
@@ -196,7 +200,11 @@ fn read_cores() -> Vec<Core> {
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .map(|l| {
             // user nice system idle iowait irq softirq steal
-            let f: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
             let g = |i: usize| f.get(i).copied().unwrap_or(0);
             let total: u64 = (0..8).map(g).sum();
             Core {
@@ -224,7 +232,10 @@ fn core_shares(before: &[Core], after: &[Core]) -> Vec<(f64, f64)> {
 }
 
 fn json_list(v: impl Iterator<Item = f64>) -> String {
-    format!("[{}]", v.map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        v.map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(",")
+    )
 }
 
 /// The sockets of one call: A (the offerer) and B (the answerer).
@@ -304,11 +315,7 @@ fn call_id(c: usize) -> String {
 /// then sends to the relay port the answer named, B to the one the offer
 /// named (per-call sockets are connected there). Without a relay, A and B
 /// send to each other.
-fn ensure_calls(
-    ep: &mut Endpoints,
-    n: usize,
-    ng: &mut Option<ng::Client>,
-) -> std::io::Result<()> {
+fn ensure_calls(ep: &mut Endpoints, n: usize, ng: &mut Option<ng::Client>) -> std::io::Result<()> {
     use ng::Arg::{L, S};
     const REPLACE: &[&str] = &["origin", "session-connection"];
     while ep.calls_ready < n {
@@ -620,9 +627,9 @@ fn drive_loop(ep: &Endpoints, socks: &[UdpSocket], plan: Plan) -> std::io::Resul
 /// preempt each other; kept for comparison.
 fn drive_threads(ep: &Endpoints, socks: &[UdpSocket], plan: Plan) -> std::io::Result<(Tx, Rx)> {
     std::thread::scope(|s| {
-        let rx = std::thread::Builder::new()
-            .name("rx".into())
-            .spawn_scoped(s, move || -> std::io::Result<Rx> {
+        let rx = std::thread::Builder::new().name("rx".into()).spawn_scoped(
+            s,
+            move || -> std::io::Result<Rx> {
                 let mut rx = Rx::new(socks, &plan)?;
                 loop {
                     let now = mono_ns(plan.epoch);
@@ -632,7 +639,8 @@ fn drive_threads(ep: &Endpoints, socks: &[UdpSocket], plan: Plan) -> std::io::Re
                     let wait = ((plan.stop_at - now) / 1_000_000).clamp(1, 20) as i32;
                     rx.poll(socks, &plan, 256, wait)?;
                 }
-            })?;
+            },
+        )?;
         let mut tx = Tx::new(&plan);
         for j in 0..plan.total() {
             let target = plan.at(j);
@@ -729,7 +737,9 @@ fn run() -> Result<(), String> {
                     _ => None,
                 };
                 // Ticks: they include the threads that have ended.
-                let me = read_cpu(std::process::id()).ticks.saturating_sub(me_before.ticks) as f64
+                let me = read_cpu(std::process::id())
+                    .ticks
+                    .saturating_sub(me_before.ticks) as f64
                     * 1e9
                     / clk_tck as f64;
                 let (tx, rx) = blaster
@@ -752,7 +762,13 @@ fn run() -> Result<(), String> {
                 mut lat_u,
                 ..
             } = rx;
-            let per = |ns: f64| if in_window > 0 { ns / in_window as f64 } else { 0.0 };
+            let per = |ns: f64| {
+                if in_window > 0 {
+                    ns / in_window as f64
+                } else {
+                    0.0
+                }
+            };
             let machine = format!(
                 "{{\"core_busy\":{},\"core_softirq\":{},\"blaster_core_share\":{:.3}}}",
                 json_list(cores.iter().map(|c| c.0)),

@@ -44,8 +44,7 @@ extern "C" {
     fn epoll_create1(flags: c_int) -> c_int;
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut EpollEvent) -> c_int;
     fn epoll_wait(epfd: c_int, evs: *mut EpollEvent, max: c_int, timeout_ms: c_int) -> c_int;
-    fn recvmmsg(fd: c_int, msgs: *mut Mmsghdr, vlen: u32, flags: c_int, timeout: *mut u8)
-        -> c_int;
+    fn recvmmsg(fd: c_int, msgs: *mut Mmsghdr, vlen: u32, flags: c_int, timeout: *mut u8) -> c_int;
     fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const u8, len: u32) -> c_int;
     fn close(fd: c_int) -> c_int;
     fn sysconf(name: c_int) -> i64;
@@ -86,7 +85,13 @@ pub fn clock_ticks() -> u64 {
 pub fn enable_rx_timestamps(fd: RawFd) -> io::Result<()> {
     let on: c_int = 1;
     check(unsafe {
-        setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, (&on as *const c_int).cast(), 4)
+        setsockopt(
+            fd,
+            SOL_SOCKET,
+            SO_TIMESTAMPNS,
+            (&on as *const c_int).cast(),
+            4,
+        )
     })
     .map(drop)
 }
@@ -99,7 +104,13 @@ pub fn set_rcvbuf(fd: RawFd, bytes: i32) -> io::Result<()> {
 /// Like [`set_rcvbuf`] past `net.core.rmem_max` (needs CAP_NET_ADMIN).
 pub fn set_rcvbuf_force(fd: RawFd, bytes: i32) -> io::Result<()> {
     check(unsafe {
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, (&bytes as *const i32).cast(), 4)
+        setsockopt(
+            fd,
+            SOL_SOCKET,
+            SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            4,
+        )
     })
     .map(drop)
 }
