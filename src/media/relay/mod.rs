@@ -17,8 +17,11 @@
 //! sessions' sockets; both legs of a session live in one worker, so the
 //! per-packet path takes no lock and shares no atomic. The control plane
 //! (this module's [`Relay`]) binds the sockets, hands them to a worker over
-//! a channel and wakes it; statistics come back the same way.
+//! a channel and wakes it; statistics come back the same way. A worker
+//! reads each ready socket with `recvmmsg` (one call per packet in
+//! relay traffic, see `batch`).
 
+mod batch;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -1,6 +1,6 @@
 //! The relay on real loopback sockets: both directions, RTCP on its own
 //! port and multiplexed, latching and the strict source check, statistics,
-//! ports freed on delete, media timeout.
+//! ports freed on delete, media timeout, a backlog drained in batches.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -234,5 +234,67 @@ fn garbage_is_counted_not_relayed_and_the_range_runs_out_cleanly() {
     assert!(
         made >= 20,
         "only {made} sessions (some ports busy elsewhere?)"
+    );
+}
+
+#[test]
+fn a_backlog_queued_while_the_worker_is_busy_is_all_relayed() {
+    use super::batch::BATCH;
+
+    let r = relay(Duration::from_secs(60), 41_800);
+    let s = r.create(false).unwrap_or_else(|e| panic!("{e}"));
+    let (carrier, pbx) = (peer(), peer());
+    r.set_remote(
+        s.id,
+        Leg::B,
+        Remote {
+            rtp: addr(&pbx),
+            rtcp: None,
+        },
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    carrier
+        .send_to(&rtp(0), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&pbx).0, rtp(0), "the session is set up");
+
+    // Hold the worker inside a command: three statistics requests sharing
+    // a reply channel of one slot. Once the first reply is taken, the
+    // worker has put the second and waits to put the third, so it reads
+    // no socket until the second is taken too.
+    let (tx, rx) = mpsc::sync_channel(1);
+    for _ in 0..3 {
+        r.send(
+            s.id,
+            Command::Stats {
+                id: s.id,
+                reply: tx.clone(),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let first = rx.recv_timeout(Duration::from_secs(2));
+    assert!(matches!(first, Ok(Some(_))), "the worker answers");
+
+    // Several full batches and a short one, all waiting on leg A's socket
+    // behind a single readiness edge.
+    let count = 3 * BATCH as u16 + 3;
+    for seq in 1..=count {
+        carrier
+            .send_to(&rtp(seq), to(s.ports[0].0))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    for _ in 0..2 {
+        let _ = rx.recv_timeout(Duration::from_secs(2));
+    }
+
+    for seq in 1..=count {
+        assert_eq!(recv(&pbx).0, rtp(seq), "packet {seq} of {count}, in order");
+    }
+    let st = r.stats(s.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (st.a.packets, st.a.lost, st.a.malformed),
+        (u64::from(count) + 1, 0, 0)
     );
 }

@@ -1,6 +1,14 @@
 //! One relay worker: an `epoll` loop (mio) over the sockets of the
 //! sessions it owns. Everything on the per-packet path — the socket table,
 //! latching, statistics — belongs to this thread alone.
+//!
+//! The sockets are edge-triggered, so a ready socket is read until it is
+//! empty. Reads go through [`Batch`] (`recvmmsg`): one call returns every
+//! datagram waiting, up to a batch, and a short batch proves the socket
+//! drained, so a packet costs one receive call instead of two (the packet,
+//! then an empty `recvfrom`). Only a full batch is followed by another
+//! read. Each datagram of a batch is then handled exactly as if it had
+//! been read alone: pending commands first, then [`Worker::relay`].
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -12,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::batch::{Batch, BATCH, MAX_DATAGRAM};
 use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats};
 use crate::media::rtp::{is_rtcp, RtpHeader};
 use crate::media::stats::StreamStats;
@@ -20,10 +29,6 @@ const WAKER: Token = Token(usize::MAX);
 
 /// How often idle sessions are looked for.
 const TIMEOUT_SCAN: Duration = Duration::from_millis(500);
-
-/// Largest datagram taken (anything longer is truncated by the kernel and
-/// then counted as relayed at that size).
-const MAX_DATAGRAM: usize = 65_535;
 
 /// A control-plane request.
 pub(super) enum Command {
@@ -54,6 +59,8 @@ struct Endpoint {
     session: usize,
     leg: Leg,
     rtcp: bool,
+    /// Bound to an IPv6 address (sources come out as IPv6).
+    ipv6: bool,
 }
 
 #[derive(Default)]
@@ -201,7 +208,7 @@ impl Worker {
     /// plane is gone.
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(256);
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut batch = Batch::new(MAX_DATAGRAM);
         let mut last_scan = Instant::now();
         loop {
             if let Err(e) = self.poll.poll(&mut events, Some(TIMEOUT_SCAN)) {
@@ -218,7 +225,7 @@ impl Worker {
             }
             for ev in events.iter() {
                 if ev.token() != WAKER {
-                    self.drain(ev.token().0, &mut buf);
+                    self.drain(ev.token().0, &mut batch);
                 }
             }
             if self.stopped {
@@ -233,26 +240,54 @@ impl Worker {
     }
 
     /// Reads every datagram waiting on one socket (edge-triggered) and
-    /// relays it.
-    fn drain(&mut self, token: usize, buf: &mut [u8]) {
+    /// relays it: batches until one comes back short (the socket is empty)
+    /// or the socket says `WouldBlock`.
+    fn drain(&mut self, token: usize, batch: &mut Batch) {
         loop {
-            // A command sent before this packet applies to it (a relatch, a
-            // new remote); the check is one atomic load when none waits.
-            if !self.commands_pending() {
+            if self.stopped {
                 return;
             }
             let Some(ep) = self.endpoints.get(token) else {
                 return;
             };
-            let (n, src) = match ep.socket.recv_from(buf) {
-                Ok(r) => r,
+            let (session, leg, rtcp_port) = (ep.session, ep.leg, ep.rtcp);
+            let Some(id) = self.sessions.get(session).map(|s| s.id) else {
+                return;
+            };
+            let n = match batch.recv(&ep.socket, ep.ipv6) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // An ICMP error for an earlier send, or the like: keep going.
+                // Interrupted, or an ICMP error for an earlier send (which
+                // the relay's unconnected sockets do not get): keep going.
                 Err(_) => continue,
             };
-            let (session, leg, rtcp_port) = (ep.session, ep.leg, ep.rtcp);
-            self.relay(session, leg, rtcp_port, &buf[..n], src);
+            for i in 0..n {
+                // A command sent before this packet applies to it (a
+                // relatch, a new remote); the check is one atomic load when
+                // none waits.
+                if !self.commands_pending() {
+                    return;
+                }
+                // A delete among them closed this socket: the rest of the
+                // batch goes with it (as it would have in the socket), and
+                // the session's slot may already hold another session.
+                if self.sessions.get(session).map(|s| s.id) != Some(id) {
+                    return;
+                }
+                let Some((pkt, d)) = batch.get(i) else {
+                    break;
+                };
+                if d.truncated {
+                    if let Some(s) = self.sessions.get_mut(session) {
+                        s.legs[leg as usize].stats.malformed += 1;
+                    }
+                    continue;
+                }
+                self.relay(session, leg, rtcp_port, pkt, d.src);
+            }
+            if n < BATCH {
+                return;
+            }
         }
     }
 
@@ -397,12 +432,20 @@ impl Worker {
             tracing::warn!(error = %e, "media socket not usable");
             return None;
         }
+        let ipv6 = match socket.local_addr() {
+            Ok(a) => a.is_ipv6(),
+            Err(e) => {
+                tracing::warn!(error = %e, "media socket not usable");
+                return None;
+            }
+        };
         let socket = mio::net::UdpSocket::from_std(socket);
         let token = self.endpoints.insert(Endpoint {
             socket,
             session,
             leg,
             rtcp,
+            ipv6,
         });
         let ep = self.endpoints.get_mut(token)?;
         if let Err(e) =
