@@ -19,15 +19,15 @@ mod build;
 mod io;
 mod request;
 mod response;
+mod table;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 pub use build::LocalSide;
 pub use io::{ConnId, Outgoing, Peer};
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,9 @@ use crate::sip::method::Method;
 use crate::sip::transaction::{ClientTransaction, ServerTransaction};
 use crate::stir::mark::Marking;
 use branch::BranchGenerator;
+use table::TransactionTable;
 use targets::TargetSet;
+use timers::TimerWheel;
 
 /// How the core is tuned; built from [`Config`].
 #[derive(Debug, Clone)]
@@ -146,7 +148,7 @@ struct ServerEntry {
     scheduled: Option<Instant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum TimerRef {
     Server(Bytes),
     Client(Bytes),
@@ -174,10 +176,9 @@ pub struct ProxyCore {
     local: [LocalSide; 2],
     /// Indexed by the side requests leave through.
     targets: [TargetSet; 2],
-    servers: HashMap<Bytes, ServerEntry>,
-    clients: HashMap<Bytes, ClientEntry>,
-    wheel: BinaryHeap<Reverse<(Instant, u64, TimerRef)>>,
-    wheel_seq: u64,
+    servers: TransactionTable<ServerEntry>,
+    clients: TransactionTable<ClientEntry>,
+    wheel: TimerWheel<TimerRef>,
     branches: BranchGenerator,
     metrics: Arc<Metrics>,
     draining: bool,
@@ -201,10 +202,9 @@ impl ProxyCore {
         let mut core = ProxyCore {
             local,
             targets,
-            servers: HashMap::new(),
-            clients: HashMap::new(),
-            wheel: BinaryHeap::new(),
-            wheel_seq: 0,
+            servers: TransactionTable::new(),
+            clients: TransactionTable::new(),
+            wheel: TimerWheel::new(now),
             branches: BranchGenerator::default(),
             metrics,
             draining: false,
@@ -278,7 +278,7 @@ impl ProxyCore {
 
     /// When [`Self::on_timer`] must next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.wheel.peek().map(|Reverse((at, _, _))| *at)
+        self.wheel.next_deadline()
     }
 
     /// Handles one message received from `peer`.
@@ -359,13 +359,7 @@ impl ProxyCore {
 
     /// Processes every timer due at `now`.
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        while let Some(Reverse((at, _, _))) = self.wheel.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, _, what))) = self.wheel.pop() else {
-                break;
-            };
+        while let Some((at, what)) = self.wheel.pop_due(now) {
             match what {
                 TimerRef::Server(key) => {
                     if self
@@ -415,8 +409,7 @@ impl ProxyCore {
     // ---- timers ----
 
     fn push_timer(&mut self, at: Instant, what: TimerRef) {
-        self.wheel_seq += 1;
-        self.wheel.push(Reverse((at, self.wheel_seq, what)));
+        self.wheel.push(at, what);
     }
 
     fn schedule_server(&mut self, key: &Bytes) {
