@@ -9,7 +9,10 @@
 //! and for callers to retransmit. Split into [`SHARDS`] maps chosen by the
 //! key's hash, each growth step moves 1/64 of the entries, and the shards
 //! reach their thresholds at different moments, so the work is spread over
-//! many calls instead of landing on one.
+//! many calls instead of landing on one. Entries are boxed: a server
+//! entry (the request with its header index, the forwarding context, the
+//! marking) is over a kilobyte, and a growth step should move pointers,
+//! not kilobytes.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -24,7 +27,7 @@ pub(super) struct TransactionTable<V> {
     /// Picks the shard; seeded per process like `HashMap`'s own hasher, so
     /// keys chosen by a peer cannot pile into one shard.
     hasher: RandomState,
-    shards: Box<[HashMap<Bytes, V>]>,
+    shards: Box<[HashMap<Bytes, Box<V>>]>,
     len: usize,
 }
 
@@ -48,12 +51,12 @@ impl<V> TransactionTable<V> {
     }
 
     pub(super) fn get(&self, key: &Bytes) -> Option<&V> {
-        self.shards[self.shard(key)].get(key)
+        self.shards[self.shard(key)].get(key).map(|v| &**v)
     }
 
     pub(super) fn get_mut(&mut self, key: &Bytes) -> Option<&mut V> {
         let i = self.shard(key);
-        self.shards[i].get_mut(key)
+        self.shards[i].get_mut(key).map(|v| &mut **v)
     }
 
     pub(super) fn contains_key(&self, key: &Bytes) -> bool {
@@ -63,11 +66,11 @@ impl<V> TransactionTable<V> {
     /// Inserts or replaces; returns the replaced entry.
     pub(super) fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
         let i = self.shard(&key);
-        let old = self.shards[i].insert(key, value);
+        let old = self.shards[i].insert(key, Box::new(value));
         if old.is_none() {
             self.len += 1;
         }
-        old
+        old.map(|v| *v)
     }
 
     pub(super) fn remove(&mut self, key: &Bytes) -> Option<V> {
@@ -76,7 +79,7 @@ impl<V> TransactionTable<V> {
         if old.is_some() {
             self.len -= 1;
         }
-        old
+        old.map(|v| *v)
     }
 }
 
