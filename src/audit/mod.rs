@@ -173,7 +173,13 @@ impl Audit {
 
     /// Queues a decision; never blocks (a full queue drops and counts it).
     pub fn record(&self, rec: AuditRecord) {
-        self.send(Job::Record(Box::new(rec)));
+        self.send(Job::Record(Box::new(rec), None));
+    }
+
+    /// Queues a decision with the INVITE as received: the writer stores it
+    /// as text (`invite`), so the call path neither copies nor validates it.
+    pub fn record_with_invite(&self, rec: AuditRecord, invite: bytes::Bytes) {
+        self.send(Job::Record(Box::new(rec), Some(invite)));
     }
 
     /// Records how the call ended on its latest decision.

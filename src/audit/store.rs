@@ -50,17 +50,16 @@ CREATE INDEX IF NOT EXISTS decisions_calling ON decisions(calling);
 
 /// What the writer thread is asked to do.
 pub(super) enum Job {
-    Record(Box<AuditRecord>),
+    /// A decision; the INVITE as received, when stored, travels as the
+    /// received bytes and becomes text here, off the call path.
+    Record(Box<AuditRecord>, Option<bytes::Bytes>),
     Outcome {
         call_id: String,
         outcome: CallOutcome,
         duration_ms: Option<u64>,
     },
     /// The relay's statistics of a call whose media ended (JSON).
-    Media {
-        call_id: String,
-        media: String,
-    },
+    Media { call_id: String, media: String },
     /// Reply once everything queued before it is committed (or failed).
     Flush(std::sync::mpsc::Sender<bool>),
 }
@@ -155,7 +154,7 @@ fn fold_outcomes(jobs: &[Job]) -> Folded<'_> {
     let mut seen: HashSet<&str, Fnv> = HashSet::default();
     for (i, job) in jobs.iter().enumerate() {
         match job {
-            Job::Record(r) => {
+            Job::Record(r, _) => {
                 seen.insert(r.call_id.as_str());
             }
             Job::Outcome {
@@ -196,8 +195,13 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
         )?;
         for (i, job) in jobs.iter().enumerate() {
             match job {
-                Job::Record(r) => {
+                Job::Record(r, raw_invite) => {
                     let outcome = folded.by_call.get(r.call_id.as_str());
+                    let invite = r
+                        .invite
+                        .as_deref()
+                        .map(std::borrow::Cow::Borrowed)
+                        .or_else(|| raw_invite.as_deref().map(String::from_utf8_lossy));
                     insert.execute(params![
                         r.decision_id,
                         r.time_ms,
@@ -216,7 +220,7 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                         json(&r.restrict),
                         r.policy_version,
                         r.shadow.as_ref().map(Json::get),
-                        r.invite,
+                        invite,
                         outcome.map(|(o, _)| o.name()),
                         outcome.and_then(|(o, _)| o.code()),
                         outcome.and_then(|(_, d)| d.map(|d| d as i64)),

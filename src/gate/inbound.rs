@@ -106,7 +106,6 @@ fn audit_record(
     v: Option<&Verification>,
     assessed: Option<&(Decision, Signals)>,
     marking: &Marking,
-    store_invite: bool,
 ) -> AuditRecord {
     let (decision, signals) = match assessed {
         Some((d, s)) => (Some(d), Some(s)),
@@ -152,7 +151,9 @@ fn audit_record(
             .map(|v| v.policy_version.clone())
             .unwrap_or_default(),
         shadow: decision.and_then(|d| d.shadow.as_ref()).map(Json::of),
-        invite: store_invite.then(|| String::from_utf8_lossy(msg.bytes()).into_owned()),
+        // Stored from the received bytes by the audit writer (see
+        // `Audit::record_with_invite`).
+        invite: None,
     }
 }
 
@@ -199,14 +200,18 @@ impl super::Gate {
             marking.trying_sent = true;
             // audit (queued: the call does not wait for the disk)
             if let Some(audit) = &me.audit {
-                audit.record(audit_record(
+                let rec = audit_record(
                     &msg,
                     peer,
                     verification.as_ref(),
                     assessed.as_ref(),
                     &marking,
-                    audit.store_invite,
-                ));
+                );
+                if audit.store_invite {
+                    audit.record_with_invite(rec, msg.bytes().clone());
+                } else {
+                    audit.record(rec);
+                }
                 if let Some(id) = msg.call_id() {
                     super::lock(&me.outcomes).open(id);
                 }
