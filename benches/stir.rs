@@ -97,6 +97,7 @@ fn bench(c: &mut Criterion) {
         crl_fetch: false,
         counters: Default::default(),
         shared: None,
+        offload: None,
     };
     let verifier = Verifier::new(settings, TrustStore::from_dir(&trust_dir).expect("trust"));
     assert_eq!(verifier.preload(&preload), Ok(1));

@@ -103,6 +103,9 @@ pub struct StirConfig {
     /// `TN-Validation-Passed-A` (true) or the bare 3GPP value (false).
     pub attest_suffix: bool,
     pub on_failure: StirFailure,
+    /// Worker threads for signature checks while the signalling thread is
+    /// busy; 0: always inline. Read at start.
+    pub verify_threads: usize,
     /// Signing of agents' outbound calls (authentication service), if on.
     pub sign: Option<SignConfig>,
 }
@@ -400,6 +403,7 @@ struct RawStir {
     freshness_secs: Option<i64>,
     verstat_attest_suffix: Option<bool>,
     on_failure: Option<String>,
+    verify_threads: Option<usize>,
     sign: Option<bool>,
     sign_key: Option<PathBuf>,
     sign_x5u: Option<String>,
@@ -966,6 +970,16 @@ fn stir(raw: RawStir, origin: &Path) -> Result<StirConfig, ConfigError> {
         freshness_secs,
         attest_suffix: raw.verstat_attest_suffix.unwrap_or(true),
         on_failure,
+        verify_threads: match raw.verify_threads {
+            Some(n) if n > 64 => {
+                return Err(invalid("stir.verify_threads", "at most 64"));
+            }
+            Some(n) => n,
+            // One per core beside the signalling thread, at least one.
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+        },
     })
 }
 

@@ -451,6 +451,7 @@ fn verify_fetching(
         crl_fetch,
         counters: Default::default(),
         shared: None,
+        offload: None,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

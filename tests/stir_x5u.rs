@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use callgate::stir::certs::TrustStore;
 use callgate::stir::fetch::{tls_config, FetchOptions};
+use callgate::stir::offload::SignatureOffload;
 use callgate::stir::passport::{Claims, Dest, Div, Header, Orig};
 use callgate::stir::rcd::RcdSource;
 use callgate::stir::service::{Verifier, VerifierSettings};
@@ -44,6 +45,7 @@ fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
         crl_fetch: true,
         counters: Default::default(),
         shared: None,
+        offload: None,
     }
 }
 
@@ -471,5 +473,39 @@ fn diverted_calls_verify_through_their_div_chain_and_rcd_is_kept_when_verified()
                 RcdSource::Shaken
             )
         );
+    });
+}
+
+#[test]
+fn signature_checks_on_the_worker_pool_give_the_same_verdicts() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let pool = SignatureOffload::start(1).expect("pool");
+        pool.set_active(true);
+        let trust = TrustStore::from_dir(&pki.trust_dir).expect("trust");
+        let mut s = settings(&pki, true);
+        s.crl_fetch = false;
+        s.offload = Some(pool.clone());
+        let v = Verifier::new(s, trust);
+        let good = check(&v, &header(&pki, port, "/good.pem")).await;
+        assert_eq!(good.status, Status::Passed, "{good:#?}");
+        let sig = good.checks.iter().find(|c| c.name == "signature");
+        assert!(sig.is_some_and(|c| c.ok && c.micros.is_some()), "{sig:?}");
+        failed_with(
+            &check(&v, &tamper(&header(&pki, port, "/good.pem"))).await,
+            Cause::InvalidIdentityHeader,
+            "signature",
+        );
+        assert_eq!(pool.offloaded(), 2, "both checks ran on the pool");
+        // Switched off: inline again, same verdict.
+        pool.set_active(false);
+        let again = check(&v, &header(&pki, port, "/good.pem")).await;
+        assert_eq!(again.status, Status::Passed, "{again:#?}");
+        assert_eq!(pool.offloaded(), 2);
     });
 }

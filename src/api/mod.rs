@@ -44,6 +44,9 @@ async fn readyz(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
 async fn metrics(State(gate): State<Arc<Gate>>) -> impl IntoResponse {
     let mut text = gate.metrics.render();
     gate.state.metrics().render(&mut text);
+    if let Some(pool) = &gate.offload {
+        pool.render(&mut text);
+    }
     if let Some(media) = &gate.media {
         media.anchor.relay().render(&mut text);
         media.ng_metrics.render(&mut text);

@@ -31,6 +31,7 @@ use crate::sip::proxy::{CoreSettings, Outgoing, Peer, ProxyCore};
 use crate::sip::response::build_response;
 use crate::sip::transport::stream::{self, StreamId, StreamSettings};
 use crate::sip::transport::{tls, udp, ConnTable, Sink, TransportError};
+use crate::stir::offload::{offload_after, LoadMeter, SignatureOffload};
 use admit::{Admission, Verdict};
 
 /// Errors that stop callgate from starting.
@@ -96,6 +97,10 @@ pub struct Gate {
     media_config: Option<media::MediaConfig>,
     /// Audited calls awaiting their outcome, by Call-ID.
     outcomes: Mutex<outcome::Tracker>,
+    /// Worker threads for signature checks (`stir.verify_threads`), and the
+    /// signalling thread's demand that switches them on and off.
+    pub offload: Option<Arc<SignatureOffload>>,
+    load: Mutex<LoadMeter>,
     me: std::sync::Weak<Gate>,
 }
 
@@ -116,6 +121,7 @@ impl StirPhases {
         previous: &StirPhases,
         metrics: &Metrics,
         state: &Arc<crate::state::State>,
+        offload: Option<&Arc<SignatureOffload>>,
     ) -> Result<StirPhases, String> {
         let phases = StirPhases {
             verify: verify::VerifyPhase::from_config(
@@ -123,6 +129,7 @@ impl StirPhases {
                 previous.verify.as_deref(),
                 &metrics.stir_fetch,
                 state,
+                offload,
             )?
             .map(Arc::new),
             risk: assess::RiskPhase::from_config(&cfg.risk).map(Arc::new),
@@ -173,6 +180,8 @@ impl Sink for Gate {
                 verify::initial_invite(&data, &self.stream_settings.limits),
             ) {
                 if me.inbound(phases, peer, msg) {
+                    // The phases ran here unless one had to wait.
+                    self.observe_busy(started);
                     return;
                 }
             }
@@ -193,11 +202,25 @@ impl Sink for Gate {
         };
         self.dispatch(out);
         self.rearm(next);
-        self.metrics.observe(Phase::Process, started.elapsed());
+        self.observe_busy(started);
     }
 }
 
 impl Gate {
+    /// Records the time spent on one message, and at the end of each load
+    /// window switches signature offload on or off
+    /// ([`crate::stir::offload`]).
+    fn observe_busy(&self, started: Instant) {
+        let now = Instant::now();
+        let busy = now.saturating_duration_since(started);
+        self.metrics.observe(Phase::Process, busy);
+        if let Some(pool) = &self.offload {
+            if let Some(demand) = lock(&self.load).record(busy, now, || pool.take_busy()) {
+                pool.set_active(offload_after(pool.is_active(), demand));
+            }
+        }
+    }
+
     /// Answers 403 to a request from a source outside the ACL.
     fn forbid(&self, peer: Peer, data: Bytes) {
         let Ok(msg) = SipMessage::parse(data, &Default::default()) else {
@@ -418,7 +441,13 @@ impl Gate {
         if cfg.media != self.media_config {
             tracing::warn!("[media] changed: it takes effect at the next restart");
         }
-        let stir = StirPhases::from_config(&cfg, &self.stir_phases(), &self.metrics, &self.state)?;
+        let stir = StirPhases::from_config(
+            &cfg,
+            &self.stir_phases(),
+            &self.metrics,
+            &self.state,
+            self.offload.as_ref(),
+        )?;
         *self.stir.write().unwrap_or_else(|p| p.into_inner()) = stir;
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
@@ -485,8 +514,23 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         settings.sides[i].tls = bound.tls[i];
     }
     let state = Arc::new(crate::state::State::from_config(&cfg.state));
-    let stir = StirPhases::from_config(cfg, &StirPhases::default(), &metrics, &state)
-        .map_err(GateError::Stir)?;
+    // Signature checks move to worker threads while signalling is busy
+    // (read at start: `stir.verify_threads`).
+    let offload = match cfg.stir.verify_threads {
+        0 => None,
+        n => Some(
+            SignatureOffload::start(n)
+                .map_err(|e| GateError::Stir(format!("stir.verify_threads: {e}")))?,
+        ),
+    };
+    let stir = StirPhases::from_config(
+        cfg,
+        &StirPhases::default(),
+        &metrics,
+        &state,
+        offload.as_ref(),
+    )
+    .map_err(GateError::Stir)?;
     let audit = cfg
         .audit
         .as_ref()
@@ -540,6 +584,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         media,
         media_config: cfg.media.clone(),
         outcomes: Mutex::new(outcome::Tracker::default()),
+        offload,
+        load: Mutex::new(LoadMeter::new(now)),
         me: me.clone(),
     });
     if let Some(m) = &gate.media {

@@ -41,6 +41,7 @@ impl VerifyPhase {
         previous: Option<&VerifyPhase>,
         counters: &FetchMetrics,
         state: &Arc<State>,
+        offload: Option<&Arc<crate::stir::offload::SignatureOffload>>,
     ) -> Result<Option<VerifyPhase>, String> {
         if !cfg.enabled {
             return Ok(None);
@@ -76,6 +77,7 @@ impl VerifyPhase {
             crl_fetch: cfg.crl_fetch,
             counters: counters.clone(),
             shared: state.is_shared().then(|| state.clone()),
+            offload: offload.cloned(),
         };
         let verifier = Verifier::new(settings, trust);
         if let Some(old) = previous {

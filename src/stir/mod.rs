@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod identity;
 pub mod keys;
 pub mod mark;
+pub mod offload;
 pub mod passport;
 pub mod rcd;
 pub mod service;

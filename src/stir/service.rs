@@ -62,6 +62,9 @@ pub struct VerifierSettings {
     /// A state store shared with other instances: certificates and CRLs
     /// one instance fetched are used by the others (`None`: not shared).
     pub shared: Option<Arc<crate::state::State>>,
+    /// Worker threads for signature checks while signalling is busy
+    /// ([`super::offload`]; `None`: always inline).
+    pub offload: Option<Arc<super::offload::SignatureOffload>>,
 }
 
 /// Verification service: trust anchors, settings, the certificate cache
@@ -322,7 +325,9 @@ impl Verifier {
                     (None, false) => "chain valid at iat".to_owned(),
                 };
                 checks.push(Check::new("certificate", true, detail).timed(started.elapsed()));
-                verify::finish(passport, checks, &sti.key, sti.spc)
+                let mut passport = passport;
+                let sig = self.check_signature(&mut passport, sti.key).await;
+                verify::finish_checked(passport, checks, sig, sti.spc)
             }
             Err((cause, why)) => verify::failed_after(passport, checks, "certificate", cause, why),
         }
@@ -366,6 +371,43 @@ impl Verifier {
         }
         out.generation = cache.generation();
         out
+    }
+
+    /// The ES256 check of the SHAKEN PASSporT: on a worker thread while
+    /// the offload pool is on (the signing input and signature travel
+    /// there and back), else here.
+    async fn check_signature(
+        &self,
+        passport: &mut Passport,
+        key: super::keys::PublicKey,
+    ) -> verify::SignatureCheck {
+        let Some(pool) = self.settings.offload.as_ref().filter(|p| p.is_active()) else {
+            return verify::check_signature(
+                passport.signing_input.as_bytes(),
+                &passport.signature,
+                &key,
+            );
+        };
+        let input = std::mem::take(&mut passport.signing_input);
+        let signature = std::mem::take(&mut passport.signature);
+        let done = pool
+            .run(move || {
+                let check = verify::check_signature(input.as_bytes(), &signature, &key);
+                (check, input, signature)
+            })
+            .await;
+        match done {
+            Some((check, input, signature)) => {
+                passport.signing_input = input;
+                passport.signature = signature;
+                check
+            }
+            // A check that panicked never passes.
+            None => verify::SignatureCheck {
+                result: Err("the signature check did not complete".to_owned()),
+                took: Duration::ZERO,
+            },
+        }
     }
 
     /// Cached certificate chains (for metrics and tests).

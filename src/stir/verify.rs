@@ -133,16 +133,44 @@ impl Verification {
 /// ES256 over the transmitted bytes with the signer's key; the signature
 /// is exactly r||s, 64 bytes (RFC 7518 §3.4).
 pub fn signature_ok(passport: &Passport, key: &PublicKey) -> Result<(), String> {
-    if passport.signature.len() != 64 {
+    signature_verifies(passport.signing_input.as_bytes(), &passport.signature, key)
+}
+
+/// ES256 over `signing_input` (RFC 7515 §5.2, RFC 8225 §5): exactly 64
+/// bytes of signature, verified with the certificate's key.
+pub fn signature_verifies(
+    signing_input: &[u8],
+    signature: &[u8],
+    key: &PublicKey,
+) -> Result<(), String> {
+    if signature.len() != 64 {
         return Err(format!(
             "signature is {} bytes, ES256 needs 64",
-            passport.signature.len()
+            signature.len()
         ));
     }
-    if key.verifies(passport.signing_input.as_bytes(), &passport.signature) {
+    if key.verifies(signing_input, signature) {
         Ok(())
     } else {
         Err("ES256 signature does not verify with the certificate's key".to_owned())
+    }
+}
+
+/// The outcome of a signature check and how long it took; made wherever
+/// the check ran (inline or on a worker, [`crate::stir::offload`]).
+#[derive(Debug, Clone)]
+pub struct SignatureCheck {
+    pub result: Result<(), String>,
+    pub took: std::time::Duration,
+}
+
+/// Runs and times the ES256 check.
+pub fn check_signature(signing_input: &[u8], signature: &[u8], key: &PublicKey) -> SignatureCheck {
+    let started = std::time::Instant::now();
+    let result = signature_verifies(signing_input, signature, key);
+    SignatureCheck {
+        result,
+        took: started.elapsed(),
     }
 }
 
@@ -171,18 +199,28 @@ pub fn preflight(
 /// Checks the ES256 signature with the signer's key and summarises.
 pub fn finish(
     passport: Passport,
-    mut checks: Vec<Check>,
+    checks: Vec<Check>,
     key: &PublicKey,
     spc: Option<String>,
 ) -> Verification {
-    let started = std::time::Instant::now();
-    let result = signature_ok(&passport, key);
-    let sig_ok = result.is_ok();
-    let detail = result
+    let sig = check_signature(passport.signing_input.as_bytes(), &passport.signature, key);
+    finish_checked(passport, checks, sig, spc)
+}
+
+/// [`finish`] with the signature already checked.
+pub fn finish_checked(
+    passport: Passport,
+    mut checks: Vec<Check>,
+    sig: SignatureCheck,
+    spc: Option<String>,
+) -> Verification {
+    let sig_ok = sig.result.is_ok();
+    let detail = sig
+        .result
         .err()
         .unwrap_or_else(|| "ES256 signature verifies".to_owned());
     let failure = (!sig_ok).then(|| (Cause::InvalidIdentityHeader, format!("signature: {detail}")));
-    checks.push(Check::new("signature", sig_ok, detail).timed(started.elapsed()));
+    checks.push(Check::new("signature", sig_ok, detail).timed(sig.took));
     summarise(passport, checks, failure, spc)
 }
 

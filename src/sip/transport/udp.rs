@@ -41,6 +41,19 @@ pub async fn bind(addr: SocketAddr) -> Result<Arc<UdpSocket>, TransportError> {
             tracing::warn!(%addr, error = %e, "cannot enlarge the UDP {what} buffer");
         }
     }
+    // Linux caps the size silently at net.core.rmem_max (reporting twice
+    // what it grants, for its own bookkeeping): say so once per socket, so
+    // an operator knows why bursts may be dropped in the kernel.
+    if let Ok(granted) = socket.recv_buffer_size() {
+        if granted < SOCKET_BUFFER {
+            tracing::warn!(
+                %addr,
+                granted_bytes = granted,
+                wanted_bytes = SOCKET_BUFFER,
+                "UDP receive buffer capped by the kernel; raise net.core.rmem_max (see docs/operations.md)"
+            );
+        }
+    }
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     let std: std::net::UdpSocket = socket.into();
