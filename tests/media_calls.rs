@@ -411,3 +411,110 @@ fn silent_media_ends_the_call_with_a_bye_to_each_side() {
     await_metric(&cg, "callgate_media_timeouts_total", 1.0);
     assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
 }
+
+/// RFC 3264 §8.3.1: a re-INVITE whose offer names a new address moves the
+/// stream. The relay keeps its ports (the answer names the same leg), sends
+/// to the new address, relatches to it, and drops the old one.
+#[test]
+fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
+    let pbx_port = free_port();
+    let pbx_media = common::free_ports(4);
+    let uas = Sipp::uas(
+        &scenario("uas-reinvite.xml"),
+        pbx_port,
+        1,
+        "u1",
+        &["-mp", &pbx_media.to_string(), "-rtp_echo"],
+    );
+    let (cg, media_min) = media_callgate(46_000, pbx_port, "bind = \"127.0.0.1\"", "");
+    let carrier = Udp::bind();
+    let socket = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
+        (s, port)
+    };
+    let (old, old_port) = socket();
+    let (new, new_port) = socket();
+    let me = format!("127.0.0.1:{}", carrier.port());
+    let sdp = |version: u32, port: u16| {
+        format!(
+            "v=0\r\no=carrier 7 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+    };
+    let offer = sdp(1, old_port);
+    let invite = format!(
+        "INVITE sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-move-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{me}>;tag=carrier-move\r\nTo: <sip:+15550100@{trunk}>\r\nCall-ID: media-move-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{offer}",
+        trunk = cg.trunk(),
+        len = offer.len()
+    );
+    carrier.send(&cg.trunk(), invite.as_bytes());
+    let ok = carrier
+        .recv_until("SIP/2.0 200 OK")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    let (_, leg_a) = sdp_target(&ok);
+    assert!((media_min..media_min + 20).contains(&leg_a), "{ok}");
+    let routes: String = header(&ok, "Record-Route")
+        .iter()
+        .map(|r| format!("Route: {r}\r\n"))
+        .collect();
+    let to = header(&ok, "To")
+        .first()
+        .copied()
+        .unwrap_or_default()
+        .to_owned();
+    let in_dialog = |method: &str, cseq: u32, branch: &str, body: &str| {
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{method} sip:agent@127.0.0.1:{pbx_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\n{routes}From: <sip:+15550199@{me}>;tag=carrier-move\r\nTo: {to}\r\nCall-ID: media-move-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:+15550199@{me}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    carrier.send(&cg.trunk(), in_dialog("ACK", 1, "move-ack1", "").as_bytes());
+    let echo = |s: &UdpSocket, seq: u16| -> Option<u16> {
+        s.send_to(&rtp(seq), ("127.0.0.1", leg_a))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 512];
+        s.recv_from(&mut buf).ok().map(|(_, from)| from.port())
+    };
+    assert_eq!(echo(&old, 1), Some(leg_a), "media flows before the move");
+
+    // The carrier moves its media to another port (a new o= version).
+    let moved = sdp(2, new_port);
+    carrier.send(
+        &cg.trunk(),
+        in_dialog("INVITE", 2, "move-reinvite", &moved).as_bytes(),
+    );
+    let ok2 = carrier
+        .recv_until("SIP/2.0 200 OK")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(ok2.contains("CSeq: 2 INVITE"), "{ok2}");
+    assert_eq!(sdp_target(&ok2).1, leg_a, "the relay keeps its port: {ok2}");
+    carrier.send(&cg.trunk(), in_dialog("ACK", 2, "move-ack2", "").as_bytes());
+
+    // From the new address the stream flows both ways again...
+    for seq in 2..=4 {
+        assert_eq!(echo(&new, seq), Some(leg_a), "packet {seq} after the move");
+    }
+    // ...and the old address is now a stranger: dropped, nothing comes back.
+    old.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(echo(&old, 5), None, "the old address no longer latched");
+
+    carrier.send(&cg.trunk(), in_dialog("BYE", 3, "move-bye", "").as_bytes());
+    carrier.recv_until("SIP/2.0 200 OK");
+    uas.finish().assert_all_ok(1, "PBX UAS");
+    // The session's counters are folded in when it ends (BYE): the old
+    // address's packet was dropped at the relay, not relayed and lost.
+    assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
+    assert_eq!(cg.metric("callgate_media_dropped_source_total"), 1.0);
+}

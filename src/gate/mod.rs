@@ -441,6 +441,14 @@ impl Gate {
         if cfg.media != self.media_config {
             tracing::warn!("[media] changed: it takes effect at the next restart");
         }
+        let running_threads = self.offload.as_ref().map_or(0, |p| p.threads());
+        if cfg.stir.verify_threads != running_threads {
+            tracing::warn!(
+                running = running_threads,
+                configured = cfg.stir.verify_threads,
+                "stir.verify_threads changed: it takes effect at the next restart"
+            );
+        }
         let stir = StirPhases::from_config(
             &cfg,
             &self.stir_phases(),
