@@ -41,6 +41,74 @@ fn rtp(seq: u16) -> Vec<u8> {
     p
 }
 
+/// An initial INVITE from the carrier (this test's UA at `me`) with `sdp`.
+fn carrier_invite(
+    trunk: &str,
+    me: &str,
+    call_id: &str,
+    from_tag: &str,
+    cseq: u32,
+    sdp: &str,
+) -> String {
+    format!(
+        "INVITE sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-{cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{me}>;tag={from_tag}\r\nTo: <sip:+15550100@{trunk}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+        len = sdp.len()
+    )
+}
+
+/// The carrier's side of an established dialog: in-dialog requests go
+/// through the route set callgate recorded (RFC 3261 §12.2).
+struct CarrierDialog {
+    me: String,
+    pbx_port: u16,
+    call_id: String,
+    from_tag: String,
+    routes: String,
+    to: String,
+}
+
+impl CarrierDialog {
+    /// The dialog the 200 OK to the carrier's INVITE set up.
+    fn from_ok(ok: &str, me: &str, pbx_port: u16, call_id: &str, from_tag: &str) -> CarrierDialog {
+        CarrierDialog {
+            me: me.to_owned(),
+            pbx_port,
+            call_id: call_id.to_owned(),
+            from_tag: from_tag.to_owned(),
+            routes: header(ok, "Record-Route")
+                .iter()
+                .map(|r| format!("Route: {r}\r\n"))
+                .collect(),
+            to: header(ok, "To")
+                .first()
+                .copied()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    /// An in-dialog request, with an SDP body unless `sdp` is empty.
+    fn request(&self, method: &str, cseq: u32, sdp: &str) -> String {
+        let CarrierDialog {
+            me,
+            pbx_port,
+            call_id,
+            from_tag,
+            routes,
+            to,
+        } = self;
+        let ctype = if sdp.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{method} sip:agent@127.0.0.1:{pbx_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{call_id}-{method}-{cseq}\r\nMax-Forwards: 70\r\n{routes}From: <sip:+15550199@{me}>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:+15550199@{me}>\r\n{ctype}Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    }
+}
+
 /// Starts callgate with `[media]` on a 20-port range starting at `base`
 /// (offset per process), forwarding trunk calls to `pbx` (0: nowhere);
 /// `media` adds keys to `[media]`, `extra` adds sections.
@@ -95,11 +163,7 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
         "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {my_media} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=candidate:1 1 UDP 2130706431 10.9.9.9 {my_media} typ host\r\na=ptime:20\r\n"
     );
     let me = format!("127.0.0.1:{}", carrier.port());
-    let invite = format!(
-        "INVITE sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-media-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{me}>;tag=carrier-1\r\nTo: <sip:+15550100@{trunk}>\r\nCall-ID: media-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-        trunk = cg.trunk(),
-        len = sdp.len()
-    );
+    let invite = carrier_invite(&cg.trunk(), &me, "media-call-1", "carrier-1", 1, &sdp);
     carrier.send(&cg.trunk(), invite.as_bytes());
     let got = carrier.recv_until("SIP/2.0 200 OK");
     let ok = got.last().cloned().unwrap_or_default();
@@ -109,20 +173,8 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
         (media_min..media_min + 20).contains(&leg_a),
         "the 200's SDP names the relay: {ok}"
     );
-    // ACK and BYE through the route set callgate recorded (RFC 3261 §12.2).
-    let routes: Vec<&str> = header(&ok, "Record-Route");
-    let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
-    let to = header(&ok, "To")
-        .first()
-        .copied()
-        .unwrap_or_default()
-        .to_owned();
-    let in_dialog = |method: &str, cseq: u32, branch: &str| {
-        format!(
-            "{method} sip:agent@127.0.0.1:{pbx_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\n{route_lines}From: <sip:+15550199@{me}>;tag=carrier-1\r\nTo: {to}\r\nCall-ID: media-call-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    carrier.send(&cg.trunk(), in_dialog("ACK", 1, "media-ack").as_bytes());
+    let dialog = CarrierDialog::from_ok(&ok, &me, pbx_port, "media-call-1", "carrier-1");
+    carrier.send(&cg.trunk(), dialog.request("ACK", 1, "").as_bytes());
 
     // RTP: carrier → relay leg A → PBX (echo) → relay leg B → carrier.
     for seq in 1..=5u16 {
@@ -154,7 +206,7 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
     // Media stops: the timeout (1 s) reports it; the call stays up.
     await_metric(&cg, "callgate_media_timeouts_total", 1.0);
 
-    carrier.send(&cg.trunk(), in_dialog("BYE", 2, "media-bye").as_bytes());
+    carrier.send(&cg.trunk(), dialog.request("BYE", 2, "").as_bytes());
     carrier.recv_until("SIP/2.0 200 OK");
     let uas = uas.finish();
     uas.assert_all_ok(1, "PBX UAS");
@@ -355,32 +407,14 @@ fn silent_media_ends_the_call_with_a_bye_to_each_side() {
     let carrier = Udp::bind();
     let me = format!("127.0.0.1:{}", carrier.port());
     let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
-    let invite = format!(
-        "INVITE sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-silent-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{me}>;tag=carrier-9\r\nTo: <sip:+15550100@{trunk}>\r\nCall-ID: silent-call-1\r\nCSeq: 7 INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-        trunk = cg.trunk(),
-        len = sdp.len()
-    );
+    let invite = carrier_invite(&cg.trunk(), &me, "silent-call-1", "carrier-9", 7, sdp);
     carrier.send(&cg.trunk(), invite.as_bytes());
     let ok = carrier
         .recv_until("SIP/2.0 200 OK")
         .pop()
         .unwrap_or_default();
-    let routes: String = header(&ok, "Record-Route")
-        .iter()
-        .map(|r| format!("Route: {r}\r\n"))
-        .collect();
-    let to = header(&ok, "To")
-        .first()
-        .copied()
-        .unwrap_or_default()
-        .to_owned();
-    carrier.send(
-        &cg.trunk(),
-        format!(
-            "ACK sip:agent@127.0.0.1:{pbx_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-silent-ack\r\nMax-Forwards: 70\r\n{routes}From: <sip:+15550199@{me}>;tag=carrier-9\r\nTo: {to}\r\nCall-ID: silent-call-1\r\nCSeq: 7 ACK\r\nContent-Length: 0\r\n\r\n"
-        )
-        .as_bytes(),
-    );
+    let dialog = CarrierDialog::from_ok(&ok, &me, pbx_port, "silent-call-1", "carrier-9");
+    carrier.send(&cg.trunk(), dialog.request("ACK", 7, "").as_bytes());
     // No RTP at all: after the timeout callgate ends the call on both sides.
     let bye = carrier.recv_until("BYE ").pop().unwrap_or_default();
     assert!(
@@ -444,11 +478,7 @@ fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
         )
     };
     let offer = sdp(1, old_port);
-    let invite = format!(
-        "INVITE sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-move-1\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{me}>;tag=carrier-move\r\nTo: <sip:+15550100@{trunk}>\r\nCall-ID: media-move-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{offer}",
-        trunk = cg.trunk(),
-        len = offer.len()
-    );
+    let invite = carrier_invite(&cg.trunk(), &me, "media-move-1", "carrier-move", 1, &offer);
     carrier.send(&cg.trunk(), invite.as_bytes());
     let ok = carrier
         .recv_until("SIP/2.0 200 OK")
@@ -457,27 +487,8 @@ fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
         .unwrap_or_default();
     let (_, leg_a) = sdp_target(&ok);
     assert!((media_min..media_min + 20).contains(&leg_a), "{ok}");
-    let routes: String = header(&ok, "Record-Route")
-        .iter()
-        .map(|r| format!("Route: {r}\r\n"))
-        .collect();
-    let to = header(&ok, "To")
-        .first()
-        .copied()
-        .unwrap_or_default()
-        .to_owned();
-    let in_dialog = |method: &str, cseq: u32, branch: &str, body: &str| {
-        let ctype = if body.is_empty() {
-            ""
-        } else {
-            "Content-Type: application/sdp\r\n"
-        };
-        format!(
-            "{method} sip:agent@127.0.0.1:{pbx_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{branch}\r\nMax-Forwards: 70\r\n{routes}From: <sip:+15550199@{me}>;tag=carrier-move\r\nTo: {to}\r\nCall-ID: media-move-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:+15550199@{me}>\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    carrier.send(&cg.trunk(), in_dialog("ACK", 1, "move-ack1", "").as_bytes());
+    let dialog = CarrierDialog::from_ok(&ok, &me, pbx_port, "media-move-1", "carrier-move");
+    carrier.send(&cg.trunk(), dialog.request("ACK", 1, "").as_bytes());
     let echo = |s: &UdpSocket, seq: u16| -> Option<u16> {
         s.send_to(&rtp(seq), ("127.0.0.1", leg_a))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -488,10 +499,7 @@ fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
 
     // The carrier moves its media to another port (a new o= version).
     let moved = sdp(2, new_port);
-    carrier.send(
-        &cg.trunk(),
-        in_dialog("INVITE", 2, "move-reinvite", &moved).as_bytes(),
-    );
+    carrier.send(&cg.trunk(), dialog.request("INVITE", 2, &moved).as_bytes());
     let ok2 = carrier
         .recv_until("SIP/2.0 200 OK")
         .last()
@@ -499,7 +507,7 @@ fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
         .unwrap_or_default();
     assert!(ok2.contains("CSeq: 2 INVITE"), "{ok2}");
     assert_eq!(sdp_target(&ok2).1, leg_a, "the relay keeps its port: {ok2}");
-    carrier.send(&cg.trunk(), in_dialog("ACK", 2, "move-ack2", "").as_bytes());
+    carrier.send(&cg.trunk(), dialog.request("ACK", 2, "").as_bytes());
 
     // From the new address the stream flows both ways again...
     for seq in 2..=4 {
@@ -510,7 +518,7 @@ fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(echo(&old, 5), None, "the old address no longer latched");
 
-    carrier.send(&cg.trunk(), in_dialog("BYE", 3, "move-bye", "").as_bytes());
+    carrier.send(&cg.trunk(), dialog.request("BYE", 3, "").as_bytes());
     carrier.recv_until("SIP/2.0 200 OK");
     uas.finish().assert_all_ok(1, "PBX UAS");
     // The session's counters are folded in when it ends (BYE): the old
