@@ -140,7 +140,10 @@ struct ServerEntry {
     method: Method,
     reply: Peer,
     /// The request as received; dropped once a final response is sent.
-    request: Option<SipMessage>,
+    /// Boxed: a parsed message (its header index inline) is ~750 bytes that
+    /// a transaction lingering 32 s after its final response should not
+    /// keep reserved.
+    request: Option<Box<SipMessage>>,
     to_tag: String,
     fwd: Option<Forwarding>,
     /// What the verify phase decided (verstat, Reason, reject).

@@ -219,7 +219,7 @@ impl ProxyCore {
             tx: ServerTransaction::new(kind, peer.transport.is_reliable(), self.settings.timers),
             method,
             reply,
-            request: Some(msg),
+            request: Some(Box::new(msg)),
             to_tag: branch::token(),
             fwd: None,
             marking,
@@ -335,7 +335,7 @@ impl ProxyCore {
         let msg = self
             .servers
             .get(key)
-            .and_then(|e| e.request.as_ref())
+            .and_then(|e| e.request.as_deref())
             .ok_or((500, "Server Internal Error"))?;
         let out_side = in_side.other();
         let routes: SmallVec<[&[u8]; 4]> = msg.values(HeaderName::Route).collect();
@@ -409,7 +409,7 @@ impl ProxyCore {
         let Some(entry) = self.servers.get_mut(key) else {
             return;
         };
-        let (Some(fwd), Some(msg)) = (entry.fwd.as_mut(), entry.request.as_ref()) else {
+        let (Some(fwd), Some(msg)) = (entry.fwd.as_mut(), entry.request.as_deref()) else {
             return;
         };
         let hop = match &fwd.hop {
@@ -583,7 +583,7 @@ impl ProxyCore {
         let Some(entry) = self.servers.get(key) else {
             return;
         };
-        let Some(req) = entry.request.as_ref() else {
+        let Some(req) = entry.request.as_deref() else {
             return;
         };
         let extra: SmallVec<[&[u8]; 2]> = extra.iter().copied().filter(|e| !e.is_empty()).collect();
@@ -665,7 +665,7 @@ impl ProxyCore {
             ),
             method: Method::Cancel,
             reply,
-            request: Some(msg),
+            request: Some(Box::new(msg)),
             to_tag: branch::token(),
             fwd: None,
             marking: None,
