@@ -299,8 +299,16 @@ impl ProxyCore {
         }
     }
 
-    /// Timers of a server transaction and its forwarding context.
+    /// Timers of a server transaction and its forwarding context, then
+    /// its next deadline (whichever way the handling ended: a request
+    /// answered here has no forwarding context, yet its Timer G and H
+    /// must go on — RFC 3261 §17.2.1).
     pub(super) fn server_timer(&mut self, key: &Bytes, now: Instant, out: &mut Vec<Outgoing>) {
+        self.server_timers_due(key, now, out);
+        self.schedule_server(key);
+    }
+
+    fn server_timers_due(&mut self, key: &Bytes, now: Instant, out: &mut Vec<Outgoing>) {
         let Some(entry) = self.servers.get_mut(key) else {
             return;
         };
@@ -379,7 +387,6 @@ impl ProxyCore {
                 }
             }
         }
-        self.schedule_server(key);
     }
 
     /// Timers of a client transaction, and the probe deadline.

@@ -443,3 +443,24 @@ fn a_slow_last_target_is_not_cut_short_by_the_no_response_timer() {
     let ok = h.feed(Harness::from_pbx(PBX1), &answer(&fwd, 200, "OK", "p"));
     assert_eq!(ok.iter().map(status).collect::<Vec<_>>(), vec![200]);
 }
+
+/// RFC 3261 §17.2.1: a final non-2xx answered here (no forwarding) is
+/// retransmitted on Timer G, doubling up to T2, until an ACK or Timer H
+/// (64×T1) ends the transaction — which must then be gone, not kept.
+#[test]
+fn a_locally_refused_invite_without_ack_is_retransmitted_until_timer_h_then_dropped() {
+    let mut h = Harness::new(&[PBX1]);
+    let r = h.feed(
+        Harness::carrier(),
+        &invite("z9hG4bK-noack", "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    assert_eq!(r.iter().map(status).collect::<Vec<_>>(), vec![100, 483]);
+    let mut retransmits = 0;
+    for _ in 0..70 {
+        let out = h.advance(Duration::from_millis(500));
+        retransmits += out.iter().filter(|o| status(o) == 483).count();
+    }
+    // Timer G at 0.5, 1.5, 3.5, 7.5, 11.5, ... s (T2 = 4 s) within 32 s.
+    assert!(retransmits >= 7, "only {retransmits} retransmissions");
+    assert_eq!(h.core.transaction_counts().0, 0, "Timer H ended it");
+}
