@@ -319,7 +319,7 @@ TOML
     measure callgate "$p_trunk" "udp port $p_trunk or udp port $p_pbx" "$cg" "$p_uas_cg" "$p_trunk $p_pbx"
     if ((signed)); then
         # Every answered call was verified: the counter is the proof.
-        curl -s "http://127.0.0.1:$p_admin/metrics" | grep '^callgate_stir_verifications_total' >&2 || true
+        curl -s "http://127.0.0.1:$p_admin/metrics" | grep -E '^callgate_stir_(verifications_total|offload)' >&2 || true
     fi
     kill "$cg"
     wait "$cg" 2>/dev/null || true
