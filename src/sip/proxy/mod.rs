@@ -426,11 +426,13 @@ impl ProxyCore {
                 .flatten()
                 .min();
         }
-        if next.is_some() && next != e.scheduled {
-            e.scheduled = next;
-            if let Some(at) = next {
-                self.push_timer(at, TimerRef::Server(key.clone()));
-            }
+        // Only an earlier deadline needs a new wheel entry: a later one is
+        // found when the one already scheduled fires (the timer handler
+        // always reschedules). Timer C, pushed back by every provisional
+        // response, then leaves one entry per call instead of one per 1xx.
+        if let Some(at) = next.filter(|at| e.scheduled.is_none_or(|s| *at < s)) {
+            e.scheduled = Some(at);
+            self.push_timer(at, TimerRef::Server(key.clone()));
         }
     }
 
@@ -442,11 +444,10 @@ impl ProxyCore {
             .into_iter()
             .flatten()
             .min();
-        if next.is_some() && next != e.scheduled {
-            e.scheduled = next;
-            if let Some(at) = next {
-                self.push_timer(at, TimerRef::Client(key.clone()));
-            }
+        // As for servers: only an earlier deadline needs a new entry.
+        if let Some(at) = next.filter(|at| e.scheduled.is_none_or(|s| *at < s)) {
+            e.scheduled = Some(at);
+            self.push_timer(at, TimerRef::Client(key.clone()));
         }
     }
 
