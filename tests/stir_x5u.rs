@@ -49,6 +49,14 @@ fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
     }
 }
 
+/// A current-thread runtime, as callgate runs signalling.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -94,10 +102,7 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
     let mut pki = pki();
     let (port, counts) = https_server(&pki);
     let crl_fetches = crl_server(&mut pki);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = runtime();
     rt.block_on(async {
         let v = verifier(&pki, true);
         // A valid call passes; the SPC comes from TNAuthList.
@@ -252,10 +257,7 @@ fn x5u_certificates_are_fetched_validated_and_each_fault_has_its_cause() {
 fn concurrent_requests_for_one_url_are_coalesced() {
     let pki = pki();
     let (port, counts) = https_server(&pki);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = runtime();
     rt.block_on(async {
         let v = verifier(&pki, true);
         let h = header(&pki, port, "/good.pem");
@@ -356,10 +358,7 @@ fn tamper(h: &str) -> String {
 fn diverted_calls_verify_through_their_div_chain_and_rcd_is_kept_when_verified() {
     let pki = pki();
     let (port, _) = https_server(&pki);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = runtime();
     rt.block_on(async {
         let v = verifier(&pki, true);
         // Signed for 15550100, diverted to 15550200 (RFC 8946).
@@ -480,10 +479,7 @@ fn diverted_calls_verify_through_their_div_chain_and_rcd_is_kept_when_verified()
 fn signature_checks_on_the_worker_pool_give_the_same_verdicts() {
     let pki = pki();
     let (port, _) = https_server(&pki);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = runtime();
     rt.block_on(async {
         let pool = SignatureOffload::start(1).expect("pool");
         pool.set_active(true);

@@ -46,6 +46,20 @@ fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
     (buf[..n].to_vec(), from)
 }
 
+/// Points a session's leg at `peer` (RTP only, no separate RTCP).
+fn send_leg_to(r: &Relay, id: u64, leg: Leg, peer: &UdpSocket, relatch: bool) {
+    r.set_remote(
+        id,
+        leg,
+        Remote {
+            rtp: addr(peer),
+            rtcp: None,
+        },
+        relatch,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 fn to(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -66,16 +80,7 @@ fn relays_both_ways_latches_and_drops_strangers() {
         false,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    r.set_remote(
-        s.id,
-        Leg::B,
-        Remote {
-            rtp: addr(&pbx),
-            rtcp: None,
-        },
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    send_leg_to(&r, s.id, Leg::B, &pbx, false);
 
     // Carrier → leg A → out of leg B to the PBX, unchanged.
     carrier
@@ -133,26 +138,8 @@ fn rtcp_mux_and_relatching_after_a_move() {
     let s = r.create(true).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.ports[0].0, s.ports[0].1, "one port per leg with rtcp-mux");
     let (carrier, pbx, moved) = (peer(), peer(), peer());
-    r.set_remote(
-        s.id,
-        Leg::A,
-        Remote {
-            rtp: addr(&carrier),
-            rtcp: None,
-        },
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    r.set_remote(
-        s.id,
-        Leg::B,
-        Remote {
-            rtp: addr(&pbx),
-            rtcp: None,
-        },
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    send_leg_to(&r, s.id, Leg::A, &carrier, false);
+    send_leg_to(&r, s.id, Leg::B, &pbx, false);
     pbx.send_to(&rtp(1), to(s.ports[1].0))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(recv(&carrier).0, rtp(1));
@@ -165,16 +152,7 @@ fn rtcp_mux_and_relatching_after_a_move() {
         "RTCP demultiplexed (RFC 5761) and relayed"
     );
     // The PBX moves (a re-INVITE gave a new address): relatch.
-    r.set_remote(
-        s.id,
-        Leg::B,
-        Remote {
-            rtp: addr(&moved),
-            rtcp: None,
-        },
-        true,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    send_leg_to(&r, s.id, Leg::B, &moved, true);
     moved
         .send_to(&rtp(2), to(s.ports[1].0))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -206,16 +184,7 @@ fn garbage_is_counted_not_relayed_and_the_range_runs_out_cleanly() {
     let r = relay(Duration::from_secs(60), 41_600);
     let s = r.create(false).unwrap_or_else(|e| panic!("{e}"));
     let (carrier, pbx) = (peer(), peer());
-    r.set_remote(
-        s.id,
-        Leg::B,
-        Remote {
-            rtp: addr(&pbx),
-            rtcp: None,
-        },
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    send_leg_to(&r, s.id, Leg::B, &pbx, false);
     carrier
         .send_to(b"hello", to(s.ports[0].0))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -244,16 +213,7 @@ fn a_backlog_queued_while_the_worker_is_busy_is_all_relayed() {
     let r = relay(Duration::from_secs(60), 41_800);
     let s = r.create(false).unwrap_or_else(|e| panic!("{e}"));
     let (carrier, pbx) = (peer(), peer());
-    r.set_remote(
-        s.id,
-        Leg::B,
-        Remote {
-            rtp: addr(&pbx),
-            rtcp: None,
-        },
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    send_leg_to(&r, s.id, Leg::B, &pbx, false);
     carrier
         .send_to(&rtp(0), to(s.ports[0].0))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -158,6 +158,16 @@ enum TimerRef {
     Probes,
 }
 
+/// Whether a wheel entry firing at `at` is the one an entry still waits
+/// for (not one superseded by an earlier deadline); if so it is consumed.
+fn take_if_current(scheduled: &mut Option<Instant>, at: Instant) -> bool {
+    let current = *scheduled == Some(at);
+    if current {
+        *scheduled = None;
+    }
+    current
+}
+
 /// The proxy core. See the module documentation.
 /// What the media layer does with the bodies crossing the proxy (the
 /// `anchor media` phase): the core asks it about every request and
@@ -367,24 +377,18 @@ impl ProxyCore {
                 TimerRef::Server(key) => {
                     if self
                         .servers
-                        .get(&key)
-                        .is_some_and(|e| e.scheduled == Some(at))
+                        .get_mut(&key)
+                        .is_some_and(|e| take_if_current(&mut e.scheduled, at))
                     {
-                        if let Some(e) = self.servers.get_mut(&key) {
-                            e.scheduled = None;
-                        }
                         self.server_timer(&key, now, out);
                     }
                 }
                 TimerRef::Client(key) => {
                     if self
                         .clients
-                        .get(&key)
-                        .is_some_and(|e| e.scheduled == Some(at))
+                        .get_mut(&key)
+                        .is_some_and(|e| take_if_current(&mut e.scheduled, at))
                     {
-                        if let Some(e) = self.clients.get_mut(&key) {
-                            e.scheduled = None;
-                        }
                         self.client_timer(&key, now, out);
                     }
                 }

@@ -63,7 +63,6 @@ pub(super) struct TimerWheel<T> {
     /// Deadlines of ticks at or after `cursor + SLOTS`.
     far: BinaryHeap<Reverse<Entry<T>>>,
     seq: u64,
-    len: usize,
     /// The earliest deadline, while known (`None` = to be computed).
     earliest: Cell<Option<Option<Instant>>>,
 }
@@ -78,15 +77,15 @@ impl<T> TimerWheel<T> {
             near: BinaryHeap::new(),
             far: BinaryHeap::new(),
             seq: 0,
-            len: 0,
             earliest: Cell::new(Some(None)),
         }
     }
 
-    /// Pending deadlines.
+    /// Pending deadlines (counted, for tests: nothing on the hot path
+    /// keeps a count).
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.near.len() + self.far.len() + self.slots.iter().map(Vec::len).sum::<usize>()
     }
 
     /// The tick a deadline belongs to: the first tick boundary at or after
@@ -98,13 +97,10 @@ impl<T> TimerWheel<T> {
 
     pub(super) fn push(&mut self, at: Instant, what: T) {
         self.seq += 1;
-        self.len += 1;
-        if let Some(Some(e)) = self.earliest.get() {
-            if at < e {
-                self.earliest.set(Some(Some(at)));
-            }
-        } else if let Some(None) = self.earliest.get() {
-            self.earliest.set(Some(Some(at)));
+        // A known earliest deadline stays known: the new one or the old.
+        if let Some(known) = self.earliest.get() {
+            self.earliest
+                .set(Some(Some(known.map_or(at, |e| e.min(at)))));
         }
         self.place(Entry {
             at,
@@ -167,7 +163,6 @@ impl<T> TimerWheel<T> {
         loop {
             if self.near.peek().is_some_and(|Reverse(e)| e.at <= now) {
                 let Reverse(e) = self.near.pop()?;
-                self.len -= 1;
                 self.earliest.set(None);
                 return Some((e.at, e.what));
             }
@@ -229,7 +224,7 @@ impl<T> TimerWheel<T> {
 impl<T> std::fmt::Debug for TimerWheel<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimerWheel")
-            .field("len", &self.len)
+            .field("near", &self.near.len())
             .field("cursor", &self.cursor)
             .finish_non_exhaustive()
     }

@@ -41,10 +41,15 @@ pub async fn bind(addr: SocketAddr) -> Result<Arc<UdpSocket>, TransportError> {
             tracing::warn!(%addr, error = %e, "cannot enlarge the UDP {what} buffer");
         }
     }
-    // Linux caps the size silently at net.core.rmem_max (reporting twice
-    // what it grants, for its own bookkeeping): say so once per socket, so
-    // an operator knows why bursts may be dropped in the kernel.
-    if let Ok(granted) = socket.recv_buffer_size() {
+    // Linux caps the size silently at net.core.rmem_max and reports twice
+    // what it grants (its own bookkeeping): say so once per socket, so an
+    // operator knows why bursts may be dropped in the kernel.
+    if let Ok(reported) = socket.recv_buffer_size() {
+        let granted = if cfg!(target_os = "linux") {
+            reported / 2
+        } else {
+            reported
+        };
         if granted < SOCKET_BUFFER {
             tracing::warn!(
                 %addr,
@@ -74,11 +79,11 @@ pub async fn receive_loop(socket: Arc<UdpSocket>, side: Side, sink: Arc<dyn Sink
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                let data = Bytes::copy_from_slice(&buf[..n]);
                 // CRLF keep-alives (RFC 5626 §3.5.1) carry no message.
-                if crate::sip::message::keepalive_prefix(&data) == data.len() {
+                if crate::sip::message::keepalive_prefix(&buf[..n]) == n {
                     continue;
                 }
+                let data = Bytes::copy_from_slice(&buf[..n]);
                 let peer = Peer {
                     side,
                     transport: Transport::Udp,
