@@ -55,8 +55,8 @@ fn records_and_outcomes_read_back() {
         Some(Duration::from_millis(1234)),
     );
     audit.call_ended("call-8", CallOutcome::Rejected(608), None);
-    // Outcomes of decisions in the same batch go into their rows: the
-    // latest one counts (answered, then ended with its duration).
+    // A later outcome of a call replaces its earlier one (answered, then
+    // ended with its duration), in the same batch or not.
     audit.call_ended("call-299", CallOutcome::Answered, None);
     audit.call_ended(
         "call-299",
@@ -154,6 +154,8 @@ fn retention_removes_old_decisions() {
         let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open");
         audit.record(record(1, now_ms() - 3 * 86_400_000));
         audit.record(record(2, now_ms()));
+        audit.call_ended("call-1", CallOutcome::Abandoned, None);
+        audit.call_ended("call-2", CallOutcome::Rejected(603), None);
         assert!(audit.flush(Duration::from_secs(10)));
     }
     let mut cfg = AuditConfig::new(path.clone());
@@ -163,6 +165,13 @@ fn retention_removes_old_decisions() {
     let rows = decisions(&path, None, None).expect("read");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].record.decision_id, "d0002");
+    // The old decision's INVITE and outcome went with it.
+    let db = rusqlite::Connection::open(&path).expect("open");
+    let count = |table: &str| -> i64 {
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    };
+    assert_eq!((count("invites"), count("outcomes")), (1, 1));
 }
 
 #[test]
@@ -303,9 +312,10 @@ fn report_counts_rules_levels_inconsistencies_and_shadow_disagreements() {
 }
 
 #[test]
-fn a_version_1_store_gains_the_media_column() {
+fn a_version_1_store_is_upgraded_in_place_with_its_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("old.db");
+    let t = now_ms();
     {
         let db = rusqlite::Connection::open(&path).expect("open");
         db.execute_batch(
@@ -314,20 +324,53 @@ fn a_version_1_store_gains_the_media_column() {
              verification TEXT NOT NULL, signals TEXT NOT NULL, rules TEXT NOT NULL, score INTEGER NOT NULL,
              level TEXT NOT NULL, action TEXT NOT NULL, target TEXT, restrict_actions TEXT NOT NULL,
              policy_version TEXT NOT NULL, shadow TEXT, invite TEXT, outcome TEXT, status INTEGER, duration_ms INTEGER);
+             CREATE INDEX decisions_time ON decisions(time_ms);
+             CREATE INDEX decisions_call ON decisions(call_id);
+             CREATE INDEX decisions_calling ON decisions(calling);
              PRAGMA user_version = 1;",
         )
         .expect("v1 schema");
+        db.execute(
+            "INSERT INTO decisions (decision_id, time_ms, call_id, side, trunk, calling, called,
+             verification, signals, rules, score, level, action, restrict_actions, policy_version,
+             invite, outcome, status, duration_ms)
+             VALUES ('old1', ?1, 'call-old', 'trunk', '198.51.100.7', '15550199', '15550100', 'null',
+             'null', '[]', 40, 'medium', 'review', '[]', 'p-0', 'INVITE sip:old SIP/2.0', 'rejected', 486, NULL)",
+            [t - 1],
+        )
+        .expect("v1 row");
     }
     let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open v1");
-    audit.record(record(1, now_ms()));
+    audit.record(record(1, t));
     audit.media_ended(
         "call-1",
         &serde_json::json!([{"stream": 0, "a": {"packets": 3}}]),
     );
     assert!(audit.flush(Duration::from_secs(10)));
     let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), 2);
     assert_eq!(
-        rows[0].media.as_ref().map(|m| m[0]["a"]["packets"].clone()),
+        (
+            rows[0].record.decision_id.as_str(),
+            rows[0].record.invite.as_deref(),
+            rows[0].outcome.as_deref(),
+            rows[0].status
+        ),
+        (
+            "old1",
+            Some("INVITE sip:old SIP/2.0"),
+            Some("rejected"),
+            Some(486)
+        )
+    );
+    assert_eq!(rows[1].record, record(1, t));
+    assert_eq!(
+        rows[1].media.as_ref().map(|m| m[0]["a"]["packets"].clone()),
         Some(serde_json::json!(3))
     );
+    let db = rusqlite::Connection::open(&path).expect("open");
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 3);
 }

@@ -130,6 +130,9 @@ const QUEUE: usize = 65_536;
 #[derive(Clone)]
 pub struct Audit {
     tx: SyncSender<Job>,
+    /// The writer thread, unparked when a batch is full or a flush waits.
+    writer: std::thread::Thread,
+    batch_max: i64,
     metrics: Arc<AuditMetrics>,
     pub store_invite: bool,
 }
@@ -142,21 +145,29 @@ impl Audit {
         let metrics = Arc::new(AuditMetrics::default());
         let m = metrics.clone();
         let c = cfg.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("callgate-audit".into())
             .spawn(move || store::writer(db, rx, c, m))
-            .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+            .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?
+            .thread()
+            .clone();
         Ok(Audit {
             tx,
+            writer,
+            batch_max: cfg.batch_max.max(1) as i64,
             metrics,
             store_invite: cfg.store_invite,
         })
     }
 
     fn send(&self, job: Job) -> bool {
+        let flush = matches!(job, Job::Flush(_));
         match self.tx.try_send(job) {
             Ok(()) => {
-                self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+                let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed) + 1;
+                if flush || depth >= self.batch_max {
+                    self.writer.unpark();
+                }
                 true
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {

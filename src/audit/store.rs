@@ -1,24 +1,35 @@
 //! The SQLite store (WAL): schema, the writer thread that commits records
 //! in batches off the call path, outcome updates, retention, and reads.
+//!
+//! Layout (schema 3, docs/audit.md): a decision's fixed part is one row of
+//! `records`, written once; what arrives later or is bulky lives in tables
+//! keyed by that row's id — `outcomes` (how the call ended), `media` (the
+//! relay's statistics), `invites` (the INVITE as received). So the writer
+//! only ever appends: an outcome is a small row of its own instead of a
+//! rewrite of the decision's row (and its page) 200 ms or an hour later.
+//! The view `decisions` joins them back into one row per decision, with
+//! the columns of schema 2, for readers and operators' queries.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags};
 
 use super::record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
 use super::{AuditConfig, AuditError, AuditMetrics};
 
 /// Schema version (`PRAGMA user_version`).
-/// 2 added `media` (the relay's per-call statistics).
-const SCHEMA_VERSION: i64 = 2;
+/// 2 added `media` (the relay's per-call statistics); 3 moved outcomes,
+/// media statistics and INVITEs into tables of their own (the view
+/// `decisions` keeps schema 2's columns).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS decisions (
+CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
     decision_id TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
@@ -36,16 +47,57 @@ CREATE TABLE IF NOT EXISTS decisions (
     target TEXT,
     restrict_actions TEXT NOT NULL,
     policy_version TEXT NOT NULL,
-    shadow TEXT,
-    invite TEXT,
-    outcome TEXT,
-    status INTEGER,
-    duration_ms INTEGER,
-    media TEXT
+    shadow TEXT
 );
-CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_ms);
-CREATE INDEX IF NOT EXISTS decisions_call ON decisions(call_id);
-CREATE INDEX IF NOT EXISTS decisions_calling ON decisions(calling);
+CREATE INDEX IF NOT EXISTS decisions_time ON records(time_ms);
+CREATE INDEX IF NOT EXISTS decisions_call ON records(call_id);
+CREATE INDEX IF NOT EXISTS decisions_calling ON records(calling);
+CREATE TABLE IF NOT EXISTS outcomes (
+    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+    outcome TEXT NOT NULL,
+    status INTEGER,
+    duration_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS media (
+    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+    stats TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invites (
+    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+    invite BLOB NOT NULL
+);
+CREATE VIEW IF NOT EXISTS decisions AS
+SELECT r.*, i.invite, o.outcome, o.status, o.duration_ms, m.stats AS media
+FROM records r
+LEFT JOIN invites i ON i.record = r.id
+LEFT JOIN outcomes o ON o.record = r.id
+LEFT JOIN media m ON m.record = r.id;
+";
+
+/// Schema 2 (or 1) to 3: the table becomes `records`, its late and bulky
+/// columns move to their tables, and `decisions` becomes the view. One
+/// transaction: an interrupted upgrade leaves schema 2 as it was.
+const UPGRADE_TO_3: &str = "
+BEGIN;
+ALTER TABLE decisions RENAME TO records;
+CREATE TABLE outcomes (
+    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+    outcome TEXT NOT NULL, status INTEGER, duration_ms INTEGER);
+CREATE TABLE media (
+    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+    stats TEXT NOT NULL);
+CREATE TABLE invites (
+    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
+    invite BLOB NOT NULL);
+INSERT INTO outcomes SELECT id, outcome, status, duration_ms FROM records WHERE outcome IS NOT NULL;
+INSERT INTO media SELECT id, media FROM records WHERE media IS NOT NULL;
+INSERT INTO invites SELECT id, invite FROM records WHERE invite IS NOT NULL;
+ALTER TABLE records DROP COLUMN outcome;
+ALTER TABLE records DROP COLUMN status;
+ALTER TABLE records DROP COLUMN duration_ms;
+ALTER TABLE records DROP COLUMN media;
+ALTER TABLE records DROP COLUMN invite;
+COMMIT;
 ";
 
 /// What the writer thread is asked to do.
@@ -77,31 +129,41 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
     } else {
         "NORMAL"
     };
+    let opening = |e: rusqlite::Error| AuditError::Open(cfg.path.clone(), e.to_string());
+    // foreign_keys: deleting a record (retention) deletes its outcome,
+    // media and INVITE rows with it.
     db.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 2000;"
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 2000;
+         PRAGMA foreign_keys = ON;"
     ))
-    .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+    .map_err(opening)?;
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+        .map_err(opening)?;
     if version > SCHEMA_VERSION {
         return Err(AuditError::Open(
             cfg.path.clone(),
             format!("schema version {version} is newer than this callgate's {SCHEMA_VERSION}"),
         ));
     }
+    if version == 1 {
+        // Version 1 had no media column.
+        db.execute_batch("ALTER TABLE decisions ADD COLUMN media TEXT")
+            .map_err(opening)?;
+    }
+    if version == 1 || version == 2 {
+        if let Err(e) = db.execute_batch(UPGRADE_TO_3) {
+            let _ = db.execute_batch("ROLLBACK");
+            return Err(AuditError::Open(
+                cfg.path.clone(),
+                format!("upgrading schema {version} to {SCHEMA_VERSION}: {e}"),
+            ));
+        }
+        tracing::info!(path = %cfg.path.display(), from = version, to = SCHEMA_VERSION, "audit store upgraded");
+    }
     db.execute_batch(SCHEMA)
-        .and_then(|_| {
-            if version == 1 {
-                // Version 1 had no media column (CREATE TABLE IF NOT EXISTS
-                // kept the old table).
-                db.execute_batch("ALTER TABLE decisions ADD COLUMN media TEXT")
-            } else {
-                Ok(())
-            }
-        })
         .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
-        .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?;
+        .map_err(opening)?;
     Ok(db)
 }
 
@@ -109,99 +171,33 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-/// Outcomes folded into the rows of their decisions: the latest outcome
-/// of each call whose decision is earlier in the same batch (a short
-/// call's answer usually lands in the batch of its decision), and which
-/// jobs need no separate update.
-struct Folded<'a> {
-    by_call: HashMap<&'a str, (CallOutcome, Option<u64>), Fnv>,
-    jobs: HashSet<usize, Fnv>,
-}
-
-/// FNV-1a: the batch's own Call-IDs need no DoS-resistant hashing, and
-/// SipHash showed in the writer's profile.
-#[derive(Default, Clone, Copy)]
-struct FnvHasher(u64);
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type Fnv = std::hash::BuildHasherDefault<FnvHasher>;
-
-fn fold_outcomes(jobs: &[Job]) -> Folded<'_> {
-    let mut folded = Folded {
-        by_call: HashMap::default(),
-        jobs: HashSet::default(),
-    };
-    if !jobs.iter().any(|j| matches!(j, Job::Outcome { .. })) {
-        return folded;
-    }
-    let mut seen: HashSet<&str, Fnv> = HashSet::default();
-    for (i, job) in jobs.iter().enumerate() {
-        match job {
-            Job::Record(r, _) => {
-                seen.insert(r.call_id.as_str());
-            }
-            Job::Outcome {
-                call_id,
-                outcome,
-                duration_ms,
-            } if seen.contains(call_id.as_str()) => {
-                folded
-                    .by_call
-                    .insert(call_id.as_str(), (*outcome, *duration_ms));
-                folded.jobs.insert(i);
-            }
-            _ => {}
-        }
-    }
-    folded
-}
-
-/// Writes one batch in one transaction.
+/// Writes one batch in one transaction, appending only: a decision's
+/// record (and its INVITE), and for an outcome or media statistics a row
+/// keyed by the latest record of the call (a later one replaces it: the
+/// answer, then the duration at BYE).
 fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
-    let folded = fold_outcomes(jobs);
     let tx = db.transaction()?;
     let mut written = 0;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO decisions (decision_id, time_ms, call_id, side, trunk, calling, called,
+            "INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called,
              verification, signals, rules, score, level, action, target, restrict_actions,
-             policy_version, shadow, invite, outcome, status, duration_ms)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
+             policy_version, shadow)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
         )?;
-        let mut update = tx.prepare_cached(
-            "UPDATE decisions SET outcome = ?2, status = ?3, duration_ms = ?4
-             WHERE id = (SELECT id FROM decisions WHERE call_id = ?1 ORDER BY id DESC LIMIT 1)",
+        let mut invite =
+            tx.prepare_cached("INSERT INTO invites (record, invite) VALUES (?1, ?2)")?;
+        let mut outcome = tx.prepare_cached(
+            "INSERT OR REPLACE INTO outcomes (record, outcome, status, duration_ms)
+             SELECT id, ?2, ?3, ?4 FROM records WHERE call_id = ?1 ORDER BY id DESC LIMIT 1",
         )?;
         let mut media = tx.prepare_cached(
-            "UPDATE decisions SET media = ?2
-             WHERE id = (SELECT id FROM decisions WHERE call_id = ?1 ORDER BY id DESC LIMIT 1)",
+            "INSERT OR REPLACE INTO media (record, stats)
+             SELECT id, ?2 FROM records WHERE call_id = ?1 ORDER BY id DESC LIMIT 1",
         )?;
-        for (i, job) in jobs.iter().enumerate() {
+        for job in jobs {
             match job {
                 Job::Record(r, raw_invite) => {
-                    let outcome = folded.by_call.get(r.call_id.as_str());
-                    let invite = r
-                        .invite
-                        .as_deref()
-                        .map(std::borrow::Cow::Borrowed)
-                        .or_else(|| raw_invite.as_deref().map(String::from_utf8_lossy));
                     insert.execute(params![
                         r.decision_id,
                         r.time_ms,
@@ -220,23 +216,26 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                         json(&r.restrict),
                         r.policy_version,
                         r.shadow.as_ref().map(Json::get),
-                        invite,
-                        outcome.map(|(o, _)| o.name()),
-                        outcome.and_then(|(o, _)| o.code()),
-                        outcome.and_then(|(_, d)| d.map(|d| d as i64)),
                     ])?;
+                    let text = r
+                        .invite
+                        .as_deref()
+                        .map(str::as_bytes)
+                        .or(raw_invite.as_deref());
+                    if let Some(text) = text {
+                        invite.execute(params![tx.last_insert_rowid(), text])?;
+                    }
                     written += 1;
                 }
-                Job::Outcome { .. } if folded.jobs.contains(&i) => {}
                 Job::Outcome {
                     call_id,
-                    outcome,
+                    outcome: o,
                     duration_ms,
                 } => {
-                    update.execute(params![
+                    outcome.execute(params![
                         call_id,
-                        outcome.name(),
-                        outcome.code(),
+                        o.name(),
+                        o.code(),
                         duration_ms.map(|d| d as i64)
                     ])?;
                 }
@@ -260,7 +259,7 @@ fn prune(db: &Connection, retention_days: u32) -> rusqlite::Result<usize> {
     let mut total = 0;
     loop {
         let n = db.execute(
-            "DELETE FROM decisions WHERE id IN (SELECT id FROM decisions WHERE time_ms < ?1 LIMIT 1000)",
+            "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE time_ms < ?1 LIMIT 1000)",
             [cutoff],
         )?;
         total += n;
@@ -284,12 +283,12 @@ const MAX_PENDING: usize = 100_000;
 /// How long the idle writer blocks before it looks at retention again.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
-/// How often a filling batch checks for a flush request or a full batch.
-const WINDOW_STEP: Duration = Duration::from_millis(5);
-
 /// The writer thread: batches of up to `batch_max` jobs or `batch_ms`,
 /// one transaction each; on a write error the batch is kept and retried
-/// with backoff (bounded), never blocking callers.
+/// with backoff (bounded), never blocking callers. While a batch fills the
+/// thread is parked: [`super::Audit`] unparks it for a flush request or
+/// once `batch_max` jobs wait, so it wakes about twice per batch instead
+/// of once per record or per polling step.
 pub(super) fn writer(
     mut db: Connection,
     rx: Receiver<Job>,
@@ -306,7 +305,7 @@ pub(super) fn writer(
     while !closed || !pending.is_empty() {
         // Gather a batch without being woken once per record (a wake-up
         // per call costs more than the insert): block for the first job
-        // only, then sleep while the window fills and drain what came.
+        // only, then park while the window fills and drain what came.
         // After a failed write the window is the backoff, so the retry
         // never spins, and records keep being taken (up to MAX_PENDING).
         let mut flushing = false;
@@ -345,7 +344,8 @@ pub(super) fn writer(
             if closed || flushing || full(pending.len(), backoff) || now >= deadline {
                 break;
             }
-            std::thread::sleep((deadline - now).min(WINDOW_STEP));
+            // Spurious or stale wake-ups only cost one more pass.
+            std::thread::park_timeout(deadline - now);
         }
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();
@@ -420,6 +420,7 @@ pub fn decisions(
             "SELECT decision_id, time_ms, call_id, side, trunk, calling, called, verification, signals,
              rules, score, level, action, target, restrict_actions, policy_version, shadow, invite,
              outcome, status, duration_ms, media FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
+            // (the view: records joined with their INVITE, outcome, media)
         )
         .map_err(|e| AuditError::Read(e.to_string()))?;
     let parse = |s: String| {
@@ -451,7 +452,13 @@ pub fn decisions(
                         restrict: serde_json::from_str(&restrict).unwrap_or_default(),
                         policy_version: r.get(15)?,
                         shadow: shadow.map(Json::from_stored),
-                        invite: r.get(17)?,
+                        // Text in stores upgraded from schema 2, bytes since.
+                        invite: match r.get_ref(17)? {
+                            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                                Some(String::from_utf8_lossy(t).into_owned())
+                            }
+                            _ => None,
+                        },
                     },
                     outcome: r.get(18)?,
                     status: r.get(19)?,

@@ -88,15 +88,31 @@ pub fn marking(
 /// wait (no Identity header, or certificates cached, and local state or a
 /// quick answer): most calls then cost no task spawn and no thread wake-up.
 /// Only when a phase waits (a certificate fetch, the shared state store)
-/// does the rest continue as a task. Legitimate by the `Future` contract:
-/// after the first poll (with a no-op waker), the task's polls register
-/// the waker that counts, and a spawned task is polled at once.
-fn run_inline_or_spawn(phases: impl std::future::Future<Output = ()> + Send + 'static) {
+/// does the rest continue as a task — and then `on_wait` runs first (it
+/// sends the 100 Trying the caller would otherwise get with the forward).
+/// Legitimate by the `Future` contract: after the first poll (with a no-op
+/// waker), the task's polls register the waker that counts, and a spawned
+/// task is polled at once.
+fn run_inline_or_spawn(
+    phases: impl std::future::Future<Output = ()> + Send + 'static,
+    on_wait: impl FnOnce(),
+) {
     let mut phases = Box::pin(phases);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     if phases.as_mut().poll(&mut cx).is_pending() {
+        on_wait();
         tokio::spawn(phases);
     }
+}
+
+/// The 100 Trying of an INVITE in the phases: sent with the forwarded
+/// INVITE when the phases finish at once (one dispatch, as the plain
+/// proxy does), or on its own as soon as one has to wait — whichever
+/// takes it first.
+type Trying = Arc<std::sync::Mutex<Option<Outgoing>>>;
+
+fn take_trying(trying: &Trying) -> Option<Outgoing> {
+    trying.lock().ok().and_then(|mut t| t.take())
 }
 
 /// The audit record of an inbound decision.
@@ -168,14 +184,16 @@ impl super::Gate {
         if !super::lock(&self.inbound_pending).insert(key.clone()) {
             return true; // retransmitted while in the phases: absorbed
         }
-        // 100 Trying now stops the caller's retransmissions (RFC 3261 §16.2).
-        let trying = build_response(&msg, 100, "Trying", None, &[]);
-        self.dispatch(vec![Outgoing {
+        // 100 Trying stops the caller's retransmissions (RFC 3261 §16.2):
+        // it leaves with the forward, or at once if a phase has to wait.
+        let trying: Trying = Arc::new(std::sync::Mutex::new(Some(Outgoing {
             to: peer,
-            bytes: trying,
+            bytes: build_response(&msg, 100, "Trying", None, &[]),
             client: None,
-        }]);
+        })));
+        let trying_now = trying.clone();
         let me = self.clone();
+        let me_now = self.clone();
         let phases_done = async move {
             // verify
             let verification = match &phases.verify {
@@ -217,7 +235,7 @@ impl super::Gate {
                 }
             }
             // forward
-            let mut out = Vec::new();
+            let mut out: Vec<Outgoing> = take_trying(&trying).into_iter().collect();
             let next = {
                 let mut core = super::lock(&me.core);
                 let _span = tracing::info_span!(
@@ -233,7 +251,11 @@ impl super::Gate {
             me.dispatch(out);
             me.rearm(next);
         };
-        run_inline_or_spawn(phases_done);
+        run_inline_or_spawn(phases_done, move || {
+            if let Some(t) = take_trying(&trying_now) {
+                me_now.dispatch(vec![t]);
+            }
+        });
         true
     }
 }
