@@ -135,6 +135,14 @@ PY
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of the audit writer thread (0 without [audit]).
+writer_ticks() {
+    local t n=0
+    for t in /proc/"$1"/task/*; do
+        [[ $(cat "$t/comm" 2>/dev/null) == callgate-audit ]] && n=$((n + $(awk '{print $14 + $15}' "$t/stat")))
+    done
+    echo "$n"
+}
 clk=$(getconf CLK_TCK)
 
 measure() { # config round -> prints us/call
@@ -145,19 +153,19 @@ measure() { # config round -> prints us/call
     local cg=$!
     wait_udp "$trunk"
     if ((signed)); then uac 10 10 1 "$name-$2-warm" >/dev/null; fi
-    local t0 t1 ok failed
-    t0=$(ticks "$cg")
+    local t0 t1 w0 w1 ok failed
+    t0=$(ticks "$cg"); w0=$(writer_ticks "$cg")
     read -r ok failed < <(uac "$calls" "$rate" "$signed" "$name-$2")
-    t1=$(ticks "$cg")
+    t1=$(ticks "$cg"); w1=$(writer_ticks "$cg")
     kill "$cg"; wait "$cg" 2>/dev/null || true
-    python3 -c "print(round(($t1 - $t0) * 1e6 / $clk / max($ok, 1), 1), $ok, $failed)"
+    python3 -c "print(round(($t1 - $t0) * 1e6 / $clk / max($ok, 1), 1), $ok, $failed, round(($w1 - $w0) * 1e6 / $clk / max($ok, 1), 1))"
 }
 
 declare -A figures
 for r in $(seq 1 "$rounds"); do
     for name in plain risk full; do
-        read -r us ok failed < <(measure "$name" "$r")
-        echo "round $r: $name $us us/call ($ok ok, $failed failed)" >&2
+        read -r us ok failed writer < <(measure "$name" "$r")
+        echo "round $r: $name $us us/call ($ok ok, $failed failed; audit writer thread $writer us/call)" >&2
         figures[$name]+="$us "
     done
 done
