@@ -374,3 +374,79 @@ fn a_version_1_store_is_upgraded_in_place_with_its_rows() {
         .expect("version");
     assert_eq!(version, 3);
 }
+
+/// Waits (bounded) until `done` holds.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_full_batch_is_written_without_waiting_for_its_window() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    let mut cfg = AuditConfig::new(path.clone());
+    cfg.batch_max = 10;
+    cfg.batch = Duration::from_secs(600); // far beyond this test's bound
+    let audit = Audit::open(&cfg).expect("open");
+    // The first record starts a batch: the writer takes it and parks for
+    // the window.
+    audit.record(record(0, now_ms()));
+    wait_for("the writer takes the first record", || {
+        audit.metrics().queue_depth.load(Relaxed) == 0
+    });
+    // A full batch waiting in the queue unparks it: ten records commit now,
+    // not 600 s from now; the eleventh waits for the next batch.
+    for i in 1..=10 {
+        audit.record(record(i, now_ms()));
+    }
+    wait_for("a full batch commits", || {
+        audit.metrics().written.load(Relaxed) >= 10
+    });
+    assert_eq!(audit.metrics().written.load(Relaxed), 10);
+    assert_eq!(decisions(&path, None, None).expect("read").len(), 10);
+    assert!(
+        audit.flush(Duration::from_secs(10)),
+        "a flush unparks it too"
+    );
+    assert_eq!(decisions(&path, None, None).expect("read").len(), 11);
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_store_as_it_was() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.db");
+    {
+        let db = rusqlite::Connection::open(&path).expect("open");
+        // Says version 2 but has no `media` column: moving it must fail.
+        db.execute_batch(
+            "CREATE TABLE decisions (id INTEGER PRIMARY KEY, decision_id TEXT NOT NULL, time_ms INTEGER NOT NULL,
+             call_id TEXT NOT NULL, invite TEXT, outcome TEXT, status INTEGER, duration_ms INTEGER);
+             INSERT INTO decisions (decision_id, time_ms, call_id, outcome) VALUES ('old1', 1, 'c', 'answered');
+             PRAGMA user_version = 2;",
+        )
+        .expect("broken v2");
+    }
+    let err = Audit::open(&AuditConfig::new(path.clone()))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("upgrading schema 2 to 3"), "{err}");
+    let db = rusqlite::Connection::open(&path).expect("open");
+    let (version, rows, tables): (i64, i64, i64) = db
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM decisions WHERE outcome = 'answered'),
+                    (SELECT count(*) FROM sqlite_master WHERE name IN ('records', 'outcomes'))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("inspect");
+    assert_eq!((version, rows, tables), (2, 1, 0));
+}

@@ -130,7 +130,9 @@ const QUEUE: usize = 65_536;
 #[derive(Clone)]
 pub struct Audit {
     tx: SyncSender<Job>,
-    /// The writer thread, unparked when a batch is full or a flush waits.
+    /// The writer thread, parked while a batch fills: unparked for a flush,
+    /// or once `batch_max` jobs wait in the queue (a full batch is then
+    /// certainly there, whatever the writer already holds).
     writer: std::thread::Thread,
     batch_max: i64,
     metrics: Arc<AuditMetrics>,

@@ -28,7 +28,9 @@ use super::{AuditConfig, AuditError, AuditMetrics};
 /// `decisions` keeps schema 2's columns).
 const SCHEMA_VERSION: i64 = 3;
 
-const SCHEMA: &str = "
+/// The decisions' fixed part and its indexes (the index names are schema
+/// 2's, kept by the upgrade's rename).
+const RECORDS: &str = "
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
     decision_id TEXT NOT NULL,
@@ -52,6 +54,10 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS decisions_time ON records(time_ms);
 CREATE INDEX IF NOT EXISTS decisions_call ON records(call_id);
 CREATE INDEX IF NOT EXISTS decisions_calling ON records(calling);
+";
+
+/// What arrives later or is bulky, keyed by the record's id.
+const SIDE_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS outcomes (
     record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
     outcome TEXT NOT NULL,
@@ -66,6 +72,10 @@ CREATE TABLE IF NOT EXISTS invites (
     record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
     invite BLOB NOT NULL
 );
+";
+
+/// One row per decision with schema 2's columns, for readers.
+const VIEW: &str = "
 CREATE VIEW IF NOT EXISTS decisions AS
 SELECT r.*, i.invite, o.outcome, o.status, o.duration_ms, m.stats AS media
 FROM records r
@@ -74,21 +84,11 @@ LEFT JOIN outcomes o ON o.record = r.id
 LEFT JOIN media m ON m.record = r.id;
 ";
 
-/// Schema 2 (or 1) to 3: the table becomes `records`, its late and bulky
-/// columns move to their tables, and `decisions` becomes the view. One
-/// transaction: an interrupted upgrade leaves schema 2 as it was.
-const UPGRADE_TO_3: &str = "
-BEGIN;
-ALTER TABLE decisions RENAME TO records;
-CREATE TABLE outcomes (
-    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
-    outcome TEXT NOT NULL, status INTEGER, duration_ms INTEGER);
-CREATE TABLE media (
-    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
-    stats TEXT NOT NULL);
-CREATE TABLE invites (
-    record INTEGER PRIMARY KEY REFERENCES records(id) ON DELETE CASCADE,
-    invite BLOB NOT NULL);
+/// Schema 2 (or 1) to 3, run between `BEGIN; ALTER TABLE decisions RENAME
+/// TO records;` plus [`SIDE_TABLES`] and `COMMIT`: the late and bulky
+/// columns move to their tables (then [`VIEW`] makes `decisions` the view).
+/// One transaction: an interrupted upgrade leaves schema 2 as it was.
+const MOVE_COLUMNS_TO_3: &str = "
 INSERT INTO outcomes SELECT id, outcome, status, duration_ms FROM records WHERE outcome IS NOT NULL;
 INSERT INTO media SELECT id, media FROM records WHERE media IS NOT NULL;
 INSERT INTO invites SELECT id, invite FROM records WHERE invite IS NOT NULL;
@@ -97,7 +97,6 @@ ALTER TABLE records DROP COLUMN status;
 ALTER TABLE records DROP COLUMN duration_ms;
 ALTER TABLE records DROP COLUMN media;
 ALTER TABLE records DROP COLUMN invite;
-COMMIT;
 ";
 
 /// What the writer thread is asked to do.
@@ -152,7 +151,10 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
             .map_err(opening)?;
     }
     if version == 1 || version == 2 {
-        if let Err(e) = db.execute_batch(UPGRADE_TO_3) {
+        let upgrade = format!(
+            "BEGIN; ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} COMMIT;"
+        );
+        if let Err(e) = db.execute_batch(&upgrade) {
             let _ = db.execute_batch("ROLLBACK");
             return Err(AuditError::Open(
                 cfg.path.clone(),
@@ -161,7 +163,7 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         }
         tracing::info!(path = %cfg.path.display(), from = version, to = SCHEMA_VERSION, "audit store upgraded");
     }
-    db.execute_batch(SCHEMA)
+    db.execute_batch(&format!("{RECORDS} {SIDE_TABLES} {VIEW}"))
         .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
         .map_err(opening)?;
     Ok(db)
@@ -287,8 +289,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// one transaction each; on a write error the batch is kept and retried
 /// with backoff (bounded), never blocking callers. While a batch fills the
 /// thread is parked: [`super::Audit`] unparks it for a flush request or
-/// once `batch_max` jobs wait, so it wakes about twice per batch instead
-/// of once per record or per polling step.
+/// once `batch_max` jobs wait in the queue, so it wakes about twice per
+/// batch instead of once per record or per polling step.
 pub(super) fn writer(
     mut db: Connection,
     rx: Receiver<Job>,

@@ -2,8 +2,9 @@
 //! from the trunk is **verified** (STIR/SHAKEN), **assessed** (signals and
 //! the policy's decision), **routed** (to the PBX, the review queue, or
 //! refused) and **tagged** (`verstat`, `X-Callgate-*`) before the proxy core
-//! forwards it. The caller gets 100 Trying at once and its retransmissions
-//! are absorbed while the phases run; the call waits at most the
+//! forwards it. The caller gets 100 Trying with the forwarded INVITE, or at
+//! once when a phase has to wait, and its retransmissions are absorbed
+//! while the phases run; the call waits at most the
 //! certificate deadline (verify never blocks a call on the network).
 
 use std::sync::Arc;
@@ -86,33 +87,27 @@ pub fn marking(
 
 /// Runs the phases at once on this thread when nothing in them has to
 /// wait (no Identity header, or certificates cached, and local state or a
-/// quick answer): most calls then cost no task spawn and no thread wake-up.
-/// Only when a phase waits (a certificate fetch, the shared state store)
-/// does the rest continue as a task — and then `on_wait` runs first (it
-/// sends the 100 Trying the caller would otherwise get with the forward).
+/// quick answer): most calls then cost no task spawn and no thread wake-up,
+/// and `then` gets `waited = false`. Only when a phase waits (a certificate
+/// fetch, the shared state store) does the rest continue as a task:
+/// `on_wait` runs first, here, and `then` later with `waited = true`.
 /// Legitimate by the `Future` contract: after the first poll (with a no-op
 /// waker), the task's polls register the waker that counts, and a spawned
 /// task is polled at once.
-fn run_inline_or_spawn(
-    phases: impl std::future::Future<Output = ()> + Send + 'static,
+fn run_inline_or_spawn<T: Send + 'static>(
+    phases: impl std::future::Future<Output = T> + Send + 'static,
     on_wait: impl FnOnce(),
+    then: impl FnOnce(T, bool) + Send + 'static,
 ) {
     let mut phases = Box::pin(phases);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    if phases.as_mut().poll(&mut cx).is_pending() {
-        on_wait();
-        tokio::spawn(phases);
+    match phases.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(done) => then(done, false),
+        std::task::Poll::Pending => {
+            on_wait();
+            tokio::spawn(async move { then(phases.await, true) });
+        }
     }
-}
-
-/// The 100 Trying of an INVITE in the phases: sent with the forwarded
-/// INVITE when the phases finish at once (one dispatch, as the plain
-/// proxy does), or on its own as soon as one has to wait — whichever
-/// takes it first.
-type Trying = Arc<std::sync::Mutex<Option<Outgoing>>>;
-
-fn take_trying(trying: &Trying) -> Option<Outgoing> {
-    trying.lock().ok().and_then(|mut t| t.take())
 }
 
 /// The audit record of an inbound decision.
@@ -185,15 +180,14 @@ impl super::Gate {
             return true; // retransmitted while in the phases: absorbed
         }
         // 100 Trying stops the caller's retransmissions (RFC 3261 §16.2):
-        // it leaves with the forward, or at once if a phase has to wait.
-        let trying: Trying = Arc::new(std::sync::Mutex::new(Some(Outgoing {
+        // it leaves with the forward (one dispatch, as the plain proxy
+        // does), or at once if a phase has to wait.
+        let trying = Outgoing {
             to: peer,
             bytes: build_response(&msg, 100, "Trying", None, &[]),
             client: None,
-        })));
-        let trying_now = trying.clone();
+        };
         let me = self.clone();
-        let me_now = self.clone();
         let phases_done = async move {
             // verify
             let verification = match &phases.verify {
@@ -234,8 +228,12 @@ impl super::Gate {
                     super::lock(&me.outcomes).open(id);
                 }
             }
-            // forward
-            let mut out: Vec<Outgoing> = take_trying(&trying).into_iter().collect();
+            (msg, marking)
+        };
+        let trying_now = trying.clone();
+        let me = self.clone();
+        let forward = move |(msg, marking): (SipMessage, Marking), waited: bool| {
+            let mut out = if waited { Vec::new() } else { vec![trying] };
             let next = {
                 let mut core = super::lock(&me.core);
                 let _span = tracing::info_span!(
@@ -251,11 +249,7 @@ impl super::Gate {
             me.dispatch(out);
             me.rearm(next);
         };
-        run_inline_or_spawn(phases_done, move || {
-            if let Some(t) = take_trying(&trying_now) {
-                me_now.dispatch(vec![t]);
-            }
-        });
+        run_inline_or_spawn(phases_done, || self.dispatch(vec![trying_now]), forward);
         true
     }
 }

@@ -36,6 +36,19 @@ impl<'a> RtpHeader<'a> {
     pub fn ssrc(&self) -> u32 {
         u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
     }
+
+    /// Bytes of the fixed header, the CSRC list and the header extension
+    /// (RFC 3550 §5.1, §5.3.1): where the payload starts. `None` when the
+    /// packet is shorter than they say.
+    pub fn header_len(&self) -> Option<usize> {
+        let first = self.buf[0];
+        let mut len = RTP_HEADER_LEN + 4 * usize::from(first & 0x0f);
+        if first & 0x10 != 0 {
+            let words = self.buf.get(len + 2..len + 4)?;
+            len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+        }
+        (len <= self.buf.len()).then_some(len)
+    }
 }
 
 /// Whether a packet is RTCP rather than RTP when both share a port
@@ -80,5 +93,21 @@ mod tests {
         assert!(RtpHeader::parse(&[0x40; 12]).is_none(), "version 1");
         assert_eq!(static_clock_rate(0), Some(8000));
         assert_eq!(static_clock_rate(101), None);
+    }
+
+    #[test]
+    fn header_length_counts_csrcs_and_the_extension() {
+        let mut pkt = vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        let len = |p: &[u8]| RtpHeader::parse(p).and_then(|h| h.header_len());
+        assert_eq!(len(&pkt), Some(12));
+        pkt[0] = 0x92; // X, two CSRCs
+        pkt.extend_from_slice(&[0; 8]);
+        assert_eq!(len(&pkt), None, "extension header missing");
+        pkt.extend_from_slice(&[0xbe, 0xde, 0, 2]);
+        assert_eq!(len(&pkt), None, "extension shorter than it says");
+        pkt.extend_from_slice(&[0; 8]);
+        assert_eq!(len(&pkt), Some(12 + 8 + 4 + 8));
+        pkt.push(0x55);
+        assert_eq!(len(&pkt), Some(32), "the payload starts after it");
     }
 }

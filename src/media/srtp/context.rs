@@ -8,6 +8,7 @@ use super::keys::{aes_cm, MasterKey, SessionKeys};
 use super::replay::StreamIndex;
 use super::suite::CryptoSuite;
 use super::SrtpError;
+use crate::media::rtp::RtpHeader;
 
 /// Most SSRCs a context tracks; beyond this the oldest is forgotten (a
 /// call has one or two per direction).
@@ -57,26 +58,6 @@ pub struct SrtpContext {
     rtcp_next: Streams<u32>,
 }
 
-/// Bytes of the fixed header, CSRC list and header extension of an RTP
-/// packet (RFC 3550 §5.1, §5.3.1): what SRTP leaves unencrypted.
-pub fn rtp_header_len(packet: &[u8]) -> Result<usize, SrtpError> {
-    let first = *packet.first().ok_or(SrtpError::Short("RTP"))?;
-    if first >> 6 != 2 {
-        return Err(SrtpError::Version);
-    }
-    let mut len = 12 + 4 * usize::from(first & 0x0f);
-    if first & 0x10 != 0 {
-        let words = packet
-            .get(len + 2..len + 4)
-            .ok_or(SrtpError::Short("RTP"))?;
-        len += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
-    }
-    if len > packet.len() {
-        return Err(SrtpError::Short("RTP"));
-    }
-    Ok(len)
-}
-
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -106,14 +87,17 @@ impl SrtpContext {
     /// An RTP packet's header length, SSRC and index, with its stream's
     /// state (a new stream starts at the packet, RFC 3711 §3.3.1).
     fn rtp_index(&self, packet: &[u8]) -> Result<(usize, u32, u64, StreamIndex), SrtpError> {
-        let header = rtp_header_len(packet)?;
-        let seq = u16::from_be_bytes([packet[2], packet[3]]);
-        let ssrc = be32(&packet[8..12]);
+        let rtp = RtpHeader::parse(packet).ok_or(match packet.first() {
+            Some(b) if b >> 6 != 2 => SrtpError::Version,
+            _ => SrtpError::Short("RTP"),
+        })?;
+        let header = rtp.header_len().ok_or(SrtpError::Short("RTP"))?;
+        let (seq, ssrc) = (rtp.sequence(), rtp.ssrc());
         let stream = self
             .rtp_streams
             .get(ssrc)
             .unwrap_or_else(|| StreamIndex::starting_at(seq));
-        Ok((header, ssrc, stream.estimate(seq), stream))
+        Ok((header, ssrc, stream.estimate(seq)?, stream))
     }
 
     /// The RTP tag: HMAC-SHA1 over the packet and the ROC (§4.2), cut to

@@ -49,27 +49,19 @@ impl StreamIndex {
 
     /// The 48-bit index of a packet with sequence number `seq`: the guess
     /// of RFC 3711 Appendix A, the ROC one off from the current where the
-    /// sequence number wrapped.
-    pub fn estimate(&self, seq: u16) -> u64 {
-        let roc = i64::from(self.roc);
-        let (s_l, seq_i) = (i64::from(self.highest), i64::from(seq));
-        let v = if s_l < 32_768 {
-            if seq_i - s_l > 32_768 {
-                roc - 1
-            } else {
-                roc
-            }
-        } else if s_l - 32_768 > seq_i {
-            roc + 1
+    /// sequence number wrapped. A packet that would need a ROC below 0 (a
+    /// late one from before the stream's first) is too old.
+    pub fn estimate(&self, seq: u16) -> Result<u64, SrtpError> {
+        let (s_l, seq_i) = (i32::from(self.highest), i32::from(seq));
+        let roc = if s_l < 32_768 && seq_i - s_l > 32_768 {
+            self.roc.checked_sub(1)
+        } else if s_l >= 32_768 && s_l - 32_768 > seq_i {
+            self.roc.checked_add(1)
         } else {
-            roc
+            Some(self.roc)
         };
-        // A ROC of -1 (a late packet from before the stream's first) maps
-        // to an index the window refuses as too old.
-        match u64::try_from(v) {
-            Ok(v) => (v << 16) | u64::from(seq),
-            Err(_) => 0,
-        }
+        roc.map(|v| (u64::from(v) << 16) | u64::from(seq))
+            .ok_or(SrtpError::TooOld(u64::from(seq)))
     }
 
     /// Refuses an index seen before or too old to tell (§3.3.2); call

@@ -128,6 +128,24 @@ fn a_forged_or_replayed_packet_is_refused_and_changes_nothing() {
     assert!(rx2.unprotect_rtp(&mut newer).is_ok());
     let mut late = old;
     assert_eq!(rx2.unprotect_rtp(&mut late), Err(SrtpError::TooOld(1000)));
+    // From before the stream's first packet across a wrap (ROC would be
+    // -1): too old, not a guessed index.
+    let mut rx3 = SrtpContext::new(CryptoSuite::AesCm128HmacSha1_80, &rfc_master()).expect("ctx");
+    let mut tx3 = SrtpContext::new(CryptoSuite::AesCm128HmacSha1_80, &rfc_master()).expect("ctx");
+    let before = protect(&mut tx3, &rtp(65_530, 3, b"c"));
+    let mut first = protect(&mut tx3, &rtp(10, 3, b"d"));
+    let mut tx4 = SrtpContext::new(CryptoSuite::AesCm128HmacSha1_80, &rfc_master()).expect("ctx");
+    let mut first_alone = protect(&mut tx4, &rtp(10, 3, b"d"));
+    assert!(rx3.unprotect_rtp(&mut first_alone).is_ok());
+    let mut before = before;
+    assert_eq!(
+        rx3.unprotect_rtp(&mut before),
+        Err(SrtpError::TooOld(65_530))
+    );
+    assert!(
+        rx3.unprotect_rtp(&mut first).is_err(),
+        "the sender's ROC 1 is not the receiver's 0"
+    );
     // Wrong key.
     let mut other = SrtpContext::new(
         CryptoSuite::AesCm128HmacSha1_80,
