@@ -358,6 +358,8 @@ struct RawMedia {
     #[serde(default)]
     ng_allow: Vec<String>,
     timeout_bye: Option<bool>,
+    trunk_transport: Option<String>,
+    pbx_transport: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -708,6 +710,22 @@ fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, Confi
     if timeout == 0 {
         return Err(invalid("media.media_timeout_secs", "must be at least 1"));
     }
+    let transport = |key: &str, v: Option<&str>| {
+        use crate::media::anchor::Transport;
+        match v.unwrap_or("as-offered") {
+            "as-offered" => Ok(Transport::AsOffered),
+            "rtp" => Ok(Transport::Rtp),
+            "srtp" => Ok(Transport::Srtp),
+            other => Err(invalid(
+                key,
+                format!("{other:?} is not one of \"as-offered\", \"rtp\", \"srtp\""),
+            )),
+        }
+    };
+    let transports = [
+        transport("media.trunk_transport", raw.trunk_transport.as_deref())?,
+        transport("media.pbx_transport", raw.pbx_transport.as_deref())?,
+    ];
     Ok(Some(crate::gate::media::MediaConfig {
         relay: crate::media::relay::RelayConfig {
             bind,
@@ -719,6 +737,7 @@ fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, Confi
         advertise,
         strip_ice: raw.strip_ice.unwrap_or(true),
         timeout_bye: raw.timeout_bye.unwrap_or(false),
+        transports,
         ng_listen: raw
             .ng_listen
             .map(|a| {

@@ -131,17 +131,53 @@ fn media_callgate(base: u16, pbx: u16, media: &str, extra: &str) -> (Callgate, u
     (cg, media_min)
 }
 
-#[test]
-fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
-    let pbx_port = free_port();
+/// A sipp PBX (`uas-basic.xml`) on `pbx_port` that answers one call and
+/// echoes its RTP (`-rtp_echo`), tracing the messages it received.
+fn echoing_pbx(pbx_port: u16) -> Sipp {
     let pbx_media = common::free_ports(4); // sipp binds RTP, RTCP and video ports from -mp
-    let uas = Sipp::uas(
+    Sipp::uas(
         &scenario("uas-basic.xml"),
         pbx_port,
         1,
         "u1",
         &["-mp", &pbx_media.to_string(), "-rtp_echo", "-trace_msg"],
-    );
+    )
+}
+
+/// A loopback media socket (reads time out after 3 s) and its port.
+fn media_socket() -> (UdpSocket, u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
+    (s, port)
+}
+
+/// The carrier's side of a call through `cg`: the INVITE with `sdp`
+/// (CSeq `cseq`), its 200 OK, the ACK. Returns the 200 and the dialog.
+fn carrier_call(
+    cg: &Callgate,
+    carrier: &Udp,
+    pbx_port: u16,
+    (call_id, from_tag, cseq): (&str, &str, u32),
+    sdp: &str,
+) -> (String, CarrierDialog) {
+    let me = format!("127.0.0.1:{}", carrier.port());
+    let invite = carrier_invite(&cg.trunk(), &me, call_id, from_tag, cseq, sdp);
+    carrier.send(&cg.trunk(), invite.as_bytes());
+    let ok = carrier
+        .recv_until("SIP/2.0 200 OK")
+        .pop()
+        .unwrap_or_default();
+    let dialog = CarrierDialog::from_ok(&ok, &me, pbx_port, call_id, from_tag);
+    carrier.send(&cg.trunk(), dialog.request("ACK", cseq, "").as_bytes());
+    (ok, dialog)
+}
+
+#[test]
+fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
+    let pbx_port = free_port();
+    let uas = echoing_pbx(pbx_port);
     let audit_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let (cg, media_min) = media_callgate(
         43_000,
@@ -154,27 +190,23 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
         ),
     );
     let carrier = Udp::bind();
-    let media = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    media
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let my_media = media.local_addr().map(|a| a.port()).unwrap_or(0);
+    let (media, my_media) = media_socket();
     let sdp = format!(
         "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {my_media} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=candidate:1 1 UDP 2130706431 10.9.9.9 {my_media} typ host\r\na=ptime:20\r\n"
     );
-    let me = format!("127.0.0.1:{}", carrier.port());
-    let invite = carrier_invite(&cg.trunk(), &me, "media-call-1", "carrier-1", 1, &sdp);
-    carrier.send(&cg.trunk(), invite.as_bytes());
-    let got = carrier.recv_until("SIP/2.0 200 OK");
-    let ok = got.last().cloned().unwrap_or_default();
+    let (ok, dialog) = carrier_call(
+        &cg,
+        &carrier,
+        pbx_port,
+        ("media-call-1", "carrier-1", 1),
+        &sdp,
+    );
     let (relay_ip, leg_a) = sdp_target(&ok);
     assert_eq!(relay_ip, "127.0.0.1");
     assert!(
         (media_min..media_min + 20).contains(&leg_a),
         "the 200's SDP names the relay: {ok}"
     );
-    let dialog = CarrierDialog::from_ok(&ok, &me, pbx_port, "media-call-1", "carrier-1");
-    carrier.send(&cg.trunk(), dialog.request("ACK", 1, "").as_bytes());
 
     // RTP: carrier → relay leg A → PBX (echo) → relay leg B → carrier.
     for seq in 1..=5u16 {
@@ -407,14 +439,13 @@ fn silent_media_ends_the_call_with_a_bye_to_each_side() {
     let carrier = Udp::bind();
     let me = format!("127.0.0.1:{}", carrier.port());
     let sdp = "v=0\r\no=c 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
-    let invite = carrier_invite(&cg.trunk(), &me, "silent-call-1", "carrier-9", 7, sdp);
-    carrier.send(&cg.trunk(), invite.as_bytes());
-    let ok = carrier
-        .recv_until("SIP/2.0 200 OK")
-        .pop()
-        .unwrap_or_default();
-    let dialog = CarrierDialog::from_ok(&ok, &me, pbx_port, "silent-call-1", "carrier-9");
-    carrier.send(&cg.trunk(), dialog.request("ACK", 7, "").as_bytes());
+    carrier_call(
+        &cg,
+        &carrier,
+        pbx_port,
+        ("silent-call-1", "carrier-9", 7),
+        sdp,
+    );
     // No RTP at all: after the timeout callgate ends the call on both sides.
     let bye = carrier.recv_until("BYE ").pop().unwrap_or_default();
     assert!(
@@ -462,33 +493,22 @@ fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
     );
     let (cg, media_min) = media_callgate(46_000, pbx_port, "bind = \"127.0.0.1\"", "");
     let carrier = Udp::bind();
-    let socket = || {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        s.set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
-        (s, port)
-    };
-    let (old, old_port) = socket();
-    let (new, new_port) = socket();
-    let me = format!("127.0.0.1:{}", carrier.port());
+    let (old, old_port) = media_socket();
+    let (new, new_port) = media_socket();
     let sdp = |version: u32, port: u16| {
         format!(
             "v=0\r\no=carrier 7 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         )
     };
-    let offer = sdp(1, old_port);
-    let invite = carrier_invite(&cg.trunk(), &me, "media-move-1", "carrier-move", 1, &offer);
-    carrier.send(&cg.trunk(), invite.as_bytes());
-    let ok = carrier
-        .recv_until("SIP/2.0 200 OK")
-        .last()
-        .cloned()
-        .unwrap_or_default();
+    let (ok, dialog) = carrier_call(
+        &cg,
+        &carrier,
+        pbx_port,
+        ("media-move-1", "carrier-move", 1),
+        &sdp(1, old_port),
+    );
     let (_, leg_a) = sdp_target(&ok);
     assert!((media_min..media_min + 20).contains(&leg_a), "{ok}");
-    let dialog = CarrierDialog::from_ok(&ok, &me, pbx_port, "media-move-1", "carrier-move");
-    carrier.send(&cg.trunk(), dialog.request("ACK", 1, "").as_bytes());
     let echo = |s: &UdpSocket, seq: u16| -> Option<u16> {
         s.send_to(&rtp(seq), ("127.0.0.1", leg_a))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -525,4 +545,97 @@ fn a_reinvite_that_moves_the_carrier_moves_the_stream() {
     // address's packet was dropped at the relay, not relayed and lost.
     assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
     assert_eq!(cg.metric("callgate_media_dropped_source_total"), 1.0);
+}
+
+/// SDES-SRTP termination (`pbx_transport = "rtp"`): the carrier offers
+/// SRTP, the PBX (sipp, echoing RTP) is offered and speaks plain RTP. The
+/// carrier's packets are made by libsrtp; what comes back through the
+/// relay is opened by libsrtp with the key of callgate's answer.
+#[test]
+fn srtp_from_the_carrier_is_terminated_for_a_plain_pbx() {
+    use base64::Engine as _;
+    use callgate::media::srtp::{CryptoAttribute, CryptoSuite, MasterKey};
+    use common::srtp::libsrtp;
+
+    let pbx_port = free_port();
+    let uas = echoing_pbx(pbx_port);
+    let (cg, media_min) = media_callgate(
+        47_000,
+        pbx_port,
+        "bind = \"127.0.0.1\"\npbx_transport = \"rtp\"",
+        "",
+    );
+    let carrier = Udp::bind();
+    let (media, my_media) = media_socket();
+    let suite = CryptoSuite::AesCm128HmacSha1_80;
+    let key = MasterKey::from_concatenated(&[0x5a; 30]).unwrap_or_else(|| panic!("key"));
+    let line = base64::engine::general_purpose::STANDARD.encode(key.concatenated());
+    let sdp = format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {my_media} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{line}\r\na=ptime:20\r\n"
+    );
+    let (ok, dialog) = carrier_call(
+        &cg,
+        &carrier,
+        pbx_port,
+        ("srtp-call-1", "carrier-s", 1),
+        &sdp,
+    );
+    let (_, leg_a) = sdp_target(&ok);
+    assert!((media_min..media_min + 20).contains(&leg_a), "{ok}");
+    assert!(ok.contains("m=audio") && ok.contains(" RTP/SAVP 0"), "{ok}");
+    let ours = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:"))
+        .map(|v| CryptoAttribute::parse(v.trim()).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|| panic!("no a=crypto in the 200: {ok}"));
+    assert_eq!((ours.tag, ours.suite), (1, suite));
+
+    // Eight packets protected by libsrtp; the sixth is then forged.
+    let plain: Vec<Vec<u8>> = (1..=8u16).map(rtp).collect();
+    let mut srtp: Vec<Vec<u8>> = libsrtp(&key, suite, "protect", &plain)
+        .into_iter()
+        .map(|p| p.unwrap_or_else(|| panic!("libsrtp protect")))
+        .collect();
+    srtp[5][30] ^= 0x40;
+    let mut echoed = Vec::new();
+    for (i, p) in srtp.iter().enumerate() {
+        media
+            .send_to(p, ("127.0.0.1", leg_a))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if i == 5 {
+            continue; // dropped: the next echo is the seventh packet's
+        }
+        let mut buf = [0u8; 512];
+        let (n, from) = media
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("echo of packet {} did not come back: {e}", i + 1));
+        assert_eq!(from.port(), leg_a);
+        echoed.push(buf[..n].to_vec());
+    }
+    let opened = libsrtp(&ours.key, suite, "unprotect", &echoed);
+    let want: Vec<Option<Vec<u8>>> = [0, 1, 2, 3, 4, 6, 7]
+        .iter()
+        .map(|&i| Some(plain[i].clone()))
+        .collect();
+    assert_eq!(opened, want, "libsrtp opens every echo to the original");
+
+    carrier.send(&cg.trunk(), dialog.request("BYE", 2, "").as_bytes());
+    carrier.recv_until("SIP/2.0 200 OK");
+    let uas = uas.finish();
+    uas.assert_all_ok(1, "PBX UAS");
+    let offer = uas
+        .received_requests("INVITE")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    assert!(
+        offer.contains(" RTP/AVP 0"),
+        "the PBX is offered RTP: {offer}"
+    );
+    assert!(
+        !offer.contains("a=crypto"),
+        "no key reaches the PBX: {offer}"
+    );
+    assert_eq!(cg.metric("callgate_media_srtp_failed_total"), 1.0);
+    assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::media::anchor::{is_sdp, AnchorOptions, MediaAnchor};
+use crate::media::anchor::{is_sdp, AnchorOptions, MediaAnchor, Transport};
 use crate::media::relay::{Relay, RelayConfig, RelayEvent};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
@@ -34,6 +34,10 @@ pub struct MediaConfig {
     /// End a call whose media timed out with a BYE to each side (default:
     /// only report it).
     pub timeout_bye: bool,
+    /// What each side (indexed by [`crate::config::Side::index`]: trunk,
+    /// PBX) is offered: as offered, RTP or SDES-SRTP. Where they differ
+    /// the relay terminates SRTP.
+    pub transports: [Transport; 2],
 }
 
 /// One side of a dialog, as callgate saw it: where its messages came from,
@@ -64,7 +68,8 @@ pub struct MediaPhase {
     /// Where each call's media statistics go when it ends.
     audit: Option<crate::audit::Audit>,
     pub ng_metrics: Arc<crate::media::ng::server::NgMetrics>,
-    options: AnchorOptions,
+    strip_ice: bool,
+    transports: [Transport; 2],
     dialogs: Mutex<HashMap<String, Dialog>>,
     /// End a call whose media timed out with a BYE to each side.
     timeout_bye: bool,
@@ -87,9 +92,8 @@ impl MediaPhase {
             anchor: Arc::new(MediaAnchor::new(relay, cfg.advertise)),
             audit,
             ng_metrics: Arc::default(),
-            options: AnchorOptions {
-                strip_ice: cfg.strip_ice,
-            },
+            strip_ice: cfg.strip_ice,
+            transports: cfg.transports,
             dialogs: Mutex::new(HashMap::new()),
             timeout_bye: cfg.timeout_bye,
             locals,
@@ -206,6 +210,7 @@ impl MediaPhase {
                         b_lost = s.b.lost,
                         b_jitter = s.b.jitter,
                         dropped_source = s.a.dropped_source + s.b.dropped_source,
+                        srtp_failed = s.a.srtp_failed + s.b.srtp_failed,
                         "media ended"
                     );
                 }
@@ -214,11 +219,13 @@ impl MediaPhase {
         }
     }
 
-    /// The SDP of `msg` through the anchor, or `None` to forward it as is.
+    /// The SDP of `msg`, arriving from `from` and passed to the other
+    /// side, through the anchor; `None` to forward it as is.
     fn rewrite(
         &self,
         msg: &SipMessage,
         call_id: &str,
+        from: Peer,
         tag: &[u8],
         answer: bool,
     ) -> Option<Vec<u8>> {
@@ -230,12 +237,15 @@ impl MediaPhase {
             return None;
         }
         let tag = text(tag);
+        let options = AnchorOptions {
+            strip_ice: self.strip_ice,
+            transport: self.transports[from.side.other().index()],
+        };
         let result = if answer {
-            self.anchor
-                .answer(call_id, Some(&tag), msg.body(), self.options)
+            self.anchor.answer(call_id, Some(&tag), msg.body(), options)
         } else {
             self.anchor
-                .offer_or_answer(call_id, &tag, msg.body(), self.options)
+                .offer_or_answer(call_id, &tag, msg.body(), options)
         };
         match result {
             Ok(body) => Some(body),
@@ -331,11 +341,11 @@ impl MediaHook for MediaPhase {
             // An ACK's or PRACK's body answers the offer in the response.
             Method::Ack | Method::Prack => {
                 let tag = msg.from().ok()?.tag()?.to_vec();
-                self.rewrite(msg, &call_id, &tag, true)
+                self.rewrite(msg, &call_id, from, &tag, true)
             }
             _ => {
                 let tag = msg.from().ok()?.tag().unwrap_or_default().to_vec();
-                self.rewrite(msg, &call_id, &tag, false)
+                self.rewrite(msg, &call_id, from, &tag, false)
             }
         }
     }
@@ -356,6 +366,6 @@ impl MediaHook for MediaPhase {
             }
         }
         let tag = msg.to().ok()?.tag().unwrap_or_default().to_vec();
-        self.rewrite(msg, &call_id, &tag, false)
+        self.rewrite(msg, &call_id, from, &tag, false)
     }
 }

@@ -21,8 +21,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::relay::{Leg, Relay, RelayError, Remote, Session, SessionStats};
-use super::sdp::{Anchor, RewriteError, RewriteOptions, Sdp, SdpError};
+use super::relay::{Leg, LegSrtp, Relay, RelayError, Remote, Session, SessionStats};
+use super::sdp::{Anchor, Keying, Media, RewriteError, RewriteOptions, Sdp, SdpError};
+use super::srtp::{CryptoAttribute, CryptoSuite, MasterKey, SrtpContext, SrtpError};
 
 /// Why an SDP could not be anchored.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub enum AnchorError {
     Rewrite(#[from] RewriteError),
     #[error("{0}")]
     Relay(#[from] RelayError),
+    #[error("SRTP: {0}")]
+    Srtp(#[from] SrtpError),
     #[error("unknown call {0:?}")]
     UnknownCall(String),
     #[error("answer for call {0:?} without an offer")]
@@ -45,6 +48,39 @@ pub struct AnchorOptions {
     /// Remove ICE attributes from the SDP passed on (a side that does not
     /// do ICE must not see candidates that bypass the relay).
     pub strip_ice: bool,
+    /// What an offer passed on asks the receiving side to use.
+    pub transport: Transport,
+}
+
+/// The media transport a side is offered (`[media] trunk_transport`,
+/// `pbx_transport`; the ng protocol's `transport-protocol`).
+///
+/// When the two sides' transports differ, the relay terminates SDES-SRTP
+/// (RFC 4568, RFC 3711) on the SRTP side and relays plain RTP to the
+/// other: it decrypts what that side sends with the key its SDP
+/// announced and encrypts what it sends there with a key of its own,
+/// announced in the SDP it passes to that side. Otherwise the streams pass
+/// as they are — SRTP with the sides' own keys, end to end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// What the other side offered (no conversion).
+    #[default]
+    AsOffered,
+    /// Plain RTP (`RTP/AVP`, `RTP/AVPF`): SDES-SRTP from the other side is
+    /// terminated at the relay.
+    Rtp,
+    /// SDES-SRTP (`RTP/SAVP`, `RTP/SAVPF`): plain RTP from the other side
+    /// is encrypted at the relay.
+    Srtp,
+}
+
+/// The SDES keys of one leg while the relay terminates SRTP on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct LegKeys {
+    /// The key the far end sends with (from its SDP): decrypts.
+    theirs: Option<CryptoAttribute>,
+    /// The key the relay sends with (in the SDP it gave the far end).
+    ours: Option<CryptoAttribute>,
 }
 
 /// One media stream (an m-line index) of a call.
@@ -54,6 +90,132 @@ struct Stream {
     remotes: [Option<Remote>; 2],
     media_type: String,
     proto: String,
+    /// The leg on which the relay terminates SRTP (the other leg is plain
+    /// RTP); `None`: the stream passes as it is.
+    srtp_leg: Option<Leg>,
+    /// Per leg, the keys wanted and the keys the relay was last given.
+    keys: [LegKeys; 2],
+    applied: [LegKeys; 2],
+}
+
+/// The stream's `a=crypto` key when its proto is SDES-SRTP's (RTP/SAVP,
+/// RTP/SAVPF) and one of its lines has a suite the relay supports; the
+/// first such line, as RFC 4568 §7.1.1 orders them by preference.
+fn sdes_key(m: &Media<'_>) -> Option<CryptoAttribute> {
+    if !matches!(m.proto, "RTP/SAVP" | "RTP/SAVPF") {
+        return None;
+    }
+    m.crypto
+        .iter()
+        .find_map(|c| CryptoAttribute::parse(c.value).ok())
+}
+
+fn is_plain_rtp(proto: &str) -> bool {
+    matches!(proto, "RTP/AVP" | "RTP/AVPF")
+}
+
+impl Stream {
+    /// Decides the stream's keying for SDP passing from leg `from` to the
+    /// other leg (RFC 4568 §7: an offer's `a=crypto` lines, an answer's
+    /// one line with the chosen tag) and records the keys wanted.
+    fn keying(
+        &mut self,
+        from: Leg,
+        m: &Media<'_>,
+        offer: bool,
+        transport: Transport,
+    ) -> Result<Keying, SrtpError> {
+        let to = from.other();
+        if !offer {
+            return Ok(match self.srtp_leg {
+                // We offered the answerer SRTP: its answer carries its key.
+                Some(l) if l == from => match sdes_key(m) {
+                    Some(theirs) => {
+                        self.keys[from as usize].theirs = Some(theirs);
+                        Keying::Plain
+                    }
+                    // It answered plain RTP after all: no conversion.
+                    None => self.pass(),
+                },
+                // The offerer speaks SRTP: answer it with the relay's key.
+                Some(l) if l == to => match &self.keys[to as usize].ours {
+                    Some(ours) if is_plain_rtp(m.proto) => Keying::Sdes(vec![ours.to_value()]),
+                    _ => self.pass(),
+                },
+                _ => Keying::AsIs,
+            });
+        }
+        // A leg that already converts keeps its transport (a re-offer).
+        let want = match self.srtp_leg {
+            Some(l) if l == to => Transport::Srtp,
+            Some(_) => Transport::Rtp,
+            None => transport,
+        };
+        match (want, sdes_key(m)) {
+            (Transport::Srtp, None) if is_plain_rtp(m.proto) => {
+                let ours = self.our_key(to, CryptoSuite::AesCm128HmacSha1_80, 1)?;
+                self.keys[from as usize] = LegKeys::default();
+                self.srtp_leg = Some(to);
+                Ok(Keying::Sdes(vec![ours.to_value()]))
+            }
+            (Transport::Rtp, Some(theirs)) => {
+                self.our_key(from, theirs.suite, theirs.tag)?;
+                self.keys[from as usize].theirs = Some(theirs);
+                self.keys[to as usize] = LegKeys::default();
+                self.srtp_leg = Some(from);
+                Ok(Keying::Plain)
+            }
+            _ => Ok(self.pass()),
+        }
+    }
+
+    /// No conversion: both legs relay packets as they are.
+    fn pass(&mut self) -> Keying {
+        self.srtp_leg = None;
+        self.keys = Default::default();
+        Keying::AsIs
+    }
+
+    /// The relay's key for `leg`: the one it already announced when the
+    /// suite is the same (a re-offer keeps the stream's rollover state),
+    /// else a fresh random one; `tag` is the offer's line the answer picks.
+    fn our_key(
+        &mut self,
+        leg: Leg,
+        suite: CryptoSuite,
+        tag: u32,
+    ) -> Result<CryptoAttribute, SrtpError> {
+        let slot = &mut self.keys[leg as usize].ours;
+        let key = match slot.take() {
+            Some(k) if k.suite == suite => k.key,
+            _ => MasterKey::random()?,
+        };
+        let ours = CryptoAttribute { tag, suite, key };
+        *slot = Some(ours.clone());
+        Ok(ours)
+    }
+
+    /// Gives the relay the keys of each leg whose keys changed.
+    fn apply_keys(&mut self, relay: &Relay) -> Result<(), AnchorError> {
+        for leg in [Leg::A, Leg::B] {
+            let (want, had) = (&self.keys[leg as usize], &self.applied[leg as usize]);
+            if want == had {
+                continue;
+            }
+            let context = |k: &Option<CryptoAttribute>| {
+                k.as_ref()
+                    .map(|k| SrtpContext::new(k.suite, &k.key))
+                    .transpose()
+            };
+            let keys = LegSrtp {
+                inbound: context(&want.theirs)?,
+                outbound: context(&want.ours)?,
+            };
+            relay.set_srtp(self.session.id, leg, keys)?;
+            self.applied[leg as usize] = want.clone();
+        }
+        Ok(())
+    }
 }
 
 /// What the anchor keeps per call.
@@ -169,7 +331,7 @@ impl MediaAnchor {
             Leg::B
         };
         call.pending_offer = Some(from);
-        self.through(call, from, &sdp, opts)
+        self.through(call, from, &sdp, opts, true)
     }
 
     /// The answer to the pending offer (from the side tagged `tag`, when
@@ -194,7 +356,7 @@ impl MediaAnchor {
         let offerer = call
             .pending_offer
             .ok_or_else(|| AnchorError::NoOffer(call_id.to_owned()))?;
-        self.through(call, offerer.other(), &sdp, opts)
+        self.through(call, offerer.other(), &sdp, opts, false)
     }
 
     /// SDP from the side tagged `tag` that may be an offer or an answer (a
@@ -233,6 +395,7 @@ impl MediaAnchor {
         from: Leg,
         sdp: &Sdp<'_>,
         opts: AnchorOptions,
+        offer: bool,
     ) -> Result<Vec<u8>, AnchorError> {
         let media = sdp.media();
         if call.streams.len() < media.len() {
@@ -250,6 +413,9 @@ impl MediaAnchor {
                     remotes: [None, None],
                     media_type: m.media_type.to_owned(),
                     proto: m.proto.to_owned(),
+                    srtp_leg: None,
+                    keys: Default::default(),
+                    applied: Default::default(),
                 });
             }
             let Some(stream) = call.streams[i].as_mut() else {
@@ -274,12 +440,15 @@ impl MediaAnchor {
                     stream.remotes[from as usize] = Some(remote);
                 }
             }
+            let keying = stream.keying(from, m, offer, opts.transport)?;
+            stream.apply_keys(&self.relay)?;
             // The receiving side sends to the other leg's ports.
             let (rtp_port, rtcp_port) = stream.session.ports[from.other() as usize];
             plan.push(Some(Anchor {
                 addr: self.advertise,
                 rtp_port,
                 rtcp_port: (rtcp_port != rtp_port).then_some(rtcp_port),
+                keying,
             }));
         }
         let out = sdp.rewrite(
@@ -369,6 +538,7 @@ pub fn is_sdp(content_type: Option<&[u8]>) -> bool {
 mod tests {
     use super::*;
     use crate::media::relay::RelayConfig;
+    use crate::media::srtp::{CryptoSuite, MasterKey, SrtpContext};
     use std::net::UdpSocket;
     use std::time::Duration;
 
@@ -492,5 +662,250 @@ mod tests {
             a.answer("nope", None, b"v=0\r\n", AnchorOptions::default()),
             Err(AnchorError::Sdp(_)) | Err(AnchorError::UnknownCall(_))
         ));
+    }
+
+    fn savp_sdp(port: u16, crypto: &[String]) -> String {
+        let mut sdp = offer_sdp(port).replace("RTP/AVP", "RTP/SAVP");
+        for c in crypto {
+            sdp.push_str(&format!("a=crypto:{c}\r\n"));
+        }
+        sdp
+    }
+
+    fn crypto_of(sdp: &[u8]) -> Vec<CryptoAttribute> {
+        let s = Sdp::parse(sdp).unwrap_or_else(|e| panic!("{e}"));
+        s.media()[0]
+            .crypto
+            .iter()
+            .map(|c| CryptoAttribute::parse(c.value).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    fn udp() -> (UdpSocket, u16) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
+        (s, port)
+    }
+
+    fn send(from: &UdpSocket, port: u16, pkt: &[u8]) {
+        from.send_to(pkt, ("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn recv(on: &UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 512];
+        let (n, _) = on.recv_from(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+        buf[..n].to_vec()
+    }
+
+    fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend((0..160).map(|i| i as u8 ^ seq as u8));
+        p
+    }
+
+    fn ctx(suite: CryptoSuite, key: &MasterKey) -> SrtpContext {
+        SrtpContext::new(suite, key).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn opts(transport: Transport) -> AnchorOptions {
+        AnchorOptions {
+            strip_ice: false,
+            transport,
+        }
+    }
+
+    #[test]
+    fn srtp_from_the_carrier_is_terminated_for_a_plain_pbx() {
+        let a = anchor(42_400);
+        let ((carrier, cport), (pbx, pport)) = (udp(), udp());
+        let key = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
+        let suite = CryptoSuite::AesCm128HmacSha1_32;
+        let theirs = CryptoAttribute {
+            tag: 2,
+            suite,
+            key: key.clone(),
+        };
+        // The first line's suite is one the relay does not support: the
+        // second is used, and the answer names its tag.
+        let offer = savp_sdp(
+            cport,
+            &[
+                "1 AEAD_AES_256_GCM inline:AAAA".to_owned(),
+                theirs.to_value(),
+            ],
+        );
+        let to_pbx = a
+            .offer("s1", "tagA", offer.as_bytes(), opts(Transport::Rtp))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&to_pbx).into_owned();
+        assert!(
+            text.contains(" RTP/AVP 0 101\r\n") && !text.contains("a=crypto"),
+            "{text}"
+        );
+        let to_carrier = a
+            .answer(
+                "s1",
+                None,
+                offer_sdp(pport).as_bytes(),
+                opts(Transport::AsOffered),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(String::from_utf8_lossy(&to_carrier).contains(" RTP/SAVP 0 101\r\n"));
+        let [ours] = &crypto_of(&to_carrier)[..] else {
+            panic!("one a=crypto in the answer")
+        };
+        assert_eq!((ours.tag, ours.suite), (2, suite));
+        assert_ne!(ours.key, key, "the relay sends with a key of its own");
+        let (leg_b, leg_a) = (port_of(&to_pbx), port_of(&to_carrier));
+
+        // Carrier → PBX: decrypted. A forged packet and a replay are
+        // dropped (the next good packet is the next to arrive).
+        let mut carrier_out = ctx(suite, &key);
+        let mut protect = |seq| {
+            let mut buf = rtp(seq, 7);
+            let len = buf.len();
+            buf.resize(len + 16, 0);
+            let n = carrier_out
+                .protect_rtp(&mut buf, len)
+                .unwrap_or_else(|e| panic!("{e}"));
+            buf.truncate(n);
+            buf
+        };
+        let first = protect(1);
+        send(&carrier, leg_a, &first);
+        assert_eq!(recv(&pbx), rtp(1, 7));
+        let mut forged = protect(2);
+        forged[20] ^= 1;
+        send(&carrier, leg_a, &forged);
+        send(&carrier, leg_a, &first);
+        send(&carrier, leg_a, &protect(3));
+        assert_eq!(recv(&pbx), rtp(3, 7));
+
+        // PBX → carrier: encrypted with the key of the answer.
+        let mut carrier_in = ctx(ours.suite, &ours.key);
+        for seq in [10, 11] {
+            send(&pbx, leg_b, &rtp(seq, 9));
+            let mut got = recv(&carrier);
+            let n = carrier_in
+                .unprotect_rtp(&mut got)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&got[..n], rtp(seq, 9).as_slice());
+        }
+        let report = a.delete("s1").unwrap_or_else(|e| panic!("{e}"));
+        let stats = &report.streams[0].1;
+        assert_eq!((stats.a.packets, stats.a.srtp_failed), (2, 2));
+        assert_eq!((stats.b.packets, stats.b.srtp_failed), (2, 0));
+    }
+
+    #[test]
+    fn plain_rtp_from_the_carrier_is_encrypted_for_an_srtp_pbx() {
+        let a = anchor(42_600);
+        let ((carrier, cport), (pbx, pport)) = (udp(), udp());
+        let to_pbx = a
+            .offer(
+                "s2",
+                "tagA",
+                offer_sdp(cport).as_bytes(),
+                opts(Transport::Srtp),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(String::from_utf8_lossy(&to_pbx).contains(" RTP/SAVP 0 101\r\n"));
+        let [ours] = &crypto_of(&to_pbx)[..] else {
+            panic!("one a=crypto in the offer")
+        };
+        assert_eq!(ours.suite, CryptoSuite::AesCm128HmacSha1_80);
+        let pbx_key = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
+        let answer = savp_sdp(
+            pport,
+            &[CryptoAttribute {
+                tag: ours.tag,
+                suite: ours.suite,
+                key: pbx_key.clone(),
+            }
+            .to_value()],
+        );
+        let to_carrier = a
+            .answer(
+                "s2",
+                Some("tagB"),
+                answer.as_bytes(),
+                opts(Transport::AsOffered),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(&to_carrier).into_owned();
+        assert!(
+            text.contains(" RTP/AVP 0 101\r\n") && !text.contains("a=crypto"),
+            "{text}"
+        );
+        let (leg_b, leg_a) = (port_of(&to_pbx), port_of(&to_carrier));
+
+        send(&carrier, leg_a, &rtp(1, 5));
+        let mut got = recv(&pbx);
+        let n = ctx(ours.suite, &ours.key)
+            .unprotect_rtp(&mut got)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&got[..n], rtp(1, 5).as_slice());
+        let mut pkt = rtp(40, 6);
+        let len = pkt.len();
+        pkt.resize(len + 10, 0);
+        let n = ctx(ours.suite, &pbx_key)
+            .protect_rtp(&mut pkt, len)
+            .unwrap_or_else(|e| panic!("{e}"));
+        send(&pbx, leg_b, &pkt[..n]);
+        assert_eq!(recv(&carrier), rtp(40, 6));
+
+        // The PBX re-offers (a re-INVITE): the carrier still gets plain
+        // RTP, and a carrier re-offer keeps the relay's key towards the PBX
+        // (its rollover state goes on).
+        let back = a
+            .offer("s2", "tagB", answer.as_bytes(), opts(Transport::AsOffered))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!String::from_utf8_lossy(&back).contains("a=crypto"));
+        a.answer(
+            "s2",
+            Some("tagA"),
+            offer_sdp(cport).as_bytes(),
+            opts(Transport::Srtp),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let again = a
+            .offer(
+                "s2",
+                "tagA",
+                offer_sdp(cport).as_bytes(),
+                opts(Transport::Srtp),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(crypto_of(&again), vec![ours.clone()]);
+    }
+
+    #[test]
+    fn srtp_passes_through_unless_the_sides_differ() {
+        let a = anchor(42_800);
+        let key = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
+        let line = CryptoAttribute {
+            tag: 1,
+            suite: CryptoSuite::AesCm128HmacSha1_80,
+            key,
+        };
+        let offer = savp_sdp(5004, &[line.to_value()]);
+        for (call, transport) in [("p1", Transport::AsOffered), ("p2", Transport::Srtp)] {
+            let out = a
+                .offer(call, "tagA", offer.as_bytes(), opts(transport))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(crypto_of(&out), vec![line.clone()], "{transport:?}");
+        }
+        // DTLS-SRTP is not SDES: it passes even when RTP is asked for.
+        let dtls = offer_sdp(5004).replace("RTP/AVP", "UDP/TLS/RTP/SAVP");
+        let out = a
+            .offer("p3", "tagA", dtls.as_bytes(), opts(Transport::Rtp))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(String::from_utf8_lossy(&out).contains("UDP/TLS/RTP/SAVP"));
     }
 }

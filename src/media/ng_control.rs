@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::anchor::{AnchorError, AnchorOptions, CallReport, MediaAnchor};
+use super::anchor::{AnchorError, AnchorOptions, CallReport, MediaAnchor, Transport};
 use super::ng::{
     Counters, DeleteRequest, Ice, LegReport, MediaControl, MediaReport, NgError, OfferRequest,
     QueryReport, QueryRequest, StreamKind, StreamReport,
@@ -21,19 +21,28 @@ fn ng_error(e: AnchorError) -> NgError {
         AnchorError::Rewrite(e) => NgError::BadSdp(e.to_string()),
         AnchorError::Relay(RelayError::NoPorts { .. }) => NgError::OutOfPorts,
         AnchorError::Relay(e) => NgError::Other(e.to_string()),
+        AnchorError::Srtp(e) => NgError::Other(e.to_string()),
     }
 }
 
 /// ICE attributes are removed when the request says so (`ICE=remove`,
 /// `force`, `default`): the relay offers no candidates of its own.
+/// `transport-protocol` converts between RTP and SDES-SRTP as rtpengine
+/// does: `RTP/AVP` (or `RTP/AVPF`) terminates SRTP, `RTP/SAVP` (or
+/// `RTP/SAVPF`) encrypts plain RTP; anything else passes as offered.
 fn options(req: &OfferRequest) -> AnchorOptions {
     AnchorOptions {
         strip_ice: matches!(req.flags.ice, Some(Ice::Remove | Ice::Force | Ice::Default)),
+        transport: match req.flags.transport_protocol.as_deref() {
+            Some("RTP/AVP" | "RTP/AVPF") => Transport::Rtp,
+            Some("RTP/SAVP" | "RTP/SAVPF") => Transport::Srtp,
+            _ => Transport::AsOffered,
+        },
     }
 }
 
 fn counters(s: &StreamStats, rtcp: bool) -> Counters {
-    let errors = s.dropped_source + s.dropped_send + s.malformed;
+    let errors = s.dropped_source + s.dropped_send + s.malformed + s.srtp_failed;
     if rtcp {
         Counters {
             packets: s.rtcp_packets,

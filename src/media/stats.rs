@@ -25,6 +25,9 @@ pub struct StreamStats {
     pub dropped_send: u64,
     /// Packets that were neither RTP nor RTCP.
     pub malformed: u64,
+    /// Packets dropped by SRTP termination: authentication, replay or
+    /// decoding failed (RFC 3711 §3.3), or no room for the tag.
+    pub srtp_failed: u64,
     /// Packets expected minus received (RFC 3550 A.3), not below zero.
     pub lost: u64,
     /// Interarrival jitter in RTP timestamp units (RFC 3550 §6.4.1).

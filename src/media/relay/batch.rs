@@ -120,8 +120,21 @@ impl Batch {
         Ok(n)
     }
 
+    /// The `i`th datagram's whole buffer (its bytes first, then room up to
+    /// the buffer's size: SRTP termination appends its tag in place) and
+    /// where it came from.
+    pub(super) fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], Datagram)> {
+        if i >= self.count {
+            return None;
+        }
+        let d = *self.got.get(i)?;
+        let start = i * self.size;
+        Some((self.bufs.get_mut(start..start + self.size)?, d))
+    }
+
     /// The `i`th datagram of the last [`Batch::recv`]: its bytes and where
     /// it came from.
+    #[cfg(test)]
     pub(super) fn get(&self, i: usize) -> Option<(&[u8], Datagram)> {
         if i >= self.count {
             return None;

@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::srtp::SrtpContext;
 use super::stats::StreamStats;
 use worker::{Command, Worker};
 
@@ -116,6 +117,17 @@ pub struct SessionStats {
     pub idle_ms: Option<u64>,
 }
 
+/// SRTP termination on one leg (RFC 3711, keyed by SDES, RFC 4568):
+/// what arrives on the leg is authenticated and decrypted with `inbound`
+/// (the key the far end announced), what leaves through it is encrypted
+/// with `outbound` (the key the relay announced to it). Both `None`: the
+/// leg relays packets as they are (RTP, or SRTP passed through).
+#[derive(Default)]
+pub struct LegSrtp {
+    pub inbound: Option<SrtpContext>,
+    pub outbound: Option<SrtpContext>,
+}
+
 /// Something the data plane tells the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayEvent {
@@ -134,6 +146,8 @@ pub struct RelayMetrics {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub dropped_source: AtomicU64,
+    /// Packets dropped by SRTP termination (authentication, replay).
+    pub srtp_failed: AtomicU64,
 }
 
 /// Free even ports of the range, handed out round-robin so a port just
@@ -291,6 +305,20 @@ impl Relay {
         )
     }
 
+    /// Sets (or, with `LegSrtp::default()`, ends) SRTP termination on a
+    /// leg. The contexts replace the leg's current ones, with their
+    /// replay and rollover state: send them only when a key changed.
+    pub fn set_srtp(&self, id: u64, leg: Leg, keys: LegSrtp) -> Result<(), RelayError> {
+        self.send(
+            id,
+            Command::Srtp {
+                id,
+                leg,
+                keys: Box::new(keys),
+            },
+        )
+    }
+
     /// The session's statistics (asks its worker; bounded wait).
     pub fn stats(&self, id: u64) -> Result<SessionStats, RelayError> {
         let (tx, rx) = mpsc::sync_channel(1);
@@ -321,6 +349,7 @@ impl Relay {
             self.metrics
                 .dropped_source
                 .fetch_add(leg.dropped_source, Relaxed);
+            self.metrics.srtp_failed.fetch_add(leg.srtp_failed, Relaxed);
         }
         Ok(stats)
     }
@@ -347,6 +376,7 @@ impl Relay {
             ("callgate_media_packets_total", "counter", "RTP and RTCP packets relayed by ended sessions.", m.packets.load(Relaxed)),
             ("callgate_media_bytes_total", "counter", "RTP and RTCP bytes relayed by ended sessions.", m.bytes.load(Relaxed)),
             ("callgate_media_dropped_source_total", "counter", "Packets dropped by ended sessions because they came from an address other than the latched one.", m.dropped_source.load(Relaxed)),
+            ("callgate_media_srtp_failed_total", "counter", "Packets dropped by ended sessions because SRTP termination refused them (authentication or replay check failed).", m.srtp_failed.load(Relaxed)),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }

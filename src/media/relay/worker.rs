@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{Batch, BATCH, MAX_DATAGRAM};
-use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats};
+use super::{Leg, LegSrtp, RelayEvent, RelayMetrics, Remote, SessionStats};
 use crate::media::rtp::{is_rtcp, RtpHeader};
 use crate::media::stats::StreamStats;
 
@@ -41,6 +41,11 @@ pub(super) enum Command {
         leg: Leg,
         remote: Remote,
         relatch: bool,
+    },
+    Srtp {
+        id: u64,
+        leg: Leg,
+        keys: Box<LegSrtp>,
     },
     Stats {
         id: u64,
@@ -71,6 +76,8 @@ struct LegState {
     latched_rtp: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
     stats: StreamStats,
+    /// SRTP termination on this leg (none: RTP, or SRTP passed through).
+    srtp: LegSrtp,
 }
 
 impl LegState {
@@ -274,7 +281,7 @@ impl Worker {
                 if self.sessions.get(session).map(|s| s.id) != Some(id) {
                     return;
                 }
-                let Some((pkt, d)) = batch.get(i) else {
+                let Some((buf, d)) = batch.get_mut(i) else {
                     break;
                 };
                 if d.truncated {
@@ -283,7 +290,7 @@ impl Worker {
                     }
                     continue;
                 }
-                self.relay(session, leg, rtcp_port, pkt, d.src);
+                self.relay(session, leg, rtcp_port, buf, d.len, d.src);
             }
             if n < BATCH {
                 return;
@@ -291,17 +298,33 @@ impl Worker {
         }
     }
 
-    /// The per-packet path: validate, latch or check the source, count,
-    /// and send out of the other leg.
-    fn relay(&mut self, session: usize, leg: Leg, rtcp_port: bool, pkt: &[u8], src: SocketAddr) {
+    /// The per-packet path: validate, check or latch the source, decrypt
+    /// (SRTP terminated on this leg), count, encrypt (SRTP terminated on
+    /// the other leg) and send out of the other leg. `buf` holds the
+    /// packet's `len` bytes and room after them for an SRTP tag.
+    fn relay(
+        &mut self,
+        session: usize,
+        leg: Leg,
+        rtcp_port: bool,
+        buf: &mut [u8],
+        mut len: usize,
+        src: SocketAddr,
+    ) {
         let now = Instant::now();
         let Some(s) = self.sessions.get_mut(session) else {
             return;
         };
-        let rtcp = rtcp_port || is_rtcp(pkt);
-        let rtp = if rtcp { None } else { RtpHeader::parse(pkt) };
+        // The RTP header and the first 8 bytes of RTCP are in the clear in
+        // SRTP and SRTCP too (RFC 3711 §3.1, §3.4).
+        let rtcp = rtcp_port || is_rtcp(&buf[..len]);
         let me = &mut s.legs[leg as usize];
-        if rtp.is_none() && !(rtcp && pkt.len() >= 8 && pkt[0] >> 6 == 2) {
+        let valid = if rtcp {
+            len >= 8 && buf[0] >> 6 == 2
+        } else {
+            RtpHeader::parse(&buf[..len]).is_some()
+        };
+        if !valid {
             me.stats.malformed += 1;
             return;
         }
@@ -310,28 +333,60 @@ impl Worker {
         } else {
             &mut me.latched_rtp
         };
-        match latched {
-            None => {
-                *latched = Some(src);
-                if !rtcp {
-                    me.stats.latches += 1;
+        if latched.is_some_and(|a| a != src) {
+            me.stats.dropped_source += 1;
+            return;
+        }
+        // Decrypt before latching: only an authenticated packet may latch.
+        if let Some(ctx) = me.srtp.inbound.as_mut() {
+            let plain = if rtcp {
+                ctx.unprotect_rtcp(&mut buf[..len])
+            } else {
+                ctx.unprotect_rtp(&mut buf[..len])
+            };
+            match plain {
+                Ok(n) => len = n,
+                Err(_) => {
+                    me.stats.srtp_failed += 1;
+                    return;
                 }
             }
-            Some(a) if *a != src => {
-                me.stats.dropped_source += 1;
-                return;
-            }
-            Some(_) => {}
         }
-        match &rtp {
+        let latched = if rtcp {
+            &mut me.latched_rtcp
+        } else {
+            &mut me.latched_rtp
+        };
+        if latched.is_none() {
+            *latched = Some(src);
+            if !rtcp {
+                me.stats.latches += 1;
+            }
+        }
+        match RtpHeader::parse(&buf[..len]).filter(|_| !rtcp) {
             Some(h) => {
                 let at = now.duration_since(self.epoch).as_micros() as u64;
-                me.stats.on_rtp(h, pkt.len(), at);
+                me.stats.on_rtp(&h, len, at);
             }
-            None => me.stats.on_rtcp(pkt.len()),
+            None => me.stats.on_rtcp(len),
         }
         s.last_packet = Some(now);
         s.timed_out = false;
+        let out = &mut s.legs[leg.other() as usize];
+        if let Some(ctx) = out.srtp.outbound.as_mut() {
+            let secured = if rtcp {
+                ctx.protect_rtcp(buf, len)
+            } else {
+                ctx.protect_rtp(buf, len)
+            };
+            match secured {
+                Ok(n) => len = n,
+                Err(_) => {
+                    s.legs[leg as usize].stats.srtp_failed += 1;
+                    return;
+                }
+            }
+        }
         let out = &s.legs[leg.other() as usize];
         let out_token = match (rtcp, out.rtcp) {
             (true, Some(t)) => t,
@@ -339,7 +394,7 @@ impl Worker {
         };
         let sent = out.destination(rtcp).and_then(|dest| {
             let ep = self.endpoints.get(out_token)?;
-            ep.socket.send_to(pkt, dest).ok()
+            ep.socket.send_to(&buf[..len], dest).ok()
         });
         if sent.is_none() {
             if let Some(s) = self.sessions.get_mut(session) {
@@ -383,6 +438,11 @@ impl Worker {
                         l.latched_rtp = None;
                         l.latched_rtcp = None;
                     }
+                }
+            }
+            Command::Srtp { id, leg, keys } => {
+                if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
+                    s.legs[leg as usize].srtp = *keys;
                 }
             }
             Command::Stats { id, reply } => {

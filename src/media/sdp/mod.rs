@@ -28,7 +28,7 @@ pub mod rewrite;
 #[cfg(test)]
 mod tests;
 
-pub use rewrite::{Anchor, Rewrite, RewriteError, RewriteOptions};
+pub use rewrite::{Anchor, Keying, Rewrite, RewriteError, RewriteOptions};
 
 /// Size bounds applied by [`Sdp::parse_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +183,8 @@ pub struct Media<'a> {
     pub has_ice: bool,
     /// SDES keying `a=crypto` (RFC 4568 §9).
     pub has_crypto: bool,
+    /// The `a=crypto` lines in order (those whose value is UTF-8).
+    pub crypto: Vec<Crypto<'a>>,
     /// See [`Media::is_on_hold`].
     on_hold: bool,
     /// Media-level direction attribute, if any.
@@ -191,6 +193,20 @@ pub struct Media<'a> {
     line: usize,
     /// Byte range of the port number (without `/count`).
     port_at: (usize, usize),
+    /// Byte range of the proto field.
+    proto_at: (usize, usize),
+    /// Index in [`Sdp::lines`] of the description's last line.
+    last_line: usize,
+}
+
+/// One `a=crypto:<value>` line of a media description (RFC 4568 §9.1),
+/// unparsed: see [`crate::media::srtp::CryptoAttribute::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crypto<'a> {
+    /// The attribute's value: `<tag> <crypto-suite> <key-params> …`.
+    pub value: &'a str,
+    /// Index into [`Sdp::lines`].
+    line: usize,
 }
 
 impl<'a> Media<'a> {

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Connection, Direction, Limits, Line, Media, Origin, Rtcp, Sdp, SdpError};
+use super::{Connection, Crypto, Direction, Limits, Line, Media, Origin, Rtcp, Sdp, SdpError};
 
 pub(super) fn parse<'a>(body: &'a [u8], limits: &Limits) -> Result<Sdp<'a>, SdpError> {
     if body.len() > limits.max_bytes {
@@ -71,6 +71,9 @@ impl<'a> Parser<'a, '_> {
             value_end,
             end,
         });
+        if let Some(m) = self.media.last_mut().filter(|_| kind != b'm') {
+            m.last_line = index;
+        }
         let value = &self.body[start + 2..value_end];
         match kind {
             b'v' => self.version(index, value),
@@ -154,7 +157,7 @@ impl<'a> Parser<'a, '_> {
         }
         let bad = |reason| self.bad("m=", reason);
         let mut f = fields(value);
-        let (Some((_, media_type)), Some((port_at, port_field)), Some((_, proto))) =
+        let (Some((_, media_type)), Some((port_at, port_field)), Some((proto_at, proto))) =
             (f.next(), f.next(), f.next())
         else {
             return Err(bad("expected <media> <port> <proto> <fmt>…"));
@@ -164,6 +167,7 @@ impl<'a> Parser<'a, '_> {
             None => (port_field, None),
         };
         let port_at = (value_at + port_at, value_at + port_at + port.len());
+        let proto_at = (value_at + proto_at, value_at + proto_at + proto.len());
         let port = decimal_u16(port).ok_or(bad("port is not a number 0-65535"))?;
         let port_count = match count {
             None => 1,
@@ -189,17 +193,20 @@ impl<'a> Parser<'a, '_> {
             ptime: None,
             has_ice: false,
             has_crypto: false,
+            crypto: Vec::new(),
             on_hold: false,
             declared_direction: None,
             line: index,
             port_at,
+            proto_at,
+            last_line: index,
         });
         Ok(())
     }
 
     /// `a=<name>[:<value>]` (RFC 8866 §5.13): only the attributes anchoring
     /// reads; every other one passes through.
-    fn attribute(&mut self, index: usize, value: &[u8]) -> Result<(), SdpError> {
+    fn attribute(&mut self, index: usize, value: &'a [u8]) -> Result<(), SdpError> {
         let (name, arg) = split_attribute(value);
         if let Some(d) = direction(name) {
             match self.media.last_mut() {
@@ -241,7 +248,13 @@ impl<'a> Parser<'a, '_> {
                 });
             }
             b"rtcp-mux" => m.rtcp_mux = true,
-            b"crypto" => m.has_crypto = true,
+            b"crypto" => {
+                m.has_crypto = true;
+                // Not UTF-8: not a key this relay can use; it passes through.
+                if let Ok(value) = std::str::from_utf8(arg.unwrap_or_default()) {
+                    m.crypto.push(Crypto { value, line: index });
+                }
+            }
             b"ptime" => m.ptime = arg.and_then(ptime_ms),
             _ => {}
         }

@@ -40,13 +40,53 @@ use std::ops::Range;
 use super::parse::{is_ice_attribute, split_attribute};
 use super::{Line, Media, Sdp};
 
-/// Where the relay receives one stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the relay receives one stream, and how its keying changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anchor {
     pub addr: IpAddr,
     pub rtp_port: u16,
     /// `None`: RTCP is multiplexed on the RTP port (RFC 5761).
     pub rtcp_port: Option<u16>,
+    pub keying: Keying,
+}
+
+/// What the rewrite does to a stream's SDES-SRTP keying (RFC 4568) and
+/// its transport protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Keying {
+    /// The proto and `a=crypto` lines stay: plain RTP, or SRTP passed
+    /// through with the sides' own keys.
+    #[default]
+    AsIs,
+    /// The relay terminates SRTP and the receiving side gets plain RTP:
+    /// `RTP/SAVP` becomes `RTP/AVP` (`RTP/SAVPF` becomes `RTP/AVPF`) and
+    /// every `a=crypto` line is removed.
+    Plain,
+    /// The relay speaks SRTP with the receiving side: `RTP/AVP` becomes
+    /// `RTP/SAVP` (`RTP/AVPF` becomes `RTP/SAVPF`) and the stream's
+    /// `a=crypto` lines are these values instead (in place of the first
+    /// original one, else after the description's last line).
+    Sdes(Vec<String>),
+}
+
+/// `RTP/AVP` → `RTP/SAVP` and `RTP/AVPF` → `RTP/SAVPF` (RFC 3711 §12,
+/// RFC 5124 §6); `None` for any other proto.
+pub fn secure_proto(proto: &str) -> Option<&'static str> {
+    match proto {
+        "RTP/AVP" | "RTP/SAVP" => Some("RTP/SAVP"),
+        "RTP/AVPF" | "RTP/SAVPF" => Some("RTP/SAVPF"),
+        _ => None,
+    }
+}
+
+/// `RTP/SAVP` → `RTP/AVP` and `RTP/SAVPF` → `RTP/AVPF`; `None` for any
+/// other proto (DTLS-SRTP's `UDP/TLS/RTP/SAVP` among them).
+pub fn plain_proto(proto: &str) -> Option<&'static str> {
+    match proto {
+        "RTP/AVP" | "RTP/SAVP" => Some("RTP/AVP"),
+        "RTP/AVPF" | "RTP/SAVPF" => Some("RTP/AVPF"),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,21 +160,27 @@ impl Rewrite<'_> {
         self.edit(at, |w| drop(w.write_fmt(text)));
     }
 
-    /// Inserts a `c=` line after `line`, ending it like `line`. After an
-    /// unterminated last line the new line goes before whatever is left of
-    /// the ending, introduced by `fallback_ending`.
-    fn insert_connection_after(&mut self, line: &Line, addr: IpAddr, fallback_ending: &[u8]) {
+    /// Inserts a line (`text`, without its ending) after `line`, ending it
+    /// like `line`. After an unterminated last line the new line goes
+    /// before whatever is left of the ending, introduced by
+    /// `fallback_ending`.
+    fn insert_line_after(
+        &mut self,
+        line: &Line,
+        text: std::fmt::Arguments<'_>,
+        fallback_ending: &[u8],
+    ) {
         let body = self.body;
         let ending = &body[line.value_end..line.end];
         if ending.ends_with(b"\n") {
             self.edit(line.end..line.end, |w| {
-                drop(write!(w, "c={}", Conn(addr)));
+                drop(w.write_fmt(text));
                 w.extend_from_slice(ending);
             });
         } else {
             self.edit(line.value_end..line.value_end, |w| {
                 w.extend_from_slice(fallback_ending);
-                drop(write!(w, "c={}", Conn(addr)));
+                drop(w.write_fmt(text));
             });
         }
     }
@@ -237,14 +283,14 @@ impl<'a> Sdp<'a> {
                 .media
                 .iter()
                 .zip(plan)
-                .find_map(|(m, a)| a.filter(|_| !self.held_by_address(m)))
+                .find_map(|(m, a)| a.as_ref().filter(|_| !self.held_by_address(m)))
                 .map(|a| a.addr);
         }
         // Every user anchored and not held: the first one's address; users
         // anchored elsewhere get their own c=.
         let mut target = None;
         for (m, anchor) in users {
-            let addr = anchor.filter(|_| !self.held_by_address(m))?.addr;
+            let addr = anchor.as_ref().filter(|_| !self.held_by_address(m))?.addr;
             target.get_or_insert(addr);
         }
         target
@@ -282,7 +328,11 @@ impl<'a> Sdp<'a> {
                     .take_while(|l| l.kind == b'i')
                     .last()
                     .unwrap_or(&self.lines[m.line]);
-                out.insert_connection_after(after, anchor.addr, self.line_ending());
+                out.insert_line_after(
+                    after,
+                    format_args!("c={}", Conn(anchor.addr)),
+                    self.line_ending(),
+                );
             }
             _ => {}
         }
@@ -301,6 +351,70 @@ impl<'a> Sdp<'a> {
                     out.replace(at, format_args!("{port} {}", Conn(addr)));
                 }
             }
+        }
+        self.rekey_media(out, m, &anchor.keying);
+    }
+
+    /// Applies a [`Keying`] to one media description.
+    fn rekey_media(&self, out: &mut Rewrite<'_>, m: &Media<'_>, keying: &Keying) {
+        let (proto, values) = match keying {
+            Keying::AsIs => return,
+            Keying::Plain => (plain_proto(m.proto), &[][..]),
+            Keying::Sdes(values) => (secure_proto(m.proto), &values[..]),
+        };
+        if let Some(p) = proto.filter(|p| *p != m.proto) {
+            let (start, end) = m.proto_at;
+            out.replace(start..end, format_args!("{p}"));
+        }
+        let mut old = m.crypto.iter().map(|c| &self.lines[c.line]);
+        match (old.next(), values.split_first()) {
+            (Some(first), Some((v0, rest))) => {
+                // The new lines take the first old line's place and ending.
+                let ending = &self.body[first.value_end..first.end];
+                let ending = if ending.is_empty() {
+                    self.line_ending()
+                } else {
+                    ending
+                };
+                out.edit(first.value_range(), |w| {
+                    drop(write!(w, "crypto:{v0}"));
+                    for v in rest {
+                        w.extend_from_slice(ending);
+                        drop(write!(w, "a=crypto:{v}"));
+                    }
+                });
+            }
+            (Some(first), None) => out.edits.push((first.range(), 0..0)),
+            (None, _) if values.is_empty() => {}
+            (None, _) => {
+                // After the description's last line. When that line is the
+                // body's unterminated last line: before it (the ICE strip
+                // may remove it), or after it if it is the m= line itself.
+                let last = &self.lines[m.last_line];
+                let ending = &self.body[last.value_end..last.end];
+                let le = self.line_ending();
+                let (at, lead, sep, trail): (usize, &[u8], &[u8], &[u8]) =
+                    if ending.ends_with(b"\n") {
+                        (last.end, b"", ending, ending)
+                    } else if m.last_line == m.line {
+                        (last.value_end, le, le, b"")
+                    } else {
+                        (last.start, b"", le, le)
+                    };
+                out.edit(at..at, |w| {
+                    w.extend_from_slice(lead);
+                    for (i, v) in values.iter().enumerate() {
+                        if i > 0 {
+                            w.extend_from_slice(sep);
+                        }
+                        drop(write!(w, "a=crypto:{v}"));
+                    }
+                    w.extend_from_slice(trail);
+                });
+            }
+        }
+        for line in old {
+            out.edits.push((line.range(), 0..0));
         }
     }
 }

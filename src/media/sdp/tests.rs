@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use super::rewrite::{plain_proto, secure_proto};
 use super::*;
 
 /// Joins lines, each ended with CRLF.
@@ -34,6 +35,14 @@ fn anchor(addr: &str, rtp_port: u16, rtcp_port: Option<u16>) -> Option<Anchor> {
         addr: ip(addr),
         rtp_port,
         rtcp_port,
+        keying: Keying::AsIs,
+    })
+}
+
+fn keyed(keying: Keying) -> Option<Anchor> {
+    Some(Anchor {
+        keying,
+        ..anchor("192.0.2.1", 30002, Some(30003))?
     })
 }
 
@@ -667,6 +676,103 @@ fn srtp_sdes_offer_keeps_crypto_lines() {
     assert_body(&out, want.as_bytes());
 }
 
+// ------------------------------------------------------ SRTP termination
+
+const SDES_OFFER: [&str; 9] = [
+    "v=0",
+    "o=- 1 1 IN IP4 203.0.113.5",
+    "s=-",
+    "c=IN IP4 203.0.113.5",
+    "t=0 0",
+    "m=audio 49170 RTP/SAVP 0 101",
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
+    "a=rtpmap:101 telephone-event/8000",
+    "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj",
+];
+
+#[test]
+fn plain_keying_turns_savp_into_avp_without_crypto() {
+    let body = crlf(&SDES_OFFER);
+    let sdp = Sdp::parse(&body).unwrap();
+    let values: Vec<&str> = sdp.media()[0].crypto.iter().map(|c| c.value).collect();
+    assert_eq!(values.len(), 2);
+    assert!(values[1].starts_with("2 AES_CM_128_HMAC_SHA1_32 inline:"));
+    let out = rewrite(&body, &[keyed(Keying::Plain)], NO_OPTIONS);
+    let want = crlf(&[
+        "v=0",
+        "o=- 1 1 IN IP4 203.0.113.5",
+        "s=-",
+        "c=IN IP4 192.0.2.1",
+        "t=0 0",
+        "m=audio 30002 RTP/AVP 0 101",
+        "a=rtpmap:101 telephone-event/8000",
+    ]);
+    assert_body(&out, &want);
+}
+
+#[test]
+fn sdes_keying_replaces_the_crypto_lines_in_place() {
+    let body = crlf(&SDES_OFFER);
+    let ours = Keying::Sdes(vec!["2 AES_CM_128_HMAC_SHA1_32 inline:ours".into()]);
+    let out = rewrite(&body, &[keyed(ours)], NO_OPTIONS);
+    let want = crlf(&[
+        "v=0",
+        "o=- 1 1 IN IP4 203.0.113.5",
+        "s=-",
+        "c=IN IP4 192.0.2.1",
+        "t=0 0",
+        "m=audio 30002 RTP/SAVP 0 101",
+        "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:ours",
+        "a=rtpmap:101 telephone-event/8000",
+    ]);
+    assert_body(&out, &want);
+}
+
+#[test]
+fn sdes_keying_adds_crypto_to_a_plain_stream() {
+    let ours = || Keying::Sdes(vec!["1 A inline:k1".into(), "2 B inline:k2".into()]);
+    // Terminated lines: after the stream's last line, before the next m=.
+    let body = crlf(&[
+        "v=0",
+        "o=- 1 1 IN IP4 198.51.100.7",
+        "s=-",
+        "c=IN IP4 198.51.100.7",
+        "t=0 0",
+        "m=audio 4000 RTP/AVPF 0",
+        "a=rtcp-fb:* nack",
+        "m=video 0 RTP/AVP 31",
+    ]);
+    let out = rewrite(&body, &[keyed(ours()), None], NO_OPTIONS);
+    let want = crlf(&[
+        "v=0",
+        "o=- 1 1 IN IP4 198.51.100.7",
+        "s=-",
+        "c=IN IP4 192.0.2.1",
+        "t=0 0",
+        "m=audio 30002 RTP/SAVPF 0",
+        "a=rtcp-fb:* nack",
+        "a=crypto:1 A inline:k1",
+        "a=crypto:2 B inline:k2",
+        "m=video 0 RTP/AVP 31",
+    ]);
+    assert_body(&out, &want);
+    // An unterminated last line that the ICE strip removes: the new lines
+    // go before it, with the body's line ending.
+    let body = b"v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=ice-ufrag:abcd";
+    let options = RewriteOptions {
+        strip_ice: true,
+        origin_version: None,
+    };
+    let out = rewrite(body, &[keyed(ours())], options);
+    assert_body(
+        &out,
+        b"v=0\r\no=- 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 30002 RTP/SAVP 0\r\na=crypto:1 A inline:k1\r\na=crypto:2 B inline:k2\r\n",
+    );
+    // DTLS-SRTP's proto is left alone (SDES keys do not apply to it).
+    assert_eq!(secure_proto("UDP/TLS/RTP/SAVPF"), None);
+    assert_eq!(plain_proto("UDP/TLS/RTP/SAVPF"), None);
+}
+
 #[test]
 fn hold_by_direction_rewrites_the_address() {
     for dir in ["a=sendonly", "a=inactive"] {
@@ -1109,15 +1215,18 @@ fn rejects_plans_that_do_not_fit() {
     let ok = anchor("192.0.2.1", 30000, None);
     let err = |plan: &[Option<Anchor>]| sdp.rewrite(plan, &RewriteOptions::default()).unwrap_err();
     assert_eq!(
-        err(&[ok]),
+        err(std::slice::from_ref(&ok)),
         RewriteError::PlanLength {
             expected: 3,
             got: 1
         }
     );
-    assert_eq!(err(&[ok, ok, None]), RewriteError::Disabled { media: 1 });
     assert_eq!(
-        err(&[ok, None, ok]),
+        err(&[ok.clone(), ok.clone(), None]),
+        RewriteError::Disabled { media: 1 }
+    );
+    assert_eq!(
+        err(&[ok.clone(), None, ok.clone()]),
         RewriteError::PortCount { media: 2, count: 2 }
     );
     assert_eq!(
@@ -1160,6 +1269,13 @@ fn parse_and_anchor(body: &[u8]) -> bool {
     let Ok(sdp) = Sdp::parse(body) else {
         return false;
     };
+    // Each stream's keying varies with its index and the body's length.
+    let keyings = [
+        Keying::AsIs,
+        Keying::Plain,
+        Keying::Sdes(vec!["1 AES_CM_128_HMAC_SHA1_80 inline:x".into()]),
+        Keying::Sdes(vec!["1 a".into(), "2 b".into()]),
+    ];
     let plan: Vec<_> = sdp
         .media()
         .iter()
@@ -1169,6 +1285,7 @@ fn parse_and_anchor(body: &[u8]) -> bool {
                 addr: ip("192.0.2.1"),
                 rtp_port: 30000 + 2 * i as u16,
                 rtcp_port: Some(30001 + 2 * i as u16),
+                keying: keyings[(i + body.len()) % keyings.len()].clone(),
             })
         })
         .collect();
@@ -1190,6 +1307,20 @@ fn parse_and_anchor(body: &[u8]) -> bool {
     for (m, a) in again.media().iter().zip(&plan) {
         if let Some(a) = a {
             assert_eq!(m.port, a.rtp_port);
+            match &a.keying {
+                Keying::AsIs => {}
+                Keying::Plain => assert!(m.crypto.is_empty()),
+                Keying::Sdes(v) => {
+                    let got: Vec<&str> = m.crypto.iter().map(|c| c.value).collect();
+                    assert_eq!(
+                        got,
+                        *v,
+                        "{:?}\n=>\n{:?}",
+                        String::from_utf8_lossy(body),
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
         }
     }
     true
