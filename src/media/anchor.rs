@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::relay::{Leg, LegSrtp, Relay, RelayError, Remote, Session, SessionStats};
+use super::relay::{Leg, Relay, RelayError, Remote, Session, SessionStats, SrtpRole};
 use super::sdp::{Anchor, Keying, Media, RewriteError, RewriteOptions, Sdp, SdpError};
 use super::srtp::{CryptoAttribute, CryptoSuite, MasterKey, SrtpContext, SrtpError};
 
@@ -195,24 +195,32 @@ impl Stream {
         Ok(ours)
     }
 
-    /// Gives the relay the keys of each leg whose keys changed.
+    /// Gives the relay each key that changed (an unchanged key — the same
+    /// suite and key, whatever the tag — keeps its context's rollover and
+    /// replay state).
     fn apply_keys(&mut self, relay: &Relay) -> Result<(), AnchorError> {
         for leg in [Leg::A, Leg::B] {
-            let (want, had) = (&self.keys[leg as usize], &self.applied[leg as usize]);
-            if want == had {
-                continue;
-            }
-            let context = |k: &Option<CryptoAttribute>| {
-                k.as_ref()
+            let (want, had) = (&self.keys[leg as usize], &mut self.applied[leg as usize]);
+            for (role, key, applied) in [
+                (SrtpRole::Decrypt, &want.theirs, &mut had.theirs),
+                (SrtpRole::Encrypt, &want.ours, &mut had.ours),
+            ] {
+                let same = |a: &CryptoAttribute, b: &CryptoAttribute| {
+                    (a.suite, &a.key) == (b.suite, &b.key)
+                };
+                if match (key, &*applied) {
+                    (Some(a), Some(b)) => same(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                } {
+                    continue;
+                }
+                let context = key
+                    .as_ref()
                     .map(|k| SrtpContext::new(k.suite, &k.key))
-                    .transpose()
-            };
-            let keys = LegSrtp {
-                inbound: context(&want.theirs)?,
-                outbound: context(&want.ours)?,
-            };
-            relay.set_srtp(self.session.id, leg, keys)?;
-            self.applied[leg as usize] = want.clone();
+                    .transpose()?;
+                relay.set_srtp(self.session.id, leg, role, context)?;
+                applied.clone_from(key);
+            }
         }
         Ok(())
     }
@@ -787,6 +795,41 @@ mod tests {
         send(&carrier, leg_a, &protect(3));
         assert_eq!(recv(&pbx), rtp(3, 7));
 
+        // A re-offer repeating the key keeps the context: the replay is
+        // still refused. A new key takes over at once.
+        let reoffer = |key: &MasterKey| {
+            let line = CryptoAttribute {
+                tag: 2,
+                suite,
+                key: key.clone(),
+            };
+            let sdp = savp_sdp(cport, &[line.to_value()]);
+            a.offer("s1", "tagA", sdp.as_bytes(), opts(Transport::Rtp))
+                .unwrap_or_else(|e| panic!("{e}"));
+            a.answer(
+                "s1",
+                None,
+                offer_sdp(pport).as_bytes(),
+                opts(Transport::AsOffered),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(crypto_of(&reoffer(&key)), vec![ours.clone()]);
+        send(&carrier, leg_a, &first);
+        send(&carrier, leg_a, &protect(4));
+        assert_eq!(recv(&pbx), rtp(4, 7));
+        let key2 = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
+        reoffer(&key2);
+        send(&carrier, leg_a, &protect(5)); // the old key: refused
+        let mut buf = rtp(6, 7);
+        let len = buf.len();
+        buf.resize(len + 16, 0);
+        let n = ctx(suite, &key2)
+            .protect_rtp(&mut buf, len)
+            .unwrap_or_else(|e| panic!("{e}"));
+        send(&carrier, leg_a, &buf[..n]);
+        assert_eq!(recv(&pbx), rtp(6, 7));
+
         // PBX → carrier: encrypted with the key of the answer.
         let mut carrier_in = ctx(ours.suite, &ours.key);
         for seq in [10, 11] {
@@ -799,7 +842,7 @@ mod tests {
         }
         let report = a.delete("s1").unwrap_or_else(|e| panic!("{e}"));
         let stats = &report.streams[0].1;
-        assert_eq!((stats.a.packets, stats.a.srtp_failed), (2, 2));
+        assert_eq!((stats.a.packets, stats.a.srtp_failed), (4, 4));
         assert_eq!((stats.b.packets, stats.b.srtp_failed), (2, 0));
     }
 

@@ -118,14 +118,15 @@ pub struct SessionStats {
 }
 
 /// SRTP termination on one leg (RFC 3711, keyed by SDES, RFC 4568):
-/// what arrives on the leg is authenticated and decrypted with `inbound`
-/// (the key the far end announced), what leaves through it is encrypted
-/// with `outbound` (the key the relay announced to it). Both `None`: the
-/// leg relays packets as they are (RTP, or SRTP passed through).
-#[derive(Default)]
-pub struct LegSrtp {
-    pub inbound: Option<SrtpContext>,
-    pub outbound: Option<SrtpContext>,
+/// what arrives on the leg is authenticated and decrypted with the leg's
+/// [`SrtpRole::Decrypt`] context (the key the far end announced), what
+/// leaves through it is encrypted with its [`SrtpRole::Encrypt`] context
+/// (the key the relay announced to it). Neither: the leg relays packets as
+/// they are (RTP, or SRTP passed through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpRole {
+    Decrypt,
+    Encrypt,
 }
 
 /// Something the data plane tells the control plane.
@@ -305,16 +306,23 @@ impl Relay {
         )
     }
 
-    /// Sets (or, with `LegSrtp::default()`, ends) SRTP termination on a
-    /// leg. The contexts replace the leg's current ones, with their
-    /// replay and rollover state: send them only when a key changed.
-    pub fn set_srtp(&self, id: u64, leg: Leg, keys: LegSrtp) -> Result<(), RelayError> {
+    /// Sets (or, with `None`, ends) one of a leg's SRTP contexts. The
+    /// context replaces the leg's current one in that role, with its
+    /// rollover and replay state: set it only when the key changed.
+    pub fn set_srtp(
+        &self,
+        id: u64,
+        leg: Leg,
+        role: SrtpRole,
+        context: Option<SrtpContext>,
+    ) -> Result<(), RelayError> {
         self.send(
             id,
             Command::Srtp {
                 id,
                 leg,
-                keys: Box::new(keys),
+                role,
+                context: context.map(Box::new),
             },
         )
     }

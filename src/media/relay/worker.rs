@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{Batch, BATCH, MAX_DATAGRAM};
-use super::{Leg, LegSrtp, RelayEvent, RelayMetrics, Remote, SessionStats};
+use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats, SrtpRole};
+use crate::media::srtp::SrtpContext;
 use crate::media::rtp::{is_rtcp, RtpHeader};
 use crate::media::stats::StreamStats;
 
@@ -45,7 +46,8 @@ pub(super) enum Command {
     Srtp {
         id: u64,
         leg: Leg,
-        keys: Box<LegSrtp>,
+        role: SrtpRole,
+        context: Option<Box<SrtpContext>>,
     },
     Stats {
         id: u64,
@@ -78,6 +80,13 @@ struct LegState {
     stats: StreamStats,
     /// SRTP termination on this leg (none: RTP, or SRTP passed through).
     srtp: LegSrtp,
+}
+
+/// A leg's SRTP contexts (see [`SrtpRole`]).
+#[derive(Default)]
+struct LegSrtp {
+    inbound: Option<Box<SrtpContext>>,
+    outbound: Option<Box<SrtpContext>>,
 }
 
 impl LegState {
@@ -440,9 +449,18 @@ impl Worker {
                     }
                 }
             }
-            Command::Srtp { id, leg, keys } => {
+            Command::Srtp {
+                id,
+                leg,
+                role,
+                context,
+            } => {
                 if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
-                    s.legs[leg as usize].srtp = *keys;
+                    let srtp = &mut s.legs[leg as usize].srtp;
+                    match role {
+                        SrtpRole::Decrypt => srtp.inbound = context,
+                        SrtpRole::Encrypt => srtp.outbound = context,
+                    }
                 }
             }
             Command::Stats { id, reply } => {
