@@ -360,6 +360,9 @@ struct RawMedia {
     timeout_bye: Option<bool>,
     trunk_transport: Option<String>,
     pbx_transport: Option<String>,
+    #[serde(default)]
+    cpus: Vec<usize>,
+    busy_poll_us: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -670,6 +673,18 @@ impl Config {
     }
 }
 
+/// The online CPU cores (`/sys/devices/system/cpu/online`, e.g. `0-3,6`),
+/// whatever this process's affinity; `None` when unreadable.
+fn online_cpus() -> Option<Vec<usize>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    let mut cores = Vec::new();
+    for range in text.trim().split(',') {
+        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+        cores.extend(lo.parse::<usize>().ok()?..=hi.parse::<usize>().ok()?);
+    }
+    Some(cores)
+}
+
 /// Validates `[media]`.
 fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, ConfigError> {
     if !raw.enabled.unwrap_or(false) {
@@ -710,6 +725,25 @@ fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, Confi
     if timeout == 0 {
         return Err(invalid("media.media_timeout_secs", "must be at least 1"));
     }
+    let cores = online_cpus();
+    if let Some((i, cpu)) = raw
+        .cpus
+        .iter()
+        .enumerate()
+        .find(|(_, c)| cores.as_ref().is_some_and(|on| !on.contains(c)))
+    {
+        return Err(invalid(
+            format!("media.cpus[{i}]"),
+            format!("core {cpu} is not online"),
+        ));
+    }
+    let busy_poll_us = raw.busy_poll_us.unwrap_or(0);
+    if busy_poll_us > 1000 {
+        return Err(invalid(
+            "media.busy_poll_us",
+            format!("{busy_poll_us} is above 1000 (a longer window is a spinning core)"),
+        ));
+    }
     let transport = |key: &str, v: Option<&str>| {
         use crate::media::anchor::Transport;
         match v.unwrap_or("as-offered") {
@@ -733,6 +767,8 @@ fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, Confi
             port_max,
             workers,
             media_timeout: Duration::from_secs(timeout),
+            cpus: raw.cpus,
+            busy_poll: Duration::from_micros(busy_poll_us),
         },
         advertise,
         strip_ice: raw.strip_ice.unwrap_or(true),

@@ -112,6 +112,8 @@ fn check_config_names_the_key_and_reason() {
         ("t1_ms = 500", "t1_ms = 0", "timers.t1_ms"),
         ("[admin]", "[admin]\nlisten_typo = 1", "listen_typo"),
         ("[admin]", "[media]\nenabled = true\npbx_transport = \"sdes\"\n\n[admin]", "media.pbx_transport"),
+        ("[admin]", "[media]\nenabled = true\ncpus = [0, 4096]\n\n[admin]", "media.cpus[1]"),
+        ("[admin]", "[media]\nenabled = true\nbusy_poll_us = 5000\n\n[admin]", "media.busy_poll_us"),
     ];
     let example =
         std::fs::read_to_string(common::repo().join("sip-config/callgate.toml")).expect("example");

@@ -258,3 +258,64 @@ fn a_backlog_queued_while_the_worker_is_busy_is_all_relayed() {
         (u64::from(count) + 1, 0, 0)
     );
 }
+
+/// The thread of this process named `name` whose `Cpus_allowed_list` is
+/// `cpus`, if any, and its CPU time so far (utime + stime, clock ticks).
+fn thread_named(name: &str, cpus: &str) -> Option<(String, u64)> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    tasks.flatten().find_map(|t| {
+        let path = t.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        let status = std::fs::read_to_string(path.join("status")).ok()?;
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+            .trim()
+            .to_owned();
+        (comm.trim() == name && allowed == cpus).then(|| {
+            let tid = t.file_name().to_string_lossy().into_owned();
+            (tid, thread_ticks(&path).unwrap_or(0))
+        })
+    })
+}
+
+fn thread_ticks(task: &std::path::Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th fields of the line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+#[test]
+fn a_pinned_busy_polling_worker_relays_and_sleeps_when_idle() {
+    let r = Relay::start(RelayConfig {
+        port_min: 41_900,
+        port_max: 41_999,
+        cpus: vec![0],
+        busy_poll: Duration::from_micros(200),
+        ..RelayConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = r.create(true).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (peer(), peer());
+    send_leg_to(&r, s.id, Leg::B, &b, false);
+    for seq in 1..=20 {
+        a.send_to(&rtp(seq), to(s.ports[0].0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(recv(&b).0, rtp(seq));
+    }
+    // Pinned: the worker's thread may run on core 0 only.
+    let (tid, _) = thread_named("media-0", "0").unwrap_or_else(|| panic!("no pinned worker"));
+    // Idle: once the window has passed, the worker sleeps in epoll_wait.
+    // Over 300 ms of silence it uses (nearly) no CPU; spinning would use
+    // all of it (30 ticks at 100 Hz).
+    let task = std::path::Path::new("/proc/self/task").join(&tid);
+    let before = thread_ticks(&task).unwrap_or_else(|| panic!("stat"));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = thread_ticks(&task).unwrap_or_else(|| panic!("stat"));
+    assert!(after - before <= 3, "{} ticks while idle", after - before);
+    let st = r.delete(s.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.a.packets, 20);
+}

@@ -22,8 +22,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{Batch, BATCH, MAX_DATAGRAM};
 use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats, SrtpRole};
-use crate::media::srtp::SrtpContext;
 use crate::media::rtp::{is_rtcp, RtpHeader};
+use crate::media::srtp::SrtpContext;
 use crate::media::stats::StreamStats;
 
 const WAKER: Token = Token(usize::MAX);
@@ -186,6 +186,8 @@ pub(super) struct Worker {
     sessions: Slab<SessionState>,
     by_id: HashMap<u64, usize>,
     media_timeout: Duration,
+    /// See [`super::RelayConfig::busy_poll`].
+    busy_poll: Duration,
     metrics: Arc<RelayMetrics>,
     epoch: Instant,
     /// Set by [`Command::Stop`] or when the control plane is gone.
@@ -197,6 +199,7 @@ impl Worker {
         commands: mpsc::Receiver<Command>,
         events_out: mpsc::Sender<RelayEvent>,
         media_timeout: Duration,
+        busy_poll: Duration,
         metrics: Arc<RelayMetrics>,
     ) -> std::io::Result<Worker> {
         let poll = Poll::new()?;
@@ -210,6 +213,7 @@ impl Worker {
             sessions: Slab::new(),
             by_id: HashMap::new(),
             media_timeout,
+            busy_poll,
             metrics,
             epoch: Instant::now(),
             stopped: false,
@@ -226,8 +230,14 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut batch = Batch::new(MAX_DATAGRAM);
         let mut last_scan = Instant::now();
+        // Busy polling: poll without sleeping until then (see `busy_poll`).
+        let mut spin_until: Option<Instant> = None;
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(TIMEOUT_SCAN)) {
+            let timeout = match spin_until {
+                Some(t) if Instant::now() < t => Duration::ZERO,
+                _ => TIMEOUT_SCAN,
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == ErrorKind::Interrupted {
                     continue;
                 }
@@ -239,8 +249,10 @@ impl Worker {
             if !self.commands_pending() {
                 return;
             }
+            let mut packets = false;
             for ev in events.iter() {
                 if ev.token() != WAKER {
+                    packets = true;
                     self.drain(ev.token().0, &mut batch);
                 }
             }
@@ -248,6 +260,9 @@ impl Worker {
                 return;
             }
             let now = Instant::now();
+            if packets && !self.busy_poll.is_zero() {
+                spin_until = Some(now + self.busy_poll);
+            }
             if now.duration_since(last_scan) >= TIMEOUT_SCAN {
                 last_scan = now;
                 self.scan_timeouts(now);

@@ -30,7 +30,8 @@
 # measured window (machine.core_busy in the JSON lines).
 #
 # Environment: CALLGATE_BIN (default target/release/callgate, built if
-# missing), RTPENGINE_BIN (default rtpengine on PATH). Ports: relay media
+# missing), RTPENGINE_BIN (default rtpengine on PATH), CALLGATE_MEDIA_EXTRA
+# (lines added to callgate's [media], e.g. "busy_poll_us = 50"). Ports: relay media
 # 40000-49999 (both relays, one at a time), ng 62510 (rtpengine) and 62511
 # (callgate), callgate's SIP listeners 62512/62513 and admin 62514.
 # Loopback only; every step is bounded by its packet count and drain time.
@@ -186,6 +187,7 @@ port_min = $port_min
 port_max = $port_max
 workers = 1
 ng_listen = "127.0.0.1:$ng_callgate"
+${CALLGATE_MEDIA_EXTRA:-}
 TOML
     taskset -c "$relay_cpu" "$bin" run --config "$out/callgate.toml" >"$out/callgate-$1.stdout" 2>"$out/callgate-$1.log" &
     local pid=$!
