@@ -276,6 +276,8 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
     assert_eq!(media[0]["a"]["dropped_source"], 1, "{media}");
     assert_eq!(media[0]["b"]["packets"], 5, "{media}");
     assert_eq!(media[0]["a"]["lost"], 0, "{media}");
+    assert_eq!(media[0]["timeouts"], 1, "the silence is on record: {media}");
+    assert_eq!(media[0]["ended"], "bye", "{media}");
 }
 
 /// A bencoded byte string.

@@ -194,7 +194,15 @@ impl MediaPhase {
                     let streams: Vec<serde_json::Value> = report
                         .streams
                         .iter()
-                        .map(|(i, s)| serde_json::json!({"stream": i, "a": s.a, "b": s.b}))
+                        .map(|(i, s)| {
+                            serde_json::json!({
+                                "stream": i,
+                                "ended": why,
+                                "timeouts": s.timeouts,
+                                "a": s.a,
+                                "b": s.b,
+                            })
+                        })
                         .collect();
                     audit.media_ended(call_id, &streams);
                 }

@@ -126,6 +126,9 @@ pub struct SessionStats {
     pub b: StreamStats,
     /// Milliseconds since the last packet on either leg (`None`: none yet).
     pub idle_ms: Option<u64>,
+    /// Times the stream went silent in both directions for the media
+    /// timeout (it counts again only after packets resumed).
+    pub timeouts: u32,
 }
 
 /// SRTP termination on one leg (RFC 3711, keyed by SDES, RFC 4568):

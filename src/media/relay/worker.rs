@@ -119,6 +119,7 @@ struct SessionState {
     created: Instant,
     last_packet: Option<Instant>,
     timed_out: bool,
+    timeouts: u32,
 }
 
 impl SessionState {
@@ -129,6 +130,7 @@ impl SessionState {
             idle_ms: self
                 .last_packet
                 .map(|t| now.duration_since(t).as_millis() as u64),
+            timeouts: self.timeouts,
         }
     }
 }
@@ -501,6 +503,7 @@ impl Worker {
             created: now,
             last_packet: None,
             timed_out: false,
+            timeouts: 0,
         });
         for (i, (rtp, rtcp)) in sockets.into_iter().enumerate() {
             let leg = if i == 0 { Leg::A } else { Leg::B };
@@ -572,6 +575,7 @@ impl Worker {
             let since = s.last_packet.unwrap_or(s.created);
             if !s.timed_out && now.duration_since(since) >= self.media_timeout {
                 s.timed_out = true;
+                s.timeouts += 1;
                 self.metrics.media_timeouts.fetch_add(1, Relaxed);
                 let _ = self
                     .events_out
