@@ -951,4 +951,64 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(String::from_utf8_lossy(&out).contains("UDP/TLS/RTP/SAVP"));
     }
+
+    #[test]
+    fn srtcp_is_terminated_on_its_own_port_both_ways() {
+        let a = anchor(42_900);
+        let ((carrier, cport), (pbx, pport)) = (udp(), udp());
+        let ((carrier_rtcp, crtcp), (pbx_rtcp, prtcp)) = (udp(), udp());
+        let key = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
+        let suite = CryptoSuite::AesCm128HmacSha1_80;
+        let line = CryptoAttribute {
+            tag: 1,
+            suite,
+            key: key.clone(),
+        };
+        let offer = format!("{}a=rtcp:{crtcp}\r\n", savp_sdp(cport, &[line.to_value()]));
+        let to_pbx = a
+            .offer("r1", "tagA", offer.as_bytes(), opts(Transport::Rtp))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer = format!("{}a=rtcp:{prtcp}\r\n", offer_sdp(pport));
+        let to_carrier = a
+            .answer("r1", None, answer.as_bytes(), opts(Transport::AsOffered))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let [ours] = &crypto_of(&to_carrier)[..] else {
+            panic!("one a=crypto in the answer")
+        };
+        let rtcp_port = |sdp: &[u8]| {
+            let s = Sdp::parse(sdp).unwrap_or_else(|e| panic!("{e}"));
+            s.media()[0].rtcp.map(|r| r.port).unwrap_or(0)
+        };
+        let (leg_b, leg_a) = (rtcp_port(&to_pbx), rtcp_port(&to_carrier));
+        // A sender report: V=2, PT=200, length 6 words, SSRC, 20 bytes.
+        let sr = |ssrc: u32| {
+            let mut p = vec![0x80, 200, 0, 6];
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend((0..20).map(|i| i as u8));
+            p
+        };
+        let mut buf = sr(7);
+        let len = buf.len();
+        buf.resize(len + 14, 0);
+        let n = ctx(suite, &key)
+            .protect_rtcp(&mut buf, len)
+            .unwrap_or_else(|e| panic!("{e}"));
+        send(&carrier_rtcp, leg_a, &buf[..n]);
+        assert_eq!(recv(&pbx_rtcp), sr(7), "SRTCP opened for the PBX");
+        send(&pbx_rtcp, leg_b, &sr(9));
+        let mut got = recv(&carrier_rtcp);
+        let n = ctx(ours.suite, &ours.key)
+            .unprotect_rtcp(&mut got)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&got[..n], sr(9).as_slice(), "RTCP sealed for the carrier");
+        drop((carrier, pbx));
+        let st = a.delete("r1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (
+                st.streams[0].1.a.rtcp_packets,
+                st.streams[0].1.b.rtcp_packets
+            ),
+            (1, 1)
+        );
+    }
 }
