@@ -182,6 +182,7 @@ fn a_locked_database_delays_records_without_losing_them() {
     // Another process-like connection takes the write lock.
     let blocker = rusqlite_blocker(&path);
     audit.record(record(1, now_ms()));
+    audit.call_ended("call-1", CallOutcome::Rejected(486), None);
     assert!(
         !audit.flush(Duration::from_secs(5)),
         "not acknowledged while the database refuses"
@@ -198,7 +199,13 @@ fn a_locked_database_delays_records_without_losing_them() {
         audit.flush(Duration::from_secs(20)),
         "written once the lock is gone"
     );
-    assert_eq!(decisions(&path, None, None).expect("read").len(), 1);
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].outcome.as_deref(), rows[0].status),
+        (Some("rejected"), Some(486)),
+        "the retried batch keeps the outcome with its record"
+    );
     assert_eq!(
         audit
             .metrics()
@@ -449,4 +456,53 @@ fn a_failed_upgrade_leaves_the_old_store_as_it_was() {
         )
         .expect("inspect");
     assert_eq!((version, rows, tables), (2, 1, 0));
+}
+
+/// Outcomes and media statistics go to the latest record of their call:
+/// one the writer just wrote, one of an earlier batch, one it only finds
+/// in the table (after a restart); and a second decision for the same
+/// Call-ID takes what comes after it.
+#[test]
+fn later_rows_of_a_call_go_to_its_latest_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    let t = now_ms();
+    let mut second = record(2, t + 1);
+    second.call_id = "call-1".into();
+    {
+        let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open");
+        audit.record(record(1, t));
+        assert!(audit.flush(Duration::from_secs(10)));
+        audit.call_ended("call-1", CallOutcome::Answered, None);
+        assert!(audit.flush(Duration::from_secs(10)));
+        audit.record(second);
+        audit.media_ended("call-1", &serde_json::json!([{"stream": 0}]));
+        assert!(audit.flush(Duration::from_secs(10)));
+        audit.call_ended(
+            "call-1",
+            CallOutcome::Answered,
+            Some(Duration::from_millis(5000)),
+        );
+        assert!(audit.flush(Duration::from_secs(10)));
+    }
+    let audit = Audit::open(&AuditConfig::new(path.clone())).expect("reopen");
+    audit.media_ended("call-1", &serde_json::json!([{"stream": 1}]));
+    assert!(audit.flush(Duration::from_secs(10)));
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].outcome.as_deref(), rows[0].duration_ms),
+        (Some("answered"), None),
+        "the first decision keeps the outcome it had"
+    );
+    assert_eq!(rows[0].media, None);
+    assert_eq!(
+        (rows[1].outcome.as_deref(), rows[1].duration_ms),
+        (Some("answered"), Some(5000))
+    );
+    assert_eq!(
+        rows[1].media,
+        Some(serde_json::json!([{"stream": 1}])),
+        "found in the table after the restart, and replaced"
+    );
 }

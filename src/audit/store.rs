@@ -10,6 +10,7 @@
 //! The view `decisions` joins them back into one row per decision, with
 //! the columns of schema 2, for readers and operators' queries.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
 use super::{AuditConfig, AuditError, AuditMetrics};
@@ -129,11 +130,13 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         "NORMAL"
     };
     let opening = |e: rusqlite::Error| AuditError::Open(cfg.path.clone(), e.to_string());
-    // foreign_keys: deleting a record (retention) deletes its outcome,
-    // media and INVITE rows with it.
+    // Foreign keys are enforced only while retention deletes (see
+    // `prune`): the writer's own inserts always name the record they
+    // belong to, and checking that per row costs about a microsecond a
+    // call.
     db.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 2000;
-         PRAGMA foreign_keys = ON;"
+         PRAGMA foreign_keys = OFF;"
     ))
     .map_err(opening)?;
     let version: i64 = db
@@ -173,13 +176,54 @@ fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// The record id of each call whose outcome or media statistics may still
+/// come (the writer's memory, so those rows need no lookup by Call-ID).
+/// Bounded: past [`OpenRecords::MAX`] calls it starts over, and a call it
+/// does not know is looked up in the table, as after a restart.
+#[derive(Default)]
+pub(super) struct OpenRecords {
+    ids: HashMap<String, i64>,
+}
+
+impl OpenRecords {
+    const MAX: usize = 200_000;
+
+    fn get(&self, call_id: &str) -> Option<i64> {
+        self.ids.get(call_id).copied()
+    }
+
+    /// Applies a committed batch's changes.
+    fn apply(&mut self, opened: Vec<(String, i64)>, closed: Vec<String>) {
+        if self.ids.len() + opened.len() > Self::MAX {
+            self.ids.clear();
+        }
+        self.ids.extend(opened);
+        for c in closed {
+            self.ids.remove(&c);
+        }
+    }
+
+    /// Forgets everything (after retention deleted records).
+    fn clear(&mut self) {
+        self.ids.clear();
+    }
+}
+
 /// Writes one batch in one transaction, appending only: a decision's
 /// record (and its INVITE), and for an outcome or media statistics a row
 /// keyed by the latest record of the call (a later one replaces it: the
-/// answer, then the duration at BYE).
-fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
+/// answer, then the duration at BYE). The record's id comes from `open`
+/// (or this batch) when known, else from the table; `open` learns this
+/// batch's records and forgets ended calls only once the batch committed.
+fn write_batch(
+    db: &mut Connection,
+    jobs: &[Job],
+    open: &mut OpenRecords,
+) -> rusqlite::Result<usize> {
     let tx = db.transaction()?;
     let mut written = 0;
+    let mut opened: Vec<(String, i64)> = Vec::new();
+    let mut closed: Vec<String> = Vec::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called,
@@ -189,14 +233,29 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
         )?;
         let mut invite =
             tx.prepare_cached("INSERT INTO invites (record, invite) VALUES (?1, ?2)")?;
+        let mut latest = tx
+            .prepare_cached("SELECT id FROM records WHERE call_id = ?1 ORDER BY id DESC LIMIT 1")?;
+        // An upsert updates the row in place (INSERT OR REPLACE would
+        // delete and insert it).
         let mut outcome = tx.prepare_cached(
-            "INSERT OR REPLACE INTO outcomes (record, outcome, status, duration_ms)
-             SELECT id, ?2, ?3, ?4 FROM records WHERE call_id = ?1 ORDER BY id DESC LIMIT 1",
+            "INSERT INTO outcomes (record, outcome, status, duration_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (record) DO UPDATE SET outcome = excluded.outcome,
+             status = excluded.status, duration_ms = excluded.duration_ms",
         )?;
         let mut media = tx.prepare_cached(
-            "INSERT OR REPLACE INTO media (record, stats)
-             SELECT id, ?2 FROM records WHERE call_id = ?1 ORDER BY id DESC LIMIT 1",
+            "INSERT INTO media (record, stats) VALUES (?1, ?2)
+             ON CONFLICT (record) DO UPDATE SET stats = excluded.stats",
         )?;
+        let mut record_of =
+            |call_id: &str, opened: &[(String, i64)]| -> rusqlite::Result<Option<i64>> {
+                if let Some((_, id)) = opened.iter().rev().find(|(c, _)| c == call_id) {
+                    return Ok(Some(*id));
+                }
+                if let Some(id) = open.get(call_id) {
+                    return Ok(Some(id));
+                }
+                latest.query_row([call_id], |r| r.get(0)).optional()
+            };
         for job in jobs {
             match job {
                 Job::Record(r, raw_invite) => {
@@ -219,14 +278,16 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                         r.policy_version,
                         r.shadow.as_ref().map(Json::get),
                     ])?;
+                    let id = tx.last_insert_rowid();
                     let text = r
                         .invite
                         .as_deref()
                         .map(str::as_bytes)
                         .or(raw_invite.as_deref());
                     if let Some(text) = text {
-                        invite.execute(params![tx.last_insert_rowid(), text])?;
+                        invite.execute(params![id, text])?;
                     }
+                    opened.push((r.call_id.clone(), id));
                     written += 1;
                 }
                 Job::Outcome {
@@ -234,35 +295,53 @@ fn write_batch(db: &mut Connection, jobs: &[Job]) -> rusqlite::Result<usize> {
                     outcome: o,
                     duration_ms,
                 } => {
+                    let Some(id) = record_of(call_id, &opened)? else {
+                        continue;
+                    };
                     outcome.execute(params![
-                        call_id,
+                        id,
                         o.name(),
                         o.code(),
                         duration_ms.map(|d| d as i64)
                     ])?;
+                    // Answered without a duration: the BYE's outcome is to come.
+                    if !(matches!(o, CallOutcome::Answered) && duration_ms.is_none()) {
+                        closed.push(call_id.clone());
+                    }
                 }
                 Job::Media { call_id, media: m } => {
-                    media.execute(params![call_id, m])?;
+                    if let Some(id) = record_of(call_id, &opened)? {
+                        media.execute(params![id, m])?;
+                    }
                 }
                 Job::Flush(_) => {}
             }
         }
     }
     tx.commit()?;
+    open.apply(opened, closed);
     Ok(written)
 }
 
 /// Deletes decisions older than the retention, a chunk at a time.
+/// The foreign keys are on while it runs, so the INVITE, outcome and media
+/// rows of a deleted record go with it (`ON DELETE CASCADE`).
 fn prune(db: &Connection, retention_days: u32) -> rusqlite::Result<usize> {
     if retention_days == 0 {
         return Ok(0);
     }
-    let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
+    db.execute_batch("PRAGMA foreign_keys = ON")?;
+    let deleted = delete_before(db, now_ms() - i64::from(retention_days) * 86_400_000);
+    db.execute_batch("PRAGMA foreign_keys = OFF")?;
+    deleted
+}
+
+fn delete_before(db: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
     let mut total = 0;
     loop {
         let n = db.execute(
             "DELETE FROM records WHERE id IN (SELECT id FROM records WHERE time_ms < ?1 LIMIT 1000)",
-            [cutoff],
+            [cutoff_ms],
         )?;
         total += n;
         if n < 1000 {
@@ -298,6 +377,7 @@ pub(super) fn writer(
     metrics: Arc<AuditMetrics>,
 ) {
     let mut pending: Vec<Job> = Vec::new();
+    let mut open = OpenRecords::default();
     let mut last_prune = Instant::now();
     let mut backoff = Duration::from_millis(0);
     let mut closed = false;
@@ -351,6 +431,7 @@ pub(super) fn writer(
         }
         if last_prune.elapsed() > Duration::from_secs(3600) {
             last_prune = Instant::now();
+            open.clear(); // deleted records must not be pointed at
             if let Err(e) = prune(&db, cfg.retention_days) {
                 tracing::warn!(error = %e, "audit retention pass failed");
             }
@@ -358,7 +439,7 @@ pub(super) fn writer(
         if pending.is_empty() {
             continue;
         }
-        match write_batch(&mut db, &pending) {
+        match write_batch(&mut db, &pending, &mut open) {
             Ok(n) => {
                 metrics.written.fetch_add(n as u64, Ordering::Relaxed);
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
@@ -393,7 +474,7 @@ pub(super) fn writer(
                     // Shutting down and the disk still refuses: give up
                     // after one retry rather than hang the exit.
                     std::thread::sleep(backoff);
-                    if write_batch(&mut db, &pending).is_err() {
+                    if write_batch(&mut db, &pending, &mut open).is_err() {
                         metrics
                             .dropped
                             .fetch_add(pending.len() as u64, Ordering::Relaxed);
