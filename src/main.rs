@@ -8,6 +8,10 @@ use clap::Parser;
 use callgate::cli::{Cli, Command, DEFAULT_CONFIG};
 use callgate::config::{Config, LogFormat};
 
+/// mimalloc instead of glibc's malloc: see docs/decisions/0006-allocator.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
