@@ -12,6 +12,7 @@ use crate::risk::assess::{self, Decision};
 use crate::risk::policy::{Action, Policy};
 use crate::risk::signals::Signals;
 use crate::sip::message::SipMessage;
+use crate::sip::parties::Parties;
 use crate::state::{State, WindowEvent};
 use crate::stir::verify::Verification;
 
@@ -37,6 +38,7 @@ impl RiskPhase {
     pub async fn run(
         &self,
         msg: &SipMessage,
+        parties: &Parties,
         verification: Option<&Verification>,
         state: &State,
         metrics: &Metrics,
@@ -45,7 +47,13 @@ impl RiskPhase {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut s = assess::signals(msg, verification, &self.policy, now.as_secs() as i64);
+        let mut s = assess::signals_of(
+            msg,
+            parties,
+            verification,
+            &self.policy,
+            now.as_secs() as i64,
+        );
         let policies: Vec<&Policy> = std::iter::once(self.policy.as_ref())
             .chain(self.shadow.as_deref())
             .collect();

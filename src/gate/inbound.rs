@@ -18,7 +18,7 @@ use crate::risk::policy::Action;
 use crate::risk::signals::Signals;
 use crate::risk::tags;
 use crate::sip::message::SipMessage;
-use crate::sip::parties;
+use crate::sip::parties::Parties;
 use crate::sip::proxy::{Outgoing, Peer};
 use crate::sip::response::build_response;
 use crate::stir::mark::{self, Marking};
@@ -113,6 +113,7 @@ fn run_inline_or_spawn<T: Send + 'static>(
 /// The audit record of an inbound decision.
 fn audit_record(
     msg: &SipMessage,
+    parties: Parties,
     peer: Peer,
     v: Option<&Verification>,
     assessed: Option<&(Decision, Signals)>,
@@ -136,8 +137,8 @@ fn audit_record(
         call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
         side: peer.side.as_str().to_owned(),
         trunk: peer.addr.ip().to_string(),
-        calling: parties::calling(msg),
-        called: parties::called(msg).into_iter().next().unwrap_or_default(),
+        calling: parties.calling,
+        called: parties.called.into_iter().next().unwrap_or_default(),
         verification: v.map(Json::of).unwrap_or_else(Json::null),
         signals: signals.map(Json::of).unwrap_or_else(Json::null),
         rules: verdict
@@ -189,16 +190,23 @@ impl super::Gate {
         };
         let me = self.clone();
         let phases_done = async move {
+            let parties = Parties::of(&msg);
             // verify
             let verification = match &phases.verify {
-                Some(phase) => Some(phase.run(&msg, &me.state, &me.metrics).await),
+                Some(phase) => Some(phase.run(&msg, &parties, &me.state, &me.metrics).await),
                 None => None,
             };
             // assess
             let assessed = match &phases.risk {
                 Some(r) => Some(
-                    r.run(&msg, verification.as_ref(), &me.state, &me.metrics)
-                        .await,
+                    r.run(
+                        &msg,
+                        &parties,
+                        verification.as_ref(),
+                        &me.state,
+                        &me.metrics,
+                    )
+                    .await,
                 ),
                 None => None,
             };
@@ -214,6 +222,7 @@ impl super::Gate {
             if let Some(audit) = &me.audit {
                 let rec = audit_record(
                     &msg,
+                    parties,
                     peer,
                     verification.as_ref(),
                     assessed.as_ref(),

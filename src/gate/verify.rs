@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::api::metrics::{Metrics, Phase};
 use crate::config::{StirConfig, StirFailure};
 use crate::sip::message::{HeaderName, SipMessage};
-use crate::sip::parties;
+use crate::sip::parties::Parties;
 use crate::state::State;
 use crate::stir::cache::FetchMetrics;
 use crate::stir::certs::TrustStore;
@@ -150,17 +150,22 @@ fn unix_now() -> i64 {
 impl VerifyPhase {
     /// Verifies the Identity headers of an initial INVITE (with replay
     /// detection), counts and logs the result.
-    pub async fn run(&self, msg: &SipMessage, state: &State, metrics: &Metrics) -> Verification {
+    pub async fn run(
+        &self,
+        msg: &SipMessage,
+        parties: &Parties,
+        state: &State,
+        metrics: &Metrics,
+    ) -> Verification {
         let started = Instant::now();
         let ids = identities(msg);
         let v = match shaken(&ids) {
             Some(id) => {
-                let dest = parties::called(msg);
-                let dest: Vec<&str> = dest.iter().map(String::as_str).collect();
+                let dest: Vec<&str> = parties.called.iter().map(String::as_str).collect();
                 let all: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
                 let v = self
                     .verifier
-                    .verify_call(&all, &parties::calling(msg), &dest, unix_now())
+                    .verify_call(&all, &parties.calling, &dest, unix_now())
                     .await;
                 match self
                     .replay_of(id, msg.call_id().unwrap_or_default(), state)

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::policy::{Action, Policy, Velocity, VelocityKey, Verdict};
 use super::signals::{self, Signals};
 use crate::sip::message::SipMessage;
-use crate::sip::parties;
+use crate::sip::parties::Parties;
 use crate::stir::passport::canonical_tn;
 use crate::stir::verify::Verification;
 
@@ -19,30 +19,35 @@ pub fn signals(
     policy: &Policy,
     now_secs: i64,
 ) -> Signals {
+    signals_of(msg, &Parties::of(msg), verification, policy, now_secs)
+}
+
+/// [`signals`] with the request's parties already read.
+pub fn signals_of(
+    msg: &SipMessage,
+    parties: &Parties,
+    verification: Option<&Verification>,
+    policy: &Policy,
+    now_secs: i64,
+) -> Signals {
     let n = &policy.numbers;
     let mut s = Signals::default();
     signals::stir_signals(&mut s, verification, now_secs);
     s.origid = verification.and_then(|v| v.origid.clone());
-    s.calling = canonical_tn(&parties::calling(msg));
-    s.called = parties::called(msg)
+    s.calling = canonical_tn(&parties.calling);
+    s.called = parties
+        .called
         .iter()
         .map(|c| canonical_tn(c))
         .find(|c| !c.is_empty())
         .unwrap_or_default();
-    s.anonymous = parties::anonymous(msg);
+    s.anonymous = parties.anonymous;
     s.e164_invalid = !signals::e164_plausible(&s.calling);
     s.unassigned = signals::has_prefix(&s.calling, &n.unassigned);
     s.own_number = signals::has_prefix(&s.calling, &n.own);
     s.lists = policy.lists_of(&s.calling);
-    let from_number = parties::from_uri(msg)
-        .and_then(parties::user_of)
-        .map(|u| canonical_tn(&u))
-        .unwrap_or_default();
-    let pai = parties::pai_uri(msg);
-    let pai_number = pai
-        .and_then(parties::user_of)
-        .map(|u| canonical_tn(&u))
-        .unwrap_or_default();
+    let number = |u: &Option<String>| u.as_deref().map(canonical_tn).unwrap_or_default();
+    let (from_number, pai_number) = (number(&parties.from_user), number(&parties.pai_user));
     s.from_pai_mismatch =
         !from_number.is_empty() && !pai_number.is_empty() && from_number != pai_number;
     s.diversion_header =
@@ -53,10 +58,10 @@ pub fn signals(
             n.user_agents.iter().any(|p| ua.starts_with(p.as_str()))
         });
     s.pai_foreign_domain = !n.trunk_domains.is_empty()
-        && !pai
-            .or_else(|| parties::from_uri(msg))
-            .and_then(parties::host_of)
-            .is_some_and(|h| n.trunk_domains.contains(&h));
+        && !parties
+            .asserted_host
+            .as_ref()
+            .is_some_and(|h| n.trunk_domains.contains(h));
     (s.hour, s.weekday) = signals::hour_and_weekday(now_secs, n.utc_offset_minutes);
     s
 }
