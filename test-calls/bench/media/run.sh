@@ -5,6 +5,14 @@
 #
 #   test-calls/bench/media/run.sh [--quick] [--rounds N] [--rates 1000,5000,...]
 #                                 [--secs S] [--share K] [--only rtpengine|callgate]
+#                                 [--srtp]
+#
+# --srtp: side A of every call offers SDES-SRTP (a fresh AES_CM_128_HMAC_SHA1_80
+# key per call) and the offer asks for plain RTP towards side B
+# (`transport-protocol: RTP/AVP`), so each relay terminates SRTP: it opens
+# A's packets and seals B's for A with its own key (rtpblast seals and opens
+# with callgate's SRTP core, byte-identical with libsrtp). The baseline
+# stays plain.
 #
 # Per round: the same stepped load goes (1) socket to socket with no relay
 # — the baseline —, (2) through rtpengine, (3) through callgate. Each
@@ -46,6 +54,7 @@ secs=5
 rounds=3
 share=4
 only=""
+srtp=0
 while (($#)); do
     case "$1" in
         --quick) rates="1000,10000,20000"; secs=2; rounds=1 ;;
@@ -54,7 +63,8 @@ while (($#)); do
         --secs) secs="$2"; shift ;;
         --share) share="$2"; shift ;;
         --only) only="$2"; shift ;;
-        *) echo "usage: $0 [--quick] [--rounds N] [--rates LIST] [--secs S] [--share K] [--only rtpengine|callgate]" >&2; exit 2 ;;
+        --srtp) srtp=1 ;;
+        *) echo "usage: $0 [--quick] [--rounds N] [--rates LIST] [--secs S] [--share K] [--only rtpengine|callgate] [--srtp]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -88,7 +98,10 @@ if [[ ! -x "$bin" ]]; then
 fi
 rtpengine="${RTPENGINE_BIN:-$(command -v rtpengine || true)}"
 [[ -x "$rtpengine" ]] || { echo "rtpengine not found: apt-get install rtpengine-daemon" >&2; exit 1; }
-cargo build --release --locked --manifest-path "$here/rtpblast/Cargo.toml" >&2
+features=()
+srtp_arg=()
+if ((srtp)); then features=(--features srtp); srtp_arg=(--srtp); fi
+cargo build --release --locked --manifest-path "$here/rtpblast/Cargo.toml" "${features[@]}" >&2
 blast="$here/rtpblast/target/release/rtpblast"
 echo "callgate: $bin; rtpengine: $rtpengine ($("$rtpengine" --version 2>&1 | head -1)); blaster: $blast" >&2
 
@@ -159,7 +172,7 @@ run_rtpengine() { # round
     local pid=$!
     pids+=("$pid")
     wait_udp "$ng_rtpengine"
-    blast_run rtpengine "$1" --ng "127.0.0.1:$ng_rtpengine" --relay-pid "$pid" --relay-core "$relay_cpu"
+    blast_run rtpengine "$1" --ng "127.0.0.1:$ng_rtpengine" --relay-pid "$pid" --relay-core "$relay_cpu" "${srtp_arg[@]}"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }
@@ -193,7 +206,7 @@ TOML
     local pid=$!
     pids+=("$pid")
     wait_udp "$ng_callgate"
-    blast_run callgate "$1" --ng "127.0.0.1:$ng_callgate" --relay-pid "$pid" --relay-core "$relay_cpu"
+    blast_run callgate "$1" --ng "127.0.0.1:$ng_callgate" --relay-pid "$pid" --relay-core "$relay_cpu" "${srtp_arg[@]}"
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }

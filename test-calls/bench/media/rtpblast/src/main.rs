@@ -39,6 +39,7 @@
 //! out. Calls are deleted over ng at the end.
 
 mod ng;
+mod srtp;
 mod sys;
 
 use std::net::{SocketAddr, UdpSocket};
@@ -61,11 +62,12 @@ struct Args {
     threads: bool,
     share: usize,
     label: String,
+    srtp: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: rtpblast (--ng HOST:PORT | --direct) --rates 1000,5000,... [--secs 5] [--warmup-ms 1000] [--drain-ms 500] [--relay-pid PID] [--relay-core N] [--threads] [--share K] [--label NAME]"
+        "usage: rtpblast (--ng HOST:PORT | --direct) --rates 1000,5000,... [--secs 5] [--warmup-ms 1000] [--drain-ms 500] [--relay-pid PID] [--relay-core N] [--threads] [--share K] [--label NAME] [--srtp]"
     );
     std::process::exit(2)
 }
@@ -82,6 +84,7 @@ fn parse_args() -> Args {
         threads: false,
         share: 0,
         label: String::new(),
+        srtp: false,
     };
     let mut direct = false;
     let mut it = std::env::args().skip(1);
@@ -104,10 +107,16 @@ fn parse_args() -> Args {
             "--threads" => a.threads = true,
             "--share" => a.share = v().parse().unwrap_or_else(|_| usage()),
             "--label" => a.label = v(),
+            "--srtp" => a.srtp = true,
             _ => usage(),
         }
     }
-    if a.rates.is_empty() || direct == a.ng.is_some() || a.secs == 0 || a.secs > 600 {
+    if a.rates.is_empty()
+        || direct == a.ng.is_some()
+        || a.secs == 0
+        || a.secs > 600
+        || (a.srtp && direct)
+    {
         usage()
     }
     if a.label.is_empty() {
@@ -250,6 +259,8 @@ struct Endpoints {
     /// Per call, where A and B send (shared sockets only).
     dests: Vec<[SocketAddr; 2]>,
     calls_ready: usize,
+    /// `--srtp`: per call, A's key and the relay's towards A.
+    srtp: Option<Vec<srtp::CallKeys>>,
 }
 
 impl Endpoints {
@@ -263,7 +274,18 @@ impl Endpoints {
             share,
             dests: Vec::new(),
             calls_ready: 0,
+            srtp: None,
         })
+    }
+
+    /// Which side (0: A, 1: B) socket `idx` of [`active`](Self::active) is.
+    #[inline]
+    fn side_of(&self, idx: usize) -> usize {
+        if self.share > 0 {
+            usize::from(idx >= self.share)
+        } else {
+            idx % 2
+        }
     }
 
     /// The sockets a step with `calls` calls receives on.
@@ -336,14 +358,32 @@ fn ensure_calls(ep: &mut Endpoints, n: usize, ng: &mut Option<ng::Client>) -> st
             Some(cl) => {
                 let id = call_id(c);
                 let (ft, tt) = (format!("a{c}"), format!("b{c}"));
-                let offer = cl.request(&[
+                // --srtp: A offers SDES-SRTP, B is to get plain RTP.
+                let a_key = match ep.srtp {
+                    Some(_) => Some(srtp::new_key().map_err(std::io::Error::other)?),
+                    None => None,
+                };
+                let offer_sdp = match &a_key {
+                    Some((_, line)) => ng::sdp(pa.port(), 1)
+                        .replace("RTP/AVP", "RTP/SAVP")
+                        .replace(
+                            "a=sendrecv\r\n",
+                            &format!("a=sendrecv\r\na=crypto:{line}\r\n"),
+                        ),
+                    None => ng::sdp(pa.port(), 1),
+                };
+                let mut offer_args = vec![
                     ("command", S("offer")),
                     ("call-id", S(&id)),
                     ("from-tag", S(&ft)),
-                    ("sdp", S(&ng::sdp(pa.port(), 1))),
+                    ("sdp", S(&offer_sdp)),
                     ("replace", L(REPLACE)),
                     ("ICE", S("remove")),
-                ])?;
+                ];
+                if a_key.is_some() {
+                    offer_args.push(("transport-protocol", S("RTP/AVP")));
+                }
+                let offer = cl.request(&offer_args)?;
                 let to_b = offer
                     .get("sdp")
                     .and_then(ng::Value::str)
@@ -358,11 +398,16 @@ fn ensure_calls(ep: &mut Endpoints, n: usize, ng: &mut Option<ng::Client>) -> st
                     ("replace", L(REPLACE)),
                     ("ICE", S("remove")),
                 ])?;
-                let to_a = answer
-                    .get("sdp")
-                    .and_then(ng::Value::str)
+                let answer_sdp = answer.get("sdp").and_then(ng::Value::str);
+                let to_a = answer_sdp
                     .and_then(ng::sdp_target)
                     .ok_or_else(|| std::io::Error::other("answer reply without a usable SDP"))?;
+                if let (Some(keys), Some((a, _))) = (ep.srtp.as_mut(), a_key) {
+                    let relay = answer_sdp.and_then(srtp::key_of).ok_or_else(|| {
+                        std::io::Error::other("the relay's answer to A has no a=crypto")
+                    })?;
+                    keys.push(srtp::CallKeys { a, relay });
+                }
                 (to_a, to_b)
             }
         };
@@ -429,6 +474,9 @@ struct Plan {
     meas_n: u64,
     /// The receiver stops here (monotonic ns): last send + drain.
     stop_at: u64,
+    /// Added to every stream's sequence numbers, so that they keep rising
+    /// from one step to the next (an SRTP receiver refuses replays).
+    seq_base: u64,
 }
 
 impl Plan {
@@ -441,16 +489,19 @@ impl Plan {
     }
 }
 
-/// The sending side: one packet buffer rewritten in place per packet.
+/// The sending side: one packet buffer rewritten in place per packet
+/// (with room for an SRTP tag).
 struct Tx {
-    buf: [u8; PACKET],
+    buf: [u8; PACKET + 16],
     lateness: Vec<u64>,
     send_errors: u64,
+    /// `--srtp`: seals what side A sends.
+    seal: Option<srtp::Contexts>,
 }
 
 impl Tx {
-    fn new(plan: &Plan) -> Tx {
-        let mut buf = [0xffu8; PACKET];
+    fn new(plan: &Plan, ep: &Endpoints) -> Tx {
+        let mut buf = [0xffu8; PACKET + 16];
         buf[0] = 0x80; // V=2, no padding/extension/CSRC
         buf[1] = 0; // PT 0 (PCMU)
         buf[12..16].copy_from_slice(&MAGIC.to_be_bytes());
@@ -458,6 +509,7 @@ impl Tx {
             buf,
             lateness: Vec::with_capacity(plan.meas_n as usize),
             send_errors: 0,
+            seal: ep.srtp.as_deref().map(|k| srtp::Contexts::new(k, false)),
         }
     }
 
@@ -465,7 +517,7 @@ impl Tx {
     #[inline]
     fn send(&mut self, ep: &Endpoints, socks: &[UdpSocket], plan: &Plan, j: u64, target: u64) {
         let stream = j % plan.streams;
-        let seq = j / plan.streams;
+        let seq = plan.seq_base + j / plan.streams;
         let (call, dir) = (stream / 2, stream % 2);
         let buf = &mut self.buf;
         buf[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
@@ -477,13 +529,24 @@ impl Tx {
         let tx_real = real_ns();
         buf[28..36].copy_from_slice(&tx_mono.to_be_bytes());
         buf[36..44].copy_from_slice(&tx_real.to_be_bytes());
+        let mut len = PACKET;
+        if let (Some(seal), 0) = (self.seal.as_mut(), dir) {
+            len = seal.protect(call as usize, buf, PACKET).unwrap_or(0);
+        }
+        let sealed = len != PACKET;
         let (idx, dest) = ep.sender(call as usize, dir as usize);
         let sent = match dest {
-            None => socks[idx].send(buf),
-            Some(d) => socks[idx].send_to(buf, d),
+            None => socks[idx].send(&buf[..len]),
+            Some(d) => socks[idx].send_to(&buf[..len], d),
         };
         if sent.is_err() {
             self.send_errors += 1;
+        }
+        if sealed {
+            // Sealing encrypted the payload in place: restore what the
+            // next packet does not rewrite.
+            buf[12..16].copy_from_slice(&MAGIC.to_be_bytes());
+            buf[44..PACKET].fill(0xff);
         }
         if j >= plan.warm_n {
             self.lateness.push(tx_mono.saturating_sub(target));
@@ -503,10 +566,15 @@ struct Rx {
     no_stamp: u64,
     lat_k: Vec<u64>,
     lat_u: Vec<u64>,
+    /// `--srtp`: opens what the relay sends side A, and which side each
+    /// socket is.
+    open: Option<srtp::Contexts>,
+    sides: Vec<usize>,
+    srtp_failed: u64,
 }
 
 impl Rx {
-    fn new(socks: &[UdpSocket], plan: &Plan) -> std::io::Result<Rx> {
+    fn new(socks: &[UdpSocket], plan: &Plan, endpoints: &Endpoints) -> std::io::Result<Rx> {
         let ep = sys::Epoll::new()?;
         for (i, s) in socks.iter().enumerate() {
             ep.add(s.as_raw_fd(), i as u64)?;
@@ -521,6 +589,12 @@ impl Rx {
             no_stamp: 0,
             lat_k: Vec::with_capacity(plan.meas_n as usize),
             lat_u: Vec::with_capacity(plan.meas_n as usize),
+            open: endpoints
+                .srtp
+                .as_deref()
+                .map(|k| srtp::Contexts::new(k, true)),
+            sides: (0..socks.len()).map(|i| endpoints.side_of(i)).collect(),
+            srtp_failed: 0,
         })
     }
 
@@ -547,10 +621,37 @@ impl Rx {
             };
             if got > 0 {
                 let user_rx = mono_ns(plan.epoch);
+                if self.sides[idx] == 0 {
+                    self.open_srtp(got);
+                }
                 self.take(got, user_rx, plan);
             }
         }
         Ok(n)
+    }
+
+    /// `--srtp`: opens the packets side A received in place (the stream's
+    /// SSRC names its call); a packet that does not open is cut to nothing
+    /// and counted.
+    fn open_srtp(&mut self, got: usize) {
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        for i in 0..got {
+            let p = self.batch.packet_mut(i);
+            let ssrc = match p.get(8..12) {
+                Some(b) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                None => 0,
+            };
+            let call = (ssrc.saturating_sub(1) / 2) as usize;
+            match open.unprotect(call, p) {
+                Some(n) => self.batch.set_len(i, n),
+                None => {
+                    self.srtp_failed += 1;
+                    self.batch.set_len(i, 0);
+                }
+            }
+        }
     }
 
     fn take(&mut self, got: usize, user_rx: u64, plan: &Plan) {
@@ -597,8 +698,8 @@ const RECV_EVENTS: usize = 8;
 /// Nothing on the blaster's core ever sleeps or switches threads, so its
 /// pacing holds at high rates and the relay never pays for waking it.
 fn drive_loop(ep: &Endpoints, socks: &[UdpSocket], plan: Plan) -> std::io::Result<(Tx, Rx)> {
-    let mut tx = Tx::new(&plan);
-    let mut rx = Rx::new(socks, &plan)?;
+    let mut tx = Tx::new(&plan, ep);
+    let mut rx = Rx::new(socks, &plan, ep)?;
     let mut j = 0;
     let total = plan.total();
     let mut next = plan.at(0);
@@ -630,7 +731,7 @@ fn drive_threads(ep: &Endpoints, socks: &[UdpSocket], plan: Plan) -> std::io::Re
         let rx = std::thread::Builder::new().name("rx".into()).spawn_scoped(
             s,
             move || -> std::io::Result<Rx> {
-                let mut rx = Rx::new(socks, &plan)?;
+                let mut rx = Rx::new(socks, &plan, ep)?;
                 loop {
                     let now = mono_ns(plan.epoch);
                     if now >= plan.stop_at {
@@ -641,7 +742,7 @@ fn drive_threads(ep: &Endpoints, socks: &[UdpSocket], plan: Plan) -> std::io::Re
                 }
             },
         )?;
-        let mut tx = Tx::new(&plan);
+        let mut tx = Tx::new(&plan, ep);
         for j in 0..plan.total() {
             let target = plan.at(j);
             let mut now = mono_ns(plan.epoch);
@@ -676,6 +777,11 @@ fn run() -> Result<(), String> {
         None => None,
     };
     let mut ep = Endpoints::new(args.share).map_err(|e| format!("sockets: {e}"))?;
+    if args.srtp {
+        ep.srtp = Some(Vec::new());
+    }
+    // Each step's streams continue the sequence numbers of the last.
+    let mut seq_base = 0u64;
     let soft_pid = args.relay_core.and_then(ksoftirqd);
     let result = (|| -> Result<(), String> {
         for &rate in &args.rates {
@@ -697,7 +803,9 @@ fn run() -> Result<(), String> {
                 warm_n,
                 meas_n,
                 stop_at: 0,
+                seq_base,
             };
+            seq_base += (warm_n + meas_n) / streams + 1;
             let (win_start, win_end) = (plan.at(warm_n), plan.at(warm_n + meas_n));
             plan.stop_at = win_end + args.drain_ms * 1_000_000;
             let (tx, rx, cpu, cores, wall, me, soft_ns) = std::thread::scope(|s| {
@@ -760,6 +868,7 @@ fn run() -> Result<(), String> {
                 no_stamp,
                 mut lat_k,
                 mut lat_u,
+                srtp_failed,
                 ..
             } = rx;
             let per = |ns: f64| {
@@ -800,11 +909,12 @@ fn run() -> Result<(), String> {
                 None => String::new(),
             };
             println!(
-                "{{\"label\":\"{}\",\"mode\":\"{}\",\"share\":{},\"rate\":{rate},\"calls\":{calls},\"streams\":{streams},\"secs\":{},\"setup_ms\":{setup_ms},\"sent\":{meas_n},\"received\":{in_window},\"lost\":{lost},\"warmup_sent\":{warm_n},\"warmup_received\":{warm},\"foreign\":{foreign},\"no_stamp\":{no_stamp},\"send_errors\":{send_errors},\"lat_ns\":{},\"lat_user_ns\":{},\"send_late_ns\":{},\"machine\":{machine}{cpu_json}}}",
+                "{{\"label\":\"{}\",\"mode\":\"{}\",\"share\":{},\"rate\":{rate},\"calls\":{calls},\"streams\":{streams},\"secs\":{},\"setup_ms\":{setup_ms},\"sent\":{meas_n},\"received\":{in_window},\"lost\":{lost},\"warmup_sent\":{warm_n},\"warmup_received\":{warm},\"foreign\":{foreign},\"no_stamp\":{no_stamp},\"srtp\":{},\"srtp_failed\":{srtp_failed},\"send_errors\":{send_errors},\"lat_ns\":{},\"lat_user_ns\":{},\"send_late_ns\":{},\"machine\":{machine}{cpu_json}}}",
                 args.label,
                 if args.threads { "threads" } else { "loop" },
                 args.share,
                 args.secs,
+                args.srtp,
                 pct_json(pct(&mut lat_k)),
                 pct_json(pct(&mut lat_u)),
                 pct_json(pct(&mut lateness)),

@@ -242,6 +242,17 @@ impl RecvBatch {
         &self.bufs[i * BUF..i * BUF + len]
     }
 
+    /// Shortens datagram `i` to `len` bytes (what opening SRTP left).
+    pub fn set_len(&mut self, i: usize, len: usize) {
+        self.msgs[i].len = len.min(BUF) as _;
+    }
+
+    /// Datagram `i`, writable (SRTP is opened in place).
+    pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
+        let len = (self.msgs[i].len as usize).min(BUF);
+        &mut self.bufs[i * BUF..i * BUF + len]
+    }
+
     /// The kernel's receive timestamp of datagram `i`, in nanoseconds
     /// since the Unix epoch (CLOCK_REALTIME), if one came.
     pub fn rx_time_ns(&self, i: usize) -> Option<u64> {
