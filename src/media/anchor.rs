@@ -721,6 +721,33 @@ mod tests {
         SrtpContext::new(suite, key).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn offered(a: &MediaAnchor, call: &str, tag: &str, sdp: &[u8], t: Transport) -> Vec<u8> {
+        a.offer(call, tag, sdp, opts(t))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn answered(
+        a: &MediaAnchor,
+        call: &str,
+        tag: Option<&str>,
+        sdp: &[u8],
+        t: Transport,
+    ) -> Vec<u8> {
+        a.answer(call, tag, sdp, opts(t))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `pkt` sealed by `ctx`.
+    fn seal(ctx: &mut SrtpContext, mut pkt: Vec<u8>) -> Vec<u8> {
+        let len = pkt.len();
+        pkt.resize(len + 16, 0);
+        let n = ctx
+            .protect_rtp(&mut pkt, len)
+            .unwrap_or_else(|e| panic!("{e}"));
+        pkt.truncate(n);
+        pkt
+    }
+
     fn opts(transport: Transport) -> AnchorOptions {
         AnchorOptions {
             strip_ice: false,
@@ -748,22 +775,19 @@ mod tests {
                 theirs.to_value(),
             ],
         );
-        let to_pbx = a
-            .offer("s1", "tagA", offer.as_bytes(), opts(Transport::Rtp))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let to_pbx = offered(&a, "s1", "tagA", offer.as_bytes(), Transport::Rtp);
         let text = String::from_utf8_lossy(&to_pbx).into_owned();
         assert!(
             text.contains(" RTP/AVP 0 101\r\n") && !text.contains("a=crypto"),
             "{text}"
         );
-        let to_carrier = a
-            .answer(
-                "s1",
-                None,
-                offer_sdp(pport).as_bytes(),
-                opts(Transport::AsOffered),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let to_carrier = answered(
+            &a,
+            "s1",
+            None,
+            offer_sdp(pport).as_bytes(),
+            Transport::AsOffered,
+        );
         assert!(String::from_utf8_lossy(&to_carrier).contains(" RTP/SAVP 0 101\r\n"));
         let [ours] = &crypto_of(&to_carrier)[..] else {
             panic!("one a=crypto in the answer")
@@ -804,15 +828,14 @@ mod tests {
                 key: key.clone(),
             };
             let sdp = savp_sdp(cport, &[line.to_value()]);
-            a.offer("s1", "tagA", sdp.as_bytes(), opts(Transport::Rtp))
-                .unwrap_or_else(|e| panic!("{e}"));
-            a.answer(
+            offered(&a, "s1", "tagA", sdp.as_bytes(), Transport::Rtp);
+            answered(
+                &a,
                 "s1",
                 None,
                 offer_sdp(pport).as_bytes(),
-                opts(Transport::AsOffered),
+                Transport::AsOffered,
             )
-            .unwrap_or_else(|e| panic!("{e}"))
         };
         assert_eq!(crypto_of(&reoffer(&key)), vec![ours.clone()]);
         send(&carrier, leg_a, &first);
@@ -821,13 +844,7 @@ mod tests {
         let key2 = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
         reoffer(&key2);
         send(&carrier, leg_a, &protect(5)); // the old key: refused
-        let mut buf = rtp(6, 7);
-        let len = buf.len();
-        buf.resize(len + 16, 0);
-        let n = ctx(suite, &key2)
-            .protect_rtp(&mut buf, len)
-            .unwrap_or_else(|e| panic!("{e}"));
-        send(&carrier, leg_a, &buf[..n]);
+        send(&carrier, leg_a, &seal(&mut ctx(suite, &key2), rtp(6, 7)));
         assert_eq!(recv(&pbx), rtp(6, 7));
 
         // PBX → carrier: encrypted with the key of the answer.
@@ -850,14 +867,13 @@ mod tests {
     fn plain_rtp_from_the_carrier_is_encrypted_for_an_srtp_pbx() {
         let a = anchor(42_600);
         let ((carrier, cport), (pbx, pport)) = (udp(), udp());
-        let to_pbx = a
-            .offer(
-                "s2",
-                "tagA",
-                offer_sdp(cport).as_bytes(),
-                opts(Transport::Srtp),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let to_pbx = offered(
+            &a,
+            "s2",
+            "tagA",
+            offer_sdp(cport).as_bytes(),
+            Transport::Srtp,
+        );
         assert!(String::from_utf8_lossy(&to_pbx).contains(" RTP/SAVP 0 101\r\n"));
         let [ours] = &crypto_of(&to_pbx)[..] else {
             panic!("one a=crypto in the offer")
@@ -873,14 +889,13 @@ mod tests {
             }
             .to_value()],
         );
-        let to_carrier = a
-            .answer(
-                "s2",
-                Some("tagB"),
-                answer.as_bytes(),
-                opts(Transport::AsOffered),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        let to_carrier = answered(
+            &a,
+            "s2",
+            Some("tagB"),
+            answer.as_bytes(),
+            Transport::AsOffered,
+        );
         let text = String::from_utf8_lossy(&to_carrier).into_owned();
         assert!(
             text.contains(" RTP/AVP 0 101\r\n") && !text.contains("a=crypto"),
@@ -894,37 +909,32 @@ mod tests {
             .unprotect_rtp(&mut got)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&got[..n], rtp(1, 5).as_slice());
-        let mut pkt = rtp(40, 6);
-        let len = pkt.len();
-        pkt.resize(len + 10, 0);
-        let n = ctx(ours.suite, &pbx_key)
-            .protect_rtp(&mut pkt, len)
-            .unwrap_or_else(|e| panic!("{e}"));
-        send(&pbx, leg_b, &pkt[..n]);
+        send(
+            &pbx,
+            leg_b,
+            &seal(&mut ctx(ours.suite, &pbx_key), rtp(40, 6)),
+        );
         assert_eq!(recv(&carrier), rtp(40, 6));
 
         // The PBX re-offers (a re-INVITE): the carrier still gets plain
         // RTP, and a carrier re-offer keeps the relay's key towards the PBX
         // (its rollover state goes on).
-        let back = a
-            .offer("s2", "tagB", answer.as_bytes(), opts(Transport::AsOffered))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let back = offered(&a, "s2", "tagB", answer.as_bytes(), Transport::AsOffered);
         assert!(!String::from_utf8_lossy(&back).contains("a=crypto"));
-        a.answer(
+        answered(
+            &a,
             "s2",
             Some("tagA"),
             offer_sdp(cport).as_bytes(),
-            opts(Transport::Srtp),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let again = a
-            .offer(
-                "s2",
-                "tagA",
-                offer_sdp(cport).as_bytes(),
-                opts(Transport::Srtp),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            Transport::Srtp,
+        );
+        let again = offered(
+            &a,
+            "s2",
+            "tagA",
+            offer_sdp(cport).as_bytes(),
+            Transport::Srtp,
+        );
         assert_eq!(crypto_of(&again), vec![ours.clone()]);
     }
 
@@ -946,9 +956,7 @@ mod tests {
         }
         // DTLS-SRTP is not SDES: it passes even when RTP is asked for.
         let dtls = offer_sdp(5004).replace("RTP/AVP", "UDP/TLS/RTP/SAVP");
-        let out = a
-            .offer("p3", "tagA", dtls.as_bytes(), opts(Transport::Rtp))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = offered(&a, "p3", "tagA", dtls.as_bytes(), Transport::Rtp);
         assert!(String::from_utf8_lossy(&out).contains("UDP/TLS/RTP/SAVP"));
     }
 
@@ -965,13 +973,9 @@ mod tests {
             key: key.clone(),
         };
         let offer = format!("{}a=rtcp:{crtcp}\r\n", savp_sdp(cport, &[line.to_value()]));
-        let to_pbx = a
-            .offer("r1", "tagA", offer.as_bytes(), opts(Transport::Rtp))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let to_pbx = offered(&a, "r1", "tagA", offer.as_bytes(), Transport::Rtp);
         let answer = format!("{}a=rtcp:{prtcp}\r\n", offer_sdp(pport));
-        let to_carrier = a
-            .answer("r1", None, answer.as_bytes(), opts(Transport::AsOffered))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let to_carrier = answered(&a, "r1", None, answer.as_bytes(), Transport::AsOffered);
         let [ours] = &crypto_of(&to_carrier)[..] else {
             panic!("one a=crypto in the answer")
         };
