@@ -40,6 +40,19 @@ pub struct MediaConfig {
     pub transports: [Transport; 2],
 }
 
+/// What an SDP body is in the offer/answer exchange (RFC 3264, RFC 3261
+/// §13.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SdpRole {
+    /// A request's body (INVITE, re-INVITE, UPDATE): always an offer.
+    Offer,
+    /// An ACK's or PRACK's body: the answer to the offer in a response.
+    Answer,
+    /// A response's body: the answer to the request's offer, or an offer
+    /// when the request had none.
+    Either,
+}
+
 /// One side of a dialog, as callgate saw it: where its messages came from,
 /// its Contact, and its From (caller) or To (callee) header with the tag.
 #[derive(Debug, Clone)]
@@ -235,7 +248,7 @@ impl MediaPhase {
         call_id: &str,
         from: Peer,
         tag: &[u8],
-        answer: bool,
+        role: SdpRole,
     ) -> Option<Vec<u8>> {
         let ct = msg
             .first_index(HeaderName::ContentType)
@@ -249,11 +262,12 @@ impl MediaPhase {
             strip_ice: self.strip_ice,
             transport: self.transports[from.side.other().index()],
         };
-        let result = if answer {
-            self.anchor.answer(call_id, Some(&tag), msg.body(), options)
-        } else {
-            self.anchor
-                .offer_or_answer(call_id, &tag, msg.body(), options)
+        let result = match role {
+            SdpRole::Offer => self.anchor.offer(call_id, &tag, msg.body(), options),
+            SdpRole::Answer => self.anchor.answer(call_id, Some(&tag), msg.body(), options),
+            SdpRole::Either => self
+                .anchor
+                .offer_or_answer(call_id, &tag, msg.body(), options),
         };
         match result {
             Ok(body) => Some(body),
@@ -349,11 +363,17 @@ impl MediaHook for MediaPhase {
             // An ACK's or PRACK's body answers the offer in the response.
             Method::Ack | Method::Prack => {
                 let tag = msg.from().ok()?.tag()?.to_vec();
-                self.rewrite(msg, &call_id, from, &tag, true)
+                self.rewrite(msg, &call_id, from, &tag, SdpRole::Answer)
+            }
+            // A re-INVITE without a body asks for an offer in its 2xx
+            // (RFC 3261 §14.1): the earlier offer is settled.
+            Method::Invite if msg.body().is_empty() => {
+                self.anchor.expect_offer(&call_id);
+                None
             }
             _ => {
                 let tag = msg.from().ok()?.tag().unwrap_or_default().to_vec();
-                self.rewrite(msg, &call_id, from, &tag, false)
+                self.rewrite(msg, &call_id, from, &tag, SdpRole::Offer)
             }
         }
     }
@@ -374,6 +394,6 @@ impl MediaHook for MediaPhase {
             }
         }
         let tag = msg.to().ok()?.tag().unwrap_or_default().to_vec();
-        self.rewrite(msg, &call_id, from, &tag, false)
+        self.rewrite(msg, &call_id, from, &tag, SdpRole::Either)
     }
 }

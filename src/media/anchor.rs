@@ -96,6 +96,8 @@ struct Stream {
     /// Per leg, the keys wanted and the keys the relay was last given.
     keys: [LegKeys; 2],
     applied: [LegKeys; 2],
+    /// Per leg, whether the relay was told the leg must speak SRTP.
+    required: [bool; 2],
 }
 
 /// The stream's `a=crypto` key when its proto is SDES-SRTP's (RTP/SAVP,
@@ -200,6 +202,11 @@ impl Stream {
     /// replay state).
     fn apply_keys(&mut self, relay: &Relay) -> Result<(), AnchorError> {
         for leg in [Leg::A, Leg::B] {
+            let required = self.srtp_leg == Some(leg);
+            if self.required[leg as usize] != required {
+                relay.require_srtp(self.session.id, leg, required)?;
+                self.required[leg as usize] = required;
+            }
             let (want, had) = (&self.keys[leg as usize], &mut self.applied[leg as usize]);
             for (role, key, applied) in [
                 (SrtpRole::Decrypt, &want.theirs, &mut had.theirs),
@@ -391,6 +398,15 @@ impl MediaAnchor {
         }
     }
 
+    /// A new offer/answer exchange starts without an offer (a re-INVITE
+    /// without SDP, RFC 3261 §14.1): SDP in its response is an offer, not
+    /// an answer to the last one.
+    pub fn expect_offer(&self, call_id: &str) {
+        if let Some(call) = self.lock().get_mut(call_id) {
+            call.pending_offer = None;
+        }
+    }
+
     /// Whether the call has anchored media.
     pub fn has_call(&self, call_id: &str) -> bool {
         self.lock().contains_key(call_id)
@@ -424,6 +440,7 @@ impl MediaAnchor {
                     srtp_leg: None,
                     keys: Default::default(),
                     applied: Default::default(),
+                    required: [false; 2],
                 });
             }
             let Some(stream) = call.streams[i].as_mut() else {
@@ -841,11 +858,18 @@ mod tests {
         send(&carrier, leg_a, &first);
         send(&carrier, leg_a, &protect(4));
         assert_eq!(recv(&pbx), rtp(4, 7));
+        // A new key: the old one still opens packets (the carrier may send
+        // with it until it has the answer, or for good if the re-offer
+        // fails) until one comes under the new key.
         let key2 = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
         reoffer(&key2);
-        send(&carrier, leg_a, &protect(5)); // the old key: refused
+        send(&carrier, leg_a, &protect(5));
+        assert_eq!(recv(&pbx), rtp(5, 7), "the old key until the switch");
         send(&carrier, leg_a, &seal(&mut ctx(suite, &key2), rtp(6, 7)));
         assert_eq!(recv(&pbx), rtp(6, 7));
+        send(&carrier, leg_a, &protect(7)); // the old key, after the switch
+        send(&carrier, leg_a, &seal(&mut ctx(suite, &key2), rtp(8, 7)));
+        assert_eq!(recv(&pbx), rtp(8, 7), "the old key is gone");
 
         // PBX → carrier: encrypted with the key of the answer.
         let mut carrier_in = ctx(ours.suite, &ours.key);
@@ -859,7 +883,7 @@ mod tests {
         }
         let report = a.delete("s1").unwrap_or_else(|e| panic!("{e}"));
         let stats = &report.streams[0].1;
-        assert_eq!((stats.a.packets, stats.a.srtp_failed), (4, 4));
+        assert_eq!((stats.a.packets, stats.a.srtp_failed), (6, 4));
         assert_eq!((stats.b.packets, stats.b.srtp_failed), (2, 0));
     }
 
@@ -879,6 +903,9 @@ mod tests {
             panic!("one a=crypto in the offer")
         };
         assert_eq!(ours.suite, CryptoSuite::AesCm128HmacSha1_80);
+        // Before the PBX's answer names its key, its packets are dropped,
+        // not relayed unchecked (nor latched).
+        send(&pbx, port_of(&to_pbx), &rtp(30, 6));
         let pbx_key = MasterKey::random().unwrap_or_else(|e| panic!("{e}"));
         let answer = savp_sdp(
             pport,

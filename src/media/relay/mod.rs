@@ -334,7 +334,9 @@ impl Relay {
 
     /// Sets (or, with `None`, ends) one of a leg's SRTP contexts. The
     /// context replaces the leg's current one in that role, with its
-    /// rollover and replay state: set it only when the key changed.
+    /// rollover and replay state: set it only when the key changed. A
+    /// replaced decrypt context stays as a fallback (the far end may keep
+    /// its old key until its offer is answered, or if the offer fails).
     pub fn set_srtp(
         &self,
         id: u64,
@@ -351,6 +353,13 @@ impl Relay {
                 context: context.map(Box::new),
             },
         )
+    }
+
+    /// Whether a leg must speak SRTP: while it has no decrypt context (its
+    /// key is not known yet), its packets are dropped instead of relayed
+    /// unchecked.
+    pub fn require_srtp(&self, id: u64, leg: Leg, required: bool) -> Result<(), RelayError> {
+        self.send(id, Command::SrtpRequired { id, leg, required })
     }
 
     /// The session's statistics (asks its worker; bounded wait).

@@ -49,6 +49,11 @@ pub(super) enum Command {
         role: SrtpRole,
         context: Option<Box<SrtpContext>>,
     },
+    SrtpRequired {
+        id: u64,
+        leg: Leg,
+        required: bool,
+    },
     Stats {
         id: u64,
         reply: mpsc::SyncSender<Option<SessionStats>>,
@@ -85,8 +90,70 @@ struct LegState {
 /// A leg's SRTP contexts (see [`SrtpRole`]).
 #[derive(Default)]
 struct LegSrtp {
+    /// The decrypt context tried first.
     inbound: Option<Box<SrtpContext>>,
+    /// During a key change, the other decrypt context: the far end may
+    /// go on sending with its old key until its offer is answered, or for
+    /// good if that offer failed (RFC 4568 §7.1.4). Tried when the first
+    /// one refuses a packet.
+    fallback: Option<Box<SrtpContext>>,
+    /// `fallback` holds the new key (the old one opened the last packets).
+    fallback_newer: bool,
     outbound: Option<Box<SrtpContext>>,
+    /// The leg speaks SRTP but its key is not known yet (the answer that
+    /// names it has not come): its packets are dropped, not relayed
+    /// unchecked.
+    required: bool,
+}
+
+impl LegSrtp {
+    /// A new decrypt key: tried first; the old one stays until a packet
+    /// under the new one arrives.
+    fn rekey(&mut self, ctx: Option<Box<SrtpContext>>) {
+        match ctx {
+            Some(ctx) => self.fallback = self.inbound.replace(ctx),
+            None => (self.inbound, self.fallback) = (None, None),
+        }
+        self.fallback_newer = false;
+    }
+
+    /// Opens an SRTP or SRTCP packet in place: its plain length; `None`
+    /// when no context opens it; the length unchanged when the leg does
+    /// not terminate SRTP.
+    fn open(&mut self, buf: &mut [u8], rtcp: bool) -> Option<usize> {
+        let open = |ctx: &mut SrtpContext, buf: &mut [u8]| {
+            if rtcp {
+                ctx.unprotect_rtcp(buf)
+            } else {
+                ctx.unprotect_rtp(buf)
+            }
+        };
+        let Some(ctx) = self.inbound.as_mut() else {
+            return (!self.required).then_some(buf.len());
+        };
+        match open(ctx, buf) {
+            Ok(n) => {
+                if !self.fallback_newer {
+                    self.fallback = None; // the new key is in use: the old one goes
+                }
+                Some(n)
+            }
+            Err(crate::media::srtp::SrtpError::Auth) => {
+                let other = self.fallback.as_mut()?;
+                let n = open(other, buf).ok()?;
+                if self.fallback_newer {
+                    self.inbound = self.fallback.take(); // switched to the new key
+                    self.fallback_newer = false;
+                } else {
+                    // Still the old key: try it first from now on.
+                    std::mem::swap(&mut self.inbound, &mut self.fallback);
+                    self.fallback_newer = true;
+                }
+                Some(n)
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 impl LegState {
@@ -364,18 +431,11 @@ impl Worker {
             return;
         }
         // Decrypt before latching: only an authenticated packet may latch.
-        if let Some(ctx) = me.srtp.inbound.as_mut() {
-            let plain = if rtcp {
-                ctx.unprotect_rtcp(&mut buf[..len])
-            } else {
-                ctx.unprotect_rtp(&mut buf[..len])
-            };
-            match plain {
-                Ok(n) => len = n,
-                Err(_) => {
-                    me.stats.srtp_failed += 1;
-                    return;
-                }
+        match me.srtp.open(&mut buf[..len], rtcp) {
+            Some(n) => len = n,
+            None => {
+                me.stats.srtp_failed += 1;
+                return;
             }
         }
         let latched = if rtcp {
@@ -475,9 +535,14 @@ impl Worker {
                 if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
                     let srtp = &mut s.legs[leg as usize].srtp;
                     match role {
-                        SrtpRole::Decrypt => srtp.inbound = context,
+                        SrtpRole::Decrypt => srtp.rekey(context),
                         SrtpRole::Encrypt => srtp.outbound = context,
                     }
+                }
+            }
+            Command::SrtpRequired { id, leg, required } => {
+                if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
+                    s.legs[leg as usize].srtp.required = required;
                 }
             }
             Command::Stats { id, reply } => {

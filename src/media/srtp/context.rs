@@ -44,6 +44,17 @@ impl<T: Copy> Streams<T> {
         }
         self.0.push((ssrc, value));
     }
+
+    /// Whether `ssrc` may be sealed: known, or room for one more. A sealing
+    /// context never forgets a stream — its index would start over and a
+    /// keystream be used twice (RFC 3711 §9.1).
+    fn may_seal(&self, ssrc: u32) -> Result<(), SrtpError> {
+        if self.0.len() < MAX_STREAMS || self.0.iter().any(|(s, _)| *s == ssrc) {
+            Ok(())
+        } else {
+            Err(SrtpError::TooManyStreams(MAX_STREAMS))
+        }
+    }
 }
 
 /// One direction of SRTP and SRTCP under one master key: either what a
@@ -117,6 +128,11 @@ impl SrtpContext {
             return Err(SrtpError::NoRoom(tag_len));
         }
         let (header, ssrc, index, mut stream) = self.rtp_index(&buf[..len])?;
+        // An index sealed once is never sealed again (the same keystream
+        // over two payloads, RFC 3711 §9.1): a repeated or too old sequence
+        // number from the plain side is refused.
+        self.rtp_streams.may_seal(ssrc)?;
+        stream.check(index)?;
         stream.accept(index);
         self.rtp_streams.set(ssrc, stream);
         aes_cm(
@@ -166,6 +182,7 @@ impl SrtpContext {
             return Err(SrtpError::NoRoom(RTCP_INDEX_LEN + tag_len));
         }
         let ssrc = be32(&buf[4..8]);
+        self.rtcp_next.may_seal(ssrc)?;
         let index = self.rtcp_next.get(ssrc).unwrap_or(0);
         self.rtcp_next.set(ssrc, (index + 1) & !E_FLAG);
         aes_cm(

@@ -46,4 +46,6 @@ pub enum SrtpError {
     Attribute(String),
     #[error("cipher: {0}")]
     Cipher(&'static str),
+    #[error("more than {0} SSRCs to seal under one key")]
+    TooManyStreams(usize),
 }

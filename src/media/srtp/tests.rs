@@ -259,3 +259,41 @@ fn the_sdes_attribute_parses_and_prints() {
         assert!(CryptoAttribute::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn an_index_is_never_sealed_twice() {
+    let suite = CryptoSuite::AesCm128HmacSha1_80;
+    let mut ctx = SrtpContext::new(suite, &rfc_master()).unwrap_or_else(|e| panic!("{e}"));
+    let seal = |ctx: &mut SrtpContext, p: Vec<u8>| {
+        let len = p.len();
+        let mut buf = p;
+        buf.resize(len + 10, 0);
+        ctx.protect_rtp(&mut buf, len)
+    };
+    assert!(seal(&mut ctx, rtp(100, 1, b"first")).is_ok());
+    // The same sequence number again (a restarted sender on the plain
+    // side): sealing it would reuse the keystream (RFC 3711 §9.1).
+    assert_eq!(
+        seal(&mut ctx, rtp(100, 1, b"other")),
+        Err(SrtpError::Replay(100))
+    );
+    // A late packet not sealed before is fine.
+    assert!(seal(&mut ctx, rtp(101, 1, b"x")).is_ok());
+    assert!(seal(&mut ctx, rtp(99, 1, b"late")).is_ok());
+    // A sealing context never forgets a stream: beyond its table, new
+    // SSRCs are refused, known ones go on.
+    for ssrc in 2..=16 {
+        assert!(seal(&mut ctx, rtp(1, ssrc, b"s")).is_ok(), "ssrc {ssrc}");
+    }
+    assert_eq!(
+        seal(&mut ctx, rtp(1, 17, b"s")),
+        Err(SrtpError::TooManyStreams(16))
+    );
+    assert!(seal(&mut ctx, rtp(102, 1, b"y")).is_ok());
+    let mut sr = vec![0x80, 200, 0, 1, 0, 0, 0, 17];
+    sr.resize(8 + 14, 0);
+    assert!(
+        ctx.protect_rtcp(&mut sr, 8).is_ok(),
+        "RTCP has its own table"
+    );
+}
