@@ -428,7 +428,27 @@ impl MediaAnchor {
         let mut plan = Vec::with_capacity(media.len());
         for (i, m) in media.iter().enumerate() {
             if m.is_disabled() || m.port_count > 1 {
-                plan.push(None);
+                // A disabled stream of a converting call still goes to each
+                // side in its transport: the plain side gets no key.
+                let converting = call
+                    .streams
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .and_then(|s| s.srtp_leg);
+                plan.push(
+                    converting
+                        .filter(|_| m.is_disabled())
+                        .map(|srtp_leg| Anchor {
+                            addr: self.advertise,
+                            rtp_port: 0,
+                            rtcp_port: None,
+                            keying: if srtp_leg == from.other() {
+                                Keying::Sdes(Vec::new())
+                            } else {
+                                Keying::Plain
+                            },
+                        }),
+                );
                 continue;
             }
             if call.streams[i].is_none() {
@@ -1041,5 +1061,43 @@ mod tests {
             ),
             (1, 1)
         );
+    }
+
+    #[test]
+    fn a_disabled_stream_of_a_converting_call_carries_no_key_to_the_plain_side() {
+        let a = anchor(40_900);
+        let line = CryptoAttribute {
+            tag: 1,
+            suite: CryptoSuite::AesCm128HmacSha1_80,
+            key: MasterKey::random().unwrap_or_else(|e| panic!("{e}")),
+        }
+        .to_value();
+        let offer = savp_sdp(5004, std::slice::from_ref(&line));
+        offered(&a, "d1", "tagA", offer.as_bytes(), Transport::Rtp);
+        answered(
+            &a,
+            "d1",
+            None,
+            offer_sdp(6004).as_bytes(),
+            Transport::AsOffered,
+        );
+        // The carrier disables the stream in a re-offer: the PBX sees it
+        // disabled and plain, without the carrier's key.
+        let off = savp_sdp(0, &[line]);
+        let to_pbx = offered(&a, "d1", "tagA", off.as_bytes(), Transport::Rtp);
+        let text = String::from_utf8_lossy(&to_pbx).into_owned();
+        assert!(text.contains("m=audio 0 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(!text.contains("a=crypto"), "{text}");
+        // The PBX's answer goes back to the carrier in its transport.
+        let back = answered(
+            &a,
+            "d1",
+            None,
+            offer_sdp(0).as_bytes(),
+            Transport::AsOffered,
+        );
+        let text = String::from_utf8_lossy(&back).into_owned();
+        assert!(text.contains("m=audio 0 RTP/SAVP 0 101\r\n"), "{text}");
+        assert!(text.contains("c=IN IP4 127.0.0.1"), "{text}");
     }
 }

@@ -40,7 +40,10 @@ use std::ops::Range;
 use super::parse::{is_ice_attribute, split_attribute};
 use super::{Line, Media, Sdp};
 
-/// Where the relay receives one stream, and how its keying changes.
+/// Where the relay receives one stream, and how its keying changes. For a
+/// disabled stream (port 0) only the keying applies, and the ports must be
+/// 0 and `None`: it stays disabled, with the proto and keys of the side it
+/// goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anchor {
     pub addr: IpAddr,
@@ -102,7 +105,8 @@ pub struct RewriteOptions {
 pub enum RewriteError {
     #[error("plan has {got} entries for {expected} media descriptions")]
     PlanLength { expected: usize, got: usize },
-    /// A port-0 stream stays disabled (RFC 3264 §6): plan `None` for it.
+    /// A port-0 stream stays disabled (RFC 3264 §6): plan `None` for it, or
+    /// an anchor with port 0 that only changes its keying.
     #[error("media description {media} is disabled (port 0) and cannot be anchored")]
     Disabled { media: usize },
     /// `m=<media> <port>/<count>` needs `count` port pairs; one anchor has one.
@@ -224,8 +228,10 @@ impl<'a> Sdp<'a> {
             );
         }
         for (m, anchor) in self.media.iter().zip(plan) {
-            if let Some(anchor) = anchor {
-                self.anchor_media(&mut out, m, anchor, session_addr);
+            match anchor {
+                Some(a) if m.is_disabled() => self.rekey_media(&mut out, m, &a.keying),
+                Some(a) => self.anchor_media(&mut out, m, a, session_addr),
+                None => {}
             }
         }
         if options.strip_ice {
@@ -251,7 +257,11 @@ impl<'a> Sdp<'a> {
         for (media, (m, anchor)) in self.media.iter().zip(plan).enumerate() {
             let Some(anchor) = anchor else { continue };
             if m.is_disabled() {
-                return Err(RewriteError::Disabled { media });
+                // Only its keying may change: it stays disabled.
+                if anchor.rtp_port != 0 || anchor.rtcp_port.is_some() {
+                    return Err(RewriteError::Disabled { media });
+                }
+                continue;
             }
             if m.port_count != 1 {
                 return Err(RewriteError::PortCount {
@@ -283,6 +293,7 @@ impl<'a> Sdp<'a> {
                 .media
                 .iter()
                 .zip(plan)
+                .filter(|(m, _)| !m.is_disabled())
                 .find_map(|(m, a)| a.as_ref().filter(|_| !self.held_by_address(m)))
                 .map(|a| a.addr);
         }

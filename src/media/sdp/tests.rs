@@ -711,6 +711,37 @@ fn plain_keying_turns_savp_into_avp_without_crypto() {
 }
 
 #[test]
+fn a_disabled_stream_only_changes_its_keying() {
+    let mut lines = SDES_OFFER;
+    lines[5] = "m=audio 0 RTP/SAVP 0 101";
+    let body = crlf(&lines);
+    let plain = Some(Anchor {
+        addr: ip("192.0.2.1"),
+        rtp_port: 0,
+        rtcp_port: None,
+        keying: Keying::Plain,
+    });
+    let out = rewrite(&body, &[plain], NO_OPTIONS);
+    // No address or port moves (the session c= stays: nothing uses it).
+    let want = crlf(&[
+        "v=0",
+        "o=- 1 1 IN IP4 203.0.113.5",
+        "s=-",
+        "c=IN IP4 203.0.113.5",
+        "t=0 0",
+        "m=audio 0 RTP/AVP 0 101",
+        "a=rtpmap:101 telephone-event/8000",
+    ]);
+    assert_body(&out, &want);
+    let sdp = Sdp::parse(&body).unwrap();
+    assert_eq!(
+        sdp.rewrite(&[keyed(Keying::Plain)], &NO_OPTIONS),
+        Err(RewriteError::Disabled { media: 0 }),
+        "a port for a disabled stream is still refused"
+    );
+}
+
+#[test]
 fn sdes_keying_replaces_the_crypto_lines_in_place() {
     let body = crlf(&SDES_OFFER);
     let ours = Keying::Sdes(vec!["2 AES_CM_128_HMAC_SHA1_32 inline:ours".into()]);
