@@ -103,7 +103,7 @@ ALTER TABLE records DROP COLUMN invite;
 /// What the writer thread is asked to do.
 pub(super) enum Job {
     /// A decision; the INVITE as received, when stored, travels as the
-    /// received bytes and becomes text here, off the call path.
+    /// received bytes and is stored as they are (a BLOB of `invites`).
     Record(Box<AuditRecord>, Option<bytes::Bytes>),
     Outcome {
         call_id: String,
@@ -193,13 +193,14 @@ impl OpenRecords {
     }
 
     /// Applies a committed batch's changes.
-    fn apply(&mut self, opened: Vec<(String, i64)>, closed: Vec<String>) {
+    fn apply(&mut self, opened: HashMap<&str, i64>, closed: Vec<&str>) {
         if self.ids.len() + opened.len() > Self::MAX {
             self.ids.clear();
         }
-        self.ids.extend(opened);
+        self.ids
+            .extend(opened.into_iter().map(|(c, id)| (c.to_owned(), id)));
         for c in closed {
-            self.ids.remove(&c);
+            self.ids.remove(c);
         }
     }
 
@@ -222,8 +223,10 @@ fn write_batch(
 ) -> rusqlite::Result<usize> {
     let tx = db.transaction()?;
     let mut written = 0;
-    let mut opened: Vec<(String, i64)> = Vec::new();
-    let mut closed: Vec<String> = Vec::new();
+    // This batch's records by Call-ID (the latest wins), and the calls
+    // that ended: `open` learns them once the batch is committed.
+    let mut opened: HashMap<&str, i64> = HashMap::new();
+    let mut closed: Vec<&str> = Vec::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called,
@@ -247,14 +250,11 @@ fn write_batch(
              ON CONFLICT (record) DO UPDATE SET stats = excluded.stats",
         )?;
         let mut record_of =
-            |call_id: &str, opened: &[(String, i64)]| -> rusqlite::Result<Option<i64>> {
-                if let Some((_, id)) = opened.iter().rev().find(|(c, _)| c == call_id) {
-                    return Ok(Some(*id));
+            |call_id: &str, opened: &HashMap<&str, i64>| -> rusqlite::Result<Option<i64>> {
+                match opened.get(call_id).copied().or_else(|| open.get(call_id)) {
+                    Some(id) => Ok(Some(id)),
+                    None => latest.query_row([call_id], |r| r.get(0)).optional(),
                 }
-                if let Some(id) = open.get(call_id) {
-                    return Ok(Some(id));
-                }
-                latest.query_row([call_id], |r| r.get(0)).optional()
             };
         for job in jobs {
             match job {
@@ -287,7 +287,7 @@ fn write_batch(
                     if let Some(text) = text {
                         invite.execute(params![id, text])?;
                     }
-                    opened.push((r.call_id.clone(), id));
+                    opened.insert(&r.call_id, id);
                     written += 1;
                 }
                 Job::Outcome {
@@ -306,7 +306,7 @@ fn write_batch(
                     ])?;
                     // Answered without a duration: the BYE's outcome is to come.
                     if !(matches!(o, CallOutcome::Answered) && duration_ms.is_none()) {
-                        closed.push(call_id.clone());
+                        closed.push(call_id);
                     }
                 }
                 Job::Media { call_id, media: m } => {

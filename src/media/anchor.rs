@@ -22,7 +22,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::relay::{Leg, Relay, RelayError, Remote, Session, SessionStats, SrtpRole};
-use super::sdp::{Anchor, Keying, Media, RewriteError, RewriteOptions, Sdp, SdpError};
+use super::sdp::{
+    plain_proto, secure_proto, Anchor, Keying, Media, RewriteError, RewriteOptions, Sdp, SdpError,
+};
 use super::srtp::{CryptoAttribute, CryptoSuite, MasterKey, SrtpContext, SrtpError};
 
 /// Why an SDP could not be anchored.
@@ -104,7 +106,7 @@ struct Stream {
 /// RTP/SAVPF) and one of its lines has a suite the relay supports; the
 /// first such line, as RFC 4568 §7.1.1 orders them by preference.
 fn sdes_key(m: &Media<'_>) -> Option<CryptoAttribute> {
-    if !matches!(m.proto, "RTP/SAVP" | "RTP/SAVPF") {
+    if secure_proto(m.proto) != Some(m.proto) {
         return None;
     }
     m.crypto
@@ -113,7 +115,7 @@ fn sdes_key(m: &Media<'_>) -> Option<CryptoAttribute> {
 }
 
 fn is_plain_rtp(proto: &str) -> bool {
-    matches!(proto, "RTP/AVP" | "RTP/AVPF")
+    plain_proto(proto) == Some(proto)
 }
 
 impl Stream {
@@ -212,13 +214,10 @@ impl Stream {
                 (SrtpRole::Decrypt, &want.theirs, &mut had.theirs),
                 (SrtpRole::Encrypt, &want.ours, &mut had.ours),
             ] {
-                let same = |a: &CryptoAttribute, b: &CryptoAttribute| {
-                    (a.suite, &a.key) == (b.suite, &b.key)
+                let suite_and_key = |k: &Option<CryptoAttribute>| {
+                    k.as_ref().map(|k| (k.suite, k.key.concatenated()))
                 };
-                if match (key, &*applied) {
-                    (Some(a), Some(b)) => same(a, b),
-                    (a, b) => a.is_none() && b.is_none(),
-                } {
+                if suite_and_key(key) == suite_and_key(applied) {
                     continue;
                 }
                 let context = key
@@ -1093,11 +1092,54 @@ mod tests {
             &a,
             "d1",
             None,
-            offer_sdp(0).as_bytes(),
+            offer_sdp(0).replace("127.0.0.1", "198.51.100.9").as_bytes(),
             Transport::AsOffered,
         );
         let text = String::from_utf8_lossy(&back).into_owned();
         assert!(text.contains("m=audio 0 RTP/SAVP 0 101\r\n"), "{text}");
-        assert!(text.contains("c=IN IP4 127.0.0.1"), "{text}");
+        // Only its keying changed: no address is rewritten to the relay's.
+        assert!(text.contains("c=IN IP4 198.51.100.9"), "{text}");
+    }
+
+    /// A re-INVITE without SDP (RFC 3261 §14.1): the SDP of its 2xx is an
+    /// offer, the ACK's the answer — not an answer to the settled offer.
+    #[test]
+    fn after_expect_offer_a_response_offers_and_the_ack_answers() {
+        let a = anchor(40_800);
+        let to_pbx = offered(
+            &a,
+            "e1",
+            "tagA",
+            offer_sdp(5004).as_bytes(),
+            Transport::AsOffered,
+        );
+        let to_carrier = answered(
+            &a,
+            "e1",
+            Some("tagB"),
+            offer_sdp(6004).as_bytes(),
+            Transport::AsOffered,
+        );
+        let (leg_b, leg_a) = (port_of(&to_pbx), port_of(&to_carrier));
+        a.expect_offer("e1");
+        // The PBX's 2xx offers: it goes to the carrier naming leg A.
+        let out = a
+            .offer_or_answer(
+                "e1",
+                "tagB",
+                offer_sdp(6006).as_bytes(),
+                opts(Transport::AsOffered),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(port_of(&out), leg_a);
+        // The carrier's ACK answers it: it goes to the PBX naming leg B.
+        let ack = answered(
+            &a,
+            "e1",
+            Some("tagA"),
+            offer_sdp(5006).as_bytes(),
+            Transport::AsOffered,
+        );
+        assert_eq!(port_of(&ack), leg_b);
     }
 }

@@ -146,3 +146,65 @@ impl MediaControl for MediaAnchor {
             .map_err(ng_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ng::{OfferFlags, OfferRequest};
+    use crate::media::relay::{Relay, RelayConfig};
+
+    fn request(call: &str, sdp: &str, transport: Option<&str>) -> OfferRequest {
+        OfferRequest {
+            call_id: call.into(),
+            from_tag: "a".into(),
+            to_tag: None,
+            sdp: Bytes::from(sdp.to_owned()),
+            flags: OfferFlags {
+                transport_protocol: transport.map(str::to_owned),
+                ..OfferFlags::default()
+            },
+        }
+    }
+
+    /// `transport-protocol` converts as rtpengine does: `RTP/AVP`
+    /// terminates an SDES offer, `RTP/SAVP` keys a plain one, anything
+    /// else passes as offered.
+    #[test]
+    fn the_transport_protocol_flag_converts_between_rtp_and_srtp() {
+        let relay = Relay::start(RelayConfig {
+            port_min: 40_700,
+            port_max: 40_799,
+            ..RelayConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let anchor = MediaAnchor::new(relay, std::net::IpAddr::from([127, 0, 0, 1]));
+        let plain = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5004 RTP/AVP 0\r\n";
+        let sdes = plain.replace("RTP/AVP 0\r\n", "RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n");
+        let offer = |call: &str, sdp: &str, t: Option<&str>| {
+            let out = MediaControl::offer(&anchor, &request(call, sdp, t))
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let out = offer("t1", &sdes, Some("RTP/AVP"));
+        assert!(
+            out.contains(" RTP/AVP 0") && !out.contains("a=crypto"),
+            "{out}"
+        );
+        let out = offer("t2", plain, Some("RTP/SAVP"));
+        assert!(
+            out.contains(" RTP/SAVP 0")
+                && out.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{out}"
+        );
+        let out = offer("t3", &sdes, Some("UDP/TLS/RTP/SAVP"));
+        assert!(
+            out.contains(" RTP/SAVP 0") && out.contains("inline:WVNf"),
+            "{out}"
+        );
+        let out = offer("t4", plain, None);
+        assert!(
+            out.contains(" RTP/AVP 0") && !out.contains("a=crypto"),
+            "{out}"
+        );
+    }
+}

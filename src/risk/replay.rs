@@ -145,13 +145,14 @@ pub fn captured(
             continue;
         }
         let time_ms = p.time_us / 1000;
+        let parties = crate::sip::parties::Parties::of(&msg);
         let decide = |policy: &Policy, velocity: &LocalVelocity| {
-            let mut s = assess::signals(&msg, None, policy, time_ms / 1000);
+            let mut s = assess::signals_of(&msg, &parties, None, policy, time_ms / 1000);
             count(velocity, policy, &mut s, time_ms);
             policy.decide(&s)
         };
         out.push(Replayed {
-            calling: canonical_tn(&crate::sip::parties::calling(&msg)),
+            calling: canonical_tn(&parties.calling),
             call_id,
             time_ms,
             before: baseline.map(|b| recorded(&decide(b, &vb))),

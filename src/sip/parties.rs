@@ -77,16 +77,9 @@ impl Parties {
                 .any(|t| matches!(t.trim().to_ascii_lowercase().as_str(), "id" | "user"))
         });
         let anonymous = from_anon || privacy || calling.is_empty();
-        let called = [
-            msg.to().ok().and_then(|t| user_of(t.uri)),
-            msg.request_uri().and_then(user_of),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
         Parties {
             calling,
-            called,
+            called: called(msg),
             from_user,
             pai_user,
             asserted_host,

@@ -412,25 +412,21 @@ impl Worker {
         // SRTP and SRTCP too (RFC 3711 §3.1, §3.4).
         let rtcp = rtcp_port || is_rtcp(&buf[..len]);
         let me = &mut s.legs[leg as usize];
-        let valid = if rtcp {
-            len >= 8 && buf[0] >> 6 == 2
-        } else {
-            RtpHeader::parse(&buf[..len]).is_some()
-        };
-        if !valid {
+        if rtcp && !(len >= 8 && buf[0] >> 6 == 2) {
             me.stats.malformed += 1;
             return;
         }
         let latched = if rtcp {
-            &mut me.latched_rtcp
+            me.latched_rtcp
         } else {
-            &mut me.latched_rtp
+            me.latched_rtp
         };
         if latched.is_some_and(|a| a != src) {
             me.stats.dropped_source += 1;
             return;
         }
-        // Decrypt before latching: only an authenticated packet may latch.
+        // Decrypt before latching: only an authenticated packet may latch
+        // (a malformed one on an SRTP leg counts as refused by SRTP).
         match me.srtp.open(&mut buf[..len], rtcp) {
             Some(n) => len = n,
             None => {
@@ -438,21 +434,30 @@ impl Worker {
                 return;
             }
         }
-        let latched = if rtcp {
-            &mut me.latched_rtcp
+        // The one parse of the RTP header: validity, then statistics.
+        let rtp = if rtcp {
+            None
         } else {
-            &mut me.latched_rtp
+            match RtpHeader::parse(&buf[..len]) {
+                Some(h) => Some(h),
+                None => {
+                    me.stats.malformed += 1;
+                    return;
+                }
+            }
         };
         if latched.is_none() {
-            *latched = Some(src);
-            if !rtcp {
+            if rtcp {
+                me.latched_rtcp = Some(src);
+            } else {
+                me.latched_rtp = Some(src);
                 me.stats.latches += 1;
             }
         }
-        match RtpHeader::parse(&buf[..len]).filter(|_| !rtcp) {
+        match &rtp {
             Some(h) => {
                 let at = now.duration_since(self.epoch).as_micros() as u64;
-                me.stats.on_rtp(&h, len, at);
+                me.stats.on_rtp(h, len, at);
             }
             None => me.stats.on_rtcp(len),
         }

@@ -28,7 +28,9 @@ pub mod rewrite;
 #[cfg(test)]
 mod tests;
 
-pub use rewrite::{Anchor, Keying, Rewrite, RewriteError, RewriteOptions};
+pub use rewrite::{
+    plain_proto, secure_proto, Anchor, Keying, Rewrite, RewriteError, RewriteOptions,
+};
 
 /// Size bounds applied by [`Sdp::parse_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

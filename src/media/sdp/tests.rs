@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 
-use super::rewrite::{plain_proto, secure_proto};
 use super::*;
 
 /// Joins lines, each ended with CRLF.
