@@ -53,13 +53,19 @@ pub enum Refusal {
     Overload,
     /// Draining for shutdown (503).
     Draining,
+    /// Refused by the sanitize phase (400: a control character).
+    Unsafe,
+    /// A request for no dialog callgate knows (481).
+    NoDialog,
 }
 
-const REFUSALS: [(Refusal, &str); 4] = [
+const REFUSALS: [(Refusal, &str); 6] = [
     (Refusal::Acl, "acl"),
     (Refusal::RateLimit, "rate_limit"),
     (Refusal::Overload, "overload"),
     (Refusal::Draining, "draining"),
+    (Refusal::Unsafe, "unsafe"),
+    (Refusal::NoDialog, "no_dialog"),
 ];
 
 /// Phases whose latency is observed.

@@ -1,10 +1,13 @@
-//! The anchor-media phase in the call path: every SDP body the proxy
-//! forwards goes through the relay ([`MediaAnchor`]) and leaves naming
-//! callgate's address and ports; a call's relay sessions end with its BYE,
-//! or with the final failure of its initial INVITE (a CANCEL's 487
-//! included). Offers are requests' bodies (INVITE, re-INVITE, UPDATE);
-//! answers are the bodies that come back, including a late offer's answer
-//! in the ACK (RFC 3261 §13.2.1, RFC 3264).
+//! The anchor-media phase of the call pipeline: the SDP of every call the
+//! pipeline let in goes through the relay ([`MediaAnchor`]) and leaves
+//! naming callgate's address and ports; a call's relay sessions end with
+//! its BYE, or with the final failure of its initial INVITE (a CANCEL's 487
+//! and the core's own refusals included). Offers are requests' bodies
+//! (INVITE, re-INVITE, UPDATE); answers are the bodies that come back,
+//! including a late offer's answer in the ACK (RFC 3261 §13.2.1, RFC 3264).
+//! The pipeline calls it before handing a message to the proxy core, so
+//! relay sockets are never set up under the core's lock; messages outside
+//! the calls it knows (OPTIONS, MESSAGE, strays) get no relay ports.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use crate::media::anchor::{is_sdp, AnchorOptions, MediaAnchor, Transport};
 use crate::media::relay::{Relay, RelayConfig, RelayEvent};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
-use crate::sip::proxy::{LocalSide, MediaHook, Outgoing, Peer};
+use crate::sip::proxy::{LocalSide, Outgoing, Peer};
 use crate::sip::uri::NameAddr;
 
 /// `[media]`: the relay and how SDP is rewritten.
@@ -350,9 +353,22 @@ fn party(msg: &SipMessage, header: HeaderName, peer: Peer) -> Option<Party> {
     })
 }
 
-impl MediaHook for MediaPhase {
-    fn request(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>> {
+impl MediaPhase {
+    /// Whether the phase anchors this call's media (its initial INVITE
+    /// came through the pipeline).
+    fn knows_call(&self, call_id: &str) -> bool {
+        self.dialogs().contains_key(call_id)
+    }
+
+    /// The body to forward instead of `msg`'s (a request received from
+    /// `from`), its SDP through the relay; `None` to forward it as is.
+    /// `initial`: the pipeline let this initial INVITE in; any other
+    /// request is anchored only in a call the phase already knows.
+    pub fn anchor_request(&self, msg: &SipMessage, from: Peer, initial: bool) -> Option<Vec<u8>> {
         let call_id = text(msg.call_id()?);
+        if !initial && !self.knows_call(&call_id) {
+            return None;
+        }
         let method = msg.method()?;
         self.note_request(msg, &call_id, method, from);
         match method {
@@ -378,8 +394,13 @@ impl MediaHook for MediaPhase {
         }
     }
 
-    fn response(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>> {
+    /// The body to forward instead of a response's, in a call the phase
+    /// knows; a final failure of the initial INVITE ends the call's media.
+    pub fn anchor_response(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>> {
         let call_id = text(msg.call_id()?);
+        if !self.knows_call(&call_id) {
+            return None;
+        }
         let status = msg.status()?;
         let cseq = msg.cseq().ok()?;
         if cseq.method == Method::Invite {
@@ -395,5 +416,33 @@ impl MediaHook for MediaPhase {
         }
         let tag = msg.to().ok()?.tag().unwrap_or_default().to_vec();
         self.rewrite(msg, &call_id, from, &tag, SdpRole::Either)
+    }
+
+    /// Looks at what the gate sends for final failures of initial INVITEs
+    /// that no received response carried (the core's own 408, 483, 500,
+    /// 503…): their calls' media ends too. Parses only final responses of
+    /// class 3–6, and only while calls are anchored.
+    pub fn observe_sent(&self, out: &[Outgoing]) {
+        for o in out {
+            let b = &o.bytes;
+            let failure = b.starts_with(b"SIP/2.0 ") && b.get(8).is_some_and(|d| *d >= b'3');
+            if !failure || self.dialogs().is_empty() {
+                continue;
+            }
+            let Ok(msg) = SipMessage::parse(b.clone(), &Default::default()) else {
+                continue;
+            };
+            let (Some(call_id), Ok(cseq)) = (msg.call_id(), msg.cseq()) else {
+                continue;
+            };
+            if cseq.method != Method::Invite {
+                continue;
+            }
+            let call_id = text(call_id);
+            let answered = self.dialogs().get(&call_id).map(|d| d.answered);
+            if answered == Some(false) {
+                self.end(&call_id, "initial INVITE failed");
+            }
+        }
     }
 }

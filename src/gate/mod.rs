@@ -1,17 +1,21 @@
 //! The running service: binds the listeners of both sides, runs every
-//! received message through the phases (admit → proxy core), sends what the
-//! core asks for, drives its timers, and handles SIGTERM (drain) and SIGHUP
-//! (reload).
-//!
-//! Later phases of the call path (sanitize, verify, assess, route, tag,
-//! anchor media, audit) plug in between admission and forwarding.
+//! received message through the call pipeline ([`pipeline`]: admit, parse,
+//! sanitize, classify, verify, assess, route, tag, audit, sign, anchor
+//! media, forward), sends what the proxy core asks for, drives its timers,
+//! and handles SIGTERM (drain) and SIGHUP (reload).
 
 pub mod admit;
 pub mod assess;
-pub mod inbound;
+pub mod call;
+pub mod dialogs;
 pub mod media;
 pub mod outcome;
+pub mod pipeline;
+pub mod record;
+pub mod route;
+pub mod sanitize;
 pub mod sign;
+pub mod tag;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -23,16 +27,16 @@ use bytes::Bytes;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
 
-use crate::api::metrics::{Metrics, Phase, Refusal};
-use crate::config::{Config, Denied, Side, Transport};
-use crate::sip::message::SipMessage;
+use crate::api::metrics::{Metrics, Phase};
+use crate::config::{Config, Side, Transport};
+use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::proxy::{CoreSettings, Outgoing, Peer, ProxyCore};
 use crate::sip::response::build_response;
 use crate::sip::transport::stream::{self, StreamId, StreamSettings};
 use crate::sip::transport::{tls, udp, ConnTable, Sink, TransportError};
 use crate::stir::offload::{offload_after, LoadMeter, SignatureOffload};
-use admit::{Admission, Verdict};
+use admit::Admission;
 
 /// Errors that stop callgate from starting.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +83,10 @@ pub struct Gate {
     /// Set once draining starts (readiness goes false).
     draining: std::sync::atomic::AtomicBool,
     config_path: Option<PathBuf>,
-    /// The call-path phases (verify, assess, sign), swapped whole on reload.
-    stir: std::sync::RwLock<StirPhases>,
+    /// The phases and limits in force, swapped whole on reload.
+    phases: std::sync::RwLock<Phases>,
+    /// The dialogs callgate record-routed (the classify phase's table).
+    dialogs: Mutex<dialogs::DialogTable>,
     /// Initial INVITEs in the inbound phases, by Call-ID + top branch:
     /// their retransmissions are absorbed (100 Trying was already sent).
     inbound_pending: Mutex<std::collections::HashSet<Vec<u8>>>,
@@ -104,26 +110,29 @@ pub struct Gate {
     me: std::sync::Weak<Gate>,
 }
 
-/// STIR/SHAKEN verification of inbound INVITEs and signing of agents'
-/// outbound calls, each when enabled. A call holds the `Arc` of the phase
-/// it started with, so a reload never changes the rules under it.
+/// What the pipeline applies, as configured: parse limits, verification
+/// and assessment of inbound INVITEs, signing of agents' outbound calls
+/// (each when enabled). Read once per message; a call holds the `Arc` of
+/// the phase it started with, so a reload never changes the rules under it.
 #[derive(Default, Clone)]
-struct StirPhases {
+struct Phases {
+    limits: Limits,
     verify: Option<Arc<verify::VerifyPhase>>,
     risk: Option<Arc<assess::RiskPhase>>,
     sign: Option<Arc<sign::SignPhase>>,
 }
 
-impl StirPhases {
+impl Phases {
     /// Builds the phases from `[stir]`, taking over `previous`'s state.
     fn from_config(
         cfg: &Config,
-        previous: &StirPhases,
+        previous: &Phases,
         metrics: &Metrics,
         state: &Arc<crate::state::State>,
         offload: Option<&Arc<SignatureOffload>>,
-    ) -> Result<StirPhases, String> {
-        let phases = StirPhases {
+    ) -> Result<Phases, String> {
+        let phases = Phases {
+            limits: cfg.limits,
             verify: verify::VerifyPhase::from_config(
                 &cfg.stir,
                 previous.verify.as_deref(),
@@ -142,9 +151,9 @@ impl StirPhases {
         Ok(phases)
     }
 
-    /// The inbound phases, when any is enabled.
-    fn inbound(&self) -> Option<inbound::Inbound> {
-        (self.verify.is_some() || self.risk.is_some()).then(|| inbound::Inbound {
+    /// The call phases of inbound INVITEs, when any is enabled.
+    fn call(&self) -> Option<call::CallPhases> {
+        (self.verify.is_some() || self.risk.is_some()).then(|| call::CallPhases {
             verify: self.verify.clone(),
             risk: self.risk.clone(),
         })
@@ -153,57 +162,6 @@ impl StirPhases {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Sink for Gate {
-    fn on_message(&self, peer: Peer, data: Bytes) {
-        let started = Instant::now();
-        match lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), &data, started) {
-            Verdict::Admit => {}
-            Verdict::Denied(how) => {
-                self.metrics.refused(peer.side, Refusal::Acl);
-                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, "source not in ACL");
-                if how == Denied::Reject {
-                    self.forbid(peer, data);
-                }
-                return;
-            }
-            Verdict::RateLimited => {
-                self.metrics.refused(peer.side, Refusal::RateLimit);
-                return;
-            }
-        }
-        let stir = self.stir_phases();
-        if let (Side::Trunk, Some(phases)) = (peer.side, stir.inbound()) {
-            if let (Some(me), Some(msg)) = (
-                self.me.upgrade(),
-                verify::initial_invite(&data, &self.stream_settings.limits),
-            ) {
-                if me.inbound(phases, peer, msg) {
-                    // The phases ran here unless one had to wait.
-                    self.observe_busy(started);
-                    return;
-                }
-            }
-        }
-        let marking = match &stir.sign {
-            Some(signer) if peer.side == Side::Pbx => {
-                verify::initial_invite(&data, &self.stream_settings.limits)
-                    .filter(|m| !lock(&self.core).knows(m))
-                    .and_then(|m| signer.marking(&m))
-            }
-            _ => None,
-        };
-        let mut out = Vec::new();
-        let next = {
-            let mut core = lock(&self.core);
-            core.on_message_marked(peer, data, started, &mut out, marking);
-            core.next_deadline()
-        };
-        self.dispatch(out);
-        self.rearm(next);
-        self.observe_busy(started);
-    }
 }
 
 impl Gate {
@@ -251,6 +209,9 @@ impl Gate {
     fn dispatch(&self, mut out: Vec<Outgoing>) {
         if let Some(audit) = &self.audit {
             lock(&self.outcomes).observe(&out, audit);
+        }
+        if let Some(media) = &self.media {
+            media.observe_sent(&out);
         }
         while !out.is_empty() {
             let mut failed = Vec::new();
@@ -419,9 +380,12 @@ impl Gate {
         lock(&self.core).is_drained()
     }
 
-    /// The STIR/SHAKEN phases now in force.
-    fn stir_phases(&self) -> StirPhases {
-        self.stir.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The phases and limits now in force.
+    fn phases(&self) -> Phases {
+        self.phases
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Re-reads the configuration file and applies what can change without
@@ -449,14 +413,14 @@ impl Gate {
                 "stir.verify_threads changed: it takes effect at the next restart"
             );
         }
-        let stir = StirPhases::from_config(
+        let phases = Phases::from_config(
             &cfg,
-            &self.stir_phases(),
+            &self.phases(),
             &self.metrics,
             &self.state,
             self.offload.as_ref(),
         )?;
-        *self.stir.write().unwrap_or_else(|p| p.into_inner()) = stir;
+        *self.phases.write().unwrap_or_else(|p| p.into_inner()) = phases;
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
         lock(&self.core).reload(CoreSettings::from_config(&cfg));
@@ -531,14 +495,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
                 .map_err(|e| GateError::Stir(format!("stir.verify_threads: {e}")))?,
         ),
     };
-    let stir = StirPhases::from_config(
-        cfg,
-        &StirPhases::default(),
-        &metrics,
-        &state,
-        offload.as_ref(),
-    )
-    .map_err(GateError::Stir)?;
+    let phases = Phases::from_config(cfg, &Phases::default(), &metrics, &state, offload.as_ref())
+        .map_err(GateError::Stir)?;
     let audit = cfg
         .audit
         .as_ref()
@@ -548,7 +506,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         crate::sip::proxy::LocalSide::from_config(&settings.sides[0]),
         crate::sip::proxy::LocalSide::from_config(&settings.sides[1]),
     ];
-    let mut core = ProxyCore::new(settings, metrics.clone(), now);
+    let core = ProxyCore::new(settings, metrics.clone(), now);
     let media = match &cfg.media {
         Some(m) => {
             let phase =
@@ -561,7 +519,6 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
                         .map_err(|e| GateError::Media(format!("media.ng_listen {listen}: {e}")))?,
                 );
             }
-            core.set_media_hook(Some(phase.clone()));
             Some(phase)
         }
         None => None,
@@ -584,7 +541,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         armed: Mutex::new(None),
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
-        stir: std::sync::RwLock::new(stir),
+        phases: std::sync::RwLock::new(phases),
+        dialogs: Mutex::new(dialogs::DialogTable::new(dialogs::DialogLimits::default())),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
         audit,
         state,

@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use crate::config::StirConfig;
 use crate::sip::message::SipMessage;
 use crate::stir::keys::SigningKey;
-use crate::stir::mark::Marking;
 use crate::stir::passport::canonical_tn;
 use crate::stir::sign::{identity_header, new_origid, SignRequest};
 
@@ -50,9 +49,9 @@ impl SignPhase {
         }
     }
 
-    /// The Identity header to add to `msg`, as a marking; `None` when the
+    /// The Identity header line to add to `msg` (no CRLF); `None` when the
     /// request names no calling or called number to attest.
-    pub fn marking(&self, msg: &SipMessage) -> Option<Marking> {
+    pub fn identity_line(&self, msg: &SipMessage) -> Option<String> {
         let orig = crate::sip::parties::calling(msg);
         let dest = crate::sip::parties::called(msg)
             .into_iter()
@@ -75,10 +74,7 @@ impl SignPhase {
             iat,
         };
         match identity_header(&self.key, &req) {
-            Ok(h) => Some(Marking {
-                headers: vec![format!("Identity: {h}")],
-                ..Marking::default()
-            }),
+            Ok(h) => Some(format!("Identity: {h}")),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot sign outbound call");
                 None

@@ -5,23 +5,17 @@
 
 use super::verify::{Status, Verification};
 
-/// What the inbound phases (verify, route, tag) or the sign phase hand
-/// the proxy for one INVITE.
+/// What a verification means for the call: the `verstat` to write, the
+/// `Reason` header of a call that continues after a failure, or the
+/// refusal when failures are rejected. The route and tag phases apply it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Marking {
-    /// Value of the `verstat` parameter (empty: none; a forged one from the
-    /// trunk is still removed).
+    /// Value of the `verstat` parameter (empty: none).
     pub verstat: String,
     /// Header lines to add (no CRLF).
     pub headers: Vec<String>,
     /// Answer with this status and reason phrase instead of forwarding.
     pub reject: Option<(u16, String)>,
-    /// Send to this Request-URI instead (the review queue).
-    pub request_uri: Option<String>,
-    /// 100 Trying already went to the caller (the inbound phases send it
-    /// before they run): the proxy core records it in the INVITE server
-    /// transaction, to answer retransmissions, but does not send it again.
-    pub trying_sent: bool,
 }
 
 /// The marking for a verification. `suffix` appends the attestation
@@ -67,31 +61,66 @@ pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
     m
 }
 
-/// Removes every `;verstat=...` parameter (an untrusted peer's claim).
-pub fn strip_verstat(value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        let rest = &value[i..];
-        if rest.len() > 9 && rest[..9].eq_ignore_ascii_case(b";verstat=") {
-            let end = rest[9..]
-                .iter()
-                .position(|b| matches!(b, b';' | b'>' | b',' | b' ' | b'?'))
-                .map_or(rest.len(), |p| p + 9);
-            i += end;
-            continue;
+/// Bytes that end a `verstat` value wherever it is written: parameter and
+/// URI delimiters, quotes, whitespace.
+fn ends_value(b: u8) -> bool {
+    matches!(
+        b,
+        b';' | b'>' | b'<' | b',' | b'"' | b'@' | b'?' | b'&' | b' ' | b'\t' | b'\r' | b'\n'
+    )
+}
+
+/// Removes every `verstat` claim from an identity header value (an
+/// untrusted peer's): the word `verstat` in any letter case, its `=value`,
+/// and its separator, wherever it is written — URI parameter, user-part
+/// parameter (3GPP TS 24.229 §7.2A.20), URI header, header parameter or
+/// display name — leaving everything else as written (the host after a
+/// user-part parameter included). `None` when there is none.
+pub fn scrub_verstat(value: &[u8]) -> Option<Vec<u8>> {
+    const WORD: &[u8] = b"verstat";
+    let found = |v: &[u8]| {
+        v.windows(WORD.len())
+            .position(|w| w.eq_ignore_ascii_case(WORD))
+    };
+    let skip_ws = |mut i: usize, v: &[u8]| {
+        while i < v.len() && matches!(v[i], b' ' | b'\t') {
+            i += 1;
         }
-        out.push(value[i]);
-        i += 1;
+        i
+    };
+    let mut at = found(value)?;
+    let mut out = value.to_vec();
+    loop {
+        let mut start = at;
+        let mut end = at + WORD.len();
+        let eq = skip_ws(end, &out);
+        if out.get(eq) == Some(&b'=') {
+            end = skip_ws(eq + 1, &out);
+            while end < out.len() && !ends_value(out[end]) {
+                end += 1;
+            }
+        }
+        // The separator goes with the claim: `;` of a parameter, `&` of a
+        // URI header, or `?` when it was the only URI header.
+        match start.checked_sub(1).map(|p| out[p]) {
+            Some(b';' | b'&') => start -= 1,
+            Some(b'?') if out.get(end) == Some(&b'&') => end += 1,
+            Some(b'?') => start -= 1,
+            _ => {}
+        }
+        out.drain(start..end);
+        match found(&out) {
+            Some(next) => at = next,
+            None => return Some(out),
+        }
     }
-    out
 }
 
 /// Adds `;verstat=<v>` to the URI of a name-addr or addr-spec value
 /// (any earlier verstat removed). An addr-spec is put in `<>` so the
 /// parameter binds to the URI, not to the header.
 pub fn with_verstat(value: &[u8], verstat: &str) -> Vec<u8> {
-    let v = strip_verstat(value);
+    let v = scrub_verstat(value).unwrap_or_else(|| value.to_vec());
     let param = format!(";verstat={verstat}");
     let mut out = Vec::with_capacity(v.len() + param.len() + 2);
     match v.iter().position(|b| *b == b'>') {
@@ -137,8 +166,16 @@ mod tests {
             b"<sip:+15550199@carrier;verstat=TN-Validation-Failed>;tag=abc"
         );
         assert_eq!(
-            strip_verstat(b"<sip:a@b;VERSTAT=TN-Validation-Passed;user=phone>"),
-            b"<sip:a@b;user=phone>"
+            scrub_verstat(b"<sip:a@b;VERSTAT=TN-Validation-Passed;user=phone>").as_deref(),
+            Some(&b"<sip:a@b;user=phone>"[..])
+        );
+        // The 3GPP user-part form keeps its host (it was cut off).
+        assert_eq!(
+            with_verstat(
+                b"<sip:+14155550206;verstat=TN-Validation-Passed@carrier.example;user=phone>",
+                "No-TN-Validation"
+            ),
+            b"<sip:+14155550206@carrier.example;user=phone;verstat=No-TN-Validation>"
         );
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod branch;
 mod build;
+mod edits;
 mod io;
 mod request;
 mod response;
@@ -26,7 +27,9 @@ mod tests;
 mod timers;
 
 pub use build::LocalSide;
+pub use edits::{Edits, Routing};
 pub use io::{ConnId, Outgoing, Peer};
+pub use request::next_hop;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +42,6 @@ use crate::config::{Config, HealthConfig, OverloadConfig, Side, SideConfig, Time
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::transaction::{ClientTransaction, ServerTransaction};
-use crate::stir::mark::Marking;
 use branch::BranchGenerator;
 use table::TransactionTable;
 use targets::TargetSet;
@@ -146,8 +148,8 @@ struct ServerEntry {
     request: Option<Box<SipMessage>>,
     to_tag: String,
     fwd: Option<Forwarding>,
-    /// What the verify phase decided (verstat, Reason, reject).
-    marking: Option<Marking>,
+    /// What the pipeline decided for the forwarded copy.
+    edits: Option<Edits>,
     scheduled: Option<Instant>,
 }
 
@@ -169,23 +171,8 @@ fn take_if_current(scheduled: &mut Option<Instant>, at: Instant) -> bool {
 }
 
 /// The proxy core. See the module documentation.
-/// What the media layer does with the bodies crossing the proxy (the
-/// `anchor media` phase): the core asks it about every request and
-/// response it forwards, and forwards the body it returns instead of the
-/// original (Content-Length follows). It also sees the messages that end a
-/// call's media (BYE, a failed initial INVITE). Kept as a trait so the
-/// core stays free of media policy.
-pub trait MediaHook: Send + Sync {
-    /// A request about to be forwarded, received from `from`.
-    fn request(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>>;
-    /// A response about to be forwarded, received from `from`.
-    fn response(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>>;
-}
-
 pub struct ProxyCore {
     settings: CoreSettings,
-    /// The media anchor, when `[media]` is on.
-    media: Option<std::sync::Arc<dyn MediaHook>>,
     local: [LocalSide; 2],
     /// Indexed by the side requests leave through.
     targets: [TargetSet; 2],
@@ -225,7 +212,6 @@ impl ProxyCore {
             next_probe_at: None,
             probe_seq: 0,
             settings,
-            media: None,
         };
         for side in [Side::Trunk, Side::Pbx] {
             core.metrics
@@ -252,11 +238,6 @@ impl ProxyCore {
             self.local[i] = LocalSide::from_config(&settings.sides[i]);
         }
         self.settings = settings;
-    }
-
-    /// Puts the media layer on the path of every forwarded body.
-    pub fn set_media_hook(&mut self, hook: Option<std::sync::Arc<dyn MediaHook>>) {
-        self.media = hook;
     }
 
     /// Starts draining: new initial INVITEs get 503, everything else runs on.
@@ -294,26 +275,17 @@ impl ProxyCore {
         self.wheel.next_deadline()
     }
 
-    /// Handles one message received from `peer`.
+    /// Handles one message received from `peer`: parsed, validated, and
+    /// classified by its To tag alone. The running service goes through
+    /// its call pipeline instead, which parses, sanitizes and classifies
+    /// against its dialog table before calling [`Self::on_request`] or
+    /// [`Self::on_response`]; this entry serves the core's own tests and
+    /// benchmarks.
     pub fn on_message(&mut self, peer: Peer, data: Bytes, now: Instant, out: &mut Vec<Outgoing>) {
-        self.on_message_marked(peer, data, now, out, None);
-    }
-
-    /// Handles one message with the verify phase's decision for it (an
-    /// initial INVITE from the trunk).
-    pub fn on_message_marked(
-        &mut self,
-        peer: Peer,
-        data: Bytes,
-        now: Instant,
-        out: &mut Vec<Outgoing>,
-        marking: Option<Marking>,
-    ) {
         let msg = match SipMessage::parse(data.clone(), &self.settings.limits) {
             Ok(m) => m,
             Err(e) => {
                 self.metrics.parse_error(peer.side);
-                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, error = %e, "unparseable message");
                 let reason = crate::sip::response::reason_phrase(e.status());
                 if let Some(resp) =
                     crate::sip::response::response_to_unparseable(&data, e.status(), reason)
@@ -323,16 +295,9 @@ impl ProxyCore {
                 return;
             }
         };
-        let span = tracing::info_span!(
-            "sip",
-            call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
-            side = peer.side.as_str()
-        );
-        let _enter = span.enter();
         if let Err(e) = msg.validate() {
             self.metrics.parse_error(peer.side);
             if msg.is_request() && msg.method() != Some(Method::Ack) {
-                tracing::info!(from = %peer.addr, error = %e, "invalid request answered with {}", e.status());
                 let status = e.status();
                 let resp = crate::sip::response::build_response(
                     &msg,
@@ -342,30 +307,58 @@ impl ProxyCore {
                     &[],
                 );
                 self.send_response(out, peer, resp, status);
-            } else {
-                tracing::debug!(from = %peer.addr, error = %e, "invalid message dropped");
             }
             return;
         }
-        self.on_valid_message(peer, msg, now, out, marking);
+        if msg.is_request() {
+            let routing = Routing::by_to_tag(&msg);
+            self.on_request(peer, msg, routing, None, now, out);
+        } else {
+            self.on_response(peer, msg, None, now, out);
+        }
     }
 
-    /// A message already parsed and validated ([`SipMessage::validate`]) by
-    /// the caller — the inbound phases parse the INVITE they run on — so it
-    /// is not parsed twice.
-    pub fn on_valid_message(
+    /// Whether a URI (or name-addr, as in Record-Route) names callgate.
+    pub fn names_me(&self, uri: &[u8]) -> bool {
+        let uri = crate::sip::uri::NameAddr::parse(uri)
+            .map(|na| na.uri)
+            .unwrap_or(uri);
+        crate::sip::uri::Uri::parse(uri).is_ok_and(|u| self.is_me(u.host, u.port))
+    }
+
+    /// Whether a response is one the core may act on: its top Via names
+    /// callgate (RFC 3261 §16.7 step 1; others are dropped).
+    pub fn is_own_response(&self, msg: &SipMessage) -> bool {
+        msg.top_via().is_ok_and(|v| self.is_me(v.host, v.port))
+    }
+
+    /// Handles a parsed, validated and sanitized request, classified by the
+    /// pipeline, with what its phases decided for the forwarded copy.
+    pub fn on_request(
         &mut self,
         peer: Peer,
         msg: SipMessage,
+        routing: Routing,
+        edits: Option<Edits>,
         now: Instant,
         out: &mut Vec<Outgoing>,
-        marking: Option<Marking>,
     ) {
-        if msg.is_request() {
-            self.on_request(peer, msg, now, out, marking);
-        } else {
-            self.on_response(peer, msg, now, out);
-        }
+        self.handle_request(peer, msg, routing, edits, now, out);
+        self.metrics
+            .set_active_transactions(self.servers.len(), self.clients.len());
+    }
+
+    /// Handles a parsed, validated and sanitized response; `body` replaces
+    /// its body in the copy passed upstream (SDP through the media relay).
+    pub fn on_response(
+        &mut self,
+        peer: Peer,
+        msg: SipMessage,
+        body: Option<Vec<u8>>,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.handle_response(peer, msg, body, now, out);
         self.metrics
             .set_active_transactions(self.servers.len(), self.clients.len());
     }

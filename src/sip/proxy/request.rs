@@ -9,7 +9,8 @@ use smallvec::SmallVec;
 use super::branch::{self, BranchGenerator};
 use super::build;
 use super::{
-    Best, ClientEntry, ClientKind, Forwarding, NextHop, Outgoing, Peer, ProxyCore, ServerEntry,
+    Best, ClientEntry, ClientKind, Edits, Forwarding, NextHop, Outgoing, Peer, ProxyCore, Routing,
+    ServerEntry,
 };
 use crate::api::metrics::{Direction, Refusal};
 use crate::config::{Side, Transport};
@@ -20,7 +21,6 @@ use crate::sip::splice::Splice;
 use crate::sip::transaction::{ClientTransaction, ServerState, ServerTransaction, TxKind};
 use crate::sip::uri::{NameAddr, Uri};
 use crate::sip::via::Via;
-use crate::stir::mark::{self, Marking};
 
 /// Server transaction key (RFC 3261 §17.2.3): branch + sent-by + method for
 /// RFC 3261 branches; the RFC 2543 fields otherwise. `method` is the method
@@ -116,6 +116,12 @@ fn hop_of(uri: &Uri<'_>) -> Option<(SocketAddr, Transport)> {
     Some((SocketAddr::new(ip, port), transport))
 }
 
+/// The next hop a URI names (IP literal host, port, `transport`; see
+/// [`hop_of`]), for the pipeline's dialog table.
+pub fn next_hop(uri: &[u8]) -> Option<(SocketAddr, Transport)> {
+    hop_of(&Uri::parse(uri).ok()?)
+}
+
 /// Where responses to a request go: always back to the source address and
 /// connection. For stream transports that is RFC 3261 §18.2.2; for UDP it is
 /// RFC 3581 symmetric response routing applied whether or not the client
@@ -165,13 +171,14 @@ fn stamped_via(value: &[u8], via: &Via<'_>, source: SocketAddr) -> Option<Vec<u8
 }
 
 impl ProxyCore {
-    pub(super) fn on_request(
+    pub(super) fn handle_request(
         &mut self,
         peer: Peer,
         msg: SipMessage,
+        routing: Routing,
+        edits: Option<Edits>,
         now: Instant,
         out: &mut Vec<Outgoing>,
-        marking: Option<Marking>,
     ) {
         let method = msg.method().unwrap_or(Method::Extension);
         self.metrics.request(peer.side, Direction::In, method);
@@ -186,7 +193,12 @@ impl ProxyCore {
             }
         };
         if method == Method::Ack {
-            self.on_ack(peer, &msg, &via, now, out);
+            self.on_ack(peer, &msg, &via, routing, edits, now, out);
+            return;
+        }
+        if routing == Routing::LocalOnly {
+            // Only an ACK may be for the core alone; the pipeline answers
+            // other strays itself. Never forwarded.
             return;
         }
         let key = server_key(&msg, &via, msg.method_bytes().unwrap_or_default());
@@ -212,9 +224,9 @@ impl ProxyCore {
         } else {
             TxKind::NonInvite
         };
-        let initial = msg.to().ok().and_then(|t| t.tag()).is_none();
+        let initial = routing.is_initial();
         let refusal = self.check_request(&msg, &via);
-        let trying_sent = marking.as_ref().is_some_and(|m| m.trying_sent);
+        let trying_sent = edits.as_ref().is_some_and(|m| m.trying_sent);
         let mut entry = ServerEntry {
             tx: ServerTransaction::new(kind, peer.transport.is_reliable(), self.settings.timers),
             method,
@@ -222,7 +234,7 @@ impl ProxyCore {
             request: Some(Box::new(msg)),
             to_tag: branch::token(),
             fwd: None,
-            marking,
+            edits,
             scheduled: None,
         };
         if method == Method::Invite {
@@ -247,11 +259,12 @@ impl ProxyCore {
             self.respond(&key, status, reason, &[extra.as_bytes()], now, out);
             return;
         }
-        // The verify phase refused the call (RFC 8224 §6.2.2).
+        // The pipeline refused the call (route phase: RFC 8224 §6.2.2,
+        // the policy's reject).
         let reject = self
             .servers
             .get(&key)
-            .and_then(|e| e.marking.as_ref())
+            .and_then(|e| e.edits.as_ref())
             .and_then(|m| m.reject.clone());
         if let Some((status, reason)) = reject {
             self.respond(&key, status, &reason, &[], now, out);
@@ -279,7 +292,7 @@ impl ProxyCore {
                 return;
             }
         }
-        match self.plan_route(peer.side, &key) {
+        match self.plan_route(peer.side, &key, routing) {
             Ok(fwd) => {
                 if let Some(e) = self.servers.get_mut(&key) {
                     e.fwd = Some(fwd);
@@ -331,7 +344,12 @@ impl ProxyCore {
 
     /// Decides where a new request goes (§16.4 route processing, §16.5
     /// target determination).
-    fn plan_route(&self, in_side: Side, key: &Bytes) -> Result<Forwarding, (u16, &'static str)> {
+    fn plan_route(
+        &self,
+        in_side: Side,
+        key: &Bytes,
+        routing: Routing,
+    ) -> Result<Forwarding, (u16, &'static str)> {
         let msg = self
             .servers
             .get(key)
@@ -340,9 +358,13 @@ impl ProxyCore {
         let out_side = in_side.other();
         let routes: SmallVec<[&[u8]; 4]> = msg.values(HeaderName::Route).collect();
         let pop = self.own_leading_routes(&routes);
-        let initial = msg.to().ok().and_then(|t| t.tag()).is_none();
+        let initial = routing.is_initial();
         let method = msg.method().unwrap_or(Method::Extension);
-        let hop = if let Some(next) = routes.get(pop) {
+        let hop = if let Routing::InDialog(Some(hop)) = routing {
+            // The dialog's own next hop (§12.2.1.1), still only to an
+            // admitted peer.
+            NextHop::Fixed(self.admitted_hop(out_side, hop)?)
+        } else if let Some(next) = routes.get(pop) {
             NextHop::Fixed(self.fixed_hop(
                 out_side,
                 NameAddr::parse(next).map(|na| na.uri).unwrap_or(next),
@@ -391,15 +413,27 @@ impl ProxyCore {
         let uri = Uri::parse(uri).map_err(|_| (400, "Bad Request (unroutable URI)"))?;
         let (addr, transport) =
             hop_of(&uri).ok_or((404, "Not Found (next hop is not an IP address)"))?;
-        if !self.settings.sides[out_side.index()].admits(addr.ip()) {
-            tracing::info!(%addr, side = out_side.as_str(), "refusing to relay to a destination outside the side's ACL");
+        self.admitted_hop(
+            out_side,
+            Peer {
+                side: out_side,
+                transport,
+                addr,
+                conn: None,
+            },
+        )
+    }
+
+    /// `hop`, only if the outgoing side's ACL admits it (callgate is never
+    /// an open relay).
+    fn admitted_hop(&self, out_side: Side, hop: Peer) -> Result<Peer, (u16, &'static str)> {
+        if !self.settings.sides[out_side.index()].admits(hop.addr.ip()) {
+            tracing::info!(addr = %hop.addr, side = out_side.as_str(), "refusing to relay to a destination outside the side's ACL");
             return Err((403, "Forbidden (destination not a configured peer)"));
         }
         Ok(Peer {
             side: out_side,
-            transport,
-            addr,
-            conn: None,
+            ..hop
         })
     }
 
@@ -437,7 +471,6 @@ impl ProxyCore {
         let in_peer = entry.reply;
         let loop_hash = branch::loop_hash(msg);
         let br = self.branches.next(loop_hash);
-        let body = self.media.as_ref().and_then(|m| m.request(msg, in_peer));
         let plan = CopyPlan {
             out_local: &self.local[fwd.out_side.index()],
             in_local: &self.local[in_peer.side.index()],
@@ -446,8 +479,7 @@ impl ProxyCore {
             branch: &br,
             pop_routes: fwd.pop_routes,
             record_route: fwd.record_route,
-            marking: entry.marking.as_ref(),
-            body: body.as_deref(),
+            edits: entry.edits.as_ref(),
         };
         let bytes = match forwarded_copy(msg, &plan) {
             Some(b) => b,
@@ -595,11 +627,14 @@ impl ProxyCore {
     /// ACK (§16.6, §17.2.1): one for our non-2xx final is absorbed by its
     /// INVITE server transaction; one for a 2xx is a new request forwarded
     /// statelessly along its route set.
+    #[allow(clippy::too_many_arguments)]
     fn on_ack(
         &mut self,
         peer: Peer,
         msg: &SipMessage,
         via: &Via<'_>,
+        routing: Routing,
+        edits: Option<Edits>,
         now: Instant,
         out: &mut Vec<Outgoing>,
     ) {
@@ -611,23 +646,28 @@ impl ProxyCore {
                 return;
             }
         }
-        if self.check_request(msg, via).is_some() {
+        if routing == Routing::LocalOnly || self.check_request(msg, via).is_some() {
             return;
         }
         let out_side = peer.side.other();
         let routes: SmallVec<[&[u8]; 4]> = msg.values(HeaderName::Route).collect();
         let pop = self.own_leading_routes(&routes);
-        let next_uri = match routes.get(pop) {
-            Some(r) => NameAddr::parse(r).map(|na| na.uri).unwrap_or(r),
-            None => msg.request_uri().unwrap_or_default(),
+        let hop = match routing {
+            Routing::InDialog(Some(hop)) => self.admitted_hop(out_side, hop),
+            _ => {
+                let next_uri = match routes.get(pop) {
+                    Some(r) => NameAddr::parse(r).map(|na| na.uri).unwrap_or(r),
+                    None => msg.request_uri().unwrap_or_default(),
+                };
+                self.fixed_hop(out_side, next_uri)
+            }
         };
-        let Ok(hop) = self.fixed_hop(out_side, next_uri) else {
+        let Ok(hop) = hop else {
             tracing::debug!("ACK without a routable next hop dropped");
             return;
         };
         let incoming_branch = via.branch.unwrap_or_default();
         let br = BranchGenerator::stateless(branch::loop_hash(msg), incoming_branch);
-        let body = self.media.as_ref().and_then(|m| m.request(msg, peer));
         let plan = CopyPlan {
             out_local: &self.local[out_side.index()],
             in_local: &self.local[peer.side.index()],
@@ -636,8 +676,7 @@ impl ProxyCore {
             branch: &br,
             pop_routes: pop,
             record_route: false,
-            marking: None,
-            body: body.as_deref(),
+            edits: edits.as_ref(),
         };
         if let Some(bytes) = forwarded_copy(msg, &plan) {
             self.send_request(out, hop, bytes, Method::Ack, None);
@@ -668,7 +707,7 @@ impl ProxyCore {
             request: Some(Box::new(msg)),
             to_tag: branch::token(),
             fwd: None,
-            marking: None,
+            edits: None,
             scheduled: None,
         };
         self.servers.insert(key.clone(), entry);
@@ -758,32 +797,23 @@ pub(super) struct CopyPlan<'a> {
     pub out_local: &'a super::LocalSide,
     pub in_local: &'a super::LocalSide,
     pub out_transport: Transport,
-    /// Where the request came from (its side decides sanitizing).
+    /// Where the request came from.
     pub from: Peer,
     pub branch: &'a str,
     /// Leading Route values naming us, removed.
     pub pop_routes: usize,
     pub record_route: bool,
-    /// The verify phase's marking, if any.
-    pub marking: Option<&'a Marking>,
-    /// A new body from the media layer (the SDP through the relay).
-    pub body: Option<&'a [u8]>,
-}
-
-/// Whether a header is a `Reason` header for the STIR protocol (RFC 9410).
-fn is_stir_reason(msg: &SipMessage, h: &crate::sip::message::Header) -> bool {
-    h.name == HeaderName::Other
-        && msg.slice(&h.name_range).eq_ignore_ascii_case(b"Reason")
-        && msg.value(h).len() >= 4
-        && msg.value(h)[..4].eq_ignore_ascii_case(b"STIR")
+    /// The pipeline's decisions for this request, if any.
+    pub edits: Option<&'a Edits>,
 }
 
 /// The forwarded copy of a request (RFC 3261 §16.6): our Via on top, the
 /// received/rport stamp on the previous top Via, Max-Forwards decremented,
 /// our Route entries removed and, for dialog-creating requests, one
-/// Record-Route per side so in-dialog requests cross both. From the trunk,
-/// `verstat` parameters and `Reason: STIR` headers are removed (sanitize:
-/// only callgate vouches for a number); the marking then adds its own.
+/// Record-Route per side so in-dialog requests cross both; then the
+/// pipeline's edits (header values, added headers, Request-URI, body).
+/// What may not cross callgate was already removed by the pipeline's
+/// sanitize phase, before any phase read the message.
 pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<Bytes> {
     let (out_local, in_local, out_transport, from) =
         (plan.out_local, plan.in_local, plan.out_transport, plan.from);
@@ -795,59 +825,17 @@ pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<By
     // Our Via right above the previous top Via, so the Via list reads as
     // one block.
     sp.prepend_header(out_local.via_line(out_transport, plan.branch).as_bytes());
-    // Our own tags never cross callgate unverified: X-Callgate-* from the
-    // trunk is removed before anything reads it, and none leaks to it.
-    for (i, h) in msg.headers().iter().enumerate() {
-        if h.name == HeaderName::Other
-            && crate::risk::tags::is_callgate_header(msg.slice(&h.name_range))
-        {
-            sp.remove_header(i);
+    if let Some(e) = plan.edits {
+        for (i, v) in &e.replace_first {
+            sp.replace_first_value(*i, v);
         }
-    }
-    if from.side == crate::config::Side::Trunk {
-        let identity_idx = msg
-            .first_index(HeaderName::PAssertedIdentity)
-            .or_else(|| msg.first_index(HeaderName::From));
-        for (i, h) in msg.headers().iter().enumerate() {
-            if is_stir_reason(msg, h) {
-                sp.remove_header(i);
-            } else if Some(i) == identity_idx {
-                let value = msg.value(h);
-                let first = if h.name == HeaderName::From {
-                    value
-                } else {
-                    split_commas(value).first().copied().unwrap_or(value)
-                };
-                let new = match plan.marking {
-                    Some(m) if !m.verstat.is_empty() => mark::with_verstat(first, &m.verstat),
-                    _ => mark::strip_verstat(first),
-                };
-                if new.as_slice() != first {
-                    if h.name == HeaderName::From {
-                        sp.replace_value(i, &new);
-                    } else {
-                        sp.replace_first_value(i, &new);
-                    }
-                }
-            }
+        if let Some(body) = &e.body {
+            sp.set_body(body);
         }
-    } else {
-        // From the PBX, an Identity header is never forwarded as is: only
-        // callgate's own signature leaves towards the carrier.
-        for (i, h) in msg.headers().iter().enumerate() {
-            if h.name == HeaderName::Identity {
-                sp.remove_header(i);
-            }
-        }
-    }
-    if let Some(body) = plan.body {
-        sp.set_body(body);
-    }
-    if let Some(m) = plan.marking {
-        for line in &m.headers {
+        for line in &e.append {
             sp.append_header(line.as_bytes());
         }
-        if let Some(uri) = &m.request_uri {
+        if let Some(uri) = &e.request_uri {
             sp.set_request_uri(uri.as_bytes());
         }
     }

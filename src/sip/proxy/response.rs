@@ -16,23 +16,22 @@ use crate::sip::splice::Splice;
 use crate::sip::transaction::{ClientState, ClientTransaction, TxKind, TxOutput};
 use crate::sip::via::Via;
 
+/// A received response with the body the pipeline chose for its copy
+/// upstream (SDP through the media relay), if it changed it.
+#[derive(Clone, Copy)]
+pub(super) struct Received<'a> {
+    pub msg: &'a SipMessage,
+    pub body: Option<&'a [u8]>,
+}
+
 /// The response without our top Via, ready for upstream (§16.7 step 9),
-/// and without `X-Callgate-*` headers (they never leave towards the trunk,
-/// and a trunk cannot hand the PBX forged ones); `body` replaces its body
-/// (the media layer's SDP).
-fn pop_via(msg: &SipMessage, body: Option<&[u8]>) -> Option<Bytes> {
-    let idx = msg.first_index(HeaderName::Via)?;
-    let mut sp = Splice::new(msg);
+/// with the pipeline's body when it has one.
+fn pop_via(r: Received<'_>) -> Option<Bytes> {
+    let idx = r.msg.first_index(HeaderName::Via)?;
+    let mut sp = Splice::new(r.msg);
     sp.remove_first_value(idx);
-    if let Some(b) = body {
+    if let Some(b) = r.body {
         sp.set_body(b);
-    }
-    for (i, h) in msg.headers().iter().enumerate() {
-        if h.name == HeaderName::Other
-            && crate::risk::tags::is_callgate_header(msg.slice(&h.name_range))
-        {
-            sp.remove_header(i);
-        }
     }
     Some(sp.to_bytes())
 }
@@ -48,20 +47,18 @@ fn rank(status: u16) -> u16 {
 }
 
 impl ProxyCore {
-    /// The copy of a response received from `from` that goes upstream, its
-    /// body passed through the media layer when one is set.
-    fn upstream_copy(&self, msg: &SipMessage, from: Peer) -> Option<Bytes> {
-        let body = self.media.as_ref().and_then(|m| m.response(msg, from));
-        pop_via(msg, body.as_deref())
-    }
-
-    pub(super) fn on_response(
+    pub(super) fn handle_response(
         &mut self,
         peer: Peer,
         msg: SipMessage,
+        body: Option<Vec<u8>>,
         now: Instant,
         out: &mut Vec<Outgoing>,
     ) {
+        let received = Received {
+            msg: &msg,
+            body: body.as_deref(),
+        };
         let status = msg.status().unwrap_or(0);
         self.metrics.response(peer.side, Direction::In, status);
         let Ok(via) = msg.top_via() else { return };
@@ -75,7 +72,7 @@ impl ProxyCore {
             cseq.method == Method::Cancel,
         );
         let Some(entry) = self.clients.get_mut(&ckey) else {
-            self.forward_stateless(peer, &msg, out);
+            self.forward_stateless(peer, received, out);
             return;
         };
         let limits = self.settings.limits;
@@ -84,7 +81,7 @@ impl ProxyCore {
             let invite = SipMessage::parse(forwarded, &limits).ok()?;
             build::ack_for(&invite, &msg)
         });
-        self.client_outputs(&ckey, outputs, Some(&msg), now, out);
+        self.client_outputs(&ckey, outputs, Some(received), now, out);
     }
 
     /// Acts on what a client transaction asked for.
@@ -92,7 +89,7 @@ impl ProxyCore {
         &mut self,
         ckey: &Bytes,
         outputs: impl IntoIterator<Item = TxOutput>,
-        msg: Option<&SipMessage>,
+        msg: Option<Received<'_>>,
         now: Instant,
         out: &mut Vec<Outgoing>,
     ) {
@@ -130,8 +127,8 @@ impl ProxyCore {
     }
 
     /// A response passed up by a client transaction (§16.7 steps 4–10).
-    fn pass_up(&mut self, ckey: &Bytes, msg: &SipMessage, now: Instant, out: &mut Vec<Outgoing>) {
-        let status = msg.status().unwrap_or(0);
+    fn pass_up(&mut self, ckey: &Bytes, r: Received<'_>, now: Instant, out: &mut Vec<Outgoing>) {
+        let status = r.msg.status().unwrap_or(0);
         let Some(entry) = self.clients.get_mut(ckey) else {
             return;
         };
@@ -149,7 +146,6 @@ impl ProxyCore {
                 let Some(skey) = entry.server.clone() else {
                     return;
                 };
-                let from_peer = entry.to;
                 if status < 200 {
                     entry.got_provisional = true;
                     let canceled = self
@@ -169,7 +165,7 @@ impl ProxyCore {
                         self.cancel_branch(ckey, now, out);
                     }
                     if status > 100 {
-                        if let Some(b) = self.upstream_copy(msg, from_peer) {
+                        if let Some(b) = pop_via(r) {
                             self.send_upstream(&skey, status, b, now, out);
                         }
                     } else {
@@ -180,7 +176,7 @@ impl ProxyCore {
                 if let Some(f) = self.servers.get_mut(&skey).and_then(|s| s.fwd.as_mut()) {
                     f.branches.retain(|b| b != ckey);
                 }
-                let Some(up) = self.upstream_copy(msg, from_peer) else {
+                let Some(up) = pop_via(r) else {
                     return;
                 };
                 if status < 300 {
@@ -255,7 +251,8 @@ impl ProxyCore {
     /// §16.11 / §16.7 step 3: a response with our Via but no transaction (a
     /// retransmitted 2xx after the transaction ended) is forwarded to the
     /// next Via, if the other side admits that address.
-    fn forward_stateless(&mut self, peer: Peer, msg: &SipMessage, out: &mut Vec<Outgoing>) {
+    fn forward_stateless(&mut self, peer: Peer, r: Received<'_>, out: &mut Vec<Outgoing>) {
+        let msg = r.msg;
         let status = msg.status().unwrap_or(0);
         let mut vias = msg.values(HeaderName::Via);
         let _ours = vias.next();
@@ -288,7 +285,7 @@ impl ProxyCore {
         if !self.settings.sides[side.index()].admits(ip) {
             return;
         }
-        if let Some(b) = self.upstream_copy(msg, peer) {
+        if let Some(b) = pop_via(r) {
             let to = Peer {
                 side,
                 transport,

@@ -1,0 +1,417 @@
+//! The dialogs callgate record-routed (RFC 3261 §12), so that the classify
+//! phase knows a dialog instead of assuming one: a request carrying a To
+//! tag belongs to a dialog only when the Call-ID and both tags match one
+//! that callgate saw created through itself, from the side that party
+//! speaks on. Such a request then goes along that dialog's route only
+//! (§12.2.1.1: its route set, else its remote target); any other is a stray.
+//!
+//! A dialog is learnt in two steps: the initial request that callgate
+//! record-routes leaves a *pending* entry (Call-ID, caller's tag, the
+//! caller's side and the hop back to the caller); a response with a To tag
+//! (101–299, §12.1.1) from the other side then makes the dialog — early on
+//! a provisional, confirmed on a 2xx. A final failure ends its early one;
+//! a BYE ends a dialog after a grace period (retransmissions and its 200
+//! still match); an idle dialog is forgotten after `idle`.
+//!
+//! Sans-IO: fed parsed messages and instants; bounded in size (the oldest
+//! entries go first when full, counted in [`DialogTable::evicted`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::config::Side;
+use crate::sip::message::{HeaderName, SipMessage};
+use crate::sip::method::Method;
+use crate::sip::proxy::{next_hop, Peer};
+use crate::sip::uri::NameAddr;
+
+/// Bounds and lifetimes of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialogLimits {
+    /// Most dialogs kept (early and confirmed).
+    pub max_dialogs: usize,
+    /// Most initial requests awaiting their dialog-creating response.
+    pub max_pending: usize,
+    /// An initial request's entry lives this long after its last response.
+    pub pending_for: Duration,
+    /// A dialog with no request for this long is forgotten.
+    pub idle: Duration,
+    /// A dialog still matches this long after its BYE (§17.2.2: Timer J).
+    pub ending_for: Duration,
+}
+
+impl Default for DialogLimits {
+    fn default() -> Self {
+        DialogLimits {
+            max_dialogs: 200_000,
+            max_pending: 100_000,
+            pending_for: Duration::from_secs(200),
+            idle: Duration::from_secs(12 * 3600),
+            ending_for: Duration::from_secs(32),
+        }
+    }
+}
+
+/// Key of an initial request: Call-ID and the caller's From tag.
+type PendingKey = Vec<u8>;
+/// Key of a dialog: Call-ID, caller's tag, callee's tag (§12: the dialog ID).
+type DialogKey = Vec<u8>;
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for p in parts {
+        k.extend_from_slice(p);
+        k.push(0);
+    }
+    k
+}
+
+#[derive(Debug)]
+struct Pending {
+    caller_side: Side,
+    /// Where requests to the caller go (its route set or Contact).
+    to_caller: Option<Peer>,
+    until: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Dialog {
+    caller_side: Side,
+    /// Where requests going out to each side go ([`Side::index`]).
+    hops: [Option<Peer>; 2],
+    /// Whether that hop is the party's Contact (then a target refresh,
+    /// §12.2, updates it) rather than its route set.
+    by_contact: [bool; 2],
+    confirmed: bool,
+    until: Instant,
+}
+
+/// What the table says about a request with a To tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// A dialog callgate knows, requested from the side its party speaks
+    /// on: forward to this hop (`None`: by the request's own Route or
+    /// Request-URI).
+    Known(Option<Peer>),
+    /// No such dialog (or from the wrong side).
+    Stray,
+}
+
+/// The table. See the module documentation.
+#[derive(Debug, Default)]
+pub struct DialogTable {
+    limits: DialogLimits,
+    pending: HashMap<PendingKey, Pending>,
+    pending_order: VecDeque<PendingKey>,
+    dialogs: HashMap<DialogKey, Dialog>,
+    dialog_order: VecDeque<DialogKey>,
+    evicted: u64,
+}
+
+/// Methods whose initial request callgate record-routes and which create a
+/// dialog (RFC 3261 §12.1, RFC 6665 §4.1 SUBSCRIBE, RFC 3515 REFER).
+pub fn creates_dialog(method: Method) -> bool {
+    matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
+}
+
+fn tag_of(v: Result<NameAddr<'_>, crate::sip::message::ParseError>) -> Option<&[u8]> {
+    v.ok().and_then(|na| na.tag())
+}
+
+/// The hop a URI names, on `side`.
+fn hop_on(side: Side, uri: &[u8]) -> Option<Peer> {
+    let uri = NameAddr::parse(uri).map(|na| na.uri).unwrap_or(uri);
+    let (addr, transport) = next_hop(uri)?;
+    Some(Peer {
+        side,
+        transport,
+        addr,
+        conn: None,
+    })
+}
+
+/// Every value of a header, in order (§7.3.1: comma-joined or repeated).
+fn all_values(msg: &SipMessage, name: HeaderName) -> Vec<&[u8]> {
+    msg.values(name)
+        .flat_map(|v| crate::sip::scan::split_top(v, b',').unwrap_or_default())
+        .map(crate::sip::scan::trim)
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn contact_hop(msg: &SipMessage, side: Side) -> Option<Peer> {
+    msg.values(HeaderName::Contact)
+        .next()
+        .and_then(|c| hop_on(side, c))
+}
+
+impl DialogTable {
+    pub fn new(limits: DialogLimits) -> DialogTable {
+        DialogTable {
+            limits,
+            ..DialogTable::default()
+        }
+    }
+
+    /// Dialogs known now (early and confirmed).
+    pub fn len(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+
+    /// Entries dropped because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// An initial dialog-creating request callgate forwards, received from
+    /// `side`. The hop back to the caller is the top Record-Route it
+    /// carried (the next proxy towards the caller), else its Contact.
+    pub fn initial(&mut self, msg: &SipMessage, side: Side, now: Instant) {
+        let (Some(call_id), Some(tag)) = (msg.call_id(), tag_of(msg.from())) else {
+            return;
+        };
+        let to_caller = match all_values(msg, HeaderName::RecordRoute).first() {
+            Some(rr) => hop_on(side, rr),
+            None => contact_hop(msg, side),
+        };
+        self.expire(now);
+        let k = key(&[call_id, tag]);
+        if !self.pending.contains_key(&k) {
+            if self.pending.len() >= self.limits.max_pending {
+                self.evict_pending();
+            }
+            self.pending_order.push_back(k.clone());
+        }
+        self.pending.insert(
+            k,
+            Pending {
+                caller_side: side,
+                to_caller,
+                until: now + self.limits.pending_for,
+            },
+        );
+    }
+
+    /// A response arriving from `side`: one with a To tag to a pending
+    /// initial request makes (or confirms) its dialog; a final failure
+    /// ends its branch's early one. `is_me` tells callgate's own Record-Route
+    /// entries: the one above them is the next hop towards the callee.
+    pub fn response(
+        &mut self,
+        msg: &SipMessage,
+        side: Side,
+        is_me: impl Fn(&[u8]) -> bool,
+        now: Instant,
+    ) {
+        let (Some(status), Ok(cseq), Some(call_id), Some(caller_tag)) =
+            (msg.status(), msg.cseq(), msg.call_id(), tag_of(msg.from()))
+        else {
+            return;
+        };
+        if !creates_dialog(cseq.method) || status == 100 {
+            return;
+        }
+        let pk = key(&[call_id, caller_tag]);
+        let Some(p) = self.pending.get_mut(&pk) else {
+            return;
+        };
+        if p.caller_side != side.other() {
+            return;
+        }
+        p.until = now + self.limits.pending_for;
+        if status >= 300 {
+            // §12.3, §13.2.2.4: a failure ends the early dialog of its
+            // branch. The request itself may still fail over to another
+            // target, so its pending entry stays (until it expires).
+            if let Some(callee) = tag_of(msg.to()) {
+                let dk = key(&[call_id, caller_tag, callee]);
+                if self.dialogs.get(&dk).is_some_and(|d| !d.confirmed) {
+                    self.dialogs.remove(&dk);
+                }
+            }
+            return;
+        }
+        let Some(callee_tag) = tag_of(msg.to()) else {
+            return;
+        };
+        let rrs = all_values(msg, HeaderName::RecordRoute);
+        let (to_callee, by_contact) = match rrs.iter().position(|rr| is_me(rr)) {
+            Some(i) if i > 0 => (hop_on(side, rrs[i - 1]), false),
+            _ => (contact_hop(msg, side), true),
+        };
+        let mut hops = [None, None];
+        hops[p.caller_side.index()] = p.to_caller;
+        hops[side.index()] = to_callee;
+        let mut by = [false, false];
+        by[side.index()] = by_contact;
+        let caller_side = p.caller_side;
+        let confirmed = (200..300).contains(&status);
+        let dk = key(&[call_id, caller_tag, callee_tag]);
+        self.expire(now);
+        match self.dialogs.get_mut(&dk) {
+            Some(d) => {
+                d.confirmed |= confirmed;
+                d.hops[side.index()] = to_callee.or(d.hops[side.index()]);
+                d.until = now + self.limits.idle;
+            }
+            None => {
+                if self.dialogs.len() >= self.limits.max_dialogs {
+                    self.evict_dialog();
+                }
+                self.dialog_order.push_back(dk.clone());
+                self.dialogs.insert(
+                    dk,
+                    Dialog {
+                        caller_side,
+                        hops,
+                        by_contact: by,
+                        confirmed,
+                        until: now + self.limits.idle,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A request with a To tag, received from `side`: whether it belongs
+    /// to a known dialog, and where it goes. A BYE starts the dialog's
+    /// end; a target refresh (re-INVITE, UPDATE, §12.2.2) from a party
+    /// reached by its Contact updates that hop.
+    pub fn request(&mut self, msg: &SipMessage, side: Side, now: Instant) -> Membership {
+        self.expire(now);
+        let (Some(call_id), Some(from_tag), Some(to_tag), Some(method)) = (
+            msg.call_id(),
+            tag_of(msg.from()),
+            tag_of(msg.to()),
+            msg.method(),
+        ) else {
+            return Membership::Stray;
+        };
+        // From the caller: (From, To) = (caller, callee); from the callee
+        // the other way round. Either way only from that party's side.
+        let as_caller = key(&[call_id, from_tag, to_tag]);
+        let as_callee = key(&[call_id, to_tag, from_tag]);
+        let found = match self.dialogs.get(&as_caller) {
+            Some(d) if d.caller_side == side => Some(as_caller),
+            _ => match self.dialogs.get(&as_callee) {
+                Some(d) if d.caller_side == side.other() => Some(as_callee),
+                _ => None,
+            },
+        };
+        let Some(k) = found else {
+            return self.notify_of_pending(msg, side, now);
+        };
+        let ending_for = self.limits.ending_for;
+        let idle = self.limits.idle;
+        let Some(d) = self.dialogs.get_mut(&k) else {
+            return Membership::Stray;
+        };
+        if d.until <= now {
+            // Ended (or idle) behind an older entry of the queue.
+            self.dialogs.remove(&k);
+            return Membership::Stray;
+        }
+        if matches!(method, Method::Invite | Method::Update) && d.by_contact[side.index()] {
+            if let Some(h) = contact_hop(msg, side) {
+                d.hops[side.index()] = Some(h);
+            }
+        }
+        d.until = if method == Method::Bye {
+            now + ending_for
+        } else {
+            d.until.max(now + idle)
+        };
+        Membership::Known(d.hops[side.other().index()])
+    }
+
+    /// A NOTIFY may create the dialog of a pending SUBSCRIBE (RFC 6665
+    /// §4.1.2.4): its To tag is the subscriber's, its From tag new.
+    fn notify_of_pending(&mut self, msg: &SipMessage, side: Side, now: Instant) -> Membership {
+        let (Some(Method::Notify), Some(call_id), Some(from_tag), Some(to_tag)) = (
+            msg.method(),
+            msg.call_id(),
+            tag_of(msg.from()),
+            tag_of(msg.to()),
+        ) else {
+            return Membership::Stray;
+        };
+        let pk = key(&[call_id, to_tag]);
+        let Some(p) = self.pending.get(&pk) else {
+            return Membership::Stray;
+        };
+        if p.caller_side != side.other() {
+            return Membership::Stray;
+        }
+        let mut hops = [None, None];
+        hops[p.caller_side.index()] = p.to_caller;
+        hops[side.index()] = contact_hop(msg, side);
+        let to_subscriber = p.to_caller;
+        let dk = key(&[call_id, to_tag, from_tag]);
+        if self.dialogs.len() >= self.limits.max_dialogs {
+            self.evict_dialog();
+        }
+        self.dialog_order.push_back(dk.clone());
+        self.dialogs.insert(
+            dk,
+            Dialog {
+                caller_side: side.other(),
+                hops,
+                by_contact: [true, true],
+                confirmed: true,
+                until: now + self.limits.idle,
+            },
+        );
+        Membership::Known(to_subscriber)
+    }
+
+    /// Forgets what has expired, from the front of each queue (queued in
+    /// creation order). An entry whose end came sooner than the front's
+    /// (a BYE) is caught when it is next looked up.
+    fn expire(&mut self, now: Instant) {
+        while let Some(k) = self.pending_order.front() {
+            match self.pending.get(k) {
+                Some(p) if p.until > now => break,
+                Some(_) => {
+                    self.pending.remove(k);
+                }
+                None => {}
+            }
+            self.pending_order.pop_front();
+        }
+        for _ in 0..self.dialog_order.len() {
+            let Some(k) = self.dialog_order.front() else {
+                break;
+            };
+            match self.dialogs.get(k) {
+                Some(d) if d.until > now => break,
+                Some(_) => {
+                    self.dialogs.remove(k);
+                }
+                None => {}
+            }
+            self.dialog_order.pop_front();
+        }
+    }
+
+    fn evict_pending(&mut self) {
+        while let Some(k) = self.pending_order.pop_front() {
+            if self.pending.remove(&k).is_some() {
+                self.evicted += 1;
+                return;
+            }
+        }
+    }
+
+    fn evict_dialog(&mut self) {
+        while let Some(k) = self.dialog_order.pop_front() {
+            if self.dialogs.remove(&k).is_some() {
+                self.evicted += 1;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The call pipeline: every message from either side goes through these
+//! phases, in this order, and nothing reaches the other side without them.
+//! This file is the map; each phase is a named function below (or in the
+//! file named beside it), with its contract.
+//!
+//! | # | phase | reads | may change | on failure |
+//! |---|---|---|---|---|
+//! | 1 | [admit](Gate::admit) (`admit.rs`) | source address, first bytes | rate buckets | 403 or drop (ACL), drop (rate) |
+//! | 2 | [parse](Gate::parse) | the bytes | — | 400/505, or drop when no response can be formed |
+//! | 3 | [sanitize](Gate::sanitize) (`sanitize.rs`) | every header | removes what a peer could forge | 400 (control character) |
+//! | 4 | [classify](Gate::classify) | method, To tag, the core's transactions, the dialog table | — | a stray from the trunk: 481 |
+//! | 5 | verify (`call.rs`, `verify.rs`) | Identity, parties | the call context | never fails the call |
+//! | 6 | assess (`call.rs`, `assess.rs`) | signals, verification | the call context | decides on what it has |
+//! | 7 | route (`route.rs`) | marking, decision | — | — |
+//! | 8 | tag (`tag.rs`) | marking, decision, route | the forwarded copy's edits | — |
+//! | 9 | audit (`call.rs`, `record.rs`) | the call context | queues a record | never blocks the call |
+//! | 10 | sign (`sign.rs`) | an agent's outbound INVITE | adds Identity | sent unsigned, logged |
+//! | 11 | [anchor media](Gate::anchor_request) (`media.rs`) | SDP | the forwarded body | forwarded unanchored, logged |
+//! | 12 | [forward](Gate::forward_request) (the proxy core) | the message and edits | transactions | the core's answers (4xx–5xx) |
+//!
+//! Phases 5–9 run for every initial INVITE from the trunk (when
+//! verification or a policy is on) and only for those; phase 10 for every
+//! initial INVITE from the PBX (when signing is on). Decisions are made on
+//! the parsed, sanitized message, never on bytes; the limits and phases in
+//! force are read once per message, after any reload.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::admit::Verdict;
+use super::dialogs::{creates_dialog, Membership};
+use super::{lock, Gate, Phases};
+use crate::api::metrics::{Direction, Refusal};
+use crate::config::{Denied, Side};
+use crate::sip::message::{Limits, SipMessage};
+use crate::sip::method::Method;
+use crate::sip::proxy::{Edits, Outgoing, Peer, Routing};
+use crate::sip::response::{build_response, reason_phrase, response_to_unparseable};
+use crate::sip::transport::Sink;
+
+/// What the classify phase found a message to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A request the core already has a transaction for: it answers the
+    /// retransmission (RFC 3261 §17.2).
+    Retransmission,
+    /// An initial INVITE: a new call.
+    InitialInvite,
+    /// Another request outside any dialog (OPTIONS, MESSAGE, REGISTER,
+    /// SUBSCRIBE, CANCEL, …).
+    OtherInitial,
+    /// A request of a dialog callgate knows, with the dialog's next hop.
+    InDialog(Option<Peer>),
+    /// A request with a To tag that matches no dialog (from the trunk), or
+    /// an ACK without one: refused (481; an ACK is only for the core's own
+    /// transactions).
+    Stray,
+    /// A response whose top Via names callgate.
+    Response,
+    /// A response not addressed to callgate: dropped.
+    ForeignResponse,
+}
+
+impl Sink for Gate {
+    fn on_message(&self, peer: Peer, data: Bytes) {
+        let started = Instant::now();
+        self.pipeline(peer, data, started);
+        self.observe_busy(started);
+    }
+}
+
+fn call_id_text(msg: &SipMessage) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(msg.call_id().unwrap_or_default())
+}
+
+impl Gate {
+    /// One received message through the phases (see the module table).
+    fn pipeline(&self, peer: Peer, data: Bytes, now: Instant) {
+        if !self.admit(peer, &data, now) {
+            return;
+        }
+        let phases = self.phases();
+        let Some(msg) = self.parse(peer, data.clone(), &phases.limits) else {
+            return;
+        };
+        let span =
+            tracing::info_span!("sip", call_id = %call_id_text(&msg), side = peer.side.as_str());
+        let _enter = span.enter();
+        let Some(msg) = self.sanitize(peer, msg, &phases.limits) else {
+            return;
+        };
+        match self.classify(peer, &msg, now) {
+            Class::Response => self.forward_response(peer, msg, now),
+            Class::ForeignResponse => {
+                tracing::debug!(from = %peer.addr, "response whose top Via is not ours dropped");
+            }
+            Class::Retransmission => {
+                let routing = Routing::by_to_tag(&msg);
+                self.forward_request(peer, msg, routing, None, Vec::new());
+            }
+            Class::InitialInvite => self.initial_invite(&phases, peer, msg, data),
+            Class::OtherInitial => {
+                if msg.method().is_some_and(creates_dialog) {
+                    lock(&self.dialogs).initial(&msg, peer.side, now);
+                }
+                self.forward_request(peer, msg, Routing::Initial, None, Vec::new());
+            }
+            Class::InDialog(hop) => {
+                let edits = self.anchor_request(&msg, peer, false);
+                self.forward_request(peer, msg, Routing::InDialog(hop), edits, Vec::new());
+            }
+            Class::Stray => self.refuse_stray(peer, msg),
+        }
+    }
+
+    /// admit: only the side's configured peers, within their rate
+    /// (`admit.rs`). Looks at the source address and whether the bytes
+    /// start a response; parses nothing. A source outside the ACL is
+    /// answered 403 (or dropped, per `on_denied`); one over its rate is
+    /// dropped (answering would feed a flood).
+    pub(super) fn admit(&self, peer: Peer, data: &Bytes, now: Instant) -> bool {
+        match lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now) {
+            Verdict::Admit => true,
+            Verdict::Denied(how) => {
+                self.metrics.refused(peer.side, Refusal::Acl);
+                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, "source not in ACL");
+                if how == Denied::Reject {
+                    self.forbid(peer, data.clone());
+                }
+                false
+            }
+            Verdict::RateLimited => {
+                self.metrics.refused(peer.side, Refusal::RateLimit);
+                false
+            }
+        }
+    }
+
+    /// parse: frames the message and builds its header index (RFC 3261
+    /// §7, leading CRLFs ignored per §7.5), then validates it (§8.1.1
+    /// mandatory headers, CSeq, Content-Length, …). A request that fails
+    /// gets 400 (505 for the version) when a response can be formed; a
+    /// response or an ACK that fails is dropped. Counted in
+    /// `callgate_sip_parse_errors_total`.
+    pub(super) fn parse(&self, peer: Peer, data: Bytes, limits: &Limits) -> Option<SipMessage> {
+        let msg = match SipMessage::parse(data.clone(), limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.parse_error(peer.side);
+                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, error = %e, "unparseable message");
+                if let Some(resp) =
+                    response_to_unparseable(&data, e.status(), reason_phrase(e.status()))
+                {
+                    self.answer(peer, resp, e.status());
+                }
+                return None;
+            }
+        };
+        if let Err(e) = msg.validate() {
+            self.metrics.parse_error(peer.side);
+            if msg.is_request() && msg.method() != Some(Method::Ack) {
+                tracing::info!(from = %peer.addr, error = %e, "invalid request answered with {}", e.status());
+                let status = e.status();
+                self.answer(
+                    peer,
+                    build_response(&msg, status, reason_phrase(status), None, &[]),
+                    status,
+                );
+            } else {
+                tracing::debug!(from = %peer.addr, error = %e, "invalid message dropped");
+            }
+            return None;
+        }
+        Some(msg)
+    }
+
+    /// sanitize: removes what the sending side could forge before any
+    /// later phase reads the message (`sanitize.rs`): `X-Callgate-*`;
+    /// from the trunk every `verstat` claim and `Reason: STIR`; from the
+    /// PBX `Identity`. A head with a control character RFC 3261 §25.1 does
+    /// not allow is refused: 400 to a request, a response dropped.
+    pub(super) fn sanitize(
+        &self,
+        peer: Peer,
+        msg: SipMessage,
+        limits: &Limits,
+    ) -> Option<SipMessage> {
+        match super::sanitize::sanitize(peer.side, msg.clone(), limits) {
+            Ok(clean) => Some(clean),
+            Err(e) => {
+                self.metrics.refused(peer.side, Refusal::Unsafe);
+                tracing::info!(from = %peer.addr, error = %e, "message refused by sanitize");
+                if msg.is_request() && msg.method() != Some(Method::Ack) {
+                    let r = build_response(
+                        &msg,
+                        400,
+                        "Bad Request (control character in header)",
+                        None,
+                        &[],
+                    );
+                    self.answer(peer, r, 400);
+                }
+                None
+            }
+        }
+    }
+
+    /// classify: on the parsed message only — the request line's method,
+    /// the To tag, the core's transactions and the dialog table. A request
+    /// with a To tag from the trunk belongs to a dialog only if callgate
+    /// record-routed one with that Call-ID and both tags (`dialogs.rs`);
+    /// from the PBX, which callgate trusts to route its own dialogs, one
+    /// unknown (e.g. made before a restart) goes by its own Route /
+    /// Request-URI, still only to admitted peers.
+    pub(super) fn classify(&self, peer: Peer, msg: &SipMessage, now: Instant) -> Class {
+        if !msg.is_request() {
+            return if lock(&self.core).is_own_response(msg) {
+                Class::Response
+            } else {
+                Class::ForeignResponse
+            };
+        }
+        if lock(&self.core).knows(msg) {
+            return Class::Retransmission;
+        }
+        let method = msg.method().unwrap_or(Method::Extension);
+        let to_tag = msg.to().ok().and_then(|t| t.tag()).is_some();
+        if !to_tag {
+            return match method {
+                Method::Invite => Class::InitialInvite,
+                // An ACK always answers a final response that carried a To
+                // tag (RFC 3261 §17.1.1.3): without one it acks nothing.
+                Method::Ack => Class::Stray,
+                _ => Class::OtherInitial,
+            };
+        }
+        match lock(&self.dialogs).request(msg, peer.side, now) {
+            Membership::Known(hop) => Class::InDialog(hop),
+            Membership::Stray if peer.side == Side::Pbx => Class::InDialog(None),
+            Membership::Stray => Class::Stray,
+        }
+    }
+
+    /// An initial INVITE: from the trunk, the call phases (verify, assess,
+    /// route, tag, audit) when any is on; from the PBX, the sign phase.
+    /// Then media and forward ([`Self::forward_call`]).
+    fn initial_invite(&self, phases: &Phases, peer: Peer, msg: SipMessage, received: Bytes) {
+        match peer.side {
+            Side::Trunk => match (phases.call(), self.me.upgrade()) {
+                (Some(call), Some(me)) => me.call(call, peer, msg, received),
+                _ => self.forward_call(peer, msg, Edits::default(), Vec::new()),
+            },
+            Side::Pbx => {
+                let mut edits = Edits::default();
+                if let Some(signer) = &phases.sign {
+                    edits.append.extend(signer.identity_line(&msg));
+                }
+                self.forward_call(peer, msg, edits, Vec::new());
+            }
+        }
+    }
+
+    /// The end of an initial INVITE's phases: unless refused, its media is
+    /// anchored and its dialog awaited; then the core forwards it. `first`
+    /// goes out in the same dispatch (the 100 Trying of the call phases).
+    pub(super) fn forward_call(
+        &self,
+        peer: Peer,
+        msg: SipMessage,
+        mut edits: Edits,
+        first: Vec<Outgoing>,
+    ) {
+        if edits.reject.is_none() {
+            if let Some(body) = self.anchor_request(&msg, peer, true).and_then(|e| e.body) {
+                edits.body = Some(body);
+            }
+            lock(&self.dialogs).initial(&msg, peer.side, Instant::now());
+        }
+        self.forward_request(peer, msg, Routing::Initial, Some(edits), first);
+    }
+
+    /// anchor media: the SDP of a request passed through the relay
+    /// (`media.rs`), as the body of the forwarded copy. Only for calls the
+    /// pipeline let in (`initial`) or whose media it already anchors; never
+    /// for strays, retransmissions or requests outside calls. A failure
+    /// leaves the body as it came (logged).
+    pub(super) fn anchor_request(
+        &self,
+        msg: &SipMessage,
+        from: Peer,
+        initial: bool,
+    ) -> Option<Edits> {
+        let media = self.media.as_ref()?;
+        let body = media.anchor_request(msg, from, initial)?;
+        Some(Edits {
+            body: Some(body),
+            ..Edits::default()
+        })
+    }
+
+    /// forward (requests): the proxy core's RFC 3261 §16 processing with
+    /// the pipeline's classification and edits; what it sends goes out
+    /// with `first`.
+    pub(super) fn forward_request(
+        &self,
+        peer: Peer,
+        msg: SipMessage,
+        routing: Routing,
+        edits: Option<Edits>,
+        mut out: Vec<Outgoing>,
+    ) {
+        let next = {
+            let mut core = lock(&self.core);
+            core.on_request(peer, msg, routing, edits, Instant::now(), &mut out);
+            core.next_deadline()
+        };
+        self.dispatch(out);
+        self.rearm(next);
+    }
+
+    /// forward (responses): the dialog table learns from it (a To tag to a
+    /// record-routed initial request makes a dialog; a failure ends early
+    /// ones), the media phase anchors its SDP (calls it knows only), and
+    /// the core passes it upstream.
+    fn forward_response(&self, peer: Peer, msg: SipMessage, now: Instant) {
+        {
+            let core = lock(&self.core);
+            lock(&self.dialogs).response(&msg, peer.side, |rr| core.names_me(rr), now);
+        }
+        let body = self
+            .media
+            .as_ref()
+            .and_then(|m| m.anchor_response(&msg, peer));
+        let mut out = Vec::new();
+        let next = {
+            let mut core = lock(&self.core);
+            core.on_response(peer, msg, body, Instant::now(), &mut out);
+            core.next_deadline()
+        };
+        self.dispatch(out);
+        self.rearm(next);
+    }
+
+    /// A stray from the trunk: 481 Call/Transaction Does Not Exist (RFC
+    /// 3261 §12.2.2), statelessly; it never reaches the PBX. An ACK gets no
+    /// answer: the core takes it only if it acks one of its own final
+    /// responses (§17.2.1).
+    fn refuse_stray(&self, peer: Peer, msg: SipMessage) {
+        if msg.method() == Some(Method::Ack) {
+            self.forward_request(peer, msg, Routing::LocalOnly, None, Vec::new());
+            return;
+        }
+        self.metrics.refused(peer.side, Refusal::NoDialog);
+        tracing::info!(from = %peer.addr, method = ?msg.method(), "request for no known dialog answered 481");
+        let r = build_response(&msg, 481, "Call/Transaction Does Not Exist", None, &[]);
+        self.answer(peer, r, 481);
+    }
+
+    /// Sends a response the pipeline formed itself (no transaction).
+    fn answer(&self, peer: Peer, bytes: Bytes, status: u16) {
+        self.metrics.response(peer.side, Direction::Out, status);
+        self.dispatch(vec![Outgoing {
+            to: peer,
+            bytes,
+            client: None,
+        }]);
+    }
+}
