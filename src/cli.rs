@@ -1,4 +1,5 @@
-//! Command line: `callgate run | check-config | demo`.
+//! Command line: `callgate run | check-config | demo | sign | verify |
+//! report | replay` (the bodies are in the binary's `src/commands/`).
 
 use std::path::PathBuf;
 

@@ -16,7 +16,6 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod gate;
 pub mod media;
 pub mod risk;

@@ -9,6 +9,7 @@ pub mod pcap;
 pub mod proxy;
 pub mod response;
 pub mod scan;
+pub mod side;
 pub mod splice;
 pub mod transaction;
 pub mod transport;

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use crate::config::{Side, SideConfig, Transport};
+use super::SideSettings;
 use crate::sip::message::{HeaderName, SipMessage};
+use crate::sip::side::{Side, Transport};
 
 /// How callgate names itself on one side: the host written in Via and
 /// Record-Route and the listening port per transport.
@@ -23,7 +24,8 @@ pub struct LocalSide {
 }
 
 impl LocalSide {
-    pub fn from_config(cfg: &SideConfig) -> LocalSide {
+    /// How callgate names itself on the side `cfg` describes.
+    pub fn from_config(cfg: &SideSettings) -> LocalSide {
         let first = cfg.udp.or(cfg.tcp).or(cfg.tls);
         let host = match (&cfg.advertise, first) {
             (Some(a), _) => a.clone(),

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-use crate::config::{Side, Transport};
+use crate::sip::side::{Side, Transport};
 
 /// Identifies a TCP/TLS connection owned by the transport edge.
 pub type ConnId = u64;

@@ -20,6 +20,7 @@ mod edits;
 mod io;
 mod request;
 mod response;
+mod settings;
 mod table;
 mod targets;
 #[cfg(test)]
@@ -32,47 +33,25 @@ pub use io::{ConnId, Outgoing, Peer};
 pub use request::next_hop;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::api::metrics::{Direction, Metrics};
-use crate::config::{Config, HealthConfig, OverloadConfig, Side, SideConfig, TimerConfig};
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
+use crate::sip::side::Side;
 use crate::sip::transaction::{ClientTransaction, ServerTransaction};
 use branch::BranchGenerator;
 use table::TransactionTable;
 use targets::TargetSet;
 use timers::TimerWheel;
 
-/// How the core is tuned; built from [`Config`].
-#[derive(Debug, Clone)]
-pub struct CoreSettings {
-    pub sides: [SideConfig; 2],
-    pub timers: TimerConfig,
-    pub limits: Limits,
-    pub overload: OverloadConfig,
-    pub health: HealthConfig,
-    /// A forwarded request that draws no response at all within this time is
-    /// treated as a 408 from that target, so failover does not wait for
-    /// Timer B (32 s). Like Kamailio's `fr_timer`.
-    pub no_response: Duration,
-}
-
-impl CoreSettings {
-    pub fn from_config(cfg: &Config) -> CoreSettings {
-        CoreSettings {
-            sides: [cfg.trunk.clone(), cfg.pbx.clone()],
-            timers: cfg.timers,
-            limits: cfg.limits,
-            overload: cfg.overload,
-            health: cfg.health,
-            no_response: cfg.no_response,
-        }
-    }
-}
+pub use settings::{
+    admits, canonical_ip, CoreSettings, HealthConfig, OverloadConfig, SideSettings,
+};
+pub use targets::Target;
 
 /// What a client transaction is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

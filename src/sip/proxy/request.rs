@@ -13,10 +13,10 @@ use super::{
     ServerEntry,
 };
 use crate::api::metrics::{Direction, Refusal};
-use crate::config::{Side, Transport};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::response::{build_response, reason_phrase};
+use crate::sip::side::{Side, Transport};
 use crate::sip::splice::Splice;
 use crate::sip::transaction::{ClientTransaction, ServerState, ServerTransaction, TxKind};
 use crate::sip::uri::{NameAddr, Uri};

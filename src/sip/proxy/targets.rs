@@ -1,6 +1,17 @@
 //! Next-hop target sets with failover order and OPTIONS health state.
 
-use crate::config::Target;
+use std::net::SocketAddr;
+
+use crate::sip::side::Transport;
+
+/// A next hop: where requests leaving a side are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The URI as configured, used in logs and metrics.
+    pub uri: String,
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
 
 /// The configured targets of one side and whether each is in rotation.
 #[derive(Debug)]
@@ -73,7 +84,6 @@ impl TargetSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Transport;
 
     fn set() -> TargetSet {
         let t = |p: u16| Target {

@@ -6,28 +6,67 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
-use crate::config::{Config, Target, Transport};
+use crate::sip::side::Transport;
 
 const CARRIER: &str = "192.0.2.10:5060";
 const PBX1: &str = "10.0.0.1:5080";
 const PBX2: &str = "10.0.0.2:5080";
 
+fn addr(a: &str) -> std::net::SocketAddr {
+    a.parse().unwrap_or_else(|e| panic!("{a}: {e}"))
+}
+
+fn udp_target(a: &str) -> Target {
+    Target {
+        uri: format!("sip:{a}"),
+        addr: addr(a),
+        transport: Transport::Udp,
+    }
+}
+
+/// The shipped defaults (`sip-config/callgate.toml`) with test addresses:
+/// the carrier's network on the trunk, the PBXs' on the PBX side, and no
+/// health probes.
 fn settings(pbx_targets: &[&str]) -> CoreSettings {
-    let mut cfg = Config::embedded().unwrap_or_else(|e| panic!("embedded config: {e}"));
-    cfg.trunk.allow = vec!["192.0.2.0/24".parse().unwrap_or_else(|e| panic!("{e}"))];
-    cfg.pbx.allow = vec!["10.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))];
-    cfg.trunk.advertise = Some("198.51.100.1".into());
-    cfg.pbx.advertise = Some("10.0.0.254".into());
-    cfg.pbx.targets = pbx_targets
-        .iter()
-        .map(|a| Target {
-            uri: format!("sip:{a}"),
-            addr: a.parse().unwrap_or_else(|e| panic!("{e}")),
-            transport: Transport::Udp,
-        })
-        .collect();
-    cfg.health.interval = Duration::ZERO;
-    CoreSettings::from_config(&cfg)
+    let side = |side, port: u16, allow: &str, advertise: &str, targets: Vec<Target>| SideSettings {
+        side,
+        udp: Some(addr(&format!("127.0.0.1:{port}"))),
+        tcp: Some(addr(&format!("127.0.0.1:{port}"))),
+        tls: (side == Side::Trunk).then(|| addr("127.0.0.1:5061")),
+        advertise: Some(advertise.into()),
+        allow: vec![allow.parse().unwrap_or_else(|e| panic!("{e}"))],
+        targets,
+    };
+    CoreSettings {
+        sides: [
+            side(
+                Side::Trunk,
+                5060,
+                "192.0.2.0/24",
+                "198.51.100.1",
+                vec![udp_target("127.0.0.1:5090")],
+            ),
+            side(
+                Side::Pbx,
+                5062,
+                "10.0.0.0/8",
+                "10.0.0.254",
+                pbx_targets.iter().map(|a| udp_target(a)).collect(),
+            ),
+        ],
+        timers: crate::sip::transaction::TimerConfig::default(),
+        limits: Limits::default(),
+        overload: OverloadConfig {
+            max_transactions: 20_000,
+            retry_after_secs: 5,
+        },
+        health: HealthConfig {
+            interval: Duration::ZERO,
+            timeout: Duration::from_millis(2000),
+            down_after: 2,
+        },
+        no_response: Duration::from_millis(2000),
+    }
 }
 
 struct Harness {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::TimerConfig;
 use super::{TxKind, TxOutput};
-use crate::config::TimerConfig;
 
 /// States of a client transaction. `Calling`/`Trying` are the initial states
 /// of INVITE and non-INVITE transactions respectively (§17.1.1, §17.1.2).

@@ -9,9 +9,11 @@
 
 mod client;
 mod server;
+mod timers;
 
 pub use client::{ClientState, ClientTransaction};
 pub use server::{ServerState, ServerTransaction};
+pub use timers::TimerConfig;
 
 use bytes::Bytes;
 

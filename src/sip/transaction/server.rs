@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::TimerConfig;
 use super::{TxKind, TxOutput};
-use crate::config::TimerConfig;
 
 /// States of a server transaction. INVITE starts in `Proceeding` (§17.2.1),
 /// non-INVITE in `Trying` (§17.2.2).

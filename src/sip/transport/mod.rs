@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::config::{Side, Transport};
 use crate::sip::proxy::{ConnId, Peer};
+use crate::sip::side::{Side, Transport};
 
 /// Receives what the transports read.
 pub trait Sink: Send + Sync + 'static {

@@ -11,9 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::{ConnHandle, ConnTable, Sink};
-use crate::config::{Side, Transport};
 use crate::sip::message::{frame_stream, keepalive_prefix, Limits};
 use crate::sip::proxy::Peer;
+use crate::sip::side::{Side, Transport};
 
 /// Settings shared by every stream connection.
 #[derive(Debug, Clone, Copy)]

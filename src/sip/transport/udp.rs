@@ -8,8 +8,8 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 
 use super::{Sink, TransportError};
-use crate::config::{Side, Transport};
 use crate::sip::proxy::Peer;
+use crate::sip::side::{Side, Transport};
 
 /// Largest datagram read; longer ones are truncated by the kernel and then
 /// fail framing (Content-Length) and are answered 400 or dropped.

@@ -19,21 +19,27 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
-use crate::config::Config;
-use crate::sip::message::{HeaderName, Limits, SipMessage};
+use callgate::config::Config;
+use callgate::sip::message::{HeaderName, Limits, SipMessage};
 
 const SDP: &str = "v=0\r\no=demo 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
 
 /// The shipped policy and its lists, written to a scratch directory for
 /// the demo's callgate.
-const POLICY: &str = include_str!("../sip-config/policy.toml");
+const POLICY: &str = include_str!("../../sip-config/policy.toml");
 const LISTS: [(&str, &str); 3] = [
-    ("allow.txt", include_str!("../sip-config/lists/allow.txt")),
-    ("dno.txt", include_str!("../sip-config/lists/dno.txt")),
-    ("fraud.txt", include_str!("../sip-config/lists/fraud.txt")),
+    (
+        "allow.txt",
+        include_str!("../../sip-config/lists/allow.txt"),
+    ),
+    ("dno.txt", include_str!("../../sip-config/lists/dno.txt")),
+    (
+        "fraud.txt",
+        include_str!("../../sip-config/lists/fraud.txt"),
+    ),
 ];
 /// A trust anchor for the verifier (the demo CA; no demo call is signed).
-const TRUST: &str = include_str!("../sip-config/tls/callgate-demo-ca.crt");
+const TRUST: &str = include_str!("../../sip-config/tls/callgate-demo-ca.crt");
 
 /// What the simulated PBX saw on each INVITE, by Call-ID: the risk tags.
 type Tags = Arc<Mutex<HashMap<String, String>>>;
@@ -115,7 +121,7 @@ fn demo_config(
     carrier: u16,
     scratch: &Path,
 ) -> Result<Config, String> {
-    let text = crate::config::EMBEDDED_DEFAULT
+    let text = callgate::config::EMBEDDED_DEFAULT
         .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{trunk}\""))
         .replace("tcp = \"127.0.0.1:5060\"", &format!("tcp = \"127.0.0.1:{trunk}\""))
         .replace("tls = \"127.0.0.1:5061\"\n", "")
@@ -159,7 +165,7 @@ async fn run() -> Result<bool, String> {
         port_of(&carrier_uas),
         &scratch.0,
     )?;
-    let running = crate::gate::start(&cfg, None)
+    let running = callgate::gate::start(&cfg, None)
         .await
         .map_err(|e| e.to_string())?;
     let metrics = running.gate.metrics.clone();
@@ -472,7 +478,7 @@ impl Ua {
                     .collect();
                 let target = fin
                     .first(HeaderName::Contact)
-                    .and_then(|c| crate::sip::uri::NameAddr::parse(c).ok())
+                    .and_then(|c| callgate::sip::uri::NameAddr::parse(c).ok())
                     .map(|n| String::from_utf8_lossy(n.uri).into_owned())
                     .ok_or("2xx without Contact")?;
                 let tag = fin
@@ -525,7 +531,7 @@ async fn uas(sock: Arc<UdpSocket>, tags: Tags) {
         };
         let user = req
             .request_uri()
-            .and_then(|u| crate::sip::uri::Uri::parse(u).ok())
+            .and_then(|u| callgate::sip::uri::Uri::parse(u).ok())
             .and_then(|u| u.user.map(<[u8]>::to_vec))
             .unwrap_or_default();
         if method == b"INVITE" {

@@ -1,0 +1,12 @@
+//! The bodies of the `callgate` subcommands, one file each; `main.rs`
+//! only parses the arguments and dispatches here. Binary-private: the
+//! library's public API is all they use.
+
+pub mod check_config;
+pub mod demo;
+pub mod replay;
+pub mod report;
+pub mod run;
+pub mod sign;
+pub mod time;
+pub mod verify;

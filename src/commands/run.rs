@@ -1,0 +1,91 @@
+//! `callgate run`: loads the configuration (the embedded one when the
+//! default path does not exist), sets up logging, runs the service until
+//! SIGTERM/SIGINT and drains.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use callgate::cli::DEFAULT_CONFIG;
+use callgate::config::{Config, LogFormat};
+
+/// Runs callgate on the configuration at `config`.
+pub fn start(config: PathBuf) -> ExitCode {
+    let (cfg, path) = if !config.exists() && config == Path::new(DEFAULT_CONFIG) {
+        match Config::embedded() {
+            Ok(c) => (c, None),
+            Err(e) => {
+                eprintln!("embedded configuration: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        match Config::load(&config) {
+            Ok(c) => (c, Some(config)),
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                return ExitCode::from(2);
+            }
+        }
+    };
+    init_logging(&cfg);
+    run(cfg, path)
+}
+
+/// Logs to stderr at the configured level and format (`RUST_LOG`, when
+/// set, overrides the level).
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Starts the service on a single-threaded runtime, prints `callgate ready`
+/// with the bound addresses, and returns after the drain.
+fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let running = match callgate::gate::start(&cfg, path).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("callgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let b = &running.bound;
+        let show = |a: &Option<std::net::SocketAddr>| {
+            a.map(|a| a.to_string()).unwrap_or_else(|| "-".to_owned())
+        };
+        println!(
+            "callgate ready trunk udp={} tcp={} tls={} pbx udp={} tcp={} tls={} admin={}",
+            show(&b.udp[0]),
+            show(&b.tcp[0]),
+            show(&b.tls[0]),
+            show(&b.udp[1]),
+            show(&b.tcp[1]),
+            show(&b.tls[1]),
+            show(&b.admin)
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        running.until_shutdown(cfg.shutdown.drain).await;
+        ExitCode::SUCCESS
+    })
+}

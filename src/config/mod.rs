@@ -1,0 +1,214 @@
+//! Typed configuration (`sip-config/callgate.toml`), validated at load.
+//!
+//! Every key is documented in `docs/configuration.md`. Errors name the key
+//! (`trunk.targets[1]`) and the reason, so an operator can fix the file
+//! without reading code.
+//!
+//! This file reads the text and assembles [`Config`]; each section is
+//! validated in a file of its own: `side.rs` (`[trunk]`, `[pbx]`),
+//! `proxy.rs` (`[timers]`, `[limits]`, `[health]`, `[overload]`),
+//! `stir.rs`, `risk.rs`, `audit.rs`, `state.rs`, `media.rs`, and
+//! `service.rs` (`[admin]`, `[log]`, `[shutdown]`). The types the SIP core
+//! runs with ([`Side`], [`Transport`], [`Target`], [`TimerConfig`],
+//! [`HealthConfig`], [`OverloadConfig`]) belong to `crate::sip` and are
+//! re-exported here.
+
+mod audit;
+mod media;
+mod proxy;
+mod risk;
+mod service;
+mod side;
+mod state;
+mod stir;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::sip::proxy::{canonical_ip, HealthConfig, OverloadConfig, Target};
+pub use crate::sip::side::{Side, Transport};
+pub use crate::sip::transaction::TimerConfig;
+pub use risk::RiskConfig;
+pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
+pub use side::{Denied, SideConfig};
+pub use stir::{SignConfig, StirConfig, StirFailure};
+
+use crate::sip::message::Limits;
+
+/// A configuration error: the key it concerns and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be greater than zero"))
+    } else {
+        Ok(v)
+    }
+}
+
+fn socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?} is not an IP:port address (e.g. \"127.0.0.1:5060\" or \"[::1]:5060\")"),
+        )
+    })
+}
+
+/// A file named in the configuration: as given when absolute or present,
+/// else under `base` (the directory above the config file's), so
+/// `sip-config/...` works from either.
+fn resolve(p: &Path, base: Option<&Path>) -> Option<PathBuf> {
+    if p.is_absolute() || p.exists() {
+        Some(p.to_path_buf())
+    } else {
+        base.map(|b| b.join(p)).filter(|bp| bp.exists())
+    }
+}
+
+/// The whole configuration, after validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub trunk: SideConfig,
+    pub pbx: SideConfig,
+    pub health: HealthConfig,
+    pub overload: OverloadConfig,
+    pub timers: TimerConfig,
+    /// A forwarded request with no response at all within this time fails
+    /// over to the next target (`timers.no_response_ms`).
+    pub no_response: Duration,
+    pub limits: Limits,
+    /// Stream connections idle this long are closed (`limits.tcp_idle_secs`).
+    pub tcp_idle: Duration,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+    pub stir: StirConfig,
+    pub risk: RiskConfig,
+    /// The audit store; `None` when `[audit] path` is not set.
+    pub audit: Option<crate::audit::AuditConfig>,
+    /// Velocity, replay and certificate state: local, or shared on Redis.
+    pub state: crate::state::StateConfig,
+    /// Media anchoring (`[media] enabled = true`); `None`: SDP untouched.
+    pub media: Option<crate::gate::media::MediaConfig>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    trunk: Option<side::RawSide>,
+    pbx: Option<side::RawSide>,
+    #[serde(default)]
+    health: proxy::RawHealth,
+    #[serde(default)]
+    overload: proxy::RawOverload,
+    #[serde(default)]
+    timers: proxy::RawTimers,
+    #[serde(default)]
+    limits: proxy::RawLimits,
+    #[serde(default)]
+    admin: service::RawAdmin,
+    #[serde(default)]
+    log: service::RawLog,
+    #[serde(default)]
+    shutdown: service::RawShutdown,
+    #[serde(default)]
+    stir: stir::RawStir,
+    #[serde(default)]
+    risk: risk::RawRisk,
+    #[serde(default)]
+    audit: audit::RawAudit,
+    #[serde(default)]
+    state: state::RawState,
+    #[serde(default)]
+    media: media::RawMedia,
+}
+
+/// The configuration compiled into the binary: `sip-config/callgate.toml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../sip-config/callgate.toml");
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths inside it
+    /// (TLS files) are resolved against the current directory, then against
+    /// the file's directory's parent (so `sip-config/...` works from either).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text; `origin` names it in errors. Sections are
+    /// validated in file order, so the first error reported is stable.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = origin.parent().and_then(Path::parent);
+        let trunk = side::side(Side::Trunk, raw.trunk, base)?;
+        let pbx = side::side(Side::Pbx, raw.pbx, base)?;
+        let health = proxy::health(raw.health)?;
+        let overload = proxy::overload(raw.overload)?;
+        let (timers, no_response) = proxy::timers(raw.timers)?;
+        let (limits, tcp_idle) = proxy::limits(raw.limits)?;
+        let admin = service::admin(raw.admin)?;
+        let log = service::log(raw.log)?;
+        let shutdown = service::shutdown(raw.shutdown);
+        let stir = stir::stir(raw.stir, base)?;
+        let risk = risk::risk(raw.risk, base)?;
+        let audit = audit::audit(raw.audit)?;
+        Ok(Config {
+            trunk,
+            pbx,
+            health,
+            overload,
+            timers,
+            no_response,
+            limits,
+            tcp_idle,
+            admin,
+            log,
+            shutdown,
+            stir,
+            risk,
+            audit,
+            state: state::state(raw.state)?,
+            media: media::media(raw.media)?,
+        })
+    }
+
+    /// The configuration embedded in the binary.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, Path::new("sip-config/callgate.toml"))
+    }
+
+    pub fn side(&self, side: Side) -> &SideConfig {
+        match side {
+            Side::Trunk => &self.trunk,
+            Side::Pbx => &self.pbx,
+        }
+    }
+}

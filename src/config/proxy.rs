@@ -1,0 +1,147 @@
+//! The sections that tune the SIP proxy core — `[timers]`, `[limits]`,
+//! `[health]` and `[overload]` — and the [`CoreSettings`] the core is built
+//! with, assembled from a whole [`Config`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{invalid, positive, Config, ConfigError};
+use crate::sip::message::Limits;
+use crate::sip::proxy::{CoreSettings, HealthConfig, OverloadConfig};
+use crate::sip::transaction::TimerConfig;
+
+impl CoreSettings {
+    /// What the proxy core runs with under `cfg`.
+    pub fn from_config(cfg: &Config) -> CoreSettings {
+        CoreSettings {
+            sides: [cfg.trunk.core(), cfg.pbx.core()],
+            timers: cfg.timers,
+            limits: cfg.limits,
+            overload: cfg.overload,
+            health: cfg.health,
+            no_response: cfg.no_response,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    interval_secs: Option<u64>,
+    timeout_ms: Option<u64>,
+    down_after: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOverload {
+    max_transactions: Option<usize>,
+    retry_after_secs: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTimers {
+    t1_ms: Option<u64>,
+    t2_ms: Option<u64>,
+    t4_ms: Option<u64>,
+    timer_c_secs: Option<u64>,
+    no_response_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    max_message_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    max_line_bytes: Option<usize>,
+    tcp_idle_secs: Option<u64>,
+}
+
+/// Validates `[health]`.
+pub(super) fn health(raw: RawHealth) -> Result<HealthConfig, ConfigError> {
+    Ok(HealthConfig {
+        interval: Duration::from_secs(raw.interval_secs.unwrap_or(5)),
+        timeout: Duration::from_millis(positive(
+            "health.timeout_ms",
+            raw.timeout_ms.unwrap_or(2000),
+        )?),
+        down_after: raw.down_after.unwrap_or(2).max(1),
+    })
+}
+
+/// Validates `[overload]`.
+pub(super) fn overload(raw: RawOverload) -> Result<OverloadConfig, ConfigError> {
+    let overload = OverloadConfig {
+        max_transactions: raw.max_transactions.unwrap_or(20_000),
+        retry_after_secs: raw.retry_after_secs.unwrap_or(5),
+    };
+    if overload.max_transactions == 0 {
+        return Err(invalid("overload.max_transactions", "must be at least 1"));
+    }
+    Ok(overload)
+}
+
+/// Validates `[timers]`: the RFC 3261 timer values, and the failover
+/// timeout (`no_response_ms`).
+pub(super) fn timers(raw: RawTimers) -> Result<(TimerConfig, Duration), ConfigError> {
+    let timers = TimerConfig {
+        t1: Duration::from_millis(positive("timers.t1_ms", raw.t1_ms.unwrap_or(500))?),
+        t2: Duration::from_millis(positive("timers.t2_ms", raw.t2_ms.unwrap_or(4000))?),
+        t4: Duration::from_millis(positive("timers.t4_ms", raw.t4_ms.unwrap_or(5000))?),
+        timer_c: Duration::from_secs(positive(
+            "timers.timer_c_secs",
+            raw.timer_c_secs.unwrap_or(180),
+        )?),
+    };
+    if timers.t2 < timers.t1 {
+        return Err(invalid(
+            "timers.t2_ms",
+            "must not be smaller than timers.t1_ms",
+        ));
+    }
+    if timers.timer_c < Duration::from_secs(180) {
+        // RFC 3261 §16.6 step 11: Timer C MUST be larger than 3 minutes.
+        tracing::warn!("timers.timer_c_secs below 180 s deviates from RFC 3261 §16.6");
+    }
+    let no_response = Duration::from_millis(positive(
+        "timers.no_response_ms",
+        raw.no_response_ms.unwrap_or(2000),
+    )?);
+    if no_response > 64 * timers.t1 {
+        return Err(invalid(
+            "timers.no_response_ms",
+            "must not exceed Timer B (64 × t1_ms)",
+        ));
+    }
+    Ok((timers, no_response))
+}
+
+/// Validates `[limits]`: the parser's limits, and the idle time of stream
+/// connections (`tcp_idle_secs`).
+pub(super) fn limits(raw: RawLimits) -> Result<(Limits, Duration), ConfigError> {
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_message_bytes: raw.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        max_headers: raw.max_headers.unwrap_or(defaults.max_headers),
+        max_line_bytes: raw.max_line_bytes.unwrap_or(defaults.max_line_bytes),
+    };
+    if !(512..=1 << 20).contains(&limits.max_message_bytes) {
+        return Err(invalid(
+            "limits.max_message_bytes",
+            "must be between 512 and 1048576",
+        ));
+    }
+    if limits.max_headers < 8 {
+        return Err(invalid("limits.max_headers", "must be at least 8"));
+    }
+    if limits.max_line_bytes < 128 {
+        return Err(invalid("limits.max_line_bytes", "must be at least 128"));
+    }
+    let tcp_idle = Duration::from_secs(positive(
+        "limits.tcp_idle_secs",
+        raw.tcp_idle_secs.unwrap_or(300),
+    )?);
+    Ok((limits, tcp_idle))
+}

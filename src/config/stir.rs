@@ -1,0 +1,246 @@
+//! `[stir]`: STIR/SHAKEN verification of inbound calls (trust anchors,
+//! CRLs, deadlines, what a failure does) and signing of the agents'
+//! outbound calls.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{invalid, positive, resolve, ConfigError};
+
+/// What to do with a call whose STIR verification failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StirFailure {
+    /// Forward it marked `TN-Validation-Failed` with a `Reason: STIR` header.
+    Mark,
+    /// Answer with the RFC 8224 response (403, 428, 436, 437, 438).
+    Reject,
+}
+
+/// STIR/SHAKEN verification of inbound calls (`[stir]`).
+#[derive(Debug, Clone)]
+pub struct StirConfig {
+    pub enabled: bool,
+    /// Directory of PEM STI trust anchors.
+    pub trust_dir: Option<PathBuf>,
+    /// Extra CAs for the HTTPS fetch of x5u.
+    pub x5u_ca: Vec<PathBuf>,
+    /// CRL files (PEM or DER) checked along every chain.
+    pub crl_files: Vec<PathBuf>,
+    /// Accepted SHAKEN certificate policy OIDs (ATIS-1000080 §6.4.1);
+    /// empty: not checked.
+    pub certificate_policies: Vec<String>,
+    /// Certificates loaded into the cache at startup and on reload.
+    pub preload_dir: Option<PathBuf>,
+    /// Fetch CRLs from the certificates' distribution points.
+    pub crl_fetch: bool,
+    pub allow_private_x5u: bool,
+    pub deadline: Duration,
+    pub freshness_secs: i64,
+    /// `TN-Validation-Passed-A` (true) or the bare 3GPP value (false).
+    pub attest_suffix: bool,
+    pub on_failure: StirFailure,
+    /// Worker threads for signature checks while the signalling thread is
+    /// busy; 0: always inline. Read at start.
+    pub verify_threads: usize,
+    /// Signing of agents' outbound calls (authentication service), if on.
+    pub sign: Option<SignConfig>,
+}
+
+/// The authentication service for calls from the PBX (`[stir] sign_*`).
+#[derive(Debug, Clone)]
+pub struct SignConfig {
+    /// PEM private key (P-256).
+    pub key: PathBuf,
+    /// https URL where verifiers fetch our certificate.
+    pub x5u: String,
+    /// Calling numbers (digit prefixes) the contact centre owns: full
+    /// attestation A (ATIS-1000074 §5.2.3).
+    pub full_attestation_prefixes: Vec<String>,
+    /// Attestation for other calling numbers: B or C.
+    pub other_attestation: char,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStir {
+    enabled: Option<bool>,
+    trust_dir: Option<PathBuf>,
+    #[serde(default)]
+    x5u_ca: Vec<PathBuf>,
+    #[serde(default)]
+    crl_files: Vec<PathBuf>,
+    certificate_policies: Option<Vec<String>>,
+    preload_dir: Option<PathBuf>,
+    crl_fetch: Option<bool>,
+    allow_private_x5u: Option<bool>,
+    deadline_ms: Option<u64>,
+    freshness_secs: Option<i64>,
+    verstat_attest_suffix: Option<bool>,
+    on_failure: Option<String>,
+    verify_threads: Option<usize>,
+    sign: Option<bool>,
+    sign_key: Option<PathBuf>,
+    sign_x5u: Option<String>,
+    #[serde(default)]
+    sign_full_attestation_prefixes: Vec<String>,
+    sign_other_attestation: Option<String>,
+}
+
+/// Validates `[stir]`; files are found as given, else under `base` (the
+/// directory above the config file's).
+pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, ConfigError> {
+    let resolve = |p: &PathBuf| resolve(p, base);
+    let enabled = raw.enabled.unwrap_or(false);
+    let trust_dir = match &raw.trust_dir {
+        Some(d) => Some(resolve(d).ok_or_else(|| {
+            invalid(
+                "stir.trust_dir",
+                format!("directory {} not found", d.display()),
+            )
+        })?),
+        None if enabled => {
+            return Err(invalid(
+                "stir.trust_dir",
+                "required when stir.enabled = true (a directory of PEM STI trust anchors)",
+            ))
+        }
+        None => None,
+    };
+    let mut x5u_ca = Vec::new();
+    for (i, f) in raw.x5u_ca.iter().enumerate() {
+        x5u_ca.push(resolve(f).ok_or_else(|| {
+            invalid(
+                format!("stir.x5u_ca[{i}]"),
+                format!("file {} not found", f.display()),
+            )
+        })?);
+    }
+    let mut crl_files = Vec::new();
+    for (i, f) in raw.crl_files.iter().enumerate() {
+        crl_files.push(resolve(f).ok_or_else(|| {
+            invalid(
+                format!("stir.crl_files[{i}]"),
+                format!("file {} not found", f.display()),
+            )
+        })?);
+    }
+    let certificate_policies = match &raw.certificate_policies {
+        None => crate::stir::certs::DEFAULT_POLICIES
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+        Some(list) => {
+            for (i, p) in list.iter().enumerate() {
+                let arcs = p.strip_suffix(".*").unwrap_or(p);
+                if arcs.is_empty()
+                    || arcs
+                        .split('.')
+                        .any(|a| a.is_empty() || !a.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    return Err(invalid(
+                        format!("stir.certificate_policies[{i}]"),
+                        format!("{p:?} is not a dotted OID (e.g. \"2.16.840.1.114569.1.1.3\", or \"2.16.840.1.114569.1.1.*\" for the arc)"),
+                    ));
+                }
+            }
+            list.clone()
+        }
+    };
+    let preload_dir = match &raw.preload_dir {
+        Some(d) => Some(resolve(d).filter(|p| p.is_dir()).ok_or_else(|| {
+            invalid(
+                "stir.preload_dir",
+                format!("directory {} not found", d.display()),
+            )
+        })?),
+        None => None,
+    };
+    let on_failure = match raw.on_failure.as_deref().unwrap_or("mark") {
+        "mark" => StirFailure::Mark,
+        "reject" => StirFailure::Reject,
+        other => {
+            return Err(invalid(
+                "stir.on_failure",
+                format!("must be \"mark\" or \"reject\", not {other:?}"),
+            ))
+        }
+    };
+    let freshness_secs = raw.freshness_secs.unwrap_or(60);
+    if freshness_secs <= 0 {
+        return Err(invalid("stir.freshness_secs", "must be greater than zero"));
+    }
+    let sign = if raw.sign.unwrap_or(false) {
+        let key = raw
+            .sign_key
+            .as_ref()
+            .ok_or_else(|| invalid("stir.sign_key", "required when stir.sign = true"))?;
+        let key = resolve(key)
+            .ok_or_else(|| invalid("stir.sign_key", format!("file {} not found", key.display())))?;
+        let pem = std::fs::read(&key).map_err(|e| invalid("stir.sign_key", e.to_string()))?;
+        crate::stir::keys::SigningKey::from_pem(&pem)
+            .map_err(|e| invalid("stir.sign_key", e.to_string()))?;
+        let x5u = raw
+            .sign_x5u
+            .clone()
+            .ok_or_else(|| invalid("stir.sign_x5u", "required when stir.sign = true"))?;
+        if !x5u.starts_with("https://") {
+            return Err(invalid("stir.sign_x5u", "must be an https URL"));
+        }
+        for (i, p) in raw.sign_full_attestation_prefixes.iter().enumerate() {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    format!("stir.sign_full_attestation_prefixes[{i}]"),
+                    "must be digits (a number prefix)",
+                ));
+            }
+        }
+        let other_attestation = match raw.sign_other_attestation.as_deref().unwrap_or("B") {
+            "B" => 'B',
+            "C" => 'C',
+            other => {
+                return Err(invalid(
+                    "stir.sign_other_attestation",
+                    format!("must be \"B\" or \"C\", not {other:?}"),
+                ))
+            }
+        };
+        Some(SignConfig {
+            key,
+            x5u,
+            full_attestation_prefixes: raw.sign_full_attestation_prefixes.clone(),
+            other_attestation,
+        })
+    } else {
+        None
+    };
+    Ok(StirConfig {
+        sign,
+        enabled,
+        trust_dir,
+        x5u_ca,
+        crl_files,
+        certificate_policies,
+        preload_dir,
+        crl_fetch: raw.crl_fetch.unwrap_or(false),
+        allow_private_x5u: raw.allow_private_x5u.unwrap_or(false),
+        deadline: Duration::from_millis(positive(
+            "stir.deadline_ms",
+            raw.deadline_ms.unwrap_or(300),
+        )?),
+        freshness_secs,
+        attest_suffix: raw.verstat_attest_suffix.unwrap_or(true),
+        on_failure,
+        verify_threads: match raw.verify_threads {
+            Some(n) if n > 64 => {
+                return Err(invalid("stir.verify_threads", "at most 64"));
+            }
+            Some(n) => n,
+            // One per core beside the signalling thread, at least one.
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1))
+                .max(1),
+        },
+    })
+}
