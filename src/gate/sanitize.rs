@@ -19,11 +19,15 @@
 //! * From the PBX: `Identity` is removed (only callgate's own signature
 //!   leaves towards the carrier, RFC 8224 §4).
 //!
+//! * A request whose method is a standard one in another letter case
+//!   (`invite`) is refused: a PBX comparing without case would take it for
+//!   the real method, which the call phases never saw.
+//!
 //! A message with nothing to remove passes as it came (no copy); one with
 //! something to remove is rewritten and parsed again, once.
 
 use crate::config::Side;
-use crate::sip::message::{Header, HeaderName, Limits, ParseError, SipMessage};
+use crate::sip::message::{Header, HeaderName, Limits, Method, ParseError, SipMessage};
 use crate::sip::splice::Splice;
 use crate::stir::mark::scrub_verstat;
 
@@ -33,6 +37,12 @@ pub enum Unsafe {
     /// A control character RFC 3261 §25.1 does not allow in the head.
     #[error("control character 0x{byte:02x} at offset {offset} of the message head")]
     ControlCharacter { byte: u8, offset: usize },
+    /// A method that is a standard one in another letter case (`invite`):
+    /// an extension method to RFC 3261 §7.1, which is case-sensitive, but
+    /// a PBX that compares without case would take it for the real one —
+    /// and it would skip the call phases.
+    #[error("method {0:?} differs from a standard method only in letter case")]
+    MethodCase(String),
     /// The rewritten message did not parse again (cannot happen for a
     /// message that parsed once; kept as an answer instead of a panic).
     #[error("sanitized message does not parse: {0}")]
@@ -47,6 +57,14 @@ pub fn sanitize(side: Side, msg: SipMessage, limits: &Limits) -> Result<SipMessa
             byte: msg.as_slice()[offset],
             offset,
         });
+    }
+    if let Some(m) = msg
+        .method_bytes()
+        .filter(|_| msg.method() == Some(Method::Extension))
+    {
+        if KNOWN.iter().any(|k| k.eq_ignore_ascii_case(m)) {
+            return Err(Unsafe::MethodCase(String::from_utf8_lossy(m).into_owned()));
+        }
     }
     let mut removed: Vec<usize> = Vec::new();
     let mut scrubbed: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -74,6 +92,24 @@ pub fn sanitize(side: Side, msg: SipMessage, limits: &Limits) -> Result<SipMessa
     let bytes = sp.to_bytes();
     Ok(SipMessage::parse(bytes, limits)?)
 }
+
+/// The methods callgate knows by name (RFC 3261 §7.1 and extensions).
+const KNOWN: [&[u8]; 14] = [
+    b"INVITE",
+    b"ACK",
+    b"BYE",
+    b"CANCEL",
+    b"OPTIONS",
+    b"REGISTER",
+    b"PRACK",
+    b"UPDATE",
+    b"INFO",
+    b"SUBSCRIBE",
+    b"NOTIFY",
+    b"REFER",
+    b"MESSAGE",
+    b"PUBLISH",
+];
 
 /// What is forged in one header.
 enum Forged {
@@ -268,6 +304,15 @@ mod tests {
                 "{bad:?}: {r:?}"
             );
         }
+        let lower = msg("From: <sip:a@b>;tag=f\r\n");
+        let text =
+            String::from_utf8_lossy(lower.as_slice()).replacen("INVITE sip", "invite sip", 1);
+        let lower = SipMessage::parse(bytes::Bytes::from(text), &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            sanitize(Side::Trunk, lower, &Limits::default()),
+            Err(Unsafe::MethodCase(_))
+        ));
         // HTAB and folded lines are allowed (RFC 3261 §7.3.1).
         let ok = msg("From: <sip:a@b>;tag=f\r\nSubject: a\tb\r\n  folded\r\n");
         assert!(sanitize(Side::Trunk, ok, &Limits::default()).is_ok());
