@@ -415,3 +415,215 @@ impl DialogTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Limits;
+
+    const ME: &str = "192.0.2.99";
+
+    fn parse(text: &str) -> SipMessage {
+        match SipMessage::parse(
+            bytes::Bytes::from(text.replace('\n', "\r\n")),
+            &Limits::default(),
+        ) {
+            Ok(m) => m,
+            Err(e) => panic!("{e}: {text}"),
+        }
+    }
+
+    fn invite(call: &str, extra: &str) -> SipMessage {
+        parse(&format!(
+            "INVITE sip:+15550100@pbx SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK1\nFrom: <sip:+1555@carrier>;tag=caller\nTo: <sip:+15550100@pbx>\nCall-ID: {call}\nCSeq: 1 INVITE\nContact: <sip:+1555@198.51.100.1:5070>\n{extra}Content-Length: 0\n\n"
+        ))
+    }
+
+    fn response(call: &str, status: u16, to_tag: &str, extra: &str) -> SipMessage {
+        parse(&format!(
+            "SIP/2.0 {status} X\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK1\nFrom: <sip:+1555@carrier>;tag=caller\nTo: <sip:+15550100@pbx>;tag={to_tag}\nCall-ID: {call}\nCSeq: 1 INVITE\nContact: <sip:agent@10.0.0.5:5080>\n{extra}Content-Length: 0\n\n"
+        ))
+    }
+
+    fn request(method: &str, call: &str, from_tag: &str, to_tag: &str) -> SipMessage {
+        parse(&format!(
+            "{method} sip:x@10.0.0.5 SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK2\nFrom: <sip:a@b>;tag={from_tag}\nTo: <sip:c@d>;tag={to_tag}\nCall-ID: {call}\nCSeq: 2 {method}\nContact: <sip:moved@10.0.0.6:5090>\nContent-Length: 0\n\n"
+        ))
+    }
+
+    fn is_me(rr: &[u8]) -> bool {
+        String::from_utf8_lossy(rr).contains(ME)
+    }
+
+    fn hop(m: Membership) -> Option<String> {
+        match m {
+            Membership::Known(h) => Some(h.map(|p| p.addr.to_string()).unwrap_or_default()),
+            Membership::Stray => None,
+        }
+    }
+
+    /// A trunk call answered 200 by the PBX, at `t`.
+    fn answered(t: &mut DialogTable, call: &str, now: Instant) {
+        t.initial(&invite(call, ""), Side::Trunk, now);
+        t.response(&response(call, 200, "callee", ""), Side::Pbx, is_me, now);
+    }
+
+    #[test]
+    fn a_dialog_is_known_from_each_party_side_only_with_both_tags() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(DialogLimits::default());
+        answered(&mut t, "c1", now);
+        assert_eq!(t.len(), 1);
+        // From the caller (trunk): to the callee's Contact.
+        let bye = request("BYE", "c1", "caller", "callee");
+        assert_eq!(
+            hop(t.request(&bye, Side::Trunk, now)).as_deref(),
+            Some("10.0.0.5:5080")
+        );
+        // From the callee (PBX), tags the other way: to the caller's Contact.
+        let bye = request("BYE", "c1", "callee", "caller");
+        assert_eq!(
+            hop(t.request(&bye, Side::Pbx, now)).as_deref(),
+            Some("198.51.100.1:5070")
+        );
+        // The caller's orientation from the PBX side, a wrong tag, another call.
+        for (m, side) in [
+            (request("BYE", "c1", "caller", "callee"), Side::Pbx),
+            (request("BYE", "c1", "caller", "forged"), Side::Trunk),
+            (request("BYE", "c2", "caller", "callee"), Side::Trunk),
+        ] {
+            assert_eq!(t.request(&m, side, now), Membership::Stray);
+        }
+    }
+
+    #[test]
+    fn no_dialog_without_a_pending_request_or_from_the_callers_side() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(DialogLimits::default());
+        // A response with no initial request behind it makes nothing.
+        t.response(&response("c1", 200, "callee", ""), Side::Pbx, is_me, now);
+        // Nor one from the side the request came from.
+        t.initial(&invite("c2", ""), Side::Trunk, now);
+        t.response(&response("c2", 200, "callee", ""), Side::Trunk, is_me, now);
+        // 100 Trying has no To tag to speak of.
+        t.response(&response("c2", 100, "callee", ""), Side::Pbx, is_me, now);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn the_route_set_beyond_callgate_is_the_next_hop() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(DialogLimits::default());
+        let rr = format!(
+            "Record-Route: <sip:10.9.9.9:5062;lr>, <sip:{ME}:5062;lr>\nRecord-Route: <sip:{ME}:5060;lr>\n"
+        );
+        t.initial(
+            &invite("c1", "Record-Route: <sip:203.0.113.7:5060;lr>\n"),
+            Side::Trunk,
+            now,
+        );
+        t.response(&response("c1", 200, "callee", &rr), Side::Pbx, is_me, now);
+        let to_pbx = request("INFO", "c1", "caller", "callee");
+        assert_eq!(
+            hop(t.request(&to_pbx, Side::Trunk, now)).as_deref(),
+            Some("10.9.9.9:5062")
+        );
+        let to_trunk = request("INFO", "c1", "callee", "caller");
+        assert_eq!(
+            hop(t.request(&to_trunk, Side::Pbx, now)).as_deref(),
+            Some("203.0.113.7:5060")
+        );
+    }
+
+    #[test]
+    fn a_failed_branch_ends_its_early_dialog_and_failover_makes_another() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(DialogLimits::default());
+        t.initial(&invite("c1", ""), Side::Trunk, now);
+        t.response(&response("c1", 180, "first", ""), Side::Pbx, is_me, now);
+        let prack = request("PRACK", "c1", "caller", "first");
+        assert!(hop(t.request(&prack, Side::Trunk, now)).is_some());
+        t.response(&response("c1", 503, "first", ""), Side::Pbx, is_me, now);
+        assert_eq!(t.request(&prack, Side::Trunk, now), Membership::Stray);
+        t.response(&response("c1", 200, "second", ""), Side::Pbx, is_me, now);
+        let ack = request("ACK", "c1", "caller", "second");
+        assert!(hop(t.request(&ack, Side::Trunk, now)).is_some());
+        // A late failure does not end a confirmed dialog.
+        t.response(&response("c1", 487, "second", ""), Side::Pbx, is_me, now);
+        assert!(hop(t.request(&ack, Side::Trunk, now)).is_some());
+    }
+
+    #[test]
+    fn bye_ends_the_dialog_after_its_grace_and_idle_ones_are_forgotten() {
+        let now = Instant::now();
+        let limits = DialogLimits::default();
+        let mut t = DialogTable::new(limits);
+        answered(&mut t, "c1", now);
+        answered(&mut t, "c2", now);
+        let bye = request("BYE", "c1", "caller", "callee");
+        assert!(hop(t.request(&bye, Side::Trunk, now)).is_some());
+        // A retransmitted BYE still matches within the grace period.
+        let later = now + limits.ending_for / 2;
+        assert!(hop(t.request(&bye, Side::Trunk, later)).is_some());
+        let after = now + limits.ending_for * 2;
+        assert_eq!(t.request(&bye, Side::Trunk, after), Membership::Stray);
+        // c2 had no request at all: still known until it is idle too long.
+        let info = request("INFO", "c2", "caller", "callee");
+        assert!(hop(t.request(&info, Side::Trunk, after)).is_some());
+        let idle = after + limits.idle + Duration::from_secs(1);
+        assert_eq!(t.request(&info, Side::Trunk, idle), Membership::Stray);
+    }
+
+    #[test]
+    fn a_target_refresh_moves_a_contact_hop() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(DialogLimits::default());
+        answered(&mut t, "c1", now);
+        // The PBX re-INVITEs with a new Contact (10.0.0.6:5090).
+        let reinvite = request("INVITE", "c1", "callee", "caller");
+        assert!(hop(t.request(&reinvite, Side::Pbx, now)).is_some());
+        let bye = request("BYE", "c1", "caller", "callee");
+        assert_eq!(
+            hop(t.request(&bye, Side::Trunk, now)).as_deref(),
+            Some("10.0.0.6:5090")
+        );
+    }
+
+    #[test]
+    fn a_notify_makes_the_dialog_of_a_pending_subscribe() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(DialogLimits::default());
+        let subscribe = parse(
+            "SUBSCRIBE sip:x@pbx SIP/2.0\nVia: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bK1\nFrom: <sip:a@b>;tag=sub\nTo: <sip:x@pbx>\nCall-ID: s1\nCSeq: 1 SUBSCRIBE\nContact: <sip:a@198.51.100.1>\nEvent: dialog\nContent-Length: 0\n\n",
+        );
+        t.initial(&subscribe, Side::Trunk, now);
+        let notify = request("NOTIFY", "s1", "notifier", "sub");
+        assert_eq!(
+            hop(t.request(&notify, Side::Pbx, now)).as_deref(),
+            Some("198.51.100.1:5060")
+        );
+        // Not from the subscriber's own side.
+        let mut t2 = DialogTable::new(DialogLimits::default());
+        t2.initial(&subscribe, Side::Trunk, now);
+        assert_eq!(t2.request(&notify, Side::Trunk, now), Membership::Stray);
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_oldest_dialog() {
+        let now = Instant::now();
+        let mut t = DialogTable::new(DialogLimits {
+            max_dialogs: 2,
+            max_pending: 2,
+            ..DialogLimits::default()
+        });
+        for c in ["c1", "c2", "c3"] {
+            answered(&mut t, c, now);
+        }
+        assert_eq!(t.len(), 2);
+        assert!(t.evicted() >= 1);
+        let first = request("BYE", "c1", "caller", "callee");
+        assert_eq!(t.request(&first, Side::Trunk, now), Membership::Stray);
+        let last = request("BYE", "c3", "caller", "callee");
+        assert!(hop(t.request(&last, Side::Trunk, now)).is_some());
+    }
+}
