@@ -69,13 +69,13 @@ fn bench(c: &mut Criterion) {
     s.velocity = vec![("ani_10m".into(), Some(3)), ("dnis_1m".into(), Some(40))];
     let mut g = c.benchmark_group("risk");
     g.bench_function("decide_50_rules", |b| {
-        b.iter(|| decide(&p, None, black_box(&s)))
+        b.iter(|| decide(&p, None, black_box(&s), "d1".to_owned()))
     });
     g.bench_function("signals_and_decide_50_rules", |b| {
         b.iter(|| {
             let mut s = signals(black_box(&msg), Some(&v), &p, now);
             s.velocity = vec![("ani_10m".into(), Some(3)), ("dnis_1m".into(), Some(40))];
-            decide(&p, None, &s)
+            decide(&p, None, &s, "d1".to_owned())
         })
     });
     g.finish();

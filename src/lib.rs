@@ -16,6 +16,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod env;
 pub mod gate;
 pub mod media;
 pub mod risk;

@@ -46,7 +46,7 @@ fn the_shipped_policy_decides_the_documented_cases() {
     let msg = invite("+15550199", Some("+15550199"), "");
     let v = verified(Status::Passed, "A");
     let s = signals(&msg, Some(&v), &p, NOW);
-    let d = decide(&p, None, &s);
+    let d = decide(&p, None, &s, "d1".to_owned());
     assert_eq!(
         (d.verdict.level, d.verdict.action),
         (Level::Low, Action::Tag)
@@ -57,7 +57,7 @@ fn the_shipped_policy_decides_the_documented_cases() {
     );
     // Failed verification: high, review queue, restrictions.
     let v = verified(Status::Failed, "A");
-    let d = decide(&p, None, &signals(&msg, Some(&v), &p, NOW));
+    let d = decide(&p, None, &signals(&msg, Some(&v), &p, NOW), "d1".to_owned());
     assert_eq!(
         (d.verdict.level, d.verdict.action),
         (Level::High, Action::Review)
@@ -71,6 +71,7 @@ fn the_shipped_policy_decides_the_documented_cases() {
         &p,
         None,
         &signals(&dno, Some(&Verification::absent()), &p, NOW),
+        "d1".to_owned(),
     );
     assert_eq!(
         (d.verdict.level, d.verdict.action),
@@ -85,14 +86,14 @@ fn the_shipped_policy_decides_the_documented_cases() {
         .iter()
         .any(|r| r.name == "ani_10m" && r.key == "v:ani_10m:15550199"));
     s.velocity = vec![("ani_10m".into(), Some(5))];
-    let d = decide(&p, None, &s);
+    let d = decide(&p, None, &s, "d1".to_owned());
     assert_eq!(d.verdict.level, Level::Medium, "{d:?}");
     assert!(d.verdict.reasons().any(|r| r == "BURST_ANI_10M"));
     // Anonymous and mismatched headers are signals too.
     let anon = invite("anonymous", None, "Privacy: id\r\n");
     let s = signals(&anon, None, &p, NOW);
     assert!(s.anonymous && s.stir.is_none());
-    let d = decide(&p, None, &s);
+    let d = decide(&p, None, &s, "d1".to_owned());
     assert!(d.verdict.reasons().any(|r| r == "ANONYMOUS"));
     assert!(
         !d.verdict.reasons().any(|r| r == "STIR_NONE"),
@@ -118,7 +119,7 @@ fn shadow_disagreements_and_fail_closed() {
     let msg = invite("+15550199", None, "");
     let v = verified(Status::Passed, "B");
     let s = signals(&msg, Some(&v), &p, NOW);
-    let d = decide(&p, Some(&strict), &s);
+    let d = decide(&p, Some(&strict), &s, "d1".to_owned());
     assert_eq!(d.verdict.level, Level::Low);
     assert_eq!(d.shadow.as_ref().map(|v| v.level), Some(Level::High));
     assert!(d.disagrees());
@@ -138,7 +139,7 @@ fn a_shadow_policy_is_judged_on_its_own_lists() {
     .unwrap_or_else(|e| panic!("{e:?}"));
     let msg = invite("+15550177", None, "");
     let s = signals(&msg, None, &p, NOW);
-    let d = decide(&p, Some(&candidate), &s);
+    let d = decide(&p, Some(&candidate), &s, "d1".to_owned());
     let shadow = d
         .shadow
         .as_ref()

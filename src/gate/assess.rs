@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::api::metrics::{Metrics, Phase};
 use crate::config::RiskConfig;
+use crate::env::Env;
 use crate::risk::assess::{self, Decision};
 use crate::risk::policy::{Action, Policy};
 use crate::risk::signals::Signals;
@@ -42,22 +43,14 @@ impl RiskPhase {
         verification: Option<&Verification>,
         state: &State,
         metrics: &Metrics,
+        env: &Env,
     ) -> (Decision, Signals) {
         let started = Instant::now();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut s = assess::signals_of(
-            msg,
-            parties,
-            verification,
-            &self.policy,
-            now.as_secs() as i64,
-        );
+        let now_ms = env.unix_ms();
+        let mut s = assess::signals_of(msg, parties, verification, &self.policy, env.unix_secs());
         let policies: Vec<&Policy> = std::iter::once(self.policy.as_ref())
             .chain(self.shadow.as_deref())
             .collect();
-        let now_ms = now.as_millis() as u64;
         let requests = assess::velocity_requests(&policies, &s);
         let events: Vec<WindowEvent> = requests
             .iter()
@@ -66,13 +59,15 @@ impl RiskPhase {
                 window: r.window,
             })
             .collect();
-        let counts = state.count(&events, now_ms).await;
+        let counts = state
+            .count(&events, u64::try_from(now_ms).unwrap_or(0))
+            .await;
         s.velocity = requests
             .into_iter()
             .zip(counts)
             .map(|(r, n)| (r.name, Some(n)))
             .collect();
-        let d = assess::decide(&self.policy, self.shadow.as_deref(), &s);
+        let d = assess::decide(&self.policy, self.shadow.as_deref(), &s, env.decision_id());
         let action = match d.verdict.action {
             Action::Tag => 0,
             Action::Review => 1,

@@ -11,16 +11,13 @@
 use std::sync::Arc;
 
 use super::assess::RiskPhase;
-use super::route::{route, Route};
+use super::context::CallContext;
+use super::route::route;
 use super::verify::VerifyPhase;
-use crate::risk::assess::Decision;
-use crate::risk::signals::Signals;
 use crate::sip::message::SipMessage;
-use crate::sip::parties::Parties;
-use crate::sip::proxy::{Edits, Outgoing, Peer};
+use crate::sip::proxy::{Outgoing, Peer};
 use crate::sip::response::build_response;
-use crate::stir::mark::{self, Marking};
-use crate::stir::verify::Verification;
+use crate::stir::mark;
 
 /// The call phases as configured when the INVITE arrived (a reload never
 /// changes the rules under a call).
@@ -28,46 +25,6 @@ use crate::stir::verify::Verification;
 pub struct CallPhases {
     pub verify: Option<Arc<VerifyPhase>>,
     pub risk: Option<Arc<RiskPhase>>,
-}
-
-/// One inbound call as it goes through the phases: each phase reads what
-/// the earlier ones wrote and adds its own result.
-pub struct CallContext {
-    /// Where the INVITE came from.
-    pub peer: Peer,
-    /// The INVITE, sanitized.
-    pub msg: SipMessage,
-    /// The INVITE as received (the audit trail keeps what arrived).
-    pub received: bytes::Bytes,
-    /// Calling and called numbers, read once (parse phase's typed view).
-    pub parties: Parties,
-    /// verify: the STIR/SHAKEN result, when verification is on.
-    pub verification: Option<Verification>,
-    /// verify: what the result means for the call (verstat, Reason, refusal).
-    pub stir: Marking,
-    /// assess: the decision and the signals it was made on.
-    pub assessed: Option<(Decision, Signals)>,
-    /// route: where the call goes.
-    pub route: Route,
-    /// tag: what the forwarded INVITE carries.
-    pub edits: Edits,
-}
-
-impl CallContext {
-    fn new(peer: Peer, msg: SipMessage, received: bytes::Bytes) -> CallContext {
-        let parties = Parties::of(&msg);
-        CallContext {
-            peer,
-            msg,
-            received,
-            parties,
-            verification: None,
-            stir: Marking::default(),
-            assessed: None,
-            route: Route::Agents,
-            edits: Edits::default(),
-        }
-    }
 }
 
 /// Key of an INVITE in flight through the phases: Call-ID + top branch.
@@ -166,7 +123,13 @@ impl super::Gate {
     async fn verify(&self, phases: &CallPhases, ctx: &mut CallContext) {
         let Some(phase) = &phases.verify else { return };
         let v = phase
-            .run(&ctx.msg, &ctx.parties, &self.state, &self.metrics)
+            .run(
+                &ctx.msg,
+                &ctx.parties,
+                &self.state,
+                &self.metrics,
+                &self.env,
+            )
             .await;
         ctx.stir = mark::marking(&v, phase.attest_suffix, phase.reject);
         ctx.verification = Some(v);
@@ -185,6 +148,7 @@ impl super::Gate {
                 ctx.verification.as_ref(),
                 &self.state,
                 &self.metrics,
+                &self.env,
             )
             .await,
         );
@@ -194,7 +158,7 @@ impl super::Gate {
     /// disk) and opens the call's outcome. Without an audit store, nothing.
     fn audit(&self, ctx: &CallContext) {
         let Some(audit) = &self.audit else { return };
-        let rec = super::record::audit_record(ctx);
+        let rec = super::record::audit_record(ctx, &self.env);
         if audit.store_invite {
             audit.record_with_invite(rec, ctx.received.clone());
         } else {

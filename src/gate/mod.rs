@@ -7,6 +7,7 @@
 pub mod admit;
 pub mod assess;
 pub mod call;
+pub mod context;
 pub mod dialogs;
 pub mod media;
 pub mod outcome;
@@ -85,6 +86,8 @@ pub struct Gate {
     config_path: Option<PathBuf>,
     /// The phases and limits in force, swapped whole on reload.
     phases: std::sync::RwLock<Phases>,
+    /// The clock and random source of the pipeline's decisions.
+    pub env: crate::env::Env,
     /// The dialogs callgate record-routed (the classify phase's table).
     dialogs: Mutex<dialogs::DialogTable>,
     /// Initial INVITEs in the inbound phases, by Call-ID + top branch:
@@ -542,6 +545,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
         phases: std::sync::RwLock::new(phases),
+        env: crate::env::Env::system(),
         dialogs: Mutex::new(dialogs::DialogTable::new(dialogs::DialogLimits::default())),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
         audit,

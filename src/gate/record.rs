@@ -3,12 +3,12 @@
 //! level and action, where the call went, and the policy version
 //! (docs/audit.md). Built from the call context; written off the call path.
 
-use super::call::CallContext;
+use super::context::CallContext;
 use crate::audit::{AuditRecord, FiredRule, Json};
-use crate::risk::assess::decision_id;
+use crate::env::Env;
 
 /// The audit record of the call's decision.
-pub fn audit_record(ctx: &CallContext) -> AuditRecord {
+pub fn audit_record(ctx: &CallContext, env: &Env) -> AuditRecord {
     let (decision, signals) = match &ctx.assessed {
         Some((d, s)) => (Some(d), Some(s)),
         None => (None, None),
@@ -19,8 +19,10 @@ pub fn audit_record(ctx: &CallContext) -> AuditRecord {
         _ => None,
     };
     AuditRecord {
-        decision_id: decision.map(|d| d.id.clone()).unwrap_or_else(decision_id),
-        time_ms: crate::audit::store_now_ms(),
+        decision_id: decision
+            .map(|d| d.id.clone())
+            .unwrap_or_else(|| env.decision_id()),
+        time_ms: env.unix_ms(),
         call_id: String::from_utf8_lossy(ctx.msg.call_id().unwrap_or_default()).into_owned(),
         side: ctx.peer.side.as_str().to_owned(),
         trunk: ctx.peer.addr.ip().to_string(),

@@ -140,13 +140,6 @@ fn shaken(ids: &[Vec<u8>]) -> Option<&[u8]> {
     })
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl VerifyPhase {
     /// Verifies the Identity headers of an initial INVITE (with replay
     /// detection), counts and logs the result.
@@ -156,6 +149,7 @@ impl VerifyPhase {
         parties: &Parties,
         state: &State,
         metrics: &Metrics,
+        env: &crate::env::Env,
     ) -> Verification {
         let started = Instant::now();
         let ids = identities(msg);
@@ -165,7 +159,7 @@ impl VerifyPhase {
                 let all: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
                 let v = self
                     .verifier
-                    .verify_call(&all, &parties.calling, &dest, unix_now())
+                    .verify_call(&all, &parties.calling, &dest, env.unix_secs())
                     .await;
                 match self
                     .replay_of(id, msg.call_id().unwrap_or_default(), state)

@@ -129,14 +129,15 @@ impl Decision {
     }
 }
 
-/// Decides under the active policy (and the shadow, if any).
-pub fn decide(active: &Policy, shadow: Option<&Policy>, s: &Signals) -> Decision {
+/// Decides under the active policy (and the shadow, if any); `id` is the
+/// decision's id (from the pipeline's [`crate::env::Env`]).
+pub fn decide(active: &Policy, shadow: Option<&Policy>, s: &Signals, id: String) -> Decision {
     let verdict = active.decide(s);
     let target = (verdict.action == Action::Review)
         .then(|| active.review_uri.clone())
         .flatten();
     Decision {
-        id: decision_id(),
+        id,
         shadow: shadow.map(|p| p.decide(&number_signals_for(p, s))),
         verdict,
         target,
@@ -154,9 +155,4 @@ fn number_signals_for(policy: &Policy, s: &Signals) -> Signals {
     own.unassigned = signals::has_prefix(&s.calling, &n.unassigned);
     own.own_number = signals::has_prefix(&s.calling, &n.own);
     own
-}
-
-/// A short unique decision id: 16 hex digits, random.
-pub fn decision_id() -> String {
-    format!("{:016x}", fastrand::u64(..))
 }
