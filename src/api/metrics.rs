@@ -6,8 +6,11 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::config::Side;
 use crate::sip::method::Method;
+use crate::sip::proxy::{CoreObserver, CoreRefusal};
+use crate::sip::side::Side;
+
+pub use crate::sip::proxy::Direction;
 
 const SIDES: [Side; 2] = [Side::Trunk, Side::Pbx];
 const METHODS: [Method; 15] = [
@@ -35,13 +38,6 @@ fn method_index(m: Method) -> usize {
         .unwrap_or(METHODS.len() - 1)
 }
 
-/// Direction of a counted message relative to callgate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    In,
-    Out,
-}
-
 /// Why a request was refused before the proxy core saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -57,6 +53,15 @@ pub enum Refusal {
     Unsafe,
     /// A request for no dialog callgate knows (481).
     NoDialog,
+}
+
+impl From<CoreRefusal> for Refusal {
+    fn from(why: CoreRefusal) -> Refusal {
+        match why {
+            CoreRefusal::Overload => Refusal::Overload,
+            CoreRefusal::Draining => Refusal::Draining,
+        }
+    }
 }
 
 const REFUSALS: [(Refusal, &str); 6] = [
@@ -429,6 +434,43 @@ impl Metrics {
     }
 }
 
+/// The proxy core's counters land in the same atomics as the edge's.
+impl CoreObserver for Metrics {
+    fn request(&self, side: Side, dir: Direction, method: Method) {
+        Metrics::request(self, side, dir, method);
+    }
+    fn response(&self, side: Side, dir: Direction, status: u16) {
+        Metrics::response(self, side, dir, status);
+    }
+    fn parse_error(&self, side: Side) {
+        Metrics::parse_error(self, side);
+    }
+    fn refused(&self, side: Side, why: CoreRefusal) {
+        Metrics::refused(self, side, why.into());
+    }
+    fn transport_error(&self, side: Side) {
+        Metrics::transport_error(self, side);
+    }
+    fn failover(&self) {
+        Metrics::failover(self);
+    }
+    fn timeout(&self) {
+        Metrics::timeout(self);
+    }
+    fn loop_detected(&self) {
+        Metrics::loop_detected(self);
+    }
+    fn set_active_transactions(&self, server: usize, client: usize) {
+        Metrics::set_active_transactions(self, server, client);
+    }
+    fn set_targets_up(&self, side: Side, up: usize) {
+        Metrics::set_targets_up(self, side, up);
+    }
+    fn set_draining(&self, on: bool) {
+        Metrics::set_draining(self, on);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +490,23 @@ mod tests {
         ));
         assert!(text.contains("callgate_phase_seconds_bucket{phase=\"process\",le=\"0.00001\"} 1"));
         assert!(text.contains("callgate_phase_seconds_count{phase=\"process\"} 1"));
+    }
+
+    #[test]
+    fn the_cores_reports_render_under_their_names() {
+        let m = Metrics::default();
+        let core: &dyn CoreObserver = &m;
+        core.refused(Side::Trunk, CoreRefusal::Overload);
+        core.refused(Side::Pbx, CoreRefusal::Draining);
+        core.failover();
+        core.parse_error(Side::Trunk);
+        let text = m.render();
+        assert!(text
+            .contains("callgate_admission_refusals_total{side=\"trunk\",reason=\"overload\"} 1"));
+        assert!(
+            text.contains("callgate_admission_refusals_total{side=\"pbx\",reason=\"draining\"} 1")
+        );
+        assert!(text.contains("callgate_failovers_total 1"));
+        assert_eq!(m.parse_error_count(Side::Trunk), 1);
     }
 }

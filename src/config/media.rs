@@ -1,12 +1,13 @@
 //! `[media]`: media anchoring — the relay's addresses, ports, workers and
 //! the transport (RTP or SRTP) each side gets — validated into
-//! [`crate::gate::media::MediaConfig`].
+//! [`MediaConfig`], the media layer's own type.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{invalid, ConfigError};
+use crate::media::config::MediaConfig;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +44,7 @@ fn online_cpus() -> Option<Vec<usize>> {
 }
 
 /// Validates `[media]`.
-pub(super) fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaConfig>, ConfigError> {
+pub(super) fn media(raw: RawMedia) -> Result<Option<MediaConfig>, ConfigError> {
     if !raw.enabled.unwrap_or(false) {
         return Ok(None);
     }
@@ -117,7 +118,7 @@ pub(super) fn media(raw: RawMedia) -> Result<Option<crate::gate::media::MediaCon
         transport("media.trunk_transport", raw.trunk_transport.as_deref())?,
         transport("media.pbx_transport", raw.pbx_transport.as_deref())?,
     ];
-    Ok(Some(crate::gate::media::MediaConfig {
+    Ok(Some(MediaConfig {
         relay: crate::media::relay::RelayConfig {
             bind,
             port_min,

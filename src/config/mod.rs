@@ -111,7 +111,7 @@ pub struct Config {
     /// Velocity, replay and certificate state: local, or shared on Redis.
     pub state: crate::state::StateConfig,
     /// Media anchoring (`[media] enabled = true`); `None`: SDP untouched.
-    pub media: Option<crate::gate::media::MediaConfig>,
+    pub media: Option<crate::media::config::MediaConfig>,
 }
 
 #[derive(Deserialize, Default)]

@@ -14,34 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::media::anchor::{is_sdp, AnchorOptions, MediaAnchor, Transport};
-use crate::media::relay::{Relay, RelayConfig, RelayEvent};
+use crate::media::config::MediaConfig;
+use crate::media::relay::{Relay, RelayEvent};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::proxy::{LocalSide, Outgoing, Peer};
 use crate::sip::uri::NameAddr;
-
-/// `[media]`: the relay and how SDP is rewritten.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaConfig {
-    pub relay: RelayConfig,
-    /// The address written into SDP (default: the bind address).
-    pub advertise: std::net::IpAddr,
-    /// Remove ICE attributes from SDP passed on (default on: candidates
-    /// would let the sides bypass the relay).
-    pub strip_ice: bool,
-    /// Where the rtpengine-compatible ng control protocol listens (UDP);
-    /// `None`: not served.
-    pub ng_listen: Option<std::net::SocketAddr>,
-    /// Sources allowed to send ng commands.
-    pub ng_allow: Vec<ipnet::IpNet>,
-    /// End a call whose media timed out with a BYE to each side (default:
-    /// only report it).
-    pub timeout_bye: bool,
-    /// What each side (indexed by [`crate::config::Side::index`]: trunk,
-    /// PBX) is offered: as offered, RTP or SDES-SRTP. Where they differ
-    /// the relay terminates SRTP.
-    pub transports: [Transport; 2],
-}
 
 /// What an SDP body is in the offer/answer exchange (RFC 3264, RFC 3261
 /// §13.2.1).

@@ -4,6 +4,7 @@
 //! media, forward), sends what the proxy core asks for, drives its timers,
 //! and handles SIGTERM (drain) and SIGHUP (reload).
 
+mod admin;
 pub mod admit;
 pub mod assess;
 pub mod call;
@@ -103,7 +104,7 @@ pub struct Gate {
     state_config: crate::state::StateConfig,
     /// Media anchoring, when `[media]` is on (read at start only).
     pub media: Option<Arc<media::MediaPhase>>,
-    media_config: Option<media::MediaConfig>,
+    media_config: Option<crate::media::config::MediaConfig>,
     /// Audited calls awaiting their outcome, by Call-ID.
     outcomes: Mutex<outcome::Tracker>,
     /// Worker threads for signature checks (`stir.verify_threads`), and the

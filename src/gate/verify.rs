@@ -134,7 +134,7 @@ fn identities(msg: &SipMessage) -> Vec<Vec<u8>> {
 fn shaken(ids: &[Vec<u8>]) -> Option<&[u8]> {
     ids.iter().map(Vec::as_slice).find(|v| {
         matches!(
-            crate::stir::identity::ppt_of(v).as_deref(),
+            crate::stir::passport::ppt_of(v).as_deref(),
             Some("shaken") | None
         )
     })

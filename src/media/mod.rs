@@ -8,10 +8,12 @@
 //! * [`stats`] — per-stream packets, loss and jitter (RFC 3550 A.3, A.8);
 //! * [`relay`] — the RTP/RTCP relay: port pairs, latching, worker threads;
 //! * [`anchor`] — offer/answer through the relay: streams, remotes, rewrite;
+//! * [`config`] — `[media]` as this layer takes it ([`config::MediaConfig`]);
 //! * [`ng`] — rtpengine's ng control protocol, so Kamailio or OpenSIPS can
 //!   drive the relay too; [`ng_control`] maps it onto the anchor.
 
 pub mod anchor;
+pub mod config;
 pub mod ng;
 pub mod ng_control;
 pub mod relay;

@@ -87,7 +87,7 @@ pub fn tls_config(extra_ca: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientC
 }
 
 fn is_private(ip: IpAddr) -> bool {
-    match crate::config::canonical_ip(ip) {
+    match crate::sip::proxy::canonical_ip(ip) {
         IpAddr::V4(v4) => {
             v4.is_private()
                 || v4.is_loopback()

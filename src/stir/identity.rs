@@ -56,23 +56,6 @@ impl<'a> IdentityHeader<'a> {
     }
 }
 
-/// The PASSporT type of an Identity header value: its `ppt` parameter,
-/// else the `ppt` of the PASSporT's protected header, else `shaken`'s
-/// absence (`None`, a base PASSporT).
-pub fn ppt_of(value: &[u8]) -> Option<String> {
-    let h = IdentityHeader::parse(value).ok()?;
-    if let Some(p) = h.ppt {
-        return Some(p.to_ascii_lowercase());
-    }
-    use base64::Engine;
-    let first = h.token.split('.').next()?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(first)
-        .ok()?;
-    let header: super::passport::Header = serde_json::from_slice(&json).ok()?;
-    header.ppt.map(|p| p.to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,8 @@ use super::cache::{
 use super::certs::{self, Chain, Crl, FetchedCrls, TrustStore};
 use super::divert;
 use super::fetch::FetchOptions;
-use super::identity::{self, IdentityHeader};
-use super::passport::{canonical_tn, check_companion, Check, Expect, Passport};
+use super::identity::IdentityHeader;
+use super::passport::{self, canonical_tn, check_companion, Check, Expect, Passport};
 use super::rcd::{self, RcdSource};
 use super::verify::{self, DivHop, Status, Verification};
 use super::Cause;
@@ -131,7 +131,7 @@ impl Verifier {
         let (mut shaken, mut divs, mut rcds) = (None, Vec::new(), Vec::new());
         let mut malformed = Vec::new();
         for value in identities.iter().take(MAX_IDENTITIES) {
-            let ppt = identity::ppt_of(value);
+            let ppt = passport::ppt_of(value);
             match ppt.as_deref() {
                 Some(kind @ ("div" | "rcd")) => match Companion::decode(value) {
                     Some(c) if kind == "div" => divs.push(c),

@@ -18,6 +18,7 @@ pub mod branch;
 mod build;
 mod edits;
 mod io;
+pub mod observe;
 mod request;
 mod response;
 mod settings;
@@ -30,6 +31,7 @@ mod timers;
 pub use build::LocalSide;
 pub use edits::{Edits, Routing};
 pub use io::{ConnId, Outgoing, Peer};
+pub use observe::{CoreObserver, CoreRefusal, Direction};
 pub use request::next_hop;
 
 use std::sync::Arc;
@@ -38,7 +40,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use smallvec::SmallVec;
 
-use crate::api::metrics::{Direction, Metrics};
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::side::Side;
@@ -159,7 +160,7 @@ pub struct ProxyCore {
     clients: TransactionTable<ClientEntry>,
     wheel: TimerWheel<TimerRef>,
     branches: BranchGenerator,
-    metrics: Arc<Metrics>,
+    observer: Arc<dyn CoreObserver>,
     draining: bool,
     /// INVITE server transactions without a final response yet.
     pending_invites: usize,
@@ -168,7 +169,7 @@ pub struct ProxyCore {
 }
 
 impl ProxyCore {
-    pub fn new(settings: CoreSettings, metrics: Arc<Metrics>, now: Instant) -> ProxyCore {
+    pub fn new(settings: CoreSettings, observer: Arc<dyn CoreObserver>, now: Instant) -> ProxyCore {
         let local = [
             LocalSide::from_config(&settings.sides[0]),
             LocalSide::from_config(&settings.sides[1]),
@@ -185,7 +186,7 @@ impl ProxyCore {
             clients: TransactionTable::new(),
             wheel: TimerWheel::new(now),
             branches: BranchGenerator::default(),
-            metrics,
+            observer,
             draining: false,
             pending_invites: 0,
             next_probe_at: None,
@@ -193,7 +194,7 @@ impl ProxyCore {
             settings,
         };
         for side in [Side::Trunk, Side::Pbx] {
-            core.metrics
+            core.observer
                 .set_targets_up(side, core.targets[side.index()].up_count());
         }
         if !core.settings.health.interval.is_zero() {
@@ -211,7 +212,7 @@ impl ProxyCore {
             let i = side.index();
             if settings.sides[i].targets != self.settings.sides[i].targets {
                 self.targets[i] = TargetSet::new(settings.sides[i].targets.clone(), down_after);
-                self.metrics
+                self.observer
                     .set_targets_up(side, self.targets[i].up_count());
             }
             self.local[i] = LocalSide::from_config(&settings.sides[i]);
@@ -222,7 +223,7 @@ impl ProxyCore {
     /// Starts draining: new initial INVITEs get 503, everything else runs on.
     pub fn start_drain(&mut self) {
         self.draining = true;
-        self.metrics.set_draining(true);
+        self.observer.set_draining(true);
     }
 
     /// True once no INVITE is waiting for its final response.
@@ -264,7 +265,7 @@ impl ProxyCore {
         let msg = match SipMessage::parse(data.clone(), &self.settings.limits) {
             Ok(m) => m,
             Err(e) => {
-                self.metrics.parse_error(peer.side);
+                self.observer.parse_error(peer.side);
                 let reason = crate::sip::response::reason_phrase(e.status());
                 if let Some(resp) =
                     crate::sip::response::response_to_unparseable(&data, e.status(), reason)
@@ -275,7 +276,7 @@ impl ProxyCore {
             }
         };
         if let Err(e) = msg.validate() {
-            self.metrics.parse_error(peer.side);
+            self.observer.parse_error(peer.side);
             if msg.is_request() && msg.method() != Some(Method::Ack) {
                 let status = e.status();
                 let resp = crate::sip::response::build_response(
@@ -323,7 +324,7 @@ impl ProxyCore {
         out: &mut Vec<Outgoing>,
     ) {
         self.handle_request(peer, msg, routing, edits, now, out);
-        self.metrics
+        self.observer
             .set_active_transactions(self.servers.len(), self.clients.len());
     }
 
@@ -338,7 +339,7 @@ impl ProxyCore {
         out: &mut Vec<Outgoing>,
     ) {
         self.handle_response(peer, msg, body, now, out);
-        self.metrics
+        self.observer
             .set_active_transactions(self.servers.len(), self.clients.len());
     }
 
@@ -371,7 +372,7 @@ impl ProxyCore {
                 }
             }
         }
-        self.metrics
+        self.observer
             .set_active_transactions(self.servers.len(), self.clients.len());
     }
 
@@ -380,7 +381,7 @@ impl ProxyCore {
         let Some(entry) = self.clients.get_mut(client) else {
             return;
         };
-        self.metrics.transport_error(entry.to.side);
+        self.observer.transport_error(entry.to.side);
         let outputs = entry.tx.on_transport_error();
         self.client_outputs(client, outputs, None, now, out);
     }
@@ -437,12 +438,12 @@ impl ProxyCore {
         method: Method,
         client: Option<Bytes>,
     ) {
-        self.metrics.request(to.side, Direction::Out, method);
+        self.observer.request(to.side, Direction::Out, method);
         out.push(Outgoing { to, bytes, client });
     }
 
     fn send_response(&self, out: &mut Vec<Outgoing>, to: Peer, bytes: Bytes, status: u16) {
-        self.metrics.response(to.side, Direction::Out, status);
+        self.observer.response(to.side, Direction::Out, status);
         out.push(Outgoing {
             to,
             bytes,

@@ -8,11 +8,11 @@ use smallvec::SmallVec;
 
 use super::branch::{self, BranchGenerator};
 use super::build;
+use super::observe::{CoreRefusal, Direction};
 use super::{
     Best, ClientEntry, ClientKind, Edits, Forwarding, NextHop, Outgoing, Peer, ProxyCore, Routing,
     ServerEntry,
 };
-use crate::api::metrics::{Direction, Refusal};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::response::{build_response, reason_phrase};
@@ -181,7 +181,7 @@ impl ProxyCore {
         out: &mut Vec<Outgoing>,
     ) {
         let method = msg.method().unwrap_or(Method::Extension);
-        self.metrics.request(peer.side, Direction::In, method);
+        self.observer.request(peer.side, Direction::In, method);
         let via = match msg.top_via() {
             Ok(v) => v,
             Err(_) => {
@@ -272,14 +272,14 @@ impl ProxyCore {
         }
         if method == Method::Invite && initial {
             let refusal = if self.draining {
-                Some(Refusal::Draining)
+                Some(CoreRefusal::Draining)
             } else if self.pending_invites > self.settings.overload.max_transactions {
-                Some(Refusal::Overload)
+                Some(CoreRefusal::Overload)
             } else {
                 None
             };
             if let Some(why) = refusal {
-                self.metrics.refused(peer.side, why);
+                self.observer.refused(peer.side, why);
                 let retry = format!("Retry-After: {}", self.settings.overload.retry_after_secs);
                 self.respond(
                     &key,
@@ -325,7 +325,7 @@ impl ProxyCore {
                 if self.is_me(via.host, via.port)
                     && via.branch.and_then(branch::parse_loop_hash) == Some(here)
                 {
-                    self.metrics.loop_detected();
+                    self.observer.loop_detected();
                     return Some((482, "Loop Detected", String::new()));
                 }
             }
@@ -464,7 +464,7 @@ impl ProxyCore {
         };
         fwd.attempts += 1;
         if fwd.attempts > 1 {
-            self.metrics.failover();
+            self.observer.failover();
             tracing::info!(target = %hop.addr, attempt = fwd.attempts, "failing over to next target");
         }
         let method = entry.method;

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::observe::Direction;
 use super::request::client_key;
 use super::{build, Best, ClientEntry, ClientKind, Outgoing, Peer, ProxyCore};
-use crate::api::metrics::Direction;
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::side::{Side, Transport};
@@ -60,7 +60,7 @@ impl ProxyCore {
             body: body.as_deref(),
         };
         let status = msg.status().unwrap_or(0);
-        self.metrics.response(peer.side, Direction::In, status);
+        self.observer.response(peer.side, Direction::In, status);
         let Ok(via) = msg.top_via() else { return };
         if !self.is_me(via.host, via.port) {
             tracing::debug!(from = %peer.addr, "response whose top Via is not ours dropped");
@@ -113,7 +113,7 @@ impl ProxyCore {
                     }
                 }
                 TxOutput::Timeout => {
-                    self.metrics.timeout();
+                    self.observer.timeout();
                     self.branch_failed(ckey, 408, now, out);
                 }
                 TxOutput::AckTimeout => {}
@@ -356,7 +356,7 @@ impl ProxyCore {
                     matches!(c.tx.state(), ClientState::Calling | ClientState::Trying)
                 });
                 if silent {
-                    self.metrics.timeout();
+                    self.observer.timeout();
                     self.branch_failed(&ckey, 408, now, out);
                     self.clients.remove(&ckey);
                     return;
@@ -372,7 +372,7 @@ impl ProxyCore {
             // silent one as a 408.
             if let Some(ckey) = f.branches.last().cloned() {
                 let ringing = self.clients.get(&ckey).is_some_and(|c| c.got_provisional);
-                self.metrics.timeout();
+                self.observer.timeout();
                 if ringing {
                     if let Some(f) = self.servers.get_mut(key).and_then(|e| e.fwd.as_mut()) {
                         f.canceled = true;
@@ -472,7 +472,7 @@ impl ProxyCore {
             } else {
                 tracing::warn!(side = side.as_str(), target = %uri, "target failed OPTIONS probes: out of rotation");
             }
-            self.metrics.set_targets_up(side, set.up_count());
+            self.observer.set_targets_up(side, set.up_count());
         }
     }
 }
