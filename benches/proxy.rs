@@ -54,7 +54,7 @@ fn call(c: &mut Criterion) {
     let mut cfg = Config::embedded().unwrap_or_else(|e| panic!("{e}"));
     cfg.health.interval = std::time::Duration::ZERO;
     let metrics = Arc::new(Metrics::default());
-    let mut core = ProxyCore::new(CoreSettings::from_config(&cfg), metrics, Instant::now());
+    let mut core = ProxyCore::new(CoreSettings::from_config(&cfg), metrics, Instant::now(), 1);
     let carrier = Peer {
         side: Side::Trunk,
         transport: Transport::Udp,

@@ -318,3 +318,41 @@ fn replay_a_capture_through_a_candidate_policy() {
         assert!(text.contains("2  low/tag -> medium/tag"), "{name}: {text}");
     }
 }
+
+/// The decision phases under one environment: assess (with the id from the
+/// environment), route and tag.
+fn tagged(p: &Policy, env: &callgate::env::Env) -> (String, callgate::sip::proxy::Edits) {
+    use callgate::gate::{route::route, tag::tag};
+    let msg = invite("+15550199", Some("+15550199"), "");
+    let v = verified(Status::Failed, "C");
+    let d = decide(
+        p,
+        None,
+        &signals(&msg, Some(&v), p, env.unix_secs()),
+        env.decision_id(),
+    );
+    let stir = callgate::stir::mark::marking(&v, true, false);
+    let r = route(&stir, Some(&d));
+    (d.id.clone(), tag(&msg, &stir, Some(&v), Some(&d), &r))
+}
+
+#[test]
+fn the_same_invite_under_the_same_environment_is_tagged_byte_for_byte_alike() {
+    let p = shipped();
+    let (env_a, _) = callgate::env::Env::fixed(NOW * 1000, 7);
+    let (env_b, _) = callgate::env::Env::fixed(NOW * 1000, 7);
+    let a = tagged(&p, &env_a);
+    let b = tagged(&p, &env_b);
+    assert_eq!(a, b);
+    assert!(
+        a.1.append
+            .iter()
+            .any(|h| h.starts_with("X-Callgate-Risk:") && h.contains(&a.0)),
+        "{a:?}"
+    );
+    // Another seed: the same decision under another id.
+    let (env_c, _) = callgate::env::Env::fixed(NOW * 1000, 8);
+    let c = tagged(&p, &env_c);
+    assert_ne!(a.0, c.0);
+    assert_eq!(a.1.replace_first, c.1.replace_first);
+}

@@ -510,7 +510,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         crate::sip::proxy::LocalSide::from_config(&settings.sides[0]),
         crate::sip::proxy::LocalSide::from_config(&settings.sides[1]),
     ];
-    let core = ProxyCore::new(settings, metrics.clone(), now);
+    let env = crate::env::Env::system();
+    let core = ProxyCore::new(settings, metrics.clone(), now, env.u64());
     let media = match &cfg.media {
         Some(m) => {
             let phase =
@@ -546,7 +547,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
         phases: std::sync::RwLock::new(phases),
-        env: crate::env::Env::system(),
+        env,
         dialogs: Mutex::new(dialogs::DialogTable::new(dialogs::DialogLimits::default())),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
         audit,

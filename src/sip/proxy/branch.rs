@@ -49,23 +49,31 @@ pub fn parse_loop_hash(branch: &[u8]) -> Option<u32> {
     u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
 }
 
-/// Generates unique branches: a per-process random salt and a counter.
+/// Generates unique branches (a salt and a counter) and the core's tags,
+/// from a seed the core is given: the same seed gives the same branches
+/// and tags, so a run can be reproduced.
 #[derive(Debug)]
 pub struct BranchGenerator {
     salt: u32,
     counter: u64,
-}
-
-impl Default for BranchGenerator {
-    fn default() -> Self {
-        BranchGenerator {
-            salt: fastrand::u32(..),
-            counter: 0,
-        }
-    }
+    rng: fastrand::Rng,
 }
 
 impl BranchGenerator {
+    pub fn seeded(seed: u64) -> BranchGenerator {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        BranchGenerator {
+            salt: rng.u32(..),
+            counter: 0,
+            rng,
+        }
+    }
+
+    /// A random token for tags and Call-IDs.
+    pub fn token(&mut self) -> String {
+        format!("{:016x}", self.rng.u64(..))
+    }
+
     /// A new unique branch for a request with this loop hash.
     pub fn next(&mut self, loop_hash: u32) -> String {
         self.counter += 1;
@@ -84,7 +92,8 @@ impl BranchGenerator {
     }
 }
 
-/// A random token for tags and Call-IDs.
+/// A random token for tags and Call-IDs outside the core (the media
+/// phase's own BYEs).
 pub fn token() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
@@ -95,7 +104,15 @@ mod tests {
 
     #[test]
     fn branches_are_unique_and_carry_the_loop_hash() {
-        let mut g = BranchGenerator::default();
+        let mut g = BranchGenerator::seeded(1);
+        assert_eq!(
+            BranchGenerator::seeded(7).next(1),
+            BranchGenerator::seeded(7).next(1)
+        );
+        assert_eq!(
+            BranchGenerator::seeded(7).token(),
+            BranchGenerator::seeded(7).token()
+        );
         let a = g.next(0xdead_beef);
         let b = g.next(0xdead_beef);
         assert_ne!(a, b);

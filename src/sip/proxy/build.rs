@@ -142,9 +142,9 @@ pub fn options_probe(
     target_uri: &str,
     branch: &str,
     seq: u32,
+    tag: &str,
+    call_id: &str,
 ) -> Bytes {
-    let tag = super::branch::token();
-    let call_id = super::branch::token();
     let uri = target_uri.split(';').next().unwrap_or(target_uri);
     let s = format!(
         "OPTIONS {uri} SIP/2.0\r\n{via}\r\nMax-Forwards: 70\r\nFrom: <sip:callgate@{host}>;tag={tag}\r\nTo: <{uri}>\r\nCall-ID: {call_id}@callgate\r\nCSeq: {seq} OPTIONS\r\nUser-Agent: callgate\r\nContent-Length: 0\r\n\r\n",

@@ -169,7 +169,15 @@ pub struct ProxyCore {
 }
 
 impl ProxyCore {
-    pub fn new(settings: CoreSettings, observer: Arc<dyn CoreObserver>, now: Instant) -> ProxyCore {
+    /// A core with these settings, counting through `observer`, at `now`;
+    /// `seed` feeds its branch salt and tags (a running callgate passes one
+    /// from the pipeline's environment; tests a constant).
+    pub fn new(
+        settings: CoreSettings,
+        observer: Arc<dyn CoreObserver>,
+        now: Instant,
+        seed: u64,
+    ) -> ProxyCore {
         let local = [
             LocalSide::from_config(&settings.sides[0]),
             LocalSide::from_config(&settings.sides[1]),
@@ -185,7 +193,7 @@ impl ProxyCore {
             servers: TransactionTable::new(),
             clients: TransactionTable::new(),
             wheel: TimerWheel::new(now),
-            branches: BranchGenerator::default(),
+            branches: BranchGenerator::seeded(seed),
             observer,
             draining: false,
             pending_invites: 0,

@@ -227,12 +227,13 @@ impl ProxyCore {
         let initial = routing.is_initial();
         let refusal = self.check_request(&msg, &via);
         let trying_sent = edits.as_ref().is_some_and(|m| m.trying_sent);
+        let to_tag = self.branches.token();
         let mut entry = ServerEntry {
             tx: ServerTransaction::new(kind, peer.transport.is_reliable(), self.settings.timers),
             method,
             reply,
             request: Some(Box::new(msg)),
-            to_tag: branch::token(),
+            to_tag,
             fwd: None,
             edits,
             scheduled: None,
@@ -705,7 +706,7 @@ impl ProxyCore {
             method: Method::Cancel,
             reply,
             request: Some(Box::new(msg)),
-            to_tag: branch::token(),
+            to_tag: self.branches.token(),
             fwd: None,
             edits: None,
             scheduled: None,

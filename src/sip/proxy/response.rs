@@ -414,8 +414,17 @@ impl ProxyCore {
             for (index, t) in targets.iter().enumerate() {
                 self.probe_seq = self.probe_seq.wrapping_add(1);
                 let br = self.branches.next(0);
+                let (tag, call_id) = (self.branches.token(), self.branches.token());
                 let local = &self.local[side.index()];
-                let bytes = build::options_probe(local, t.transport, &t.uri, &br, self.probe_seq);
+                let bytes = build::options_probe(
+                    local,
+                    t.transport,
+                    &t.uri,
+                    &br,
+                    self.probe_seq,
+                    &tag,
+                    &call_id,
+                );
                 let to = Peer {
                     side,
                     transport: t.transport,

@@ -115,7 +115,7 @@ impl Harness {
         let counts = Arc::new(Counts::default());
         let now = Instant::now();
         Harness {
-            core: ProxyCore::new(settings(pbx_targets), counts.clone(), now),
+            core: ProxyCore::new(settings(pbx_targets), counts.clone(), now, 1),
             now,
             counts,
         }
@@ -480,7 +480,7 @@ fn overload_refuses_new_invites_with_503_and_retry_after() {
     let counts = Arc::new(Counts::default());
     let now = Instant::now();
     let mut h = Harness {
-        core: ProxyCore::new(s, counts.clone(), now),
+        core: ProxyCore::new(s, counts.clone(), now, 1),
         now,
         counts,
     };
