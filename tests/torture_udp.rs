@@ -7,12 +7,17 @@
 //! PBX socket before the sentinel was forwarded, and the first final
 //! response the carrier got before the sentinel's 200 is callgate's answer.
 //! No timed waits: the sentinel is the barrier.
+//!
+//! The corpus runs twice: against a plain proxy, and against the full
+//! inbound pipeline (STIR/SHAKEN verify, risk policy, audit), where initial
+//! INVITEs from the trunk take every phase before the core forwards them.
 
 mod common;
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use common::pki::{pki, Pki};
 use common::{config, Callgate, Ports, LOOPBACK};
 
 /// What RFC 4475 / RFC 5118 expect of a proxy for one message.
@@ -167,12 +172,39 @@ fn sentinel(carrier_port: u16, n: usize) -> (String, String) {
     (call_id, msg)
 }
 
-#[test]
-fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
+/// The configurations the corpus runs against.
+#[derive(Debug, Clone, Copy)]
+enum Pipeline {
+    /// A plain proxy: no `[stir]`, no `[risk]`.
+    Plain,
+    /// Every inbound phase on: STIR/SHAKEN verification against the test
+    /// PKI (as in tests/stir_calls.rs), the example risk policy of
+    /// sip-config/policy.toml and the audit log.
+    Full,
+}
+
+/// The `extra` config text of a pipeline; the audit database lives in the
+/// PKI's directory.
+fn extra(pipeline: Pipeline, pki: &Pki) -> String {
+    match pipeline {
+        Pipeline::Plain => String::new(),
+        Pipeline::Full => format!(
+            "[stir]\nenabled = true\ntrust_dir = \"{}\"\ndeadline_ms = 500\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+            pki.trust_dir.display(),
+            common::repo().join("sip-config/policy.toml").display(),
+            pki._dir.path().join("audit.db").display()
+        ),
+    }
+}
+
+/// Sends the whole corpus to callgate configured as `pipeline`; returns
+/// the messages that missed their RFC treatment.
+fn run_corpus(pipeline: Pipeline, pki: &Pki) -> Vec<String> {
     let pbx = UdpSocket::bind((LOOPBACK, 0)).expect("pbx socket");
     pbx.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let pbx_port = pbx.local_addr().expect("addr").port();
     let corpus = common::repo().join("tests/sip-torture");
+    let extra = extra(pipeline, pki);
     let mut failures = Vec::new();
     let mut parse_errors = 0.0;
 
@@ -186,7 +218,7 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
             ports,
             &target,
             &["sip:127.0.0.1:9;transport=udp".to_owned()],
-            "",
+            &extra,
         );
         let callgate = Callgate::start(ports, &cfg);
         let data = std::fs::read(corpus.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -208,7 +240,7 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         loop {
             let Ok((len, from)) = pbx.recv_from(&mut buf) else {
                 panic!(
-                    "{file}: sentinel never reached the PBX side — callgate stopped serving?\n{}",
+                    "{pipeline:?} {file}: sentinel never reached the PBX side — callgate stopped serving?\n{}",
                     callgate.log()
                 );
             };
@@ -217,6 +249,18 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
                 continue;
             }
             let is_sentinel = msg.contains(&sentinel_id);
+            // The full pipeline really ran: an initial INVITE reaches the
+            // PBX only tagged by the assess phase.
+            let initial_invite = msg.starts_with("INVITE ")
+                && !header(&msg, "To", "t").is_some_and(|t| t.contains("tag="));
+            if matches!(pipeline, Pipeline::Full)
+                && initial_invite
+                && header(&msg, "X-Callgate-Risk", "").is_none()
+            {
+                failures.push(format!(
+                    "{pipeline:?} {file}: an initial INVITE reached the PBX untagged"
+                ));
+            }
             let reply = if msg.starts_with("INVITE ") {
                 answer(&msg, 486, "Busy Here")
             } else {
@@ -232,7 +276,10 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         let mut answered = None;
         loop {
             let Ok((len, _)) = carrier.recv_from(&mut buf) else {
-                panic!("{file}: no answer to the sentinel\n{}", callgate.log());
+                panic!(
+                    "{pipeline:?} {file}: no answer to the sentinel\n{}",
+                    callgate.log()
+                );
             };
             let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
             if msg.contains(&sentinel_id) {
@@ -254,28 +301,39 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         };
         if file.ends_with("badvers.dat") && answered != Some(505) {
             failures.push(format!(
-                "{file}: a bad SIP version is answered 505, got {answered:?}"
+                "{pipeline:?} {file}: a bad SIP version is answered 505, got {answered:?}"
             ));
         }
         if !ok {
             failures.push(format!(
-                "{file}: expected {expect:?}, got forwarded={forwarded} answered={answered:?}"
+                "{pipeline:?} {file}: expected {expect:?}, got forwarded={forwarded} answered={answered:?}"
             ));
         }
         parse_errors += callgate.metric("callgate_sip_parse_errors_total{side=\"trunk\"}");
     }
-    assert!(
-        failures.is_empty(),
-        "torture failures:\n{}",
-        failures.join("\n")
-    );
     // Every invalid message was counted as a parse error.
     let invalid = expectations()
         .iter()
         .filter(|(_, e)| matches!(e, Expect::Rejected))
         .count();
+    if parse_errors < invalid as f64 {
+        failures.push(format!(
+            "{pipeline:?}: {parse_errors} parse errors counted for {invalid} invalid messages"
+        ));
+    }
+    failures
+}
+
+#[test]
+fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
+    let pki = pki();
+    let failures: Vec<String> = [Pipeline::Plain, Pipeline::Full]
+        .into_iter()
+        .flat_map(|p| run_corpus(p, &pki))
+        .collect();
     assert!(
-        parse_errors >= invalid as f64,
-        "{parse_errors} parse errors counted for {invalid} invalid messages"
+        failures.is_empty(),
+        "torture failures:\n{}",
+        failures.join("\n")
     );
 }
