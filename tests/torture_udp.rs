@@ -112,6 +112,34 @@ fn expectations() -> Vec<(&'static str, Expect)> {
     ]
 }
 
+/// Messages beyond the corpus: an RFC 5118 message with one address made
+/// invalid by RFC 3261 §25.1 (`IPv6reference`), each of
+/// which must be refused like `ipv6-bad`. Returned as (name, bytes, expect).
+fn variants(corpus: &std::path::Path) -> Vec<(String, Vec<u8>, Expect)> {
+    let good = std::fs::read_to_string(corpus.join("rfc5118/ipv6-good")).expect("ipv6-good");
+    [
+        // Two `::` in one address.
+        ("sip:[2001:db8::10]", "sip:[2001:db8::10::1]"),
+        // Nine groups.
+        (
+            "<sip:caller@[2001:db8::1]>",
+            "<sip:caller@[1:2:3:4:5:6:7:8:9]>",
+        ),
+        // An IPv4 address in brackets.
+        ("SIP/2.0/UDP [2001:db8::9:1]", "SIP/2.0/UDP [192.0.2.1]"),
+    ]
+    .into_iter()
+    .map(|(from, to)| {
+        assert!(good.contains(from), "{from}");
+        (
+            format!("ipv6-good with {to}"),
+            good.replacen(from, to, 1).into_bytes(),
+            Expect::Rejected,
+        )
+    })
+    .collect()
+}
+
 /// Header value by long or compact name (first occurrence), textually.
 fn header<'a>(msg: &'a str, long: &str, compact: &str) -> Option<&'a str> {
     msg.split("\r\n")
@@ -197,18 +225,26 @@ fn extra(pipeline: Pipeline, pki: &Pki) -> String {
     }
 }
 
-/// Sends the whole corpus to callgate configured as `pipeline`; returns
-/// the messages that missed their RFC treatment.
+/// Sends the whole corpus and the [`variants`] to callgate configured as
+/// `pipeline`; returns the messages that missed their RFC treatment.
 fn run_corpus(pipeline: Pipeline, pki: &Pki) -> Vec<String> {
     let pbx = UdpSocket::bind((LOOPBACK, 0)).expect("pbx socket");
     pbx.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let pbx_port = pbx.local_addr().expect("addr").port();
     let corpus = common::repo().join("tests/sip-torture");
+    let cases: Vec<(String, Vec<u8>, Expect)> = expectations()
+        .into_iter()
+        .map(|(file, expect)| {
+            let data = std::fs::read(corpus.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            (file.to_owned(), data, expect)
+        })
+        .chain(variants(&corpus))
+        .collect();
     let extra = extra(pipeline, pki);
     let mut failures = Vec::new();
     let mut parse_errors = 0.0;
 
-    for (n, (file, expect)) in expectations().into_iter().enumerate() {
+    for (n, (file, data, expect)) in cases.iter().enumerate() {
         // A fresh callgate per message: several corpus messages share branch
         // and sent-by, which RFC 3261 §17.2.3 rightly matches as
         // retransmissions of one transaction.
@@ -221,12 +257,11 @@ fn run_corpus(pipeline: Pipeline, pki: &Pki) -> Vec<String> {
             &extra,
         );
         let callgate = Callgate::start(ports, &cfg);
-        let data = std::fs::read(corpus.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         let carrier = UdpSocket::bind((LOOPBACK, 0)).expect("carrier socket");
         carrier.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let carrier_port = carrier.local_addr().expect("addr").port();
         carrier
-            .send_to(&data, callgate.trunk())
+            .send_to(data, callgate.trunk())
             .expect("send torture");
         let (sentinel_id, s) = sentinel(carrier_port, n);
         carrier
@@ -289,7 +324,7 @@ fn run_corpus(pipeline: Pipeline, pki: &Pki) -> Vec<String> {
                 answered.get_or_insert(st);
             }
         }
-        let ok = match expect {
+        let ok = match *expect {
             Expect::Processed => {
                 !matches!(answered, Some(400 | 505)) && (forwarded > 0 || answered.is_some())
             }
@@ -312,9 +347,9 @@ fn run_corpus(pipeline: Pipeline, pki: &Pki) -> Vec<String> {
         parse_errors += callgate.metric("callgate_sip_parse_errors_total{side=\"trunk\"}");
     }
     // Every invalid message was counted as a parse error.
-    let invalid = expectations()
+    let invalid = cases
         .iter()
-        .filter(|(_, e)| matches!(e, Expect::Rejected))
+        .filter(|(_, _, e)| matches!(e, Expect::Rejected))
         .count();
     if parse_errors < invalid as f64 {
         failures.push(format!(
