@@ -113,7 +113,7 @@ fn expectations() -> Vec<(&'static str, Expect)> {
 }
 
 /// Messages beyond the corpus: an RFC 5118 message with one address made
-/// invalid by RFC 3261 §25.1 (`IPv6reference`), each of
+/// invalid by RFC 3261 §25.1 (`IPv6reference`, `via-received`), each of
 /// which must be refused like `ipv6-bad`. Returned as (name, bytes, expect).
 fn variants(corpus: &std::path::Path) -> Vec<(String, Vec<u8>, Expect)> {
     let good = std::fs::read_to_string(corpus.join("rfc5118/ipv6-good")).expect("ipv6-good");
@@ -127,6 +127,11 @@ fn variants(corpus: &std::path::Path) -> Vec<(String, Vec<u8>, Expect)> {
         ),
         // An IPv4 address in brackets.
         ("SIP/2.0/UDP [2001:db8::9:1]", "SIP/2.0/UDP [192.0.2.1]"),
+        // `received` that is not an address.
+        (
+            ";branch=z9hG4bKas3-111",
+            ";received=2001:db8::9::255;branch=z9hG4bKas3-111",
+        ),
     ]
     .into_iter()
     .map(|(from, to)| {
