@@ -7,12 +7,17 @@
 //! PBX socket before the sentinel was forwarded, and the first final
 //! response the carrier got before the sentinel's 200 is callgate's answer.
 //! No timed waits: the sentinel is the barrier.
+//!
+//! The corpus runs twice: against a plain proxy, and against the full
+//! inbound pipeline (STIR/SHAKEN verify, risk policy, audit), where initial
+//! INVITEs from the trunk take every phase before the core forwards them.
 
 mod common;
 
 use std::net::UdpSocket;
 use std::time::Duration;
 
+use common::pki::{pki, Pki};
 use common::{config, Callgate, Ports, LOOPBACK};
 
 /// What RFC 4475 / RFC 5118 expect of a proxy for one message.
@@ -107,6 +112,39 @@ fn expectations() -> Vec<(&'static str, Expect)> {
     ]
 }
 
+/// Messages beyond the corpus: an RFC 5118 message with one address made
+/// invalid by RFC 3261 §25.1 (`IPv6reference`, `via-received`), each of
+/// which must be refused like `ipv6-bad`. Returned as (name, bytes, expect).
+fn variants(corpus: &std::path::Path) -> Vec<(String, Vec<u8>, Expect)> {
+    let good = std::fs::read_to_string(corpus.join("rfc5118/ipv6-good")).expect("ipv6-good");
+    [
+        // Two `::` in one address.
+        ("sip:[2001:db8::10]", "sip:[2001:db8::10::1]"),
+        // Nine groups.
+        (
+            "<sip:caller@[2001:db8::1]>",
+            "<sip:caller@[1:2:3:4:5:6:7:8:9]>",
+        ),
+        // An IPv4 address in brackets.
+        ("SIP/2.0/UDP [2001:db8::9:1]", "SIP/2.0/UDP [192.0.2.1]"),
+        // `received` that is not an address.
+        (
+            ";branch=z9hG4bKas3-111",
+            ";received=2001:db8::9::255;branch=z9hG4bKas3-111",
+        ),
+    ]
+    .into_iter()
+    .map(|(from, to)| {
+        assert!(good.contains(from), "{from}");
+        (
+            format!("ipv6-good with {to}"),
+            good.replacen(from, to, 1).into_bytes(),
+            Expect::Rejected,
+        )
+    })
+    .collect()
+}
+
 /// Header value by long or compact name (first occurrence), textually.
 fn header<'a>(msg: &'a str, long: &str, compact: &str) -> Option<&'a str> {
     msg.split("\r\n")
@@ -167,16 +205,51 @@ fn sentinel(carrier_port: u16, n: usize) -> (String, String) {
     (call_id, msg)
 }
 
-#[test]
-fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
+/// The configurations the corpus runs against.
+#[derive(Debug, Clone, Copy)]
+enum Pipeline {
+    /// A plain proxy: no `[stir]`, no `[risk]`.
+    Plain,
+    /// Every inbound phase on: STIR/SHAKEN verification against the test
+    /// PKI (as in tests/stir_calls.rs), the example risk policy of
+    /// sip-config/policy.toml and the audit log.
+    Full,
+}
+
+/// The `extra` config text of a pipeline; the audit database lives in the
+/// PKI's directory.
+fn extra(pipeline: Pipeline, pki: &Pki) -> String {
+    match pipeline {
+        Pipeline::Plain => String::new(),
+        Pipeline::Full => format!(
+            "[stir]\nenabled = true\ntrust_dir = \"{}\"\ndeadline_ms = 500\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+            pki.trust_dir.display(),
+            common::repo().join("sip-config/policy.toml").display(),
+            pki._dir.path().join("audit.db").display()
+        ),
+    }
+}
+
+/// Sends the whole corpus and the [`variants`] to callgate configured as
+/// `pipeline`; returns the messages that missed their RFC treatment.
+fn run_corpus(pipeline: Pipeline, pki: &Pki) -> Vec<String> {
     let pbx = UdpSocket::bind((LOOPBACK, 0)).expect("pbx socket");
     pbx.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let pbx_port = pbx.local_addr().expect("addr").port();
     let corpus = common::repo().join("tests/sip-torture");
+    let cases: Vec<(String, Vec<u8>, Expect)> = expectations()
+        .into_iter()
+        .map(|(file, expect)| {
+            let data = std::fs::read(corpus.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            (file.to_owned(), data, expect)
+        })
+        .chain(variants(&corpus))
+        .collect();
+    let extra = extra(pipeline, pki);
     let mut failures = Vec::new();
     let mut parse_errors = 0.0;
 
-    for (n, (file, expect)) in expectations().into_iter().enumerate() {
+    for (n, (file, data, expect)) in cases.iter().enumerate() {
         // A fresh callgate per message: several corpus messages share branch
         // and sent-by, which RFC 3261 §17.2.3 rightly matches as
         // retransmissions of one transaction.
@@ -186,15 +259,14 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
             ports,
             &target,
             &["sip:127.0.0.1:9;transport=udp".to_owned()],
-            "",
+            &extra,
         );
         let callgate = Callgate::start(ports, &cfg);
-        let data = std::fs::read(corpus.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         let carrier = UdpSocket::bind((LOOPBACK, 0)).expect("carrier socket");
         carrier.set_read_timeout(Some(Duration::from_secs(5))).ok();
         let carrier_port = carrier.local_addr().expect("addr").port();
         carrier
-            .send_to(&data, callgate.trunk())
+            .send_to(data, callgate.trunk())
             .expect("send torture");
         let (sentinel_id, s) = sentinel(carrier_port, n);
         carrier
@@ -208,7 +280,7 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         loop {
             let Ok((len, from)) = pbx.recv_from(&mut buf) else {
                 panic!(
-                    "{file}: sentinel never reached the PBX side — callgate stopped serving?\n{}",
+                    "{pipeline:?} {file}: sentinel never reached the PBX side — callgate stopped serving?\n{}",
                     callgate.log()
                 );
             };
@@ -217,6 +289,18 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
                 continue;
             }
             let is_sentinel = msg.contains(&sentinel_id);
+            // The full pipeline really ran: an initial INVITE reaches the
+            // PBX only tagged by the assess phase.
+            let initial_invite = msg.starts_with("INVITE ")
+                && !header(&msg, "To", "t").is_some_and(|t| t.contains("tag="));
+            if matches!(pipeline, Pipeline::Full)
+                && initial_invite
+                && header(&msg, "X-Callgate-Risk", "").is_none()
+            {
+                failures.push(format!(
+                    "{pipeline:?} {file}: an initial INVITE reached the PBX untagged"
+                ));
+            }
             let reply = if msg.starts_with("INVITE ") {
                 answer(&msg, 486, "Busy Here")
             } else {
@@ -232,7 +316,10 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         let mut answered = None;
         loop {
             let Ok((len, _)) = carrier.recv_from(&mut buf) else {
-                panic!("{file}: no answer to the sentinel\n{}", callgate.log());
+                panic!(
+                    "{pipeline:?} {file}: no answer to the sentinel\n{}",
+                    callgate.log()
+                );
             };
             let msg = String::from_utf8_lossy(&buf[..len]).into_owned();
             if msg.contains(&sentinel_id) {
@@ -242,7 +329,7 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
                 answered.get_or_insert(st);
             }
         }
-        let ok = match expect {
+        let ok = match *expect {
             Expect::Processed => {
                 !matches!(answered, Some(400 | 505)) && (forwarded > 0 || answered.is_some())
             }
@@ -254,28 +341,39 @@ fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
         };
         if file.ends_with("badvers.dat") && answered != Some(505) {
             failures.push(format!(
-                "{file}: a bad SIP version is answered 505, got {answered:?}"
+                "{pipeline:?} {file}: a bad SIP version is answered 505, got {answered:?}"
             ));
         }
         if !ok {
             failures.push(format!(
-                "{file}: expected {expect:?}, got forwarded={forwarded} answered={answered:?}"
+                "{pipeline:?} {file}: expected {expect:?}, got forwarded={forwarded} answered={answered:?}"
             ));
         }
         parse_errors += callgate.metric("callgate_sip_parse_errors_total{side=\"trunk\"}");
     }
+    // Every invalid message was counted as a parse error.
+    let invalid = cases
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Expect::Rejected))
+        .count();
+    if parse_errors < invalid as f64 {
+        failures.push(format!(
+            "{pipeline:?}: {parse_errors} parse errors counted for {invalid} invalid messages"
+        ));
+    }
+    failures
+}
+
+#[test]
+fn torture_messages_get_their_rfc_treatment_and_the_proxy_keeps_serving() {
+    let pki = pki();
+    let failures: Vec<String> = [Pipeline::Plain, Pipeline::Full]
+        .into_iter()
+        .flat_map(|p| run_corpus(p, &pki))
+        .collect();
     assert!(
         failures.is_empty(),
         "torture failures:\n{}",
         failures.join("\n")
-    );
-    // Every invalid message was counted as a parse error.
-    let invalid = expectations()
-        .iter()
-        .filter(|(_, e)| matches!(e, Expect::Rejected))
-        .count();
-    assert!(
-        parse_errors >= invalid as f64,
-        "{parse_errors} parse errors counted for {invalid} invalid messages"
     );
 }

@@ -135,18 +135,81 @@ pub fn port(s: &[u8]) -> Option<u16> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// Splits `host[:port]`, with IPv6 references in brackets (RFC 5118 §4.1).
+/// `IPv4address` (RFC 3261 §25.1): four dot-separated decimal octets of one
+/// to three digits, each at most 255 (leading zeros tolerated).
+pub fn is_ipv4(s: &[u8]) -> bool {
+    let mut octets = 0;
+    for octet in s.split(|b| *b == b'.') {
+        octets += 1;
+        if octets > 4
+            || octet.is_empty()
+            || octet.len() > 3
+            || !octet.iter().all(u8::is_ascii_digit)
+            || octet.iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0')) > 255
+        {
+            return false;
+        }
+    }
+    octets == 4
+}
+
+/// `IPv6address` of RFC 3261 §25.1 as RFC 5954 corrects it (to RFC 3986
+/// §3.2.2's rule, the RFC 4291 §2.2 text form): groups of one to four hex
+/// digits separated by `:`, eight of them, or fewer with one `::` standing
+/// for one or more zero groups; the last two groups may be written as an
+/// `IPv4address`. So `2001:db8::192.0.2.1` is valid, while
+/// `2001:db8::10::1` (two `::`), `1:2:3:4:5:6:7:8:9`, `12345::1` and
+/// `2001:db8:::192.0.2.1` (the form RFC 3261's ABNF wrongly allowed,
+/// RFC 5118 §4.10) are not.
+pub fn is_ipv6(s: &[u8]) -> bool {
+    let mut groups = 0usize;
+    let mut compressed = s.starts_with(b"::");
+    let mut i = if compressed { 2 } else { 0 };
+    while i < s.len() {
+        let start = i;
+        while i < s.len() && s[i].is_ascii_hexdigit() {
+            i += 1;
+        }
+        if s.get(i) == Some(&b'.') {
+            // The IPv4 form of the last 32 bits ends the address.
+            let fits = if compressed { groups <= 5 } else { groups == 6 };
+            return fits && is_ipv4(&s[start..]);
+        }
+        if !(1..=4).contains(&(i - start)) {
+            return false;
+        }
+        groups += 1;
+        match s.get(i) {
+            None => break,
+            Some(b':') => i += 1,
+            Some(_) => return false,
+        }
+        if s.get(i) == Some(&b':') {
+            if compressed {
+                return false;
+            }
+            compressed = true;
+            i += 1;
+        } else if i == s.len() {
+            return false; // a single trailing `:`
+        }
+    }
+    if compressed {
+        groups <= 7
+    } else {
+        groups == 8
+    }
+}
+
+/// Splits `host[:port]`, with IPv6 references in brackets (RFC 5118 §4.1);
+/// the address inside the brackets must be an `IPv6address` ([`is_ipv6`],
+/// RFC 3261 §25.1 `IPv6reference`).
 pub fn host_port(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let s = trim(s);
     if s.first() == Some(&b'[') {
         let close = s.iter().position(|b| *b == b']')?;
         let host = &s[..=close];
-        let inner = &host[1..host.len() - 1];
-        if inner.is_empty()
-            || !inner
-                .iter()
-                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
-        {
+        if !is_ipv6(&host[1..host.len() - 1]) {
             return None;
         }
         let rest = trim(&s[close + 1..]);
@@ -200,5 +263,64 @@ mod tests {
         assert_eq!(host_port(b"example.com"), Some((&b"example.com"[..], None)));
         assert!(host_port(b"2001:db8::10").is_none());
         assert!(host_port(b"host:99999").is_none());
+    }
+
+    /// Asserts `holds` of every case, naming the first that fails.
+    fn assert_each(cases: &[&[u8]], holds: impl Fn(&[u8]) -> bool) {
+        for c in cases {
+            assert!(holds(c), "{}", String::from_utf8_lossy(c));
+        }
+    }
+
+    #[test]
+    fn ipv6_references_hold_an_ipv6_address() {
+        let valid: &[&[u8]] = &[
+            b"[2001:db8::10]",
+            b"[2001:db8::10:5070]",
+            b"[2001:db8::192.0.2.1]",
+            b"[::ffff:192.0.2.10]",
+            b"[::]",
+            b"[::1]",
+            b"[1::]",
+            b"[2001:db8:0:0:0:0:0:1]",
+            b"[1:2:3:4:5:6:7::]",
+            b"[1:2:3:4:5:6:192.0.2.1]",
+            b"[FE80::aB:1]",
+        ];
+        assert_each(valid, |h| host_port(h).is_some());
+        let invalid: &[&[u8]] = &[
+            b"[2001:db8::10::1]",
+            b"[:::::]",
+            b"[:::]",
+            b"[1.2.3.4]",
+            b"[12345::1]",
+            b"[1:2:3:4:5:6:7:8:9]",
+            b"[1:2:3:4:5:6:7:8::]",
+            b"[1:2:3:4:5:6:7]",
+            b"[2001:db8:]",
+            b"[:2001:db8::1]",
+            b"[2001:db8:::192.0.2.1]",
+            b"[::192.0.2.256]",
+            b"[::1.2.3]",
+            b"[1:2:3:4:5:6:7:1.2.3.4]",
+            b"[::1%eth0]",
+            b"[]",
+        ];
+        assert_each(invalid, |h| host_port(h).is_none());
+    }
+
+    #[test]
+    fn ipv4_addresses() {
+        assert_each(&[b"192.0.2.1", b"010.0.0.255"], is_ipv4);
+        let invalid: &[&[u8]] = &[
+            b"192.0.2",
+            b"192.0.2.1.5",
+            b"192.0.2.256",
+            b"1..2.3",
+            b"1.2.3.a",
+            b"1234.1.1.1",
+            b"",
+        ];
+        assert_each(invalid, |a| !is_ipv4(a));
     }
 }

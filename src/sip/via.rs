@@ -42,6 +42,17 @@ fn slash(s: &[u8]) -> Option<&[u8]> {
     scan::trim(s).strip_prefix(b"/")
 }
 
+/// `via-received` (RFC 3261 §25.1, §18.2.1): `IPv4address / IPv6address`,
+/// the IPv6 address without brackets; the bracketed `IPv6reference` some
+/// elements write is accepted too (RFC 5118 §4.5: a robust parser takes
+/// both).
+fn is_received(v: &[u8]) -> bool {
+    match v.strip_prefix(b"[").and_then(|r| r.strip_suffix(b"]")) {
+        Some(inner) => scan::is_ipv6(inner),
+        None => scan::is_ipv4(v) || scan::is_ipv6(v),
+    }
+}
+
 impl<'a> Via<'a> {
     /// Parses a single Via value (`SIP/2.0/UDP host:port;params`), tolerant
     /// of LWS around `/`, `:` and `;` (RFC 4475 §3.1.1.1).
@@ -74,7 +85,11 @@ impl<'a> Via<'a> {
                 if p.name.eq_ignore_ascii_case(b"branch") {
                     via.branch = Some(p.value.ok_or(bad("branch without value"))?);
                 } else if p.name.eq_ignore_ascii_case(b"received") {
-                    via.received = Some(p.value.ok_or(bad("received without value"))?);
+                    let v = p.value.ok_or(bad("received without value"))?;
+                    if !is_received(v) {
+                        return Err(bad("received is not an IP address"));
+                    }
+                    via.received = Some(v);
                 } else if p.name.eq_ignore_ascii_case(b"rport") {
                     via.rport = Some(match p.value {
                         None => None,
@@ -127,7 +142,47 @@ mod tests {
         assert_eq!(v.rport, Some(None));
         assert!(v.is_rfc3261_branch());
         assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;,;,,").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP [2001:db8::9::1];branch=z9hG4bKas3").is_err());
         assert!(Via::parse(b"SIP/3.0/UDP host").is_err());
         assert!(Via::parse(b"SIP/2.0/UDP").is_err());
+    }
+
+    #[test]
+    fn received_is_an_ip_address_with_or_without_brackets() {
+        for (value, received) in [
+            (
+                &b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3"[..],
+                &b"2001:db8::9:255"[..],
+            ),
+            (
+                b"SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3",
+                b"[2001:db8::9:255]",
+            ),
+            (
+                b"SIP/2.0/TCP [2001:db8::9:255];branch=z9hG4bK451jj;received=192.0.2.200",
+                b"192.0.2.200",
+            ),
+            (
+                b"SIP/2.0/UDP h.example.com;received=::ffff:192.0.2.2",
+                b"::ffff:192.0.2.2",
+            ),
+        ] {
+            let v = Via::parse(value).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(v.received, Some(received));
+        }
+        for value in [
+            &b"SIP/2.0/UDP 192.0.2.1;received=not-an-ip"[..],
+            b"SIP/2.0/UDP 192.0.2.1;received=192.0.2.300",
+            b"SIP/2.0/UDP 192.0.2.1;received=2001:db8::9::1",
+            b"SIP/2.0/UDP 192.0.2.1;received=[192.0.2.1]",
+            b"SIP/2.0/UDP 192.0.2.1;received=[2001:db8::1",
+            b"SIP/2.0/UDP 192.0.2.1;received=\"192.0.2.1\"",
+        ] {
+            assert!(
+                Via::parse(value).is_err(),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
     }
 }
