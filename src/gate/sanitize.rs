@@ -149,19 +149,32 @@ fn is_stir_reason(name: &[u8], value: &[u8]) -> bool {
 }
 
 /// The offset of the first byte in a message head that RFC 3261 §25.1 does
-/// not allow: a control character other than HTAB, CR and LF, DEL, or a CR
-/// not followed by LF. (A bare LF ends a line for the parser, so it never
-/// sits inside a header value.)
+/// not allow: a control character other than HTAB, CR and LF, or DEL —
+/// unless escaped as a quoted-pair inside a quoted string (`"\\^G"`,
+/// RFC 4475 §3.1.1.2) — or a CR not followed by LF. (A bare LF ends a line
+/// for the parser, so it never sits inside a header value; CR and LF are
+/// never valid in a quoted-pair.)
 pub fn stray_control(head: &[u8]) -> Option<usize> {
-    head.iter().enumerate().find_map(|(i, &b)| {
-        let bad = match b {
-            b'\t' | b'\n' => false,
-            b'\r' => head.get(i + 1) != Some(&b'\n'),
-            0..=0x1f | 0x7f => true,
-            _ => false,
-        };
-        bad.then_some(i)
-    })
+    // Fast path (vectorized): no control byte but line ends, no bare CR.
+    let odd = |b: &u8| (*b < 0x20 && !matches!(*b, b'\t' | b'\r' | b'\n')) || *b == 0x7f;
+    let bare_cr = memchr::memchr_iter(b'\r', head).any(|i| head.get(i + 1) != Some(&b'\n'));
+    if !bare_cr && !head.iter().any(odd) {
+        return None;
+    }
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, &b) in head.iter().enumerate() {
+        let was_escaped = std::mem::take(&mut escaped);
+        match b {
+            b'\r' if head.get(i + 1) != Some(&b'\n') => return Some(i),
+            b'\n' => quoted = false,
+            b'\t' | b'\r' => {}
+            0..=0x1f | 0x7f if !(quoted && was_escaped) => return Some(i),
+            b'\\' if quoted && !was_escaped => escaped = true,
+            b'"' if !was_escaped => quoted = !quoted,
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -313,6 +326,17 @@ mod tests {
             sanitize(Side::Trunk, lower, &Limits::default()),
             Err(Unsafe::MethodCase(_))
         ));
+        // A quoted-pair may escape a control character (RFC 3261 §25.1,
+        // RFC 4475 intmeth), but not outside quotes and never CR.
+        let escaped = msg("From: \"BEL:\\\x07 NUL:\\\0\" <sip:a@b>;tag=f\r\n");
+        assert!(sanitize(Side::Trunk, escaped, &Limits::default()).is_ok());
+        for bad in ["Subject: a\\\x07\r\n", "Subject: \"a\\\rb\"\r\n"] {
+            let m = msg(&format!("From: <sip:a@b>;tag=f\r\n{bad}"));
+            assert!(
+                sanitize(Side::Trunk, m, &Limits::default()).is_err(),
+                "{bad:?}"
+            );
+        }
         // HTAB and folded lines are allowed (RFC 3261 §7.3.1).
         let ok = msg("From: <sip:a@b>;tag=f\r\nSubject: a\tb\r\n  folded\r\n");
         assert!(sanitize(Side::Trunk, ok, &Limits::default()).is_ok());
