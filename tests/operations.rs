@@ -114,6 +114,8 @@ fn check_config_names_the_key_and_reason() {
         ("[admin]", "[media]\nenabled = true\npbx_transport = \"sdes\"\n\n[admin]", "media.pbx_transport"),
         ("[admin]", "[media]\nenabled = true\ncpus = [0, 4096]\n\n[admin]", "media.cpus[1]"),
         ("[admin]", "[media]\nenabled = true\nbusy_poll_us = 5000\n\n[admin]", "media.busy_poll_us"),
+        ("[admin]", "[limits]\nmax_dialogs = 10\n\n[admin]", "limits.max_dialogs"),
+        ("[admin]", "[limits]\ndialog_idle_secs = 5\n\n[admin]", "limits.dialog_idle_secs"),
     ];
     let example =
         std::fs::read_to_string(common::repo().join("sip-config/callgate.toml")).expect("example");

@@ -406,7 +406,10 @@ fn no_mutation_reaches_the_pbx_without_every_phase() {
     // flushed at a clean shutdown).
     let mut cg = cg;
     let exit = cg.signal_and_wait("TERM", std::time::Duration::from_secs(15));
-    assert!(exit.is_some_and(|e| e.success()), "callgate did not stop cleanly: {exit:?}");
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "callgate did not stop cleanly: {exit:?}"
+    );
     let conn = rusqlite::Connection::open(&db).expect("audit db");
     let mut stmt = conn
         .prepare("SELECT 1 FROM decisions WHERE call_id = ?1")

@@ -99,6 +99,9 @@ pub struct Config {
     /// over to the next target (`timers.no_response_ms`).
     pub no_response: Duration,
     pub limits: Limits,
+    /// Bounds of the dialog table (`limits.max_dialogs`,
+    /// `limits.dialog_idle_secs`).
+    pub dialogs: crate::sip::dialogs::DialogLimits,
     /// Stream connections idle this long are closed (`limits.tcp_idle_secs`).
     pub tcp_idle: Duration,
     pub admin: AdminConfig,
@@ -173,7 +176,7 @@ impl Config {
         let health = proxy::health(raw.health)?;
         let overload = proxy::overload(raw.overload)?;
         let (timers, no_response) = proxy::timers(raw.timers)?;
-        let (limits, tcp_idle) = proxy::limits(raw.limits)?;
+        let (limits, tcp_idle, dialogs) = proxy::limits(raw.limits)?;
         let admin = service::admin(raw.admin)?;
         let log = service::log(raw.log)?;
         let shutdown = service::shutdown(raw.shutdown);
@@ -188,6 +191,7 @@ impl Config {
             timers,
             no_response,
             limits,
+            dialogs,
             tcp_idle,
             admin,
             log,

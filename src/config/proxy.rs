@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{invalid, positive, Config, ConfigError};
+use crate::sip::dialogs::DialogLimits;
 use crate::sip::message::Limits;
 use crate::sip::proxy::{CoreSettings, HealthConfig, OverloadConfig};
 use crate::sip::transaction::TimerConfig;
@@ -57,6 +58,8 @@ pub(super) struct RawLimits {
     max_headers: Option<usize>,
     max_line_bytes: Option<usize>,
     tcp_idle_secs: Option<u64>,
+    max_dialogs: Option<usize>,
+    dialog_idle_secs: Option<u64>,
 }
 
 /// Validates `[health]`.
@@ -120,7 +123,9 @@ pub(super) fn timers(raw: RawTimers) -> Result<(TimerConfig, Duration), ConfigEr
 
 /// Validates `[limits]`: the parser's limits, and the idle time of stream
 /// connections (`tcp_idle_secs`).
-pub(super) fn limits(raw: RawLimits) -> Result<(Limits, Duration), ConfigError> {
+/// Validates `[limits]`: message sizes, the stream idle time and the
+/// dialog table's bounds.
+pub(super) fn limits(raw: RawLimits) -> Result<(Limits, Duration, DialogLimits), ConfigError> {
     let defaults = Limits::default();
     let limits = Limits {
         max_message_bytes: raw.max_message_bytes.unwrap_or(defaults.max_message_bytes),
@@ -143,5 +148,26 @@ pub(super) fn limits(raw: RawLimits) -> Result<(Limits, Duration), ConfigError> 
         "limits.tcp_idle_secs",
         raw.tcp_idle_secs.unwrap_or(300),
     )?);
-    Ok((limits, tcp_idle))
+    let defaults = DialogLimits::default();
+    let max_dialogs = raw.max_dialogs.unwrap_or(defaults.max_dialogs);
+    if max_dialogs < 100 {
+        return Err(invalid("limits.max_dialogs", "must be at least 100"));
+    }
+    let idle = Duration::from_secs(positive(
+        "limits.dialog_idle_secs",
+        raw.dialog_idle_secs.unwrap_or(defaults.idle.as_secs()),
+    )?);
+    if idle < Duration::from_secs(60) {
+        return Err(invalid(
+            "limits.dialog_idle_secs",
+            "must be at least 60 (a dialog with no request for this long is forgotten)",
+        ));
+    }
+    let dialogs = DialogLimits {
+        max_dialogs,
+        max_pending: max_dialogs.div_ceil(2),
+        idle,
+        ..defaults
+    };
+    Ok((limits, tcp_idle, dialogs))
 }

@@ -9,7 +9,6 @@ pub mod admit;
 pub mod assess;
 pub mod call;
 pub mod context;
-pub mod dialogs;
 pub mod media;
 pub mod outcome;
 pub mod pipeline;
@@ -90,7 +89,7 @@ pub struct Gate {
     /// The clock and random source of the pipeline's decisions.
     pub env: crate::env::Env,
     /// The dialogs callgate record-routed (the classify phase's table).
-    dialogs: Mutex<dialogs::DialogTable>,
+    dialogs: Mutex<crate::sip::dialogs::DialogTable>,
     /// Initial INVITEs in the inbound phases, by Call-ID + top branch:
     /// their retransmissions are absorbed (100 Trying was already sent).
     inbound_pending: Mutex<std::collections::HashSet<Vec<u8>>>,
@@ -324,7 +323,13 @@ impl Gate {
             transport,
             remote,
         };
-        stream::serve(s, id, self.conns.clone(), sink, self.stream_settings, first).await;
+        // Framing takes the limits in force when the connection opens
+        // (after any reload), as the pipeline's parse phase does.
+        let settings = StreamSettings {
+            limits: self.phases().limits,
+            ..self.stream_settings
+        };
+        stream::serve(s, id, self.conns.clone(), sink, settings, first).await;
         self.metrics.tcp_connection_closed();
     }
 
@@ -548,7 +553,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         config_path,
         phases: std::sync::RwLock::new(phases),
         env,
-        dialogs: Mutex::new(dialogs::DialogTable::new(dialogs::DialogLimits::default())),
+        dialogs: Mutex::new(crate::sip::dialogs::DialogTable::new(cfg.dialogs)),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
         audit,
         state,

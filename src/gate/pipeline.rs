@@ -29,10 +29,10 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::admit::Verdict;
-use super::dialogs::{creates_dialog, Membership};
 use super::{lock, Gate, Phases};
 use crate::api::metrics::{Direction, Refusal};
 use crate::config::{Denied, Side};
+use crate::sip::dialogs::{creates_dialog, Membership};
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::proxy::{Edits, Outgoing, Peer, Routing};
@@ -209,7 +209,7 @@ impl Gate {
     /// classify: on the parsed message only — the request line's method,
     /// the To tag, the core's transactions and the dialog table. A request
     /// with a To tag from the trunk belongs to a dialog only if callgate
-    /// record-routed one with that Call-ID and both tags (`dialogs.rs`);
+    /// record-routed one with that Call-ID and both tags (`src/sip/dialogs.rs`);
     /// from the PBX, which callgate trusts to route its own dialogs, one
     /// unknown (e.g. made before a restart) goes by its own Route /
     /// Request-URI, still only to admitted peers.

@@ -1,5 +1,6 @@
 //! SIP plumbing: parsing, splicing, transactions, transports and the proxy core.
 
+pub mod dialogs;
 pub mod fuzzing;
 pub mod header;
 pub mod message;

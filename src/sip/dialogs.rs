@@ -19,10 +19,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::config::Side;
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::proxy::{next_hop, Peer};
+use crate::sip::side::Side;
 use crate::sip::uri::NameAddr;
 
 /// Bounds and lifetimes of the table.
