@@ -95,9 +95,10 @@ impl Gate {
             Class::ForeignResponse => {
                 tracing::debug!(from = %peer.addr, "response whose top Via is not ours dropped");
             }
+            // The core answers it from its transaction; should that have
+            // ended meanwhile, it is dropped, never forwarded unclassified.
             Class::Retransmission => {
-                let routing = Routing::by_to_tag(&msg);
-                self.forward_request(peer, msg, routing, None, Vec::new());
+                self.forward_request(peer, msg, Routing::LocalOnly, None, Vec::new())
             }
             Class::InitialInvite => self.initial_invite(&phases, peer, msg, data),
             Class::OtherInitial => {
@@ -186,9 +187,9 @@ impl Gate {
         msg: SipMessage,
         limits: &Limits,
     ) -> Option<SipMessage> {
-        match super::sanitize::sanitize(peer.side, msg.clone(), limits) {
+        match super::sanitize::sanitize(peer.side, msg, limits) {
             Ok(clean) => Some(clean),
-            Err(e) => {
+            Err(super::sanitize::Refused { why: e, msg }) => {
                 self.metrics.refused(peer.side, Refusal::Unsafe);
                 tracing::info!(from = %peer.addr, error = %e, "message refused by sanitize");
                 if msg.is_request() && msg.method() != Some(Method::Ack) {
@@ -249,7 +250,9 @@ impl Gate {
         match peer.side {
             Side::Trunk => match (phases.call(), self.me.upgrade()) {
                 (Some(call), Some(me)) => me.call(call, peer, msg, received),
-                _ => self.forward_call(peer, msg, Edits::default(), Vec::new()),
+                // The gate is going away: nothing is forwarded untagged.
+                (Some(_), None) => {}
+                (None, _) => self.forward_call(peer, msg, Edits::default(), Vec::new()),
             },
             Side::Pbx => {
                 let mut edits = Edits::default();

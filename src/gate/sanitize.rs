@@ -49,27 +49,56 @@ pub enum Unsafe {
     Reparse(#[from] ParseError),
 }
 
+/// A message the sanitize phase refused, with the reason (boxed: the rare
+/// path should not make the common one's result large).
+#[derive(Debug)]
+pub struct Refused {
+    pub why: Unsafe,
+    /// The message as received, to answer it.
+    pub msg: Box<SipMessage>,
+}
+
 /// Sanitizes a parsed message received from `side`.
-pub fn sanitize(side: Side, msg: SipMessage, limits: &Limits) -> Result<SipMessage, Unsafe> {
-    let head_end = msg.body_range().start as usize;
-    if let Some(offset) = stray_control(&msg.as_slice()[..head_end.min(msg.as_slice().len())]) {
-        return Err(Unsafe::ControlCharacter {
+pub fn sanitize(side: Side, msg: SipMessage, limits: &Limits) -> Result<SipMessage, Refused> {
+    let refused = |why, msg| Refused {
+        why,
+        msg: Box::new(msg),
+    };
+    if let Some(why) = refusal(&msg) {
+        return Err(refused(why, msg));
+    }
+    match clean(side, &msg, limits) {
+        Ok(Some(clean)) => Ok(clean),
+        Ok(None) => Ok(msg),
+        Err(why) => Err(refused(why, msg)),
+    }
+}
+
+/// Why a message cannot go on at all, if it cannot.
+fn refusal(msg: &SipMessage) -> Option<Unsafe> {
+    let head_end = (msg.body_range().start as usize).min(msg.as_slice().len());
+    if let Some(offset) = stray_control(&msg.as_slice()[..head_end]) {
+        return Some(Unsafe::ControlCharacter {
             byte: msg.as_slice()[offset],
             offset,
         });
     }
-    if let Some(m) = msg
+    let m = msg
         .method_bytes()
-        .filter(|_| msg.method() == Some(Method::Extension))
-    {
-        if KNOWN.iter().any(|k| k.eq_ignore_ascii_case(m)) {
-            return Err(Unsafe::MethodCase(String::from_utf8_lossy(m).into_owned()));
-        }
-    }
+        .filter(|_| msg.method() == Some(Method::Extension))?;
+    KNOWN
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(m))
+        .then(|| Unsafe::MethodCase(String::from_utf8_lossy(m).into_owned()))
+}
+
+/// The message without what `side` could forge; `None` when nothing had
+/// to go (the message passes as it came, without a copy).
+fn clean(side: Side, msg: &SipMessage, limits: &Limits) -> Result<Option<SipMessage>, Unsafe> {
     let mut removed: Vec<usize> = Vec::new();
     let mut scrubbed: Vec<(usize, Vec<u8>)> = Vec::new();
     for (i, h) in msg.headers().iter().enumerate() {
-        match forged(side, &msg, h) {
+        match forged(side, msg, h) {
             Some(Forged::Header) => removed.push(i),
             Some(Forged::Verstat) => {
                 if let Some(clean) = scrub_verstat(msg.value(h)) {
@@ -80,9 +109,9 @@ pub fn sanitize(side: Side, msg: SipMessage, limits: &Limits) -> Result<SipMessa
         }
     }
     if removed.is_empty() && scrubbed.is_empty() {
-        return Ok(msg);
+        return Ok(None);
     }
-    let mut sp = Splice::new(&msg);
+    let mut sp = Splice::new(msg);
     for i in &removed {
         sp.remove_header(*i);
     }
@@ -90,7 +119,7 @@ pub fn sanitize(side: Side, msg: SipMessage, limits: &Limits) -> Result<SipMessa
         sp.replace_value(*i, v);
     }
     let bytes = sp.to_bytes();
-    Ok(SipMessage::parse(bytes, limits)?)
+    Ok(Some(SipMessage::parse(bytes, limits)?))
 }
 
 /// The methods callgate knows by name (RFC 3261 §7.1 and extensions).
@@ -199,7 +228,7 @@ mod tests {
     fn clean(side: Side, headers: &str) -> String {
         match sanitize(side, msg(headers), &Limits::default()) {
             Ok(m) => text(&m),
-            Err(e) => panic!("refused: {e}"),
+            Err(r) => panic!("refused: {}", r.why),
         }
     }
 
@@ -295,7 +324,7 @@ mod tests {
         let ptr = m.as_slice().as_ptr();
         match sanitize(Side::Trunk, m, &Limits::default()) {
             Ok(out) => assert_eq!(out.as_slice().as_ptr(), ptr),
-            Err(e) => panic!("refused: {e}"),
+            Err(r) => panic!("refused: {}", r.why),
         }
     }
 
@@ -313,7 +342,13 @@ mod tests {
                 &Limits::default(),
             );
             assert!(
-                matches!(r, Err(Unsafe::ControlCharacter { .. })),
+                matches!(
+                    &r,
+                    Err(Refused {
+                        why: Unsafe::ControlCharacter { .. },
+                        ..
+                    })
+                ),
                 "{bad:?}: {r:?}"
             );
         }
@@ -324,7 +359,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(
             sanitize(Side::Trunk, lower, &Limits::default()),
-            Err(Unsafe::MethodCase(_))
+            Err(Refused {
+                why: Unsafe::MethodCase(_),
+                ..
+            })
         ));
         // A quoted-pair may escape a control character (RFC 3261 §25.1,
         // RFC 4475 intmeth), but not outside quotes and never CR.
