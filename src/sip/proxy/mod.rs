@@ -14,25 +14,30 @@
 //! requests follow their Route set or Request-URI, and only to addresses the
 //! outgoing side's ACL admits — callgate is never an open relay.
 
+mod ack;
 pub mod branch;
 mod build;
+mod cancel;
 mod edits;
+mod forward;
 mod io;
 pub mod observe;
 mod request;
 mod response;
+mod route;
 mod settings;
 mod table;
 mod targets;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod upstream;
 
 pub use build::LocalSide;
 pub use edits::{Edits, Routing};
 pub use io::{ConnId, Outgoing, Peer};
 pub use observe::{CoreObserver, CoreRefusal, Direction};
-pub use request::next_hop;
+pub use route::next_hop;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,0 +1,274 @@
+//! The transport edge of the running service: sends what the proxy core
+//! asks for (UDP, or a stream connection opened on demand, TCP or TLS),
+//! reports failed sends back to the core, accepts and serves stream
+//! connections, drives the core's timers, answers sources outside the ACL
+//! with 403, and measures the time spent on each message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::{lock, Gate};
+use crate::api::metrics::Phase;
+use crate::config::{Side, Transport};
+use crate::sip::message::SipMessage;
+use crate::sip::method::Method;
+use crate::sip::proxy::{Outgoing, Peer};
+use crate::sip::response::build_response;
+use crate::sip::transport::stream::{self, StreamId, StreamSettings};
+use crate::sip::transport::Sink;
+use crate::stir::offload::offload_after;
+
+impl Gate {
+    /// Records the time spent on one message, and at the end of each load
+    /// window switches signature offload on or off
+    /// ([`crate::stir::offload`]).
+    pub(super) fn observe_busy(&self, started: Instant) {
+        let now = Instant::now();
+        let busy = now.saturating_duration_since(started);
+        self.metrics.observe(Phase::Process, busy);
+        if let Some(pool) = &self.offload {
+            if let Some(demand) = lock(&self.load).record(busy, now, || pool.take_busy()) {
+                pool.set_active(offload_after(pool.is_active(), demand));
+            }
+        }
+    }
+
+    /// Answers 403 to a request from a source outside the ACL.
+    pub(super) fn forbid(&self, peer: Peer, data: Bytes) {
+        let Ok(msg) = SipMessage::parse(data, &Default::default()) else {
+            return;
+        };
+        if msg.is_request() && msg.method() != Some(Method::Ack) {
+            let r = build_response(&msg, 403, "Forbidden", None, &[]);
+            self.dispatch(vec![Outgoing {
+                to: peer,
+                bytes: r,
+                client: None,
+            }]);
+        }
+    }
+
+    /// Wakes the timer task if the core's next deadline moved earlier.
+    pub(super) fn rearm(&self, next: Option<Instant>) {
+        let Some(next) = next else { return };
+        let mut armed = lock(&self.armed);
+        if armed.is_none_or(|a| next < a) {
+            *armed = Some(next);
+            drop(armed);
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// Sends what the core produced; failures go back to the core.
+    pub(super) fn dispatch(&self, mut out: Vec<Outgoing>) {
+        if let Some(audit) = &self.audit {
+            lock(&self.outcomes).observe(&out, audit);
+        }
+        if let Some(media) = &self.media {
+            media.observe_sent(&out);
+        }
+        while !out.is_empty() {
+            let mut failed = Vec::new();
+            for o in out.drain(..) {
+                match o.to.transport {
+                    Transport::Udp => {
+                        let sock = self.udp[o.to.side.index()]
+                            .as_ref()
+                            .or(self.udp[o.to.side.other().index()].as_ref());
+                        let Some(sock) = sock else {
+                            failed.extend(o.client);
+                            continue;
+                        };
+                        match sock.try_send_to(&o.bytes, o.to.addr) {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                let sock = sock.clone();
+                                tokio::spawn(async move {
+                                    let _ = sock.send_to(&o.bytes, o.to.addr).await;
+                                });
+                            }
+                            Err(e) => {
+                                tracing::debug!(to = %o.to.addr, error = %e, "udp send failed");
+                                failed.extend(o.client);
+                            }
+                        }
+                    }
+                    Transport::Tcp | Transport::Tls => {
+                        if let Some(h) = self.conns.find(&o.to) {
+                            if h.tx.try_send(o.bytes.clone()).is_ok() {
+                                continue;
+                            }
+                        }
+                        self.connect_and_send(o);
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                let now = Instant::now();
+                let mut core = lock(&self.core);
+                for key in failed {
+                    core.on_transport_error(&key, now, &mut out);
+                }
+            }
+        }
+    }
+
+    /// Opens a stream connection to `o.to` and sends `o.bytes` on it; a
+    /// failure is reported to the core as a transport error.
+    fn connect_and_send(&self, o: Outgoing) {
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            let to = o.to;
+            let connect = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(to.addr),
+            )
+            .await;
+            match (connect, to.transport) {
+                (Ok(Ok(s)), Transport::Tcp) => {
+                    let _ = s.set_nodelay(true);
+                    me.serve_stream(s, to.side, Transport::Tcp, to.addr, Some(o.bytes))
+                        .await;
+                }
+                (Ok(Ok(s)), Transport::Tls) => {
+                    let Some(connector) = me.connectors[to.side.index()].clone() else {
+                        tracing::warn!(to = %to.addr, "TLS target but no tls_ca configured on this side");
+                        me.transport_failed(o.client);
+                        return;
+                    };
+                    let name =
+                        tokio_rustls::rustls::pki_types::ServerName::IpAddress(to.addr.ip().into());
+                    match tokio::time::timeout(Duration::from_secs(2), connector.connect(name, s))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            me.serve_stream(tls, to.side, Transport::Tls, to.addr, Some(o.bytes))
+                                .await;
+                        }
+                        _ => me.transport_failed(o.client),
+                    }
+                }
+                _ => {
+                    tracing::info!(to = %to.addr, transport = ?to.transport, "connect failed");
+                    me.transport_failed(o.client);
+                }
+            }
+        });
+    }
+
+    /// Runs one stream connection to its end, counted in the metrics.
+    async fn serve_stream<S>(
+        self: &Arc<Self>,
+        s: S,
+        side: Side,
+        transport: Transport,
+        remote: SocketAddr,
+        first: Option<Bytes>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        self.metrics.tcp_connection_opened();
+        let sink: Arc<dyn Sink> = self.clone();
+        let id = StreamId {
+            side,
+            transport,
+            remote,
+        };
+        // Framing takes the limits in force when the connection opens
+        // (after any reload), as the pipeline's parse phase does.
+        let settings = StreamSettings {
+            limits: self.phases().limits,
+            ..self.stream_settings
+        };
+        stream::serve(s, id, self.conns.clone(), sink, settings, first).await;
+        self.metrics.tcp_connection_closed();
+    }
+
+    fn transport_failed(&self, client: Option<Bytes>) {
+        let Some(key) = client else { return };
+        let mut out = Vec::new();
+        let next = {
+            let mut core = lock(&self.core);
+            core.on_transport_error(&key, Instant::now(), &mut out);
+            core.next_deadline()
+        };
+        self.dispatch(out);
+        self.rearm(next);
+    }
+
+    /// Drives the core's timers: sleeps until the earliest deadline or until
+    /// a message arms an earlier one.
+    pub(super) async fn timer_loop(self: Arc<Self>) {
+        loop {
+            let next = *lock(&self.armed);
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = self.timer_wake.notified() => continue,
+                    }
+                }
+                None => {
+                    self.timer_wake.notified().await;
+                    continue;
+                }
+            }
+            let now = Instant::now();
+            let mut out = Vec::new();
+            let next = {
+                let mut core = lock(&self.core);
+                core.on_timer(now, &mut out);
+                core.next_deadline()
+            };
+            *lock(&self.armed) = next;
+            self.dispatch(out);
+        }
+    }
+
+    /// Accepts TCP connections on `l` for `side`, each served as a stream.
+    pub(super) async fn accept_tcp(self: Arc<Self>, side: Side, l: TcpListener) {
+        loop {
+            let Ok((s, remote)) = l.accept().await else {
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            let g = self.clone();
+            tokio::spawn(async move {
+                g.serve_stream(s, side, Transport::Tcp, remote, None).await;
+            });
+        }
+    }
+
+    /// Accepts TLS connections on `l` for `side`: the handshake within 5 s,
+    /// then each served as a stream.
+    pub(super) async fn accept_tls(
+        self: Arc<Self>,
+        side: Side,
+        l: TcpListener,
+        acceptor: TlsAcceptor,
+    ) {
+        loop {
+            let Ok((s, remote)) = l.accept().await else {
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            let g = self.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(tls)) =
+                    tokio::time::timeout(Duration::from_secs(5), acceptor.accept(s)).await
+                else {
+                    tracing::info!(%remote, "TLS handshake failed");
+                    return;
+                };
+                g.serve_stream(tls, side, Transport::Tls, remote, None)
+                    .await;
+            });
+        }
+    }
+}

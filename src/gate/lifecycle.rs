@@ -1,0 +1,123 @@
+//! Changes of the running service's state: reload of the configuration
+//! (SIGHUP or the admin API) without dropping calls, readiness and drain
+//! (new INVITEs refused with 503, pending ones finish), and the run until
+//! SIGTERM/SIGINT with the audit flushed at exit.
+
+use std::time::{Duration, Instant};
+
+use super::{lock, Gate, Phases, Running};
+use crate::config::Config;
+use crate::sip::proxy::CoreSettings;
+
+impl Gate {
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts draining: readiness off, new INVITEs refused with 503.
+    pub fn start_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.core).start_drain();
+    }
+
+    pub fn is_drained(&self) -> bool {
+        lock(&self.core).is_drained()
+    }
+
+    /// Re-reads the configuration file and applies what can change without
+    /// dropping calls: ACLs, rate limits, targets, timers, limits, health
+    /// checks, and all of `[stir]` (trust anchors, CRLs, policies, signing
+    /// key; fetched certificates are kept). Listener addresses and TLS
+    /// files need a restart.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.config_path else {
+            return Err("running on the embedded configuration: nothing to reload".to_owned());
+        };
+        let cfg = Config::load(path).map_err(|e| e.to_string())?;
+        // Everything fallible first: a bad [stir] keeps the running config.
+        if cfg.state != self.state_config {
+            tracing::warn!("[state] changed: it takes effect at the next restart");
+        }
+        if cfg.media != self.media_config {
+            tracing::warn!("[media] changed: it takes effect at the next restart");
+        }
+        let running_threads = self.offload.as_ref().map_or(0, |p| p.threads());
+        if cfg.stir.verify_threads != running_threads {
+            tracing::warn!(
+                running = running_threads,
+                configured = cfg.stir.verify_threads,
+                "stir.verify_threads changed: it takes effect at the next restart"
+            );
+        }
+        let phases = Phases::from_config(
+            &cfg,
+            &self.phases(),
+            &self.metrics,
+            &self.state,
+            self.offload.as_ref(),
+        )?;
+        *self.phases.write().unwrap_or_else(|p| p.into_inner()) = phases;
+        lock(&self.admission[0]).reload(cfg.trunk.clone());
+        lock(&self.admission[1]).reload(cfg.pbx.clone());
+        lock(&self.core).reload(CoreSettings::from_config(&cfg));
+        self.metrics.reloaded();
+        tracing::info!(path = %path.display(), "configuration reloaded");
+        Ok(())
+    }
+}
+
+impl Running {
+    /// Runs until SIGTERM/SIGINT, then drains (new INVITEs get 503, pending
+    /// ones finish) for at most `drain`. SIGHUP reloads the configuration.
+    pub async fn until_shutdown(self, drain: Duration) {
+        let gate = self.gate;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        if let Err(e) = gate.reload() {
+                            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!(deadline_secs = drain.as_secs(), "draining");
+        gate.start_drain();
+        let deadline = Instant::now() + drain;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        while Instant::now() < deadline && !gate.is_drained() {
+            tick.tick().await;
+        }
+        if gate.is_drained() {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!("drain deadline reached with transactions pending; exiting");
+        }
+        // Every decision recorded so far is acknowledged before exit.
+        if let Some(audit) = &gate.audit {
+            if audit.flush(Duration::from_secs(5)) {
+                tracing::info!("audit flushed");
+            } else {
+                tracing::error!("audit not fully flushed at exit");
+            }
+        }
+    }
+}
