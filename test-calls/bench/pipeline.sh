@@ -3,7 +3,11 @@
 # one run (issue: "the full pipeline costs at most 1.3x the CPU per call of
 # the plain proxy").
 #
-#   test-calls/bench/pipeline.sh [--calls N] [--rate R] [--rounds K]
+#   test-calls/bench/pipeline.sh [--calls N] [--rate R] [--rounds K] [--baseline BIN]
+#
+# With --baseline, every configuration also runs under BIN (an earlier
+# build of callgate) in the same rounds, alternating which build goes
+# first, and the report gives each build's figure and their ratio.
 #
 # The same sipp load (uac-csv/uas-basic: INVITE/100/180/200/ACK, 200 ms
 # hold, BYE/200; every INVITE signed with a fresh SHAKEN PASSporT from
@@ -28,12 +32,14 @@ scen="$repo/test-calls/scenarios"
 calls=10000
 rate=1000
 rounds=3
+baseline=""
 while (($#)); do
     case "$1" in
         --calls) calls="$2"; shift ;;
         --rate) rate="$2"; shift ;;
         --rounds) rounds="$2"; shift ;;
-        *) echo "usage: $0 [--calls N] [--rate R] [--rounds K]" >&2; exit 2 ;;
+        --baseline) baseline="$2"; shift ;;
+        *) echo "usage: $0 [--calls N] [--rate R] [--rounds K] [--baseline BIN]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -145,11 +151,11 @@ writer_ticks() {
 }
 clk=$(getconf CLK_TCK)
 
-measure() { # config round -> prints us/call
-    local name=$1 signed=0
+measure() { # config round binary -> prints us/call
+    local name=$1 signed=0 exe=${3:-$bin}
     [[ $name == full || $name == plain ]] && signed=1
     rm -f "$out"/audit.db*
-    "$bin" run --config "$out/$name.toml" >"$out/$name.stdout" 2>"$out/$name.log" &
+    "$exe" run --config "$out/$name.toml" >"$out/$name.stdout" 2>"$out/$name.log" &
     local cg=$!
     wait_udp "$trunk"
     if ((signed)); then uac 10 10 1 "$name-$2-warm" >/dev/null; fi
@@ -162,31 +168,53 @@ measure() { # config round -> prints us/call
 }
 
 declare -A figures
+builds=(current)
+[[ -n $baseline ]] && builds=(baseline current)
 for r in $(seq 1 "$rounds"); do
+    # Alternate which build goes first, round by round.
+    order=("${builds[@]}")
+    if ((${#builds[@]} == 2 && r % 2 == 0)); then order=(current baseline); fi
     for name in plain risk full; do
-        read -r us ok failed writer < <(measure "$name" "$r")
-        echo "round $r: $name $us us/call ($ok ok, $failed failed; audit writer thread $writer us/call)" >&2
-        figures[$name]+="$us "
+        for b in "${order[@]}"; do
+            exe=$bin
+            [[ $b == baseline ]] && exe=$baseline
+            read -r us ok failed writer < <(measure "$name" "$r" "$exe")
+            echo "round $r: $b $name $us us/call ($ok ok, $failed failed; audit writer thread $writer us/call)" >&2
+            figures[$b:$name]+="$us "
+        done
     done
 done
 
-python3 - "$out" "${figures[plain]}" "${figures[risk]}" "${figures[full]}" <<'PY'
+python3 - "$out" "${figures[current:plain]}" "${figures[current:risk]}" "${figures[current:full]}" \
+    "${figures[baseline:plain]:-}" "${figures[baseline:risk]:-}" "${figures[baseline:full]:-}" <<'PY'
 import json, statistics, sys
 out = sys.argv[1]
-runs = {k: [float(x) for x in v.split()] for k, v in zip(["plain", "risk", "full"], sys.argv[2:5])}
+names = ["plain", "risk", "full"]
+runs = {k: [float(x) for x in v.split()] for k, v in zip(names, sys.argv[2:5])}
+base = {k: [float(x) for x in v.split()] for k, v in zip(names, sys.argv[5:8]) if v.strip()}
 med = {k: statistics.median(v) for k, v in runs.items()}
+bmed = {k: statistics.median(v) for k, v in base.items()}
 res = {"rounds": runs, "median_us_per_call": med,
        "risk_over_plain": round(med["risk"] / med["plain"], 2),
        "full_over_plain": round(med["full"] / med["plain"], 2)}
+if bmed:
+    res["baseline_rounds"] = base
+    res["baseline_median_us_per_call"] = bmed
+    res["current_over_baseline"] = {k: round(med[k] / bmed[k], 3) for k in bmed}
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
-lines = [
-    "| configuration | CPU per call (µs, median) | rounds | / plain |",
-    "|---|---|---|---|",
-]
-for k, label in [("plain", "plain proxy (signed calls, Identity forwarded)"),
-                 ("risk", "assess + route + tag + audit (unsigned calls, verification on)"),
-                 ("full", "verify + assess + route + tag + audit (signed calls)")]:
-    lines.append(f"| {label} | {med[k]:.1f} | {', '.join(f'{x:.0f}' for x in runs[k])} | {med[k] / med['plain']:.2f} |")
+labels = [("plain", "plain proxy (signed calls, Identity forwarded)"),
+          ("risk", "assess + route + tag + audit (unsigned calls, verification on)"),
+          ("full", "verify + assess + route + tag + audit (signed calls)")]
+if bmed:
+    lines = ["| configuration | baseline (µs, median; rounds) | current (µs, median; rounds) | current / baseline |",
+             "|---|---|---|---|"]
+    for k, label in labels:
+        lines.append(f"| {label} | {bmed[k]:.1f} ({', '.join(f'{x:.0f}' for x in base[k])}) | "
+                     f"{med[k]:.1f} ({', '.join(f'{x:.0f}' for x in runs[k])}) | {med[k] / bmed[k]:.3f} |")
+else:
+    lines = ["| configuration | CPU per call (µs, median) | rounds | / plain |", "|---|---|---|---|"]
+    for k, label in labels:
+        lines.append(f"| {label} | {med[k]:.1f} | {', '.join(f'{x:.0f}' for x in runs[k])} | {med[k] / med['plain']:.2f} |")
 text = "\n".join(lines) + "\n"
 open(f"{out}/results.md", "w").write(text)
 print(text)

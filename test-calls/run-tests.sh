@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine as on a prepared one:
+# installs what the tests use as real peers when it is missing — sipp
+# (sip-tester), secsipidx, redis-server from Debian, libsrtp for Python
+# (pylibsrtp) from PyPI — then runs `cargo test --locked` with any extra
+# arguments given. The README's test command, and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "run as root, or install sudo" >&2; exit 1; }
+    as_root=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+need=()
+command -v secsipidx >/dev/null || need+=(secsipidx)
+command -v sipp >/dev/null || need+=(sip-tester)
+command -v redis-server >/dev/null || need+=(redis-server)
+if ((${#need[@]})); then
+    echo "installing ${need[*]}" >&2
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+python3 -c "import pylibsrtp" 2>/dev/null \
+    || python3 -m pip install -q --root-user-action=ignore pylibsrtp
+sipp -v 2>&1 | grep -m1 SIPp || true
+
+exec cargo test --locked "$@"
