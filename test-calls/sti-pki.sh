@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a test STI PKI and serve its certificate chain (x5u) over HTTPS on loopback.
 #
-#   test-calls/sti-pki.sh DIR [PORT]     # default port 8443; Ctrl-C or 10 min to stop
+#   test-calls/sti-pki.sh DIR [PORT]     # default port 8443; Ctrl-C or STI_PKI_SECS (600) to stop
 #
 # DIR receives:
 #   trust/root.pem          STI root (point [stir] trust_dir or --trust here)
@@ -34,7 +34,7 @@ printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in web.csr -CA web-ca.pem -CAkey web-ca-key.pem -CAcreateserial -out web.pem -days 3650 -extfile web.ext 2>/dev/null
 rm -f ./*.csr ./*.ext ./*.srl
 echo "PKI in $dir; x5u = https://127.0.0.1:$port/sti.pem"
-exec timeout 600 python3 - "$port" <<'PY'
+exec timeout "${STI_PKI_SECS:-600}" python3 - "$port" <<'PY'
 import http.server, ssl, sys, functools
 port = int(sys.argv[1])
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="www")

@@ -222,11 +222,14 @@ impl Gate {
                 Class::ForeignResponse
             };
         }
-        if lock(&self.core).knows(msg) {
-            return Class::Retransmission;
-        }
         let method = msg.method().unwrap_or(Method::Extension);
         let to_tag = msg.to().ok().and_then(|t| t.tag()).is_some();
+        // A retransmission must not run the call phases or offer its SDP
+        // again; any other the core answers from its transaction itself.
+        let may_repeat_work = (method == Method::Invite && !to_tag) || !msg.body().is_empty();
+        if may_repeat_work && method != Method::Ack && lock(&self.core).knows(msg) {
+            return Class::Retransmission;
+        }
         if !to_tag {
             return match method {
                 Method::Invite => Class::InitialInvite,

@@ -184,10 +184,14 @@ fn is_stir_reason(name: &[u8], value: &[u8]) -> bool {
 /// for the parser, so it never sits inside a header value; CR and LF are
 /// never valid in a quoted-pair.)
 pub fn stray_control(head: &[u8]) -> Option<usize> {
-    // Fast path (vectorized): no control byte but line ends, no bare CR.
-    let odd = |b: &u8| (*b < 0x20 && !matches!(*b, b'\t' | b'\r' | b'\n')) || *b == 0x7f;
+    // Fast path: one branch-free pass (vectorized) finds whether any
+    // control byte other than HTAB/CR/LF, or DEL, is there; CRs are few
+    // and each must start a CRLF.
+    let odd = head.iter().fold(false, |acc, &b| {
+        acc | ((b < 0x20) & (b != b'\t') & (b != b'\r') & (b != b'\n')) | (b == 0x7f)
+    });
     let bare_cr = memchr::memchr_iter(b'\r', head).any(|i| head.get(i + 1) != Some(&b'\n'));
-    if !bare_cr && !head.iter().any(odd) {
+    if !odd && !bare_cr {
         return None;
     }
     let (mut quoted, mut escaped) = (false, false);

@@ -98,13 +98,15 @@ pub enum Membership {
 }
 
 /// The table. See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DialogTable {
     limits: DialogLimits,
-    pending: HashMap<PendingKey, Pending>,
+    pending: HashMap<PendingKey, Pending, ahash::RandomState>,
     pending_order: VecDeque<PendingKey>,
-    dialogs: HashMap<DialogKey, Dialog>,
+    dialogs: HashMap<DialogKey, Dialog, ahash::RandomState>,
     dialog_order: VecDeque<DialogKey>,
+    /// Dialogs whose BYE was seen, in the order their grace ends.
+    ending: VecDeque<(Instant, DialogKey)>,
     evicted: u64,
 }
 
@@ -149,7 +151,12 @@ impl DialogTable {
     pub fn new(limits: DialogLimits) -> DialogTable {
         DialogTable {
             limits,
-            ..DialogTable::default()
+            pending: HashMap::with_hasher(crate::sip::proxy::keyed_hasher()),
+            pending_order: VecDeque::new(),
+            dialogs: HashMap::with_hasher(crate::sip::proxy::keyed_hasher()),
+            dialog_order: VecDeque::new(),
+            ending: VecDeque::new(),
+            evicted: 0,
         }
     }
 
@@ -160,6 +167,11 @@ impl DialogTable {
 
     pub fn is_empty(&self) -> bool {
         self.dialogs.is_empty()
+    }
+
+    /// Initial requests awaiting their dialog-creating response.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     /// Entries dropped because the table was full.
@@ -275,6 +287,11 @@ impl DialogTable {
                 );
             }
         }
+        // callgate tries targets one at a time: after a 2xx no other
+        // branch makes a dialog of this INVITE.
+        if confirmed && cseq.method == Method::Invite {
+            self.pending.remove(&pk);
+        }
     }
 
     /// A request with a To tag, received from `side`: whether it belongs
@@ -320,12 +337,14 @@ impl DialogTable {
                 d.hops[side.index()] = Some(h);
             }
         }
-        d.until = if method == Method::Bye {
-            now + ending_for
+        let hop = d.hops[side.other().index()];
+        if method == Method::Bye {
+            d.until = now + ending_for;
+            self.ending.push_back((d.until, k));
         } else {
-            d.until.max(now + idle)
-        };
-        Membership::Known(d.hops[side.other().index()])
+            d.until = d.until.max(now + idle);
+        }
+        Membership::Known(hop)
     }
 
     /// A NOTIFY may create the dialog of a pending SUBSCRIBE (RFC 6665
@@ -368,10 +387,21 @@ impl DialogTable {
         Membership::Known(to_subscriber)
     }
 
-    /// Forgets what has expired, from the front of each queue (queued in
-    /// creation order). An entry whose end came sooner than the front's
-    /// (a BYE) is caught when it is next looked up.
+    /// Forgets what has expired: ended dialogs (their BYE's grace is
+    /// over, in order), then idle dialogs and stale pending requests from
+    /// the front of their creation-order queues (one refreshed since is
+    /// caught when it reaches the front or is next looked up).
     fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.ending.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, k)) = self.ending.pop_front() {
+                if self.dialogs.get(&k).is_some_and(|d| d.until <= now) {
+                    self.dialogs.remove(&k);
+                }
+            }
+        }
         while let Some(k) = self.pending_order.front() {
             match self.pending.get(k) {
                 Some(p) if p.until > now => break,
@@ -462,10 +492,14 @@ mod tests {
         }
     }
 
-    /// A trunk call answered 200 by the PBX, at `t`.
+    /// A trunk call answered 200 by the PBX, at `t`: its pending entry is
+    /// gone once the dialog is confirmed.
     fn answered(t: &mut DialogTable, call: &str, now: Instant) {
         t.initial(&invite(call, ""), Side::Trunk, now);
+        assert!(t.pending() >= 1);
+        let before = t.pending();
         t.response(&response(call, 200, "callee", ""), Side::Pbx, is_me, now);
+        assert_eq!(t.pending(), before - 1);
     }
 
     #[test]
@@ -566,10 +600,12 @@ mod tests {
         let later = now + limits.ending_for / 2;
         assert!(hop(t.request(&bye, Side::Trunk, later)).is_some());
         let after = now + limits.ending_for * 2;
-        assert_eq!(t.request(&bye, Side::Trunk, after), Membership::Stray);
-        // c2 had no request at all: still known until it is idle too long.
+        // c2 had no request at all: still known until it is idle too long;
+        // c1 is gone from the table without being looked up again.
         let info = request("INFO", "c2", "caller", "callee");
         assert!(hop(t.request(&info, Side::Trunk, after)).is_some());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.request(&bye, Side::Trunk, after), Membership::Stray);
         let idle = after + limits.idle + Duration::from_secs(1);
         assert_eq!(t.request(&info, Side::Trunk, idle), Membership::Stray);
     }

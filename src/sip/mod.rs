@@ -1,6 +1,7 @@
 //! SIP plumbing: parsing, splicing, transactions, transports and the proxy core.
 
 pub mod dialogs;
+pub mod error;
 pub mod fuzzing;
 pub mod header;
 pub mod message;

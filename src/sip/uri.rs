@@ -1,6 +1,6 @@
 //! SIP/SIPS/TEL URIs (RFC 3261 §19.1, RFC 3966) and name-addr (§20.10, §25.1).
 
-use crate::sip::message::ParseError;
+use crate::sip::error::ParseError;
 use crate::sip::scan;
 
 fn bad(reason: &'static str) -> ParseError {

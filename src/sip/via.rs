@@ -1,6 +1,6 @@
 //! Via header value (RFC 3261 §20.42, §18.2.1; rport RFC 3581).
 
-use crate::sip::message::ParseError;
+use crate::sip::error::ParseError;
 use crate::sip::scan;
 
 fn bad(reason: &'static str) -> ParseError {

@@ -71,7 +71,7 @@ wait_udp() {
 }
 
 pki="$out/pki"
-"$repo/test-calls/sti-pki.sh" "$pki" "$x5u_port" >"$out/pki.log" 2>&1 &
+STI_PKI_SECS=7200 "$repo/test-calls/sti-pki.sh" "$pki" "$x5u_port" >"$out/pki.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 400); do grep -q '^serving' "$out/pki.log" 2>/dev/null && break; sleep 0.05; done
 grep -q '^serving' "$out/pki.log" || { echo "x5u server did not start" >&2; exit 1; }
@@ -163,6 +163,10 @@ measure() { # config round binary -> prints us/call
     t0=$(ticks "$cg"); w0=$(writer_ticks "$cg")
     read -r ok failed < <(uac "$calls" "$rate" "$signed" "$name-$2")
     t1=$(ticks "$cg"); w1=$(writer_ticks "$cg")
+    # What callgate counted (refusals, parse errors), for a round that
+    # lost calls.
+    python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$admin/metrics', timeout=5).read().decode())" \
+        >"$out/$name-$2-$(basename "$exe").metrics" 2>/dev/null || true
     kill "$cg"; wait "$cg" 2>/dev/null || true
     python3 -c "print(round(($t1 - $t0) * 1e6 / $clk / max($ok, 1), 1), $ok, $failed, round(($w1 - $w0) * 1e6 / $clk / max($ok, 1), 1))"
 }

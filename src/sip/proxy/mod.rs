@@ -38,6 +38,7 @@ pub use edits::{Edits, Routing};
 pub use io::{ConnId, Outgoing, Peer};
 pub use observe::{CoreObserver, CoreRefusal, Direction};
 pub use route::next_hop;
+pub use table::keyed as keyed_hasher;
 
 use std::sync::Arc;
 use std::time::Instant;

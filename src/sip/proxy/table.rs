@@ -14,8 +14,18 @@
 //! marking) is over a kilobyte, and a growth step should move pointers,
 //! not kilobytes.
 
+use ahash::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+
+/// A keyed aHash state with random seeds for this process.
+pub fn keyed() -> RandomState {
+    RandomState::with_seeds(
+        fastrand::u64(..),
+        fastrand::u64(..),
+        fastrand::u64(..),
+        fastrand::u64(..),
+    )
+}
 
 use bytes::Bytes;
 
@@ -24,18 +34,19 @@ const SHARDS: usize = 64;
 
 /// A map from transaction key to entry that grows one shard at a time.
 pub(super) struct TransactionTable<V> {
-    /// Picks the shard; seeded per process like `HashMap`'s own hasher, so
-    /// keys chosen by a peer cannot pile into one shard.
+    /// Picks the shard; keyed with random seeds per process (aHash, several
+    /// times cheaper than SipHash on these short keys and still keyed), so
+    /// keys chosen by a peer cannot pile into one shard or bucket.
     hasher: RandomState,
-    shards: Box<[HashMap<Bytes, Box<V>>]>,
+    shards: Box<[HashMap<Bytes, Box<V>, RandomState>]>,
     len: usize,
 }
 
 impl<V> TransactionTable<V> {
     pub(super) fn new() -> TransactionTable<V> {
         TransactionTable {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| HashMap::new()).collect(),
+            hasher: keyed(),
+            shards: (0..SHARDS).map(|_| HashMap::with_hasher(keyed())).collect(),
             len: 0,
         }
     }
