@@ -223,7 +223,10 @@ impl Gate {
             };
         }
         let method = msg.method().unwrap_or(Method::Extension);
-        let to_tag = msg.to().ok().and_then(|t| t.tag()).is_some();
+        let to_tag = msg
+            .first(crate::sip::message::HeaderName::To)
+            .and_then(crate::sip::uri::header_tag)
+            .is_some();
         // A retransmission must not run the call phases or offer its SDP
         // again; any other the core answers from its transaction itself.
         let may_repeat_work = (method == Method::Invite && !to_tag) || !msg.body().is_empty();

@@ -177,6 +177,35 @@ fn is_stir_reason(name: &[u8], value: &[u8]) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case(b"STIR"))
 }
 
+/// A control byte other than HTAB, CR and LF, or DEL.
+fn is_control(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f
+}
+
+/// Whether `head` holds a byte [`is_control`]: eight bytes at a time (a
+/// word with no byte below 0x20 and none equal to 0x7f is skipped with a
+/// few arithmetic operations; the others, mostly the ones holding a CRLF,
+/// are looked at byte by byte).
+fn has_control(head: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = head.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b);
+        // Some byte < 0x20 (x has no byte >= 0x80 set where it matters:
+        // the `!x` term excludes those), or some byte == 0x7f.
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let y = x ^ (ONES * 0x7f);
+        let del = y.wrapping_sub(ONES) & !y & HIGH;
+        if (below | del) != 0 && w.iter().any(|b| is_control(*b)) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|b| is_control(*b))
+}
+
 /// The offset of the first byte in a message head that RFC 3261 §25.1 does
 /// not allow: a control character other than HTAB, CR and LF, or DEL —
 /// unless escaped as a quoted-pair inside a quoted string (`"\\^G"`,
@@ -184,14 +213,10 @@ fn is_stir_reason(name: &[u8], value: &[u8]) -> bool {
 /// for the parser, so it never sits inside a header value; CR and LF are
 /// never valid in a quoted-pair.)
 pub fn stray_control(head: &[u8]) -> Option<usize> {
-    // Fast path: one branch-free pass (vectorized) finds whether any
-    // control byte other than HTAB/CR/LF, or DEL, is there; CRs are few
-    // and each must start a CRLF.
-    let odd = head.iter().fold(false, |acc, &b| {
-        acc | ((b < 0x20) & (b != b'\t') & (b != b'\r') & (b != b'\n')) | (b == 0x7f)
-    });
-    let bare_cr = memchr::memchr_iter(b'\r', head).any(|i| head.get(i + 1) != Some(&b'\n'));
-    if !odd && !bare_cr {
+    // Fast path: no control byte but line ends, and every CR starts a CRLF.
+    if !has_control(head)
+        && memchr::memchr_iter(b'\r', head).all(|i| head.get(i + 1) == Some(&b'\n'))
+    {
         return None;
     }
     let (mut quoted, mut escaped) = (false, false);
@@ -201,7 +226,7 @@ pub fn stray_control(head: &[u8]) -> Option<usize> {
             b'\r' if head.get(i + 1) != Some(&b'\n') => return Some(i),
             b'\n' => quoted = false,
             b'\t' | b'\r' => {}
-            0..=0x1f | 0x7f if !(quoted && was_escaped) => return Some(i),
+            b if is_control(b) && !(quoted && was_escaped) => return Some(i),
             b'\\' if quoted && !was_escaped => escaped = true,
             b'"' if !was_escaped => quoted = !quoted,
             _ => {}
@@ -320,6 +345,22 @@ mod tests {
         assert!(!out.contains("Identity: abc"), "{out}");
         assert!(!out.contains("X-Callgate"), "{out}");
         assert!(out.contains("verstat=TN-Validation-Passed"), "{out}");
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_finds_every_control_byte_anywhere() {
+        for b in 0..=255u8 {
+            for at in 0..19 {
+                let mut buf = [b'a'; 19];
+                buf[at] = b;
+                assert_eq!(has_control(&buf), is_control(b), "byte {b:#04x} at {at}");
+            }
+        }
+        // Bytes above 0x80 around a control byte do not hide it.
+        assert!(has_control(&[
+            0xff, 0x80, 0x01, 0xfe, 0xc3, 0xa9, 0x20, 0x7e
+        ]));
+        assert!(!has_control("Caf\u{e9}\t\r\n\u{1f600}  ok".as_bytes()));
     }
 
     #[test]

@@ -83,6 +83,8 @@ struct Dialog {
     /// §12.2, updates it) rather than its route set.
     by_contact: [bool; 2],
     confirmed: bool,
+    /// Its BYE was seen (queued once in `ending`, however many come).
+    ending: bool,
     until: Instant,
 }
 
@@ -116,8 +118,9 @@ pub fn creates_dialog(method: Method) -> bool {
     matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
 }
 
-fn tag_of(v: Result<NameAddr<'_>, crate::sip::message::ParseError>) -> Option<&[u8]> {
-    v.ok().and_then(|na| na.tag())
+/// The tag of the message's From or To (`header`).
+fn tag_of(msg: &SipMessage, header: HeaderName) -> Option<&[u8]> {
+    msg.first(header).and_then(crate::sip::uri::header_tag)
 }
 
 /// The hop a URI names, on `side`.
@@ -183,7 +186,7 @@ impl DialogTable {
     /// `side`. The hop back to the caller is the top Record-Route it
     /// carried (the next proxy towards the caller), else its Contact.
     pub fn initial(&mut self, msg: &SipMessage, side: Side, now: Instant) {
-        let (Some(call_id), Some(tag)) = (msg.call_id(), tag_of(msg.from())) else {
+        let (Some(call_id), Some(tag)) = (msg.call_id(), tag_of(msg, HeaderName::From)) else {
             return;
         };
         let to_caller = match all_values(msg, HeaderName::RecordRoute).first() {
@@ -219,9 +222,12 @@ impl DialogTable {
         is_me: impl Fn(&[u8]) -> bool,
         now: Instant,
     ) {
-        let (Some(status), Ok(cseq), Some(call_id), Some(caller_tag)) =
-            (msg.status(), msg.cseq(), msg.call_id(), tag_of(msg.from()))
-        else {
+        let (Some(status), Ok(cseq), Some(call_id), Some(caller_tag)) = (
+            msg.status(),
+            msg.cseq(),
+            msg.call_id(),
+            tag_of(msg, HeaderName::From),
+        ) else {
             return;
         };
         if !creates_dialog(cseq.method) || status == 100 {
@@ -239,7 +245,7 @@ impl DialogTable {
             // §12.3, §13.2.2.4: a failure ends the early dialog of its
             // branch. The request itself may still fail over to another
             // target, so its pending entry stays (until it expires).
-            if let Some(callee) = tag_of(msg.to()) {
+            if let Some(callee) = tag_of(msg, HeaderName::To) {
                 let dk = key(&[call_id, caller_tag, callee]);
                 if self.dialogs.get(&dk).is_some_and(|d| !d.confirmed) {
                     self.dialogs.remove(&dk);
@@ -247,30 +253,43 @@ impl DialogTable {
             }
             return;
         }
-        let Some(callee_tag) = tag_of(msg.to()) else {
+        let Some(callee_tag) = tag_of(msg, HeaderName::To) else {
             return;
         };
-        let rrs = all_values(msg, HeaderName::RecordRoute);
-        let (to_callee, by_contact) = match rrs.iter().position(|rr| is_me(rr)) {
-            Some(i) if i > 0 => (hop_on(side, rrs[i - 1]), false),
-            _ => (contact_hop(msg, side), true),
-        };
-        let mut hops = [None, None];
-        hops[p.caller_side.index()] = p.to_caller;
-        hops[side.index()] = to_callee;
-        let mut by = [false, false];
-        by[side.index()] = by_contact;
         let caller_side = p.caller_side;
+        let to_caller = p.to_caller;
         let confirmed = (200..300).contains(&status);
         let dk = key(&[call_id, caller_tag, callee_tag]);
         self.expire(now);
+        let idle = self.limits.idle;
         match self.dialogs.get_mut(&dk) {
+            // Its provisional made it: the 2xx confirms it (its route set
+            // is the same, §12.1.2).
             Some(d) => {
                 d.confirmed |= confirmed;
-                d.hops[side.index()] = to_callee.or(d.hops[side.index()]);
-                d.until = now + self.limits.idle;
+                d.until = now + idle;
             }
             None => {
+                // The hop towards the callee: the Record-Route above
+                // callgate's own, else the Contact. callgate records two
+                // routes (one per side): with no more than those, there
+                // is no proxy between it and the callee, and nothing to
+                // look for.
+                let rrs = all_values(msg, HeaderName::RecordRoute);
+                let above = if rrs.len() <= 2 {
+                    None
+                } else {
+                    rrs.iter().position(|rr| is_me(rr)).filter(|i| *i > 0)
+                };
+                let (to_callee, by_contact) = match above {
+                    Some(i) => (hop_on(side, rrs[i - 1]), false),
+                    None => (contact_hop(msg, side), true),
+                };
+                let mut hops = [None, None];
+                hops[caller_side.index()] = to_caller;
+                hops[side.index()] = to_callee;
+                let mut by = [false, false];
+                by[side.index()] = by_contact;
                 if self.dialogs.len() >= self.limits.max_dialogs {
                     self.evict_dialog();
                 }
@@ -282,7 +301,8 @@ impl DialogTable {
                         hops,
                         by_contact: by,
                         confirmed,
-                        until: now + self.limits.idle,
+                        ending: false,
+                        until: now + idle,
                     },
                 );
             }
@@ -302,8 +322,8 @@ impl DialogTable {
         self.expire(now);
         let (Some(call_id), Some(from_tag), Some(to_tag), Some(method)) = (
             msg.call_id(),
-            tag_of(msg.from()),
-            tag_of(msg.to()),
+            tag_of(msg, HeaderName::From),
+            tag_of(msg, HeaderName::To),
             msg.method(),
         ) else {
             return Membership::Stray;
@@ -339,8 +359,11 @@ impl DialogTable {
         }
         let hop = d.hops[side.other().index()];
         if method == Method::Bye {
-            d.until = now + ending_for;
-            self.ending.push_back((d.until, k));
+            if !d.ending {
+                d.ending = true;
+                d.until = now + ending_for;
+                self.ending.push_back((d.until, k));
+            }
         } else {
             d.until = d.until.max(now + idle);
         }
@@ -353,8 +376,8 @@ impl DialogTable {
         let (Some(Method::Notify), Some(call_id), Some(from_tag), Some(to_tag)) = (
             msg.method(),
             msg.call_id(),
-            tag_of(msg.from()),
-            tag_of(msg.to()),
+            tag_of(msg, HeaderName::From),
+            tag_of(msg, HeaderName::To),
         ) else {
             return Membership::Stray;
         };
@@ -381,6 +404,7 @@ impl DialogTable {
                 hops,
                 by_contact: [true, true],
                 confirmed: true,
+                ending: false,
                 until: now + self.limits.idle,
             },
         );
@@ -424,6 +448,23 @@ impl DialogTable {
                 None => {}
             }
             self.dialog_order.pop_front();
+        }
+        self.compact();
+    }
+
+    /// Drops the keys of entries already gone (ended by a BYE, confirmed,
+    /// evicted) from the creation-order queues once they outnumber the
+    /// live entries: the queues stay within twice the table's size.
+    /// Amortized O(1): a pass follows at least as many removals as it
+    /// visits.
+    fn compact(&mut self) {
+        if self.dialog_order.len() > 2 * self.dialogs.len() + 1024 {
+            let dialogs = &self.dialogs;
+            self.dialog_order.retain(|k| dialogs.contains_key(k));
+        }
+        if self.pending_order.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.pending_order.retain(|k| pending.contains_key(k));
         }
     }
 
@@ -642,6 +683,32 @@ mod tests {
         let mut t2 = DialogTable::new(DialogLimits::default());
         t2.initial(&subscribe, Side::Trunk, now);
         assert_eq!(t2.request(&notify, Side::Trunk, now), Membership::Stray);
+    }
+
+    #[test]
+    fn ended_dialogs_leave_no_trace_in_the_queues() {
+        let now = Instant::now();
+        let limits = DialogLimits::default();
+        let mut t = DialogTable::new(limits);
+        // One long call first, then many short ones behind it.
+        answered(&mut t, "long", now);
+        for n in 0..5_000 {
+            let c = format!("short-{n}");
+            answered(&mut t, &c, now);
+            let bye = request("BYE", &c, "caller", "callee");
+            assert!(hop(t.request(&bye, Side::Trunk, now)).is_some());
+        }
+        let later = now + limits.ending_for * 2;
+        let info = request("INFO", "long", "caller", "callee");
+        assert!(hop(t.request(&info, Side::Trunk, later)).is_some());
+        assert_eq!(t.len(), 1);
+        assert!(
+            t.dialog_order.len() <= 2 * t.len() + 1024,
+            "{} queued for {} dialogs",
+            t.dialog_order.len(),
+            t.len()
+        );
+        assert!(t.pending_order.len() <= 2 * t.pending() + 1024);
     }
 
     #[test]

@@ -190,9 +190,64 @@ impl<'a> NameAddr<'a> {
     }
 }
 
+/// The `tag` header parameter of a From or To value (RFC 3261 §19.3,
+/// §20.20, §20.39) without parsing the URI: the header parameters start
+/// after the name-addr's `>` (a quoted display name skipped), or at an
+/// addr-spec's first `;`. For a message that passed
+/// [`crate::sip::message::SipMessage::validate`], which parsed the value
+/// whole, this finds the same tag as [`NameAddr::tag`] at a fraction of
+/// the cost; `None` when there is none or the value is malformed.
+pub fn header_tag(value: &[u8]) -> Option<&[u8]> {
+    let s = scan::trim(value);
+    let start = if s.first() == Some(&b'"') {
+        scan::quoted_len(s)?
+    } else {
+        0
+    };
+    let rest = &s[start..];
+    let params = match memchr::memchr(b'<', rest) {
+        Some(lt) => {
+            let gt = lt + memchr::memchr(b'>', &rest[lt..])?;
+            let after = scan::trim(&rest[gt + 1..]);
+            after.strip_prefix(b";")?
+        }
+        None => {
+            let semi = memchr::memchr(b';', rest)?;
+            &rest[semi + 1..]
+        }
+    };
+    // Header parameters are `;`-separated tokens (a quoted value cannot
+    // hold the tag); the tag is a token too (§25.1).
+    params.split(|b| *b == b';').find_map(|p| {
+        let p = scan::trim(p);
+        let rest = p
+            .get(..3)
+            .filter(|n| n.eq_ignore_ascii_case(b"tag"))
+            .map(|_| scan::trim(&p[3..]))?;
+        let value = scan::trim(rest.strip_prefix(b"=")?);
+        (!value.is_empty()).then_some(value)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_tag_finds_what_name_addr_finds() {
+        for v in [
+            &b"<sip:a@b;tag=uri-param>;tag=hdr"[..],
+            b"\"Bob <x>;tag=no\" <sip:a@b>;tag=t1",
+            b"sip:a@b;tag=t2",
+            b"Bob <sip:a@b;user=phone>;x=1;TAG=t3;y",
+            b"<sip:a@b>",
+            b"sip:a@b",
+            b"<sip:a@b>;tag=",
+        ] {
+            let want = NameAddr::parse(v).ok().and_then(|na| na.tag());
+            assert_eq!(header_tag(v), want, "{}", String::from_utf8_lossy(v));
+        }
+    }
 
     #[test]
     fn sip_uri_with_odd_userinfo_ipv6_and_params() {
