@@ -78,9 +78,12 @@ fn ends_value(b: u8) -> bool {
 /// user-part parameter included). `None` when there is none.
 pub fn scrub_verstat(value: &[u8]) -> Option<Vec<u8>> {
     const WORD: &[u8] = b"verstat";
+    // Jumps between the `v`/`V` bytes (memchr2): most values hold none.
     let found = |v: &[u8]| {
-        v.windows(WORD.len())
-            .position(|w| w.eq_ignore_ascii_case(WORD))
+        memchr::memchr2_iter(b'v', b'V', v).find(|&i| {
+            v.get(i..i + WORD.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(WORD))
+        })
     };
     let skip_ws = |mut i: usize, v: &[u8]| {
         while i < v.len() && matches!(v[i], b' ' | b'\t') {
