@@ -254,3 +254,94 @@ fn a_bare_cr_inside_a_header_value_gets_400_and_never_reaches_the_pbx() {
         r.cg.metric("callgate_admission_refusals_total{side=\"trunk\",reason=\"unsafe\"}") >= 3.0
     );
 }
+
+const SDP: &str = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+
+/// `msg` with an SDP body (its Content-Length replaced).
+fn with_sdp(msg: &str) -> String {
+    msg.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+            SDP.len()
+        ),
+    )
+}
+
+#[test]
+fn only_calls_the_pipeline_let_in_get_relay_ports() {
+    let pbx = Pbx::bind();
+    let ports = Ports::new();
+    let media_min = 48_000 + (std::process::id() % 50) as u16 * 20;
+    let cfg = config(
+        ports,
+        &[format!("sip:127.0.0.1:{}", pbx.port())],
+        &["sip:127.0.0.1:9".to_owned()],
+        &format!(
+            "[media]\nenabled = true\nport_min = {media_min}\nport_max = {}\n",
+            media_min + 19
+        ),
+    );
+    let cg = Callgate::start(ports, &cfg);
+    let mut c = Carrier::connect(&cg, Wire::Udp);
+    let ruri = format!("sip:+15550100@{LOOPBACK}");
+    // OPTIONS and MESSAGE with SDP, a To-tagged INVITE of no dialog (481),
+    // and a response to nothing callgate sent: none is a call.
+    let options = with_sdp(
+        &invite(&c, "p-options", &ruri, CALLER, "", "")
+            .replacen("INVITE ", "OPTIONS ", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS"),
+    );
+    let message = with_sdp(
+        &invite(&c, "p-message", &ruri, CALLER, "", "")
+            .replacen("INVITE ", "MESSAGE ", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 MESSAGE"),
+    );
+    let stray = with_sdp(&invite(&c, "p-stray", &ruri, CALLER, "", ";tag=forged"));
+    let response = with_sdp(&format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-cg-none\r\nFrom: {CALLER}\r\nTo: <sip:+15550100@{LOOPBACK}>;tag=x\r\nCall-ID: p-response\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        cg.ports.trunk
+    ));
+    // An INVITE the core refuses itself (Max-Forwards: 0 → 483) after the
+    // pipeline anchored it: its media must end with the refusal.
+    let refused = with_sdp(
+        &invite(&c, "p-refused", &ruri, CALLER, "", "")
+            .replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
+    for m in [&options, &message, &stray, &response, &refused] {
+        c.send(m.as_bytes());
+    }
+    c.send(sentinel(&c, "p-sentinel").as_bytes());
+    let got = pbx.until("p-sentinel");
+    c.response(481, "p-stray");
+    c.response(483, "p-refused");
+    // Neither the stray nor the refused INVITE reached the PBX.
+    assert!(got.iter().all(|m| !m.starts_with("INVITE ")), "{got:#?}");
+    assert_eq!(
+        cg.metric("callgate_media_sessions"),
+        0.0,
+        "{}",
+        cg.metrics()
+    );
+    // Only the refused INVITE was a call the pipeline let in.
+    assert!(
+        cg.metric("callgate_media_sessions_created_total") <= 1.0,
+        "{}",
+        cg.metrics()
+    );
+    // A call does get its relay (so the counters above can move).
+    let call = with_sdp(&invite(&c, "p-call", &ruri, CALLER, "", ""));
+    c.send(call.as_bytes());
+    c.send(sentinel(&c, "p-sentinel-2").as_bytes());
+    let got = pbx.until("p-sentinel-2");
+    let fwd = got
+        .iter()
+        .find(|m| m.starts_with("INVITE "))
+        .expect("the call's INVITE");
+    assert!(!fwd.contains("m=audio 40000 "), "SDP not anchored: {fwd}");
+    assert!(
+        cg.metric("callgate_media_sessions") >= 1.0,
+        "{}",
+        cg.metrics()
+    );
+}
