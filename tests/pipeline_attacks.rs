@@ -129,6 +129,8 @@ fn an_invite_after_leading_crlfs_takes_every_phase() {
         c.response(200, &id);
     }
     assert!(r.cg.metric("callgate_decisions_total{level=\"low\",action=\"tag\"}") >= 3.0);
+    // Each answered call is a dialog callgate knows.
+    assert_eq!(r.cg.metric("callgate_dialogs"), 3.0, "{}", r.cg.metrics());
 }
 
 #[test]

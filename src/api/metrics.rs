@@ -134,6 +134,9 @@ pub struct Metrics {
     tcp_opened: AtomicU64,
     draining: AtomicI64,
     reloads: AtomicU64,
+    /// The pipeline's dialog table: dialogs held, entries forgotten when full.
+    dialogs: AtomicI64,
+    dialogs_evicted: AtomicU64,
     /// [passed, failed, no-validation]
     stir: [AtomicU64; 3],
     /// Risk decisions: [level low..critical][action tag, review, reject].
@@ -192,6 +195,12 @@ impl Metrics {
     }
     pub fn reloaded(&self) {
         self.reloads.fetch_add(1, Relaxed);
+    }
+    /// The dialog table's size and its evictions so far.
+    pub fn set_dialogs(&self, held: usize, evicted: u64) {
+        self.dialogs
+            .store(i64::try_from(held).unwrap_or(i64::MAX), Relaxed);
+        self.dialogs_evicted.store(evicted, Relaxed);
     }
     /// One risk decision (level index 0–3, action index 0 tag, 1 review,
     /// 2 reject) and whether the shadow policy disagreed.
@@ -285,7 +294,7 @@ impl Metrics {
                 self.transport_errors[side.index()].load(Relaxed)
             );
         }
-        let simple: [(&str, &str, &str, i64); 10] = [
+        let simple: [(&str, &str, &str, i64); 12] = [
             (
                 "callgate_tcp_connections_opened_total",
                 "counter",
@@ -339,6 +348,18 @@ impl Metrics {
                 "counter",
                 "Successful configuration reloads.",
                 self.reloads.load(Relaxed) as i64,
+            ),
+            (
+                "callgate_dialogs",
+                "gauge",
+                "Dialogs callgate record-routed and knows (the classify phase's table).",
+                self.dialogs.load(Relaxed),
+            ),
+            (
+                "callgate_dialogs_evicted_total",
+                "counter",
+                "Dialogs and pending requests forgotten because the table was full ([limits] max_dialogs).",
+                i64::try_from(self.dialogs_evicted.load(Relaxed)).unwrap_or(i64::MAX),
             ),
             (
                 "callgate_up",

@@ -335,7 +335,9 @@ impl Gate {
     fn forward_response(&self, peer: Peer, msg: SipMessage, now: Instant) {
         {
             let core = lock(&self.core);
-            lock(&self.dialogs).response(&msg, peer.side, |rr| core.names_me(rr), now);
+            let mut dialogs = lock(&self.dialogs);
+            dialogs.response(&msg, peer.side, |rr| core.names_me(rr), now);
+            self.metrics.set_dialogs(dialogs.len(), dialogs.evicted());
         }
         let body = self
             .media
