@@ -165,10 +165,11 @@ pub struct RelayMetrics {
     pub srtp_failed: AtomicU64,
 }
 
-/// Free even ports of the range, handed out round-robin so a port just
-/// released is not reused at once (late packets of the old call).
+/// Even ports of the range, handed out from a random place in it: a
+/// stranger cannot guess the next call's relay ports from the last one's
+/// (rtpengine does the same), and a port just released is reused only by
+/// chance, one in the range's number of pairs.
 struct PortPool {
-    next: u16,
     min: u16,
     max: u16,
 }
@@ -176,27 +177,23 @@ struct PortPool {
 impl PortPool {
     fn new(min: u16, max: u16) -> PortPool {
         let min = min + (min % 2);
-        PortPool {
-            next: min,
-            min,
-            max,
-        }
+        PortPool { min, max }
     }
 
     /// Binds an RTP socket on a free even port and, unless `mux`, an RTCP
-    /// socket on the next port; ports in use by anything are skipped.
+    /// socket on the next port; ports in use by anything are skipped,
+    /// looking on from a random even port and wrapping around the range.
     fn bind_pair(
         &mut self,
         ip: IpAddr,
         mux: bool,
     ) -> Result<(UdpSocket, Option<UdpSocket>), RelayError> {
         let span = u32::from(self.max.saturating_sub(self.min)) / 2 + 1;
-        for _ in 0..span {
-            let port = self.next;
-            self.next = if port.saturating_add(3) > self.max {
-                self.min
-            } else {
-                port + 2
+        let start = fastrand::u32(..span);
+        for k in 0..span {
+            let slot = (start + k) % span;
+            let Some(port) = u16::try_from(u32::from(self.min) + 2 * slot).ok() else {
+                continue;
             };
             if port.checked_add(1).is_none_or(|p| p > self.max) {
                 continue;

@@ -319,3 +319,33 @@ fn a_pinned_busy_polling_worker_relays_and_sleeps_when_idle() {
     let st = r.delete(s.id).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(st.a.packets, 20);
 }
+
+#[test]
+fn relay_ports_are_taken_from_a_random_place_in_the_range() {
+    let (min, max) = (49_500, 49_599);
+    let mut pool = PortPool::new(min, max);
+    let ip: IpAddr = [127, 0, 0, 1].into();
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        let (rtp, rtcp) = pool.bind_pair(ip, false).unwrap_or_else(|e| panic!("{e}"));
+        held.push((rtp, rtcp));
+    }
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|(rtp, _)| rtp.local_addr().map(|a| a.port()).unwrap_or(0))
+        .collect();
+    assert!(
+        ports.iter().all(|p| (min..max).contains(p) && p % 2 == 0),
+        "{ports:?}"
+    );
+    // Handed out in order, each would be the previous one + 2; from a
+    // random place, that happens by chance, one time in 50 per step.
+    let in_order = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+    assert!(in_order < ports.len() - 1, "sequential: {ports:?}");
+    let distinct: std::collections::HashSet<_> = ports.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        ports.len(),
+        "a port handed out twice: {ports:?}"
+    );
+}
