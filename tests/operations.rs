@@ -165,6 +165,60 @@ fn sources_outside_the_acl_get_403_and_are_counted() {
     );
 }
 
+/// A TLS handshake from `from` to `port`; whether it completed.
+fn tls_handshake_from(from: &str, port: u16) -> bool {
+    use tokio_rustls::rustls;
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let local: std::net::SocketAddr = format!("{from}:0").parse().expect("addr");
+    sock.bind(&local.into()).expect("bind");
+    let to: std::net::SocketAddr = format!("{LOOPBACK}:{port}").parse().expect("addr");
+    sock.connect(&to.into()).expect("connect");
+    let tcp: std::net::TcpStream = sock.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem =
+        std::fs::read(common::repo().join("sip-config/tls/callgate-demo-ca.crt")).expect("cert");
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(c.expect("pem")).expect("add root");
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+    let mut tcp = tcp;
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut tcp).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn connections_from_outside_the_acl_are_closed_before_the_tls_handshake() {
+    let ports = Ports::new();
+    // Only 127.0.0.1 may connect on the trunk side.
+    let cfg = config(
+        ports,
+        &["sip:127.0.0.1:9".to_owned()],
+        &["sip:127.0.0.1:9".to_owned()],
+        "",
+    )
+    .replacen("allow = [\"127.0.0.0/8\"]", "allow = [\"127.0.0.1/32\"]", 1);
+    let cg = Callgate::start(ports, &cfg);
+    assert!(
+        !tls_handshake_from("127.0.0.2", cg.ports.trunk_tls),
+        "a stranger completed a TLS handshake"
+    );
+    assert_eq!(
+        cg.metric("callgate_admission_refusals_total{side=\"trunk\",reason=\"acl\"}"),
+        1.0
+    );
+    assert!(tls_handshake_from("127.0.0.1", cg.ports.trunk_tls));
+}
+
 #[test]
 fn drain_on_sigterm_refuses_new_calls_and_finishes_running_ones() {
     let (mut cg, pbx) = start_with_pbx_socket("");

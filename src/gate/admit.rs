@@ -45,6 +45,12 @@ impl Admission {
         }
     }
 
+    /// Whether the ACL admits `ip` at all (checked when a TCP/TLS
+    /// connection is accepted, before any handshake or byte).
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.cfg.admits(canonical_ip(ip))
+    }
+
     pub fn reload(&mut self, cfg: SideConfig) {
         self.cfg = cfg;
     }

@@ -231,11 +231,39 @@ impl Gate {
     }
 
     /// Accepts TCP connections on `l` for `side`, each served as a stream.
+    /// The next connection on `l` from a source the side's ACL admits:
+    /// others are closed at once, before a TLS handshake or a byte is read
+    /// (counted as ACL refusals). An accept error (EMFILE, ENFILE, ENOBUFS)
+    /// backs off, 10 ms doubling to 1 s, instead of spinning.
+    async fn accept_admitted(
+        &self,
+        side: Side,
+        l: &TcpListener,
+    ) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match l.accept().await {
+                Ok((s, remote)) => {
+                    if lock(&self.admission[side.index()]).admits(remote.ip()) {
+                        return (s, remote);
+                    }
+                    self.metrics
+                        .refused(side, crate::api::metrics::Refusal::Acl);
+                    tracing::debug!(side = side.as_str(), from = %remote, "connection from outside the ACL closed");
+                    backoff = Duration::from_millis(10);
+                }
+                Err(e) => {
+                    tracing::warn!(side = side.as_str(), error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     pub(super) async fn accept_tcp(self: Arc<Self>, side: Side, l: TcpListener) {
         loop {
-            let Ok((s, remote)) = l.accept().await else {
-                continue;
-            };
+            let (s, remote) = self.accept_admitted(side, &l).await;
             let _ = s.set_nodelay(true);
             let g = self.clone();
             tokio::spawn(async move {
@@ -253,9 +281,7 @@ impl Gate {
         acceptor: TlsAcceptor,
     ) {
         loop {
-            let Ok((s, remote)) = l.accept().await else {
-                continue;
-            };
+            let (s, remote) = self.accept_admitted(side, &l).await;
             let _ = s.set_nodelay(true);
             let g = self.clone();
             let acceptor = acceptor.clone();
