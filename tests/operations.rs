@@ -265,6 +265,43 @@ fn drain_on_sigterm_refuses_new_calls_and_finishes_running_ones() {
 }
 
 #[test]
+fn message_limits_take_effect_on_reload() {
+    let (cg, pbx) = start_with_pbx_socket("");
+    let carrier = udp();
+    let port = carrier.local_addr().expect("addr").port();
+    // An OPTIONS of about 3 KB: under the default limit, over 2048.
+    let big = |call: &str| {
+        request("OPTIONS", call, port, &cg.trunk(), "UDP").replacen(
+            "Content-Length: 0",
+            &format!("X-Padding: {}\r\nContent-Length: 0", "p".repeat(3000)),
+            1,
+        )
+    };
+    carrier
+        .send_to(big("limits-1").as_bytes(), cg.trunk())
+        .expect("send");
+    let (fwd, _) = recv_starting(&pbx, "OPTIONS ");
+    assert!(fwd.contains("Call-ID: limits-1"));
+    let text = std::fs::read_to_string(&cg.config_path).expect("config");
+    std::fs::write(
+        &cg.config_path,
+        text.replacen(
+            "[admin]",
+            "[limits]\nmax_message_bytes = 2048\n\n[admin]",
+            1,
+        ),
+    )
+    .expect("rewrite");
+    assert_eq!(cg.admin("POST", "/reload"), (200, "reloaded\n".to_owned()));
+    carrier
+        .send_to(big("limits-2").as_bytes(), cg.trunk())
+        .expect("send");
+    let (resp, _) = recv_starting(&carrier, "SIP/2.0 ");
+    assert!(resp.starts_with("SIP/2.0 400"), "{resp}");
+    assert!(resp.contains("Call-ID: limits-2"), "{resp}");
+}
+
+#[test]
 fn reload_switches_targets_without_a_restart() {
     let (cg, old_pbx) = start_with_pbx_socket("");
     let new_pbx = udp();

@@ -7,21 +7,9 @@
 
 mod common;
 
-use common::carrier::{sentinel, Carrier, Pbx, Wire, WIRES};
+use common::carrier::{pipeline_callgate, sentinel, Carrier, Pbx, Wire, WIRES};
 use common::pki::pki;
 use common::{config, Callgate, Ports, LOOPBACK};
-
-const POLICY: &str = r#"
-version = "attacks-1"
-[levels]
-medium = 30
-high = 60
-critical = 90
-[[rule]]
-code = "UNSIGNED"
-weight = 10
-when = { stir = "none" }
-"#;
 
 struct Rig {
     cg: Callgate,
@@ -32,22 +20,8 @@ struct Rig {
 fn rig() -> Rig {
     let pki = pki();
     let pbx = Pbx::bind();
-    let policy = pki._dir.path().join("policy.toml");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let extra = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\n\n[risk]\npolicy = \"{}\"\n",
-        pki.trust_dir.display(),
-        policy.display(),
-    );
-    let ports = Ports::new();
-    let cfg = config(
-        ports,
-        &[format!("sip:127.0.0.1:{}", pbx.port())],
-        &["sip:127.0.0.1:9".to_owned()],
-        &extra,
-    );
     Rig {
-        cg: Callgate::start(ports, &cfg),
+        cg: pipeline_callgate(&pki, &pbx, "attacks-1", ""),
         pbx,
         _pki: pki,
     }
@@ -159,6 +133,36 @@ fn an_invite_with_a_to_tag_for_no_dialog_gets_481_and_never_reaches_the_pbx() {
         r.cg.metric("callgate_admission_refusals_total{side=\"trunk\",reason=\"no_dialog\"}")
             >= 6.0
     );
+}
+
+#[test]
+fn an_in_dialog_request_goes_along_its_dialog_whatever_its_request_uri() {
+    let r = rig();
+    let ruri = format!("sip:+15550100@{LOOPBACK}");
+    for wire in WIRES {
+        let id = format!("route-{wire:?}");
+        let (got, mut c) = through(&r, wire, &id, |c| invite(c, &id, &ruri, CALLER, "", ""));
+        assert_eq!(invites(&got).len(), 1, "{wire:?}: {got:#?}");
+        c.response(200, &id);
+        // A BYE of that dialog (the PBX stand-in's To tag is `pbx`) whose
+        // Request-URI names another address the PBX side admits: it goes
+        // to the dialog's remote target, the PBX, all the same.
+        let (got, mut c) = through(&r, wire, &id, |c| {
+            invite(c, &id, "sip:elsewhere@127.0.0.1:9", CALLER, "", ";tag=pbx")
+                .replacen("INVITE ", "BYE ", 1)
+                .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+                .replace(
+                    &format!("branch=z9hG4bK-{id};"),
+                    &format!("branch=z9hG4bK-{id}-bye;"),
+                )
+        });
+        assert!(
+            got.iter()
+                .any(|m| m.starts_with("BYE ") && m.contains(&format!("Call-ID: {id}\r\n"))),
+            "{wire:?}: the BYE did not reach the PBX: {got:#?}"
+        );
+        c.response(200, &id);
+    }
 }
 
 #[test]

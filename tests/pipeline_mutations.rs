@@ -18,21 +18,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::carrier::{sentinel, Carrier, Pbx, Wire};
+use common::carrier::{pipeline_callgate, sentinel, Carrier, Pbx, Wire};
 use common::pki::pki;
-use common::{config, repo, Callgate, Ports, LOOPBACK};
-
-const POLICY: &str = r#"
-version = "mutations-1"
-[levels]
-medium = 30
-high = 60
-critical = 90
-[[rule]]
-code = "UNSIGNED"
-weight = 10
-when = { stir = "none" }
-"#;
+use common::{repo, LOOPBACK};
 
 /// The project's own INVITEs, with forgeries a carrier could send.
 fn own_invites() -> Vec<String> {
@@ -291,24 +279,13 @@ fn header_values<'a>(msg: &'a str, names: &[&str]) -> Vec<&'a str> {
 fn no_mutation_reaches_the_pbx_without_every_phase() {
     let pki = pki();
     let pbx = Pbx::bind();
-    let dir = pki._dir.path();
-    let policy = dir.join("policy.toml");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let db = dir.join("audit.db");
-    let extra = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
-        pki.trust_dir.display(),
-        policy.display(),
-        db.display()
+    let db = pki._dir.path().join("audit.db");
+    let cg = pipeline_callgate(
+        &pki,
+        &pbx,
+        "mutations-1",
+        &format!("[audit]\npath = \"{}\"\n", db.display()),
     );
-    let ports = Ports::new();
-    let cfg = config(
-        ports,
-        &[format!("sip:127.0.0.1:{}", pbx.port())],
-        &["sip:127.0.0.1:9".to_owned()],
-        &format!("{extra}\n[limits]\nmax_message_bytes = 65535\n"),
-    );
-    let cg = Callgate::start(ports, &cfg);
 
     let mut bases: Vec<(String, Vec<u8>)> = own_invites()
         .into_iter()

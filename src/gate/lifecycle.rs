@@ -3,6 +3,7 @@
 //! (new INVITEs refused with 503, pending ones finish), and the run until
 //! SIGTERM/SIGINT with the audit flushed at exit.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{lock, Gate, Phases, Running};
@@ -57,7 +58,7 @@ impl Gate {
             &self.state,
             self.offload.as_ref(),
         )?;
-        *self.phases.write().unwrap_or_else(|p| p.into_inner()) = phases;
+        *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(phases);
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
         lock(&self.core).reload(CoreSettings::from_config(&cfg));

@@ -103,9 +103,8 @@ impl MediaPhase {
     fn note_request(&self, msg: &SipMessage, call_id: &str, method: Method, from: Peer) {
         let Ok(cseq) = msg.cseq() else { return };
         let mut dialogs = self.dialogs();
-        let initial = method == Method::Invite
-            && msg.to().ok().and_then(|t| t.tag()).is_none()
-            && !dialogs.contains_key(call_id);
+        let initial =
+            method == Method::Invite && msg.to_tag().is_none() && !dialogs.contains_key(call_id);
         if initial {
             let party = party(msg, HeaderName::From, from);
             dialogs.insert(

@@ -89,7 +89,7 @@ pub struct Gate {
     draining: std::sync::atomic::AtomicBool,
     config_path: Option<PathBuf>,
     /// The phases and limits in force, swapped whole on reload.
-    phases: std::sync::RwLock<Phases>,
+    phases: std::sync::RwLock<Arc<Phases>>,
     /// The clock and random source of the pipeline's decisions.
     pub env: crate::env::Env,
     /// The dialogs callgate record-routed (the classify phase's table).
@@ -119,7 +119,7 @@ pub struct Gate {
 
 /// What the pipeline applies, as configured: parse limits, verification
 /// and assessment of inbound INVITEs, signing of agents' outbound calls
-/// (each when enabled). Read once per message; a call holds the `Arc` of
+/// (each when enabled). Read once per message (one `Arc` clone); a call holds the `Arc` of
 /// the phase it started with, so a reload never changes the rules under it.
 #[derive(Default, Clone)]
 struct Phases {
@@ -173,7 +173,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Gate {
     /// The phases and limits now in force.
-    fn phases(&self) -> Phases {
+    fn phases(&self) -> Arc<Phases> {
         self.phases
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -293,7 +293,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         armed: Mutex::new(None),
         draining: std::sync::atomic::AtomicBool::new(false),
         config_path,
-        phases: std::sync::RwLock::new(phases),
+        phases: std::sync::RwLock::new(Arc::new(phases)),
         env,
         dialogs: Mutex::new(crate::sip::dialogs::DialogTable::new(cfg.dialogs)),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),

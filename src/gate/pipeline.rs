@@ -36,7 +36,7 @@ use crate::sip::dialogs::{creates_dialog, Membership};
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::proxy::{Edits, Outgoing, Peer, Routing};
-use crate::sip::response::{build_response, reason_phrase, response_to_unparseable};
+use crate::sip::response::build_response;
 use crate::sip::transport::Sink;
 
 /// What the classify phase found a message to be.
@@ -108,7 +108,10 @@ impl Gate {
                 self.forward_request(peer, msg, Routing::Initial, None, Vec::new());
             }
             Class::InDialog(hop) => {
-                let edits = self.anchor_request(&msg, peer, false);
+                let edits = self.anchor_request(&msg, peer, false).map(|body| Edits {
+                    body: Some(body),
+                    ..Edits::default()
+                });
                 self.forward_request(peer, msg, Routing::InDialog(hop), edits, Vec::new());
             }
             Class::Stray => self.refuse_stray(peer, msg),
@@ -145,35 +148,17 @@ impl Gate {
     /// response or an ACK that fails is dropped. Counted in
     /// `callgate_sip_parse_errors_total`.
     pub(super) fn parse(&self, peer: Peer, data: Bytes, limits: &Limits) -> Option<SipMessage> {
-        let msg = match SipMessage::parse(data.clone(), limits) {
-            Ok(m) => m,
+        match crate::sip::response::parse_valid(data, limits) {
+            Ok(msg) => Some(msg),
             Err(e) => {
                 self.metrics.parse_error(peer.side);
-                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, error = %e, "unparseable message");
-                if let Some(resp) =
-                    response_to_unparseable(&data, e.status(), reason_phrase(e.status()))
-                {
-                    self.answer(peer, resp, e.status());
+                tracing::debug!(side = peer.side.as_str(), from = %peer.addr, error = %e.error, answered = ?e.answer.as_ref().map(|a| a.1), "message refused by parse");
+                if let Some((resp, status)) = e.answer {
+                    self.answer(peer, resp, status);
                 }
-                return None;
+                None
             }
-        };
-        if let Err(e) = msg.validate() {
-            self.metrics.parse_error(peer.side);
-            if msg.is_request() && msg.method() != Some(Method::Ack) {
-                tracing::info!(from = %peer.addr, error = %e, "invalid request answered with {}", e.status());
-                let status = e.status();
-                self.answer(
-                    peer,
-                    build_response(&msg, status, reason_phrase(status), None, &[]),
-                    status,
-                );
-            } else {
-                tracing::debug!(from = %peer.addr, error = %e, "invalid message dropped");
-            }
-            return None;
         }
-        Some(msg)
     }
 
     /// sanitize: removes what the sending side could forge before any
@@ -223,10 +208,7 @@ impl Gate {
             };
         }
         let method = msg.method().unwrap_or(Method::Extension);
-        let to_tag = msg
-            .first(crate::sip::message::HeaderName::To)
-            .and_then(crate::sip::uri::header_tag)
-            .is_some();
+        let to_tag = msg.to_tag().is_some();
         // A retransmission must not run the call phases or offer its SDP
         // again; any other the core answers from its transaction itself.
         let may_repeat_work = (method == Method::Invite && !to_tag) || !msg.body().is_empty();
@@ -281,16 +263,14 @@ impl Gate {
         first: Vec<Outgoing>,
     ) {
         if edits.reject.is_none() {
-            if let Some(body) = self.anchor_request(&msg, peer, true).and_then(|e| e.body) {
-                edits.body = Some(body);
-            }
+            edits.body = self.anchor_request(&msg, peer, true);
             lock(&self.dialogs).initial(&msg, peer.side, Instant::now());
         }
         self.forward_request(peer, msg, Routing::Initial, Some(edits), first);
     }
 
     /// anchor media: the SDP of a request passed through the relay
-    /// (`media.rs`), as the body of the forwarded copy. Only for calls the
+    /// (`media.rs`): the body of the forwarded copy. Only for calls the
     /// pipeline let in (`initial`) or whose media it already anchors; never
     /// for strays, retransmissions or requests outside calls. A failure
     /// leaves the body as it came (logged).
@@ -299,13 +279,8 @@ impl Gate {
         msg: &SipMessage,
         from: Peer,
         initial: bool,
-    ) -> Option<Edits> {
-        let media = self.media.as_ref()?;
-        let body = media.anchor_request(msg, from, initial)?;
-        Some(Edits {
-            body: Some(body),
-            ..Edits::default()
-        })
+    ) -> Option<Vec<u8>> {
+        self.media.as_ref()?.anchor_request(msg, from, initial)
     }
 
     /// forward (requests): the proxy core's RFC 3261 §16 processing with

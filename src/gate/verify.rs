@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::api::metrics::{Metrics, Phase};
 use crate::config::{StirConfig, StirFailure};
 use crate::sip::message::{HeaderName, SipMessage};
@@ -109,15 +107,6 @@ impl VerifyPhase {
         let sig = token.rsplit('.').next()?.as_bytes();
         state.replay_of(sig, call_id, self.freshness).await
     }
-}
-
-/// Whether this message is an initial INVITE the verify phase takes.
-pub fn initial_invite(data: &Bytes, limits: &crate::sip::message::Limits) -> Option<SipMessage> {
-    if !data.starts_with(b"INVITE ") {
-        return None;
-    }
-    let msg = SipMessage::parse(data.clone(), limits).ok()?;
-    (msg.validate().is_ok() && msg.to().ok().and_then(|t| t.tag()).is_none()).then_some(msg)
 }
 
 /// Every Identity header value of the request (RFC 8224 §4: one per

@@ -137,7 +137,7 @@ pub fn captured(
         let Ok(msg) = SipMessage::parse(Bytes::from(p.data.clone()), &Limits::default()) else {
             continue;
         };
-        if msg.to().ok().and_then(|t| t.tag()).is_some() {
+        if msg.to_tag().is_some() {
             continue; // re-INVITE
         }
         let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();

@@ -118,11 +118,6 @@ pub fn creates_dialog(method: Method) -> bool {
     matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
 }
 
-/// The tag of the message's From or To (`header`).
-fn tag_of(msg: &SipMessage, header: HeaderName) -> Option<&[u8]> {
-    msg.first(header).and_then(crate::sip::uri::header_tag)
-}
-
 /// The hop a URI names, on `side`.
 fn hop_on(side: Side, uri: &[u8]) -> Option<Peer> {
     let uri = NameAddr::parse(uri).map(|na| na.uri).unwrap_or(uri);
@@ -186,7 +181,7 @@ impl DialogTable {
     /// `side`. The hop back to the caller is the top Record-Route it
     /// carried (the next proxy towards the caller), else its Contact.
     pub fn initial(&mut self, msg: &SipMessage, side: Side, now: Instant) {
-        let (Some(call_id), Some(tag)) = (msg.call_id(), tag_of(msg, HeaderName::From)) else {
+        let (Some(call_id), Some(tag)) = (msg.call_id(), msg.from_tag()) else {
             return;
         };
         let to_caller = match all_values(msg, HeaderName::RecordRoute).first() {
@@ -222,12 +217,9 @@ impl DialogTable {
         is_me: impl Fn(&[u8]) -> bool,
         now: Instant,
     ) {
-        let (Some(status), Ok(cseq), Some(call_id), Some(caller_tag)) = (
-            msg.status(),
-            msg.cseq(),
-            msg.call_id(),
-            tag_of(msg, HeaderName::From),
-        ) else {
+        let (Some(status), Ok(cseq), Some(call_id), Some(caller_tag)) =
+            (msg.status(), msg.cseq(), msg.call_id(), msg.from_tag())
+        else {
             return;
         };
         if !creates_dialog(cseq.method) || status == 100 {
@@ -245,7 +237,7 @@ impl DialogTable {
             // §12.3, §13.2.2.4: a failure ends the early dialog of its
             // branch. The request itself may still fail over to another
             // target, so its pending entry stays (until it expires).
-            if let Some(callee) = tag_of(msg, HeaderName::To) {
+            if let Some(callee) = msg.to_tag() {
                 let dk = key(&[call_id, caller_tag, callee]);
                 if self.dialogs.get(&dk).is_some_and(|d| !d.confirmed) {
                     self.dialogs.remove(&dk);
@@ -253,7 +245,7 @@ impl DialogTable {
             }
             return;
         }
-        let Some(callee_tag) = tag_of(msg, HeaderName::To) else {
+        let Some(callee_tag) = msg.to_tag() else {
             return;
         };
         let caller_side = p.caller_side;
@@ -290,11 +282,7 @@ impl DialogTable {
                 hops[side.index()] = to_callee;
                 let mut by = [false, false];
                 by[side.index()] = by_contact;
-                if self.dialogs.len() >= self.limits.max_dialogs {
-                    self.evict_dialog();
-                }
-                self.dialog_order.push_back(dk.clone());
-                self.dialogs.insert(
+                self.insert(
                     dk,
                     Dialog {
                         caller_side,
@@ -320,12 +308,9 @@ impl DialogTable {
     /// reached by its Contact updates that hop.
     pub fn request(&mut self, msg: &SipMessage, side: Side, now: Instant) -> Membership {
         self.expire(now);
-        let (Some(call_id), Some(from_tag), Some(to_tag), Some(method)) = (
-            msg.call_id(),
-            tag_of(msg, HeaderName::From),
-            tag_of(msg, HeaderName::To),
-            msg.method(),
-        ) else {
+        let (Some(call_id), Some(from_tag), Some(to_tag), Some(method)) =
+            (msg.call_id(), msg.from_tag(), msg.to_tag(), msg.method())
+        else {
             return Membership::Stray;
         };
         // From the caller: (From, To) = (caller, callee); from the callee
@@ -373,12 +358,9 @@ impl DialogTable {
     /// A NOTIFY may create the dialog of a pending SUBSCRIBE (RFC 6665
     /// §4.1.2.4): its To tag is the subscriber's, its From tag new.
     fn notify_of_pending(&mut self, msg: &SipMessage, side: Side, now: Instant) -> Membership {
-        let (Some(Method::Notify), Some(call_id), Some(from_tag), Some(to_tag)) = (
-            msg.method(),
-            msg.call_id(),
-            tag_of(msg, HeaderName::From),
-            tag_of(msg, HeaderName::To),
-        ) else {
+        let (Some(Method::Notify), Some(call_id), Some(from_tag), Some(to_tag)) =
+            (msg.method(), msg.call_id(), msg.from_tag(), msg.to_tag())
+        else {
             return Membership::Stray;
         };
         let pk = key(&[call_id, to_tag]);
@@ -393,11 +375,7 @@ impl DialogTable {
         hops[side.index()] = contact_hop(msg, side);
         let to_subscriber = p.to_caller;
         let dk = key(&[call_id, to_tag, from_tag]);
-        if self.dialogs.len() >= self.limits.max_dialogs {
-            self.evict_dialog();
-        }
-        self.dialog_order.push_back(dk.clone());
-        self.dialogs.insert(
+        self.insert(
             dk,
             Dialog {
                 caller_side: side.other(),
@@ -466,6 +444,15 @@ impl DialogTable {
             let pending = &self.pending;
             self.pending_order.retain(|k| pending.contains_key(k));
         }
+    }
+
+    /// A new dialog, the oldest one forgotten first when the table is full.
+    fn insert(&mut self, k: DialogKey, d: Dialog) {
+        if self.dialogs.len() >= self.limits.max_dialogs {
+            self.evict_dialog();
+        }
+        self.dialog_order.push_back(k.clone());
+        self.dialogs.insert(k, d);
     }
 
     fn evict_pending(&mut self) {

@@ -622,6 +622,17 @@ impl SipMessage {
                 .ok_or(ParseError::MissingHeader("To"))?,
         )
     }
+    /// The From tag (RFC 3261 §19.3), read without parsing the URI
+    /// ([`crate::sip::uri::header_tag`]).
+    pub fn from_tag(&self) -> Option<&[u8]> {
+        self.first(HeaderName::From)
+            .and_then(crate::sip::uri::header_tag)
+    }
+    /// The To tag: present on a request within a dialog (RFC 3261 §12.2).
+    pub fn to_tag(&self) -> Option<&[u8]> {
+        self.first(HeaderName::To)
+            .and_then(crate::sip::uri::header_tag)
+    }
     /// Content-Length when present.
     pub fn content_length(&self) -> Option<usize> {
         self.first(HeaderName::ContentLength)

@@ -30,7 +30,7 @@ pub fn build_response(
 ) -> Bytes {
     let mut out = Vec::with_capacity(512);
     status_line(&mut out, status, reason);
-    let has_tag = req.to().ok().and_then(|t| t.tag()).is_some();
+    let has_tag = req.to_tag().is_some();
     for h in req.headers() {
         match h.name {
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
@@ -131,5 +131,46 @@ pub fn reason_phrase(status: u16) -> &'static str {
         513 => "Message Too Large",
         603 => "Decline",
         _ => "Unknown",
+    }
+}
+
+/// A message that cannot be acted on: why, and the response to send back
+/// (with its status) when one can be formed.
+#[derive(Debug)]
+pub struct Unusable {
+    pub error: crate::sip::message::ParseError,
+    pub answer: Option<(Bytes, u16)>,
+}
+
+/// Parses and validates a received message (RFC 3261 §7, §8.1.1). A
+/// request that fails gets 400 (505 for the version) when a response can
+/// be formed; a response or an ACK that fails is only dropped.
+pub fn parse_valid(
+    data: Bytes,
+    limits: &crate::sip::message::Limits,
+) -> Result<SipMessage, Unusable> {
+    let msg = match SipMessage::parse(data.clone(), limits) {
+        Ok(m) => m,
+        Err(error) => {
+            let status = error.status();
+            let answer =
+                response_to_unparseable(&data, status, reason_phrase(status)).map(|r| (r, status));
+            return Err(Unusable { error, answer });
+        }
+    };
+    match msg.validate() {
+        Ok(()) => Ok(msg),
+        Err(error) => {
+            let status = error.status();
+            let answer = (msg.is_request()
+                && msg.method() != Some(crate::sip::method::Method::Ack))
+            .then(|| {
+                (
+                    build_response(&msg, status, reason_phrase(status), None, &[]),
+                    status,
+                )
+            });
+            Err(Unusable { error, answer })
+        }
     }
 }

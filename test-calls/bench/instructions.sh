@@ -33,21 +33,8 @@ scen="$repo/test-calls/scenarios"
 rm -rf "$out"; mkdir -p "$out"
 trunk=62160; pbx_side=62162; uas_port=62180
 
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_udp() {
-    for _ in $(seq 1 400); do
-        ss -lun | grep -q "127.0.0.1:$1 " && return 0
-        sleep 0.05
-    done
-    echo "nothing listening on udp $1" >&2
-    return 1
-}
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 # A trust directory for the risk path's verification (no call is signed).
 STI_PKI_SECS=1 "$repo/test-calls/sti-pki.sh" "$out/pki" 62179 >"$out/pki.log" 2>&1 || true

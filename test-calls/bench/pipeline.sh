@@ -54,21 +54,8 @@ rm -rf "$out"; mkdir -p "$out"
 # the test suite's ports (10000-32000) and run.sh's (61000-61999).
 trunk=62060; pbx_side=62062; uas_port=62080; admin=62090; x5u_port=62443
 
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-wait_udp() {
-    for _ in $(seq 1 200); do
-        ss -lun | grep -q "127.0.0.1:$1 " && return 0
-        sleep 0.05
-    done
-    echo "nothing listening on udp $1" >&2
-    return 1
-}
+# shellcheck source=lib.sh
+source "$here/lib.sh"
 
 pki="$out/pki"
 STI_PKI_SECS=7200 "$repo/test-calls/sti-pki.sh" "$pki" "$x5u_port" >"$out/pki.log" 2>&1 &

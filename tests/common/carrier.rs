@@ -226,7 +226,13 @@ impl Pbx {
             };
             let m = String::from_utf8_lossy(&buf[..n]).into_owned();
             if !m.starts_with("SIP/2.0") && !m.starts_with("ACK ") {
-                let _ = self.sock.send_to(answer(&m, "200 OK").as_bytes(), from);
+                // Its Contact names this socket, so the dialog's next hop
+                // is the PBX stand-in itself.
+                let ok = answer(&m, "200 OK").replace(
+                    "Contact: <sip:agent@127.0.0.1>",
+                    &format!("Contact: <sip:agent@127.0.0.1:{}>", self.port()),
+                );
+                let _ = self.sock.send_to(ok.as_bytes(), from);
             }
             let done = m.contains(&id);
             got.push(m);
@@ -282,4 +288,31 @@ pub fn sentinel(c: &Carrier, call_id: &str) -> String {
         t = c.wire.token(),
         p = c.port,
     )
+}
+
+/// callgate with the call phases on, forwarding the trunk's calls to
+/// `pbx`: verification against the test PKI (no call here is signed, so
+/// each is marked `No-TN-Validation`) and a policy, version `version`,
+/// that tags every unsigned call; `extra` adds sections.
+pub fn pipeline_callgate(pki: &super::pki::Pki, pbx: &Pbx, version: &str, extra: &str) -> Callgate {
+    let policy = pki._dir.path().join(format!("policy-{version}.toml"));
+    std::fs::write(
+        &policy,
+        format!(
+            "version = \"{version}\"\n[levels]\nmedium = 30\nhigh = 60\ncritical = 90\n[[rule]]\ncode = \"UNSIGNED\"\nweight = 10\nwhen = {{ stir = \"none\" }}\n"
+        ),
+    )
+    .expect("policy");
+    let ports = super::Ports::new();
+    let cfg = super::config(
+        ports,
+        &[format!("sip:127.0.0.1:{}", pbx.port())],
+        &["sip:127.0.0.1:9".to_owned()],
+        &format!(
+            "[stir]\nenabled = true\ntrust_dir = \"{}\"\n\n[risk]\npolicy = \"{}\"\n\n{extra}",
+            pki.trust_dir.display(),
+            policy.display(),
+        ),
+    );
+    Callgate::start(ports, &cfg)
 }

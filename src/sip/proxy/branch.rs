@@ -29,7 +29,7 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 
 /// The loop-detection hash of a request as received.
 pub fn loop_hash(msg: &SipMessage) -> u32 {
-    let from_tag = msg.from().ok().and_then(|f| f.tag()).unwrap_or_default();
+    let from_tag = msg.from_tag().unwrap_or_default();
     let seq = msg.cseq().map(|c| c.seq.to_be_bytes()).unwrap_or_default();
     let route = msg.first(HeaderName::Route).unwrap_or_default();
     let h = fnv1a(&[

@@ -27,7 +27,7 @@ impl Routing {
     /// §12.2: a request with a To tag belongs to a dialog). For callers
     /// without a dialog table (the core's own tests, benchmarks).
     pub fn by_to_tag(msg: &crate::sip::message::SipMessage) -> Routing {
-        if msg.to().ok().and_then(|t| t.tag()).is_some() {
+        if msg.to_tag().is_some() {
             Routing::InDialog(None)
         } else {
             Routing::Initial

@@ -276,34 +276,16 @@ impl ProxyCore {
     /// [`Self::on_response`]; this entry serves the core's own tests and
     /// benchmarks.
     pub fn on_message(&mut self, peer: Peer, data: Bytes, now: Instant, out: &mut Vec<Outgoing>) {
-        let msg = match SipMessage::parse(data.clone(), &self.settings.limits) {
+        let msg = match crate::sip::response::parse_valid(data, &self.settings.limits) {
             Ok(m) => m,
             Err(e) => {
                 self.observer.parse_error(peer.side);
-                let reason = crate::sip::response::reason_phrase(e.status());
-                if let Some(resp) =
-                    crate::sip::response::response_to_unparseable(&data, e.status(), reason)
-                {
-                    self.send_response(out, peer, resp, e.status());
+                if let Some((resp, status)) = e.answer {
+                    self.send_response(out, peer, resp, status);
                 }
                 return;
             }
         };
-        if let Err(e) = msg.validate() {
-            self.observer.parse_error(peer.side);
-            if msg.is_request() && msg.method() != Some(Method::Ack) {
-                let status = e.status();
-                let resp = crate::sip::response::build_response(
-                    &msg,
-                    status,
-                    crate::sip::response::reason_phrase(status),
-                    None,
-                    &[],
-                );
-                self.send_response(out, peer, resp, status);
-            }
-            return;
-        }
         if msg.is_request() {
             let routing = Routing::by_to_tag(&msg);
             self.on_request(peer, msg, routing, None, now, out);

@@ -39,7 +39,7 @@ pub(super) fn server_key(msg: &SipMessage, via: &Via<'_>, method: &[u8]) -> Byte
             k.push(b'L');
             k.extend_from_slice(msg.request_uri().unwrap_or_default());
             k.push(0);
-            k.extend_from_slice(msg.from().ok().and_then(|f| f.tag()).unwrap_or_default());
+            k.extend_from_slice(msg.from_tag().unwrap_or_default());
             k.push(0);
             k.extend_from_slice(msg.call_id().unwrap_or_default());
             k.push(0);

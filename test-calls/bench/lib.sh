@@ -1,0 +1,18 @@
+# Shared by the benchmark scripts (sourced): background processes killed
+# on exit, and a bounded wait for a UDP listener.
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_udp() { # port: waits (at most 20 s) until something listens on it
+    for _ in $(seq 1 400); do
+        ss -lun | grep -q "127.0.0.1:$1 " && return 0
+        sleep 0.05
+    done
+    echo "nothing listening on udp $1" >&2
+    return 1
+}
