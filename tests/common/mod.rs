@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod carrier;
+pub mod netns;
 pub mod pki;
 pub mod srtp;
 
