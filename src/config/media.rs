@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{invalid, ConfigError};
 use crate::media::config::MediaConfig;
+use crate::media::relay::LatchMode;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,11 @@ pub(super) struct RawMedia {
     #[serde(default)]
     cpus: Vec<usize>,
     busy_poll_us: Option<u64>,
+    latch_trunk: Option<String>,
+    latch_pbx: Option<String>,
+    max_streams: Option<usize>,
+    max_ports_per_source: Option<usize>,
+    reclaim_after_secs: Option<u64>,
 }
 
 /// The online CPU cores (`/sys/devices/system/cpu/online`, e.g. `0-3,6`),
@@ -118,13 +124,63 @@ pub(super) fn media(raw: RawMedia) -> Result<Option<MediaConfig>, ConfigError> {
         transport("media.trunk_transport", raw.trunk_transport.as_deref())?,
         transport("media.pbx_transport", raw.pbx_transport.as_deref())?,
     ];
+    let latch = |key: &str, v: Option<&str>, default: LatchMode| match v {
+        None => Ok(default),
+        Some("sdp") => Ok(LatchMode::Sdp),
+        Some("network") => Ok(LatchMode::Network),
+        Some("any") => Ok(LatchMode::Any),
+        Some(other) => Err(invalid(
+            key,
+            format!("{other:?} is not one of \"sdp\", \"network\", \"any\""),
+        )),
+    };
+    let latch = [
+        latch(
+            "media.latch_trunk",
+            raw.latch_trunk.as_deref(),
+            LatchMode::Sdp,
+        )?,
+        latch(
+            "media.latch_pbx",
+            raw.latch_pbx.as_deref(),
+            LatchMode::Network,
+        )?,
+    ];
+    let max_streams = raw.max_streams.unwrap_or(4);
+    if !(1..=32).contains(&max_streams) {
+        return Err(invalid(
+            "media.max_streams",
+            format!("{max_streams} is outside 1..=32"),
+        ));
+    }
+    // Each stream takes two legs of at most two ports (RTP, RTCP).
+    let range_ports = usize::from(port_max - port_min) + 1;
+    let max_ports_per_source = raw.max_ports_per_source.unwrap_or(range_ports / 2);
+    if !(4..=range_ports).contains(&max_ports_per_source) {
+        return Err(invalid(
+            "media.max_ports_per_source",
+            format!("{max_ports_per_source} is outside 4..={range_ports} (one stream's 4 ports up to the whole range {port_min}-{port_max})"),
+        ));
+    }
+    let reclaim_after_secs = raw.reclaim_after_secs.unwrap_or(120);
+    if reclaim_after_secs > 86_400 {
+        return Err(invalid(
+            "media.reclaim_after_secs",
+            format!("{reclaim_after_secs} is above 86400 (0 turns reclaim off)"),
+        ));
+    }
     Ok(Some(MediaConfig {
+        latch,
+        max_streams,
+        max_ports_per_source,
         relay: crate::media::relay::RelayConfig {
             bind,
             port_min,
             port_max,
             workers,
             media_timeout: Duration::from_secs(timeout),
+            reclaim_after: (reclaim_after_secs > 0)
+                .then(|| Duration::from_secs(reclaim_after_secs)),
             cpus: raw.cpus,
             busy_poll: Duration::from_micros(busy_poll_us),
         },

@@ -61,6 +61,9 @@ impl Gate {
         *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(phases);
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
+        if let Some(m) = &self.media {
+            m.set_acls([cfg.trunk.allow.clone(), cfg.pbx.allow.clone()]);
+        }
         lock(&self.core).reload(CoreSettings::from_config(&cfg));
         self.metrics.reloaded();
         tracing::info!(path = %path.display(), "configuration reloaded");

@@ -1,8 +1,13 @@
 //! The anchor-media phase of the call pipeline: the SDP of every call the
 //! pipeline let in goes through the relay ([`MediaAnchor`]) and leaves
 //! naming callgate's address and ports; a call's relay sessions end with
-//! its BYE, or with the final failure of its initial INVITE (a CANCEL's 487
-//! and the core's own refusals included). Offers are requests' bodies
+//! its dialog's BYE, or with the final failure of its initial INVITE (a
+//! CANCEL's 487 and the core's own refusals included), or when its media
+//! has been silent for the reclaim time. Media is keyed by dialog: a BYE
+//! or failure whose tags are not the dialog's (a stranger's, a forked
+//! leg's) leaves it alone. An offer the relay cannot anchor (no ports, the
+//! source's share used up, too many m-lines, SDP it cannot read) is
+//! refused, never passed on unanchored. Offers are requests' bodies
 //! (INVITE, re-INVITE, UPDATE); answers are the bodies that come back,
 //! including a late offer's answer in the ACK (RFC 3261 §13.2.1, RFC 3264).
 //! The pipeline calls it before handing a message to the proxy core, so
@@ -10,12 +15,17 @@
 //! the calls it knows (OPTIONS, MESSAGE, strays) get no relay ports.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::media::anchor::{is_sdp, AnchorOptions, MediaAnchor, Transport};
+use ipnet::IpNet;
+
+use crate::media::anchor::{
+    is_sdp, AnchorError, AnchorLimits, AnchorOptions, MediaAnchor, Transport,
+};
 use crate::media::config::MediaConfig;
-use crate::media::relay::{Relay, RelayEvent};
+use crate::media::relay::{LatchMode, Relay, RelayEvent, SourcePolicy};
 use crate::sip::message::{HeaderName, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::proxy::{LocalSide, Outgoing, Peer};
@@ -49,6 +59,11 @@ struct Party {
 #[derive(Debug, Clone, Default)]
 struct Dialog {
     answered: bool,
+    /// The caller's From tag (initial INVITE) and the callee's To tag
+    /// (its first 2xx): the dialog's identity with the Call-ID (RFC 3261
+    /// §12). Only requests and responses carrying them end its media.
+    caller_tag: String,
+    callee_tag: Option<String>,
     caller: Option<Party>,
     callee: Option<Party>,
     /// Highest CSeq each side used in its requests.
@@ -69,6 +84,36 @@ pub struct MediaPhase {
     timeout_bye: bool,
     /// How callgate names itself on each side (Via of its own BYEs).
     locals: [LocalSide; 2],
+    /// Per side (trunk, PBX): which sources may latch its legs.
+    latch: [LatchMode; 2],
+    /// Per side: its signalling ACL (`allow`), refreshed on reload; a
+    /// source refused for SIP cannot latch a leg either.
+    acls: Mutex<[Arc<[IpNet]>; 2]>,
+}
+
+/// Why the media phase refused an offer: the status callgate answers with
+/// instead of passing the SDP on unanchored (fail closed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaRefusal {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl MediaRefusal {
+    fn of(e: &AnchorError) -> MediaRefusal {
+        if e.is_capacity() || matches!(e, AnchorError::Relay(_) | AnchorError::Srtp(_)) {
+            // The core adds Retry-After to its 503s.
+            MediaRefusal {
+                status: 503,
+                reason: "Service Unavailable (no media ports)",
+            }
+        } else {
+            MediaRefusal {
+                status: 488,
+                reason: "Not Acceptable Here",
+            }
+        }
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -76,14 +121,23 @@ fn text(b: &[u8]) -> String {
 }
 
 impl MediaPhase {
+    /// Starts the relay. `acls`: each side's signalling ACL (trunk, PBX).
     pub fn start(
         cfg: &MediaConfig,
         audit: Option<crate::audit::Audit>,
         locals: [LocalSide; 2],
+        acls: [Vec<IpNet>; 2],
     ) -> Result<Arc<MediaPhase>, String> {
         let relay = Relay::start(cfg.relay.clone()).map_err(|e| format!("media: {e}"))?;
+        let limits = AnchorLimits {
+            max_streams: cfg.max_streams,
+            max_ports_per_source: cfg.max_ports_per_source,
+        };
+        let [trunk, pbx] = acls;
         Ok(Arc::new(MediaPhase {
-            anchor: Arc::new(MediaAnchor::new(relay, cfg.advertise)),
+            latch: cfg.latch,
+            acls: Mutex::new([trunk.into(), pbx.into()]),
+            anchor: Arc::new(MediaAnchor::with_limits(relay, cfg.advertise, limits)),
             audit,
             ng_metrics: Arc::default(),
             strip_ice: cfg.strip_ice,
@@ -92,6 +146,23 @@ impl MediaPhase {
             timeout_bye: cfg.timeout_bye,
             locals,
         }))
+    }
+
+    /// A reload's new signalling ACLs (trunk, PBX): streams created from
+    /// now on latch only to sources they admit.
+    pub fn set_acls(&self, acls: [Vec<IpNet>; 2]) {
+        let [trunk, pbx] = acls;
+        *self.acls.lock().unwrap_or_else(|p| p.into_inner()) = [trunk.into(), pbx.into()];
+    }
+
+    /// Who may latch the legs facing `side` (index as `Side::index`).
+    fn source_policy(&self, side: usize) -> SourcePolicy {
+        let acls = self.acls.lock().unwrap_or_else(|p| p.into_inner());
+        SourcePolicy {
+            mode: self.latch[side],
+            allow: acls[side].clone(),
+            side,
+        }
     }
 
     fn dialogs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Dialog>> {
@@ -110,6 +181,7 @@ impl MediaPhase {
             dialogs.insert(
                 call_id.to_owned(),
                 Dialog {
+                    caller_tag: msg.from_tag().map(text).unwrap_or_default(),
                     caller: party,
                     caller_cseq: cseq.seq,
                     ..Dialog::default()
@@ -136,6 +208,35 @@ impl MediaPhase {
         d.answered = true;
         if d.callee.is_none() {
             d.callee = party(msg, HeaderName::To, from);
+            d.callee_tag = msg.to_tag().map(text);
+        }
+    }
+
+    /// Whether `msg` (a request, or with `response` a response) carries
+    /// the tags of the call's dialog: the caller's tag on the caller's
+    /// end, the callee's (once known) on the other, in either direction.
+    /// A BYE or failure from a stranger, or from a forked leg whose 2xx
+    /// was not the one that made the dialog, does not match.
+    fn in_dialog(&self, msg: &SipMessage, call_id: &str, response: bool) -> bool {
+        let Some(d) = self.dialogs().get(call_id).cloned() else {
+            return false;
+        };
+        let (from, to) = (
+            msg.from_tag().map(text).unwrap_or_default(),
+            msg.to_tag().map(text),
+        );
+        if response {
+            // A response to the caller's request: From is the caller's.
+            return from == d.caller_tag
+                && (d.callee_tag.is_none() || to.is_none() || to == d.callee_tag);
+        }
+        match &d.callee_tag {
+            Some(callee) => {
+                (from == d.caller_tag && to.as_deref() == Some(callee.as_str()))
+                    || (&from == callee && to.as_deref() == Some(d.caller_tag.as_str()))
+            }
+            // An early dialog: the caller's tag on one end.
+            None => from == d.caller_tag || to.as_deref() == Some(d.caller_tag.as_str()),
         }
     }
 
@@ -221,7 +322,9 @@ impl MediaPhase {
     }
 
     /// The SDP of `msg`, arriving from `from` and passed to the other
-    /// side, through the anchor; `None` to forward it as is.
+    /// side, through the anchor: `Ok(None)` when it carries no SDP, the
+    /// error when the relay cannot anchor it (the caller refuses it or
+    /// strips it; it never goes on unanchored).
     fn rewrite(
         &self,
         msg: &SipMessage,
@@ -229,18 +332,21 @@ impl MediaPhase {
         from: Peer,
         tag: &[u8],
         role: SdpRole,
-    ) -> Option<Vec<u8>> {
+    ) -> Result<Option<Vec<u8>>, AnchorError> {
         let ct = msg
             .first_index(HeaderName::ContentType)
             .and_then(|i| msg.headers().get(i))
             .map(|h| msg.value(h));
         if msg.body().is_empty() || !is_sdp(ct) {
-            return None;
+            return Ok(None);
         }
         let tag = text(tag);
+        let side = from.side.index();
         let options = AnchorOptions {
             strip_ice: self.strip_ice,
             transport: self.transports[from.side.other().index()],
+            sources: Some([self.source_policy(side), self.source_policy(1 - side)]),
+            charge: Some(crate::sip::proxy::canonical_ip(from.addr.ip())),
         };
         let result = match role {
             SdpRole::Offer => self.anchor.offer(call_id, &tag, msg.body(), options),
@@ -250,12 +356,14 @@ impl MediaPhase {
                 .offer_or_answer(call_id, &tag, msg.body(), options),
         };
         match result {
-            Ok(body) => Some(body),
+            Ok(body) => Ok(Some(body)),
             Err(e) => {
-                // The body goes on unchanged: media then bypasses the relay,
-                // which is logged, rather than failing the call.
-                tracing::warn!(call_id, error = %e, "SDP not anchored; forwarded unchanged");
-                None
+                if e.is_capacity() {
+                    tracing::warn!(call_id, from = %from.addr, error = %e, "media ports exhausted: SDP refused, not passed on unanchored");
+                } else {
+                    tracing::warn!(call_id, from = %from.addr, error = %e, "SDP not anchored: refused, not passed on unanchored");
+                }
+                Err(e)
             }
         }
     }
@@ -295,10 +403,26 @@ impl MediaPhase {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { return };
                 for ev in me.anchor.relay().events() {
-                    let RelayEvent::MediaTimeout { session } = ev;
+                    let (session, reclaim) = match ev {
+                        RelayEvent::MediaTimeout { session } => (session, false),
+                        RelayEvent::Silent { session } => (session, true),
+                    };
                     let Some(call) = me.anchor.call_of_session(session) else {
                         continue;
                     };
+                    if reclaim {
+                        // Silent for the reclaim time: nothing flows, so
+                        // the call is over in all but name; its ports go
+                        // back to the pool (and each side gets a BYE).
+                        tracing::warn!(call_id = %call, session, "media silent for the reclaim time: call ended, ports freed");
+                        let byes = me.byes(&call, "media reclaimed");
+                        if !byes.is_empty() {
+                            send(byes);
+                        }
+                        me.anchor.relay().metrics.reclaimed.fetch_add(1, Relaxed);
+                        me.end(&call, "media reclaimed");
+                        continue;
+                    }
                     tracing::warn!(call_id = %call, session, teardown = me.timeout_bye, "media timeout: no packet in either direction");
                     if me.timeout_bye {
                         let byes = me.byes(&call, "media timeout");
@@ -338,41 +462,78 @@ impl MediaPhase {
     }
 
     /// The body to forward instead of `msg`'s (a request received from
-    /// `from`), its SDP through the relay; `None` to forward it as is.
+    /// `from`), its SDP through the relay; `Ok(None)` to forward it as is.
     /// `initial`: the pipeline let this initial INVITE in; any other
-    /// request is anchored only in a call the phase already knows.
-    pub fn anchor_request(&self, msg: &SipMessage, from: Peer, initial: bool) -> Option<Vec<u8>> {
-        let call_id = text(msg.call_id()?);
+    /// request is anchored only in a call the phase already knows. An
+    /// offer the relay cannot anchor is refused (the status to answer);
+    /// a refused initial INVITE's media ends at once.
+    pub fn anchor_request(
+        &self,
+        msg: &SipMessage,
+        from: Peer,
+        initial: bool,
+    ) -> Result<Option<Vec<u8>>, MediaRefusal> {
+        let Some(call_id) = msg.call_id().map(text) else {
+            return Ok(None);
+        };
         if !initial && !self.knows_call(&call_id) {
-            return None;
+            return Ok(None);
         }
-        let method = msg.method()?;
+        let Some(method) = msg.method() else {
+            return Ok(None);
+        };
+        let from_tag = msg.from_tag().unwrap_or_default().to_vec();
+        let caller_tag = self.dialogs().get(&call_id).map(|d| d.caller_tag.clone());
+        if initial && caller_tag.is_some_and(|t| t.as_bytes() != from_tag.as_slice()) {
+            // Another dialog's Call-ID with a new From tag: its SDP would
+            // take over the legs of the call already anchored.
+            tracing::warn!(call_id, from = %from.addr, "initial INVITE reusing the Call-ID of an anchored call refused");
+            return Err(MediaRefusal {
+                status: 400,
+                reason: "Bad Request (Call-ID of another call)",
+            });
+        }
+        if !initial && !self.in_dialog(msg, &call_id, false) {
+            if method == Method::Bye {
+                tracing::info!(call_id, from = %from.addr, "BYE with tags not of the call's dialog: media kept");
+            }
+            return Ok(None);
+        }
         self.note_request(msg, &call_id, method, from);
         match method {
+            // Only the dialog's own BYE ends its media (checked above).
             Method::Bye => {
                 self.end(&call_id, "bye");
-                None
+                Ok(None)
             }
-            // An ACK's or PRACK's body answers the offer in the response.
-            Method::Ack | Method::Prack => {
-                let tag = msg.from().ok()?.tag()?.to_vec();
-                self.rewrite(msg, &call_id, from, &tag, SdpRole::Answer)
-            }
+            // An ACK's or PRACK's body answers the offer in the response:
+            // it cannot be refused; one the relay cannot take loses its
+            // body rather than pass unanchored.
+            Method::Ack | Method::Prack => Ok(self
+                .rewrite(msg, &call_id, from, &from_tag, SdpRole::Answer)
+                .unwrap_or_else(|_| Some(Vec::new()))),
             // A re-INVITE without a body asks for an offer in its 2xx
             // (RFC 3261 §14.1): the earlier offer is settled.
             Method::Invite if msg.body().is_empty() => {
                 self.anchor.expect_offer(&call_id);
-                None
+                Ok(None)
             }
-            _ => {
-                let tag = msg.from().ok()?.tag().unwrap_or_default().to_vec();
-                self.rewrite(msg, &call_id, from, &tag, SdpRole::Offer)
-            }
+            _ => match self.rewrite(msg, &call_id, from, &from_tag, SdpRole::Offer) {
+                Ok(body) => Ok(body),
+                Err(e) => {
+                    if initial {
+                        self.end(&call_id, "media refused");
+                    }
+                    Err(MediaRefusal::of(&e))
+                }
+            },
         }
     }
 
     /// The body to forward instead of a response's, in a call the phase
-    /// knows; a final failure of the initial INVITE ends the call's media.
+    /// knows; a final failure of the dialog's initial INVITE ends the
+    /// call's media. SDP the relay cannot anchor (a late offer in a 2xx
+    /// when ports ran out) is removed, never passed on unanchored.
     pub fn anchor_response(&self, msg: &SipMessage, from: Peer) -> Option<Vec<u8>> {
         let call_id = text(msg.call_id()?);
         if !self.knows_call(&call_id) {
@@ -385,14 +546,15 @@ impl MediaPhase {
                 self.note_answer(msg, &call_id, from);
             } else if status >= 300 {
                 let answered = self.dialogs().get(&call_id).is_some_and(|d| d.answered);
-                if !answered {
+                if !answered && self.in_dialog(msg, &call_id, true) {
                     self.end(&call_id, "initial INVITE failed");
                 }
                 return None;
             }
         }
-        let tag = msg.to().ok()?.tag().unwrap_or_default().to_vec();
+        let tag = msg.to_tag().unwrap_or_default().to_vec();
         self.rewrite(msg, &call_id, from, &tag, SdpRole::Either)
+            .unwrap_or_else(|_| Some(Vec::new()))
     }
 
     /// Looks at what the gate sends for final failures of initial INVITEs

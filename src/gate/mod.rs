@@ -261,8 +261,13 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     let core = ProxyCore::new(settings, metrics.clone(), now, env.u64());
     let media = match &cfg.media {
         Some(m) => {
-            let phase =
-                media::MediaPhase::start(m, audit.clone(), locals).map_err(GateError::Media)?;
+            let phase = media::MediaPhase::start(
+                m,
+                audit.clone(),
+                locals,
+                [cfg.trunk.allow.clone(), cfg.pbx.allow.clone()],
+            )
+            .map_err(GateError::Media)?;
             if let Some(listen) = m.ng_listen {
                 bound.ng = Some(
                     phase

@@ -15,7 +15,7 @@
 //! | 8 | tag (`tag.rs`) | marking, decision, route | the forwarded copy's edits | — |
 //! | 9 | audit (`call.rs`, `record.rs`) | the call context | queues a record | never blocks the call |
 //! | 10 | sign (`sign.rs`) | an agent's outbound INVITE | adds Identity | sent unsigned, logged |
-//! | 11 | [anchor media](Gate::anchor_request) (`media.rs`) | SDP | the forwarded body | forwarded unanchored, logged |
+//! | 11 | [anchor media](Gate::anchor_request) (`media.rs`) | SDP | the forwarded body | 503 + Retry-After (no ports), 488 (SDP it cannot take); never forwarded unanchored |
 //! | 12 | [forward](Gate::forward_request) (the proxy core) | the message and edits | transactions | the core's answers (4xx–5xx) |
 //!
 //! Phases 5–9 run for every initial INVITE from the trunk (when
@@ -108,10 +108,18 @@ impl Gate {
                 self.forward_request(peer, msg, Routing::Initial, None, Vec::new());
             }
             Class::InDialog(hop) => {
-                let edits = self.anchor_request(&msg, peer, false).map(|body| Edits {
-                    body: Some(body),
-                    ..Edits::default()
-                });
+                // An offer the relay cannot anchor is refused (the dialog
+                // keeps its media, RFC 3261 §14.2), never passed on bare.
+                let edits = match self.anchor_request(&msg, peer, false) {
+                    Ok(body) => body.map(|body| Edits {
+                        body: Some(body),
+                        ..Edits::default()
+                    }),
+                    Err(refusal) => Some(Edits {
+                        reject: Some((refusal.status, refusal.reason.to_owned())),
+                        ..Edits::default()
+                    }),
+                };
                 self.forward_request(peer, msg, Routing::InDialog(hop), edits, Vec::new());
             }
             Class::Stray => self.refuse_stray(peer, msg),
@@ -263,8 +271,18 @@ impl Gate {
         first: Vec<Outgoing>,
     ) {
         if edits.reject.is_none() {
-            edits.body = self.anchor_request(&msg, peer, true);
-            lock(&self.dialogs).initial(&msg, peer.side, Instant::now());
+            match self.anchor_request(&msg, peer, true) {
+                Ok(body) => {
+                    edits.body = body;
+                    lock(&self.dialogs).initial(&msg, peer.side, Instant::now());
+                }
+                // Fail closed: no ports (503 + Retry-After), SDP the relay
+                // cannot take (488); the call never reaches the far side
+                // unanchored.
+                Err(refusal) => {
+                    edits.reject = Some((refusal.status, refusal.reason.to_owned()));
+                }
+            }
         }
         self.forward_request(peer, msg, Routing::Initial, Some(edits), first);
     }
@@ -272,15 +290,19 @@ impl Gate {
     /// anchor media: the SDP of a request passed through the relay
     /// (`media.rs`): the body of the forwarded copy. Only for calls the
     /// pipeline let in (`initial`) or whose media it already anchors; never
-    /// for strays, retransmissions or requests outside calls. A failure
-    /// leaves the body as it came (logged).
+    /// for strays, retransmissions or requests outside calls. An offer the
+    /// relay cannot anchor is refused with the status to answer (fail
+    /// closed: never forwarded unanchored).
     pub(super) fn anchor_request(
         &self,
         msg: &SipMessage,
         from: Peer,
         initial: bool,
-    ) -> Option<Vec<u8>> {
-        self.media.as_ref()?.anchor_request(msg, from, initial)
+    ) -> Result<Option<Vec<u8>>, super::media::MediaRefusal> {
+        match &self.media {
+            Some(m) => m.anchor_request(msg, from, initial),
+            None => Ok(None),
+        }
     }
 
     /// forward (requests): the proxy core's RFC 3261 §16 processing with

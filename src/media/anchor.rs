@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use super::relay::{Leg, Relay, RelayError, Remote, Session, SessionStats, SrtpRole};
+use super::relay::{Leg, Relay, RelayError, Remote, Session, SessionStats, SourcePolicy, SrtpRole};
 use super::sdp::{
     plain_proto, secure_proto, Anchor, Keying, Media, RewriteError, RewriteOptions, Sdp, SdpError,
 };
@@ -42,16 +42,47 @@ pub enum AnchorError {
     UnknownCall(String),
     #[error("answer for call {0:?} without an offer")]
     NoOffer(String),
+    /// More m-lines than `[media] max_streams` (a call with many streams
+    /// takes many relay ports).
+    #[error("SDP with {count} m-lines; at most {max} are anchored")]
+    TooManyStreams { count: usize, max: usize },
+    /// The calls from one signalling source hold `[media]
+    /// max_ports_per_source` relay ports already: one admitted source
+    /// cannot take the whole range.
+    #[error("signalling source {source_ip} holds {held} relay ports; the cap is {max}")]
+    SourceCap {
+        source_ip: IpAddr,
+        held: usize,
+        max: usize,
+    },
+}
+
+impl AnchorError {
+    /// Whether the relay lacks room (ports, or the source's share of them)
+    /// rather than the SDP being unacceptable.
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            AnchorError::Relay(RelayError::NoPorts { .. }) | AnchorError::SourceCap { .. }
+        )
+    }
 }
 
 /// How to rewrite (per request; the ng protocol's flags map onto it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AnchorOptions {
     /// Remove ICE attributes from the SDP passed on (a side that does not
     /// do ICE must not see candidates that bypass the relay).
     pub strip_ice: bool,
     /// What an offer passed on asks the receiving side to use.
     pub transport: Transport,
+    /// Who may latch the legs of streams this SDP creates: the sending
+    /// side's leg, then the receiving side's. `None`: any source (the ng
+    /// protocol, whose caller decides).
+    pub sources: Option<[SourcePolicy; 2]>,
+    /// The signalling source address a new call's relay ports are counted
+    /// against (`max_ports_per_source`); `None`: not counted.
+    pub charge: Option<IpAddr>,
 }
 
 /// The media transport a side is offered (`[media] trunk_transport`,
@@ -242,6 +273,10 @@ struct CallMedia {
     /// The other side's tag, once it signalled.
     answerer_tag: Option<String>,
     created: Instant,
+    /// The signalling source its relay ports are counted against, and how
+    /// many it holds.
+    charged: Option<IpAddr>,
+    ports: usize,
 }
 
 impl CallMedia {
@@ -295,14 +330,63 @@ pub struct MediaAnchor {
     /// The address written into SDP (where the sides send media).
     advertise: IpAddr,
     calls: Mutex<HashMap<String, CallMedia>>,
+    /// Relay ports held per signalling source (locked inside `calls`).
+    held: Mutex<HashMap<IpAddr, usize>>,
+    limits: AnchorLimits,
+}
+
+/// Caps on what offers may take from the relay (`[media] max_streams`,
+/// `max_ports_per_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnchorLimits {
+    /// Most m-lines an SDP may carry.
+    pub max_streams: usize,
+    /// Most relay ports the calls charged to one source may hold.
+    pub max_ports_per_source: usize,
+}
+
+impl Default for AnchorLimits {
+    fn default() -> Self {
+        AnchorLimits {
+            max_streams: 32,
+            max_ports_per_source: usize::MAX,
+        }
+    }
 }
 
 impl MediaAnchor {
     pub fn new(relay: Relay, advertise: IpAddr) -> MediaAnchor {
+        MediaAnchor::with_limits(relay, advertise, AnchorLimits::default())
+    }
+
+    pub fn with_limits(relay: Relay, advertise: IpAddr, limits: AnchorLimits) -> MediaAnchor {
         MediaAnchor {
             relay,
             advertise,
             calls: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
+            limits,
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Relay ports held by the calls charged to `source`.
+    pub fn ports_held_by(&self, source: IpAddr) -> usize {
+        self.held().get(&source).copied().unwrap_or(0)
+    }
+
+    /// Returns a call's ports to its source's share.
+    fn release(&self, call: &CallMedia) {
+        let Some(ip) = call.charged else { return };
+        let mut held = self.held();
+        if let Some(n) = held.get_mut(&ip) {
+            *n = n.saturating_sub(call.ports);
+            if *n == 0 {
+                held.remove(&ip);
+            }
         }
     }
 
@@ -337,6 +421,8 @@ impl MediaAnchor {
                 pending_offer: None,
                 answerer_tag: None,
                 created: Instant::now(),
+                charged: opts.charge,
+                ports: 0,
             });
         let from = if call.offerer_tag == from_tag {
             Leg::A
@@ -421,6 +507,12 @@ impl MediaAnchor {
         offer: bool,
     ) -> Result<Vec<u8>, AnchorError> {
         let media = sdp.media();
+        if media.len() > self.limits.max_streams {
+            return Err(AnchorError::TooManyStreams {
+                count: media.len(),
+                max: self.limits.max_streams,
+            });
+        }
         if call.streams.len() < media.len() {
             call.streams.resize_with(media.len(), || None);
         }
@@ -451,8 +543,38 @@ impl MediaAnchor {
                 continue;
             }
             if call.streams[i].is_none() {
+                let ports = if m.rtcp_mux { 2 } else { 4 };
+                if let Some(ip) = call.charged {
+                    let mut held = self.held();
+                    let n = held.get(&ip).copied().unwrap_or(0);
+                    if n + ports > self.limits.max_ports_per_source {
+                        return Err(AnchorError::SourceCap {
+                            source_ip: ip,
+                            held: n,
+                            max: self.limits.max_ports_per_source,
+                        });
+                    }
+                    held.insert(ip, n + ports);
+                }
+                let session = match self.relay.create(m.rtcp_mux) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if let Some(ip) = call.charged {
+                            if let Some(n) = self.held().get_mut(&ip) {
+                                *n = n.saturating_sub(ports);
+                            }
+                        }
+                        return Err(e.into());
+                    }
+                };
+                call.ports += ports;
+                if let Some([sender, receiver]) = &opts.sources {
+                    self.relay.set_source(session.id, from, sender.clone())?;
+                    self.relay
+                        .set_source(session.id, from.other(), receiver.clone())?;
+                }
                 call.streams[i] = Some(Stream {
-                    session: self.relay.create(m.rtcp_mux)?,
+                    session,
                     remotes: [None, None],
                     media_type: m.media_type.to_owned(),
                     proto: m.proto.to_owned(),
@@ -478,7 +600,9 @@ impl MediaAnchor {
                 };
                 let previous = stream.remotes[from as usize];
                 if previous != Some(remote) {
-                    let moved = previous.is_some_and(|p| p.rtp != remote.rtp);
+                    // New SDP for a latched leg re-arms it (the only way a
+                    // leg ever moves to a new source).
+                    let moved = previous.is_some();
                     self.relay
                         .set_remote(stream.session.id, from, remote, moved)?;
                     stream.remotes[from as usize] = Some(remote);
@@ -512,6 +636,7 @@ impl MediaAnchor {
             .lock()
             .remove(call_id)
             .ok_or_else(|| AnchorError::UnknownCall(call_id.to_owned()))?;
+        self.release(&call);
         let mut streams = Vec::new();
         for (i, s) in call.streams.iter().enumerate() {
             if let Some(s) = s {
@@ -788,6 +913,7 @@ mod tests {
         AnchorOptions {
             strip_ice: false,
             transport,
+            ..AnchorOptions::default()
         }
     }
 

@@ -3,7 +3,7 @@
 //! into this (`crate::config`), and the anchor-media phase is built from it.
 
 use super::anchor::Transport;
-use super::relay::RelayConfig;
+use super::relay::{LatchMode, RelayConfig};
 
 /// `[media]`: the relay and how SDP is rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,4 +26,14 @@ pub struct MediaConfig {
     /// core's `Side::index`): as offered, RTP or SDES-SRTP. Where they
     /// differ the relay terminates SRTP.
     pub transports: [Transport; 2],
+    /// Which sources may latch the legs facing each side (index 0 the
+    /// trunk, 1 the PBX): strict-source latching, see
+    /// [`super::relay::source`].
+    pub latch: [LatchMode; 2],
+    /// Most m-lines one SDP may carry (and so streams one call may hold:
+    /// at most 4 relay ports each).
+    pub max_streams: usize,
+    /// Most relay ports the calls offered from one signalling source
+    /// address may hold at once.
+    pub max_ports_per_source: usize,
 }

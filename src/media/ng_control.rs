@@ -19,7 +19,10 @@ fn ng_error(e: AnchorError) -> NgError {
         AnchorError::UnknownCall(_) | AnchorError::NoOffer(_) => NgError::UnknownCall,
         AnchorError::Sdp(e) => NgError::BadSdp(e.to_string()),
         AnchorError::Rewrite(e) => NgError::BadSdp(e.to_string()),
-        AnchorError::Relay(RelayError::NoPorts { .. }) => NgError::OutOfPorts,
+        AnchorError::Relay(RelayError::NoPorts { .. }) | AnchorError::SourceCap { .. } => {
+            NgError::OutOfPorts
+        }
+        AnchorError::TooManyStreams { .. } => NgError::BadSdp(e.to_string()),
         AnchorError::Relay(e) => NgError::Other(e.to_string()),
         AnchorError::Srtp(e) => NgError::Other(e.to_string()),
     }
@@ -38,6 +41,7 @@ fn options(req: &OfferRequest) -> AnchorOptions {
             Some("RTP/SAVP" | "RTP/SAVPF") => Transport::Srtp,
             _ => Transport::AsOffered,
         },
+        ..AnchorOptions::default()
     }
 }
 

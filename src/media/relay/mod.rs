@@ -8,9 +8,11 @@
 //! socket to leg B's remote address, and the other way round.
 //!
 //! Each leg latches to the source of the first valid packet it receives
-//! (symmetric RTP, RFC 4961: the far end's real address, whatever its SDP
-//! said), then drops packets from anywhere else and counts them. Before a
-//! leg has latched, packets towards it go to the address its SDP named.
+//! among the sources its [`SourcePolicy`] admits (`source`: the SDP's
+//! address, or the side's ACL networks — never a stranger spraying the port
+//! range), then drops packets from anywhere else and counts them as
+//! foreign. Before a leg has latched, packets towards it go to the address
+//! its SDP named.
 //!
 //! Packets never touch the async runtime: worker threads each own a share
 //! of the sessions and run their own `epoll` loop (mio) over those
@@ -22,6 +24,7 @@
 //! relay traffic, see `batch`).
 
 mod batch;
+pub mod source;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -34,6 +37,7 @@ use serde::Serialize;
 
 use super::srtp::SrtpContext;
 use super::stats::StreamStats;
+pub use source::{LatchMode, SourcePolicy};
 use worker::{Command, Worker};
 
 /// Why the relay could not do what was asked.
@@ -62,6 +66,10 @@ pub struct RelayConfig {
     /// A session with no packet in either direction for this long is
     /// reported as timed out.
     pub media_timeout: Duration,
+    /// A session with no packet in either direction for this long is
+    /// reported as [`RelayEvent::Silent`] (once), for the control plane to
+    /// end it and free its ports; `None`: never.
+    pub reclaim_after: Option<Duration>,
     /// CPU cores the workers are pinned to, worker `i` to `cpus[i %
     /// len]`; empty: not pinned.
     pub cpus: Vec<usize>,
@@ -81,6 +89,7 @@ impl Default for RelayConfig {
             port_max: 39_999,
             workers: 1,
             media_timeout: Duration::from_secs(60),
+            reclaim_after: Some(Duration::from_secs(120)),
             cpus: Vec::new(),
             busy_poll: Duration::ZERO,
         }
@@ -148,6 +157,9 @@ pub enum SrtpRole {
 pub enum RelayEvent {
     /// No packet in either direction for the configured time.
     MediaTimeout { session: u64 },
+    /// No packet in either direction for the reclaim time: the session's
+    /// ports should be freed.
+    Silent { session: u64 },
 }
 
 /// Counters over all sessions, for `/metrics`.
@@ -163,6 +175,14 @@ pub struct RelayMetrics {
     pub dropped_source: AtomicU64,
     /// Packets dropped by SRTP termination (authentication, replay).
     pub srtp_failed: AtomicU64,
+    /// Packets dropped because their source may not latch the leg or is
+    /// not its latched source, per side the leg faces (trunk, PBX); live.
+    pub foreign: [AtomicU64; 2],
+    /// Sessions refused because the port range had no free pair.
+    pub ports_exhausted: AtomicU64,
+    /// Calls whose media the control plane ended after they were silent
+    /// for the reclaim time.
+    pub reclaimed: AtomicU64,
 }
 
 /// Even ports of the range, handed out from a random place in it: a
@@ -243,6 +263,7 @@ impl Relay {
                 rx,
                 events_tx.clone(),
                 config.media_timeout,
+                config.reclaim_after,
                 config.busy_poll,
                 metrics.clone(),
             )?;
@@ -291,9 +312,13 @@ impl Relay {
     pub fn create(&self, mux: bool) -> Result<Session, RelayError> {
         let bound = {
             let mut pool = self.ports.lock().unwrap_or_else(|p| p.into_inner());
-            let a = pool.bind_pair(self.config.bind, mux)?;
-            let b = pool.bind_pair(self.config.bind, mux)?;
-            [a, b]
+            let pair = pool
+                .bind_pair(self.config.bind, mux)
+                .and_then(|a| Ok([a, pool.bind_pair(self.config.bind, mux)?]));
+            if let Err(RelayError::NoPorts { .. }) = &pair {
+                self.metrics.ports_exhausted.fetch_add(1, Relaxed);
+            }
+            pair?
         };
         let port = |s: &UdpSocket| s.local_addr().map(|a| a.port());
         let mut ports = [(0, 0); 2];
@@ -327,6 +352,12 @@ impl Relay {
                 relatch,
             },
         )
+    }
+
+    /// Sets which sources may latch a leg (strict-source latching, see
+    /// [`source`]); until then any source may.
+    pub fn set_source(&self, id: u64, leg: Leg, policy: SourcePolicy) -> Result<(), RelayError> {
+        self.send(id, Command::Source { id, leg, policy })
     }
 
     /// Sets (or, with `None`, ends) one of a leg's SRTP contexts. The
@@ -417,8 +448,15 @@ impl Relay {
             ("callgate_media_bytes_total", "counter", "RTP and RTCP bytes relayed by ended sessions.", m.bytes.load(Relaxed)),
             ("callgate_media_dropped_source_total", "counter", "Packets dropped by ended sessions because they came from an address other than the latched one.", m.dropped_source.load(Relaxed)),
             ("callgate_media_srtp_failed_total", "counter", "Packets dropped by ended sessions because SRTP termination refused them (authentication or replay check failed).", m.srtp_failed.load(Relaxed)),
+            ("callgate_media_ports_exhausted_total", "counter", "Media sessions refused because the relay's port range had no free pair (the offer was answered 503).", m.ports_exhausted.load(Relaxed)),
+            ("callgate_media_reclaimed_total", "counter", "Calls whose media was ended (ports freed) after no packet in either direction for media.reclaim_after_secs.", m.reclaimed.load(Relaxed)),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let name = "callgate_media_foreign_packets_total";
+        let _ = writeln!(s, "# HELP {name} Packets dropped by the relay because their source may not latch the leg (strict-source latching, ACL) or is not its latched source, by the side the leg faces.\n# TYPE {name} counter");
+        for (side, c) in ["trunk", "pbx"].iter().zip(&m.foreign) {
+            let _ = writeln!(s, "{name}{{side=\"{side}\"}} {}", c.load(Relaxed));
         }
     }
 }

@@ -349,3 +349,91 @@ fn relay_ports_are_taken_from_a_random_place_in_the_range() {
         "a port handed out twice: {ports:?}"
     );
 }
+
+/// RTP hijack: under latch-to-first a stranger's packet, arriving before
+/// the far end's, took over the leg. With an `sdp` policy only the
+/// announced address latches; the stranger is dropped and counted as
+/// foreign for the leg's side, and the latched leg keeps its source until
+/// new SDP re-arms it.
+#[test]
+fn a_strict_leg_latches_only_to_its_sdp_address_and_moves_only_on_new_sdp() {
+    let r = relay(Duration::from_secs(60), 38_000);
+    let s = r.create(true).unwrap_or_else(|e| panic!("{e}"));
+    let (carrier, pbx, stranger, moved) = (peer(), peer(), peer(), peer());
+    let policy = SourcePolicy {
+        mode: LatchMode::Sdp,
+        allow: vec!["127.0.0.0/8".parse().unwrap_or_else(|e| panic!("{e}"))].into(),
+        side: 0,
+    };
+    r.set_source(s.id, Leg::A, policy)
+        .unwrap_or_else(|e| panic!("{e}"));
+    send_leg_to(&r, s.id, Leg::A, &carrier, false);
+    send_leg_to(&r, s.id, Leg::B, &pbx, false);
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
+
+    // The stranger sprays first: nothing reaches the PBX from it.
+    for seq in 1..=3 {
+        stranger
+            .send_to(&rtp(seq), to(s.ports[0].0))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    carrier
+        .send_to(&rtp(10), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        recv(&pbx).0,
+        rtp(10),
+        "the carrier's packet, not the stranger's"
+    );
+    // The PBX's audio goes to the carrier, never to the stranger.
+    pbx.send_to(&rtp(20), to(s.ports[1].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&carrier).0, rtp(20));
+    let mut buf = [0u8; 512];
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "no audio to the stranger"
+    );
+    assert_eq!(r.metrics.foreign[0].load(Relaxed), 3);
+
+    // New SDP naming another address re-arms the leg: it latches there.
+    send_leg_to(&r, s.id, Leg::A, &moved, true);
+    carrier
+        .send_to(&rtp(11), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    moved
+        .send_to(&rtp(12), to(s.ports[0].0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&pbx).0, rtp(12), "the old address is foreign now");
+    assert_eq!(r.metrics.foreign[0].load(Relaxed), 4);
+    let stats = r.delete(s.id).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(stats.a.dropped_source, 4);
+    assert_eq!(stats.a.latches, 2);
+}
+
+/// A silent session is reported once for reclaim (the control plane then
+/// ends it), after the media timeout's report.
+#[test]
+fn a_silent_session_is_reported_for_reclaim() {
+    let r = Relay::start(RelayConfig {
+        port_min: 38_200,
+        port_max: 38_299,
+        media_timeout: Duration::from_millis(200),
+        reclaim_after: Some(Duration::from_millis(300)),
+        ..RelayConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let s = r.create(true).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = Vec::new();
+    while Instant::now() < deadline && !events.contains(&RelayEvent::Silent { session: s.id }) {
+        events.extend(r.events());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        events.contains(&RelayEvent::Silent { session: s.id }),
+        "{events:?}"
+    );
+}

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{Batch, BATCH, MAX_DATAGRAM};
+use super::source::SourcePolicy;
 use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats, SrtpRole};
 use crate::media::rtp::{is_rtcp, RtpHeader};
 use crate::media::srtp::SrtpContext;
@@ -54,6 +55,11 @@ pub(super) enum Command {
         leg: Leg,
         required: bool,
     },
+    Source {
+        id: u64,
+        leg: Leg,
+        policy: SourcePolicy,
+    },
     Stats {
         id: u64,
         reply: mpsc::SyncSender<Option<SessionStats>>,
@@ -82,6 +88,9 @@ struct LegState {
     remote: Option<Remote>,
     latched_rtp: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
+    /// Which sources may latch the leg (see `source`); `None`: the first
+    /// packet from anywhere (the ng protocol, unit tests).
+    policy: Option<SourcePolicy>,
     stats: StreamStats,
     /// SRTP termination on this leg (none: RTP, or SRTP passed through).
     srtp: LegSrtp,
@@ -187,6 +196,8 @@ struct SessionState {
     last_packet: Option<Instant>,
     timed_out: bool,
     timeouts: u32,
+    /// Reported silent for the reclaim time (reported once).
+    reclaimed: bool,
 }
 
 impl SessionState {
@@ -255,6 +266,8 @@ pub(super) struct Worker {
     sessions: Slab<SessionState>,
     by_id: HashMap<u64, usize>,
     media_timeout: Duration,
+    /// See [`super::RelayConfig::reclaim_after`].
+    reclaim_after: Option<Duration>,
     /// See [`super::RelayConfig::busy_poll`].
     busy_poll: Duration,
     metrics: Arc<RelayMetrics>,
@@ -268,6 +281,7 @@ impl Worker {
         commands: mpsc::Receiver<Command>,
         events_out: mpsc::Sender<RelayEvent>,
         media_timeout: Duration,
+        reclaim_after: Option<Duration>,
         busy_poll: Duration,
         metrics: Arc<RelayMetrics>,
     ) -> std::io::Result<Worker> {
@@ -282,6 +296,7 @@ impl Worker {
             sessions: Slab::new(),
             by_id: HashMap::new(),
             media_timeout,
+            reclaim_after,
             busy_poll,
             metrics,
             epoch: Instant::now(),
@@ -421,8 +436,23 @@ impl Worker {
         } else {
             me.latched_rtp
         };
-        if latched.is_some_and(|a| a != src) {
+        // Strict-source latching (`source`): a latched leg takes only its
+        // source; one not latched yet only a source its policy admits. The
+        // latched path costs one comparison, as before.
+        let foreign = match latched {
+            Some(a) => a != src,
+            None => me
+                .policy
+                .as_ref()
+                .is_some_and(|p| !p.admits(src, me.remote.as_ref())),
+        };
+        if foreign {
             me.stats.dropped_source += 1;
+            if let Some(side) = me.policy.as_ref().map(|p| p.side) {
+                if let Some(c) = self.metrics.foreign.get(side) {
+                    c.fetch_add(1, Relaxed);
+                }
+            }
             return;
         }
         // Decrypt before latching: only an authenticated packet may latch
@@ -463,6 +493,7 @@ impl Worker {
         }
         s.last_packet = Some(now);
         s.timed_out = false;
+        s.reclaimed = false;
         let out = &mut s.legs[leg.other() as usize];
         if let Some(ctx) = out.srtp.outbound.as_mut() {
             let secured = if rtcp {
@@ -545,6 +576,11 @@ impl Worker {
                     }
                 }
             }
+            Command::Source { id, leg, policy } => {
+                if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
+                    s.legs[leg as usize].policy = Some(policy);
+                }
+            }
             Command::SrtpRequired { id, leg, required } => {
                 if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
                     s.legs[leg as usize].srtp.required = required;
@@ -574,6 +610,7 @@ impl Worker {
             last_packet: None,
             timed_out: false,
             timeouts: 0,
+            reclaimed: false,
         });
         for (i, (rtp, rtcp)) in sockets.into_iter().enumerate() {
             let leg = if i == 0 { Leg::A } else { Leg::B };
@@ -639,10 +676,16 @@ impl Worker {
         Some(s)
     }
 
-    /// Reports sessions idle in both directions for the media timeout.
+    /// Reports sessions idle in both directions for the media timeout,
+    /// and once for the reclaim time (the control plane then ends them).
     fn scan_timeouts(&mut self, now: Instant) {
         for s in self.sessions.items.iter_mut().flatten() {
             let since = s.last_packet.unwrap_or(s.created);
+            let silent = now.duration_since(since);
+            if !s.reclaimed && self.reclaim_after.is_some_and(|r| silent >= r) {
+                s.reclaimed = true;
+                let _ = self.events_out.send(RelayEvent::Silent { session: s.id });
+            }
             if !s.timed_out && now.duration_since(since) >= self.media_timeout {
                 s.timed_out = true;
                 s.timeouts += 1;

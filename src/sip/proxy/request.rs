@@ -172,7 +172,14 @@ impl ProxyCore {
             .and_then(|e| e.edits.as_ref())
             .and_then(|m| m.reject.clone());
         if let Some((status, reason)) = reject {
-            self.respond(&key, status, &reason, &[], now, out);
+            // Every 503 callgate sends says when to retry (RFC 3261 §21.5.4).
+            let retry = format!("Retry-After: {}", self.settings.overload.retry_after_secs);
+            let extra: &[&[u8]] = if status == 503 {
+                &[retry.as_bytes()]
+            } else {
+                &[]
+            };
+            self.respond(&key, status, &reason, extra, now, out);
             return;
         }
         if method == Method::Invite && initial {
