@@ -155,7 +155,9 @@ pub(super) fn media(raw: RawMedia) -> Result<Option<MediaConfig>, ConfigError> {
     }
     // Each stream takes two legs of at most two ports (RTP, RTCP).
     let range_ports = usize::from(port_max - port_min) + 1;
-    let max_ports_per_source = raw.max_ports_per_source.unwrap_or(range_ports / 2);
+    let max_ports_per_source = raw
+        .max_ports_per_source
+        .unwrap_or((range_ports / 2).max(4));
     if !(4..=range_ports).contains(&max_ports_per_source) {
         return Err(invalid(
             "media.max_ports_per_source",

@@ -358,6 +358,8 @@ impl MediaPhase {
         match result {
             Ok(body) => Ok(Some(body)),
             Err(e) => {
+                let metrics = &self.anchor.relay().metrics;
+                metrics.offers_refused[e.refusal() as usize].fetch_add(1, Relaxed);
                 if e.is_capacity() {
                     tracing::warn!(call_id, from = %from.addr, error = %e, "media ports exhausted: SDP refused, not passed on unanchored");
                 } else {

@@ -58,6 +58,17 @@ pub enum AnchorError {
 }
 
 impl AnchorError {
+    /// The reason counted in `callgate_media_offers_refused_total`.
+    pub fn refusal(&self) -> super::relay::OfferRefusal {
+        use super::relay::OfferRefusal;
+        match self {
+            AnchorError::Relay(RelayError::NoPorts { .. }) => OfferRefusal::Ports,
+            AnchorError::SourceCap { .. } => OfferRefusal::SourceCap,
+            AnchorError::TooManyStreams { .. } => OfferRefusal::Streams,
+            _ => OfferRefusal::Sdp,
+        }
+    }
+
     /// Whether the relay lacks room (ports, or the source's share of them)
     /// rather than the SDP being unacceptable.
     pub fn is_capacity(&self) -> bool {

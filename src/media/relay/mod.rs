@@ -183,6 +183,25 @@ pub struct RelayMetrics {
     /// Calls whose media the control plane ended after they were silent
     /// for the reclaim time.
     pub reclaimed: AtomicU64,
+    /// Offers the anchor refused, by [`OfferRefusal`] (in its order).
+    pub offers_refused: [AtomicU64; 4],
+}
+
+/// Why an offer got no relay ports (`callgate_media_offers_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferRefusal {
+    /// The port range had no free pair.
+    Ports = 0,
+    /// The signalling source held its share (`max_ports_per_source`).
+    SourceCap = 1,
+    /// More m-lines than `max_streams`.
+    Streams = 2,
+    /// SDP the anchor could not read or rewrite.
+    Sdp = 3,
+}
+
+impl OfferRefusal {
+    const LABELS: [&'static str; 4] = ["ports", "source_cap", "streams", "sdp"];
 }
 
 /// Even ports of the range, handed out from a random place in it: a
@@ -452,6 +471,11 @@ impl Relay {
             ("callgate_media_reclaimed_total", "counter", "Calls whose media was ended (ports freed) after no packet in either direction for media.reclaim_after_secs.", m.reclaimed.load(Relaxed)),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let name = "callgate_media_offers_refused_total";
+        let _ = writeln!(s, "# HELP {name} Offers (SDP) the relay refused to anchor, answered 503 (ports, source_cap) or 488 (streams, sdp), by reason.\n# TYPE {name} counter");
+        for (reason, c) in OfferRefusal::LABELS.iter().zip(&m.offers_refused) {
+            let _ = writeln!(s, "{name}{{reason=\"{reason}\"}} {}", c.load(Relaxed));
         }
         let name = "callgate_media_foreign_packets_total";
         let _ = writeln!(s, "# HELP {name} Packets dropped by the relay because their source may not latch the leg (strict-source latching, ACL) or is not its latched source, by the side the leg faces.\n# TYPE {name} counter");

@@ -88,6 +88,16 @@ impl SourcePolicy {
             }
         }
     }
+
+    /// Whether the relay may send the leg's media to `ip`, the address its
+    /// SDP announced, before the leg latches: in the `sdp` and `network`
+    /// modes only inside the side's ACL, so that an SDP naming a third
+    /// party does not make the relay send the other side's audio there.
+    pub fn admits_destination(&self, ip: IpAddr) -> bool {
+        self.mode == LatchMode::Any
+            || self.allow.is_empty()
+            || crate::sip::proxy::admits(&self.allow, canonical(ip))
+    }
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {

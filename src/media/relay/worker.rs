@@ -555,7 +555,16 @@ impl Worker {
             } => {
                 if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions.get_mut(i)) {
                     let l = &mut s.legs[leg as usize];
-                    l.remote = Some(remote);
+                    // An SDP address outside the side's ACL is neither a
+                    // destination nor (in `sdp` mode) a source.
+                    let admitted = l
+                        .policy
+                        .as_ref()
+                        .is_none_or(|p| p.admits_destination(remote.rtp.ip()));
+                    if !admitted {
+                        tracing::warn!(session = id, leg = ?leg, remote = %remote.rtp, "SDP address outside the side's ACL: not used for media");
+                    }
+                    l.remote = admitted.then_some(remote);
                     if relatch {
                         l.latched_rtp = None;
                         l.latched_rtcp = None;
