@@ -274,7 +274,11 @@ impl Net {
             leg_b,
             pbx_invite: invite,
         };
-        self.send(&self.carrier_sip, self.trunk, &self.in_dialog(&call, "ACK", 1, ""));
+        self.send(
+            &self.carrier_sip,
+            self.trunk,
+            &self.in_dialog(&call, "ACK", 1, ""),
+        );
         recv_start(&self.pbx_sip, "ACK ");
         call
     }
@@ -364,7 +368,10 @@ fn an_attacker_spraying_the_port_range_gets_no_audio_and_injects_none() {
     let at_attacker = marks(&attacker, Duration::from_millis(200));
     assert_eq!(at_pbx, vec![CARRIER; 5], "the PBX hears the carrier only");
     assert_eq!(at_carrier, vec![PBX; 5], "the carrier hears the PBX only");
-    assert!(at_attacker.is_empty(), "the attacker heard {at_attacker:x?}");
+    assert!(
+        at_attacker.is_empty(),
+        "the attacker heard {at_attacker:x?}"
+    );
     // Its packets on the call's legs are counted, per side the leg faces.
     assert!(n.cg.metric("callgate_media_foreign_packets_total{side=\"trunk\"}") >= 6.0);
     assert!(n.cg.metric("callgate_media_foreign_packets_total{side=\"pbx\"}") >= 6.0);
@@ -440,7 +447,11 @@ fn a_bye_with_the_call_id_but_not_the_dialogs_tags_keeps_the_media() {
         from_tag: "not-the-caller".to_owned(),
         ..clone_call(&call)
     };
-    n.send(&n.carrier_sip, n.trunk, &n.in_dialog(&stranger, "BYE", 5, ""));
+    n.send(
+        &n.carrier_sip,
+        n.trunk,
+        &n.in_dialog(&stranger, "BYE", 5, ""),
+    );
     recv_start(&n.carrier_sip, "SIP/2.0 481");
     // From the PBX side: a BYE of another leg of the same Call-ID.
     let pbx_gate = SocketAddr::from((n.pbx.gate, n.cg.ports.pbx));
@@ -463,7 +474,11 @@ fn a_bye_with_the_call_id_but_not_the_dialogs_tags_keeps_the_media() {
     // The dialog's own BYE ends it.
     n.send(&n.carrier_sip, n.trunk, &n.in_dialog(&call, "BYE", 2, ""));
     let (bye, from) = recv_start(&n.pbx_sip, "BYE ");
-    n.send(&n.pbx_sip, from, &response(&bye, "200 OK", "", &call.target, ""));
+    n.send(
+        &n.pbx_sip,
+        from,
+        &response(&bye, "200 OK", "", &call.target, ""),
+    );
     recv_start(&n.carrier_sip, "SIP/2.0 200 OK");
     assert_eq!(n.cg.metric("callgate_media_sessions"), 0.0);
 }

@@ -155,9 +155,7 @@ pub(super) fn media(raw: RawMedia) -> Result<Option<MediaConfig>, ConfigError> {
     }
     // Each stream takes two legs of at most two ports (RTP, RTCP).
     let range_ports = usize::from(port_max - port_min) + 1;
-    let max_ports_per_source = raw
-        .max_ports_per_source
-        .unwrap_or((range_ports / 2).max(4));
+    let max_ports_per_source = raw.max_ports_per_source.unwrap_or((range_ports / 2).max(4));
     if !(4..=range_ports).contains(&max_ports_per_source) {
         return Err(invalid(
             "media.max_ports_per_source",
@@ -219,4 +217,60 @@ pub(super) fn media(raw: RawMedia) -> Result<Option<MediaConfig>, ConfigError> {
                 .collect::<Result<_, _>>()?
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Option<MediaConfig>, ConfigError> {
+        let raw: RawMedia =
+            toml::from_str(&format!("enabled = true\n{extra}")).unwrap_or_else(|e| panic!("{e}"));
+        media(raw)
+    }
+
+    fn refused_key(extra: &str) -> String {
+        match parse(extra) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{extra}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn strict_defaults_toward_the_trunk_and_caps_on() {
+        let m = parse("")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no config"));
+        assert_eq!(m.latch, [LatchMode::Sdp, LatchMode::Network]);
+        assert_eq!(m.max_streams, 4);
+        assert_eq!(m.max_ports_per_source, 5_000, "half of 30000-39999");
+        assert_eq!(m.relay.reclaim_after, Some(Duration::from_secs(120)));
+        let off = parse("reclaim_after_secs = 0\nlatch_pbx = \"any\"")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no config"));
+        assert_eq!(off.relay.reclaim_after, None);
+        assert_eq!(off.latch[1], LatchMode::Any);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(refused_key("latch_trunk = \"first\""), "media.latch_trunk");
+        assert_eq!(refused_key("latch_pbx = \"strict\""), "media.latch_pbx");
+        assert_eq!(refused_key("max_streams = 0"), "media.max_streams");
+        assert_eq!(refused_key("max_streams = 33"), "media.max_streams");
+        assert_eq!(
+            refused_key("port_min = 40000\nport_max = 40099\nmax_ports_per_source = 101"),
+            "media.max_ports_per_source"
+        );
+        assert_eq!(
+            refused_key("max_ports_per_source = 3"),
+            "media.max_ports_per_source"
+        );
+        assert_eq!(
+            refused_key("reclaim_after_secs = 86401"),
+            "media.reclaim_after_secs"
+        );
+    }
 }
