@@ -1,10 +1,10 @@
 //! Criterion benchmarks of the relay's per-packet path and of port
 //! allocation, for strict-source latching (issue 13):
-//! - `relay/packet_any`: one 172-byte RTP packet through a relay session
+//! - `relay/packet_any`, `relay_worker_cpu/packet_any`: one 172-byte RTP packet through a relay session
 //!   over loopback, carrier socket → leg A → worker → leg B → PBX socket,
 //!   with no source policy (latch to the first packet: the path before
 //!   strict-source latching);
-//! - `relay/packet_strict_sdp`: the same with leg A under the `sdp`
+//! - `…/packet_strict_sdp` (and `_again`): the same with leg A under the `sdp`
 //!   policy and an ACL (latched after the first packet, as in a call);
 //! - `latch/admits_sdp`, `latch/admits_network`: the source check alone,
 //!   which runs only for packets of a leg not latched yet (spraying);
@@ -12,9 +12,13 @@
 //!   session (two port pairs bound from a random place in the range) and
 //!   its release.
 //!
-//! The packet benchmarks measure the wall time of a send and the receive
-//! at the far end, the worker's work in between included; the difference
-//! between the two is the cost of the policy on the latched path.
+//! The `relay/` benchmarks measure the wall time of a send and the receive
+//! at the far end, the worker's work in between included; the
+//! `relay_worker_cpu/` ones the relay worker thread's CPU time per packet
+//! (its run time from `/proc/self/task/*/schedstat`), which is what
+//! strict-source latching could add to and what scheduling noise on a busy
+//! machine does not blur. The strict variant runs before and after the
+//! other, so that neither always runs second.
 //!
 //! `cargo bench --bench relay`
 
@@ -77,22 +81,56 @@ fn packet(c: &mut Criterion, name: &str, min: u16, policy: bool) {
     let leg_a = SocketAddr::from(([127, 0, 0, 1], s.ports[0].0));
     let mut buf = [0u8; 512];
     let mut seq = 0u16;
-    c.bench_function(name, |b| {
-        b.iter(|| {
-            seq = seq.wrapping_add(1);
-            carrier
-                .send_to(&rtp(seq), leg_a)
-                .unwrap_or_else(|e| panic!("{e}"));
-            black_box(pbx.recv(&mut buf).unwrap_or_else(|e| panic!("{e}")))
+    let mut one = || {
+        seq = seq.wrapping_add(1);
+        carrier
+            .send_to(&rtp(seq), leg_a)
+            .unwrap_or_else(|e| panic!("{e}"));
+        black_box(pbx.recv(&mut buf).unwrap_or_else(|e| panic!("{e}")))
+    };
+    c.bench_function(&format!("relay/{name}"), |b| b.iter(&mut one));
+    // The relay worker's own CPU time per packet (its thread's run time
+    // from /proc/self/task/*/schedstat), which wall time on a busy
+    // machine hides under scheduling noise.
+    c.bench_function(&format!("relay_worker_cpu/{name}"), |b| {
+        b.iter_custom(|iters| {
+            let before = worker_cpu_ns();
+            for _ in 0..iters {
+                one();
+            }
+            Duration::from_nanos(worker_cpu_ns().saturating_sub(before))
         })
     });
     let stats = relay.delete(s.id).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stats.a.dropped_source, 0);
 }
 
+/// Run time so far of the thread named `media-0` (the one relay worker
+/// alive), in ns.
+fn worker_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "media-0" {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            return stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
 fn packets(c: &mut Criterion) {
-    packet(c, "relay/packet_any", 47_000, false);
-    packet(c, "relay/packet_strict_sdp", 47_200, true);
+    // Alternated, so that neither variant always runs second on a busy
+    // machine.
+    packet(c, "packet_strict_sdp", 47_200, true);
+    packet(c, "packet_any", 47_000, false);
+    packet(c, "packet_strict_sdp_again", 47_400, true);
 }
 
 fn latch(c: &mut Criterion) {
@@ -116,7 +154,7 @@ fn latch(c: &mut Criterion) {
 
 fn allocation(c: &mut Criterion) {
     let relay = Relay::start(RelayConfig {
-        port_min: 47_400,
+        port_min: 47_600,
         port_max: 47_999,
         ..RelayConfig::default()
     })

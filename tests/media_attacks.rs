@@ -283,6 +283,15 @@ impl Net {
         call
     }
 
+    /// A call with the carrier's media on its host's port 7000 and the
+    /// PBX's on port 8000: those two sockets and the call.
+    fn talking(&self, call_id: &str) -> (UdpSocket, UdpSocket, Call) {
+        let carrier_media = self.carrier.udp(7000);
+        let pbx_media = self.pbx.udp(8000);
+        let call = self.call(call_id, SocketAddr::from((self.carrier.addr, 7000)), 8000);
+        (carrier_media, pbx_media, call)
+    }
+
     /// An in-dialog request from the carrier (`body`: SDP, or empty).
     fn in_dialog(&self, call: &Call, method: &str, cseq: u32, body: &str) -> String {
         let me = self.carrier.addr;
@@ -343,10 +352,8 @@ const ATTACKER: u8 = 0xa7;
 #[test]
 fn an_attacker_spraying_the_port_range_gets_no_audio_and_injects_none() {
     let n = net(31_000, 16, "");
-    let carrier_media = n.carrier.udp(7000);
-    let pbx_media = n.pbx.udp(8000);
     let attacker = n.attacker.udp(0);
-    let call = n.call("spray-1", SocketAddr::from((n.carrier.addr, 7000)), 8000);
+    let (carrier_media, pbx_media, call) = n.talking("spray-1");
     let spray = |seq: u16| {
         for port in n.media.0..=n.media.1 {
             let _ = attacker.send_to(&rtp(seq, ATTACKER), n.relay(port));
@@ -437,9 +444,7 @@ fn a_latched_leg_moves_only_with_new_sdp() {
 #[test]
 fn a_bye_with_the_call_id_but_not_the_dialogs_tags_keeps_the_media() {
     let n = net(31_200, 16, "");
-    let carrier_media = n.carrier.udp(7000);
-    let pbx_media = n.pbx.udp(8000);
-    let call = n.call("tags-1", SocketAddr::from((n.carrier.addr, 7000)), 8000);
+    let (carrier_media, pbx_media, call) = n.talking("tags-1");
     assert_eq!(n.cg.metric("callgate_media_sessions"), 1.0);
 
     // From the trunk: the dialog table refuses it (481).
@@ -648,4 +653,33 @@ fn a_source_the_trunk_acl_refuses_cannot_latch() {
             assert_eq!(marks(&pbx_media, Duration::from_millis(400)), vec![CARRIER]);
         }
     }
+}
+
+/// An admitted trunk source resends an initial INVITE with an anchored
+/// call's Call-ID, a new From tag and SDP naming another host: under media
+/// keyed by Call-ID alone its SDP became the call's other leg and the
+/// caller's audio went to that host. It is refused (400) and the call's
+/// audio keeps flowing to the PBX only.
+#[test]
+fn an_invite_reusing_an_anchored_call_id_cannot_take_over_its_legs() {
+    let n = net(31_800, 16, "");
+    let attacker_media = n.attacker.udp(7000);
+    let (carrier_media, pbx_media, call) = n.talking("reuse-1");
+    carrier_media
+        .send_to(&rtp(1, CARRIER), n.relay(call.leg_a))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(marks(&pbx_media, Duration::from_millis(400)), vec![CARRIER]);
+
+    let hijack = n
+        .carrier_invite(&call.call_id, "another-tag", &sdp(n.attacker.addr, 7000, 1))
+        .replace("z9hG4bK-reuse-1-1", "z9hG4bK-reuse-1-hijack");
+    n.send(&n.carrier_sip, n.trunk, &hijack);
+    recv_start(&n.carrier_sip, "SIP/2.0 400");
+    assert!(!arrives(&n.pbx_sip, "INVITE ", Duration::from_millis(300)));
+    carrier_media
+        .send_to(&rtp(2, CARRIER), n.relay(call.leg_a))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(marks(&pbx_media, Duration::from_millis(400)), vec![CARRIER]);
+    assert!(marks(&attacker_media, Duration::from_millis(200)).is_empty());
+    assert_eq!(n.cg.metric("callgate_media_sessions"), 1.0);
 }
