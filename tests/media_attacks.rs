@@ -11,7 +11,9 @@
 //! * a latched leg is not moved by a new source, only by new SDP;
 //! * a BYE with the call's Call-ID but not its dialog's tags leaves the
 //!   media alone;
-//! * no free ports: 503 with Retry-After, nothing reaches the PBX;
+//! * no free ports: 503 with Retry-After, nothing reaches the PBX; a late
+//!   offer in a 200 goes on without its SDP rather than unanchored;
+//! * an INVITE reusing an anchored call's Call-ID cannot take its legs;
 //! * caps per call (m-lines) and per signalling source (ports);
 //! * a silent call is reclaimed: BYE to both sides, ports freed;
 //! * a source the trunk ACL refuses cannot latch a leg, even where the SDP
@@ -311,6 +313,14 @@ impl Net {
         )
     }
 
+    /// Binds the relay's ports in `ports` here, as something else using
+    /// them would: the relay skips them.
+    fn hold(&self, ports: std::ops::Range<u16>) -> Vec<UdpSocket> {
+        ports
+            .map(|p| UdpSocket::bind(self.relay(p)).unwrap_or_else(|e| panic!("hold {p}: {e}")))
+            .collect()
+    }
+
     /// The relay's address and `port`.
     fn relay(&self, port: u16) -> SocketAddr {
         SocketAddr::from((self.carrier.gate, port))
@@ -509,9 +519,7 @@ fn no_free_ports_answers_503_and_nothing_goes_unanchored() {
     // Eight ports, four of them held by something else: room for one call
     // (two legs, RTP and RTCP each). The source cap is not what refuses.
     let n = net(31_300, 8, "max_ports_per_source = 8");
-    let _held: Vec<UdpSocket> = (31_300..31_304)
-        .map(|p| UdpSocket::bind(n.relay(p)).unwrap_or_else(|e| panic!("hold {p}: {e}")))
-        .collect();
+    let _held = n.hold(31_300..31_304);
     let first = n.call("full-1", SocketAddr::from((n.carrier.addr, 7000)), 8000);
     assert_ne!(first.leg_a, 7000);
     let offer = sdp(n.carrier.addr, 7002, 1);
@@ -682,4 +690,33 @@ fn an_invite_reusing_an_anchored_call_id_cannot_take_over_its_legs() {
     assert_eq!(marks(&pbx_media, Duration::from_millis(400)), vec![CARRIER]);
     assert!(marks(&attacker_media, Duration::from_millis(200)).is_empty());
     assert_eq!(n.cg.metric("callgate_media_sessions"), 1.0);
+}
+
+/// The answer direction fails closed too: a late offer (an INVITE without
+/// SDP, the offer in the PBX's 200) that finds no free ports cannot be
+/// refused any more, so the 200 reaches the carrier without its SDP —
+/// never with the PBX's own address and ports (media around the relay).
+#[test]
+fn a_late_offer_that_finds_no_ports_goes_on_without_sdp_not_unanchored() {
+    let n = net(31_900, 8, "max_ports_per_source = 8");
+    let _held = n.hold(31_900..31_908);
+    let invite = n
+        .carrier_invite("late-1", "late-1-c", "")
+        .replace("Content-Type: application/sdp\r\n", "");
+    n.send(&n.carrier_sip, n.trunk, &invite);
+    let (invite, from) = recv_start(&n.pbx_sip, "INVITE ");
+    let contact = format!("sip:agent@{}:{SIP}", n.pbx.addr);
+    let offer = sdp(n.pbx.addr, 8000, 1);
+    n.send(
+        &n.pbx_sip,
+        from,
+        &response(&invite, "200 OK", "late-1-p", &contact, &offer),
+    );
+    let (ok, _) = recv_start(&n.carrier_sip, "SIP/2.0 200 OK");
+    assert!(
+        !ok.contains("m=audio"),
+        "the PBX's SDP went on unanchored: {ok}"
+    );
+    assert!(ok.contains("\r\nContent-Length: 0\r\n"), "{ok}");
+    assert_eq!(n.cg.metric("callgate_media_ports_exhausted_total"), 1.0);
 }
