@@ -294,6 +294,17 @@ impl Net {
         (carrier_media, pbx_media, call)
     }
 
+    /// The carrier's re-INVITE (CSeq 2, SDP version 2) offering `streams`
+    /// streams from `port` on its host.
+    fn reinvite(&self, call: &Call, port: u16, streams: u16) {
+        let offer = sdp(self.carrier.addr, port, streams).replace("o=- 1 1", "o=- 1 2");
+        self.send(
+            &self.carrier_sip,
+            self.trunk,
+            &self.in_dialog(call, "INVITE", 2, &offer),
+        );
+    }
+
     /// An in-dialog request from the carrier (`body`: SDP, or empty).
     fn in_dialog(&self, call: &Call, method: &str, cseq: u32, body: &str) -> String {
         let me = self.carrier.addr;
@@ -415,12 +426,7 @@ fn a_latched_leg_moves_only_with_new_sdp() {
     assert!(marks(&new, Duration::from_millis(100)).is_empty());
 
     // The carrier moves to port 7002 with a re-INVITE.
-    let reoffer = sdp(n.carrier.addr, 7002, 1).replace("o=- 1 1", "o=- 1 2");
-    n.send(
-        &n.carrier_sip,
-        n.trunk,
-        &n.in_dialog(&call, "INVITE", 2, &reoffer),
-    );
+    n.reinvite(&call, 7002, 1);
     let (reinvite, from) = recv_start(&n.pbx_sip, "INVITE ");
     let ok = response(
         &reinvite,
@@ -718,5 +724,24 @@ fn a_late_offer_that_finds_no_ports_goes_on_without_sdp_not_unanchored() {
         "the PBX's SDP went on unanchored: {ok}"
     );
     assert!(ok.contains("\r\nContent-Length: 0\r\n"), "{ok}");
+    assert_eq!(n.cg.metric("callgate_media_ports_exhausted_total"), 1.0);
+}
+
+/// A re-INVITE whose new stream finds no free ports is refused with 503
+/// (RFC 3261 §14.2: the session stays as it was) and never reaches the
+/// PBX with the carrier's own address; the call's audio goes on.
+#[test]
+fn a_reinvite_that_finds_no_ports_is_refused_and_the_call_goes_on() {
+    let n = net(32_000, 8, "max_ports_per_source = 8");
+    let _held = n.hold(32_000..32_004);
+    let (carrier_media, pbx_media, call) = n.talking("more-1");
+    n.reinvite(&call, 7000, 2);
+    let (refused, _) = recv_start(&n.carrier_sip, "SIP/2.0 503");
+    assert!(refused.contains("\r\nRetry-After: "), "{refused}");
+    assert!(!arrives(&n.pbx_sip, "INVITE ", Duration::from_millis(300)));
+    carrier_media
+        .send_to(&rtp(1, CARRIER), n.relay(call.leg_a))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(marks(&pbx_media, Duration::from_millis(400)), vec![CARRIER]);
     assert_eq!(n.cg.metric("callgate_media_ports_exhausted_total"), 1.0);
 }
