@@ -130,7 +130,10 @@ impl Gate {
     /// answered 403 (or dropped, per `on_denied`); one over its rate is
     /// dropped (answering would feed a flood).
     pub(super) fn admit(&self, peer: Peer, data: &Bytes, now: Instant) -> bool {
-        match lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now) {
+        // The admission lock is released before any answer (which takes
+        // it again for the refusal limit).
+        let verdict = lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now);
+        match verdict {
             Verdict::Admit => true,
             Verdict::Denied(how) => {
                 self.metrics.refused(peer.side, Refusal::Acl);
