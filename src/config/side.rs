@@ -428,3 +428,92 @@ fn target(key: &str, s: &str) -> Result<Target, ConfigError> {
         transport,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const EXAMPLE: &str = include_str!("../../sip-config/callgate.toml");
+
+    fn parse(from: &str, to: &str) -> Result<Config, ConfigError> {
+        assert!(EXAMPLE.contains(from), "example lacks {from:?}");
+        Config::parse(
+            &EXAMPLE.replacen(from, to, 1),
+            Path::new("sip-config/callgate.toml"),
+        )
+    }
+
+    #[test]
+    fn trunk_screen_keys_name_the_key_and_reason() {
+        let methods = "methods = [\"INVITE\", \"ACK\", \"BYE\", \"CANCEL\", \"OPTIONS\", \"PRACK\", \"UPDATE\", \"INFO\"]";
+        for (from, to, key) in [
+            (methods, "methods = [\"ACK\"]", "trunk.methods"),
+            (
+                methods,
+                "methods = [\"INVITE\", \"BAD METHOD\"]",
+                "trunk.methods[1]",
+            ),
+            (methods, "numbers = []", "trunk.numbers"),
+            (methods, "numbers = [\"+1555x\"]", "trunk.numbers[0]"),
+            (
+                methods,
+                "numbers = [\"1234567890123456\"]",
+                "trunk.numbers[0]",
+            ),
+            (
+                "options = \"local\"",
+                "options = \"ignore\"",
+                "trunk.options",
+            ),
+            (
+                "scanners = \"drop\"",
+                "scanners = \"allow\"",
+                "trunk.scanners",
+            ),
+            (
+                "refusals_per_source = 20",
+                "refusals_per_source = 0",
+                "trunk.refusals_per_source",
+            ),
+        ] {
+            let err = parse(from, to)
+                .err()
+                .unwrap_or_else(|| panic!("{to} was accepted"));
+            assert!(err.to_string().contains(key), "{to}: {err}");
+        }
+        // The trunk-only keys are refused on [pbx].
+        let err = parse(
+            "[pbx]\nudp = \"127.0.0.1:5062\"",
+            "[pbx]\nnumbers = [\"+15550100\"]\nudp = \"127.0.0.1:5062\"",
+        )
+        .err()
+        .unwrap_or_else(|| panic!("numbers accepted on [pbx]"));
+        assert!(err.to_string().contains("pbx.numbers"), "{err}");
+    }
+
+    #[test]
+    fn trunk_defaults_are_strict() {
+        let cfg = parse("on_denied = \"drop\"\n", "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.trunk.on_denied, Denied::Drop);
+        assert_eq!(cfg.pbx.on_denied, Denied::Reject);
+        let screen = cfg.trunk.screen.unwrap_or_default();
+        assert_eq!(screen, TrunkScreen::default());
+        assert!(!screen.methods.iter().any(|m| m == "REGISTER"));
+        assert_eq!(screen.options, OptionsAnswer::Local);
+        assert_eq!(screen.scanners, Scanners::Drop);
+        assert!(cfg.pbx.screen.is_none());
+        let numbers = parse(
+            "scanners = \"drop\"",
+            "numbers = [\"+15550100\", \"1555012*\"]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trunk
+        .screen
+        .and_then(|s| s.numbers)
+        .unwrap_or_default();
+        assert!(numbers[0].matches(b"15550100") && numbers[0].matches(b"+15550100"));
+        assert!(!numbers[0].matches(b"155501001"));
+        assert!(numbers[1].matches(b"+15550123") && !numbers[1].matches(b"+1555013"));
+    }
+}

@@ -54,3 +54,25 @@ pub fn uniform_refusal(msg: &SipMessage, limits: &Limits) -> Result<SipMessage, 
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     SipMessage::parse(bytes::Bytes::from(out), limits)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_challenge_becomes_the_uniform_404() {
+        let challenge = "SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\nFrom: <sip:a@b>;tag=f\r\nTo: <sip:201@c>;tag=p\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nWWW-Authenticate: Digest realm=\"pbx\", nonce=\"n\"\r\nProxy-Authenticate: Digest realm=\"pbx\", nonce=\"n\"\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+        let msg = SipMessage::parse(bytes::Bytes::from(challenge), &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(is_challenge(&msg));
+        let out = uniform_refusal(&msg, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+        let text = String::from_utf8_lossy(out.as_slice()).into_owned();
+        assert_eq!(
+            text,
+            "SIP/2.0 404 Not Found\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\nFrom: <sip:a@b>;tag=f\r\nTo: <sip:201@c>;tag=p\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert!(
+            is_revealing(b"server") && is_revealing(b"User-Agent") && !is_revealing(b"Contact")
+        );
+    }
+}
