@@ -125,8 +125,9 @@ fn allow(cfg: &TrunkScreen) -> Vec<u8> {
 }
 
 /// The Request-URI's user part as a number: URI user parameters (`;npdi`,
-/// `;rn=`) and RFC 3966 visual separators removed.
-fn called_number(msg: &SipMessage) -> Option<Vec<u8>> {
+/// `;rn=`) and RFC 3966 visual separators removed (on a stack buffer: E.164
+/// numbers have at most 15 digits; a longer user part is no number).
+fn called_number(msg: &SipMessage) -> Option<smallvec::SmallVec<[u8; 24]>> {
     let uri = Uri::parse(msg.request_uri()?).ok()?;
     let user = uri.user?;
     let user = user.split(|b| *b == b';').next().unwrap_or(user);
@@ -138,34 +139,47 @@ fn called_number(msg: &SipMessage) -> Option<Vec<u8>> {
     )
 }
 
-/// The signature of a scanning tool the request carries, if any.
+/// The signature of a scanning tool the request carries, if any. Cheap on
+/// a carrier's request: no allocation, and the From/To shapes are parsed
+/// only when the From has a quoted display name.
 pub fn scanner_signature(msg: &SipMessage) -> Option<&'static str> {
     for ua in msg.other("User-Agent") {
-        let ua = String::from_utf8_lossy(ua).to_ascii_lowercase();
-        if let Some(s) = SCANNERS.iter().find(|s| ua.contains(*s)) {
+        if let Some(s) = SCANNERS
+            .iter()
+            .find(|s| contains_ignore_case(ua, s.as_bytes()))
+        {
             return Some(s);
         }
     }
-    let from = NameAddr::parse(msg.first(HeaderName::From)?).ok()?;
+    let from_raw = msg.first(HeaderName::From)?;
+    if !crate::sip::scan::trim(from_raw).starts_with(b"\"") {
+        return None;
+    }
+    let from = NameAddr::parse(from_raw).ok()?;
     let display = from.display.map(|d| {
-        String::from_utf8_lossy(d)
-            .trim_matches(|c| c == '"' || c == ' ')
-            .to_ascii_lowercase()
-    });
-    if display.as_deref() == Some("sipvicious") {
+        let d = d.trim_ascii();
+        let d = d.strip_prefix(b"\"").unwrap_or(d);
+        d.strip_suffix(b"\"").unwrap_or(d).trim_ascii()
+    })?;
+    if display.eq_ignore_ascii_case(b"sipvicious") {
         return Some("sipvicious From");
     }
     // svwar writes From = To = "<ext>"<sip:<ext>@<domain>>: a caller that
     // calls itself and names itself by its own extension.
-    let to = NameAddr::parse(msg.first(HeaderName::To)?).ok()?;
-    let user = Uri::parse(from.uri)
-        .ok()
-        .and_then(|u| u.user)
-        .map(|u| String::from_utf8_lossy(u).to_ascii_lowercase());
-    if from.uri == to.uri && from.display == to.display && display.is_some() && display == user {
-        return Some("svwar From/To");
+    let user = Uri::parse(from.uri).ok()?.user?;
+    if display != user {
+        return None;
     }
-    None
+    let to = NameAddr::parse(msg.first(HeaderName::To)?).ok()?;
+    (from.uri == to.uri && from.display == to.display).then_some("svwar From/To")
+}
+
+/// Whether `hay` holds `needle` (ASCII letters compared without case).
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
