@@ -54,17 +54,19 @@ fn bench(c: &mut Criterion) {
     c.bench_function("pipeline/sanitize_pbx_answer_concealed", |b| {
         b.iter(|| sanitize(Side::Pbx, black_box(pbx_answer.clone()), &limits).is_ok())
     });
-    let mut screen_cfg = callgate::config::TrunkScreen::default();
-    screen_cfg.numbers = Some(vec![
-        callgate::config::NumberPattern {
-            digits: "1555012".into(),
-            prefix: true,
-        },
-        callgate::config::NumberPattern {
-            digits: "15550100".into(),
-            prefix: false,
-        },
-    ]);
+    let screen_cfg = callgate::config::TrunkScreen {
+        numbers: Some(vec![
+            callgate::config::NumberPattern {
+                digits: "1555012".into(),
+                prefix: true,
+            },
+            callgate::config::NumberPattern {
+                digits: "15550100".into(),
+                prefix: false,
+            },
+        ]),
+        ..Default::default()
+    };
     c.bench_function("pipeline/screen_carrier_invite", |b| {
         b.iter(|| callgate::gate::screen::screen(&screen_cfg, black_box(&clean)))
     });
