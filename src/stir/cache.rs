@@ -40,6 +40,8 @@ pub struct FetchCounters {
     pub bad: AtomicU64,
     /// Refresh failures answered with the cached copy.
     pub stale_served: AtomicU64,
+    /// Documents forgotten to make room (least recently used first).
+    pub evicted: AtomicU64,
 }
 
 impl FetchCounters {
@@ -53,11 +55,78 @@ impl FetchCounters {
     }
 }
 
-/// The fetch counters of the certificate and CRL caches.
+/// Why a fetch was not even tried (`callgate_stir_fetches_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every address the name resolved to is private, loopback, reserved…
+    PrivateAddress = 0,
+    /// A CRL distribution point of a chain that did not validate.
+    UnvalidatedChain = 1,
+    /// Beyond the per-INVITE bound on fetches or distribution points.
+    PerCallLimit = 2,
+}
+
+const REFUSALS: [(Refusal, &str); 3] = [
+    (Refusal::PrivateAddress, "private-address"),
+    (Refusal::UnvalidatedChain, "unvalidated-chain"),
+    (Refusal::PerCallLimit, "per-call-limit"),
+];
+
+/// The counters of the verification service, for `/metrics`: fetch
+/// outcomes of the certificate and CRL caches, their evictions, fetches
+/// refused, and PASSporT replays caught.
 #[derive(Debug, Default, Clone)]
 pub struct FetchMetrics {
     pub x5u: Arc<FetchCounters>,
     pub crl: Arc<FetchCounters>,
+    pub replays: Arc<AtomicU64>,
+    refused: Arc<[AtomicU64; 3]>,
+}
+
+impl FetchMetrics {
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        self.refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Appends the Prometheus text of these counters.
+    pub fn render(&self, s: &mut String) {
+        use std::fmt::Write;
+        s.push_str("# HELP callgate_stir_fetches_total Certificate (x5u) and CRL fetches by outcome; stale-served counts refresh failures answered from the cache.\n# TYPE callgate_stir_fetches_total counter\n");
+        let kinds = [("x5u", &self.x5u), ("crl", &self.crl)];
+        for (kind, c) in kinds {
+            for (result, n) in c.get() {
+                let _ = writeln!(
+                    s,
+                    "callgate_stir_fetches_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        s.push_str("# HELP callgate_stir_cache_evictions_total Documents the certificate (x5u) and CRL caches forgot to stay within their size, least recently used first.\n# TYPE callgate_stir_cache_evictions_total counter\n");
+        for (kind, c) in kinds {
+            let _ = writeln!(
+                s,
+                "callgate_stir_cache_evictions_total{{kind=\"{kind}\"}} {}",
+                c.evicted.load(Ordering::Relaxed)
+            );
+        }
+        s.push_str("# HELP callgate_stir_fetches_refused_total x5u and CRL fetches not made: every address private or reserved, a CRL of a chain that did not validate, or beyond the per-INVITE bound.\n# TYPE callgate_stir_fetches_refused_total counter\n");
+        for (why, name) in REFUSALS {
+            let _ = writeln!(
+                s,
+                "callgate_stir_fetches_refused_total{{reason=\"{name}\"}} {}",
+                self.refused_count(why)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP callgate_stir_replays_total Verified PASSporTs refused because another call used them within the freshness window.\n# TYPE callgate_stir_replays_total counter\ncallgate_stir_replays_total {}",
+            self.replays.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// Cache settings.

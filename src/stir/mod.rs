@@ -20,6 +20,7 @@ pub mod mark;
 pub mod offload;
 pub mod passport;
 pub mod rcd;
+pub mod replay;
 pub mod service;
 pub mod sign;
 pub mod tn_auth;
