@@ -5,14 +5,44 @@
 //! and when the refresh fails, and failing URLs are remembered for a while
 //! (DESIGN.md: verify never blocks a call on the network).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::fetch::{self, FetchError, FetchOptions};
+use super::lru::Lru;
+
+/// The network fetches one INVITE may start, x5u and CRL together (cache
+/// hits and joins to a fetch in flight are free): what a caller's choice
+/// of URLs can make callgate do is bounded (issue 13).
+#[derive(Debug)]
+pub struct FetchBudget {
+    left: AtomicUsize,
+    metrics: FetchMetrics,
+}
+
+impl FetchBudget {
+    pub fn new(fetches: usize, metrics: &FetchMetrics) -> FetchBudget {
+        FetchBudget {
+            left: AtomicUsize::new(fetches),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Takes one fetch; `false` (counted as refused) when none is left.
+    fn take(&self) -> bool {
+        let taken = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if !taken {
+            self.metrics.refused(Refusal::PerCallLimit);
+        }
+        taken
+    }
+}
 
 /// Why no usable document was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +72,8 @@ pub struct FetchCounters {
     pub stale_served: AtomicU64,
     /// Documents forgotten to make room (least recently used first).
     pub evicted: AtomicU64,
+    /// Fetches not made: every address of the host private or reserved.
+    pub refused_private: AtomicU64,
 }
 
 impl FetchCounters {
@@ -89,7 +121,14 @@ impl FetchMetrics {
     }
 
     pub fn refused_count(&self, why: Refusal) -> u64 {
-        self.refused[why as usize].load(Ordering::Relaxed)
+        let private = match why {
+            Refusal::PrivateAddress => [&self.x5u, &self.crl]
+                .iter()
+                .map(|c| c.refused_private.load(Ordering::Relaxed))
+                .sum(),
+            _ => 0,
+        };
+        self.refused[why as usize].load(Ordering::Relaxed) + private
     }
 
     /// Appends the Prometheus text of these counters.
@@ -163,11 +202,12 @@ enum Slot<T> {
     },
 }
 
-/// The cache; `parse` turns a response body into a document.
+/// The cache; `parse` turns a response body into a document. It holds at
+/// most `max_entries` URLs and forgets the least recently used first.
 pub struct FetchCache<T> {
     settings: CacheSettings,
     parse: fn(&[u8]) -> Parsed<T>,
-    slots: Mutex<HashMap<String, Slot<T>>>,
+    slots: Mutex<Lru<Slot<T>>>,
     /// Bumped whenever a document is stored, so users can tell that what
     /// they derived from earlier documents may be out of date.
     generation: AtomicU64,
@@ -175,9 +215,11 @@ pub struct FetchCache<T> {
 
 fn classify(e: FetchError) -> FetchFailure {
     match e {
-        FetchError::Timeout | FetchError::Io(_) | FetchError::Tls(_) | FetchError::Resolve => {
-            FetchFailure::Unavailable(e.to_string())
-        }
+        FetchError::Timeout
+        | FetchError::Io(_)
+        | FetchError::Tls(_)
+        | FetchError::Resolve
+        | FetchError::Proxy(_) => FetchFailure::Unavailable(e.to_string()),
         _ => FetchFailure::Bad(e.to_string()),
     }
 }
@@ -185,15 +227,24 @@ fn classify(e: FetchError) -> FetchFailure {
 impl<T: Send + Sync + 'static> FetchCache<T> {
     pub fn new(settings: CacheSettings, parse: fn(&[u8]) -> Parsed<T>) -> Arc<FetchCache<T>> {
         Arc::new(FetchCache {
+            slots: Mutex::new(Lru::new(settings.max_entries)),
             settings,
             parse,
-            slots: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Slot<T>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `slot` for `url`, counting an eviction to make room.
+    fn store(&self, slots: &mut Lru<Slot<T>>, url: String, slot: Slot<T>) {
+        let evicted = slots.insert(url, slot);
+        self.settings
+            .counters
+            .evicted
+            .fetch_add(evicted as u64, Ordering::Relaxed);
     }
 
     /// Changes each time a document is stored.
@@ -203,15 +254,23 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
 
     /// When the entry for `url` stops being fresh, if it is cached.
     pub fn fresh_until(&self, url: &str) -> Option<Instant> {
-        match self.lock().get(url) {
+        match self.lock().peek(url) {
             Some(Slot::Ready { fresh_until, .. }) => Some(*fresh_until),
             _ => None,
         }
     }
 
     /// The document at `url`: cached, joined to a fetch in flight, or
-    /// fetched. An expired entry is served stale while a refresh runs.
-    pub async fn get(self: &Arc<Self>, url: &str) -> Outcome<T> {
+    /// fetched — a fetch taken from `budget`, and abandoned at `until`
+    /// when given (else it runs to the fetch timeout, so that a slow
+    /// server's document still serves the next call). An expired entry is
+    /// served stale while a refresh runs.
+    pub async fn get(
+        self: &Arc<Self>,
+        url: &str,
+        budget: &FetchBudget,
+        until: Option<tokio::time::Instant>,
+    ) -> Outcome<T> {
         enum Next<T> {
             Join(watch::Receiver<Option<Outcome<T>>>),
             Start(Option<Arc<T>>),
@@ -219,7 +278,7 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         let now = Instant::now();
         let mut rx = {
             let mut slots = self.lock();
-            let next = match slots.get(url) {
+            let next = match slots.get_mut(url) {
                 Some(Slot::Ready { doc, fresh_until }) if *fresh_until > now => {
                     return Ok(doc.clone())
                 }
@@ -232,18 +291,24 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
             match next {
                 Next::Join(rx) => rx,
                 Next::Start(stale) => {
-                    if slots.len() >= self.settings.max_entries {
-                        slots.retain(|_, s| matches!(s, Slot::Pending { .. }));
+                    if stale.is_none() && !budget.take() {
+                        return Err(FetchFailure::Unavailable(
+                            "not fetched: the call's fetch limit is reached".into(),
+                        ));
                     }
                     let (tx, rx) = watch::channel(None);
-                    slots.insert(
+                    self.store(
+                        &mut slots,
                         url.to_owned(),
                         Slot::Pending {
                             rx: rx.clone(),
                             stale: stale.clone(),
                         },
                     );
-                    tokio::spawn(self.clone().refresh(url.to_owned(), tx, stale.clone()));
+                    tokio::spawn(
+                        self.clone()
+                            .refresh(url.to_owned(), tx, stale.clone(), until),
+                    );
                     if let Some(s) = stale {
                         return Ok(s);
                     }
@@ -263,12 +328,22 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         url: String,
         tx: watch::Sender<Option<Outcome<T>>>,
         stale: Option<Arc<T>>,
+        until: Option<tokio::time::Instant>,
     ) {
         let s = &self.settings;
         let result = match self.shared_copy(&url).await {
             Some(found) => Ok(found),
             None => {
-                let fetched = self.fetch(&url).await;
+                let fetched = match until {
+                    Some(t) => tokio::time::timeout_at(t, self.fetch(&url))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(FetchFailure::Unavailable(
+                                "abandoned at the call's deadline".into(),
+                            ))
+                        }),
+                    None => self.fetch(&url).await,
+                };
                 let counter = match &fetched {
                     Ok(_) => &s.counters.ok,
                     Err(FetchFailure::Unavailable(_)) => &s.counters.unavailable,
@@ -283,7 +358,8 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
             let mut slots = self.lock();
             match result {
                 Ok((doc, ttl)) => {
-                    slots.insert(
+                    self.store(
+                        &mut slots,
                         url.clone(),
                         Slot::Ready {
                             doc: doc.clone(),
@@ -298,7 +374,8 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
                     Some(doc) => {
                         s.counters.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%url, ?error, "refresh failed; serving the cached copy");
-                        slots.insert(
+                        self.store(
+                            &mut slots,
                             url.clone(),
                             Slot::Ready {
                                 doc: doc.clone(),
@@ -309,7 +386,8 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
                     }
                     None => {
                         tracing::info!(%url, ?error, "fetch failed");
-                        slots.insert(
+                        self.store(
+                            &mut slots,
                             url.clone(),
                             Slot::Failed {
                                 error: error.clone(),
@@ -348,6 +426,10 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         } else {
             fetch::fetch(url, &s.fetch).await
         };
+        if let Err(FetchError::Private(ip)) = &fetched {
+            s.counters.refused_private.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%url, %ip, "fetch refused: no public address");
+        }
         let f = fetched.map_err(classify)?;
         let (doc, own_ttl) = (self.parse)(&f.body).map_err(FetchFailure::Bad)?;
         let ttl = own_ttl
@@ -371,13 +453,16 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
 
     /// Stores a document as if fetched, fresh for `ttl`.
     pub fn insert(&self, url: String, doc: T, ttl: Duration) {
-        self.lock().insert(
+        let mut slots = self.lock();
+        self.store(
+            &mut slots,
             url,
             Slot::Ready {
                 doc: Arc::new(doc),
                 fresh_until: Instant::now() + ttl,
             },
         );
+        drop(slots);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -387,7 +472,9 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         self.lock()
             .iter()
             .filter_map(|(url, slot)| match slot {
-                Slot::Ready { doc, fresh_until } => Some((url.clone(), doc.clone(), *fresh_until)),
+                Slot::Ready { doc, fresh_until } => {
+                    Some((url.to_owned(), doc.clone(), *fresh_until))
+                }
                 _ => None,
             })
             .collect()
@@ -397,11 +484,19 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
     /// where this cache has none.
     pub fn adopt(&self, docs: Vec<(String, T, Instant)>) {
         let mut slots = self.lock();
-        for (url, doc, fresh_until) in docs.into_iter().take(self.settings.max_entries) {
-            slots.entry(url).or_insert(Slot::Ready {
-                doc: Arc::new(doc),
-                fresh_until,
-            });
+        // Most recently used first: adopted oldest first, so that the
+        // recency order carries over.
+        let docs: Vec<_> = docs.into_iter().take(slots.capacity()).collect();
+        for (url, doc, fresh_until) in docs.into_iter().rev() {
+            if slots.peek(&url).is_none() {
+                slots.insert(
+                    url,
+                    Slot::Ready {
+                        doc: Arc::new(doc),
+                        fresh_until,
+                    },
+                );
+            }
         }
     }
 }

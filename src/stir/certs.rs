@@ -230,6 +230,31 @@ pub struct FetchedCrls {
     pub generation: u64,
 }
 
+impl FetchedCrls {
+    /// No fetched CRL yet: the validation that decides whether the chain's
+    /// distribution points may be fetched at all. Its result is
+    /// remembered under a generation no CRL cache reaches, so it is never
+    /// taken for a validation against fetched CRLs.
+    pub fn unfetched() -> FetchedCrls {
+        FetchedCrls {
+            crls: Vec::new(),
+            generation: u64::MAX,
+        }
+    }
+}
+
+/// Whether `chain` is remembered as valid at `iat` against the fetched
+/// CRLs of `generation` (then [`validate`] with them costs no chain
+/// validation, and no CRL fetch decision is pending).
+pub fn remembered(chain: &Chain, iat: i64, generation: u64) -> bool {
+    chain
+        .memo
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|m| m.from <= iat && iat <= m.until && m.crl_generation == generation)
+}
+
 /// Validates `chain` to `trust` as of `iat` (RFC 8224 §6.2.2: the
 /// certificate must have been valid when the PASSporT was signed), checks
 /// revocation against the configured and `fetched` CRLs, the SHAKEN
