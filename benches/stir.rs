@@ -95,6 +95,7 @@ fn bench(c: &mut Criterion) {
         max_cache: Duration::from_secs(86_400),
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
+        max_cache_bytes: 64 << 20,
         max_fetches_per_call: 6,
         max_crl_dps: 2,
         crl_fetch: false,

@@ -48,6 +48,7 @@ fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
         max_cache: Duration::from_secs(3600),
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
+        max_cache_bytes: 64 << 20,
         max_fetches_per_call: 6,
         max_crl_dps: 2,
         crl_fetch: true,

@@ -63,6 +63,7 @@ pub fn verify_fetching(
         max_cache: std::time::Duration::from_secs(86_400),
         negative_ttl: std::time::Duration::from_secs(30),
         max_entries: 1000,
+        max_cache_bytes: 64 << 20,
         crl_fetch,
         max_fetches_per_call: 6,
         max_crl_dps: 2,

@@ -43,6 +43,8 @@ pub struct StirConfig {
     pub max_crl_dps: usize,
     /// Documents the certificate cache (and the CRL cache) hold at most.
     pub cache_entries: usize,
+    /// MiB of documents each cache holds at most.
+    pub cache_mib: usize,
     pub allow_private_x5u: bool,
     pub deadline: Duration,
     pub freshness_secs: i64,
@@ -86,6 +88,7 @@ pub(super) struct RawStir {
     max_fetches_per_call: Option<usize>,
     max_crl_dps: Option<usize>,
     cache_entries: Option<usize>,
+    cache_mib: Option<usize>,
     allow_private_x5u: Option<bool>,
     deadline_ms: Option<u64>,
     freshness_secs: Option<i64>,
@@ -209,6 +212,7 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
         16,
         1_000_000,
     )?;
+    let cache_mib = in_range("stir.cache_mib", raw.cache_mib, 64, 1, 4096)?;
     let freshness_secs = raw.freshness_secs.unwrap_or(60);
     if freshness_secs <= 0 {
         return Err(invalid("stir.freshness_secs", "must be greater than zero"));
@@ -270,6 +274,7 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
         max_fetches_per_call,
         max_crl_dps,
         cache_entries,
+        cache_mib,
         allow_private_x5u: raw.allow_private_x5u.unwrap_or(false),
         deadline: Duration::from_millis(positive(
             "stir.deadline_ms",
@@ -334,5 +339,7 @@ mod tests {
         );
         assert_eq!(key_of(parse("max_crl_dps = 17")), "stir.max_crl_dps");
         assert_eq!(key_of(parse("cache_entries = 1")), "stir.cache_entries");
+        assert_eq!(key_of(parse("cache_mib = 0")), "stir.cache_mib");
+        assert_eq!(parse("").map(|c| c.cache_mib).ok(), Some(64));
     }
 }

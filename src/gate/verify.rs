@@ -74,6 +74,7 @@ impl VerifyPhase {
             max_cache: std::time::Duration::from_secs(86_400),
             negative_ttl: std::time::Duration::from_secs(30),
             max_entries: cfg.cache_entries,
+            max_cache_bytes: cfg.cache_mib << 20,
             crl_fetch: cfg.crl_fetch,
             max_fetches_per_call: cfg.max_fetches_per_call,
             max_crl_dps: cfg.max_crl_dps,
@@ -178,7 +179,11 @@ impl VerifyPhase {
                         .stir_fetch
                         .replays
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(first_call = %other, "PASSporT replayed");
+                    tracing::warn!(
+                        call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                        first_call = %other,
+                        "PASSporT replayed"
+                    );
                     crate::stir::verify::replayed(v, &other)
                 } else {
                     v

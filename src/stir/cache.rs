@@ -181,6 +181,8 @@ pub struct CacheSettings {
     /// How long a failing URL is remembered.
     pub negative_ttl: Duration,
     pub max_entries: usize,
+    /// Bytes of documents held at most (as their bodies were served).
+    pub max_bytes: usize,
     pub counters: Arc<FetchCounters>,
     /// A state store shared with other instances: asked before the
     /// network, and given every document fetched.
@@ -202,8 +204,18 @@ enum Slot<T> {
     },
 }
 
+/// Bookkeeping charged per cached URL beside the URL and the document.
+const SLOT_OVERHEAD: usize = 256;
+
+/// What a document weighs in the cache: about the bytes it was parsed
+/// from.
+pub trait Weight {
+    fn weight(&self) -> usize;
+}
+
 /// The cache; `parse` turns a response body into a document. It holds at
-/// most `max_entries` URLs and forgets the least recently used first.
+/// most `max_entries` URLs and `max_bytes` of documents, and forgets the
+/// least recently used first.
 pub struct FetchCache<T> {
     settings: CacheSettings,
     parse: fn(&[u8]) -> Parsed<T>,
@@ -224,10 +236,10 @@ fn classify(e: FetchError) -> FetchFailure {
     }
 }
 
-impl<T: Send + Sync + 'static> FetchCache<T> {
+impl<T: Weight + Send + Sync + 'static> FetchCache<T> {
     pub fn new(settings: CacheSettings, parse: fn(&[u8]) -> Parsed<T>) -> Arc<FetchCache<T>> {
         Arc::new(FetchCache {
-            slots: Mutex::new(Lru::new(settings.max_entries)),
+            slots: Mutex::new(Lru::new(settings.max_entries, settings.max_bytes)),
             settings,
             parse,
             generation: AtomicU64::new(0),
@@ -240,7 +252,15 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
 
     /// Stores `slot` for `url`, counting an eviction to make room.
     fn store(&self, slots: &mut Lru<Slot<T>>, url: String, slot: Slot<T>) {
-        let evicted = slots.insert(url, slot);
+        let doc = match &slot {
+            Slot::Ready { doc, .. }
+            | Slot::Pending {
+                stale: Some(doc), ..
+            } => doc.weight(),
+            _ => 0,
+        };
+        let weight = url.len() + SLOT_OVERHEAD + doc;
+        let evicted = slots.insert(url, slot, weight);
         self.settings
             .counters
             .evicted
@@ -489,7 +509,8 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         let docs: Vec<_> = docs.into_iter().take(slots.capacity()).collect();
         for (url, doc, fresh_until) in docs.into_iter().rev() {
             if slots.peek(&url).is_none() {
-                slots.insert(
+                self.store(
+                    &mut slots,
                     url,
                     Slot::Ready {
                         doc: Arc::new(doc),

@@ -200,9 +200,21 @@ impl webpki::ExtendedKeyUsageValidator for AnyUsage {
     }
 }
 
-/// A CRL fetched from a distribution point.
+/// A CRL fetched from a distribution point, and the size of its DER.
 #[derive(Debug)]
-pub struct Crl(webpki::CertRevocationList<'static>);
+pub struct Crl(webpki::CertRevocationList<'static>, usize);
+
+impl super::cache::Weight for Crl {
+    fn weight(&self) -> usize {
+        self.1
+    }
+}
+
+impl super::cache::Weight for Chain {
+    fn weight(&self) -> usize {
+        self.certs.iter().map(|c| c.len()).sum()
+    }
+}
 
 /// Parses a fetched CRL (DER or PEM); it stays fresh until its nextUpdate.
 pub fn parse_crl(body: &[u8]) -> Result<(Crl, Option<Duration>), String> {
@@ -219,7 +231,7 @@ pub fn parse_crl(body: &[u8]) -> Result<(Crl, Option<Duration>), String> {
     let ttl = x509::crl_next_update(der)
         .and_then(|n| u64::try_from(n - now).ok())
         .map(Duration::from_secs);
-    Ok((Crl(webpki::CertRevocationList::Owned(crl)), ttl))
+    Ok((Crl(webpki::CertRevocationList::Owned(crl), der.len()), ttl))
 }
 
 /// CRLs fetched for one validation, and the generation of the cache they

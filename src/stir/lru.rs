@@ -1,5 +1,6 @@
-//! A map bounded in entries that forgets the least recently used entry
-//! first, in O(1) per operation: a hash map to slots of a doubly linked
+//! A map bounded in entries and in bytes (each entry's weight, as its
+//! owner counts it) that forgets the least recently used entry first, in
+//! O(1) per operation (amortised: one insertion may evict several): a hash map to slots of a doubly linked
 //! list kept in a vector (no unsafe, no per-entry allocation beyond the
 //! key). The certificate and CRL caches use it so that a flood of new
 //! URLs pushes out only the coldest documents — never the hot chains and
@@ -14,13 +15,15 @@ const NONE: usize = usize::MAX;
 struct Node<V> {
     key: String,
     value: V,
+    weight: usize,
     /// Towards the most recently used end.
     newer: usize,
     /// Towards the least recently used end.
     older: usize,
 }
 
-/// An LRU map from URL to `V` holding at most `capacity` entries.
+/// An LRU map from URL to `V` holding at most `capacity` entries and
+/// `max_weight` in all (an entry heavier than that alone is still held).
 pub struct Lru<V> {
     map: HashMap<String, usize>,
     nodes: Vec<Option<Node<V>>>,
@@ -29,10 +32,12 @@ pub struct Lru<V> {
     newest: usize,
     oldest: usize,
     capacity: usize,
+    weight: usize,
+    max_weight: usize,
 }
 
 impl<V> Lru<V> {
-    pub fn new(capacity: usize) -> Lru<V> {
+    pub fn new(capacity: usize, max_weight: usize) -> Lru<V> {
         Lru {
             map: HashMap::new(),
             nodes: Vec::new(),
@@ -40,7 +45,14 @@ impl<V> Lru<V> {
             newest: NONE,
             oldest: NONE,
             capacity: capacity.max(1),
+            weight: 0,
+            max_weight,
         }
+    }
+
+    /// The weight of the entries held.
+    pub fn weight(&self) -> usize {
+        self.weight
     }
 
     pub fn len(&self) -> usize {
@@ -106,22 +118,27 @@ impl<V> Lru<V> {
             .map(|n| &n.value)
     }
 
-    /// Inserts or replaces `key`'s entry as the most recently used; returns
-    /// how many entries were forgotten to make room (0 or 1).
-    pub fn insert(&mut self, key: String, value: V) -> usize {
-        if let Some(v) = self.get_mut(&key) {
-            *v = value;
-            return 0;
-        }
+    /// Inserts or replaces `key`'s entry, of `weight`, as the most
+    /// recently used; returns how many other entries were forgotten to
+    /// make room.
+    pub fn insert(&mut self, key: String, value: V, weight: usize) -> usize {
+        self.remove(&key);
         let mut evicted = 0;
-        if self.map.len() >= self.capacity {
+        while !self.map.is_empty()
+            && (self.map.len() >= self.capacity
+                || self.weight.saturating_add(weight) > self.max_weight)
+        {
             let oldest = self.oldest;
-            self.remove_at(oldest);
-            evicted = 1;
+            if self.remove_at(oldest).is_none() {
+                break;
+            }
+            evicted += 1;
         }
+        self.weight = self.weight.saturating_add(weight);
         let node = Node {
             key: key.clone(),
             value,
+            weight,
             newer: NONE,
             older: NONE,
         };
@@ -144,6 +161,7 @@ impl<V> Lru<V> {
         self.unlink(i);
         let node = self.nodes.get_mut(i)?.take()?;
         self.map.remove(&node.key);
+        self.weight = self.weight.saturating_sub(node.weight);
         self.free.push(i);
         Some(node.value)
     }
@@ -170,35 +188,51 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_entry_goes_first() {
-        let mut l = Lru::new(3);
+        let mut l = Lru::new(3, usize::MAX);
         for k in ["a", "b", "c"] {
-            assert_eq!(l.insert(k.to_owned(), k.len()), 0);
+            assert_eq!(l.insert(k.to_owned(), k.len(), 1), 0);
         }
         assert!(l.get_mut("a").is_some(), "a is used again");
-        assert_eq!(l.insert("d".to_owned(), 1), 1, "b goes");
+        assert_eq!(l.insert("d".to_owned(), 1, 1), 1, "b goes");
         assert!(l.peek("b").is_none());
         let keys: Vec<&str> = l.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["d", "a", "c"]);
-        assert_eq!(l.insert("e".to_owned(), 1), 1, "c goes");
-        assert_eq!(l.insert("a".to_owned(), 7), 0, "a replaced in place");
+        assert_eq!(l.insert("e".to_owned(), 1, 1), 1, "c goes");
+        assert_eq!(l.insert("a".to_owned(), 7, 1), 0, "a replaced");
         assert_eq!(l.peek("a"), Some(&7));
         assert_eq!(l.remove("d"), Some(1));
-        assert_eq!(l.len(), 2);
+        assert_eq!((l.len(), l.weight()), (2, 2));
         let keys: Vec<&str> = l.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["a", "e"]);
     }
 
     #[test]
     fn a_hot_entry_survives_a_flood_and_slots_are_reused() {
-        let mut l = Lru::new(100);
-        l.insert("hot".to_owned(), 0);
+        let mut l = Lru::new(100, usize::MAX);
+        l.insert("hot".to_owned(), 0, 1);
         for i in 0..100_000 {
-            l.insert(format!("cold-{i}"), i);
+            l.insert(format!("cold-{i}"), i, 1);
             if i % 50 == 0 {
                 assert!(l.get_mut("hot").is_some(), "hot kept at {i}");
             }
         }
         assert_eq!(l.len(), 100);
         assert!(l.nodes.len() <= 101, "slots reused: {}", l.nodes.len());
+    }
+
+    #[test]
+    fn the_weight_bound_holds_and_evicts_as_many_as_needed() {
+        let mut l = Lru::new(1_000, 100);
+        for i in 0..10 {
+            assert_eq!(l.insert(format!("small-{i}"), i, 10), 0);
+        }
+        assert_eq!(l.weight(), 100);
+        // 45 more: the five oldest go.
+        assert_eq!(l.insert("big".to_owned(), 99, 45), 5);
+        assert!(l.weight() <= 100);
+        assert!(l.peek("small-4").is_none() && l.peek("small-5").is_some());
+        // Heavier than the bound alone: everything else goes, it stays.
+        l.insert("huge".to_owned(), 0, 500);
+        assert_eq!((l.len(), l.weight()), (1, 500));
     }
 }

@@ -56,6 +56,8 @@ pub struct VerifierSettings {
     /// How long a failing URL is remembered.
     pub negative_ttl: Duration,
     pub max_entries: usize,
+    /// Bytes of documents each cache holds at most.
+    pub max_cache_bytes: usize,
     /// Fetch CRLs from the certificates' distribution points (of chains
     /// that validate to a trust anchor only).
     pub crl_fetch: bool,
@@ -99,6 +101,7 @@ impl Verifier {
             max_ttl: settings.max_cache,
             negative_ttl: settings.negative_ttl,
             max_entries: settings.max_entries,
+            max_bytes: settings.max_cache_bytes,
             shared: settings.shared.clone(),
         };
         Arc::new(Verifier {
