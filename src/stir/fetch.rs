@@ -58,6 +58,43 @@ impl Proxy {
 /// How long a name may take to resolve (within the fetch's deadline).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Name lookups in flight at once. The system resolver blocks a thread of
+/// tokio's blocking pool per lookup, until it answers — also after the
+/// fetch gave up — so a flood of x5u URLs naming slow or unanswered
+/// domains would otherwise tie up the whole pool (and everything else that
+/// uses it). Beyond this, a lookup fails at once as unresolvable.
+const MAX_LOOKUPS: usize = 16;
+
+/// The process's lookup permits.
+fn lookups() -> &'static Arc<tokio::sync::Semaphore> {
+    static LOOKUPS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    LOOKUPS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)))
+}
+
+/// Resolves `host` on the blocking pool under [`RESOLVE_TIMEOUT`], with a
+/// permit of `permits` held until the resolver returns (not only until
+/// the caller stops waiting).
+async fn resolve(
+    permits: &Arc<tokio::sync::Semaphore>,
+    host: &str,
+    port: u16,
+) -> Result<Vec<std::net::SocketAddr>, FetchError> {
+    let permit = permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| FetchError::Resolve)?;
+    let name = host.to_owned();
+    let lookup = tokio::task::spawn_blocking(move || {
+        let _held = permit;
+        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+            .map(|addrs| addrs.collect::<Vec<_>>())
+    });
+    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(Ok(addrs))) => Ok(addrs),
+        _ => Err(FetchError::Resolve),
+    }
+}
+
 /// Bytes of a proxy's answer to CONNECT read at most.
 const MAX_PROXY_HEAD: usize = 8 * 1024;
 
@@ -204,11 +241,7 @@ async fn connect(
 ) -> Result<tokio::net::TcpStream, FetchError> {
     let resolved: Vec<std::net::SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![std::net::SocketAddr::new(ip, port)],
-        Err(_) => tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
-            .await
-            .map_err(|_| FetchError::Resolve)?
-            .map_err(|_| FetchError::Resolve)?
-            .collect(),
+        Err(_) => resolve(lookups(), host, port).await?,
     };
     let allowed =
         super::egress::allowed(&resolved, allow_private).map_err(|first| match first {
@@ -462,6 +495,30 @@ mod tests {
             Some(FetchError::TooLarge(5))
         );
         assert!(parse_response(b"garbage", 5).is_err());
+    }
+
+    #[test]
+    fn lookups_beyond_the_permits_fail_at_once_and_a_permit_is_held_until_the_resolver_returns() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let none = Arc::new(tokio::sync::Semaphore::new(0));
+            assert_eq!(
+                resolve(&none, "localhost", 443).await,
+                Err(FetchError::Resolve)
+            );
+            let one = Arc::new(tokio::sync::Semaphore::new(1));
+            let found = resolve(&one, "localhost", 443)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(found
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 443));
+            // The permit came back with the answer.
+            assert_eq!(one.available_permits(), 1);
+        });
     }
 
     #[test]
