@@ -795,3 +795,63 @@ fn x5u_is_fetched_through_an_egress_proxy_and_a_dead_proxy_costs_only_the_deadli
     let cause = r.unavailable.clone().unwrap_or_default();
     assert!(cause.contains("no certificate within 500 ms"), "{cause}");
 }
+
+/// A CRL distribution point that accepts, reads the request and never
+/// answers; reports when the client closed the connection.
+fn hanging_crl_server(listener: TcpListener) -> std::sync::mpsc::Receiver<()> {
+    let (closed, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut tcp, _)) = listener.accept() else {
+            return;
+        };
+        // Bounded: gives up after 20 s.
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let mut buf = [0u8; 2048];
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) => {
+                    let _ = closed.send(());
+                    return;
+                }
+                Ok(_) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// A CRL fetch is abandoned when the call's deadline passes (issue 13:
+/// it ran on to the fetch timeout, after the call had gone on): with a
+/// 10 s fetch timeout and a 500 ms deadline, the CRL server sees the
+/// connection closed long before the timeout, and the call passed with
+/// revocation recorded as not checked.
+#[test]
+fn a_crl_fetch_is_abandoned_at_the_calls_deadline() {
+    let mut pki = pki();
+    let closed = hanging_crl_server(pki.crl_listener.take().expect("crl listener"));
+    let (port, _) = https_server(&pki);
+    let mut s = settings(&pki, true);
+    s.fetch.timeout = Duration::from_secs(10);
+    let v = with(&pki, s);
+    // One runtime throughout: the fetch task lives on after the call, as
+    // in callgate (dropping the runtime would close the connection anyway).
+    let rt = runtime();
+    let r = rt.block_on(check(&v, &header(&pki, port, "/dp-good.pem")));
+    assert_eq!(r.status, Status::Passed, "{r:#?}");
+    assert!(
+        r.checks
+            .iter()
+            .any(|c| c.name == "crl" && !c.ok && c.detail.contains("not fetched in time")),
+        "{r:#?}"
+    );
+    let seen = rt.block_on(async {
+        tokio::task::spawn_blocking(move || closed.recv_timeout(Duration::from_secs(5)).is_ok())
+            .await
+            .unwrap_or(false)
+    });
+    assert!(
+        seen,
+        "the CRL fetch still held its connection 5 s after the deadline"
+    );
+}
