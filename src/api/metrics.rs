@@ -434,15 +434,7 @@ impl Metrics {
                 );
             }
         }
-        s.push_str("# HELP callgate_stir_fetches_total Certificate (x5u) and CRL fetches by outcome; stale-served counts refresh failures answered from the cache.\n# TYPE callgate_stir_fetches_total counter\n");
-        for (kind, c) in [("x5u", &self.stir_fetch.x5u), ("crl", &self.stir_fetch.crl)] {
-            for (result, n) in c.get() {
-                let _ = writeln!(
-                    s,
-                    "callgate_stir_fetches_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
-                );
-            }
-        }
+        self.stir_fetch.render(&mut s);
         s.push_str("# HELP callgate_targets_up Next-hop targets in rotation, by side they are reached through.\n# TYPE callgate_targets_up gauge\n");
         for side in SIDES {
             let _ = writeln!(
