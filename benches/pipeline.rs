@@ -44,6 +44,33 @@ fn bench(c: &mut Criterion) {
         b.iter(|| sanitize(Side::Trunk, black_box(forged.clone()), &limits).is_ok())
     });
 
+    // From the PBX: an answer naming the PBX (Server, User-Agent) is
+    // rewritten without them and parsed again (conceal.rs); the trunk
+    // screen on a carrier's INVITE (scanner signatures, method, numbers).
+    let pbx_answer = parse(format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.9:5062;branch=z9hG4bK-cg1\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport=5070\r\nRecord-Route: <sip:127.0.0.9:5062;lr>\r\nFrom: <sip:+15550199@127.0.0.1>;tag=c1\r\nTo: <sip:+15550100@127.0.0.1>;tag=pbx1\r\nCall-ID: bench-1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:agent@127.0.0.1:5080>\r\nServer: Asterisk PBX 20.5.0\r\nUser-Agent: Asterisk PBX 20.5.0\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        SDP.len()
+    ));
+    c.bench_function("pipeline/sanitize_pbx_answer_concealed", |b| {
+        b.iter(|| sanitize(Side::Pbx, black_box(pbx_answer.clone()), &limits).is_ok())
+    });
+    let screen_cfg = callgate::config::TrunkScreen {
+        numbers: Some(vec![
+            callgate::config::NumberPattern {
+                digits: "1555012".into(),
+                prefix: true,
+            },
+            callgate::config::NumberPattern {
+                digits: "15550100".into(),
+                prefix: false,
+            },
+        ]),
+        ..Default::default()
+    };
+    c.bench_function("pipeline/screen_carrier_invite", |b| {
+        b.iter(|| callgate::gate::screen::screen(&screen_cfg, black_box(&clean)))
+    });
+
     // One call learnt (INVITE, 200) and an in-dialog INFO classified, in a table
     // holding 10,000 other dialogs.
     let mut table = DialogTable::new(DialogLimits::default());

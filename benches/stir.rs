@@ -86,6 +86,7 @@ fn bench(c: &mut Criterion) {
             timeout: Duration::from_secs(1),
             max_bytes: 64 * 1024,
             allow_private: false,
+            proxy: None,
         },
         deadline: Duration::from_millis(300),
         freshness_secs: 1_000_000_000,
@@ -94,6 +95,9 @@ fn bench(c: &mut Criterion) {
         max_cache: Duration::from_secs(86_400),
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
+        max_cache_bytes: 64 << 20,
+        max_fetches_per_call: 6,
+        max_crl_dps: 2,
         crl_fetch: false,
         counters: Default::default(),
         shared: None,
@@ -177,5 +181,60 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// A `div` PASSporT (RFC 8946) from `from` to each of `to`, unsigned: the
+/// path search looks at claims only.
+fn div(from: &str, to: Vec<String>) -> Passport {
+    use callgate::stir::passport::{Claims, Dest, Div, Header};
+    Passport {
+        header: Header::default(),
+        claims: Claims {
+            dest: Dest {
+                tn: to,
+                uri: vec![],
+            },
+            div: Some(Div {
+                tn: Some(from.into()),
+                uri: None,
+            }),
+            ..Claims::default()
+        },
+        signing_input: String::new(),
+        signature: vec![],
+    }
+}
+
+/// The `div` path search (`stir::divert`) on an attacker's set: seven
+/// `div` PASSporTs (the most one INVITE can carry beside its SHAKEN one),
+/// all diverting 15550100 back to itself `k` times over, and none reaching
+/// the called number — the worst case for a search that neither
+/// deduplicates nor remembers where it has been (issue 13: on the old
+/// search, k = 3 took seconds and hundreds of MB). `k_distinct`: each list
+/// names `k` different numbers that all divert onwards.
+fn bench_div(c: &mut Criterion) {
+    use callgate::stir::divert;
+    let mut g = c.benchmark_group("stir_div");
+    g.sample_size(10);
+    for k in [2usize, 3] {
+        let set: Vec<Passport> = (0..7)
+            .map(|_| div("15550100", vec!["15550100".to_owned(); k]))
+            .collect();
+        let refs: Vec<&Passport> = set.iter().collect();
+        let original = ["15550100".to_owned()];
+        g.bench_function(format!("path_self_loops_k{k}"), |b| {
+            b.iter(|| black_box(divert::path(&original, &["15559999"], black_box(&refs))))
+        });
+    }
+    let k = 1_000;
+    let numbers: Vec<String> = (0..k).map(|i| format!("1555{i:07}")).collect();
+    let set: Vec<Passport> = (0..7)
+        .map(|i| div(&numbers[i * 7], numbers.clone()))
+        .collect();
+    let refs: Vec<&Passport> = set.iter().collect();
+    g.bench_function("reachable_distinct_k1000", |b| {
+        b.iter(|| black_box(divert::reachable(&["15550000000"], black_box(&refs))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_div);
 criterion_main!(benches);

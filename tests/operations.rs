@@ -147,7 +147,12 @@ fn sources_outside_the_acl_get_403_and_are_counted() {
         &["sip:127.0.0.1:9".to_owned()],
         "",
     )
-    .replacen("allow = [\"127.0.0.0/8\"]", "allow = [\"127.0.0.2/32\"]", 1);
+    // "reject" (the trunk's default is "drop": no answer to a stranger).
+    .replacen(
+        "allow = [\"127.0.0.0/8\"]",
+        "allow = [\"127.0.0.2/32\"]\non_denied = \"reject\"",
+        1,
+    );
     let cg = Callgate::start(ports, &cfg);
     let carrier = udp();
     let port = carrier.local_addr().expect("addr").port();

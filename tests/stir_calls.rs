@@ -37,13 +37,19 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A SHAKEN Identity header for a new call. Each has its own `origid`, as
+/// two calls signed in the same second from and to the same numbers would
+/// otherwise be one PASSporT (replay detection keys on the signed content).
 fn identity(pki: &Pki, port: u16, path: &str) -> String {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let x5u = format!("https://127.0.0.1:{port}{path}");
+    let origid = format!("123e4567-e89b-12d3-a456-{n:012}");
     let req = SignRequest {
         orig: "+15550199",
         dest: "+15550100",
         attest: 'A',
-        origid: "123e4567-e89b-12d3-a456-426655440000",
+        origid: &origid,
         x5u: &x5u,
         iat: now(),
     };
@@ -277,6 +283,125 @@ fn a_passport_replayed_on_another_call_fails() {
         ),
         "{second}"
     );
+}
+
+/// Sends `msg` (an INVITE of `call`) from a new carrier socket and returns
+/// the INVITE the PBX side received with `from_tag` (not a retransmission
+/// of an earlier INVITE of the same Call-ID).
+fn send_raw(cg: &Callgate, pbx: &UdpSocket, call: &str, from_tag: &str, msg: &str) -> String {
+    let carrier = udp();
+    carrier.send_to(msg.as_bytes(), cg.trunk()).expect("send");
+    assert!(recv_starting(&carrier, "SIP/2.0 100").contains(call));
+    for _ in 0..20 {
+        let fwd = forwarded(pbx, call);
+        if fwd.contains(&format!(";tag={from_tag}\r\n")) {
+            return fwd;
+        }
+    }
+    panic!("{call} with From tag {from_tag} never reached the PBX side");
+}
+
+/// A captured INVITE resent with its Call-ID but a new transaction (Via
+/// branch) and a new From tag is a new call, so its PASSporT is a replay
+/// (issue 13: only the Call-ID was compared, and such a resend passed).
+#[test]
+fn a_captured_invite_resent_with_a_new_branch_and_from_tag_is_a_replay() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let (cg, pbx) = start(&pki, "mark");
+    let id = identity(&pki, port, "/good.pem");
+    let captured = invite("captured-1", 5999, Some(&id));
+    let first = send_raw(&cg, &pbx, "captured-1", "t-captured-1", &captured);
+    assert!(pai(&first).contains("TN-Validation-Passed-A"), "{first}");
+    let resent = captured
+        .replace("branch=z9hG4bK-captured-1", "branch=z9hG4bK-attacker-2")
+        .replace("tag=t-captured-1", "tag=attacker-2");
+    assert_ne!(resent, captured);
+    let second = send_raw(&cg, &pbx, "captured-1", "attacker-2", &resent);
+    assert!(pai(&second).contains("TN-Validation-Failed"), "{second}");
+    assert!(
+        second.contains("text=\"replay: PASSporT already used by call captured-1\""),
+        "{second}"
+    );
+    assert_eq!(cg.metric("callgate_stir_replays_total"), 1.0);
+}
+
+/// The order of the P-256 group (FIPS 186-4 D.1.2.3), big-endian.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// `n - s` for a big-endian scalar `s < n`.
+fn negate_scalar(s: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(P256_N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = d as u8;
+    }
+    assert_eq!(borrow, 0, "s < n");
+    out
+}
+
+/// The Identity header with its ES256 signature `(r, s)` replaced by the
+/// equally valid `(r, n - s)`: a different token for the same PASSporT.
+fn malleated(identity: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (token, params) = identity.split_once(';').expect("identity params");
+    let (input, sig) = token.rsplit_once('.').expect("signature");
+    let sig = b64.decode(sig).expect("base64url signature");
+    assert_eq!(sig.len(), 64, "ES256 JWS signature is r || s");
+    let mut other = sig[..32].to_vec();
+    other.extend(negate_scalar(&sig[32..]));
+    assert_ne!(other, sig);
+    format!("{input}.{};{params}", b64.encode(other))
+}
+
+/// ECDSA malleability: `(r, n - s)` verifies like `(r, s)`; keyed on the
+/// signature, it made a fresh replay key (issue 13). Keyed on the signed
+/// content, it is caught.
+#[test]
+fn a_malleated_signature_is_still_the_same_passport() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let (cg, pbx) = start(&pki, "mark");
+    let id = identity(&pki, port, "/good.pem");
+    let first = through(&cg, &pbx, "malleable-1", Some(&id));
+    assert!(pai(&first).contains("TN-Validation-Passed-A"), "{first}");
+    // The twin verifies on its own: a call that has not seen the original
+    // passes it (so the failure below is the replay, not a bad signature).
+    let twin = malleated(&id);
+    let (cg2, pbx2) = start(&pki, "mark");
+    let alone = through(&cg2, &pbx2, "malleable-alone", Some(&twin));
+    assert!(pai(&alone).contains("TN-Validation-Passed-A"), "{alone}");
+    let second = through(&cg, &pbx, "malleable-2", Some(&twin));
+    assert!(pai(&second).contains("TN-Validation-Failed"), "{second}");
+    assert!(
+        second.contains("replay: PASSporT already used by call malleable-1"),
+        "{second}"
+    );
+}
+
+/// A PASSporT that fails verification is not remembered: an attacker who
+/// saw a PASSporT cannot burn it by sending it first in a failing call
+/// (a wrong called number), making the real call look like a replay.
+#[test]
+fn a_failing_passport_is_not_claimed() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let (cg, pbx) = start(&pki, "mark");
+    let id = identity(&pki, port, "/good.pem");
+    let burn = through_to(&cg, &pbx, "burn-1", Some(&id), "+15550555");
+    assert!(pai(&burn).contains("TN-Validation-Failed"), "{burn}");
+    let real = through(&cg, &pbx, "real-1", Some(&id));
+    assert!(pai(&real).contains("TN-Validation-Passed-A"), "{real}");
+    assert_eq!(cg.metric("callgate_stir_replays_total"), 0.0);
 }
 
 #[test]

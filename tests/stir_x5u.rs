@@ -1,14 +1,19 @@
 //! Verification with certificates fetched from x5u: a test STI PKI made
 //! with rcgen (root → intermediate → leaf with TNAuthList) and a real HTTPS
-//! server on loopback serving good, bad and hanging responses.
+//! server on loopback serving good, bad and hanging responses; what a
+//! caller's PASSporT can make callgate fetch (CRL distribution points,
+//! the per-call bounds, the cache under a flood, an egress proxy).
 
 mod common;
 
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use callgate::stir::certs::TrustStore;
-use callgate::stir::fetch::{tls_config, FetchOptions};
+use callgate::stir::fetch::{tls_config, FetchOptions, Proxy};
 use callgate::stir::offload::SignatureOffload;
 use callgate::stir::passport::{Claims, Dest, Div, Header, Orig};
 use callgate::stir::rcd::RcdSource;
@@ -16,7 +21,7 @@ use callgate::stir::service::{Verifier, VerifierSettings};
 use callgate::stir::sign::{identity_header, sign_passport, SignRequest};
 use callgate::stir::verify::{Status, Verification};
 use callgate::stir::Cause;
-use common::pki::{crl_server, https_server, pki, Pki};
+use common::pki::{crl_server, https_server, pki, Pki, MANY_DPS};
 
 fn verifier(pki: &Pki, allow_private: bool) -> Arc<Verifier> {
     let mut trust = TrustStore::from_dir(&pki.trust_dir).expect("trust");
@@ -34,6 +39,7 @@ fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
             timeout: deadline,
             max_bytes: 64 * 1024,
             allow_private,
+            proxy: None,
         },
         deadline,
         freshness_secs: 60,
@@ -42,6 +48,9 @@ fn settings(pki: &Pki, allow_private: bool) -> VerifierSettings {
         max_cache: Duration::from_secs(3600),
         negative_ttl: Duration::from_secs(30),
         max_entries: 100,
+        max_cache_bytes: 64 << 20,
+        max_fetches_per_call: 6,
+        max_crl_dps: 2,
         crl_fetch: true,
         counters: Default::default(),
         shared: None,
@@ -504,4 +513,345 @@ fn signature_checks_on_the_worker_pool_give_the_same_verdicts() {
         assert_eq!(again.status, Status::Passed, "{again:#?}");
         assert_eq!(pool.offloaded(), 2);
     });
+}
+
+// ---- What a caller's PASSporT can make callgate fetch (issue 13): CRL
+// distribution points only of chains that validate and only up to the
+// bounds; the cache forgets its coldest entries first; fetches through an
+// egress CONNECT proxy, and a dead proxy costs a call only the deadline.
+
+/// A verifier with `s` and the trust anchors only (no configured CRL).
+fn with(pki: &Pki, s: VerifierSettings) -> Arc<Verifier> {
+    Verifier::new(s, TrustStore::from_dir(&pki.trust_dir).expect("trust"))
+}
+
+fn verify_now(v: &Arc<Verifier>, h: &str) -> Verification {
+    runtime().block_on(check(v, h))
+}
+
+/// Serves HTTP on `listener` for at most 30 s, answering every request
+/// 404 after counting it (the distribution points of the test chains).
+fn counting_http(listener: TcpListener) -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let stop = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < stop {
+            match listener.accept() {
+                Ok((mut tcp, _)) => {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    tcp.set_nonblocking(false).ok();
+                    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                    let mut buf = [0u8; 2048];
+                    let _ = tcp.read(&mut buf);
+                    let _ = tcp.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    count
+}
+
+/// A chain to an unknown root naming twenty CRL distribution points: the
+/// URLs are the caller's choice, and nothing vouches for them. Before
+/// issue 13 each was fetched (one INVITE, any number of attacker-chosen
+/// URLs); now none is, and the refusal is counted.
+#[test]
+fn crl_distribution_points_of_an_unvalidated_chain_are_never_fetched() {
+    let mut pki = pki();
+    let dps = counting_http(pki.many_dps_listener.take().expect("listener"));
+    let (port, _) = https_server(&pki);
+    let s = settings(&pki, true);
+    let counters = s.counters.clone();
+    let v = with(
+        &pki,
+        VerifierSettings {
+            max_crl_dps: 16,
+            ..s
+        },
+    );
+    let r = verify_now(&v, &header(&pki, port, "/stranger-dps.pem"));
+    assert_eq!(r.status, Status::Failed, "{r:#?}");
+    assert_eq!(
+        dps.load(Ordering::SeqCst),
+        0,
+        "no distribution point fetched"
+    );
+    assert_eq!(
+        counters.refused_count(callgate::stir::cache::Refusal::UnvalidatedChain),
+        1
+    );
+}
+
+/// A valid chain naming twenty distribution points: at most `max_crl_dps`
+/// of them are fetched, and never more network fetches in all (x5u and
+/// CRLs) than `max_fetches_per_call`; revocation by the others is recorded
+/// as not checked.
+#[test]
+fn an_invite_causes_at_most_the_bounded_number_of_fetches() {
+    let mut pki = pki();
+    let dps = counting_http(pki.many_dps_listener.take().expect("listener"));
+    let (port, x5u) = https_server(&pki);
+    let v = with(&pki, settings(&pki, true));
+    let r = verify_now(&v, &header(&pki, port, "/many-dps.pem"));
+    assert_eq!(r.status, Status::Passed, "{r:#?}");
+    assert_eq!(dps.load(Ordering::SeqCst), 2, "max_crl_dps = 2");
+    assert!(
+        r.checks
+            .iter()
+            .any(|c| c.name == "crl" && !c.ok && c.detail.contains("20 distribution points")),
+        "{r:#?}"
+    );
+    // The per-call budget binds first when it is smaller: one x5u fetch
+    // and two CRL fetches of three.
+    let s = settings(&pki, true);
+    let v = with(
+        &pki,
+        VerifierSettings {
+            max_crl_dps: MANY_DPS,
+            max_fetches_per_call: 3,
+            ..s
+        },
+    );
+    let r = verify_now(&v, &header(&pki, port, "/many-dps.pem"));
+    assert_eq!(r.status, Status::Passed, "{r:#?}");
+    assert_eq!(dps.load(Ordering::SeqCst), 2 + 2, "two more CRL fetches");
+    let x5u_fetches = x5u
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get("/many-dps.pem")
+        .copied();
+    assert_eq!(x5u_fetches, Some(2), "one x5u fetch per verifier");
+}
+
+/// With the cache full, a flood of new URLs pushes out the coldest
+/// entries, never the chain every call uses: it is fetched once. Before,
+/// a full cache dropped every entry (and a CRL that could not be fetched
+/// again let its revoked certificates pass). Its certificate stays revoked.
+#[test]
+fn a_full_cache_keeps_its_hot_entries_and_a_revoked_certificate_stays_revoked() {
+    let mut pki = pki();
+    let crl = crl_server(&mut pki);
+    let (port, x5u) = https_server(&pki);
+    let s = settings(&pki, true);
+    let counters = s.counters.clone();
+    let v = with(
+        &pki,
+        VerifierSettings {
+            max_entries: 4,
+            ..s
+        },
+    );
+    let hot = header(&pki, port, "/dp-revoked.pem");
+    for i in 0..12 {
+        let r = verify_now(&v, &hot);
+        assert_eq!(r.status, Status::Failed, "{r:#?}");
+        assert!(
+            r.failure
+                .as_ref()
+                .is_some_and(|f| f.text.contains("evoked")),
+            "revoked at round {i}: {r:#?}"
+        );
+        // A URL never seen (404): a new cache entry each round.
+        let cold = verify_now(&v, &header(&pki, port, &format!("/cold-{i}.pem")));
+        assert_ne!(cold.status, Status::Passed);
+    }
+    let fetched = |path: &str| {
+        x5u.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(fetched("/dp-revoked.pem"), 1, "the hot chain stayed cached");
+    assert_eq!(*crl.lock().unwrap_or_else(|p| p.into_inner()), 1);
+    assert!(
+        counters.x5u.evicted.load(Ordering::Relaxed) >= 8,
+        "cold entries were evicted"
+    );
+    assert!(v.cached() <= 4);
+}
+
+/// A small HTTP CONNECT proxy on loopback: it counts the tunnels it
+/// opened and relays bytes both ways; `hang` accepts and never answers.
+/// Stops accepting after 30 s.
+fn connect_proxy(hang: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let tunnels = Arc::new(Mutex::new(Vec::new()));
+    let seen = tunnels.clone();
+    std::thread::spawn(move || {
+        let stop = Instant::now() + Duration::from_secs(30);
+        let mut held = Vec::new();
+        while Instant::now() < stop {
+            let Ok((client, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            if hang {
+                held.push(client);
+                continue;
+            }
+            let seen = seen.clone();
+            std::thread::spawn(move || tunnel(client, &seen));
+        }
+    });
+    (port, tunnels)
+}
+
+fn tunnel(mut client: TcpStream, seen: &Mutex<Vec<String>>) {
+    client.set_nonblocking(false).ok();
+    client.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let Some(target) = head
+        .strip_prefix("CONNECT ")
+        .and_then(|r| r.split(' ').next())
+    else {
+        let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+        return;
+    };
+    seen.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(target.to_owned());
+    let Ok(upstream) = TcpStream::connect(target) else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+        return;
+    };
+    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        })
+    };
+    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let a = pipe(client, upstream);
+    let b = pipe(u2, c2);
+    let _ = a.join();
+    let _ = b.join();
+}
+
+fn through_proxy(pki: &Pki, port: u16) -> VerifierSettings {
+    let mut s = settings(pki, true);
+    s.fetch.proxy = Some(Proxy {
+        host: "127.0.0.1".to_owned(),
+        port,
+    });
+    s
+}
+
+/// `[stir] fetch_proxy`: the x5u fetch is tunnelled through the proxy
+/// (HTTP CONNECT) and the chain verifies; with the proxy refusing
+/// connections, or accepting and never answering, the call goes on
+/// unvalidated by the deadline with the proxy or the deadline as cause.
+#[test]
+fn x5u_is_fetched_through_an_egress_proxy_and_a_dead_proxy_costs_only_the_deadline() {
+    let pki = pki();
+    let (port, x5u) = https_server(&pki);
+    let (proxy_port, tunnels) = connect_proxy(false);
+    let v = with(&pki, through_proxy(&pki, proxy_port));
+    let r = verify_now(&v, &header(&pki, port, "/good.pem"));
+    assert_eq!(r.status, Status::Passed, "{r:#?}");
+    assert_eq!(
+        *tunnels.lock().unwrap_or_else(|p| p.into_inner()),
+        vec![format!("127.0.0.1:{port}")]
+    );
+    assert_eq!(
+        x5u.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get("/good.pem")
+            .copied(),
+        Some(1)
+    );
+
+    // Nothing listens at the proxy's address any more.
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let v = with(&pki, through_proxy(&pki, closed_port));
+    let r = verify_now(&v, &header(&pki, port, "/good.pem"));
+    assert_eq!(r.status, Status::NoValidation, "{r:#?}");
+    let cause = r.unavailable.clone().unwrap_or_default();
+    assert!(cause.contains("proxy"), "{cause}");
+
+    // A proxy that accepts and never answers: the deadline decides.
+    let (hung_port, _) = connect_proxy(true);
+    let v = with(&pki, through_proxy(&pki, hung_port));
+    let r = verify_now(&v, &header(&pki, port, "/good.pem"));
+    assert_eq!(r.status, Status::NoValidation, "{r:#?}");
+    let cause = r.unavailable.clone().unwrap_or_default();
+    assert!(cause.contains("no certificate within 500 ms"), "{cause}");
+}
+
+/// A CRL distribution point that accepts, reads the request and never
+/// answers; reports when the client closed the connection.
+fn hanging_crl_server(listener: TcpListener) -> std::sync::mpsc::Receiver<()> {
+    let (closed, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut tcp, _)) = listener.accept() else {
+            return;
+        };
+        // Bounded: gives up after 20 s.
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let mut buf = [0u8; 2048];
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) => {
+                    let _ = closed.send(());
+                    return;
+                }
+                Ok(_) => continue,
+                Err(_) => return,
+            }
+        }
+    });
+    rx
+}
+
+/// A CRL fetch is abandoned when the call's deadline passes (issue 13:
+/// it ran on to the fetch timeout, after the call had gone on): with a
+/// 10 s fetch timeout and a 500 ms deadline, the CRL server sees the
+/// connection closed long before the timeout, and the call passed with
+/// revocation recorded as not checked.
+#[test]
+fn a_crl_fetch_is_abandoned_at_the_calls_deadline() {
+    let mut pki = pki();
+    let closed = hanging_crl_server(pki.crl_listener.take().expect("crl listener"));
+    let (port, _) = https_server(&pki);
+    let mut s = settings(&pki, true);
+    s.fetch.timeout = Duration::from_secs(10);
+    let v = with(&pki, s);
+    // One runtime throughout: the fetch task lives on after the call, as
+    // in callgate (dropping the runtime would close the connection anyway).
+    let rt = runtime();
+    let r = rt.block_on(check(&v, &header(&pki, port, "/dp-good.pem")));
+    assert_eq!(r.status, Status::Passed, "{r:#?}");
+    assert!(
+        r.checks
+            .iter()
+            .any(|c| c.name == "crl" && !c.ok && c.detail.contains("not fetched in time")),
+        "{r:#?}"
+    );
+    let seen = rt.block_on(async {
+        tokio::task::spawn_blocking(move || closed.recv_timeout(Duration::from_secs(5)).is_ok())
+            .await
+            .unwrap_or(false)
+    });
+    assert!(
+        seen,
+        "the CRL fetch still held its connection 5 s after the deadline"
+    );
 }

@@ -53,6 +53,14 @@ pub enum Refusal {
     Unsafe,
     /// A request for no dialog callgate knows (481).
     NoDialog,
+    /// A method the trunk may not send outside a dialog (405).
+    Method,
+    /// A Request-URI that is not one of the centre's numbers (404).
+    Number,
+    /// A scanning tool's signature (dropped, or 403).
+    Scanner,
+    /// A PBX's 401/407 challenge to the trunk, replaced by 404.
+    Challenge,
 }
 
 impl From<CoreRefusal> for Refusal {
@@ -64,13 +72,17 @@ impl From<CoreRefusal> for Refusal {
     }
 }
 
-const REFUSALS: [(Refusal, &str); 6] = [
+const REFUSALS: [(Refusal, &str); 10] = [
     (Refusal::Acl, "acl"),
     (Refusal::RateLimit, "rate_limit"),
     (Refusal::Overload, "overload"),
     (Refusal::Draining, "draining"),
     (Refusal::Unsafe, "unsafe"),
     (Refusal::NoDialog, "no_dialog"),
+    (Refusal::Method, "method"),
+    (Refusal::Number, "number"),
+    (Refusal::Scanner, "scanner"),
+    (Refusal::Challenge, "challenge"),
 ];
 
 /// Phases whose latency is observed.
@@ -123,6 +135,8 @@ pub struct Metrics {
     responses: [[[AtomicU64; 6]; 2]; 2],
     parse_errors: [AtomicU64; 2],
     refusals: [[AtomicU64; REFUSALS.len()]; 2],
+    /// Answers callgate formed but did not send: over the refusal limit.
+    answers_suppressed: [AtomicU64; 2],
     transport_errors: [AtomicU64; 2],
     failovers: AtomicU64,
     timeouts: AtomicU64,
@@ -163,6 +177,10 @@ impl Metrics {
     pub fn refused(&self, side: Side, why: Refusal) {
         let i = REFUSALS.iter().position(|(r, _)| *r == why).unwrap_or(0);
         self.refusals[side.index()][i].fetch_add(1, Relaxed);
+    }
+    /// An answer callgate formed was not sent (refusal rate limit).
+    pub fn answer_suppressed(&self, side: Side) {
+        self.answers_suppressed[side.index()].fetch_add(1, Relaxed);
     }
     pub fn transport_error(&self, side: Side) {
         self.transport_errors[side.index()].fetch_add(1, Relaxed);
@@ -284,6 +302,15 @@ impl Metrics {
                     self.refusals[side.index()][i].load(Relaxed)
                 );
             }
+        }
+        s.push_str("# HELP callgate_local_answers_suppressed_total Answers callgate formed itself but did not send: over refusals_per_source or refusals_total.\n# TYPE callgate_local_answers_suppressed_total counter\n");
+        for side in SIDES {
+            let _ = writeln!(
+                s,
+                "callgate_local_answers_suppressed_total{{side=\"{}\"}} {}",
+                side.as_str(),
+                self.answers_suppressed[side.index()].load(Relaxed)
+            );
         }
         s.push_str("# HELP callgate_transport_errors_total Failed sends or connects.\n# TYPE callgate_transport_errors_total counter\n");
         for side in SIDES {
@@ -407,15 +434,7 @@ impl Metrics {
                 );
             }
         }
-        s.push_str("# HELP callgate_stir_fetches_total Certificate (x5u) and CRL fetches by outcome; stale-served counts refresh failures answered from the cache.\n# TYPE callgate_stir_fetches_total counter\n");
-        for (kind, c) in [("x5u", &self.stir_fetch.x5u), ("crl", &self.stir_fetch.crl)] {
-            for (result, n) in c.get() {
-                let _ = writeln!(
-                    s,
-                    "callgate_stir_fetches_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
-                );
-            }
-        }
+        self.stir_fetch.render(&mut s);
         s.push_str("# HELP callgate_targets_up Next-hop targets in rotation, by side they are reached through.\n# TYPE callgate_targets_up gauge\n");
         for side in SIDES {
             let _ = writeln!(

@@ -33,7 +33,7 @@ pub use crate::sip::side::{Side, Transport};
 pub use crate::sip::transaction::TimerConfig;
 pub use risk::RiskConfig;
 pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
-pub use side::{Denied, SideConfig};
+pub use side::{Denied, NumberPattern, OptionsAnswer, Scanners, SideConfig, TrunkScreen};
 pub use stir::{SignConfig, StirConfig, StirFailure};
 
 use crate::sip::message::Limits;

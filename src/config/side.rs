@@ -22,6 +22,87 @@ pub enum Denied {
     Drop,
 }
 
+/// How callgate treats a request whose User-Agent (or From display name)
+/// is a known scanning tool's (sipvicious, sipcli, …; see
+/// `crate::gate::screen::SCANNERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanners {
+    /// Stay silent: the tool cannot tell callgate from a dead address.
+    Drop,
+    /// Answer 403 Forbidden (within the refusal rate limit).
+    Reject,
+    /// Let it through to the other phases (only for testing a deployment).
+    Pass,
+}
+
+/// Who answers an out-of-dialog OPTIONS from the trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionsAnswer {
+    /// callgate itself: 200 with Allow, Accept and Supported (RFC 3261
+    /// §11.2); the PBX never sees it, so it cannot tell anything about the
+    /// PBX or its extensions.
+    Local,
+    /// Forwarded to the PBX (after the `numbers` check and with the PBX's
+    /// Server/User-Agent removed from the answer), for carriers that want
+    /// the PBX's own liveness.
+    Forward,
+}
+
+/// A Request-URI user part the centre answers for: one E.164 number, or a
+/// prefix of them (written with a trailing `*`). A leading `+` is ignored
+/// on both sides of the comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberPattern {
+    pub digits: String,
+    pub prefix: bool,
+}
+
+impl NumberPattern {
+    /// Whether `user` (a Request-URI user part, parameters removed) is this
+    /// number or starts with this prefix.
+    pub fn matches(&self, user: &[u8]) -> bool {
+        let user = user.strip_prefix(b"+").unwrap_or(user);
+        if self.prefix {
+            user.starts_with(self.digits.as_bytes())
+        } else {
+            user == self.digits.as_bytes()
+        }
+    }
+}
+
+/// What a carrier may ask out of dialog (`[trunk] methods`, `numbers`,
+/// `options`, `scanners`): the trunk is a carrier, not phones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkScreen {
+    /// Methods accepted outside a dialog; others get 405 with `Allow`.
+    pub methods: Vec<String>,
+    /// The centre's numbers; `None` admits every Request-URI.
+    pub numbers: Option<Vec<NumberPattern>>,
+    pub options: OptionsAnswer,
+    pub scanners: Scanners,
+}
+
+/// The out-of-dialog methods a carrier sends by default: calls and what
+/// they need (RFC 3261, 3262, 3311, 6086). REGISTER, SUBSCRIBE, NOTIFY,
+/// MESSAGE, PUBLISH and REFER are phones' business, not a carrier's.
+pub const DEFAULT_TRUNK_METHODS: [&str; 8] = [
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "PRACK", "UPDATE", "INFO",
+];
+
+impl Default for TrunkScreen {
+    fn default() -> Self {
+        TrunkScreen {
+            methods: DEFAULT_TRUNK_METHODS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect(),
+            numbers: None,
+            options: OptionsAnswer::Local,
+            scanners: Scanners::Drop,
+        }
+    }
+}
+
 /// One side's listeners, ACL and next hops.
 #[derive(Debug, Clone)]
 pub struct SideConfig {
@@ -40,6 +121,14 @@ pub struct SideConfig {
     /// Requests per second per source address; 0 disables the limit.
     pub rate_limit: u32,
     pub targets: Vec<Target>,
+    /// Answers callgate forms itself (403, 404, 405, 481, 400, OPTIONS
+    /// 200…) per second to one source address (burst twice that): callgate
+    /// never becomes a reflector for spoofed UDP sources.
+    pub refusals_per_source: u32,
+    /// Such answers per second on this side in all (burst twice that).
+    pub refusals_total: u32,
+    /// The trunk's out-of-dialog screen (`None` on the PBX side).
+    pub screen: Option<TrunkScreen>,
 }
 
 impl SideConfig {
@@ -80,6 +169,12 @@ pub(super) struct RawSide {
     rate_limit: Option<u32>,
     #[serde(default)]
     targets: Vec<String>,
+    refusals_per_source: Option<u32>,
+    refusals_total: Option<u32>,
+    methods: Option<Vec<String>>,
+    numbers: Option<Vec<String>>,
+    options: Option<String>,
+    scanners: Option<String>,
 }
 
 pub(super) fn side(
@@ -130,7 +225,14 @@ pub(super) fn side(
             "is empty: no peer could send on this side (callgate is never an open relay; list the peers' CIDRs)",
         ));
     }
-    let on_denied = match raw.on_denied.as_deref().unwrap_or("reject") {
+    // Toward the trunk a refusal answer goes to an address anyone can
+    // spoof on UDP: silence is the default there (no reflection).
+    let denied_default = if which == Side::Trunk {
+        "drop"
+    } else {
+        "reject"
+    };
+    let on_denied = match raw.on_denied.as_deref().unwrap_or(denied_default) {
         "reject" => Denied::Reject,
         "drop" => Denied::Drop,
         other => {
@@ -162,6 +264,29 @@ pub(super) fn side(
             ));
         }
     }
+    let refusals_per_source = rate_key(&key("refusals_per_source"), raw.refusals_per_source, 20)?;
+    let refusals_total = rate_key(&key("refusals_total"), raw.refusals_total, 200)?;
+    let screen = match which {
+        Side::Trunk => Some(trunk_screen(
+            raw.methods,
+            raw.numbers,
+            raw.options,
+            raw.scanners,
+        )?),
+        Side::Pbx => {
+            for (k, set) in [
+                ("methods", raw.methods.is_some()),
+                ("numbers", raw.numbers.is_some()),
+                ("options", raw.options.is_some()),
+                ("scanners", raw.scanners.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(key(k), "applies to [trunk] only"));
+                }
+            }
+            None
+        }
+    };
     Ok(SideConfig {
         side: which,
         udp,
@@ -175,7 +300,98 @@ pub(super) fn side(
         on_denied,
         rate_limit: raw.rate_limit.unwrap_or(0),
         targets,
+        refusals_per_source,
+        refusals_total,
+        screen,
     })
+}
+
+/// A per-second rate of answers: 1 ..= 100000, `default` when unset.
+fn rate_key(key: &str, v: Option<u32>, default: u32) -> Result<u32, ConfigError> {
+    match v.unwrap_or(default) {
+        r @ 1..=100_000 => Ok(r),
+        r => Err(invalid(
+            key,
+            format!("must be 1 ..= 100000 per second, not {r}"),
+        )),
+    }
+}
+
+/// `[trunk] methods`, `numbers`, `options` and `scanners`.
+fn trunk_screen(
+    methods: Option<Vec<String>>,
+    numbers: Option<Vec<String>>,
+    options: Option<String>,
+    scanners: Option<String>,
+) -> Result<TrunkScreen, ConfigError> {
+    let mut screen = TrunkScreen::default();
+    if let Some(methods) = methods {
+        for (i, m) in methods.iter().enumerate() {
+            if !crate::sip::scan::is_token(m.as_bytes()) {
+                return Err(invalid(
+                    format!("trunk.methods[{i}]"),
+                    format!("{m:?} is not a SIP method token"),
+                ));
+            }
+        }
+        if !methods.iter().any(|m| m == "INVITE") {
+            return Err(invalid(
+                "trunk.methods",
+                "must include \"INVITE\" (a trunk that cannot call is not a trunk)",
+            ));
+        }
+        screen.methods = methods;
+    }
+    if let Some(numbers) = numbers {
+        let mut patterns = Vec::with_capacity(numbers.len());
+        for (i, n) in numbers.iter().enumerate() {
+            let (body, prefix) = match n.strip_suffix('*') {
+                Some(b) => (b, true),
+                None => (n.as_str(), false),
+            };
+            let digits = body.strip_prefix('+').unwrap_or(body);
+            if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(invalid(
+                    format!("trunk.numbers[{i}]"),
+                    format!("{n:?} is not an E.164 number (up to 15 digits, optional leading +) or a prefix of one ending in *"),
+                ));
+            }
+            patterns.push(NumberPattern {
+                digits: digits.to_owned(),
+                prefix,
+            });
+        }
+        if patterns.is_empty() {
+            return Err(invalid(
+                "trunk.numbers",
+                "is empty: no call could come in (leave it out to admit every number)",
+            ));
+        }
+        screen.numbers = Some(patterns);
+    }
+    screen.options = match options.as_deref().unwrap_or("local") {
+        "local" => OptionsAnswer::Local,
+        "forward" => OptionsAnswer::Forward,
+        other => {
+            return Err(invalid(
+                "trunk.options",
+                format!("must be \"local\" or \"forward\", not {other:?}"),
+            ))
+        }
+    };
+    screen.scanners = match scanners.as_deref().unwrap_or("drop") {
+        "drop" => Scanners::Drop,
+        "reject" => Scanners::Reject,
+        "pass" => Scanners::Pass,
+        other => {
+            return Err(invalid(
+                "trunk.scanners",
+                format!("must be \"drop\", \"reject\" or \"pass\", not {other:?}"),
+            ))
+        }
+    };
+    Ok(screen)
 }
 
 /// Parses a target URI such as `sip:192.0.2.10:5060;transport=tcp`. Host
@@ -211,4 +427,93 @@ fn target(key: &str, s: &str) -> Result<Target, ConfigError> {
         addr: SocketAddr::new(ip, port),
         transport,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const EXAMPLE: &str = include_str!("../../sip-config/callgate.toml");
+
+    fn parse(from: &str, to: &str) -> Result<Config, ConfigError> {
+        assert!(EXAMPLE.contains(from), "example lacks {from:?}");
+        Config::parse(
+            &EXAMPLE.replacen(from, to, 1),
+            Path::new("sip-config/callgate.toml"),
+        )
+    }
+
+    #[test]
+    fn trunk_screen_keys_name_the_key_and_reason() {
+        let methods = "methods = [\"INVITE\", \"ACK\", \"BYE\", \"CANCEL\", \"OPTIONS\", \"PRACK\", \"UPDATE\", \"INFO\"]";
+        for (from, to, key) in [
+            (methods, "methods = [\"ACK\"]", "trunk.methods"),
+            (
+                methods,
+                "methods = [\"INVITE\", \"BAD METHOD\"]",
+                "trunk.methods[1]",
+            ),
+            (methods, "numbers = []", "trunk.numbers"),
+            (methods, "numbers = [\"+1555x\"]", "trunk.numbers[0]"),
+            (
+                methods,
+                "numbers = [\"1234567890123456\"]",
+                "trunk.numbers[0]",
+            ),
+            (
+                "options = \"local\"",
+                "options = \"ignore\"",
+                "trunk.options",
+            ),
+            (
+                "scanners = \"drop\"",
+                "scanners = \"allow\"",
+                "trunk.scanners",
+            ),
+            (
+                "refusals_per_source = 20",
+                "refusals_per_source = 0",
+                "trunk.refusals_per_source",
+            ),
+        ] {
+            let err = parse(from, to)
+                .err()
+                .unwrap_or_else(|| panic!("{to} was accepted"));
+            assert!(err.to_string().contains(key), "{to}: {err}");
+        }
+        // The trunk-only keys are refused on [pbx].
+        let err = parse(
+            "[pbx]\nudp = \"127.0.0.1:5062\"",
+            "[pbx]\nnumbers = [\"+15550100\"]\nudp = \"127.0.0.1:5062\"",
+        )
+        .err()
+        .unwrap_or_else(|| panic!("numbers accepted on [pbx]"));
+        assert!(err.to_string().contains("pbx.numbers"), "{err}");
+    }
+
+    #[test]
+    fn trunk_defaults_are_strict() {
+        let cfg = parse("on_denied = \"drop\"\n", "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.trunk.on_denied, Denied::Drop);
+        assert_eq!(cfg.pbx.on_denied, Denied::Reject);
+        let screen = cfg.trunk.screen.unwrap_or_default();
+        assert_eq!(screen, TrunkScreen::default());
+        assert!(!screen.methods.iter().any(|m| m == "REGISTER"));
+        assert_eq!(screen.options, OptionsAnswer::Local);
+        assert_eq!(screen.scanners, Scanners::Drop);
+        assert!(cfg.pbx.screen.is_none());
+        let numbers = parse(
+            "scanners = \"drop\"",
+            "numbers = [\"+15550100\", \"1555012*\"]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trunk
+        .screen
+        .and_then(|s| s.numbers)
+        .unwrap_or_default();
+        assert!(numbers[0].matches(b"15550100") && numbers[0].matches(b"+15550100"));
+        assert!(!numbers[0].matches(b"155501001"));
+        assert!(numbers[1].matches(b"+15550123") && !numbers[1].matches(b"+1555013"));
+    }
 }

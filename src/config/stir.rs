@@ -35,6 +35,16 @@ pub struct StirConfig {
     pub preload_dir: Option<PathBuf>,
     /// Fetch CRLs from the certificates' distribution points.
     pub crl_fetch: bool,
+    /// An egress HTTP proxy for x5u and CRL fetches.
+    pub fetch_proxy: Option<crate::stir::fetch::Proxy>,
+    /// Network fetches (x5u and CRL together) one INVITE may start.
+    pub max_fetches_per_call: usize,
+    /// CRL distribution points looked at per certificate chain.
+    pub max_crl_dps: usize,
+    /// Documents the certificate cache (and the CRL cache) hold at most.
+    pub cache_entries: usize,
+    /// MiB of documents each cache holds at most.
+    pub cache_mib: usize,
     pub allow_private_x5u: bool,
     pub deadline: Duration,
     pub freshness_secs: i64,
@@ -74,6 +84,11 @@ pub(super) struct RawStir {
     certificate_policies: Option<Vec<String>>,
     preload_dir: Option<PathBuf>,
     crl_fetch: Option<bool>,
+    fetch_proxy: Option<String>,
+    max_fetches_per_call: Option<usize>,
+    max_crl_dps: Option<usize>,
+    cache_entries: Option<usize>,
+    cache_mib: Option<usize>,
     allow_private_x5u: Option<bool>,
     deadline_ms: Option<u64>,
     freshness_secs: Option<i64>,
@@ -167,6 +182,37 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
             ))
         }
     };
+    let fetch_proxy = match &raw.fetch_proxy {
+        Some(url) => Some(
+            crate::stir::fetch::Proxy::parse(url)
+                .map_err(|why| invalid("stir.fetch_proxy", format!("{url:?}: {why}")))?,
+        ),
+        None => None,
+    };
+    let in_range = |key: &str, v: Option<usize>, default: usize, min: usize, max: usize| {
+        let v = v.unwrap_or(default);
+        if (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(invalid(key, format!("must be {min} to {max}, not {v}")))
+        }
+    };
+    let max_fetches_per_call = in_range(
+        "stir.max_fetches_per_call",
+        raw.max_fetches_per_call,
+        6,
+        1,
+        32,
+    )?;
+    let max_crl_dps = in_range("stir.max_crl_dps", raw.max_crl_dps, 2, 1, 16)?;
+    let cache_entries = in_range(
+        "stir.cache_entries",
+        raw.cache_entries,
+        10_000,
+        16,
+        1_000_000,
+    )?;
+    let cache_mib = in_range("stir.cache_mib", raw.cache_mib, 64, 1, 4096)?;
     let freshness_secs = raw.freshness_secs.unwrap_or(60);
     if freshness_secs <= 0 {
         return Err(invalid("stir.freshness_secs", "must be greater than zero"));
@@ -224,6 +270,11 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
         certificate_policies,
         preload_dir,
         crl_fetch: raw.crl_fetch.unwrap_or(false),
+        fetch_proxy,
+        max_fetches_per_call,
+        max_crl_dps,
+        cache_entries,
+        cache_mib,
         allow_private_x5u: raw.allow_private_x5u.unwrap_or(false),
         deadline: Duration::from_millis(positive(
             "stir.deadline_ms",
@@ -243,4 +294,52 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
                 .max(1),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<StirConfig, ConfigError> {
+        let raw: RawStir = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        stir(raw, None)
+    }
+
+    fn key_of(r: Result<StirConfig, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fetch_bounds_and_proxy_have_safe_defaults_and_bad_values_name_the_key() {
+        let c = parse("").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.max_fetches_per_call, c.max_crl_dps, c.cache_entries),
+            (6, 2, 10_000)
+        );
+        assert_eq!(c.fetch_proxy, None);
+        let c = parse("fetch_proxy = \"http://10.0.0.8:3128\"").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.fetch_proxy.map(|p| (p.host, p.port)),
+            Some(("10.0.0.8".into(), 3128))
+        );
+        assert_eq!(
+            key_of(parse("fetch_proxy = \"https://p:1\"")),
+            "stir.fetch_proxy"
+        );
+        assert_eq!(
+            key_of(parse("fetch_proxy = \"http://p\"")),
+            "stir.fetch_proxy"
+        );
+        assert_eq!(
+            key_of(parse("max_fetches_per_call = 0")),
+            "stir.max_fetches_per_call"
+        );
+        assert_eq!(key_of(parse("max_crl_dps = 17")), "stir.max_crl_dps");
+        assert_eq!(key_of(parse("cache_entries = 1")), "stir.cache_entries");
+        assert_eq!(key_of(parse("cache_mib = 0")), "stir.cache_mib");
+        assert_eq!(parse("").map(|c| c.cache_mib).ok(), Some(64));
+    }
 }

@@ -2,11 +2,12 @@
 //! message is parsed (only the first bytes are looked at, to tell requests
 //! from responses).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::config::{canonical_ip, Denied, SideConfig};
+use super::bucket::SourceBuckets;
+use super::refusals::Refusals;
+use crate::config::{canonical_ip, Denied, SideConfig, TrunkScreen};
 
 /// Admission verdict for one datagram or framed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,30 +19,21 @@ pub enum Verdict {
     RateLimited,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-/// ACL plus a token bucket per source address (burst = 2 s of rate).
+/// ACL, a token bucket per source address for requests, and the limit on
+/// the answers callgate forms itself ([`Refusals`]).
 #[derive(Debug)]
 pub struct Admission {
     cfg: SideConfig,
-    buckets: HashMap<IpAddr, Bucket>,
-    last_prune: Option<Instant>,
+    requests: SourceBuckets,
+    refusals: Refusals,
 }
-
-/// Buckets idle this long are forgotten, bounding memory under scans.
-const IDLE: Duration = Duration::from_secs(60);
-const PRUNE_ABOVE: usize = 10_000;
 
 impl Admission {
     pub fn new(cfg: SideConfig) -> Self {
         Admission {
+            refusals: Refusals::new(&cfg, Instant::now()),
             cfg,
-            buckets: HashMap::new(),
-            last_prune: None,
+            requests: SourceBuckets::default(),
         }
     }
 
@@ -52,7 +44,19 @@ impl Admission {
     }
 
     pub fn reload(&mut self, cfg: SideConfig) {
+        self.refusals.reload(&cfg);
         self.cfg = cfg;
+    }
+
+    /// The trunk's out-of-dialog screen (`None` on the PBX side).
+    pub fn screen(&self) -> Option<&TrunkScreen> {
+        self.cfg.screen.as_ref()
+    }
+
+    /// Whether callgate may send one more answer it formed itself to `ip`
+    /// now (see [`Refusals`]).
+    pub fn may_answer(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.refusals.take(canonical_ip(ip), now)
     }
 
     /// Decides on a message from `ip`. Responses are never rate limited
@@ -69,25 +73,7 @@ impl Admission {
         {
             return Verdict::Admit;
         }
-        if self.buckets.len() > PRUNE_ABOVE
-            && self
-                .last_prune
-                .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
-        {
-            self.buckets
-                .retain(|_, b| now.duration_since(b.last) < IDLE);
-            self.last_prune = Some(now);
-        }
-        let burst = f64::from(rate) * 2.0;
-        let b = self.buckets.entry(ip).or_insert(Bucket {
-            tokens: burst,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * f64::from(rate)).min(burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if self.requests.take(ip, rate, now) {
             Verdict::Admit
         } else {
             Verdict::RateLimited
@@ -99,6 +85,7 @@ impl Admission {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::time::Duration;
 
     fn side(rate: u32) -> SideConfig {
         let mut cfg = Config::embedded()
@@ -111,6 +98,7 @@ mod tests {
 
     #[test]
     fn acl_refuses_unlisted_sources() {
+        // The trunk's default toward strangers is silence (no reflection).
         let mut a = Admission::new(side(0));
         let now = Instant::now();
         assert_eq!(
@@ -127,7 +115,7 @@ mod tests {
                 b"INVITE",
                 now
             ),
-            Verdict::Denied(Denied::Reject)
+            Verdict::Denied(Denied::Drop)
         );
         // IPv4-mapped IPv6 from a dual-stack socket is matched as IPv4.
         assert_eq!(

@@ -85,7 +85,7 @@ impl super::Gate {
         // does), or at once if a phase has to wait.
         let trying = Outgoing {
             to: peer,
-            bytes: build_response(&msg, 100, "Trying", None, &[]),
+            bytes: build_response(&msg, 100, "Trying", None, Some(peer.addr), &[]),
             client: None,
         };
         let me = self.clone();

@@ -9,6 +9,7 @@
 //! | 2 | [parse](Gate::parse) | the bytes | — | 400/505, or drop when no response can be formed |
 //! | 3 | [sanitize](Gate::sanitize) (`sanitize.rs`) | every header | removes what a peer could forge | 400 (control character) |
 //! | 4 | [classify](Gate::classify) | method, To tag, the core's transactions, the dialog table | — | a stray from the trunk: 481 |
+//! | 4a | [screen](Gate::screen) (`screen.rs`) | from the trunk, outside a dialog: method, Request-URI, User-Agent | — | 405, 404, 200 (OPTIONS) or drop (scanner) |
 //! | 5 | verify (`call.rs`, `verify.rs`) | Identity, parties | the call context | never fails the call |
 //! | 6 | assess (`call.rs`, `assess.rs`) | signals, verification | the call context | decides on what it has |
 //! | 7 | route (`route.rs`) | marking, decision | — | — |
@@ -29,6 +30,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::admit::Verdict;
+use super::screen::Screened;
 use super::{lock, Gate, Phases};
 use crate::api::metrics::{Direction, Refusal};
 use crate::config::{Denied, Side};
@@ -90,7 +92,11 @@ impl Gate {
         let Some(msg) = self.sanitize(peer, msg, &phases.limits) else {
             return;
         };
-        match self.classify(peer, &msg, now) {
+        let class = self.classify(peer, &msg, now);
+        if matches!(class, Class::InitialInvite | Class::OtherInitial) && !self.screen(peer, &msg) {
+            return;
+        }
+        match class {
             Class::Response => self.forward_response(peer, msg, now),
             Class::ForeignResponse => {
                 tracing::debug!(from = %peer.addr, "response whose top Via is not ours dropped");
@@ -132,7 +138,10 @@ impl Gate {
     /// answered 403 (or dropped, per `on_denied`); one over its rate is
     /// dropped (answering would feed a flood).
     pub(super) fn admit(&self, peer: Peer, data: &Bytes, now: Instant) -> bool {
-        match lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now) {
+        // The admission lock is released before any answer (which takes
+        // it again for the refusal limit).
+        let verdict = lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now);
+        match verdict {
             Verdict::Admit => true,
             Verdict::Denied(how) => {
                 self.metrics.refused(peer.side, Refusal::Acl);
@@ -156,7 +165,7 @@ impl Gate {
     /// response or an ACK that fails is dropped. Counted in
     /// `callgate_sip_parse_errors_total`.
     pub(super) fn parse(&self, peer: Peer, data: Bytes, limits: &Limits) -> Option<SipMessage> {
-        match crate::sip::response::parse_valid(data, limits) {
+        match crate::sip::response::parse_valid(data, limits, Some(peer.addr)) {
             Ok(msg) => Some(msg),
             Err(e) => {
                 self.metrics.parse_error(peer.side);
@@ -180,8 +189,15 @@ impl Gate {
         msg: SipMessage,
         limits: &Limits,
     ) -> Option<SipMessage> {
+        let challenge = peer.side == Side::Pbx && super::conceal::is_challenge(&msg);
         match super::sanitize::sanitize(peer.side, msg, limits) {
-            Ok(clean) => Some(clean),
+            Ok(clean) => {
+                if challenge {
+                    self.metrics.refused(peer.side, Refusal::Challenge);
+                    tracing::info!(from = %peer.addr, "PBX challenge toward the trunk replaced by 404");
+                }
+                Some(clean)
+            }
             Err(super::sanitize::Refused { why: e, msg }) => {
                 self.metrics.refused(peer.side, Refusal::Unsafe);
                 tracing::info!(from = %peer.addr, error = %e, "message refused by sanitize");
@@ -191,6 +207,7 @@ impl Gate {
                         400,
                         "Bad Request (control character in header)",
                         None,
+                        Some(peer.addr),
                         &[],
                     );
                     self.answer(peer, r, 400);
@@ -198,6 +215,43 @@ impl Gate {
                 None
             }
         }
+    }
+
+    /// screen: from the trunk, what a carrier may ask outside a dialog
+    /// (`screen.rs`): a scanner's signature is dropped (or 403), a method
+    /// outside `[trunk] methods` gets 405 + Allow, OPTIONS is answered here
+    /// (200), a number outside `[trunk] numbers` gets 404; all formed by
+    /// callgate, never reaching the PBX. Whether the request goes on.
+    pub(super) fn screen(&self, peer: Peer, msg: &SipMessage) -> bool {
+        let verdict = {
+            let admission = lock(&self.admission[peer.side.index()]);
+            match admission.screen() {
+                Some(cfg) => super::screen::screen(cfg, msg),
+                None => return true,
+            }
+        };
+        let (status, reason, extra) = match verdict {
+            Screened::Pass => return true,
+            Screened::Drop(why) => {
+                self.metrics.refused(peer.side, why);
+                return false;
+            }
+            Screened::Refuse {
+                why,
+                status,
+                reason,
+                extra,
+            } => {
+                self.metrics.refused(peer.side, why);
+                tracing::info!(from = %peer.addr, method = ?msg.method(), status, "request refused by the trunk screen");
+                (status, reason, extra)
+            }
+            Screened::AnswerOptions { extra } => (200, "OK", extra),
+        };
+        let extra: Vec<&[u8]> = extra.iter().map(Vec::as_slice).collect();
+        let r = build_response(msg, status, reason, None, Some(peer.addr), &extra);
+        self.answer(peer, r, status);
+        false
     }
 
     /// classify: on the parsed message only — the request line's method,
@@ -361,12 +415,25 @@ impl Gate {
         }
         self.metrics.refused(peer.side, Refusal::NoDialog);
         tracing::info!(from = %peer.addr, method = ?msg.method(), "request for no known dialog answered 481");
-        let r = build_response(&msg, 481, "Call/Transaction Does Not Exist", None, &[]);
+        let r = build_response(
+            &msg,
+            481,
+            "Call/Transaction Does Not Exist",
+            None,
+            Some(peer.addr),
+            &[],
+        );
         self.answer(peer, r, 481);
     }
 
-    /// Sends a response the pipeline formed itself (no transaction).
-    fn answer(&self, peer: Peer, bytes: Bytes, status: u16) {
+    /// Sends a response the pipeline formed itself (no transaction), within
+    /// the refusal limit (`refusals.rs`): over it, nothing is sent.
+    pub(super) fn answer(&self, peer: Peer, bytes: Bytes, status: u16) {
+        if !lock(&self.admission[peer.side.index()]).may_answer(peer.addr.ip(), Instant::now()) {
+            self.metrics.answer_suppressed(peer.side);
+            tracing::debug!(to = %peer.addr, status, "answer over the refusal limit not sent");
+            return;
+        }
         self.metrics.response(peer.side, Direction::Out, status);
         self.dispatch(vec![Outgoing {
             to: peer,

@@ -17,7 +17,9 @@
 //!   `Reason: STIR` (RFC 8224 §6.2.2, RFC 9410) is removed: only callgate
 //!   vouches for a number towards the PBX.
 //! * From the PBX: `Identity` is removed (only callgate's own signature
-//!   leaves towards the carrier, RFC 8224 §4).
+//!   leaves towards the carrier, RFC 8224 §4); what tells a scanner what
+//!   the PBX is (`Server`, `User-Agent`, `Warning`, `Organization`) is
+//!   removed, and a 401/407 challenge becomes a uniform 404 (`conceal.rs`).
 //!
 //! * A request whose method is a standard one in another letter case
 //!   (`invite`) is refused: a PBX comparing without case would take it for
@@ -67,11 +69,16 @@ pub fn sanitize(side: Side, msg: SipMessage, limits: &Limits) -> Result<SipMessa
     if let Some(why) = refusal(&msg) {
         return Err(refused(why, msg));
     }
-    match clean(side, &msg, limits) {
-        Ok(Some(clean)) => Ok(clean),
-        Ok(None) => Ok(msg),
-        Err(why) => Err(refused(why, msg)),
+    let msg = match clean(side, &msg, limits) {
+        Ok(Some(clean)) => clean,
+        Ok(None) => msg,
+        Err(why) => return Err(refused(why, msg)),
+    };
+    if side == Side::Pbx && super::conceal::is_challenge(&msg) {
+        return super::conceal::uniform_refusal(&msg, limits)
+            .map_err(|e| refused(Unsafe::Reparse(e), msg));
     }
+    Ok(msg)
 }
 
 /// Why a message cannot go on at all, if it cannot.
@@ -165,6 +172,9 @@ fn forged(side: Side, msg: &SipMessage, h: &Header) -> Option<Forged> {
             Some(Forged::Verstat)
         }
         (HeaderName::Identity, Side::Pbx) => Some(Forged::Header),
+        (HeaderName::Other, Side::Pbx) if super::conceal::is_revealing(name) => {
+            Some(Forged::Header)
+        }
         _ => None,
     }
 }

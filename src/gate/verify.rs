@@ -15,6 +15,7 @@ use crate::state::State;
 use crate::stir::cache::FetchMetrics;
 use crate::stir::certs::TrustStore;
 use crate::stir::fetch::{self, FetchOptions};
+use crate::stir::replay::CallInstance;
 use crate::stir::service::{Verifier, VerifierSettings};
 use crate::stir::verify::{Status, Verification};
 
@@ -64,6 +65,7 @@ impl VerifyPhase {
                 timeout: cfg.deadline.max(std::time::Duration::from_secs(2)),
                 max_bytes: 64 * 1024,
                 allow_private: cfg.allow_private_x5u,
+                proxy: cfg.fetch_proxy.clone(),
             },
             deadline: cfg.deadline,
             freshness_secs: cfg.freshness_secs,
@@ -71,8 +73,11 @@ impl VerifyPhase {
             min_cache: std::time::Duration::from_secs(300),
             max_cache: std::time::Duration::from_secs(86_400),
             negative_ttl: std::time::Duration::from_secs(30),
-            max_entries: 10_000,
+            max_entries: cfg.cache_entries,
+            max_cache_bytes: cfg.cache_mib << 20,
             crl_fetch: cfg.crl_fetch,
+            max_fetches_per_call: cfg.max_fetches_per_call,
+            max_crl_dps: cfg.max_crl_dps,
             counters: counters.clone(),
             shared: state.is_shared().then(|| state.clone()),
             offload: offload.cloned(),
@@ -97,15 +102,30 @@ impl VerifyPhase {
         }))
     }
 
-    /// Records the PASSporT signature of `identity` for `call_id`; returns
+    /// Records that the call `msg` starts uses the verified PASSporT of
+    /// `identity` ([`crate::stir::replay`]: keyed on its signed content,
+    /// owned by Call-ID, From tag and Via branch); returns the Call-ID of
     /// the other call that already used it within the window, if any (on
     /// any instance, when state is shared).
-    async fn replay_of(&self, identity: &[u8], call_id: &[u8], state: &State) -> Option<String> {
+    async fn replay_of(&self, identity: &[u8], msg: &SipMessage, state: &State) -> Option<String> {
         let token = crate::stir::identity::IdentityHeader::parse(identity)
             .ok()?
             .token;
-        let sig = token.rsplit('.').next()?.as_bytes();
-        state.replay_of(sig, call_id, self.freshness).await
+        let key = crate::stir::replay::passport_key(token)?;
+        let branch = msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch)
+            .unwrap_or_default();
+        let call = CallInstance::new(
+            msg.call_id().unwrap_or_default(),
+            msg.from_tag().unwrap_or_default(),
+            branch,
+        );
+        let holder = state
+            .replay_of(&key, call.as_bytes(), self.freshness)
+            .await?;
+        Some(CallInstance::call_id_of(holder.as_bytes()))
     }
 }
 
@@ -150,14 +170,23 @@ impl VerifyPhase {
                     .verifier
                     .verify_call(&all, &parties.calling, &dest, env.unix_secs())
                     .await;
-                match self
-                    .replay_of(id, msg.call_id().unwrap_or_default(), state)
-                    .await
-                {
-                    Some(other) if v.status == Status::Passed => {
-                        crate::stir::verify::replayed(v, &other)
-                    }
-                    _ => v,
+                // Only a verified PASSporT is claimed: a failing one proves
+                // nothing and must not fill the table (issue 13).
+                if v.status != Status::Passed {
+                    v
+                } else if let Some(other) = self.replay_of(id, msg, state).await {
+                    metrics
+                        .stir_fetch
+                        .replays
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
+                        first_call = %other,
+                        "PASSporT replayed"
+                    );
+                    crate::stir::verify::replayed(v, &other)
+                } else {
+                    v
                 }
             }
             None => Verification::absent(),

@@ -76,7 +76,15 @@ pub fn exercise(data: &[u8]) -> usize {
     }
     sum += sp.to_bytes().len();
     if m.is_request() {
-        sum += build_response(&m, 400, "Bad Request", Some(b"t"), &[b"X: y"]).len();
+        sum += build_response(
+            &m,
+            400,
+            "Bad Request",
+            Some(b"t"),
+            "192.0.2.1:5060".parse().ok(),
+            &[b"X: y"],
+        )
+        .len();
     }
     sum
 }

@@ -2,25 +2,32 @@
 //! process, in bounded memory. It holds no documents: the certificate
 //! cache in `stir::cache` is this process's document store already.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use super::claims::ClaimTable;
 use super::window::LocalVelocity;
 use super::{StateStore, StoreFuture, WindowEvent};
 
-/// Bound on remembered claims; expired ones are pruned first, then the
-/// oldest.
-const MAX_CLAIMS: usize = 200_000;
-
-/// Who holds a claimed key, and until when (Unix ms).
-type Claim = (Vec<u8>, u64);
+/// Bounds on remembered replay claims: expired ones are pruned first, then
+/// the oldest is forgotten ([`ClaimTable`]). A claim costs at most about
+/// 300 bytes (a 32-byte key, a holder of at most 161 bytes, bookkeeping),
+/// so the entry bound is reached first in practice.
+pub const MAX_CLAIMS: usize = 200_000;
+pub const MAX_CLAIM_BYTES: usize = 64 << 20;
 
 /// Local velocity windows and claims.
-#[derive(Default)]
 pub struct MemoryStore {
     windows: LocalVelocity,
-    claims: Mutex<HashMap<Vec<u8>, Claim>>,
+    claims: ClaimTable,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            windows: LocalVelocity::default(),
+            claims: ClaimTable::new(MAX_CLAIMS, MAX_CLAIM_BYTES),
+        }
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -48,29 +55,12 @@ impl MemoryStore {
     }
 
     fn claim_at(&self, key: &[u8], owner: &[u8], ttl: Duration, now_ms: u64) -> Option<Vec<u8>> {
-        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((holder, until)) = claims.get(key) {
-            if *until > now_ms {
-                return (holder.as_slice() != owner).then(|| holder.clone());
-            }
-        }
-        if claims.len() >= MAX_CLAIMS {
-            claims.retain(|_, (_, until)| *until > now_ms);
-            if claims.len() >= MAX_CLAIMS {
-                if let Some(k) = claims
-                    .iter()
-                    .min_by_key(|(_, (_, until))| *until)
-                    .map(|(k, _)| k.clone())
-                {
-                    claims.remove(&k);
-                }
-            }
-        }
-        claims.insert(
-            key.to_vec(),
-            (owner.to_vec(), now_ms + ttl.as_millis() as u64),
-        );
-        None
+        self.claims.claim(key, owner, ttl, now_ms)
+    }
+
+    /// Unexpired replay claims forgotten to stay within the bounds.
+    pub fn claims_evicted(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.claims.evicted()
     }
 }
 

@@ -15,6 +15,7 @@
 //! * [`redis`], [`resp`] — a small pipelined Redis client;
 //! * [`redis_store`] — the Redis store.
 
+pub mod claims;
 pub mod memory;
 pub mod redis;
 pub mod redis_store;
@@ -103,6 +104,8 @@ pub struct StateMetrics {
     shared: [AtomicU64; 3],
     /// Answered locally because the shared store was down, slow or wrong.
     fallback: [AtomicU64; 3],
+    /// Unexpired local replay claims forgotten to stay within the bounds.
+    claims_evicted: Arc<AtomicU64>,
     /// Shared-store reconnects and whether it is up (`None`: none configured).
     shared_up: Option<Box<dyn Fn() -> (bool, u64) + Send + Sync>>,
 }
@@ -129,6 +132,11 @@ impl StateMetrics {
                 );
             }
         }
+        let _ = writeln!(
+            s,
+            "# HELP callgate_state_replay_claims_evicted_total PASSporT replay claims forgotten before they expired because the local table was full (its replay window shrank).\n# TYPE callgate_state_replay_claims_evicted_total counter\ncallgate_state_replay_claims_evicted_total {}",
+            self.claims_evicted.load(Relaxed)
+        );
         if let Some(f) = &self.shared_up {
             let (up, reconnects) = f();
             let _ = writeln!(
@@ -179,11 +187,16 @@ impl Default for State {
 impl State {
     /// Local state only (the embedded default).
     pub fn local_only() -> State {
+        let local = MemoryStore::default();
+        let metrics = StateMetrics {
+            claims_evicted: local.claims_evicted(),
+            ..StateMetrics::default()
+        };
         State {
-            local: MemoryStore::default(),
+            local,
             shared: None,
             timeout: Duration::from_millis(50),
-            metrics: Arc::new(StateMetrics::default()),
+            metrics: Arc::new(metrics),
         }
     }
 
@@ -196,14 +209,16 @@ impl State {
         };
         let client = Arc::new(redis::Redis::start(addr.clone()));
         let probe = client.clone();
+        let local = MemoryStore::default();
         let metrics = StateMetrics {
+            claims_evicted: local.claims_evicted(),
             shared_up: Some(Box::new(move || {
                 (probe.is_up(), probe.reconnects.load(Relaxed))
             })),
             ..StateMetrics::default()
         };
         State {
-            local: MemoryStore::default(),
+            local,
             shared: Some(Arc::new(redis_store::RedisStore::new(
                 client,
                 cfg.key_prefix.clone(),
@@ -268,8 +283,9 @@ impl State {
         }
     }
 
-    /// Records that `owner` (a Call-ID) uses `key` (a PASSporT signature)
-    /// for `ttl`; returns the other call that used it first, if any — seen
+    /// Records that `owner` (a call, [`crate::stir::replay::CallInstance`])
+    /// uses `key` (a verified PASSporT, [`crate::stir::replay::passport_key`])
+    /// for `ttl`; returns the owner that used it first, if another — seen
     /// by this instance or, when shared, by any instance.
     pub async fn replay_of(&self, key: &[u8], owner: &[u8], ttl: Duration) -> Option<String> {
         let local = self.local.claim_now(key, owner, ttl);

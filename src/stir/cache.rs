@@ -5,14 +5,44 @@
 //! and when the refresh fails, and failing URLs are remembered for a while
 //! (DESIGN.md: verify never blocks a call on the network).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::fetch::{self, FetchError, FetchOptions};
+use super::lru::Lru;
+
+/// The network fetches one INVITE may start, x5u and CRL together (cache
+/// hits and joins to a fetch in flight are free): what a caller's choice
+/// of URLs can make callgate do is bounded (issue 13).
+#[derive(Debug)]
+pub struct FetchBudget {
+    left: AtomicUsize,
+    metrics: FetchMetrics,
+}
+
+impl FetchBudget {
+    pub fn new(fetches: usize, metrics: &FetchMetrics) -> FetchBudget {
+        FetchBudget {
+            left: AtomicUsize::new(fetches),
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// Takes one fetch; `false` (counted as refused) when none is left.
+    fn take(&self) -> bool {
+        let taken = self
+            .left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if !taken {
+            self.metrics.refused(Refusal::PerCallLimit);
+        }
+        taken
+    }
+}
 
 /// Why no usable document was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +70,10 @@ pub struct FetchCounters {
     pub bad: AtomicU64,
     /// Refresh failures answered with the cached copy.
     pub stale_served: AtomicU64,
+    /// Documents forgotten to make room (least recently used first).
+    pub evicted: AtomicU64,
+    /// Fetches not made: every address of the host private or reserved.
+    pub refused_private: AtomicU64,
 }
 
 impl FetchCounters {
@@ -53,11 +87,85 @@ impl FetchCounters {
     }
 }
 
-/// The fetch counters of the certificate and CRL caches.
+/// Why a fetch was not even tried (`callgate_stir_fetches_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every address the name resolved to is private, loopback, reserved…
+    PrivateAddress = 0,
+    /// A CRL distribution point of a chain that did not validate.
+    UnvalidatedChain = 1,
+    /// Beyond the per-INVITE bound on fetches or distribution points.
+    PerCallLimit = 2,
+}
+
+const REFUSALS: [(Refusal, &str); 3] = [
+    (Refusal::PrivateAddress, "private-address"),
+    (Refusal::UnvalidatedChain, "unvalidated-chain"),
+    (Refusal::PerCallLimit, "per-call-limit"),
+];
+
+/// The counters of the verification service, for `/metrics`: fetch
+/// outcomes of the certificate and CRL caches, their evictions, fetches
+/// refused, and PASSporT replays caught.
 #[derive(Debug, Default, Clone)]
 pub struct FetchMetrics {
     pub x5u: Arc<FetchCounters>,
     pub crl: Arc<FetchCounters>,
+    pub replays: Arc<AtomicU64>,
+    refused: Arc<[AtomicU64; 3]>,
+}
+
+impl FetchMetrics {
+    pub fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        let private = match why {
+            Refusal::PrivateAddress => [&self.x5u, &self.crl]
+                .iter()
+                .map(|c| c.refused_private.load(Ordering::Relaxed))
+                .sum(),
+            _ => 0,
+        };
+        self.refused[why as usize].load(Ordering::Relaxed) + private
+    }
+
+    /// Appends the Prometheus text of these counters.
+    pub fn render(&self, s: &mut String) {
+        use std::fmt::Write;
+        s.push_str("# HELP callgate_stir_fetches_total Certificate (x5u) and CRL fetches by outcome; stale-served counts refresh failures answered from the cache.\n# TYPE callgate_stir_fetches_total counter\n");
+        let kinds = [("x5u", &self.x5u), ("crl", &self.crl)];
+        for (kind, c) in kinds {
+            for (result, n) in c.get() {
+                let _ = writeln!(
+                    s,
+                    "callgate_stir_fetches_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        s.push_str("# HELP callgate_stir_cache_evictions_total Documents the certificate (x5u) and CRL caches forgot to stay within their size, least recently used first.\n# TYPE callgate_stir_cache_evictions_total counter\n");
+        for (kind, c) in kinds {
+            let _ = writeln!(
+                s,
+                "callgate_stir_cache_evictions_total{{kind=\"{kind}\"}} {}",
+                c.evicted.load(Ordering::Relaxed)
+            );
+        }
+        s.push_str("# HELP callgate_stir_fetches_refused_total x5u and CRL fetches not made: every address private or reserved, a CRL of a chain that did not validate, or beyond the per-INVITE bound.\n# TYPE callgate_stir_fetches_refused_total counter\n");
+        for (why, name) in REFUSALS {
+            let _ = writeln!(
+                s,
+                "callgate_stir_fetches_refused_total{{reason=\"{name}\"}} {}",
+                self.refused_count(why)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP callgate_stir_replays_total Verified PASSporTs refused because another call used them within the freshness window.\n# TYPE callgate_stir_replays_total counter\ncallgate_stir_replays_total {}",
+            self.replays.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// Cache settings.
@@ -73,6 +181,8 @@ pub struct CacheSettings {
     /// How long a failing URL is remembered.
     pub negative_ttl: Duration,
     pub max_entries: usize,
+    /// Bytes of documents held at most (as their bodies were served).
+    pub max_bytes: usize,
     pub counters: Arc<FetchCounters>,
     /// A state store shared with other instances: asked before the
     /// network, and given every document fetched.
@@ -94,11 +204,22 @@ enum Slot<T> {
     },
 }
 
-/// The cache; `parse` turns a response body into a document.
+/// Bookkeeping charged per cached URL beside the URL and the document.
+const SLOT_OVERHEAD: usize = 256;
+
+/// What a document weighs in the cache: about the bytes it was parsed
+/// from.
+pub trait Weight {
+    fn weight(&self) -> usize;
+}
+
+/// The cache; `parse` turns a response body into a document. It holds at
+/// most `max_entries` URLs and `max_bytes` of documents, and forgets the
+/// least recently used first.
 pub struct FetchCache<T> {
     settings: CacheSettings,
     parse: fn(&[u8]) -> Parsed<T>,
-    slots: Mutex<HashMap<String, Slot<T>>>,
+    slots: Mutex<Lru<Slot<T>>>,
     /// Bumped whenever a document is stored, so users can tell that what
     /// they derived from earlier documents may be out of date.
     generation: AtomicU64,
@@ -106,25 +227,44 @@ pub struct FetchCache<T> {
 
 fn classify(e: FetchError) -> FetchFailure {
     match e {
-        FetchError::Timeout | FetchError::Io(_) | FetchError::Tls(_) | FetchError::Resolve => {
-            FetchFailure::Unavailable(e.to_string())
-        }
+        FetchError::Timeout
+        | FetchError::Io(_)
+        | FetchError::Tls(_)
+        | FetchError::Resolve
+        | FetchError::Proxy(_) => FetchFailure::Unavailable(e.to_string()),
         _ => FetchFailure::Bad(e.to_string()),
     }
 }
 
-impl<T: Send + Sync + 'static> FetchCache<T> {
+impl<T: Weight + Send + Sync + 'static> FetchCache<T> {
     pub fn new(settings: CacheSettings, parse: fn(&[u8]) -> Parsed<T>) -> Arc<FetchCache<T>> {
         Arc::new(FetchCache {
+            slots: Mutex::new(Lru::new(settings.max_entries, settings.max_bytes)),
             settings,
             parse,
-            slots: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot<T>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<Slot<T>>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores `slot` for `url`, counting an eviction to make room.
+    fn store(&self, slots: &mut Lru<Slot<T>>, url: String, slot: Slot<T>) {
+        let doc = match &slot {
+            Slot::Ready { doc, .. }
+            | Slot::Pending {
+                stale: Some(doc), ..
+            } => doc.weight(),
+            _ => 0,
+        };
+        let weight = url.len() + SLOT_OVERHEAD + doc;
+        let evicted = slots.insert(url, slot, weight);
+        self.settings
+            .counters
+            .evicted
+            .fetch_add(evicted as u64, Ordering::Relaxed);
     }
 
     /// Changes each time a document is stored.
@@ -134,15 +274,23 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
 
     /// When the entry for `url` stops being fresh, if it is cached.
     pub fn fresh_until(&self, url: &str) -> Option<Instant> {
-        match self.lock().get(url) {
+        match self.lock().peek(url) {
             Some(Slot::Ready { fresh_until, .. }) => Some(*fresh_until),
             _ => None,
         }
     }
 
     /// The document at `url`: cached, joined to a fetch in flight, or
-    /// fetched. An expired entry is served stale while a refresh runs.
-    pub async fn get(self: &Arc<Self>, url: &str) -> Outcome<T> {
+    /// fetched — a fetch taken from `budget`, and abandoned at `until`
+    /// when given (else it runs to the fetch timeout, so that a slow
+    /// server's document still serves the next call). An expired entry is
+    /// served stale while a refresh runs.
+    pub async fn get(
+        self: &Arc<Self>,
+        url: &str,
+        budget: &FetchBudget,
+        until: Option<tokio::time::Instant>,
+    ) -> Outcome<T> {
         enum Next<T> {
             Join(watch::Receiver<Option<Outcome<T>>>),
             Start(Option<Arc<T>>),
@@ -150,7 +298,7 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         let now = Instant::now();
         let mut rx = {
             let mut slots = self.lock();
-            let next = match slots.get(url) {
+            let next = match slots.get_mut(url) {
                 Some(Slot::Ready { doc, fresh_until }) if *fresh_until > now => {
                     return Ok(doc.clone())
                 }
@@ -163,18 +311,24 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
             match next {
                 Next::Join(rx) => rx,
                 Next::Start(stale) => {
-                    if slots.len() >= self.settings.max_entries {
-                        slots.retain(|_, s| matches!(s, Slot::Pending { .. }));
+                    if stale.is_none() && !budget.take() {
+                        return Err(FetchFailure::Unavailable(
+                            "not fetched: the call's fetch limit is reached".into(),
+                        ));
                     }
                     let (tx, rx) = watch::channel(None);
-                    slots.insert(
+                    self.store(
+                        &mut slots,
                         url.to_owned(),
                         Slot::Pending {
                             rx: rx.clone(),
                             stale: stale.clone(),
                         },
                     );
-                    tokio::spawn(self.clone().refresh(url.to_owned(), tx, stale.clone()));
+                    tokio::spawn(
+                        self.clone()
+                            .refresh(url.to_owned(), tx, stale.clone(), until),
+                    );
                     if let Some(s) = stale {
                         return Ok(s);
                     }
@@ -194,12 +348,22 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         url: String,
         tx: watch::Sender<Option<Outcome<T>>>,
         stale: Option<Arc<T>>,
+        until: Option<tokio::time::Instant>,
     ) {
         let s = &self.settings;
         let result = match self.shared_copy(&url).await {
             Some(found) => Ok(found),
             None => {
-                let fetched = self.fetch(&url).await;
+                let fetched = match until {
+                    Some(t) => tokio::time::timeout_at(t, self.fetch(&url))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(FetchFailure::Unavailable(
+                                "abandoned at the call's deadline".into(),
+                            ))
+                        }),
+                    None => self.fetch(&url).await,
+                };
                 let counter = match &fetched {
                     Ok(_) => &s.counters.ok,
                     Err(FetchFailure::Unavailable(_)) => &s.counters.unavailable,
@@ -214,7 +378,8 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
             let mut slots = self.lock();
             match result {
                 Ok((doc, ttl)) => {
-                    slots.insert(
+                    self.store(
+                        &mut slots,
                         url.clone(),
                         Slot::Ready {
                             doc: doc.clone(),
@@ -229,7 +394,8 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
                     Some(doc) => {
                         s.counters.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%url, ?error, "refresh failed; serving the cached copy");
-                        slots.insert(
+                        self.store(
+                            &mut slots,
                             url.clone(),
                             Slot::Ready {
                                 doc: doc.clone(),
@@ -240,7 +406,8 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
                     }
                     None => {
                         tracing::info!(%url, ?error, "fetch failed");
-                        slots.insert(
+                        self.store(
+                            &mut slots,
                             url.clone(),
                             Slot::Failed {
                                 error: error.clone(),
@@ -279,6 +446,10 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         } else {
             fetch::fetch(url, &s.fetch).await
         };
+        if let Err(FetchError::Private(ip)) = &fetched {
+            s.counters.refused_private.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%url, %ip, "fetch refused: no public address");
+        }
         let f = fetched.map_err(classify)?;
         let (doc, own_ttl) = (self.parse)(&f.body).map_err(FetchFailure::Bad)?;
         let ttl = own_ttl
@@ -302,13 +473,16 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
 
     /// Stores a document as if fetched, fresh for `ttl`.
     pub fn insert(&self, url: String, doc: T, ttl: Duration) {
-        self.lock().insert(
+        let mut slots = self.lock();
+        self.store(
+            &mut slots,
             url,
             Slot::Ready {
                 doc: Arc::new(doc),
                 fresh_until: Instant::now() + ttl,
             },
         );
+        drop(slots);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -318,7 +492,9 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
         self.lock()
             .iter()
             .filter_map(|(url, slot)| match slot {
-                Slot::Ready { doc, fresh_until } => Some((url.clone(), doc.clone(), *fresh_until)),
+                Slot::Ready { doc, fresh_until } => {
+                    Some((url.to_owned(), doc.clone(), *fresh_until))
+                }
                 _ => None,
             })
             .collect()
@@ -328,11 +504,20 @@ impl<T: Send + Sync + 'static> FetchCache<T> {
     /// where this cache has none.
     pub fn adopt(&self, docs: Vec<(String, T, Instant)>) {
         let mut slots = self.lock();
-        for (url, doc, fresh_until) in docs.into_iter().take(self.settings.max_entries) {
-            slots.entry(url).or_insert(Slot::Ready {
-                doc: Arc::new(doc),
-                fresh_until,
-            });
+        // Most recently used first: adopted oldest first, so that the
+        // recency order carries over.
+        let docs: Vec<_> = docs.into_iter().take(slots.capacity()).collect();
+        for (url, doc, fresh_until) in docs.into_iter().rev() {
+            if slots.peek(&url).is_none() {
+                self.store(
+                    &mut slots,
+                    url,
+                    Slot::Ready {
+                        doc: Arc::new(doc),
+                        fresh_until,
+                    },
+                );
+            }
         }
     }
 }

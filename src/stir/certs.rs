@@ -200,9 +200,21 @@ impl webpki::ExtendedKeyUsageValidator for AnyUsage {
     }
 }
 
-/// A CRL fetched from a distribution point.
+/// A CRL fetched from a distribution point, and the size of its DER.
 #[derive(Debug)]
-pub struct Crl(webpki::CertRevocationList<'static>);
+pub struct Crl(webpki::CertRevocationList<'static>, usize);
+
+impl super::cache::Weight for Crl {
+    fn weight(&self) -> usize {
+        self.1
+    }
+}
+
+impl super::cache::Weight for Chain {
+    fn weight(&self) -> usize {
+        self.certs.iter().map(|c| c.len()).sum()
+    }
+}
 
 /// Parses a fetched CRL (DER or PEM); it stays fresh until its nextUpdate.
 pub fn parse_crl(body: &[u8]) -> Result<(Crl, Option<Duration>), String> {
@@ -219,7 +231,7 @@ pub fn parse_crl(body: &[u8]) -> Result<(Crl, Option<Duration>), String> {
     let ttl = x509::crl_next_update(der)
         .and_then(|n| u64::try_from(n - now).ok())
         .map(Duration::from_secs);
-    Ok((Crl(webpki::CertRevocationList::Owned(crl)), ttl))
+    Ok((Crl(webpki::CertRevocationList::Owned(crl), der.len()), ttl))
 }
 
 /// CRLs fetched for one validation, and the generation of the cache they
@@ -228,6 +240,31 @@ pub fn parse_crl(body: &[u8]) -> Result<(Crl, Option<Duration>), String> {
 pub struct FetchedCrls {
     pub crls: Vec<std::sync::Arc<Crl>>,
     pub generation: u64,
+}
+
+impl FetchedCrls {
+    /// No fetched CRL yet: the validation that decides whether the chain's
+    /// distribution points may be fetched at all. Its result is
+    /// remembered under a generation no CRL cache reaches, so it is never
+    /// taken for a validation against fetched CRLs.
+    pub fn unfetched() -> FetchedCrls {
+        FetchedCrls {
+            crls: Vec::new(),
+            generation: u64::MAX,
+        }
+    }
+}
+
+/// Whether `chain` is remembered as valid at `iat` against the fetched
+/// CRLs of `generation` (then [`validate`] with them costs no chain
+/// validation, and no CRL fetch decision is pending).
+pub fn remembered(chain: &Chain, iat: i64, generation: u64) -> bool {
+    chain
+        .memo
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|m| m.from <= iat && iat <= m.until && m.crl_generation == generation)
 }
 
 /// Validates `chain` to `trust` as of `iat` (RFC 8224 §6.2.2: the

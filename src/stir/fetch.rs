@@ -1,6 +1,12 @@
 //! Fetching `x5u` certificates (RFC 8224 §6.2.1, ATIS-1000080 §6.3.2):
 //! HTTPS only, no redirects, a size limit, one deadline for the whole
-//! exchange, and no private or loopback addresses unless allowed (tests).
+//! exchange, and no private, loopback or reserved addresses unless allowed
+//! (tests; [`super::egress`]). Names are resolved asynchronously under
+//! their own timeout, every address is checked and only allowed ones are
+//! connected to. Through an egress proxy (`[stir] fetch_proxy`, often
+//! required by operators), https URLs are tunnelled with HTTP CONNECT
+//! (RFC 9110 §9.3.6) and http ones (CRLs) asked in absolute form; the proxy
+//! resolves the names then, and a literal address is still checked here.
 //!
 //! A deliberately small HTTP/1.1 client: `GET` with `Connection: close`,
 //! a status line, headers, and a body framed by Content-Length, chunked
@@ -23,7 +29,74 @@ pub struct FetchOptions {
     pub max_bytes: usize,
     /// Allow private, loopback and link-local addresses (tests only).
     pub allow_private: bool,
+    /// An HTTP proxy every fetch goes through (`None`: direct).
+    pub proxy: Option<Proxy>,
 }
+
+/// An egress HTTP proxy, `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Proxy {
+    /// Parses `http://host:port` (a trailing `/` allowed).
+    pub fn parse(url: &str) -> Result<Proxy, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or("must be an http:// URL (HTTP CONNECT is used for https fetches)")?;
+        let (host, port, path) =
+            split_rest(rest, 0).map_err(|_| "must be http://host:port".to_owned())?;
+        if path != "/" || port == 0 {
+            return Err("must be http://host:port, with the port and no path".to_owned());
+        }
+        Ok(Proxy { host, port })
+    }
+}
+
+/// How long a name may take to resolve (within the fetch's deadline).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Name lookups in flight at once. The system resolver blocks a thread of
+/// tokio's blocking pool per lookup, until it answers — also after the
+/// fetch gave up — so a flood of x5u URLs naming slow or unanswered
+/// domains would otherwise tie up the whole pool (and everything else that
+/// uses it). Beyond this, a lookup fails at once as unresolvable.
+const MAX_LOOKUPS: usize = 16;
+
+/// The process's lookup permits.
+fn lookups() -> &'static Arc<tokio::sync::Semaphore> {
+    static LOOKUPS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    LOOKUPS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)))
+}
+
+/// Resolves `host` on the blocking pool under [`RESOLVE_TIMEOUT`], with a
+/// permit of `permits` held until the resolver returns (not only until
+/// the caller stops waiting).
+async fn resolve(
+    permits: &Arc<tokio::sync::Semaphore>,
+    host: &str,
+    port: u16,
+) -> Result<Vec<std::net::SocketAddr>, FetchError> {
+    let permit = permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| FetchError::Resolve)?;
+    let name = host.to_owned();
+    let lookup = tokio::task::spawn_blocking(move || {
+        let _held = permit;
+        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port))
+            .map(|addrs| addrs.collect::<Vec<_>>())
+    });
+    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(Ok(addrs))) => Ok(addrs),
+        _ => Err(FetchError::Resolve),
+    }
+}
+
+/// Bytes of a proxy's answer to CONNECT read at most.
+const MAX_PROXY_HEAD: usize = 8 * 1024;
 
 /// A fetched certificate response.
 #[derive(Debug, Clone)]
@@ -42,8 +115,10 @@ pub enum FetchError {
     BadUrl,
     #[error("cannot resolve host")]
     Resolve,
-    #[error("address {0} is private or loopback")]
+    #[error("address {0} is private, loopback or reserved")]
     Private(IpAddr),
+    #[error("proxy: {0}")]
+    Proxy(String),
     #[error("timed out")]
     Timeout,
     #[error("connection: {0}")]
@@ -84,25 +159,6 @@ pub fn tls_config(extra_ca: &[std::path::PathBuf]) -> Result<Arc<rustls::ClientC
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-fn is_private(ip: IpAddr) -> bool {
-    match crate::sip::proxy::canonical_ip(ip) {
-        IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
 }
 
 /// Splits `https://host[:port]/path` into (host, port, path).
@@ -166,6 +222,80 @@ pub async fn fetch_any(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchE
         .map_err(|_| FetchError::Timeout)?
 }
 
+/// `host:port` as written in a Host header or a CONNECT request (an IPv6
+/// address in brackets).
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Resolves `host` (under [`RESOLVE_TIMEOUT`]) and connects to the first
+/// of its allowed addresses that answers ([`super::egress::allowed`]).
+async fn connect(
+    host: &str,
+    port: u16,
+    allow_private: bool,
+) -> Result<tokio::net::TcpStream, FetchError> {
+    let resolved: Vec<std::net::SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![std::net::SocketAddr::new(ip, port)],
+        Err(_) => resolve(lookups(), host, port).await?,
+    };
+    let allowed =
+        super::egress::allowed(&resolved, allow_private).map_err(|first| match first {
+            Some(ip) => FetchError::Private(ip),
+            None => FetchError::Resolve,
+        })?;
+    let mut last = FetchError::Resolve;
+    for addr in allowed {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = FetchError::Io(format!("{addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// Opens a tunnel to `host:port` through the proxy (HTTP CONNECT); the
+/// proxy's answer must be 2xx.
+async fn tunnel(
+    mut tcp: tokio::net::TcpStream,
+    host: &str,
+    port: u16,
+) -> Result<tokio::net::TcpStream, FetchError> {
+    let target = authority(host, port);
+    let req =
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: callgate\r\n\r\n");
+    tcp.write_all(req.as_bytes())
+        .await
+        .map_err(|e| FetchError::Proxy(e.to_string()))?;
+    // Read byte by byte up to the end of the head: nothing of the tunnel
+    // (the TLS handshake) may be consumed here.
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= MAX_PROXY_HEAD {
+            return Err(FetchError::Proxy("answer to CONNECT too long".into()));
+        }
+        match tcp.read(&mut byte).await {
+            Ok(0) => return Err(FetchError::Proxy("closed before answering CONNECT".into())),
+            Ok(_) => head.push(byte[0]),
+            Err(e) => return Err(FetchError::Proxy(e.to_string())),
+        }
+    }
+    let status = std::str::from_utf8(&head)
+        .ok()
+        .and_then(|h| h.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| FetchError::Proxy("malformed answer to CONNECT".into()))?;
+    if !(200..300).contains(&status) {
+        return Err(FetchError::Proxy(format!("CONNECT refused with {status}")));
+    }
+    Ok(tcp)
+}
+
 async fn fetch_inner(
     host: String,
     port: u16,
@@ -173,26 +303,41 @@ async fn fetch_inner(
     use_tls: bool,
     opts: &FetchOptions,
 ) -> Result<Fetched, FetchError> {
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|_| FetchError::Resolve)?
-        .collect();
-    let addr = *addrs.first().ok_or(FetchError::Resolve)?;
-    if !opts.allow_private {
-        if let Some(a) = addrs.iter().find(|a| is_private(a.ip())) {
-            return Err(FetchError::Private(a.ip()));
-        }
-    }
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| FetchError::Io(e.to_string()))?;
     let default_port = if use_tls { 443 } else { 80 };
     let host_header = if port == default_port {
-        host.clone()
+        if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        }
     } else {
-        format!("{host}:{port}")
+        authority(&host, port)
     };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/pem-certificate-chain, application/x-pem-file, application/pkix-crl, */*\r\nUser-Agent: callgate\r\nConnection: close\r\n\r\n");
+    // Plain http through a proxy asks for the absolute URL (RFC 9112 §3.2.2).
+    let target = match (&opts.proxy, use_tls) {
+        (Some(_), false) => format!("http://{host_header}{path}"),
+        _ => path,
+    };
+    let tcp = match &opts.proxy {
+        Some(proxy) => {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                if !opts.allow_private && super::egress::is_refused(ip) {
+                    return Err(FetchError::Private(ip));
+                }
+            }
+            // The proxy is the operator's: any address it has is allowed.
+            let tcp = connect(&proxy.host, proxy.port, true).await.map_err(|e| {
+                FetchError::Proxy(format!("{}: {e}", authority(&proxy.host, proxy.port)))
+            })?;
+            if use_tls {
+                tunnel(tcp, &host, port).await?
+            } else {
+                tcp
+            }
+        }
+        None => connect(&host, port, opts.allow_private).await?,
+    };
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {host_header}\r\nAccept: application/pem-certificate-chain, application/x-pem-file, application/pkix-crl, */*\r\nUser-Agent: callgate\r\nConnection: close\r\n\r\n");
     if !use_tls {
         return exchange(tcp, &req, opts.max_bytes).await;
     }
@@ -353,24 +498,51 @@ mod tests {
     }
 
     #[test]
-    fn private_addresses() {
-        for a in [
-            "10.1.2.3",
-            "192.168.1.1",
-            "127.0.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "100.64.0.1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(
-                is_private(a.parse().unwrap_or_else(|e| panic!("{e}"))),
-                "{a}"
+    fn lookups_beyond_the_permits_fail_at_once_and_a_permit_is_held_until_the_resolver_returns() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let none = Arc::new(tokio::sync::Semaphore::new(0));
+            assert_eq!(
+                resolve(&none, "localhost", 443).await,
+                Err(FetchError::Resolve)
             );
+            let one = Arc::new(tokio::sync::Semaphore::new(1));
+            let found = resolve(&one, "localhost", 443)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(found
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 443));
+            // The permit came back with the answer.
+            assert_eq!(one.available_permits(), 1);
+        });
+    }
+
+    #[test]
+    fn proxies() {
+        assert_eq!(
+            Proxy::parse("http://proxy.example:3128"),
+            Ok(Proxy {
+                host: "proxy.example".into(),
+                port: 3128
+            })
+        );
+        assert_eq!(
+            Proxy::parse("http://[::1]:8080/").map(|p| p.host),
+            Ok("::1".to_owned())
+        );
+        for bad in [
+            "https://p:1",
+            "http://p",
+            "http://p:1/x",
+            "p:1",
+            "http://u@p:1",
+        ] {
+            assert!(Proxy::parse(bad).is_err(), "{bad}");
         }
-        assert!(!is_private(
-            "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"))
-        ));
+        assert_eq!(authority("::1", 443), "[::1]:443");
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cache::{
-    CacheSettings, FetchCache, FetchCounters, FetchFailure, FetchMetrics, Outcome, Parsed,
+    CacheSettings, FetchBudget, FetchCache, FetchCounters, FetchFailure, FetchMetrics, Outcome,
+    Parsed, Refusal,
 };
 use super::certs::{self, Chain, Crl, FetchedCrls, TrustStore};
 use super::divert;
@@ -55,8 +56,16 @@ pub struct VerifierSettings {
     /// How long a failing URL is remembered.
     pub negative_ttl: Duration,
     pub max_entries: usize,
-    /// Fetch CRLs from the certificates' distribution points.
+    /// Bytes of documents each cache holds at most.
+    pub max_cache_bytes: usize,
+    /// Fetch CRLs from the certificates' distribution points (of chains
+    /// that validate to a trust anchor only).
     pub crl_fetch: bool,
+    /// Network fetches (x5u and CRL together) one INVITE may start.
+    pub max_fetches_per_call: usize,
+    /// CRL distribution points looked at per chain; the others are not
+    /// fetched (revocation by them is not checked, recorded as a check).
+    pub max_crl_dps: usize,
     /// Where fetch outcomes are counted.
     pub counters: FetchMetrics,
     /// A state store shared with other instances: certificates and CRLs
@@ -92,6 +101,7 @@ impl Verifier {
             max_ttl: settings.max_cache,
             negative_ttl: settings.negative_ttl,
             max_entries: settings.max_entries,
+            max_bytes: settings.max_cache_bytes,
             shared: settings.shared.clone(),
         };
         Arc::new(Verifier {
@@ -128,6 +138,7 @@ impl Verifier {
         now: i64,
     ) -> Verification {
         let until = tokio::time::Instant::now() + self.settings.deadline;
+        let budget = FetchBudget::new(self.settings.max_fetches_per_call, &self.settings.counters);
         let (mut shaken, mut divs, mut rcds) = (None, Vec::new(), Vec::new());
         let mut malformed = Vec::new();
         for value in identities.iter().take(MAX_IDENTITIES) {
@@ -154,8 +165,21 @@ impl Verifier {
         // was diverted.
         let widened = divert::reachable(dest, &div_passports);
         let widened: Vec<&str> = widened.iter().map(String::as_str).collect();
-        let mut v = self.verify_shaken(shaken, orig, &widened, now, until).await;
+        let mut v = self
+            .verify_shaken(shaken, orig, &widened, now, until, &budget)
+            .await;
         v.checks.extend(malformed);
+        if divert::over_bounds(&div_passports) {
+            v.checks.push(Check::new(
+                "div",
+                false,
+                format!(
+                    "more than {} div PASSporTs, or one naming more than {} numbers: those are not followed",
+                    divert::MAX_DIV_PASSPORTS,
+                    divert::MAX_DIV_DEST_TNS
+                ),
+            ));
+        }
         if v.status != Status::Passed {
             return v;
         }
@@ -176,7 +200,10 @@ impl Verifier {
                 .as_ref()
                 .and_then(|x| x.tn.clone())
                 .unwrap_or_default();
-            match self.companion(d, "div", &expect, &from, until).await {
+            match self
+                .companion(d, "div", &expect, &from, until, &budget)
+                .await
+            {
                 Ok(()) => v.diversion.push(DivHop {
                     from,
                     to: d.passport.claims.dest.tn.clone(),
@@ -203,7 +230,10 @@ impl Verifier {
             } else if r.passport.claims.rcd.is_none() {
                 Err("no rcd claim".to_owned())
             } else {
-                match self.companion(r, "rcd", &expect, orig, until).await {
+                match self
+                    .companion(r, "rcd", &expect, orig, until, &budget)
+                    .await
+                {
                     Ok(()) => Ok(()),
                     Err(CompanionError::Failed(_, why) | CompanionError::Unavailable(why)) => {
                         Err(why)
@@ -243,13 +273,14 @@ impl Verifier {
         expect: &Expect<'_>,
         cover_tn: &str,
         until: tokio::time::Instant,
+        budget: &FetchBudget,
     ) -> Result<(), CompanionError> {
         let (_, first) = check_companion(&c.header, &c.passport, ppt, expect);
         if let Some((cause, why)) = first {
             return Err(CompanionError::Failed(cause, why));
         }
         let url = c.passport.header.x5u.clone().unwrap_or_default();
-        let chain = match tokio::time::timeout_at(until, self.chain(&url)).await {
+        let chain = match tokio::time::timeout_at(until, self.chain(&url, budget)).await {
             Err(_) => return Err(CompanionError::Unavailable("deadline passed".into())),
             Ok(Err(FetchFailure::Unavailable(why))) => {
                 return Err(CompanionError::Unavailable(why))
@@ -260,8 +291,9 @@ impl Verifier {
             Ok(Ok(chain)) => chain,
         };
         let iat = c.passport.claims.iat.unwrap_or(0);
-        let crls = self.fetched_crls(&chain, until, &mut Vec::new()).await;
-        let sti = certs::validate(&chain, &self.trust, iat, cover_tn, &crls)
+        let sti = self
+            .validated(&chain, iat, cover_tn, until, budget, &mut Vec::new())
+            .await
             .map_err(|(cause, why)| CompanionError::Failed(cause, format!("certificate: {why}")))?;
         verify::signature_ok(&c.passport, &sti.key)
             .map_err(|why| CompanionError::Failed(Cause::InvalidIdentityHeader, why))
@@ -275,6 +307,7 @@ impl Verifier {
         dest: &[&str],
         now: i64,
         until: tokio::time::Instant,
+        budget: &FetchBudget,
     ) -> Verification {
         let expect = Expect {
             orig,
@@ -290,7 +323,7 @@ impl Verifier {
         let url = passport.header.x5u.clone().unwrap_or_default();
         let iat = passport.claims.iat.unwrap_or(0);
         let started = std::time::Instant::now();
-        let chain = match tokio::time::timeout_at(until, self.chain(&url)).await {
+        let chain = match tokio::time::timeout_at(until, self.chain(&url, budget)).await {
             Err(_) => {
                 return verify::unavailable(
                     passport,
@@ -316,8 +349,10 @@ impl Verifier {
             Ok(Ok(chain)) => chain,
         };
         let mut checks = checks;
-        let crls = self.fetched_crls(&chain, until, &mut checks).await;
-        match certs::validate(&chain, &self.trust, iat, orig, &crls) {
+        match self
+            .validated(&chain, iat, orig, until, budget, &mut checks)
+            .await
+        {
             Ok(sti) => {
                 let detail = match (&sti.spc, sti.tn_auth.is_delegate()) {
                     (_, true) => "chain valid at iat; delegate certificate covers orig".to_owned(),
@@ -333,27 +368,75 @@ impl Verifier {
         }
     }
 
-    /// The chain at `url`: cached, joined to a fetch in flight, or fetched.
-    pub async fn chain(self: &Arc<Self>, url: &str) -> Outcome<Chain> {
-        self.chains.get(url).await
+    /// The chain at `url`: cached, joined to a fetch in flight, or fetched
+    /// (from the call's `budget`). The fetch is not tied to the call's
+    /// deadline: a slow server's chain serves the next call.
+    pub async fn chain(self: &Arc<Self>, url: &str, budget: &FetchBudget) -> Outcome<Chain> {
+        self.chains.get(url, budget, None).await
     }
 
-    /// The CRLs of the chain's distribution points, when CRL fetching is
-    /// on: cached, or fetched by `until`. A CRL that cannot be had in time
-    /// is left out — revocation by it is not checked (soft fail, logged
-    /// and recorded as a check) — so a CRL server never holds calls.
-    async fn fetched_crls(
+    /// Validates `chain` (for `cover_tn`, at `iat`), with revocation by
+    /// the CRLs of its distribution points when CRL fetching is on. Those
+    /// are fetched only for a chain that validates to a trust anchor
+    /// without them (RFC 5280 §6.3 applies to a certification path, and
+    /// the distribution points of a chain nobody vouches for are an
+    /// attacker's list of URLs — issue 13); then validated again with them.
+    async fn validated(
         self: &Arc<Self>,
         chain: &Chain,
+        iat: i64,
+        cover_tn: &str,
         until: tokio::time::Instant,
+        budget: &FetchBudget,
+        checks: &mut Vec<Check>,
+    ) -> Result<certs::StiCert, (Cause, String)> {
+        let Some(cache) = &self.crls else {
+            return certs::validate(chain, &self.trust, iat, cover_tn, &FetchedCrls::default());
+        };
+        if !certs::remembered(chain, iat, cache.generation()) {
+            let first = FetchedCrls::unfetched();
+            if let Err(e) = certs::validate(chain, &self.trust, iat, cover_tn, &first) {
+                if !chain.crl_urls().is_empty() {
+                    self.settings.counters.refused(Refusal::UnvalidatedChain);
+                }
+                return Err(e);
+            }
+        }
+        let crls = self.fetched_crls(cache, chain, until, budget, checks).await;
+        certs::validate(chain, &self.trust, iat, cover_tn, &crls)
+    }
+
+    /// The CRLs of the chain's first `max_crl_dps` distribution points:
+    /// cached, or fetched by `until` (abandoned then) from the call's
+    /// `budget`. A CRL that cannot be had in time is left out — revocation
+    /// by it is not checked (soft fail, logged and recorded as a check) —
+    /// so a CRL server never holds calls.
+    async fn fetched_crls(
+        &self,
+        cache: &Arc<FetchCache<Crl>>,
+        chain: &Chain,
+        until: tokio::time::Instant,
+        budget: &FetchBudget,
         checks: &mut Vec<Check>,
     ) -> FetchedCrls {
-        let Some(cache) = &self.crls else {
-            return FetchedCrls::default();
-        };
         let mut out = FetchedCrls::default();
-        for url in chain.crl_urls() {
-            match tokio::time::timeout_at(until, cache.get(url)).await {
+        let urls = chain.crl_urls();
+        let limit = self.settings.max_crl_dps;
+        if urls.len() > limit {
+            for _ in limit..urls.len() {
+                self.settings.counters.refused(Refusal::PerCallLimit);
+            }
+            checks.push(Check::new(
+                "crl",
+                false,
+                format!(
+                    "{} distribution points, {limit} looked at; revocation by the others not checked",
+                    urls.len()
+                ),
+            ));
+        }
+        for url in urls.iter().take(limit) {
+            match tokio::time::timeout_at(until, cache.get(url, budget, Some(until))).await {
                 Ok(Ok(crl)) => out.crls.push(crl),
                 Ok(Err(FetchFailure::Unavailable(why) | FetchFailure::Bad(why))) => {
                     checks.push(Check::new(

@@ -119,6 +119,9 @@ tls_cert = "{cert}"
 tls_key = "{key}"
 allow = ["127.0.0.0/8"]
 targets = [{carrier}]
+# The tests' sentinel OPTIONS is a barrier that must reach the PBX stand-in
+# (the default, "local", answers it in callgate).
+options = "forward"
 
 [pbx]
 udp = "127.0.0.1:{pbx}"

@@ -68,6 +68,8 @@ struct Leaf {
     serial: Option<u64>,
     /// A CRL distribution point URL.
     crl_dp: Option<&'static str>,
+    /// Distribution points, one each (beside `crl_dp`).
+    crl_dps: &'static [String],
 }
 
 /// The serial number of the leaf the test CRL revokes.
@@ -115,6 +117,11 @@ fn leaf_for(
         p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
             uris: vec![url.to_owned()],
         }];
+    }
+    for url in spec.crl_dps {
+        p.crl_distribution_points.push(rcgen::CrlDistributionPoint {
+            uris: vec![url.clone()],
+        });
     }
     if spec.expired {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -166,7 +173,14 @@ pub struct Pki {
     pub crl_listener: Option<std::net::TcpListener>,
     /// The DER CRL served there (revokes both test serials).
     pub dp_crl: Vec<u8>,
+    /// A plain-HTTP listener named by [`MANY_DPS`] distribution points
+    /// (`/dp-N.crl`) of `/many-dps.pem` (a valid chain) and
+    /// `/stranger-dps.pem` (a chain to an unknown root).
+    pub many_dps_listener: Option<std::net::TcpListener>,
 }
+
+/// Distribution points of `/many-dps.pem` and `/stranger-dps.pem`.
+pub const MANY_DPS: usize = 20;
 
 pub fn pki() -> Pki {
     let (root, root_key) = ca("STI root", None);
@@ -231,6 +245,32 @@ pub fn pki() -> Pki {
     });
     let (other_root, other_key) = ca("Unknown root", None);
     let (stranger, _) = leaf(&other_root, &other_key, Leaf::default());
+    let many_dps_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind dps");
+    let dps_port = many_dps_listener.local_addr().expect("addr").port();
+    let dps: &'static [String] = Box::leak(
+        (0..MANY_DPS)
+            .map(|i| format!("http://127.0.0.1:{dps_port}/dp-{i}.crl"))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let many_dps = leaf_for(
+        &good_key,
+        &inter,
+        &inter_key,
+        Leaf {
+            crl_dps: dps,
+            ..Leaf::default()
+        },
+    );
+    let stranger_dps = leaf_for(
+        &good_key,
+        &other_root,
+        &other_key,
+        Leaf {
+            crl_dps: dps,
+            ..Leaf::default()
+        },
+    );
     let chain = |c: &rcgen::Certificate| format!("{}{}", c.pem(), inter.pem()).into_bytes();
     let mut routes = HashMap::new();
     routes.insert("/good.pem", chain(&good));
@@ -242,6 +282,11 @@ pub fn pki() -> Pki {
     routes.insert("/dp-good.pem", chain(&dp_good));
     routes.insert("/dp-revoked.pem", chain(&dp_revoked));
     routes.insert("/delegate.pem", chain(&delegate));
+    routes.insert("/many-dps.pem", chain(&many_dps));
+    routes.insert(
+        "/stranger-dps.pem",
+        format!("{}{}", stranger_dps.pem(), other_root.pem()).into_bytes(),
+    );
     routes.insert(
         "/stranger.pem",
         format!("{}{}", stranger.pem(), other_root.pem()).into_bytes(),
@@ -268,6 +313,7 @@ pub fn pki() -> Pki {
         routes,
         crl_listener: Some(crl_listener),
         dp_crl: dp_crl.der().to_vec(),
+        many_dps_listener: Some(many_dps_listener),
     }
 }
 

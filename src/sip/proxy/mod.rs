@@ -276,16 +276,17 @@ impl ProxyCore {
     /// [`Self::on_response`]; this entry serves the core's own tests and
     /// benchmarks.
     pub fn on_message(&mut self, peer: Peer, data: Bytes, now: Instant, out: &mut Vec<Outgoing>) {
-        let msg = match crate::sip::response::parse_valid(data, &self.settings.limits) {
-            Ok(m) => m,
-            Err(e) => {
-                self.observer.parse_error(peer.side);
-                if let Some((resp, status)) = e.answer {
-                    self.send_response(out, peer, resp, status);
+        let msg =
+            match crate::sip::response::parse_valid(data, &self.settings.limits, Some(peer.addr)) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.observer.parse_error(peer.side);
+                    if let Some((resp, status)) = e.answer {
+                        self.send_response(out, peer, resp, status);
+                    }
+                    return;
                 }
-                return;
-            }
-        };
+            };
         if msg.is_request() {
             let routing = Routing::by_to_tag(&msg);
             self.on_request(peer, msg, routing, None, now, out);

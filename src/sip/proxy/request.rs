@@ -90,7 +90,8 @@ impl ProxyCore {
             Ok(v) => v,
             Err(_) => {
                 if method != Method::Ack {
-                    let r = build_response(&msg, 400, "Bad Request (Via)", None, &[]);
+                    let r =
+                        build_response(&msg, 400, "Bad Request (Via)", None, Some(peer.addr), &[]);
                     self.send_response(out, peer, r, 400);
                 }
                 return;
@@ -146,7 +147,7 @@ impl ProxyCore {
             // §16.2: a stateful proxy answers 100 Trying at once so the
             // upstream stops retransmitting.
             if let Some(req) = &entry.request {
-                let trying = build_response(req, 100, "Trying", None, &[]);
+                let trying = build_response(req, 100, "Trying", None, Some(reply.addr), &[]);
                 for o in entry.tx.send_response(100, trying, now) {
                     if let crate::sip::transaction::TxOutput::Transmit(b) = o {
                         if !trying_sent {

@@ -103,7 +103,7 @@ impl ProxyCore {
         };
         let extra: SmallVec<[&[u8]; 2]> = extra.iter().copied().filter(|e| !e.is_empty()).collect();
         let tag = (status > 100).then_some(entry.to_tag.as_bytes());
-        let bytes = build_response(req, status, reason, tag, &extra);
+        let bytes = build_response(req, status, reason, tag, Some(entry.reply.addr), &extra);
         self.send_upstream(key, status, bytes, now, out);
     }
 }
