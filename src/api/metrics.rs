@@ -146,6 +146,8 @@ pub struct Metrics {
     policy_versions: std::sync::Mutex<(String, String)>,
     /// Certificate and CRL fetches, shared with the verifier.
     pub stir_fetch: crate::stir::cache::FetchMetrics,
+    /// Connections, transaction bytes and audit bytes under their bounds.
+    pub exhaustion: super::exhaustion::ExhaustionMetrics,
     phases: [Histogram; PHASES.len()],
 }
 
@@ -451,6 +453,7 @@ impl Metrics {
                 "callgate_phase_seconds_count{{phase=\"{name}\"}} {count}"
             );
         }
+        self.exhaustion.render(&mut s);
         s
     }
 }
