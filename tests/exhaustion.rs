@@ -216,3 +216,90 @@ fn a_message_dripped_byte_by_byte_is_closed_at_its_deadline() {
         1.0,
     );
 }
+
+/// A request of `body` bytes of text from `from` (a socket on a lab host).
+fn large_message(from: SocketAddr, i: usize, body: usize) -> String {
+    format!(
+        "MESSAGE sip:+15550100@{LOOPBACK} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-flood{i};rport\r\nMax-Forwards: 70\r\nFrom: <sip:x@{ip}>;tag=f{i}\r\nTo: <sip:+15550100@{LOOPBACK}>\r\nCall-ID: flood-{i}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {body}\r\n\r\n{}",
+        "x".repeat(body),
+        ip = from.ip()
+    )
+}
+
+/// Statuses of the responses `s` receives until it has `want` or a read
+/// times out.
+fn statuses(s: &std::net::UdpSocket, want: usize) -> Vec<u16> {
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_535];
+    while got.len() < want {
+        let Ok(n) = s.recv(&mut buf) else { break };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if let Some(code) = text.get(8..11).and_then(|c| c.parse().ok()) {
+            got.push(code);
+        }
+    }
+    got
+}
+
+/// A flood of large non-INVITE requests from an attacker host gets 503
+/// once its transactions hold its byte budget (here 1 MiB: 8 requests of
+/// 60 kB), and holds no more; meanwhile the carrier, another host, places
+/// a call that the PBX answers. Without the budget every request is
+/// forwarded and held for 32 s (overload control counts only INVITEs).
+#[test]
+fn a_flood_of_large_requests_is_refused_past_its_byte_budget_while_the_carrier_calls() {
+    let lab = Lab::new(&["carrier", "attacker"]);
+    let (carrier, attacker) = (lab.host(0).clone(), lab.host(1).clone());
+    let pbx = common::carrier::Pbx::bind();
+    let (cg, trunk) = callgate_in_lab(
+        &carrier,
+        pbx.port(),
+        "[overload]\nmax_transaction_bytes_per_source = 1048576\n",
+    );
+
+    let flood = attacker.udp(0);
+    let from = flood.local_addr().expect("attacker address");
+    let sent = 20;
+    for i in 0..sent {
+        flood
+            .send_to(large_message(from, i, 60_000).as_bytes(), trunk)
+            .expect("send");
+    }
+    let got = statuses(&flood, sent - 8);
+    assert_eq!(
+        got.iter().filter(|s| **s == 503).count(),
+        sent - 8,
+        "every request past the 8 that fit is refused with 503: {got:?}"
+    );
+    await_metric(
+        &cg,
+        "callgate_admission_refusals_total{side=\"trunk\",reason=\"transaction_bytes\"}",
+        (sent - 8) as f64,
+    );
+    let held = cg.metric("callgate_transaction_bytes");
+    assert!(
+        held > 0.0 && held <= 1_048_576.0,
+        "the attacker's transactions hold at most its budget: {held}"
+    );
+
+    let phone = carrier.udp(0);
+    let me = phone.local_addr().expect("carrier address");
+    let invite = format!(
+        "INVITE sip:+15550100@{LOOPBACK} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-call1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@{ip}>;tag=c1\r\nTo: <sip:+15550100@{LOOPBACK}>\r\nCall-ID: carrier-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:+15550199@{me}>\r\nContent-Length: 0\r\n\r\n",
+        ip = me.ip()
+    );
+    phone
+        .send_to(invite.as_bytes(), trunk)
+        .expect("send INVITE");
+    let reached = pbx.until("carrier-call-1");
+    assert!(
+        reached.last().is_some_and(|m| m.starts_with("INVITE ")),
+        "the carrier's INVITE reaches the PBX"
+    );
+    let answers = statuses(&phone, 2);
+    assert!(
+        answers.contains(&200),
+        "the carrier's call is answered: {answers:?}"
+    );
+}

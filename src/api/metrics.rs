@@ -53,6 +53,8 @@ pub enum Refusal {
     Unsafe,
     /// A request for no dialog callgate knows (481).
     NoDialog,
+    /// A transaction over its source's or the core's byte budget (503).
+    TransactionBytes,
 }
 
 impl From<CoreRefusal> for Refusal {
@@ -60,17 +62,19 @@ impl From<CoreRefusal> for Refusal {
         match why {
             CoreRefusal::Overload => Refusal::Overload,
             CoreRefusal::Draining => Refusal::Draining,
+            CoreRefusal::TransactionBytes => Refusal::TransactionBytes,
         }
     }
 }
 
-const REFUSALS: [(Refusal, &str); 6] = [
+const REFUSALS: [(Refusal, &str); 7] = [
     (Refusal::Acl, "acl"),
     (Refusal::RateLimit, "rate_limit"),
     (Refusal::Overload, "overload"),
     (Refusal::Draining, "draining"),
     (Refusal::Unsafe, "unsafe"),
     (Refusal::NoDialog, "no_dialog"),
+    (Refusal::TransactionBytes, "transaction_bytes"),
 ];
 
 /// Phases whose latency is observed.
@@ -486,6 +490,9 @@ impl CoreObserver for Metrics {
     }
     fn set_active_transactions(&self, server: usize, client: usize) {
         Metrics::set_active_transactions(self, server, client);
+    }
+    fn set_transaction_bytes(&self, bytes: usize) {
+        self.exhaustion.set_transaction_bytes(bytes);
     }
     fn set_targets_up(&self, side: Side, up: usize) {
         Metrics::set_targets_up(self, side, up);

@@ -40,6 +40,8 @@ pub(super) struct RawHealth {
 pub(super) struct RawOverload {
     max_transactions: Option<usize>,
     retry_after_secs: Option<u32>,
+    max_transaction_bytes: Option<usize>,
+    max_transaction_bytes_per_source: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -81,12 +83,31 @@ pub(super) fn health(raw: RawHealth) -> Result<HealthConfig, ConfigError> {
 
 /// Validates `[overload]`.
 pub(super) fn overload(raw: RawOverload) -> Result<OverloadConfig, ConfigError> {
+    let defaults = OverloadConfig::default();
     let overload = OverloadConfig {
-        max_transactions: raw.max_transactions.unwrap_or(20_000),
-        retry_after_secs: raw.retry_after_secs.unwrap_or(5),
+        max_transactions: raw.max_transactions.unwrap_or(defaults.max_transactions),
+        retry_after_secs: raw.retry_after_secs.unwrap_or(defaults.retry_after_secs),
+        max_transaction_bytes: raw
+            .max_transaction_bytes
+            .unwrap_or(defaults.max_transaction_bytes),
+        max_transaction_bytes_per_source: raw
+            .max_transaction_bytes_per_source
+            .unwrap_or(defaults.max_transaction_bytes_per_source),
     };
     if overload.max_transactions == 0 {
         return Err(invalid("overload.max_transactions", "must be at least 1"));
+    }
+    if overload.max_transaction_bytes_per_source < 1 << 16 {
+        return Err(invalid(
+            "overload.max_transaction_bytes_per_source",
+            "must be at least 65536",
+        ));
+    }
+    if overload.max_transaction_bytes < overload.max_transaction_bytes_per_source {
+        return Err(invalid(
+            "overload.max_transaction_bytes",
+            "must be at least overload.max_transaction_bytes_per_source",
+        ));
     }
     Ok(overload)
 }
