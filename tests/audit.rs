@@ -524,6 +524,27 @@ fn big_invite(len: usize) -> bytes::Bytes {
     bytes::Bytes::from(v)
 }
 
+/// An audit store in a new directory, with its byte limits set by `set`.
+fn audit_with(
+    set: impl FnOnce(&mut callgate::audit::budget::AuditLimits),
+) -> (tempfile::TempDir, Audit) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = AuditConfig::new(dir.path().join("audit.db"));
+    set(&mut cfg.limits);
+    let audit = Audit::open(&cfg).expect("open");
+    (dir, audit)
+}
+
+/// Records `n` decisions from the usual trunk, each with an INVITE of
+/// `len` bytes as received.
+fn record_invites(audit: &Audit, n: usize, len: usize) {
+    for i in 0..n {
+        let mut r = record(i, now_ms());
+        r.invite = None;
+        audit.record_with_invite(r, big_invite(len));
+    }
+}
+
 /// While the disk refuses writes, a flood of records with large INVITEs
 /// stays within `max_queue_bytes` (queue and backlog together): records
 /// with INVITEs fill half of it (8 of 60 kB in 512 KiB), past that the
@@ -532,19 +553,14 @@ fn big_invite(len: usize) -> bytes::Bytes {
 /// 100,000 held records could hold ≈10 GiB of INVITEs.
 #[test]
 fn the_audit_queue_and_backlog_are_bounded_in_bytes() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, audit) = audit_with(|l| {
+        l.max_queue_bytes = 1 << 20;
+        l.max_invite_bytes = 64 << 10;
+    });
     let path = dir.path().join("audit.db");
-    let mut cfg = AuditConfig::new(path.clone());
-    cfg.limits.max_queue_bytes = 1 << 20;
-    cfg.limits.max_invite_bytes = 64 << 10;
-    let audit = Audit::open(&cfg).expect("open");
     let blocker = rusqlite_blocker(&path);
     let n = 200;
-    for i in 0..n {
-        let mut r = record(i, now_ms());
-        r.invite = None;
-        audit.record_with_invite(r, big_invite(60_000));
-    }
+    record_invites(&audit, n, 60_000);
     let held = metric(&audit, "callgate_audit_queue_bytes");
     assert!(
         held > 0.0 && held <= f64::from(1u32 << 20),
@@ -579,17 +595,12 @@ fn the_audit_queue_and_backlog_are_bounded_in_bytes() {
 /// disk; another source's INVITE is still stored; every decision is.
 #[test]
 fn stored_invites_are_cut_and_bounded_per_source_and_minute() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, audit) = audit_with(|l| {
+        l.max_invite_bytes = 16 << 10;
+        l.invite_bytes_per_source_minute = 64 << 10;
+    });
     let path = dir.path().join("audit.db");
-    let mut cfg = AuditConfig::new(path.clone());
-    cfg.limits.max_invite_bytes = 16 << 10;
-    cfg.limits.invite_bytes_per_source_minute = 64 << 10;
-    let audit = Audit::open(&cfg).expect("open");
-    for i in 0..10 {
-        let mut r = record(i, now_ms());
-        r.invite = None;
-        audit.record_with_invite(r, big_invite(60_000));
-    }
+    record_invites(&audit, 10, 60_000);
     let mut other = record(10, now_ms());
     other.invite = None;
     other.trunk = "198.51.100.8".into();
