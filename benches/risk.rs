@@ -2,7 +2,10 @@
 //! - `decide_50_rules`: the policy's decision on a call's signals;
 //! - `signals_and_decide_50_rules`: the signals from a parsed INVITE and a
 //!   verification (lists, number checks, header anomalies, time), then the
-//!   decision — the assess phase's CPU work apart from velocity counting.
+//!   decision — the assess phase's CPU work apart from velocity counting;
+//! - `velocity_new_key_full_table`: one velocity count for a number never
+//!   seen, on a local table already holding its 200,000 keys (the flood of
+//!   fresh calling numbers: each count forgets the least recent key).
 //!
 //! Goal (issue 4): under 10 µs per call.
 //!
@@ -76,6 +79,19 @@ fn bench(c: &mut Criterion) {
             let mut s = signals(black_box(&msg), Some(&v), &p, now);
             s.velocity = vec![("ani_10m".into(), Some(3)), ("dnis_1m".into(), Some(40))];
             decide(&p, None, &s, "d1".to_owned())
+        })
+    });
+    let velocity = callgate::state::window::LocalVelocity::default();
+    let hour = 3_600_000;
+    let full = callgate::state::window::MAX_KEYS as u64;
+    for i in 0..full {
+        velocity.hit(&format!("ani_10m:+1555{i:07}"), hour, i);
+    }
+    let mut next = full;
+    g.bench_function("velocity_new_key_full_table", |b| {
+        b.iter(|| {
+            next += 1;
+            velocity.hit(black_box(&format!("ani_10m:+1555{next:07}")), hour, next)
         })
     });
     g.finish();

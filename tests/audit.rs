@@ -506,3 +506,131 @@ fn later_rows_of_a_call_go_to_its_latest_record() {
         "found in the table after the restart, and replaced"
     );
 }
+
+fn metric(audit: &Audit, series: &str) -> f64 {
+    let mut text = String::new();
+    audit.metrics().render(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// An INVITE of `len` bytes (a head and a large body).
+fn big_invite(len: usize) -> bytes::Bytes {
+    let head = "INVITE sip:+15550100@pbx SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+    let mut v = head.as_bytes().to_vec();
+    v.resize(len.max(head.len()), b'x');
+    bytes::Bytes::from(v)
+}
+
+/// An audit store in a new directory, with its byte limits set by `set`.
+fn audit_with(
+    set: impl FnOnce(&mut callgate::audit::budget::AuditLimits),
+) -> (tempfile::TempDir, Audit) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = AuditConfig::new(dir.path().join("audit.db"));
+    set(&mut cfg.limits);
+    let audit = Audit::open(&cfg).expect("open");
+    (dir, audit)
+}
+
+/// Records `n` decisions from the usual trunk, each with an INVITE of
+/// `len` bytes as received.
+fn record_invites(audit: &Audit, n: usize, len: usize) {
+    for i in 0..n {
+        let mut r = record(i, now_ms());
+        r.invite = None;
+        audit.record_with_invite(r, big_invite(len));
+    }
+}
+
+/// While the disk refuses writes, a flood of records with large INVITEs
+/// stays within `max_queue_bytes` (queue and backlog together): records
+/// with INVITEs fill half of it (8 of 60 kB in 512 KiB), past that the
+/// INVITEs are left out, counted, and every decision is still written once
+/// the disk accepts again. Bounded only in entries, the 65,536 queued and
+/// 100,000 held records could hold ≈10 GiB of INVITEs.
+#[test]
+fn the_audit_queue_and_backlog_are_bounded_in_bytes() {
+    let (dir, audit) = audit_with(|l| {
+        l.max_queue_bytes = 1 << 20;
+        l.max_invite_bytes = 64 << 10;
+    });
+    let path = dir.path().join("audit.db");
+    let blocker = rusqlite_blocker(&path);
+    let n = 200;
+    record_invites(&audit, n, 60_000);
+    let held = metric(&audit, "callgate_audit_queue_bytes");
+    assert!(
+        held > 0.0 && held <= f64::from(1u32 << 20),
+        "queue and backlog within 1 MiB: {held}"
+    );
+    let left_out = metric(
+        &audit,
+        "callgate_audit_invites_reduced_total{reason=\"queue_bytes\"}",
+    );
+    assert!(
+        left_out >= (n - 9) as f64,
+        "INVITEs past the bound left out: {left_out}"
+    );
+    drop(blocker);
+    assert!(
+        audit.flush(Duration::from_secs(30)),
+        "written after the lock"
+    );
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), n, "every decision kept");
+    let with_invite = rows.iter().filter(|r| r.record.invite.is_some()).count();
+    assert!(
+        (1..=9).contains(&with_invite),
+        "{with_invite} INVITEs stored"
+    );
+    assert_eq!(metric(&audit, "callgate_audit_queue_bytes"), 0.0);
+    assert_eq!(metric(&audit, "callgate_audit_dropped_total"), 0.0);
+}
+
+/// One source's INVITEs are cut to `max_invite_bytes` and stored only up
+/// to its bytes per minute, so a flood of large INVITEs cannot fill the
+/// disk; another source's INVITE is still stored; every decision is.
+#[test]
+fn stored_invites_are_cut_and_bounded_per_source_and_minute() {
+    let (dir, audit) = audit_with(|l| {
+        l.max_invite_bytes = 16 << 10;
+        l.invite_bytes_per_source_minute = 64 << 10;
+    });
+    let path = dir.path().join("audit.db");
+    record_invites(&audit, 10, 60_000);
+    let mut other = record(10, now_ms());
+    other.invite = None;
+    other.trunk = "198.51.100.8".into();
+    audit.record_with_invite(other, big_invite(2_000));
+    assert!(audit.flush(Duration::from_secs(20)));
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), 11, "every decision kept");
+    let stored: Vec<usize> = rows
+        .iter()
+        .filter(|r| r.record.trunk == "198.51.100.7")
+        .filter_map(|r| r.record.invite.as_ref().map(String::len))
+        .collect();
+    assert_eq!(stored, vec![16 << 10; 4], "four cut INVITEs fit 64 KiB");
+    assert!(
+        rows.iter()
+            .any(|r| r.record.trunk == "198.51.100.8" && r.record.invite.is_some()),
+        "another source's INVITE is stored"
+    );
+    assert_eq!(
+        metric(
+            &audit,
+            "callgate_audit_invites_reduced_total{reason=\"truncated\"}"
+        ),
+        10.0
+    );
+    assert_eq!(
+        metric(
+            &audit,
+            "callgate_audit_invites_reduced_total{reason=\"source_budget\"}"
+        ),
+        6.0
+    );
+}

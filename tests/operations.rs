@@ -116,6 +116,10 @@ fn check_config_names_the_key_and_reason() {
         ("[admin]", "[media]\nenabled = true\nbusy_poll_us = 5000\n\n[admin]", "media.busy_poll_us"),
         ("[admin]", "[limits]\nmax_dialogs = 10\n\n[admin]", "limits.max_dialogs"),
         ("[admin]", "[limits]\ndialog_idle_secs = 5\n\n[admin]", "limits.dialog_idle_secs"),
+        ("[admin]", "[limits]\nmax_connections_per_source = 0\n\n[admin]", "limits.max_connections_per_source"),
+        ("[admin]", "[limits]\nmessage_deadline_secs = 600\n\n[admin]", "limits.message_deadline_secs"),
+        ("[admin]", "[limits]\ntls_handshake_secs = 0\n\n[admin]", "limits.tls_handshake_secs"),
+        ("max_transaction_bytes_per_source = 268435456", "max_transaction_bytes_per_source = 4096", "overload.max_transaction_bytes_per_source"),
     ];
     let example =
         std::fs::read_to_string(common::repo().join("sip-config/callgate.toml")).expect("example");

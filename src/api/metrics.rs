@@ -61,6 +61,8 @@ pub enum Refusal {
     Scanner,
     /// A PBX's 401/407 challenge to the trunk, replaced by 404.
     Challenge,
+    /// A transaction over its source's or the core's byte budget (503).
+    TransactionBytes,
 }
 
 impl From<CoreRefusal> for Refusal {
@@ -68,11 +70,12 @@ impl From<CoreRefusal> for Refusal {
         match why {
             CoreRefusal::Overload => Refusal::Overload,
             CoreRefusal::Draining => Refusal::Draining,
+            CoreRefusal::TransactionBytes => Refusal::TransactionBytes,
         }
     }
 }
 
-const REFUSALS: [(Refusal, &str); 10] = [
+const REFUSALS: [(Refusal, &str); 11] = [
     (Refusal::Acl, "acl"),
     (Refusal::RateLimit, "rate_limit"),
     (Refusal::Overload, "overload"),
@@ -83,6 +86,7 @@ const REFUSALS: [(Refusal, &str); 10] = [
     (Refusal::Number, "number"),
     (Refusal::Scanner, "scanner"),
     (Refusal::Challenge, "challenge"),
+    (Refusal::TransactionBytes, "transaction_bytes"),
 ];
 
 /// Phases whose latency is observed.
@@ -160,6 +164,8 @@ pub struct Metrics {
     policy_versions: std::sync::Mutex<(String, String)>,
     /// Certificate and CRL fetches, shared with the verifier.
     pub stir_fetch: crate::stir::cache::FetchMetrics,
+    /// Connections, transaction bytes and audit bytes under their bounds.
+    pub exhaustion: super::exhaustion::ExhaustionMetrics,
     phases: [Histogram; PHASES.len()],
 }
 
@@ -470,6 +476,7 @@ impl Metrics {
                 "callgate_phase_seconds_count{{phase=\"{name}\"}} {count}"
             );
         }
+        self.exhaustion.render(&mut s);
         s
     }
 }
@@ -502,6 +509,9 @@ impl CoreObserver for Metrics {
     }
     fn set_active_transactions(&self, server: usize, client: usize) {
         Metrics::set_active_transactions(self, server, client);
+    }
+    fn set_transaction_bytes(&self, bytes: usize) {
+        self.exhaustion.set_transaction_bytes(bytes);
     }
     fn set_targets_up(&self, side: Side, up: usize) {
         Metrics::set_targets_up(self, side, up);

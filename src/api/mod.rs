@@ -11,6 +11,7 @@
 //! depends on no layer above it (the gate implements the trait and spawns
 //! [`serve`]).
 
+pub mod exhaustion;
 pub mod metrics;
 
 use std::sync::Arc;

@@ -10,6 +10,7 @@
 //! [`Audit::flush`] waits until everything recorded before it is
 //! acknowledged, and SIGTERM flushes before callgate exits.
 
+pub mod budget;
 pub mod record;
 pub mod report;
 pub mod store;
@@ -43,6 +44,8 @@ pub struct AuditConfig {
     pub synchronous_full: bool,
     /// Keep each INVITE as received (for `callgate replay`).
     pub store_invite: bool,
+    /// The byte bounds of the queue, the backlog and stored INVITEs.
+    pub limits: budget::AuditLimits,
 }
 
 impl AuditConfig {
@@ -54,6 +57,7 @@ impl AuditConfig {
             retention_days: 90,
             synchronous_full: false,
             store_invite: true,
+            limits: budget::AuditLimits::default(),
         }
     }
 }
@@ -76,6 +80,11 @@ pub struct AuditMetrics {
     pub dropped: AtomicU64,
     pub write_errors: AtomicU64,
     pub queue_depth: AtomicI64,
+    /// Bytes of the jobs queued for the writer or held by it, charged
+    /// against `audit.max_queue_bytes` (`budget.rs`).
+    pub queue_bytes: AtomicI64,
+    /// INVITEs cut or left out of their records, by reason.
+    pub reduced: budget::ReducedCounts,
 }
 
 impl AuditMetrics {
@@ -113,10 +122,24 @@ impl AuditMetrics {
                 "Audit jobs waiting for the writer.",
                 self.queue_depth.load(Ordering::Relaxed),
             ),
+            (
+                "callgate_audit_queue_bytes",
+                "gauge",
+                "Bytes of audit jobs queued for the writer or held by it.",
+                self.queue_bytes.load(Ordering::Relaxed),
+            ),
         ] {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        out.push_str("# HELP callgate_audit_invites_reduced_total INVITEs cut (truncated) or left out of their audit records (source_budget, queue_bytes).\n# TYPE callgate_audit_invites_reduced_total counter\n");
+        for (i, (_, reason)) in budget::REDUCED.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "callgate_audit_invites_reduced_total{{reason=\"{reason}\"}} {}",
+                self.reduced.0[i].load(Ordering::Relaxed)
             );
         }
     }
@@ -137,6 +160,9 @@ pub struct Audit {
     batch_max: i64,
     metrics: Arc<AuditMetrics>,
     pub store_invite: bool,
+    limits: budget::AuditLimits,
+    /// INVITE bytes stored per source this minute.
+    window: Arc<std::sync::Mutex<budget::SourceWindow>>,
 }
 
 impl Audit {
@@ -159,11 +185,52 @@ impl Audit {
             batch_max: cfg.batch_max.max(1) as i64,
             metrics,
             store_invite: cfg.store_invite,
+            limits: cfg.limits,
+            window: Arc::new(std::sync::Mutex::new(budget::SourceWindow::new(
+                std::time::Instant::now(),
+            ))),
         })
+    }
+
+    /// Charges `job` against `audit.max_queue_bytes` (the writer gives the
+    /// bytes back once it has written or dropped the job). Records with
+    /// INVITEs may fill half of it; past that a record goes without its
+    /// INVITE, and if even that does not fit it is not queued (`None`).
+    fn charge(&self, mut job: Job) -> Option<Job> {
+        let cap = i64::try_from(self.limits.max_queue_bytes).unwrap_or(i64::MAX);
+        let held = &self.metrics.queue_bytes;
+        let mut bytes = budget::job_bytes(&job) as i64;
+        // A record with its INVITE may fill only half the bound, so that
+        // decisions (without their INVITEs) still find room.
+        let with_invite = matches!(&job, Job::Record(r, i) if i.is_some() || r.invite.is_some());
+        let cap_now = if with_invite { cap / 2 } else { cap };
+        if held.fetch_add(bytes, Ordering::Relaxed) + bytes <= cap_now {
+            return Some(job);
+        }
+        held.fetch_sub(bytes, Ordering::Relaxed);
+        if let Job::Record(r, invite) = &mut job {
+            if with_invite {
+                *invite = None;
+                r.invite = None;
+                self.metrics
+                    .reduced
+                    .count(budget::Reduced::QueueBytes, &r.trunk);
+                bytes = budget::job_bytes(&job) as i64;
+                if held.fetch_add(bytes, Ordering::Relaxed) + bytes <= cap {
+                    return Some(job);
+                }
+                held.fetch_sub(bytes, Ordering::Relaxed);
+            }
+        }
+        None
     }
 
     fn send(&self, job: Job) -> bool {
         let flush = matches!(job, Job::Flush(_));
+        let Some(job) = self.charge(job) else {
+            return self.dropped();
+        };
+        let bytes = budget::job_bytes(&job) as i64;
         match self.tx.try_send(job) {
             Ok(()) => {
                 let depth = self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed) + 1;
@@ -173,15 +240,21 @@ impl Audit {
                 true
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                let dropped = self.metrics.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                // One line for the first drop and then every 1,000th, not
-                // one per record (the counter has the exact figure).
-                if dropped == 1 || dropped % 1000 == 0 {
-                    tracing::warn!(dropped_total = dropped, "audit queue full: records dropped");
-                }
-                false
+                self.metrics.queue_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.dropped()
             }
         }
+    }
+
+    /// Counts a record lost (queue full in entries or bytes); false.
+    fn dropped(&self) -> bool {
+        let dropped = self.metrics.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // One line for the first drop and then every 1,000th, not one per
+        // record (the counter has the exact figure).
+        if dropped == 1 || dropped % 1000 == 0 {
+            tracing::warn!(dropped_total = dropped, "audit queue full: records dropped");
+        }
+        false
     }
 
     /// Queues a decision; never blocks (a full queue drops and counts it).
@@ -191,8 +264,29 @@ impl Audit {
 
     /// Queues a decision with the INVITE as received: the writer stores it
     /// as text (`invite`), so the call path neither copies nor validates it.
-    pub fn record_with_invite(&self, rec: AuditRecord, invite: bytes::Bytes) {
-        self.send(Job::Record(Box::new(rec), Some(invite)));
+    /// The INVITE is cut to `audit.max_invite_bytes`, and left out when
+    /// its source has stored its INVITE bytes for this minute
+    /// (`budget.rs`).
+    pub fn record_with_invite(&self, rec: AuditRecord, mut invite: bytes::Bytes) {
+        let l = &self.limits;
+        if invite.len() > l.max_invite_bytes {
+            invite.truncate(l.max_invite_bytes);
+            self.metrics
+                .reduced
+                .count(budget::Reduced::Truncated, &rec.trunk);
+        }
+        let allowed = self.window.lock().unwrap_or_else(|p| p.into_inner()).take(
+            &rec.trunk,
+            invite.len(),
+            l.invite_bytes_per_source_minute,
+            std::time::Instant::now(),
+        );
+        if !allowed {
+            self.metrics
+                .reduced
+                .count(budget::Reduced::SourceBudget, &rec.trunk);
+        }
+        self.send(Job::Record(Box::new(rec), allowed.then_some(invite)));
     }
 
     /// Records how the call ended on its latest decision.

@@ -361,6 +361,15 @@ pub(super) fn now_ms() -> i64 {
 /// this the oldest are dropped (and counted).
 const MAX_PENDING: usize = 100_000;
 
+/// Gives back the queue bytes of jobs written or dropped
+/// (`super::budget`).
+fn release(metrics: &AuditMetrics, jobs: &[Job]) {
+    let bytes: usize = jobs.iter().map(super::budget::job_bytes).sum();
+    metrics
+        .queue_bytes
+        .fetch_sub(i64::try_from(bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
+}
+
 /// How long the idle writer blocks before it looks at retention again.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -447,6 +456,7 @@ pub(super) fn writer(
                     tracing::info!("audit store writable again");
                 }
                 backoff = Duration::ZERO;
+                release(&metrics, &pending);
                 for job in pending.drain(..) {
                     if let Job::Flush(ack) = job {
                         let _ = ack.send(true);
@@ -467,6 +477,7 @@ pub(super) fn writer(
                 });
                 if pending.len() > MAX_PENDING {
                     let extra = pending.len() - MAX_PENDING;
+                    release(&metrics, &pending[..extra]);
                     pending.drain(..extra);
                     metrics.dropped.fetch_add(extra as u64, Ordering::Relaxed);
                 }
@@ -483,6 +494,7 @@ pub(super) fn writer(
                             "audit records not written at shutdown"
                         );
                     }
+                    release(&metrics, &pending);
                     pending.clear();
                 }
             }

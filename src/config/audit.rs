@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{invalid, positive, ConfigError};
+use crate::audit::budget::AuditLimits;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -17,11 +18,14 @@ pub(super) struct RawAudit {
     retention_days: Option<u32>,
     synchronous: Option<String>,
     store_invite: Option<bool>,
+    max_queue_bytes: Option<usize>,
+    max_invite_bytes: Option<usize>,
+    invite_bytes_per_source_minute: Option<usize>,
 }
 
 /// Validates `[audit]`; `None` when no `path` is set (no store).
 pub(super) fn audit(raw: RawAudit) -> Result<Option<crate::audit::AuditConfig>, ConfigError> {
-    let Some(path) = raw.path else {
+    let Some(path) = raw.path.clone() else {
         return Ok(None);
     };
     let mut a = crate::audit::AuditConfig::new(path);
@@ -39,5 +43,31 @@ pub(super) fn audit(raw: RawAudit) -> Result<Option<crate::audit::AuditConfig>, 
         }
     };
     a.store_invite = raw.store_invite.unwrap_or(true);
+    a.limits = limits(&raw)?;
     Ok(Some(a))
+}
+
+/// The byte bounds of the audit queue and of stored INVITEs.
+fn limits(raw: &RawAudit) -> Result<AuditLimits, ConfigError> {
+    let d = AuditLimits::default();
+    let l = AuditLimits {
+        max_queue_bytes: raw.max_queue_bytes.unwrap_or(d.max_queue_bytes),
+        max_invite_bytes: raw.max_invite_bytes.unwrap_or(d.max_invite_bytes),
+        invite_bytes_per_source_minute: raw
+            .invite_bytes_per_source_minute
+            .unwrap_or(d.invite_bytes_per_source_minute),
+    };
+    if l.max_queue_bytes < 1 << 20 {
+        return Err(invalid("audit.max_queue_bytes", "must be at least 1048576"));
+    }
+    if l.max_invite_bytes < 1024 {
+        return Err(invalid("audit.max_invite_bytes", "must be at least 1024"));
+    }
+    if l.invite_bytes_per_source_minute < l.max_invite_bytes {
+        return Err(invalid(
+            "audit.invite_bytes_per_source_minute",
+            "must be at least audit.max_invite_bytes",
+        ));
+    }
+    Ok(l)
 }

@@ -104,6 +104,11 @@ pub struct Config {
     pub dialogs: crate::sip::dialogs::DialogLimits,
     /// Stream connections idle this long are closed (`limits.tcp_idle_secs`).
     pub tcp_idle: Duration,
+    /// A stream message must be whole this long after its first byte
+    /// (`limits.message_deadline_secs`).
+    pub message_deadline: Duration,
+    /// Caps on accepted TCP/TLS connections, TLS handshake time.
+    pub connections: crate::sip::transport::connections::ConnectionLimits,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
@@ -176,7 +181,13 @@ impl Config {
         let health = proxy::health(raw.health)?;
         let overload = proxy::overload(raw.overload)?;
         let (timers, no_response) = proxy::timers(raw.timers)?;
-        let (limits, tcp_idle, dialogs) = proxy::limits(raw.limits)?;
+        let proxy::LimitsSection {
+            limits,
+            tcp_idle,
+            message_deadline,
+            connections,
+            dialogs,
+        } = proxy::limits(raw.limits)?;
         let admin = service::admin(raw.admin)?;
         let log = service::log(raw.log)?;
         let shutdown = service::shutdown(raw.shutdown);
@@ -193,6 +204,8 @@ impl Config {
             limits,
             dialogs,
             tcp_idle,
+            message_deadline,
+            connections,
             admin,
             log,
             shutdown,

@@ -11,6 +11,7 @@ use crate::sip::dialogs::DialogLimits;
 use crate::sip::message::Limits;
 use crate::sip::proxy::{CoreSettings, HealthConfig, OverloadConfig};
 use crate::sip::transaction::TimerConfig;
+use crate::sip::transport::connections::ConnectionLimits;
 
 impl CoreSettings {
     /// What the proxy core runs with under `cfg`.
@@ -39,6 +40,8 @@ pub(super) struct RawHealth {
 pub(super) struct RawOverload {
     max_transactions: Option<usize>,
     retry_after_secs: Option<u32>,
+    max_transaction_bytes: Option<usize>,
+    max_transaction_bytes_per_source: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -58,6 +61,10 @@ pub(super) struct RawLimits {
     max_headers: Option<usize>,
     max_line_bytes: Option<usize>,
     tcp_idle_secs: Option<u64>,
+    message_deadline_secs: Option<u64>,
+    tls_handshake_secs: Option<u64>,
+    max_connections_per_source: Option<usize>,
+    max_connections: Option<usize>,
     max_dialogs: Option<usize>,
     dialog_idle_secs: Option<u64>,
 }
@@ -76,12 +83,31 @@ pub(super) fn health(raw: RawHealth) -> Result<HealthConfig, ConfigError> {
 
 /// Validates `[overload]`.
 pub(super) fn overload(raw: RawOverload) -> Result<OverloadConfig, ConfigError> {
+    let defaults = OverloadConfig::default();
     let overload = OverloadConfig {
-        max_transactions: raw.max_transactions.unwrap_or(20_000),
-        retry_after_secs: raw.retry_after_secs.unwrap_or(5),
+        max_transactions: raw.max_transactions.unwrap_or(defaults.max_transactions),
+        retry_after_secs: raw.retry_after_secs.unwrap_or(defaults.retry_after_secs),
+        max_transaction_bytes: raw
+            .max_transaction_bytes
+            .unwrap_or(defaults.max_transaction_bytes),
+        max_transaction_bytes_per_source: raw
+            .max_transaction_bytes_per_source
+            .unwrap_or(defaults.max_transaction_bytes_per_source),
     };
     if overload.max_transactions == 0 {
         return Err(invalid("overload.max_transactions", "must be at least 1"));
+    }
+    if overload.max_transaction_bytes_per_source < 1 << 16 {
+        return Err(invalid(
+            "overload.max_transaction_bytes_per_source",
+            "must be at least 65536",
+        ));
+    }
+    if overload.max_transaction_bytes < overload.max_transaction_bytes_per_source {
+        return Err(invalid(
+            "overload.max_transaction_bytes",
+            "must be at least overload.max_transaction_bytes_per_source",
+        ));
     }
     Ok(overload)
 }
@@ -121,11 +147,18 @@ pub(super) fn timers(raw: RawTimers) -> Result<(TimerConfig, Duration), ConfigEr
     Ok((timers, no_response))
 }
 
-/// Validates `[limits]`: the parser's limits, and the idle time of stream
-/// connections (`tcp_idle_secs`).
-/// Validates `[limits]`: message sizes, the stream idle time and the
-/// dialog table's bounds.
-pub(super) fn limits(raw: RawLimits) -> Result<(Limits, Duration, DialogLimits), ConfigError> {
+/// `[limits]`, validated.
+pub(super) struct LimitsSection {
+    pub limits: Limits,
+    pub tcp_idle: Duration,
+    pub message_deadline: Duration,
+    pub connections: ConnectionLimits,
+    pub dialogs: DialogLimits,
+}
+
+/// Validates `[limits]`: message sizes, the stream connections' caps and
+/// timers, and the dialog table's bounds.
+pub(super) fn limits(raw: RawLimits) -> Result<LimitsSection, ConfigError> {
     let defaults = Limits::default();
     let limits = Limits {
         max_message_bytes: raw.max_message_bytes.unwrap_or(defaults.max_message_bytes),
@@ -148,6 +181,17 @@ pub(super) fn limits(raw: RawLimits) -> Result<(Limits, Duration, DialogLimits),
         "limits.tcp_idle_secs",
         raw.tcp_idle_secs.unwrap_or(300),
     )?);
+    let message_deadline = Duration::from_secs(positive(
+        "limits.message_deadline_secs",
+        raw.message_deadline_secs.unwrap_or(10),
+    )?);
+    if message_deadline > tcp_idle {
+        return Err(invalid(
+            "limits.message_deadline_secs",
+            "must not exceed limits.tcp_idle_secs",
+        ));
+    }
+    let connections = connection_limits(&raw)?;
     let defaults = DialogLimits::default();
     let max_dialogs = raw.max_dialogs.unwrap_or(defaults.max_dialogs);
     if max_dialogs < 100 {
@@ -169,5 +213,46 @@ pub(super) fn limits(raw: RawLimits) -> Result<(Limits, Duration, DialogLimits),
         idle,
         ..defaults
     };
-    Ok((limits, tcp_idle, dialogs))
+    Ok(LimitsSection {
+        limits,
+        tcp_idle,
+        message_deadline,
+        connections,
+        dialogs,
+    })
+}
+
+/// The caps on accepted TCP/TLS connections and the TLS handshake time.
+fn connection_limits(raw: &RawLimits) -> Result<ConnectionLimits, ConfigError> {
+    let defaults = ConnectionLimits::default();
+    let per_source = raw
+        .max_connections_per_source
+        .unwrap_or(defaults.per_source);
+    let total = raw.max_connections.unwrap_or(defaults.total);
+    if per_source == 0 {
+        return Err(invalid(
+            "limits.max_connections_per_source",
+            "must be at least 1",
+        ));
+    }
+    if total < per_source {
+        return Err(invalid(
+            "limits.max_connections",
+            "must be at least limits.max_connections_per_source",
+        ));
+    }
+    let handshake = raw
+        .tls_handshake_secs
+        .unwrap_or(defaults.tls_handshake.as_secs());
+    if !(1..=60).contains(&handshake) {
+        return Err(invalid(
+            "limits.tls_handshake_secs",
+            "must be between 1 and 60",
+        ));
+    }
+    Ok(ConnectionLimits {
+        per_source,
+        total,
+        tls_handshake: Duration::from_secs(handshake),
+    })
 }

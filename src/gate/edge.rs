@@ -13,12 +13,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::{lock, Gate};
+use crate::api::exhaustion::ConnectionEnd;
 use crate::api::metrics::Phase;
 use crate::config::{Side, Transport};
 use crate::sip::message::SipMessage;
 use crate::sip::method::Method;
 use crate::sip::proxy::{Outgoing, Peer};
 use crate::sip::response::build_response;
+use crate::sip::transport::connections::{ConnectionCounter, ConnectionSlot};
 use crate::sip::transport::stream::{self, StreamId, StreamSettings};
 use crate::sip::transport::Sink;
 use crate::stir::offload::offload_after;
@@ -182,8 +184,11 @@ impl Gate {
             limits: self.phases().limits,
             ..self.stream_settings
         };
-        stream::serve(s, id, self.conns.clone(), sink, settings, first).await;
+        let closed = stream::serve(s, id, self.conns.clone(), sink, settings, first).await;
         self.metrics.tcp_connection_closed();
+        if let Some(end) = ConnectionEnd::of(closed) {
+            self.metrics.exhaustion.connection_end(side, end);
+        }
     }
 
     fn transport_failed(&self, client: Option<Bytes>) {
@@ -227,27 +232,36 @@ impl Gate {
         }
     }
 
-    /// Accepts TCP connections on `l` for `side`, each served as a stream.
-    /// The next connection on `l` from a source the side's ACL admits:
+    /// The next connection on `l` from a source the side's ACL admits and
+    /// that is within its connection caps (`counter`), with its slot:
     /// others are closed at once, before a TLS handshake or a byte is read
-    /// (counted as ACL refusals). An accept error (EMFILE, ENFILE, ENOBUFS)
+    /// (counted as ACL refusals, or in `callgate_connections_closed_total`
+    /// by the cap reached). An accept error (EMFILE, ENFILE, ENOBUFS)
     /// backs off, 10 ms doubling to 1 s, instead of spinning.
     async fn accept_admitted(
         &self,
         side: Side,
         l: &TcpListener,
-    ) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+        counter: &Arc<ConnectionCounter>,
+    ) -> (tokio::net::TcpStream, SocketAddr, ConnectionSlot) {
         let mut backoff = Duration::from_millis(10);
         loop {
             match l.accept().await {
                 Ok((s, remote)) => {
-                    if lock(&self.admission[side.index()]).admits(remote.ip()) {
-                        return (s, remote);
-                    }
-                    self.metrics
-                        .refused(side, crate::api::metrics::Refusal::Acl);
-                    tracing::debug!(side = side.as_str(), from = %remote, "connection from outside the ACL closed");
                     backoff = Duration::from_millis(10);
+                    if !lock(&self.admission[side.index()]).admits(remote.ip()) {
+                        self.metrics
+                            .refused(side, crate::api::metrics::Refusal::Acl);
+                        tracing::debug!(side = side.as_str(), from = %remote, "connection from outside the ACL closed");
+                        continue;
+                    }
+                    match counter.admit(remote.ip()) {
+                        Ok(slot) => return (s, remote, slot),
+                        Err(cap) => {
+                            self.metrics.exhaustion.connection_end(side, cap.into());
+                            tracing::info!(side = side.as_str(), from = %remote, cap = ?cap, "connection over its cap closed");
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(side = side.as_str(), error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
@@ -258,39 +272,63 @@ impl Gate {
         }
     }
 
-    pub(super) async fn accept_tcp(self: Arc<Self>, side: Side, l: TcpListener) {
+    /// Accepts TCP connections on `l` for `side`, each served as a stream
+    /// while it holds its slot in `counter`.
+    pub(super) async fn accept_tcp(
+        self: Arc<Self>,
+        side: Side,
+        l: TcpListener,
+        counter: Arc<ConnectionCounter>,
+    ) {
         loop {
-            let (s, remote) = self.accept_admitted(side, &l).await;
+            let (s, remote, slot) = self.accept_admitted(side, &l, &counter).await;
             let _ = s.set_nodelay(true);
             let g = self.clone();
             tokio::spawn(async move {
                 g.serve_stream(s, side, Transport::Tcp, remote, None).await;
+                drop(slot);
             });
         }
     }
 
-    /// Accepts TLS connections on `l` for `side`: the handshake within 5 s,
-    /// then each served as a stream.
+    /// Accepts TLS connections on `l` for `side`: the handshake within
+    /// `limits.tls_handshake_secs` of the accept (a client that opens a
+    /// connection and never finishes its handshake holds a slot only that
+    /// long), then each served as a stream while it holds its slot.
     pub(super) async fn accept_tls(
         self: Arc<Self>,
         side: Side,
         l: TcpListener,
         acceptor: TlsAcceptor,
+        counter: Arc<ConnectionCounter>,
+        handshake: Duration,
     ) {
         loop {
-            let (s, remote) = self.accept_admitted(side, &l).await;
+            let (s, remote, slot) = self.accept_admitted(side, &l, &counter).await;
             let _ = s.set_nodelay(true);
             let g = self.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(Ok(tls)) =
-                    tokio::time::timeout(Duration::from_secs(5), acceptor.accept(s)).await
-                else {
-                    tracing::info!(%remote, "TLS handshake failed");
-                    return;
+                let tls = match tokio::time::timeout(handshake, acceptor.accept(s)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        g.metrics
+                            .exhaustion
+                            .connection_end(side, ConnectionEnd::HandshakeFailed);
+                        tracing::info!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        g.metrics
+                            .exhaustion
+                            .connection_end(side, ConnectionEnd::HandshakeTimeout);
+                        tracing::info!(%remote, secs = handshake.as_secs(), "TLS handshake not finished in time; closed");
+                        return;
+                    }
                 };
                 g.serve_stream(tls, side, Transport::Tls, remote, None)
                     .await;
+                drop(slot);
             });
         }
     }

@@ -42,6 +42,7 @@ use crate::api::metrics::Metrics;
 use crate::config::{Config, Side, Transport};
 use crate::sip::message::Limits;
 use crate::sip::proxy::{CoreSettings, ProxyCore};
+use crate::sip::transport::connections::ConnectionCounter;
 use crate::sip::transport::stream::StreamSettings;
 use crate::sip::transport::{tls, udp, ConnTable, TransportError};
 use crate::stir::offload::{LoadMeter, SignatureOffload};
@@ -296,6 +297,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         stream_settings: StreamSettings {
             limits: cfg.limits,
             idle: cfg.tcp_idle,
+            message_deadline: cfg.message_deadline,
         },
         metrics,
         timer_wake: Notify::new(),
@@ -329,11 +331,17 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));
         }
     }
+    // Each listener caps its own connections (`[limits]`, read at start).
+    let counter = || ConnectionCounter::new(cfg.connections);
     for (side, l) in tcp_listeners {
-        tokio::spawn(gate.clone().accept_tcp(side, l));
+        tokio::spawn(gate.clone().accept_tcp(side, l, counter()));
     }
     for (side, l, acceptor) in tls_listeners {
-        tokio::spawn(gate.clone().accept_tls(side, l, acceptor));
+        let handshake = cfg.connections.tls_handshake;
+        tokio::spawn(
+            gate.clone()
+                .accept_tls(side, l, acceptor, counter(), handshake),
+        );
     }
     // Arm the timer task with the core's first deadline (health probes).
     let first = lock(&gate.core).next_deadline();

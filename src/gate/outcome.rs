@@ -20,27 +20,46 @@ struct Open {
 }
 
 /// Open audited calls by Call-ID (bounded, and forgotten after a day).
+/// The Call-ID is the caller's input: it is kept to its first
+/// [`KEY_BYTES`] bytes, so the table holds at most
+/// `MAX_OPEN × (KEY_BYTES + overhead)` ≈ 40 MB whatever Call-IDs a flood
+/// carries (up to `max_line_bytes` each), and a full table is swept at
+/// most once a second rather than on every new call.
 #[derive(Default)]
 pub struct Tracker {
     calls: HashMap<Vec<u8>, Open>,
+    last_sweep: Option<Instant>,
 }
 
 const MAX_OPEN: usize = 100_000;
 const FORGET_AFTER: Duration = Duration::from_secs(86_400);
+/// Bytes of a Call-ID the tracker keys on.
+const KEY_BYTES: usize = 256;
+
+/// The tracker's key for `call_id`.
+fn key(call_id: &[u8]) -> &[u8] {
+    &call_id[..call_id.len().min(KEY_BYTES)]
+}
 
 impl Tracker {
     /// A decision was recorded for this call.
     pub fn open(&mut self, call_id: &[u8]) {
         if self.calls.len() >= MAX_OPEN {
             let now = Instant::now();
-            self.calls
-                .retain(|_, c| now.duration_since(c.since) < FORGET_AFTER);
+            if self
+                .last_sweep
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.last_sweep = Some(now);
+                self.calls
+                    .retain(|_, c| now.duration_since(c.since) < FORGET_AFTER);
+            }
             if self.calls.len() >= MAX_OPEN {
                 return;
             }
         }
         self.calls.insert(
-            call_id.to_vec(),
+            key(call_id).to_vec(),
             Open {
                 since: Instant::now(),
                 answered: None,
@@ -71,7 +90,7 @@ impl Tracker {
             let Some(call_id) = msg.call_id() else {
                 continue;
             };
-            let Some(open) = self.calls.get_mut(call_id) else {
+            let Some(open) = self.calls.get_mut(key(call_id)) else {
                 continue;
             };
             if bye {
@@ -82,7 +101,7 @@ impl Tracker {
                         Some(at.elapsed()),
                     );
                 }
-                self.calls.remove(call_id);
+                self.calls.remove(key(call_id));
                 continue;
             }
             let status = msg.status().unwrap_or(0);
@@ -98,13 +117,36 @@ impl Tracker {
                 }
                 487 => {
                     audit.call_ended(&id, CallOutcome::Abandoned, None);
-                    self.calls.remove(call_id);
+                    self.calls.remove(key(call_id));
                 }
                 s => {
                     audit.call_ended(&id, CallOutcome::Rejected(s), None);
-                    self.calls.remove(call_id);
+                    self.calls.remove(key(call_id));
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flood of calls with 8 kB Call-IDs keeps the table within its
+    /// count and each key within [`KEY_BYTES`].
+    #[test]
+    fn long_call_ids_and_a_full_table_stay_bounded() {
+        let mut t = Tracker::default();
+        let long = "c".repeat(8000);
+        for i in 0..MAX_OPEN + 100 {
+            t.open(format!("{i}-{long}").as_bytes());
+        }
+        assert_eq!(
+            t.calls.len(),
+            MAX_OPEN,
+            "new calls past the bound untracked"
+        );
+        assert!(t.calls.keys().all(|k| k.len() <= KEY_BYTES));
+        assert!(t.last_sweep.is_some(), "swept once when full");
     }
 }

@@ -41,6 +41,7 @@ impl ProxyCore {
             fwd: None,
             edits: None,
             scheduled: None,
+            charged: None,
         };
         self.servers.insert(key.clone(), entry);
         let Some(invite) = self.servers.get_mut(&ikey) else {

@@ -16,6 +16,7 @@
 
 mod ack;
 pub mod branch;
+pub mod budget;
 mod build;
 mod cancel;
 mod edits;
@@ -137,6 +138,8 @@ struct ServerEntry {
     /// What the pipeline decided for the forwarded copy.
     edits: Option<Edits>,
     scheduled: Option<Instant>,
+    /// What this transaction is charged in the byte budget, and to whom.
+    charged: Option<(std::net::IpAddr, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +173,8 @@ pub struct ProxyCore {
     draining: bool,
     /// INVITE server transactions without a final response yet.
     pending_invites: usize,
+    /// Bytes the server transactions hold, by source (`budget.rs`).
+    bytes: budget::ByteBudget,
     next_probe_at: Option<Instant>,
     probe_seq: u32,
 }
@@ -203,6 +208,7 @@ impl ProxyCore {
             observer,
             draining: false,
             pending_invites: 0,
+            bytes: budget::ByteBudget::default(),
             next_probe_at: None,
             probe_seq: 0,
             settings,
@@ -323,6 +329,7 @@ impl ProxyCore {
         self.handle_request(peer, msg, routing, edits, now, out);
         self.observer
             .set_active_transactions(self.servers.len(), self.clients.len());
+        self.observer.set_transaction_bytes(self.bytes.total());
     }
 
     /// Handles a parsed, validated and sanitized response; `body` replaces
@@ -338,6 +345,7 @@ impl ProxyCore {
         self.handle_response(peer, msg, body, now, out);
         self.observer
             .set_active_transactions(self.servers.len(), self.clients.len());
+        self.observer.set_transaction_bytes(self.bytes.total());
     }
 
     /// Processes every timer due at `now`.
@@ -371,6 +379,7 @@ impl ProxyCore {
         }
         self.observer
             .set_active_transactions(self.servers.len(), self.clients.len());
+        self.observer.set_transaction_bytes(self.bytes.total());
     }
 
     /// The edge could not send a client transaction's request (§17.1.4).

@@ -27,6 +27,9 @@ pub enum CoreRefusal {
     Overload,
     /// Draining for shutdown.
     Draining,
+    /// A request (of any method) whose transaction would take its source
+    /// or the core over its byte budget (`budget.rs`).
+    TransactionBytes,
 }
 
 /// The counters and gauges the proxy core moves. See the module
@@ -50,6 +53,8 @@ pub trait CoreObserver: Send + Sync {
     fn loop_detected(&self);
     /// Live server and client transactions.
     fn set_active_transactions(&self, server: usize, client: usize);
+    /// The bytes transactions hold now (`budget.rs`).
+    fn set_transaction_bytes(&self, _bytes: usize) {}
     /// Targets in rotation reached through `side`.
     fn set_targets_up(&self, side: Side, up: usize);
     /// Whether the core is draining for shutdown.

@@ -132,6 +132,9 @@ impl ProxyCore {
         let initial = routing.is_initial();
         let refusal = self.check_request(&msg, &via);
         let trying_sent = edits.as_ref().is_some_and(|m| m.trying_sent);
+        let Some(charged) = self.charge_bytes(peer, &msg, reply, out) else {
+            return;
+        };
         let to_tag = self.branches.token();
         let mut entry = ServerEntry {
             tx: ServerTransaction::new(kind, peer.transport.is_reliable(), self.settings.timers),
@@ -142,6 +145,7 @@ impl ProxyCore {
             fwd: None,
             edits,
             scheduled: None,
+            charged: Some(charged),
         };
         if method == Method::Invite {
             // §16.2: a stateful proxy answers 100 Trying at once so the
@@ -213,6 +217,46 @@ impl ProxyCore {
                 self.forward_next(&key, now, out);
             }
             Err((status, reason)) => self.respond(&key, status, reason, &[], now, out),
+        }
+    }
+
+    /// Charges a new server transaction for `msg` to its source's and the
+    /// core's byte budgets (`budget.rs`). Over either, the request is
+    /// answered 503 with Retry-After at once, statelessly, and `None` is
+    /// returned: it holds no memory.
+    fn charge_bytes(
+        &mut self,
+        peer: Peer,
+        msg: &SipMessage,
+        reply: Peer,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<(std::net::IpAddr, usize)> {
+        let source = super::canonical_ip(peer.addr.ip());
+        let bytes = super::budget::charge_for(msg.bytes().len());
+        let o = &self.settings.overload;
+        match self.bytes.charge(
+            source,
+            bytes,
+            o.max_transaction_bytes_per_source,
+            o.max_transaction_bytes,
+        ) {
+            Ok(()) => Some((source, bytes)),
+            Err(over) => {
+                self.observer
+                    .refused(peer.side, CoreRefusal::TransactionBytes);
+                tracing::info!(from = %peer.addr, ?over, bytes, held = self.bytes.total(), "request over the transaction byte budget refused");
+                let retry = format!("Retry-After: {}", o.retry_after_secs);
+                let r = build_response(
+                    msg,
+                    503,
+                    "Service Unavailable",
+                    None,
+                    Some(peer.addr),
+                    &[retry.as_bytes()],
+                );
+                self.send_response(out, reply, r, 503);
+                None
+            }
         }
     }
 

@@ -336,6 +336,9 @@ impl ProxyCore {
         }
         if terminated {
             if let Some(e) = self.servers.remove(key) {
+                if let Some((source, bytes)) = e.charged {
+                    self.bytes.release(source, bytes);
+                }
                 if e.method == Method::Invite && !e.tx.is_final() {
                     self.pending_invites = self.pending_invites.saturating_sub(1);
                 }

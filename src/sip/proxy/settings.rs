@@ -81,7 +81,7 @@ pub struct HealthConfig {
     pub down_after: u32,
 }
 
-/// Overload control: when new initial INVITEs get 503 with Retry-After.
+/// Overload control: when new requests get 503 with Retry-After.
 #[derive(Debug, Clone, Copy)]
 pub struct OverloadConfig {
     /// INVITEs waiting for a final response beyond which new initial
@@ -89,4 +89,19 @@ pub struct OverloadConfig {
     pub max_transactions: usize,
     /// The Retry-After of those 503s (and of 503s while draining), seconds.
     pub retry_after_secs: u32,
+    /// Bytes all transactions may hold (`budget.rs`).
+    pub max_transaction_bytes: usize,
+    /// Bytes the transactions of one source address may hold.
+    pub max_transaction_bytes_per_source: usize,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            max_transactions: 20_000,
+            retry_after_secs: 5,
+            max_transaction_bytes: 1 << 30,
+            max_transaction_bytes_per_source: 256 << 20,
+        }
+    }
 }

@@ -60,6 +60,7 @@ fn settings(pbx_targets: &[&str]) -> CoreSettings {
         overload: OverloadConfig {
             max_transactions: 20_000,
             retry_after_secs: 5,
+            ..OverloadConfig::default()
         },
         health: HealthConfig {
             interval: Duration::ZERO,
@@ -89,7 +90,7 @@ impl CoreObserver for Counts {
     fn refused(&self, side: Side, why: CoreRefusal) {
         let i = match why {
             CoreRefusal::Overload => 0,
-            CoreRefusal::Draining => 1,
+            CoreRefusal::Draining | CoreRefusal::TransactionBytes => 1,
         };
         self.refusals[side.index()][i].fetch_add(1, Relaxed);
     }
@@ -112,10 +113,13 @@ struct Harness {
 
 impl Harness {
     fn new(pbx_targets: &[&str]) -> Harness {
+        Harness::with(settings(pbx_targets))
+    }
+    fn with(settings: CoreSettings) -> Harness {
         let counts = Arc::new(Counts::default());
         let now = Instant::now();
         Harness {
-            core: ProxyCore::new(settings(pbx_targets), counts.clone(), now, 1),
+            core: ProxyCore::new(settings, counts.clone(), now, 1),
             now,
             counts,
         }
@@ -477,13 +481,7 @@ fn garbage_is_counted_and_never_panics() {
 fn overload_refuses_new_invites_with_503_and_retry_after() {
     let mut s = settings(&[PBX1]);
     s.overload.max_transactions = 1;
-    let counts = Arc::new(Counts::default());
-    let now = Instant::now();
-    let mut h = Harness {
-        core: ProxyCore::new(s, counts.clone(), now, 1),
-        now,
-        counts,
-    };
+    let mut h = Harness::with(s);
     let first = h.feed(Harness::carrier(), &invite("z9hG4bK-o1", ""));
     assert!(
         text(&first[1]).starts_with("INVITE "),
@@ -538,4 +536,59 @@ fn a_locally_refused_invite_without_ack_is_retransmitted_until_timer_h_then_drop
     // Timer G at 0.5, 1.5, 3.5, 7.5, 11.5, ... s (T2 = 4 s) within 32 s.
     assert!(retransmits >= 7, "only {retransmits} retransmissions");
     assert_eq!(h.core.transaction_counts().0, 0, "Timer H ended it");
+}
+
+/// A MESSAGE of about `body` bytes from `via_host`, not answered by anyone.
+fn large_message(branch: &str, via_host: &str, body: usize) -> String {
+    format!(
+        "MESSAGE sip:+15550100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP {via_host}:5060;branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:x@{via_host}>;tag=m\r\nTo: <sip:+15550100@198.51.100.1>\r\nCall-ID: m-{branch}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {body}\r\n\r\n{}",
+        "x".repeat(body)
+    )
+}
+
+/// Non-INVITE transactions are bounded in bytes, per source: a flood of
+/// large MESSAGEs from one carrier address gets 503 once its transactions
+/// hold its budget, while another address's request is still forwarded;
+/// the bytes are given back when the transactions end. Without the budget
+/// every MESSAGE is forwarded and held for 32 s (overload control counts
+/// only INVITEs).
+#[test]
+fn large_non_invite_requests_are_refused_past_their_source_byte_budget() {
+    let mut s = settings(&[PBX1]);
+    s.overload.max_transaction_bytes_per_source = 1 << 20;
+    let mut h = Harness::with(s);
+    let per = budget::charge_for(large_message("z9hG4bK-m0", "192.0.2.10", 60_000).len());
+    let fits = (1 << 20) / per;
+    let mut refused = 0;
+    for i in 0..fits + 5 {
+        let out = h.feed(
+            Harness::carrier(),
+            &large_message(&format!("z9hG4bK-m{i}"), "192.0.2.10", 60_000),
+        );
+        if out.iter().any(|o| status(o) == 503) {
+            assert!(
+                out.iter().all(|o| o.to.side == Side::Trunk),
+                "a refused request is not forwarded"
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5, "every request past the {fits} that fit");
+    assert_eq!(h.core.bytes.total(), fits * per);
+    let other = Peer {
+        addr: addr("192.0.2.11:5060"),
+        ..Harness::carrier()
+    };
+    let out = h.feed(other, &large_message("z9hG4bK-o", "192.0.2.11", 60_000));
+    assert!(
+        out.iter().any(|o| text(o).starts_with("MESSAGE ")),
+        "another source is forwarded: {out:#?}"
+    );
+    // Timer F (64×T1) answers 408 upstream; Timer J (64×T1 more on UDP)
+    // ends the server transactions.
+    for _ in 0..140 {
+        h.advance(Duration::from_millis(500));
+    }
+    assert_eq!(h.core.bytes.total(), 0, "every charge given back");
+    assert_eq!(h.core.bytes.sources(), 0);
 }

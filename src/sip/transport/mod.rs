@@ -4,6 +4,7 @@
 //! The transport layer only moves bytes: every received message goes to a
 //! [`Sink`] (the gate), which decides what to do with it.
 
+pub mod connections;
 pub mod stream;
 pub mod tls;
 pub mod udp;

@@ -1,10 +1,13 @@
 //! Stream transports (TCP, TLS): framing by Content-Length (RFC 3261
-//! §18.3), CRLF keep-alives (RFC 5626 §4.4.1), idle timeout, one writer
-//! task per connection.
+//! §18.3), CRLF keep-alives (RFC 5626 §4.4.1), an idle timeout between
+//! messages and a deadline for each whole message, one writer task per
+//! connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -19,8 +22,40 @@ use crate::sip::side::{Side, Transport};
 #[derive(Debug, Clone, Copy)]
 pub struct StreamSettings {
     pub limits: Limits,
-    /// A connection with no traffic for this long is closed.
+    /// A connection with no traffic for this long between messages is
+    /// closed (`limits.tcp_idle_secs`).
     pub idle: Duration,
+    /// A message must arrive whole within this time of its first byte
+    /// (`limits.message_deadline_secs`), however its bytes trickle in.
+    pub message_deadline: Duration,
+}
+
+/// Why a stream connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The peer closed it, or a read failed.
+    Peer,
+    /// No byte between messages for the idle time.
+    Idle,
+    /// A message was still incomplete at its deadline: the slow-drip
+    /// attack (one byte now and then holds a connection and a buffer
+    /// forever when only an idle timer, reset by each byte, guards it).
+    MessageDeadline,
+    /// The bytes cannot be framed as SIP (RFC 3261 §18.3), or a message is
+    /// over `max_message_bytes`.
+    Unframeable,
+}
+
+impl Closed {
+    /// The label of this reason in the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::Peer => "peer",
+            Closed::Idle => "idle",
+            Closed::MessageDeadline => "message_deadline",
+            Closed::Unframeable => "unframeable",
+        }
+    }
 }
 
 /// Outbound queue depth per connection; a peer that stops reading is
@@ -37,7 +72,7 @@ pub struct StreamId {
 
 /// Runs one connection until it closes: registers it, reads and frames
 /// messages into the sink, writes queued messages (`first` before anything
-/// else, for outbound connections). Returns when done.
+/// else, for outbound connections). Returns why it ended.
 pub async fn serve<S>(
     stream: S,
     id: StreamId,
@@ -45,7 +80,8 @@ pub async fn serve<S>(
     sink: Arc<dyn Sink>,
     settings: StreamSettings,
     first: Option<Bytes>,
-) where
+) -> Closed
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
@@ -62,20 +98,27 @@ pub async fn serve<S>(
         }
         let _ = writer.shutdown().await;
     });
-    read_loop(&mut reader, &handle, &sink, settings).await;
+    let closed = read_loop(&mut reader, &handle, &sink, settings).await;
     table.remove(handle.id);
     drop(tx);
     drop(handle);
     writer_task.abort();
+    closed
 }
 
+/// Reads and frames messages until the connection ends. Between messages
+/// the idle timer runs; from the first byte of a message (anything but
+/// keep-alive CRLFs) the message deadline runs too, and is not extended by
+/// further bytes.
 async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut R,
     handle: &ConnHandle,
     sink: &Arc<dyn Sink>,
     settings: StreamSettings,
-) {
+) -> Closed {
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // When the message now in `buf` must be complete.
+    let mut message_due: Option<Instant> = None;
     loop {
         // Frame every whole message already buffered.
         loop {
@@ -83,6 +126,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Some(frame)) => {
                     let _ = buf.split_to(frame.skip);
                     let msg = buf.split_to(frame.len).freeze();
+                    message_due = None;
                     let peer = Peer {
                         side: handle.side,
                         transport: handle.transport,
@@ -98,25 +142,36 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         buf.clear();
                         let _ = handle.tx.try_send(Bytes::from_static(b"\r\n"));
                     }
+                    if ka < buf.len() {
+                        // Part of a message: its deadline starts now, once.
+                        message_due
+                            .get_or_insert_with(|| Instant::now() + settings.message_deadline);
+                    }
                     break;
                 }
                 Err(e) => {
                     tracing::info!(remote = %handle.remote, error = %e, "closing stream that cannot be framed");
-                    return;
+                    return Closed::Unframeable;
                 }
             }
         }
         if buf.len() > settings.limits.max_message_bytes + 1024 {
             tracing::info!(remote = %handle.remote, "closing stream: message over size limit");
-            return;
+            return Closed::Unframeable;
         }
         buf.reserve(8 * 1024);
-        match tokio::time::timeout(settings.idle, reader.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
+        let idle_due = Instant::now() + settings.idle;
+        let due = message_due.map_or(idle_due, |m| m.min(idle_due));
+        match tokio::time::timeout_at(due, reader.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Closed::Peer,
             Ok(Ok(_)) => {}
+            Err(_) if message_due.is_some_and(|m| m <= due) => {
+                tracing::info!(remote = %handle.remote, deadline_secs = settings.message_deadline.as_secs(), buffered = buf.len(), "closing stream: message incomplete at its deadline");
+                return Closed::MessageDeadline;
+            }
             Err(_) => {
                 tracing::debug!(remote = %handle.remote, "closing idle stream");
-                return;
+                return Closed::Idle;
             }
         }
     }
