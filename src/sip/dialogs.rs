@@ -57,13 +57,26 @@ type PendingKey = Vec<u8>;
 /// Key of a dialog: Call-ID, caller's tag, callee's tag (§12: the dialog ID).
 type DialogKey = Vec<u8>;
 
+/// Longest key kept as written; a longer one (a Call-ID or tag of up to a
+/// whole message's size, the sender's choice) is kept as its SHA-256, so
+/// an entry costs at most this much however long its parts: the table's
+/// bytes are bounded by `max_dialogs`, not by what the trunk sends.
+const MAX_PLAIN_KEY: usize = 256;
+
 fn key(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for p in parts {
         k.extend_from_slice(p);
         k.push(0);
     }
-    k
+    if k.len() <= MAX_PLAIN_KEY {
+        return k; // ends with 0
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &k);
+    let mut short = Vec::with_capacity(33);
+    short.extend_from_slice(digest.as_ref());
+    short.push(1); // a plain key ends with 0: the two kinds never meet
+    short
 }
 
 #[derive(Debug)]
@@ -715,5 +728,16 @@ mod tests {
         assert_eq!(t.request(&first, Side::Trunk, now), Membership::Stray);
         let last = request("BYE", "c3", "caller", "callee");
         assert!(hop(t.request(&last, Side::Trunk, now)).is_some());
+    }
+
+    #[test]
+    fn long_keys_are_kept_as_digests_and_still_match() {
+        let long = vec![b'a'; 4000];
+        let k = key(&[&long, b"tag"]);
+        assert_eq!(k.len(), 33, "a long key costs 33 bytes");
+        assert_eq!(k, key(&[&long, b"tag"]), "the same parts make the same key");
+        assert_ne!(k, key(&[&long, b"other"]));
+        let short = key(&[b"call", b"tag"]);
+        assert_eq!(short, b"call\0tag\0");
     }
 }
