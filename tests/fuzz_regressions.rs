@@ -100,3 +100,32 @@ fn pipeline_seeds_never_panic() {
         .sum();
     assert!(fed > 0, "the pipeline harness did not start");
 }
+
+/// An input a campaign found, kept in `tests/fuzz-crashes/`.
+fn crash(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz-crashes")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// ng, campaign of 2026-12-07: a dictionary whose keys arrive unsorted
+/// (`cadl-id` before `\x04ommand`) decodes in arrival order but encodes
+/// sorted, so decode(encode(v)) != v. Not a fault of the decoder (rtpengine
+/// accepts unsorted keys too, and lookups are by key); the target's
+/// property was too strict and now checks that the encoding is canonical.
+#[test]
+fn ng_unsorted_dict_keys_encode_canonically() {
+    use bytes::Bytes;
+    use callgate::media::ng::bencode;
+    let input = crash("ng-unsorted-dict-keys");
+    fuzzing::ng::exercise(&input);
+    let v = bencode::decode(&Bytes::from(input)).expect("decodes");
+    let once = v.to_vec();
+    let twice = bencode::decode(&Bytes::from(once.clone()))
+        .expect("our encoding decodes")
+        .to_vec();
+    assert_eq!(once, twice);
+    let d = v.as_dict().expect("a dictionary");
+    assert!(d.get(b"cadl-id").is_some() && d.get(b"\x04ommand").is_some());
+}
