@@ -17,6 +17,8 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod env;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 pub mod media;
 pub mod risk;

@@ -13,7 +13,7 @@ dir="${1:?usage: sti-pki.sh DIR [PORT]}"
 port="${2:-8443}"
 mkdir -p "$dir/trust" "$dir/www"
 cd "$dir"
-ec() { openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out "$1"; }
+ec() { openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out "$1"; chmod 600 "$1"; }
 ec root-key.pem; ec inter-key.pem; ec sti-key.pem; ec web-ca-key.pem; ec web-key.pem
 openssl req -x509 -new -key root-key.pem -out trust/root.pem -days 3650 -subj "/CN=Test STI root" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null

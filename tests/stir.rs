@@ -245,9 +245,13 @@ fn each_failure_has_its_own_cause() {
     );
 }
 
+/// Writes a file readable by its owner only (callgate refuses a key
+/// others can read).
 fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     p
 }
 

@@ -413,6 +413,12 @@ fn agents_outbound_calls_are_signed_and_pbx_identity_is_never_forwarded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key_file = dir.path().join("sign.pem");
     std::fs::write(&key_file, key.serialize_pem()).expect("write key");
+    // Owner-only, as callgate demands of a signing key.
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod 600");
     let carrier = udp();
     let carrier_port = carrier.local_addr().expect("addr").port();
     let ports = Ports::new();

@@ -5,20 +5,26 @@
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when listening and not draining, else 503 |
 //! | `GET /metrics` | Prometheus text format |
-//! | `POST /reload` | re-reads the configuration file (as SIGHUP) |
+//! | `POST /reload` | re-reads the configuration file (as SIGHUP), off the signalling thread |
+//!
+//! Every request passes [`access::Access`] first: a `Host` that names the
+//! listener, no cross-site browser origin, and the bearer token for
+//! anything that changes state (`[admin]` in docs/configuration.md).
 //!
 //! The API knows the running service only through [`Service`], so it
 //! depends on no layer above it (the gate implements the trait and spawns
 //! [`serve`]).
 
+pub mod access;
 pub mod exhaustion;
 pub mod metrics;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -36,37 +42,72 @@ pub trait Service: Send + Sync + 'static {
 
 type Shared = Arc<dyn Service>;
 
-/// Serves the admin API on `listener` until the process exits.
-pub async fn serve(listener: TcpListener, service: Shared) {
+/// What the handlers share: the service and the access rules.
+#[derive(Clone)]
+struct Api {
+    service: Shared,
+    access: Arc<access::Access>,
+}
+
+/// Serves the admin API on `listener` until the process exits, every
+/// request checked by `access` first.
+pub async fn serve(listener: TcpListener, service: Shared, access: access::Access) {
+    let api = Api {
+        service,
+        access: Arc::new(access),
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
-        .with_state(service);
+        .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
+        .with_state(api);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "admin API stopped");
     }
 }
 
-async fn readyz(State(service): State<Shared>) -> impl IntoResponse {
-    if service.is_ready() {
+/// Runs [`access::Access::check`] before any handler.
+async fn guard(State(api): State<Api>, request: Request, next: Next) -> Response {
+    match api.access.check(request.method(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            tracing::warn!(reason = refusal.as_str(), method = %request.method(), path = %request.uri().path(), "admin request refused");
+            let (status, body) = refusal.answer();
+            if refusal == access::Refusal::Token {
+                (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+            } else {
+                (status, body).into_response()
+            }
+        }
+    }
+}
+
+async fn readyz(State(api): State<Api>) -> impl IntoResponse {
+    if api.service.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     }
 }
 
-async fn metrics(State(service): State<Shared>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        service.metrics_text(),
-    )
+async fn metrics(State(api): State<Api>) -> impl IntoResponse {
+    let mut text = api.service.metrics_text();
+    api.access.render(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
-async fn reload(State(service): State<Shared>) -> impl IntoResponse {
-    match service.reload() {
-        Ok(()) => (StatusCode::OK, "reloaded\n".to_owned()),
-        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+/// Reloads on a blocking thread: reading and compiling the policy, trust
+/// anchors and CRLs must not stall the runtime that carries signalling.
+async fn reload(State(api): State<Api>) -> impl IntoResponse {
+    let service = api.service.clone();
+    match tokio::task::spawn_blocking(move || service.reload()).await {
+        Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
+        Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed: {e}\n"),
+        ),
     }
 }

@@ -124,7 +124,6 @@ fn demo_config(
     let text = callgate::config::EMBEDDED_DEFAULT
         .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{trunk}\""))
         .replace("tcp = \"127.0.0.1:5060\"", &format!("tcp = \"127.0.0.1:{trunk}\""))
-        .replace("tls = \"127.0.0.1:5061\"\n", "")
         .replace("udp = \"127.0.0.1:5062\"", &format!("udp = \"127.0.0.1:{pbx}\""))
         .replace("tcp = \"127.0.0.1:5062\"", &format!("tcp = \"127.0.0.1:{pbx}\""))
         .replace("sip:127.0.0.1:5090;transport=udp", &format!("sip:127.0.0.1:{carrier};transport=udp"))

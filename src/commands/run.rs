@@ -28,7 +28,26 @@ pub fn start(config: PathBuf) -> ExitCode {
         }
     };
     init_logging(&cfg);
+    warn_demo_key(&cfg);
     run(cfg, path)
+}
+
+/// The demo key in `sip-config/tls/` is public (it is in the repository):
+/// whoever has it can impersonate this callgate to the carrier or the PBX.
+/// Running with it is allowed (the test suite does, on loopback) but never
+/// quietly.
+fn warn_demo_key(cfg: &Config) {
+    for (key, side) in [("trunk.tls_key", &cfg.trunk), ("pbx.tls_key", &cfg.pbx)] {
+        if let Some(path) = side.tls_key.as_deref() {
+            if callgate::config::secret::is_demo_key(path) {
+                tracing::error!(
+                    key,
+                    path = %path.display(),
+                    "{key} is the PUBLIC demo key shipped in sip-config/tls: anyone can impersonate this callgate; generate a key of your own"
+                );
+            }
+        }
+    }
 }
 
 /// Logs to stderr at the configured level and format (`RUST_LOG`, when

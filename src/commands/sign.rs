@@ -11,6 +11,11 @@ use super::time::unix_now;
 /// The P-256 private key in the PEM file `path`; `None` (said on stderr)
 /// when it cannot be read.
 fn signing_key(path: &Path) -> Option<SigningKey> {
+    // A signing key others can read signs calls in the operator's name.
+    if let Err(e) = callgate::config::secret::owner_only("--key", path) {
+        eprintln!("{e}");
+        return None;
+    }
     match std::fs::read(path)
         .map_err(|e| e.to_string())
         .and_then(|pem| SigningKey::from_pem(&pem).map_err(|e| e.to_string()))

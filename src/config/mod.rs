@@ -17,6 +17,7 @@ mod audit;
 mod media;
 mod proxy;
 mod risk;
+pub mod secret;
 mod service;
 mod side;
 mod state;
@@ -32,7 +33,7 @@ pub use crate::sip::proxy::{canonical_ip, HealthConfig, OverloadConfig, Target};
 pub use crate::sip::side::{Side, Transport};
 pub use crate::sip::transaction::TimerConfig;
 pub use risk::RiskConfig;
-pub use service::{AdminConfig, LogConfig, LogFormat, ShutdownConfig};
+pub use service::{AdminConfig, AdminToken, LogConfig, LogFormat, ShutdownConfig};
 pub use side::{Denied, NumberPattern, OptionsAnswer, Scanners, SideConfig, TrunkScreen};
 pub use stir::{SignConfig, StirConfig, StirFailure};
 

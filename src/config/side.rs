@@ -202,6 +202,9 @@ pub(super) fn side(
     };
     let tls_cert = file("tls_cert", &raw.tls_cert)?;
     let tls_key = file("tls_key", &raw.tls_key)?;
+    if let Some(k) = &tls_key {
+        super::secret::owner_only(&key("tls_key"), k)?;
+    }
     let tls_ca = file("tls_ca", &raw.tls_ca)?;
     if tls.is_some() && (tls_cert.is_none() || tls_key.is_none()) {
         return Err(invalid(key("tls"), "needs tls_cert and tls_key"));

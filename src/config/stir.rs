@@ -224,6 +224,7 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
             .ok_or_else(|| invalid("stir.sign_key", "required when stir.sign = true"))?;
         let key = resolve(key)
             .ok_or_else(|| invalid("stir.sign_key", format!("file {} not found", key.display())))?;
+        super::secret::owner_only("stir.sign_key", &key)?;
         let pem = std::fs::read(&key).map_err(|e| invalid("stir.sign_key", e.to_string()))?;
         crate::stir::keys::SigningKey::from_pem(&pem)
             .map_err(|e| invalid("stir.sign_key", e.to_string()))?;

@@ -31,7 +31,13 @@ impl Gate {
     /// checks, and all of `[stir]` (trust anchors, CRLs, policies, signing
     /// key; fetched certificates are kept). Listener addresses and TLS
     /// files need a restart.
+    ///
+    /// Blocking (files are read and compiled): callers run it on a
+    /// blocking thread. Reloads are serialised, so two at once (SIGHUP and
+    /// the API) cannot interleave their swaps.
     pub fn reload(&self) -> Result<(), String> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = lock(&ONE_AT_A_TIME);
         let Some(path) = &self.config_path else {
             return Err("running on the embedded configuration: nothing to reload".to_owned());
         };
@@ -92,8 +98,13 @@ impl Running {
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                     _ = hup.recv() => {
-                        if let Err(e) = gate.reload() {
-                            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                        // Off the runtime that carries signalling (reading
+                        // policy, trust anchors and CRLs blocks).
+                        let g = gate.clone();
+                        match tokio::task::spawn_blocking(move || g.reload()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                            Err(e) => tracing::error!(error = %e, "reload task failed; keeping the running configuration"),
                         }
                     }
                 }

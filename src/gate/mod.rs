@@ -352,7 +352,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             .await
             .map_err(|source| GateError::Admin { addr, source })?;
         bound.admin = l.local_addr().ok();
-        tokio::spawn(crate::api::serve(l, gate.clone()));
+        let access = crate::api::access::Access::new(&cfg.admin, bound.admin.unwrap_or(addr));
+        tokio::spawn(crate::api::serve(l, gate.clone(), access));
     }
     // Kick the probes off now that sockets are ready.
     gate.rearm(Some(Instant::now()));

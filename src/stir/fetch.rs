@@ -385,7 +385,7 @@ where
 }
 
 /// Parses a whole HTTP/1.1 response read until the connection closed.
-fn parse_response(buf: &[u8], max_bytes: usize) -> Result<Fetched, FetchError> {
+pub(crate) fn parse_response(buf: &[u8], max_bytes: usize) -> Result<Fetched, FetchError> {
     let head_end = memchr::memmem::find(buf, b"\r\n\r\n").ok_or(FetchError::Malformed)?;
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| FetchError::Malformed)?;
     let mut lines = head.split("\r\n");

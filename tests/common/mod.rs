@@ -106,7 +106,7 @@ pub fn config(
             .join(", ")
     };
     let cert = repo().join("sip-config/tls/callgate-demo.crt");
-    let key = repo().join("sip-config/tls/callgate-demo.key");
+    let key = secrets().key.clone();
     let has_health = extra.contains("[health]");
     let has_timers = extra.contains("[timers]");
     format!(
@@ -133,6 +133,7 @@ targets = [{pbxt}]
 {timers}
 [admin]
 listen = "127.0.0.1:{admin}"
+token_file = "{token}"
 
 [log]
 level = "info"
@@ -148,6 +149,7 @@ drain_secs = 5
         admin = ports.admin,
         cert = cert.display(),
         key = key.display(),
+        token = secrets().token_file.display(),
         carrier = list(carrier_targets),
         pbxt = list(pbx_targets),
         health = if has_health {
@@ -161,6 +163,39 @@ drain_secs = 5
             "[timers]\nno_response_ms = 500\n"
         },
     )
+}
+
+/// The admin token every test configuration sets (`admin.token_file`).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// Secret files as callgate demands them (mode 600): the demo TLS key
+/// (git checks it out 644, which callgate refuses) and the admin token.
+pub struct Secrets {
+    pub key: PathBuf,
+    pub token_file: PathBuf,
+}
+
+/// Writes the secret files once per test process, in a private directory
+/// kept until the process exits.
+pub fn secrets() -> &'static Secrets {
+    static SECRETS: std::sync::OnceLock<Secrets> = std::sync::OnceLock::new();
+    SECRETS.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let private = |name: &str, data: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, data).expect("write secret");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600");
+            p
+        };
+        let demo =
+            std::fs::read(repo().join("sip-config/tls/callgate-demo.key")).expect("demo key");
+        Secrets {
+            key: private("callgate-demo.key", &demo),
+            token_file: private("admin.token", ADMIN_TOKEN.as_bytes()),
+        }
+    })
 }
 
 /// A running callgate; SIGTERM + wait on drop.
@@ -230,9 +265,16 @@ impl Callgate {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
-    /// GET an admin path; returns (status, body).
+    /// An admin request as an operator's tool sends it (the admin token,
+    /// the listener's address as Host); returns (status, body).
     pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
-        http(("127.0.0.1", self.ports.admin), method, path)
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        http_with(
+            ("127.0.0.1", self.ports.admin),
+            method,
+            path,
+            &[("Authorization", &bearer)],
+        )
     }
 
     pub fn metrics(&self) -> String {
@@ -295,12 +337,29 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Minimal HTTP/1.1 client for the admin API.
+/// Minimal HTTP/1.1 client for the admin API (Host: the address).
 pub fn http(addr: (&str, u16), method: &str, path: &str) -> (u16, String) {
+    http_with(addr, method, path, &[])
+}
+
+/// [`http`] with extra headers; a `Host` among them replaces the default.
+pub fn http_with(
+    addr: (&str, u16),
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: callgate\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").expect("write");
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head += &format!("Host: {}:{}\r\n", addr.0, addr.1);
+    }
+    for (n, v) in headers {
+        head += &format!("{n}: {v}\r\n");
+    }
+    write!(s, "{head}Connection: close\r\nContent-Length: 0\r\n\r\n").expect("write");
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     let status = resp
