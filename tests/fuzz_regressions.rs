@@ -7,6 +7,9 @@ use std::path::Path;
 
 use callgate::fuzzing;
 
+#[path = "common/mutate.rs"]
+mod mutate;
+
 /// The seed files of one target.
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -71,21 +74,8 @@ fn seeded_mutations_never_panic() {
     for (target, exercise) in TARGETS {
         let all = seeds(target);
         for _ in 0..3_000 {
-            let mut m = all[rng.usize(..all.len())].clone();
-            for _ in 0..rng.usize(1..6) {
-                if m.is_empty() {
-                    break;
-                }
-                let i = rng.usize(..m.len());
-                match rng.u8(..4) {
-                    0 => m[i] = specials[rng.usize(..specials.len())],
-                    1 => m[i] = rng.u8(..),
-                    2 => {
-                        m.remove(i);
-                    }
-                    _ => m.insert(i, specials[rng.usize(..specials.len())]),
-                }
-            }
+            let seed = &all[rng.usize(..all.len())];
+            let m = mutate::mutate(&mut rng, seed, specials, 6);
             exercise(&m);
         }
     }

@@ -4,6 +4,9 @@
 
 use callgate::sip::fuzzing::exercise;
 
+#[path = "common/mutate.rs"]
+mod mutate;
+
 fn corpus() -> Vec<Vec<u8>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sip-torture");
     let mut out = Vec::new();
@@ -35,21 +38,8 @@ fn seeded_mutations_never_panic() {
     let mut rng = fastrand::Rng::with_seed(0x5eed_ca11);
     let specials = b"\r\n:;,<>\"\\[]@ =\t%";
     for _ in 0..20_000 {
-        let mut m = all[rng.usize(..all.len())].clone();
-        for _ in 0..rng.usize(1..8) {
-            if m.is_empty() {
-                break;
-            }
-            let i = rng.usize(..m.len());
-            match rng.u8(..4) {
-                0 => m[i] = specials[rng.usize(..specials.len())],
-                1 => m[i] = rng.u8(..),
-                2 => {
-                    m.remove(i);
-                }
-                _ => m.insert(i, specials[rng.usize(..specials.len())]),
-            }
-        }
+        let seed = &all[rng.usize(..all.len())];
+        let m = mutate::mutate(&mut rng, seed, specials, 8);
         exercise(&m);
     }
 }
