@@ -176,14 +176,18 @@ fn sources_outside_the_acl_get_403_and_are_counted() {
 
 /// A TLS handshake from `from` to `port`; whether it completed.
 fn tls_handshake_from(from: &str, port: u16) -> bool {
-    use tokio_rustls::rustls;
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let local: std::net::SocketAddr = format!("{from}:0").parse().expect("addr");
     sock.bind(&local.into()).expect("bind");
     let to: std::net::SocketAddr = format!("{LOOPBACK}:{port}").parse().expect("addr");
     sock.connect(&to.into()).expect("connect");
-    let tcp: std::net::TcpStream = sock.into();
+    tls_handshake(sock.into())
+}
+
+/// A TLS handshake (trusting the demo CA) over `tcp`; whether it completed.
+fn tls_handshake(tcp: std::net::TcpStream) -> bool {
+    use tokio_rustls::rustls;
     tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut roots = rustls::RootCertStore::empty();
     let pem =
@@ -226,6 +230,49 @@ fn connections_from_outside_the_acl_are_closed_before_the_tls_handshake() {
         1.0
     );
     assert!(tls_handshake_from("127.0.0.1", cg.ports.trunk_tls));
+}
+
+/// The same from real, distinct hosts (network namespaces, needs root): a
+/// stranger's connection to the trunk's TLS listener is closed before any
+/// handshake, while the carrier, from its own host, completes one.
+#[test]
+fn a_stranger_host_cannot_complete_a_tls_handshake_but_the_carrier_can() {
+    let lab = common::netns::Lab::new(&["carrier", "stranger"]);
+    let (carrier, stranger) = (lab.host(0).clone(), lab.host(1).clone());
+    let ports = Ports::new();
+    let cfg = config(
+        ports,
+        &["sip:127.0.0.1:9".to_owned()],
+        &["sip:127.0.0.1:9".to_owned()],
+        "",
+    )
+    .replacen(
+        &format!("tls = \"127.0.0.1:{}\"", ports.trunk_tls),
+        &format!("tls = \"{}:{}\"", carrier.gate, ports.trunk_tls),
+        1,
+    )
+    .replacen(
+        "allow = [\"127.0.0.0/8\"]",
+        &format!("allow = [\"{}/32\"]", carrier.addr),
+        1,
+    );
+    let cg = Callgate::start(ports, &cfg);
+    let listener = std::net::SocketAddr::from((carrier.gate, ports.trunk_tls));
+    let from_stranger = stranger.tcp(listener).expect("the stranger's TCP connect");
+    assert!(
+        !tls_handshake(from_stranger),
+        "a stranger's host completed a TLS handshake"
+    );
+    common::await_metric(
+        &cg,
+        "callgate_admission_refusals_total{side=\"trunk\",reason=\"acl\"}",
+        1.0,
+    );
+    let from_carrier = carrier.tcp(listener).expect("the carrier's TCP connect");
+    assert!(
+        tls_handshake(from_carrier),
+        "the carrier's handshake failed"
+    );
 }
 
 #[test]
