@@ -32,3 +32,25 @@ fn demo_places_every_call_with_its_expected_outcome() {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
 }
+
+/// An installed binary runs the demo on its embedded defaults in any
+/// directory, with no file of the checkout beside it (issue 15: it used to
+/// need `sip-config/tls/` under the working directory).
+#[test]
+fn an_installed_binary_runs_the_demo_from_an_empty_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("callgate");
+    std::fs::copy(env!("CARGO_BIN_EXE_callgate"), &bin).expect("install the binary");
+    let out = Command::new(&bin)
+        .arg("demo")
+        .current_dir(dir.path())
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed outside the checkout:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("9 of 9 calls as expected"), "{stdout}");
+}
