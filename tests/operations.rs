@@ -187,19 +187,8 @@ fn tls_handshake_from(from: &str, port: u16) -> bool {
 
 /// A TLS handshake (trusting the demo CA) over `tcp`; whether it completed.
 fn tls_handshake(tcp: std::net::TcpStream) -> bool {
-    use tokio_rustls::rustls;
     tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem =
-        std::fs::read(common::repo().join("sip-config/tls/callgate-demo-ca.crt")).expect("cert");
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.expect("pem")).expect("add root");
-    }
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+    let mut conn = common::carrier::demo_tls_client();
     let mut tcp = tcp;
     while conn.is_handshaking() {
         if conn.complete_io(&mut tcp).is_err() {
@@ -399,17 +388,7 @@ fn reload_switches_targets_without_a_restart() {
 fn calls_cross_over_tls() {
     use tokio_rustls::rustls;
     let (cg, pbx) = start_with_pbx_socket("");
-    let mut roots = rustls::RootCertStore::empty();
-    let pem =
-        std::fs::read(common::repo().join("sip-config/tls/callgate-demo-ca.crt")).expect("cert");
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.expect("pem")).expect("add root");
-    }
-    let tls_config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(tls_config), name).expect("client");
+    let conn = common::carrier::demo_tls_client();
     let tcp =
         std::net::TcpStream::connect((LOOPBACK, cg.ports.trunk_tls)).expect("connect TLS port");
     tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();

@@ -13,6 +13,7 @@ pub mod response;
 pub mod scan;
 pub mod side;
 pub mod splice;
+pub mod tally;
 pub mod transaction;
 pub mod transport;
 pub mod uri;

@@ -40,16 +40,7 @@ source "$here/lib.sh"
 STI_PKI_SECS=1 "$repo/test-calls/sti-pki.sh" "$out/pki" 62179 >"$out/pki.log" 2>&1 || true
 [[ -d $out/pki/trust ]] || { echo "no test PKI made" >&2; exit 1; }
 
-base="[trunk]
-udp = \"127.0.0.1:$trunk\"
-allow = [\"127.0.0.0/8\"]
-targets = [\"sip:127.0.0.1:9;transport=udp\"]
-[pbx]
-udp = \"127.0.0.1:$pbx_side\"
-allow = [\"127.0.0.0/8\"]
-targets = [\"sip:127.0.0.1:$uas_port;transport=udp\"]
-[health]
-interval_secs = 0
+base="$(two_sides_config "$trunk" "$pbx_side" "$uas_port")
 [log]
 level = \"warn\"
 "

@@ -16,3 +16,8 @@ wait_udp() { # port: waits (at most 20 s) until something listens on it
     echo "nothing listening on udp $1" >&2
     return 1
 }
+
+two_sides_config() { # trunk_port pbx_port uas_port: the benchmarks' base config
+    # (UDP both sides on loopback, PBX target = the sipp UAS, no health probes)
+    printf '[trunk]\nudp = "127.0.0.1:%s"\nallow = ["127.0.0.0/8"]\ntargets = ["sip:127.0.0.1:9;transport=udp"]\n[pbx]\nudp = "127.0.0.1:%s"\nallow = ["127.0.0.0/8"]\ntargets = ["sip:127.0.0.1:%s;transport=udp"]\n[health]\ninterval_secs = 0\n' "$1" "$2" "$3"
+}

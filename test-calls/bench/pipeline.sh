@@ -68,16 +68,7 @@ x5u="https://127.0.0.1:$x5u_port/sti.pem"
 pids+=("$!")
 wait_udp "$uas_port"
 
-base="[trunk]
-udp = \"127.0.0.1:$trunk\"
-allow = [\"127.0.0.0/8\"]
-targets = [\"sip:127.0.0.1:9;transport=udp\"]
-[pbx]
-udp = \"127.0.0.1:$pbx_side\"
-allow = [\"127.0.0.0/8\"]
-targets = [\"sip:127.0.0.1:$uas_port;transport=udp\"]
-[health]
-interval_secs = 0
+base="$(two_sides_config "$trunk" "$pbx_side" "$uas_port")
 [overload]
 max_transactions = 100000
 [admin]

@@ -49,7 +49,9 @@ pub struct Carrier {
 
 const READ: Duration = Duration::from_secs(5);
 
-fn tls_client(port: u16) -> Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+/// A TLS client connection to callgate's demo certificate (trusting the
+/// demo CA, the name 127.0.0.1): one place for every TLS test peer.
+pub fn demo_tls_client() -> rustls::ClientConnection {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(repo().join("sip-config/tls/callgate-demo-ca.crt")).expect("ca");
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -59,10 +61,13 @@ fn tls_client(port: u16) -> Box<rustls::StreamOwned<rustls::ClientConnection, Tc
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+    rustls::ClientConnection::new(Arc::new(cfg), name).expect("client")
+}
+
+fn tls_client(port: u16) -> Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     let tcp = TcpStream::connect((LOOPBACK, port)).expect("connect TLS");
     tcp.set_read_timeout(Some(READ)).ok();
-    Box::new(rustls::StreamOwned::new(conn, tcp))
+    Box::new(rustls::StreamOwned::new(demo_tls_client(), tcp))
 }
 
 impl Carrier {

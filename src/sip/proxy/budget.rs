@@ -12,8 +12,7 @@
 //! budget is answered 503 with Retry-After, statelessly (RFC 3261 §21.5.4),
 //! and holds nothing.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
+pub use crate::sip::tally::{Over, SourceTally};
 
 /// Bytes a transaction costs beyond its messages: its entries in the
 /// tables, the parsed header index, timers and keys (measured at about
@@ -27,70 +26,18 @@ pub fn charge_for(len: usize) -> usize {
     2 * len + ENTRY_OVERHEAD
 }
 
-/// Which budget a charge would exceed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverBudget {
-    /// The source's own (`overload.max_transaction_bytes_per_source`).
-    Source,
-    /// The whole core's (`overload.max_transaction_bytes`).
-    Total,
-}
-
-/// Bytes charged now, in total and by source. Only sources with a charge
-/// have an entry, so the map is bounded by the transactions held.
-#[derive(Debug, Default)]
-pub struct ByteBudget {
-    total: usize,
-    by_source: HashMap<IpAddr, usize>,
-}
-
-impl ByteBudget {
-    /// Charges `bytes` to `source` unless that takes it over `per_source`
-    /// or the total over `total_cap`.
-    pub fn charge(
-        &mut self,
-        source: IpAddr,
-        bytes: usize,
-        per_source: usize,
-        total_cap: usize,
-    ) -> Result<(), OverBudget> {
-        if self.total.saturating_add(bytes) > total_cap {
-            return Err(OverBudget::Total);
-        }
-        let held = self.by_source.get(&source).copied().unwrap_or(0);
-        if held.saturating_add(bytes) > per_source {
-            return Err(OverBudget::Source);
-        }
-        self.by_source.insert(source, held + bytes);
-        self.total += bytes;
-        Ok(())
-    }
-
-    /// Gives back a charge made by [`charge`](Self::charge).
-    pub fn release(&mut self, source: IpAddr, bytes: usize) {
-        self.total = self.total.saturating_sub(bytes);
-        if let Some(held) = self.by_source.get_mut(&source) {
-            *held = held.saturating_sub(bytes);
-            if *held == 0 {
-                self.by_source.remove(&source);
-            }
-        }
-    }
-
-    /// Bytes charged now.
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
-    /// Sources holding a charge now.
-    pub fn sources(&self) -> usize {
-        self.by_source.len()
-    }
-}
+/// Bytes charged now, in total and by source ([`SourceTally`]: `charge` a
+/// transaction's bytes, `release` them when it ends).
+pub type ByteBudget = SourceTally;
+/// Which budget a charge would exceed: the source's own
+/// (`overload.max_transaction_bytes_per_source`) or the core's
+/// (`overload.max_transaction_bytes`).
+pub type OverBudget = Over;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, last])

@@ -9,7 +9,7 @@
 //! connection closed at once; other sources are unaffected. The total cap
 //! bounds what many sources together can hold.
 
-use std::collections::HashMap;
+use crate::sip::tally::Over;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,11 +54,7 @@ pub struct ConnectionCounter {
     open: Mutex<Open>,
 }
 
-#[derive(Debug, Default)]
-struct Open {
-    total: usize,
-    by_source: HashMap<IpAddr, usize>,
-}
+type Open = crate::sip::tally::SourceTally;
 
 /// One admitted connection's place in its counter; given back on drop.
 #[derive(Debug)]
@@ -84,16 +80,12 @@ impl ConnectionCounter {
     /// it is bounded by the total cap.
     pub fn admit(self: &Arc<Self>, source: IpAddr) -> Result<ConnectionSlot, CapReached> {
         let source = crate::sip::proxy::canonical_ip(source);
-        let mut open = self.lock();
-        if open.total >= self.limits.total {
-            return Err(CapReached::Total);
-        }
-        let held = open.by_source.entry(source).or_insert(0);
-        if *held >= self.limits.per_source {
-            return Err(CapReached::PerSource);
-        }
-        *held += 1;
-        open.total += 1;
+        self.lock()
+            .charge(source, 1, self.limits.per_source, self.limits.total)
+            .map_err(|over| match over {
+                Over::Source => CapReached::PerSource,
+                Over::Total => CapReached::Total,
+            })?;
         Ok(ConnectionSlot {
             counter: self.clone(),
             source,
@@ -102,20 +94,13 @@ impl ConnectionCounter {
 
     /// Connections open now (all sources).
     pub fn open(&self) -> usize {
-        self.lock().total
+        self.lock().total()
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.counter.lock();
-        open.total = open.total.saturating_sub(1);
-        if let Some(held) = open.by_source.get_mut(&self.source) {
-            *held -= 1;
-            if *held == 0 {
-                open.by_source.remove(&self.source);
-            }
-        }
+        self.counter.lock().release(self.source, 1);
     }
 }
 
@@ -156,7 +141,7 @@ mod tests {
             drop(c.admit(ip(i)).expect("admitted"));
         }
         assert_eq!(c.open(), 0);
-        assert!(c.lock().by_source.is_empty(), "no entry per closed source");
+        assert!(c.lock().sources() == 0, "no entry per closed source");
     }
 
     #[test]
