@@ -43,10 +43,21 @@ fn burst(rate: u32) -> f64 {
 
 /// A bucket per source address, the idle ones forgotten so that a scan of
 /// many addresses cannot grow the table without bound.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SourceBuckets {
-    buckets: HashMap<IpAddr, Bucket>,
+    /// Keyed hash: a peer chooses its address, not the bucket (and this
+    /// map is read for every admitted message).
+    buckets: HashMap<IpAddr, Bucket, ahash::RandomState>,
     last_prune: Option<Instant>,
+}
+
+impl Default for SourceBuckets {
+    fn default() -> Self {
+        SourceBuckets {
+            buckets: HashMap::with_hasher(crate::sip::proxy::keyed_hasher()),
+            last_prune: None,
+        }
+    }
 }
 
 /// Buckets idle this long are forgotten (a full bucket again: no loss).
