@@ -335,3 +335,115 @@ fn kill_9_under_load_loses_only_calls_in_flight_and_the_last_batch_of_records() 
         forwarded.len()
     );
 }
+
+const WRITTEN: &str = "callgate_audit_records_written_total";
+const WRITE_ERRORS: &str = "callgate_audit_write_errors_total";
+const DROPPED: &str = "callgate_audit_dropped_total";
+
+/// Polls a metric until it reaches `want`, for up to `limit` (the audit
+/// writer retries at a pace that grows to 5 s, longer than
+/// [`await_metric`]'s bound).
+fn await_metric_within(cg: &Callgate, series: &str, want: f64, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while cg.metric(series) < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} did not reach {want} in {limit:?}; metrics:\n{}\nlog:\n{}",
+            cg.metrics(),
+            cg.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The audit database's volume turns read-only under a steady stream of
+/// calls (the kernel's remount after an error), the operator mounts it
+/// again, then the disk fills and space is freed. Calls never wait: all
+/// complete. Each fault is counted and logged while it lasts; the records
+/// are held meanwhile (well inside the bounded queue) and, once the disk
+/// takes writes again, every call has its decision record and nothing was
+/// dropped. The read-only phase heals only because the writer reopens
+/// the database after such an error (`store.rs`, `handle_may_be_stale`):
+/// its old handle points at the dead file system for good.
+#[test]
+fn an_audit_volume_turning_read_only_then_full_loses_no_record() {
+    let mut volume = common::volume::Volume::new(16);
+    let db = volume.path().join("audit.db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy("tag-1", 40)).expect("policy");
+    let pbx_port = free_port();
+    let calls: u32 = 500;
+    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, calls, "u1", &[]);
+    let ports = Ports::new();
+    let mut cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &format!(
+                "[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+                policy_path.display(),
+                db.display()
+            ),
+        ),
+    );
+    let uac = load(&cg, calls, 50);
+    let catch_up = Duration::from_secs(20);
+    await_metric(&cg, WRITTEN, 40.0);
+
+    // 1. Read-only: writes fail, calls go on, records are held.
+    volume.fail_read_only();
+    await_metric(&cg, WRITE_ERRORS, 1.0);
+    let decided = cg.metric(TAGGED);
+    await_metric(&cg, TAGGED, decided + 60.0);
+    assert!(
+        cg.log().contains("audit write failed; retrying"),
+        "{}",
+        cg.log()
+    );
+    let decided = cg.metric(TAGGED);
+    assert!(cg.metric(WRITTEN) < decided, "nothing can be written");
+    volume.remount();
+    await_metric_within(&cg, WRITTEN, decided, catch_up);
+    assert!(
+        cg.log()
+            .contains("audit store reopened after a write error"),
+        "{}",
+        cg.log()
+    );
+
+    // 2. Full: writes fail again until the filler goes.
+    let errors = cg.metric(WRITE_ERRORS);
+    let filler = volume.fill();
+    await_metric(&cg, WRITE_ERRORS, errors + 1.0);
+    let decided = cg.metric(TAGGED);
+    await_metric(&cg, TAGGED, decided + 60.0);
+    let decided = cg.metric(TAGGED);
+    assert!(cg.metric(WRITTEN) < decided, "the disk is full");
+    std::fs::remove_file(&filler).expect("free the space");
+    await_metric_within(&cg, WRITTEN, decided, catch_up);
+
+    let uac = uac.join().expect("uac thread");
+    uac.assert_all_ok(u64::from(calls), "carrier UAC through the audit faults");
+    uas.finish()
+        .assert_all_ok(u64::from(calls), "PBX UAS through the audit faults");
+    assert_eq!(cg.metric(DROPPED), 0.0, "{}", cg.metrics());
+    assert_eq!(
+        cg.log().matches("audit store writable again").count(),
+        2,
+        "{}",
+        cg.log()
+    );
+    let status = cg.signal_and_wait("TERM", Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let rows = callgate::audit::decisions(&db, None, None).expect("audit db");
+    let ids: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r.record.call_id.as_str()).collect();
+    assert_eq!(
+        (rows.len(), ids.len()),
+        (calls as usize, calls as usize),
+        "one decision record per call"
+    );
+}

@@ -466,6 +466,9 @@ pub(super) fn writer(
             Err(e) => {
                 metrics.write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, path = %cfg.path.display(), held = pending.len(), "audit write failed; retrying");
+                if handle_may_be_stale(&e) && reopen(&mut db, &cfg) {
+                    open.clear(); // its ids may name rows of another file
+                }
                 backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
                 // Flush requests are answered "not done"; records are kept.
                 pending.retain(|j| match j {
@@ -498,6 +501,45 @@ pub(super) fn writer(
                     pending.clear();
                 }
             }
+        }
+    }
+}
+
+/// Whether a failed write may come from a file handle that can never
+/// write again, whatever happens to the volume: the kernel remounted it
+/// read-only after an error (ext4 `errors=remount-ro`, which only an
+/// unmount clears), or the operator unmounted it and mounted it (or a
+/// repaired copy) again. The open handle keeps pointing at the old file
+/// system; only a new connection to the path finds the volume as it is
+/// now. (A locked database or a full disk heal under the same handle.)
+fn handle_may_be_stale(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen)
+    )
+}
+
+/// Replaces `db` by a new connection to `cfg.path` when one can write
+/// there (never by a read-only one: SQLite opens a file it cannot write
+/// read-only, and [`open`] fails at the schema's version stamp); `true`
+/// when replaced. Tried at every failed attempt of a write that
+/// [`handle_may_be_stale`], so at the retry pace (100 ms up to 5 s).
+fn reopen(db: &mut Connection, cfg: &AuditConfig) -> bool {
+    match open(cfg) {
+        Ok(fresh)
+            if !fresh
+                .is_readonly(rusqlite::DatabaseName::Main)
+                .unwrap_or(true) =>
+        {
+            *db = fresh;
+            tracing::warn!(path = %cfg.path.display(), "audit store reopened after a write error");
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "audit store not reopened");
+            false
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod carrier;
 pub mod netns;
 pub mod pki;
 pub mod srtp;
+pub mod volume;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
