@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{await_metric, config, free_port, scenario, Callgate, Ports, Sipp, SippResult};
@@ -63,6 +64,27 @@ fn load(cg: &Callgate, calls: u32, rate: u32) -> std::thread::JoinHandle<SippRes
     })
 }
 
+/// The configuration of these tests: the PBX at `pbx_port`, the policy of
+/// [`policy`] written (version `tag-1`, tagging) to `dir/policy.toml`, and
+/// the audit store at `audit` if given. Returns the config's ports and
+/// text (to start callgate, and again after a kill).
+fn setup(dir: &Path, pbx_port: u16, audit: Option<&Path>) -> (Ports, String) {
+    let policy_path = dir.join("policy.toml");
+    std::fs::write(&policy_path, policy("tag-1", 40)).expect("policy");
+    let mut extra = format!("[risk]\npolicy = \"{}\"\n", policy_path.display());
+    if let Some(db) = audit {
+        extra += &format!("\n[audit]\npath = \"{}\"\n", db.display());
+    }
+    let ports = Ports::new();
+    let text = config(
+        ports,
+        &[format!("sip:127.0.0.1:{pbx_port}")],
+        &["sip:127.0.0.1:9".to_owned()],
+        &extra,
+    );
+    (ports, text)
+}
+
 /// Refused reloads — a configuration that does not parse (SIGHUP), a
 /// policy that does not compile (SIGHUP and `POST /reload`) — change
 /// nothing while calls flow: each is logged and counted, the old policy
@@ -73,17 +95,10 @@ fn load(cg: &Callgate, calls: u32, rate: u32) -> std::thread::JoinHandle<SippRes
 fn refused_reloads_keep_the_running_configuration_and_a_valid_one_applies_under_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy_path = dir.path().join("policy.toml");
-    std::fs::write(&policy_path, policy("tag-1", 40)).expect("policy");
     let pbx_port = free_port();
     let calls: u32 = 400;
     let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, calls, "u1", &[]);
-    let ports = Ports::new();
-    let good_config = config(
-        ports,
-        &[format!("sip:127.0.0.1:{pbx_port}")],
-        &["sip:127.0.0.1:9".to_owned()],
-        &format!("[risk]\npolicy = \"{}\"\n", policy_path.display()),
-    );
+    let (ports, good_config) = setup(dir.path(), pbx_port, None);
     let cg = Callgate::start(ports, &good_config);
     let uac = load(&cg, calls, 50);
 
@@ -242,20 +257,8 @@ fn unix_ms() -> i64 {
 fn kill_9_under_load_loses_only_calls_in_flight_and_the_last_batch_of_records() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("audit.db");
-    let policy_path = dir.path().join("policy.toml");
-    std::fs::write(&policy_path, policy("tag-1", 40)).expect("policy");
     let pbx = RecordingPbx::start();
-    let ports = Ports::new();
-    let text = config(
-        ports,
-        &[format!("sip:127.0.0.1:{}", pbx.port)],
-        &["sip:127.0.0.1:9".to_owned()],
-        &format!(
-            "[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
-            policy_path.display(),
-            db.display()
-        ),
-    );
+    let (ports, text) = setup(dir.path(), pbx.port, Some(&db));
     let mut first = Callgate::start(ports, &text);
     let (calls, rate) = (600, 100);
     let trunk = first.trunk();
@@ -370,25 +373,11 @@ fn an_audit_volume_turning_read_only_then_full_loses_no_record() {
     let mut volume = common::volume::Volume::new(16);
     let db = volume.path().join("audit.db");
     let dir = tempfile::tempdir().expect("tempdir");
-    let policy_path = dir.path().join("policy.toml");
-    std::fs::write(&policy_path, policy("tag-1", 40)).expect("policy");
     let pbx_port = free_port();
     let calls: u32 = 500;
     let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, calls, "u1", &[]);
-    let ports = Ports::new();
-    let mut cg = Callgate::start(
-        ports,
-        &config(
-            ports,
-            &[format!("sip:127.0.0.1:{pbx_port}")],
-            &["sip:127.0.0.1:9".to_owned()],
-            &format!(
-                "[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
-                policy_path.display(),
-                db.display()
-            ),
-        ),
-    );
+    let (ports, text) = setup(dir.path(), pbx_port, Some(&db));
+    let mut cg = Callgate::start(ports, &text);
     let uac = load(&cg, calls, 50);
     let catch_up = Duration::from_secs(20);
     await_metric(&cg, WRITTEN, 40.0);
