@@ -392,7 +392,8 @@ fn an_audit_volume_turning_read_only_then_full_loses_no_record() {
     let decided = cg.metric(TAGGED);
     await_metric(&cg, TAGGED, decided + 60.0);
     assert!(
-        cg.log().contains("audit write failed; retrying"),
+        cg.log()
+            .contains("audit write failed; retrying error=disk I/O error"),
         "{}",
         cg.log()
     );
@@ -415,6 +416,12 @@ fn an_audit_volume_turning_read_only_then_full_loses_no_record() {
     await_metric(&cg, TAGGED, decided + 60.0);
     let decided = cg.metric(TAGGED);
     assert!(cg.metric(WRITTEN) < decided, "the disk is full");
+    assert!(
+        cg.log()
+            .contains("audit write failed; retrying error=database or disk is full"),
+        "{}",
+        cg.log()
+    );
     std::fs::remove_file(&filler).expect("free the space");
     await_metric_within(&cg, WRITTEN, decided, catch_up);
 
