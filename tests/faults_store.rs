@@ -88,8 +88,9 @@ fn audit_at(db: &Path) -> String {
     format!("[audit]\npath = \"{}\"\n", db.display())
 }
 
-/// Refused reloads — a configuration that does not parse (SIGHUP), a
-/// policy that does not compile (SIGHUP and `POST /reload`) — change
+/// Refused reloads — a configuration that does not parse and one with a
+/// value out of range (SIGHUP), a policy that does not compile (SIGHUP and
+/// `POST /reload`) — change
 /// nothing while calls flow: each is logged and counted, the old policy
 /// keeps tagging every call, and no call is lost. A valid reload under the
 /// same load then takes effect (the rule's new weight sends calls to
@@ -105,11 +106,24 @@ fn refused_reloads_keep_the_running_configuration_and_a_valid_one_applies_under_
     let cg = Callgate::start(ports, &good_config);
     let uac = load(&cg, calls, 50);
 
-    // 1. A configuration that does not parse, by SIGHUP.
+    // 1. A configuration that does not parse, then one with a value out
+    //    of range (named in the log line), by SIGHUP.
     await_metric(&cg, FORWARDED, 40.0);
     std::fs::write(&cg.config_path, "[trunk\nudp = ").expect("break config");
     signal(&cg, "HUP");
     await_metric(&cg, REFUSED, 1.0);
+    let out_of_range = good_config.replace("no_response_ms = 500", "no_response_ms = 0");
+    assert_ne!(out_of_range, good_config);
+    std::fs::write(&cg.config_path, &out_of_range).expect("break config");
+    signal(&cg, "HUP");
+    await_metric(&cg, REFUSED, 2.0);
+    assert!(
+        cg.log().contains(
+            "reload failed; keeping the running configuration error=timers.no_response_ms"
+        ),
+        "the refusal names the key:\n{}",
+        cg.log()
+    );
     std::fs::write(&cg.config_path, &good_config).expect("restore config");
 
     // 2. A policy that does not compile (a rule naming an undefined list),
@@ -119,14 +133,14 @@ fn refused_reloads_keep_the_running_configuration_and_a_valid_one_applies_under_
     let broken = policy("broken", 70).replace("list = \"carrier\"", "list = \"nowhere\"");
     std::fs::write(&policy_path, &broken).expect("break policy");
     signal(&cg, "HUP");
-    await_metric(&cg, REFUSED, 2.0);
+    await_metric(&cg, REFUSED, 3.0);
     let (code, body) = cg.admin("POST", "/reload");
     assert_eq!(code, 422, "{body}");
     assert!(
         body.contains("nowhere"),
         "the refusal names the list: {body}"
     );
-    assert_eq!(cg.metric(REFUSED), 3.0);
+    assert_eq!(cg.metric(REFUSED), 4.0);
     assert_eq!(cg.metric(RELOADS), 0.0, "nothing was reloaded");
     let tagged = cg.metric(TAGGED);
     await_metric(&cg, TAGGED, tagged + 40.0);
@@ -152,12 +166,12 @@ fn refused_reloads_keep_the_running_configuration_and_a_valid_one_applies_under_
         "every call decided under the old or the new policy:\n{}",
         cg.metrics()
     );
-    assert_eq!(cg.metric(REFUSED), 3.0);
+    assert_eq!(cg.metric(REFUSED), 4.0);
     let log = cg.log();
     assert_eq!(
         log.matches("reload failed; keeping the running configuration")
             .count(),
-        3,
+        4,
         "{log}"
     );
 }

@@ -608,3 +608,31 @@ pub fn decisions(
     rows.collect::<Result<Vec<_>, _>>()
         .map_err(|e| AuditError::Read(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: rusqlite::ErrorCode, extended: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error {
+                code,
+                extended_code: extended,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn only_errors_of_a_dead_handle_reopen_the_store() {
+        use rusqlite::ErrorCode::*;
+        // A volume remounted read-only: EROFS on write is SQLite's I/O error.
+        assert!(handle_may_be_stale(&sqlite(SystemIoFailure, 778)));
+        assert!(handle_may_be_stale(&sqlite(ReadOnly, 8)));
+        assert!(handle_may_be_stale(&sqlite(CannotOpen, 14)));
+        // These heal under the same handle.
+        assert!(!handle_may_be_stale(&sqlite(DiskFull, 13)));
+        assert!(!handle_may_be_stale(&sqlite(DatabaseBusy, 5)));
+        assert!(!handle_may_be_stale(&rusqlite::Error::QueryReturnedNoRows));
+    }
+}
