@@ -385,7 +385,8 @@ fn await_metric_within(cg: &Callgate, series: &str, want: f64, limit: Duration) 
 /// takes writes again, every call has its decision record and nothing was
 /// dropped. The read-only phase heals only because the writer reopens
 /// the database after such an error (`store.rs`, `handle_may_be_stale`):
-/// its old handle points at the dead file system for good.
+/// its old handle points at the dead file system for good; and it must
+/// not create one while the volume is unmounted (`reopen`).
 #[test]
 fn an_audit_volume_turning_read_only_then_full_loses_no_record() {
     let mut volume = common::volume::Volume::new(16);
@@ -413,7 +414,17 @@ fn an_audit_volume_turning_read_only_then_full_loses_no_record() {
     );
     let decided = cg.metric(TAGGED);
     assert!(cg.metric(WRITTEN) < decided, "nothing can be written");
-    volume.remount();
+    // The operator unmounts it; while it is away a retry fails again, and
+    // no database is created on the bare mount point (the volume would
+    // hide it, and the records in it, once mounted).
+    volume.unmount();
+    let errors = cg.metric(WRITE_ERRORS);
+    await_metric_within(&cg, WRITE_ERRORS, errors + 1.0, catch_up);
+    assert!(
+        !db.exists(),
+        "a database was created on the bare mount point"
+    );
+    volume.mount_again();
     await_metric_within(&cg, WRITTEN, decided, catch_up);
     assert!(
         cg.log()

@@ -525,7 +525,15 @@ fn handle_may_be_stale(e: &rusqlite::Error) -> bool {
 /// read-only, and [`open`] fails at the schema's version stamp); `true`
 /// when replaced. Tried at every failed attempt of a write that
 /// [`handle_may_be_stale`], so at the retry pace (100 ms up to 5 s).
+///
+/// Only an existing database is reopened, never created: while the
+/// operator has the volume unmounted, the path names the empty mount
+/// point on the file system below, and a database created there would
+/// take records that the volume, once mounted again, hides.
 fn reopen(db: &mut Connection, cfg: &AuditConfig) -> bool {
+    if !cfg.path.is_file() {
+        return false;
+    }
     match open(cfg) {
         Ok(fresh)
             if !fresh

@@ -106,12 +106,16 @@ impl Volume {
         run("fsfreeze", &["-u", &mount]);
     }
 
-    /// What an operator does about it: unmount (lazily: the store is still
-    /// open), and mount the image again at the same place (a new loop
+    /// What an operator does about it, first half: unmount (lazily: the
+    /// store is still open). The mount point is an empty directory again.
+    pub fn unmount(&self) {
+        run("umount", &["-l", &self.mount.display().to_string()]);
+    }
+
+    /// Second half: mount the image again at the same place (a new loop
     /// device: the old one stays with the dead file system until the last
     /// file on it is closed).
-    pub fn remount(&mut self) {
-        run("umount", &["-l", &self.mount.display().to_string()]);
+    pub fn mount_again(&mut self) {
         self.attach_and_mount();
     }
 
