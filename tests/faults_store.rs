@@ -574,6 +574,12 @@ fn redis_killed_mid_traffic_and_restarted_calls_go_on_and_sharing_resumes() {
     for cg in [&a, &b] {
         await_metric(cg, SHARED_UP, 1.0);
         await_metric(cg, "callgate_state_shared_reconnects_total", 1.0);
+        assert_eq!(
+            cg.log().matches("redis connected").count(),
+            2,
+            "{}",
+            cg.log()
+        );
     }
     // A fact written after the restart through A is seen by B.
     for n in 1..=3 {
