@@ -479,6 +479,11 @@ impl Sipp {
         SippResult::from(out, dir)
     }
 
+    /// The sipp process's id (for signals: SIGSTOP makes a silent peer).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Waits (bounded) for the UAS to finish its calls.
     pub fn finish(mut self) -> SippResult {
         let mut child = self.child.take().expect("child");
