@@ -213,3 +213,401 @@ fn a_silent_pbx_target_is_failed_over_and_rejoins_when_it_answers_again() {
 fn a_refusing_pbx_target_is_failed_over_and_rejoins_when_it_listens_again() {
     pbx_target_fails_and_comes_back(Outage::Refusing);
 }
+
+// ---------------------------------------------------------------------
+// x5u server faults
+// ---------------------------------------------------------------------
+
+/// How the misbehaving x5u server answers a path (`/<fault>-<n>.pem`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum X5uFault {
+    /// Accepts, reads the request, never answers (for longer than any
+    /// deadline of callgate's).
+    Hang,
+    /// Answers one byte a second.
+    Drip,
+    /// Answers bytes that are not HTTP, then closes.
+    Garbage,
+    /// Answers 200 with a 10 MB body.
+    Huge,
+    /// Resets the connection (RST) after reading the request.
+    Reset,
+}
+
+impl X5uFault {
+    const ALL: [X5uFault; 5] = [
+        X5uFault::Hang,
+        X5uFault::Drip,
+        X5uFault::Garbage,
+        X5uFault::Huge,
+        X5uFault::Reset,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            X5uFault::Hang => "hang",
+            X5uFault::Drip => "drip",
+            X5uFault::Garbage => "garbage",
+            X5uFault::Huge => "huge",
+            X5uFault::Reset => "reset",
+        }
+    }
+
+    fn of_path(path: &str) -> Option<X5uFault> {
+        let name = path.trim_start_matches('/').split('-').next()?;
+        X5uFault::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// What the PBX must see: the caller's verstat, and the
+    /// `X-Callgate-Verify` value callgate tags the call with. A server
+    /// that never delivers (hang, drip, reset) leaves the certificate
+    /// unavailable: the call goes on unvalidated at the deadline. One that
+    /// delivers something that is no certificate (garbage, more than the
+    /// 64 KiB cap) is 436 Bad Identity Info (RFC 8224 §6.2.2).
+    fn expected(self) -> (&'static str, &'static str) {
+        match self {
+            X5uFault::Hang | X5uFault::Drip | X5uFault::Reset => ("No-TN-Validation", "none"),
+            X5uFault::Garbage | X5uFault::Huge => ("TN-Validation-Failed", "failed;attest=A"),
+        }
+    }
+}
+
+/// Bytes the `huge` answer's body has (10 MB).
+const HUGE_BODY: usize = 10 * 1024 * 1024;
+
+/// A loopback HTTPS server (the test PKI's web certificate) that
+/// misbehaves by path (see [`X5uFault`]) and serves `/good.pem`
+/// properly. Each connection is a task; the server stops after a minute.
+fn misbehaving_x5u_server(pki: &common::pki::Pki) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let acceptor = common::pki::web_acceptor(pki);
+    let good = pki.routes.get("/good.pem").cloned().unwrap_or_default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, good) = (acceptor.clone(), good.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let Some(path) = common::pki::request_path(&mut tls).await else {
+                            return;
+                        };
+                        let ok_head = |len: usize| {
+                            format!("HTTP/1.1 200 OK\r\nContent-Type: application/x-pem-file\r\nContent-Length: {len}\r\n\r\n")
+                        };
+                        match X5uFault::of_path(&path) {
+                            None => {
+                                let _ = tls.write_all(ok_head(good.len()).as_bytes()).await;
+                                let _ = tls.write_all(&good).await;
+                            }
+                            Some(X5uFault::Hang) => {
+                                tokio::time::sleep(Duration::from_secs(30)).await;
+                            }
+                            Some(X5uFault::Drip) => {
+                                for b in ok_head(good.len()).bytes().chain(good.iter().copied()) {
+                                    if tls.write_all(&[b]).await.is_err() || tls.flush().await.is_err() {
+                                        return;
+                                    }
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            }
+                            Some(X5uFault::Garbage) => {
+                                let noise: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
+                                let _ = tls.write_all(&noise).await;
+                            }
+                            Some(X5uFault::Huge) => {
+                                let _ = tls.write_all(ok_head(HUGE_BODY).as_bytes()).await;
+                                let chunk = vec![b'A'; 64 * 1024];
+                                for _ in 0..HUGE_BODY / chunk.len() {
+                                    if tls.write_all(&chunk).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Some(X5uFault::Reset) => {
+                                // SO_LINGER 0: close() sends RST, not FIN.
+                                let _ = socket2::SockRef::from(tls.get_ref().0)
+                                    .set_linger(Some(Duration::ZERO));
+                                return;
+                            }
+                        }
+                        let _ = tls.shutdown().await;
+                    });
+                }
+            })
+            .await;
+        });
+    });
+    port
+}
+
+/// `Threads` and `VmRSS` (KiB) of a process, from /proc/PID/status.
+fn threads_and_rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:"))
+}
+
+/// File descriptors a process has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A signed INVITE from the carrier at `from_port` whose PASSporT names
+/// `x5u`. Each call has its own origid (no replay of another) and its own
+/// calling number (the example policy's velocity rule would otherwise
+/// score a burst from one number and refuse it: not this test's subject).
+fn signed_invite(pki: &common::pki::Pki, call: &str, from_port: u16, x5u: &str) -> String {
+    use callgate::stir::sign::{identity_header, SignRequest};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let origid = format!("6a1f3c2e-0000-4000-8000-{n:012}");
+    let calling = format!("+1555030{n:04}");
+    let req = SignRequest {
+        orig: &calling,
+        dest: "+15550100",
+        attest: 'A',
+        origid: &origid,
+        x5u,
+        iat: unix_now(),
+    };
+    let identity = identity_header(&pki.signing, &req).unwrap_or_else(|e| panic!("sign: {e}"));
+    let lo = common::LOOPBACK;
+    format!(
+        "INVITE sip:+15550100@{lo} SIP/2.0\r\nVia: SIP/2.0/UDP {lo}:{from_port};branch=z9hG4bK-{call};rport\r\nMax-Forwards: 70\r\nFrom: <sip:{calling}@carrier.example>;tag=t-{call}\r\nTo: <sip:+15550100@{lo}>\r\nP-Asserted-Identity: <sip:{calling}@carrier.example;user=phone>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:{calling}@{lo}:{from_port}>\r\nIdentity: {identity}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Reads INVITEs at the PBX stand-in until each of `calls` arrived once
+/// (bounded); returns them by Call-ID.
+fn forwarded_invites(
+    pbx: &common::Udp,
+    calls: &[String],
+) -> std::collections::HashMap<String, String> {
+    let mut got = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while got.len() < calls.len() && Instant::now() < deadline {
+        let Some((d, _)) = pbx.recv() else { break };
+        let msg = String::from_utf8_lossy(&d).into_owned();
+        if !msg.starts_with("INVITE ") {
+            continue;
+        }
+        if let Some(call) = calls
+            .iter()
+            .find(|c| msg.contains(&format!("Call-ID: {c}\r\n")))
+        {
+            got.entry(call.clone()).or_insert(msg);
+        }
+    }
+    let missing: Vec<&String> = calls.iter().filter(|c| !got.contains_key(*c)).collect();
+    assert!(missing.is_empty(), "never reached the PBX: {missing:?}");
+    got
+}
+
+fn header_value<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+        .map(str::trim)
+}
+
+/// Issue 14: the x5u server hangs, drips a byte a second, answers
+/// garbage, answers 10 MB, resets the connection. `PER_FAULT` calls of
+/// each, all at once, through the real binary: every call reaches the PBX
+/// (none waits for the server beyond `deadline_ms`), tagged with the
+/// cause its fault deserves, with its audit record and the fetch metrics;
+/// and callgate's threads, memory and file descriptors stay bounded.
+///
+/// The bounds: a fetch is a task on the runtime, not a thread (IP-literal
+/// URLs need no resolver thread, and name lookups are capped at 16), so
+/// 40 faulty fetches may add no thread beyond tokio's own pool growth
+/// (slack: 4). A fetch keeps at most 64 KiB + 16 KiB of response (the
+/// body cap of `[stir]`, docs/stir.md) plus its TLS buffers, so 40 fetches
+/// hold a few MiB; 24 MiB of RSS growth is far below what eight 10 MB
+/// bodies read whole would take (80 MiB). Every fetch ends by its own
+/// timeout (`max(deadline_ms, 2 s)`), so the descriptors return to where
+/// they were.
+#[test]
+fn a_misbehaving_x5u_server_costs_each_call_only_the_deadline_and_bounded_resources() {
+    const PER_FAULT: usize = 8;
+    let pki = common::pki::pki();
+    let x5u_port = misbehaving_x5u_server(&pki);
+    let pbx = common::Udp::bind();
+    let ports = Ports::new();
+    let audit_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let audit_db = audit_dir.path().join("audit.db");
+    let extra = format!(
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 300\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+        pki.trust_dir.display(),
+        pki.web_ca.display(),
+        common::repo().join("sip-config/policy.toml").display(),
+        audit_db.display(),
+    );
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{}", pbx.port())],
+            &["sip:127.0.0.1:9".to_owned()],
+            &extra,
+        ),
+    );
+    let carrier = common::Udp::bind();
+    let x5u = |path: &str| format!("https://127.0.0.1:{x5u_port}{path}");
+
+    // A good call first: the fetch path (TLS, runtime) is warm, and the
+    // baseline is what a working callgate holds.
+    carrier.send(
+        &cg.trunk(),
+        signed_invite(&pki, "x5u-good", carrier.port(), &x5u("/good.pem")).as_bytes(),
+    );
+    let good = forwarded_invites(&pbx, &["x5u-good".to_owned()]);
+    assert!(
+        good["x5u-good"].contains("verstat=TN-Validation-Passed"),
+        "{}",
+        good["x5u-good"]
+    );
+    let pid = cg.pid();
+    let (threads0, rss0) = threads_and_rss(pid);
+    let fds0 = open_fds(pid);
+
+    // Every fault, PER_FAULT times, each call its own URL (no coalescing,
+    // no negative cache), all sent at once.
+    let mut calls = Vec::new();
+    for fault in X5uFault::ALL {
+        for i in 0..PER_FAULT {
+            let call = format!("x5u-{}-{i}", fault.name());
+            let url = x5u(&format!("/{}-{i}.pem", fault.name()));
+            carrier.send(
+                &cg.trunk(),
+                signed_invite(&pki, &call, carrier.port(), &url).as_bytes(),
+            );
+            calls.push((call, fault));
+        }
+    }
+    let ids: Vec<String> = calls.iter().map(|(c, _)| c.clone()).collect();
+    let forwarded = forwarded_invites(&pbx, &ids);
+    let (threads1, rss1) = threads_and_rss(pid);
+    for (call, fault) in &calls {
+        let msg = &forwarded[call];
+        let (verstat, verify) = fault.expected();
+        let pai = header_value(msg, "P-Asserted-Identity").unwrap_or_default();
+        assert!(
+            pai.contains(&format!(";verstat={verstat}")),
+            "{fault:?}: {pai}"
+        );
+        let tag = header_value(msg, "X-Callgate-Verify").unwrap_or_default();
+        assert!(
+            tag.starts_with(verify),
+            "{fault:?}: X-Callgate-Verify {tag}"
+        );
+        if verstat == "TN-Validation-Failed" {
+            assert!(tag.contains("cause=436"), "{fault:?}: {tag}");
+            assert!(msg.contains("Reason: STIR;cause=436"), "{fault:?}: {msg}");
+        }
+    }
+
+    // The fetch metrics and the verification counts say the same.
+    let m = cg.metrics();
+    let n = |s: &str| common::metric_value(&m, s);
+    let per = PER_FAULT as f64;
+    assert_eq!(
+        n("callgate_stir_verifications_total{status=\"no-validation\"}"),
+        3.0 * per,
+        "{m}"
+    );
+    assert_eq!(
+        n("callgate_stir_verifications_total{status=\"failed\"}"),
+        2.0 * per,
+        "{m}"
+    );
+    assert_eq!(
+        n("callgate_stir_fetches_total{kind=\"x5u\",result=\"bad\"}"),
+        2.0 * per,
+        "garbage and 10 MB are bad content: {m}"
+    );
+
+    // Every fetch ends by its own timeout: the unavailable ones are all
+    // counted and callgate's descriptors are back where they were.
+    wait_until(
+        Duration::from_secs(10),
+        "all fetches ended (unavailable counted)",
+        || {
+            cg.metric("callgate_stir_fetches_total{kind=\"x5u\",result=\"unavailable\"}")
+                >= 3.0 * per
+        },
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "callgate's descriptors back to the baseline",
+        || open_fds(pid) <= fds0,
+    );
+    let (threads2, rss2) = threads_and_rss(pid);
+    eprintln!(
+        "threads {threads0} → {threads1} → {threads2}; RSS {rss0} → {rss1} → {rss2} KiB; fds {fds0}"
+    );
+    assert!(
+        threads1.max(threads2) <= threads0 + 4,
+        "a thread per fetch? {threads0} → {threads1} → {threads2}"
+    );
+    assert!(
+        rss1.max(rss2) <= rss0 + 24 * 1024,
+        "responses read past the cap? RSS {rss0} → {rss1} → {rss2} KiB"
+    );
+
+    // The audit records carry each call's cause.
+    let mut cg = cg;
+    let status = cg.signal_and_wait("TERM", Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let rows = callgate::audit::decisions(&audit_db, None, None).unwrap_or_else(|e| panic!("{e}"));
+    for (call, fault) in &calls {
+        let row = rows
+            .iter()
+            .find(|r| &r.record.call_id == call)
+            .unwrap_or_else(|| panic!("no audit record for {call}"));
+        let v = row.record.verification.get();
+        let want = match fault {
+            X5uFault::Hang | X5uFault::Drip => {
+                "certificate unavailable: no certificate within 300 ms"
+            }
+            X5uFault::Reset => "certificate unavailable: connection",
+            X5uFault::Garbage => "malformed HTTP response",
+            X5uFault::Huge => "response larger than 65536 bytes",
+        };
+        assert!(v.contains(want), "{fault:?}: {want:?} not in {v}");
+    }
+}
