@@ -181,6 +181,20 @@ fn pbx_target_fails_and_comes_back(outage: Outage, transport: &str) {
             .contains("target failed OPTIONS probes: out of rotation"),
         "the warning names the event"
     );
+    // What the operator sees besides (docs/operations.md): refused
+    // connections as transport errors, silence as transaction timeouts.
+    let (seen, series) = if transport == "tcp" {
+        (
+            cg.metric("callgate_transport_errors_total{side=\"pbx\"}"),
+            "transport errors",
+        )
+    } else {
+        (
+            cg.metric("callgate_transaction_timeouts_total"),
+            "transaction timeouts",
+        )
+    };
+    assert!(seen > 0.0, "{outage:?} over {transport}: no {series}");
     // Calls go on to the second target only (once the INVITEs sent to the
     // first before it left the rotation have failed over, within
     // no_response_ms = 500 ms: a second of calls); then the first comes
