@@ -107,10 +107,15 @@ fn load(cg: &Callgate, calls: u32, rate: u32) -> std::thread::JoinHandle<SippRes
 /// not yet ended — at 20 calls/s held 100 ms, two or three; a bound of 5.
 const DIED_WITH_THE_PBX: u64 = 5;
 
+/// Where `uac-basic.xml` waits for the 200 to its BYE (sipp's message
+/// index): a call aborted there had been answered.
+const BYE_ANSWER_INDEX: &str = "aborted at index 8)";
+
 /// After a PBX was killed: every call placed completed, except the few it
 /// had already answered — those lose only their BYE (the PBX holding the
-/// dialog is gone: callgate answers 408), which is what a carrier sees
-/// when a PBX crashes. A call refused or lost at setup fails this.
+/// dialog is gone: callgate answers 408, or the BYE goes unanswered until
+/// sipp gives up), which is what a carrier sees when a PBX crashes. A call
+/// refused or lost at setup fails this.
 fn assert_only_established_calls_died(result: &SippResult, calls: u32) {
     assert_eq!(
         result.successful + result.failed,
@@ -127,7 +132,8 @@ fn assert_only_established_calls_died(result: &SippResult, calls: u32) {
     assert_eq!(aborts.len() as u64, result.failed, "{}", result.errors);
     for abort in aborts {
         assert!(
-            abort.contains("408 Request Timeout") && abort.contains(" BYE"),
+            (abort.contains("408 Request Timeout") && abort.contains(" BYE"))
+                || abort.contains(BYE_ANSWER_INDEX),
             "a call failed before it was established: {abort}"
         );
     }
@@ -521,6 +527,10 @@ fn header_value<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 #[test]
 fn a_misbehaving_x5u_server_costs_each_call_only_the_deadline_and_bounded_resources() {
     const PER_FAULT: usize = 8;
+    // Above the 300 ms default so that the faults answered quickly
+    // (garbage, 10 MB, reset) are told apart from a deadline on a loaded
+    // two-core machine; hang and drip always reach it.
+    const DEADLINE_MS: u64 = 1000;
     let pki = common::pki::pki();
     let x5u_port = misbehaving_x5u_server(&pki);
     let pbx = common::Udp::bind();
@@ -528,7 +538,7 @@ fn a_misbehaving_x5u_server_costs_each_call_only_the_deadline_and_bounded_resour
     let audit_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let audit_db = audit_dir.path().join("audit.db");
     let extra = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 300\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = {DEADLINE_MS}\n\n[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
         pki.trust_dir.display(),
         pki.web_ca.display(),
         common::repo().join("sip-config/policy.toml").display(),
@@ -546,17 +556,23 @@ fn a_misbehaving_x5u_server_costs_each_call_only_the_deadline_and_bounded_resour
     let carrier = common::Udp::bind();
     let x5u = |path: &str| format!("https://127.0.0.1:{x5u_port}{path}");
 
-    // A good call first: the fetch path (TLS, runtime) is warm, and the
-    // baseline is what a working callgate holds.
-    carrier.send(
-        &cg.trunk(),
-        signed_invite(&pki, "x5u-good", carrier.port(), &x5u("/good.pem")).as_bytes(),
-    );
-    let good = forwarded_invites(&pbx, &["x5u-good".to_owned()]);
+    // Good calls first: the fetch path (TLS, runtime) is warm, and the
+    // baseline is what a working callgate holds. (The first may miss the
+    // deadline on a loaded machine; its fetch completes all the same and
+    // the second is served from the cache.)
+    for call in ["x5u-good-1", "x5u-good-2"] {
+        carrier.send(
+            &cg.trunk(),
+            signed_invite(&pki, call, carrier.port(), &x5u("/good.pem")).as_bytes(),
+        );
+        forwarded_invites(&pbx, &[call.to_owned()]);
+        wait_until(Duration::from_secs(5), "the good chain fetched", || {
+            cg.metric("callgate_stir_fetches_total{kind=\"x5u\",result=\"ok\"}") >= 1.0
+        });
+    }
     assert!(
-        good["x5u-good"].contains("verstat=TN-Validation-Passed"),
-        "{}",
-        good["x5u-good"]
+        cg.metric("callgate_stir_verifications_total{status=\"passed\"}") >= 1.0,
+        "the cached chain verifies"
     );
     let pid = cg.pid();
     let (threads0, rss0) = threads_and_rss(pid);
@@ -603,9 +619,10 @@ fn a_misbehaving_x5u_server_costs_each_call_only_the_deadline_and_bounded_resour
     let n = |s: &str| common::metric_value(&m, s);
     let per = PER_FAULT as f64;
     assert_eq!(
-        n("callgate_stir_verifications_total{status=\"no-validation\"}"),
-        3.0 * per,
-        "{m}"
+        n("callgate_stir_verifications_total{status=\"no-validation\"}")
+            + n("callgate_stir_verifications_total{status=\"passed\"}"),
+        3.0 * per + 2.0,
+        "hang, drip and reset, and the two good calls: {m}"
     );
     assert_eq!(
         n("callgate_stir_verifications_total{status=\"failed\"}"),
@@ -659,7 +676,7 @@ fn a_misbehaving_x5u_server_costs_each_call_only_the_deadline_and_bounded_resour
         let v = row.record.verification.get();
         let want = match fault {
             X5uFault::Hang | X5uFault::Drip => {
-                "certificate unavailable: no certificate within 300 ms"
+                &format!("certificate unavailable: no certificate within {DEADLINE_MS} ms")
             }
             X5uFault::Reset => "certificate unavailable: connection",
             X5uFault::Garbage => "malformed HTTP response",
