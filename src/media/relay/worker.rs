@@ -29,6 +29,9 @@ use crate::media::stats::StreamStats;
 
 const WAKER: Token = Token(usize::MAX);
 
+/// The least time between two panics of one worker (see `Worker::run`).
+const PANIC_PAUSE: Duration = Duration::from_secs(1);
+
 /// How often idle sessions are looked for.
 const TIMEOUT_SCAN: Duration = Duration::from_millis(500);
 
@@ -338,15 +341,22 @@ impl Worker {
     /// [`RelayEvent::WorkerFailed`] naming them sent, on which the control
     /// plane ends those calls (a BYE to each side). The worker then serves
     /// again, empty, on the same thread and command channel, so new calls
-    /// keep being placed on it. This relies on `panic = "unwind"`, the
-    /// profile default (Cargo.toml sets no `panic`).
+    /// keep being placed on it. A bug that panics at once again (a crash
+    /// loop) is held to one panic per [`PANIC_PAUSE`], not a hot spin.
+    /// This relies on `panic = "unwind"`, the profile default (Cargo.toml
+    /// sets no `panic`).
     pub(super) fn run(mut self) {
+        let mut last_panic: Option<Instant> = None;
         loop {
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
             match served {
                 Ok(()) => return,
                 Err(panic) => self.fail_sessions(panic_text(panic.as_ref())),
             }
+            if last_panic.is_some_and(|t| t.elapsed() < PANIC_PAUSE) {
+                std::thread::sleep(PANIC_PAUSE);
+            }
+            last_panic = Some(Instant::now());
         }
     }
 
