@@ -444,9 +444,7 @@ impl MediaPhase {
             }
         });
     }
-}
 
-impl MediaPhase {
     /// A relay worker panicked and failed `sessions` (see
     /// `media::relay::worker`): their calls have no media path any more,
     /// so each is ended like a reclaimed one — a BYE to each side (the

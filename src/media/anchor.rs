@@ -694,7 +694,6 @@ impl MediaAnchor {
         })
     }
 
-    /// The call owning a relay session (for media timeouts).
     /// The calls owning any of `sessions` (each named once) and the
     /// sessions no call owns, in one pass over the calls (a failed relay
     /// worker hands over all its sessions at once).
@@ -722,6 +721,7 @@ impl MediaAnchor {
         (calls, orphans)
     }
 
+    /// The call owning a relay session (for media timeouts).
     pub fn call_of_session(&self, session: u64) -> Option<String> {
         self.lock().iter().find_map(|(id, c)| {
             c.streams
