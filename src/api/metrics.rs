@@ -166,6 +166,8 @@ pub struct Metrics {
     pub stir_fetch: crate::stir::cache::FetchMetrics,
     /// Connections, transaction bytes and audit bytes under their bounds.
     pub exhaustion: super::exhaustion::ExhaustionMetrics,
+    /// TLS handshake failures and certificate expiry.
+    pub tls: super::tls_metrics::TlsMetrics,
     phases: [Histogram; PHASES.len()],
 }
 
@@ -477,6 +479,7 @@ impl Metrics {
             );
         }
         self.exhaustion.render(&mut s);
+        self.tls.render(&mut s);
         s
     }
 }
