@@ -252,6 +252,16 @@ fn mutual_tls_refuses_clients_without_a_certificate_or_from_another_ca() {
         cg.log()
     );
 
+    // The right CA, but expired: refused as cert_expired.
+    let stale = carriers.issue("stale", &["127.0.0.1"], Validity::Expired);
+    let refused = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&stale)))
+        .and_then(|mut s| exchange(&mut s, &options("mtls-expired", 1)));
+    assert!(
+        refused.is_err(),
+        "an expired client certificate was served: {refused:?}"
+    );
+    await_metric(&cg, &inbound("cert_expired"), 1.0);
+
     // The carrier's own certificate: its OPTIONS crosses to the PBX.
     let mut s = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&good)))
         .expect("handshake with the carrier's certificate");
@@ -839,4 +849,42 @@ fn a_sips_request_leaves_over_tls_only_and_is_refused_480_without_a_tls_target()
         "the sips call was downgraded to UDP: {got:#?}"
     );
     assert!(cg.log().contains("never downgraded"), "{}", cg.log());
+}
+
+#[test]
+fn client_names_pin_which_certificates_of_the_ca_are_accepted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let shared = Ca::new(dir.path(), "shared");
+    let carrier = shared.issue("carrier", &["sbc.carrier.example"], Validity::Now);
+    let other = shared.issue("other", &["sbc.other.example"], Validity::Now);
+    let pbx = Pbx::bind();
+    let ports = Ports::new();
+    let cfg = with_trunk(
+        &to_pbx(ports, &[format!("sip:127.0.0.1:{}", pbx.port())]),
+        &format!(
+            "tls_client_ca = \"{}\"\ntls_client_names = [\"sbc.carrier.example\", \"192.0.2.7\"]",
+            shared.pem.display()
+        ),
+    );
+    let cg = Callgate::start(ports, &cfg);
+    let demo_ca = repo().join("sip-config/tls/callgate-demo-ca.crt");
+    // Another customer of the same CA: refused for its name.
+    let refused = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&other)))
+        .and_then(|mut s| exchange(&mut s, &options("names-other", 1)));
+    assert!(
+        refused.is_err(),
+        "a certificate for another name was served: {refused:?}"
+    );
+    await_metric(&cg, &inbound("name_mismatch"), 1.0);
+    // The carrier's name: served.
+    let mut s = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&carrier)))
+        .expect("handshake with the carrier's certificate");
+    let port = s.sock.local_addr().expect("addr").port();
+    s.write_all(options("names-carrier", port).as_bytes())
+        .expect("send");
+    pbx.until("names-carrier");
+    // A name that is neither DNS nor IP is refused at load.
+    let (code, err) = check_config(dir.path(), &cfg.replace("192.0.2.7", "not a name!"));
+    assert_eq!(code, 2);
+    assert!(err.contains("trunk.tls_client_names"), "{err}");
 }

@@ -118,6 +118,9 @@ pub struct SideConfig {
     /// CA certificates (PEM) a client certificate on this side's TLS
     /// listener must chain to: set, the listener requires one (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// Names (DNS or IP) a client certificate must carry one of in its
+    /// subjectAltName, with `tls_client_ca`; empty accepts any.
+    pub tls_client_names: Vec<String>,
     /// The side's TLS configurations, built and checked from the files
     /// above at load (swapped whole on reload).
     pub tls_context: SideTls,
@@ -168,6 +171,8 @@ pub(super) struct RawSide {
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    #[serde(default)]
+    tls_client_names: Vec<String>,
     advertise: Option<String>,
     #[serde(default)]
     allow: Vec<String>,
@@ -231,6 +236,7 @@ pub(super) fn side(
             key: tls_key.as_deref(),
             ca: tls_ca.as_deref(),
             client_ca: tls_client_ca.as_deref(),
+            client_names: &raw.tls_client_names,
         },
         crate::sip::transport::tls::files::now(),
     )
@@ -325,6 +331,7 @@ pub(super) fn side(
         tls_key,
         tls_ca,
         tls_client_ca,
+        tls_client_names: raw.tls_client_names,
         tls_context,
         advertise: raw.advertise,
         allow,

@@ -10,6 +10,7 @@
 //! whole on reload: new handshakes use the new one, established
 //! connections keep the session they negotiated.
 
+pub mod client_names;
 pub mod failure;
 pub mod files;
 pub mod policy;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use tokio_rustls::rustls::{self, pki_types::CertificateDer, server::WebPkiClientVerifier};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use client_names::NamedClientVerifier;
 pub use failure::HandshakeFailure;
 pub use files::TlsFileError;
 use files::{check_validity, error};
@@ -38,6 +40,9 @@ pub struct TlsFiles<'a> {
     /// `tls_client_ca`: CAs a client certificate on the side's listener
     /// must chain to (mutual TLS).
     pub client_ca: Option<&'a Path>,
+    /// `tls_client_names`: with `client_ca`, the names (DNS or IP) a client
+    /// certificate must carry one of; empty accepts any name.
+    pub client_names: &'a [String],
 }
 
 /// One side's TLS, ready to accept and connect.
@@ -103,7 +108,18 @@ impl SideTls {
                         )
                         .build()
                         .map_err(|e| error(&k, e.to_string()))?;
-                        builder.with_client_cert_verifier(verifier)
+                        if files.client_names.is_empty() {
+                            builder.with_client_cert_verifier(verifier)
+                        } else {
+                            let named = NamedClientVerifier::new(verifier, files.client_names)
+                                .map_err(|bad| {
+                                    error(
+                                        &key("tls_client_names"),
+                                        format!("{:?} is not a DNS name or an IP address", bad.0),
+                                    )
+                                })?;
+                            builder.with_client_cert_verifier(Arc::new(named))
+                        }
                     }
                     None => builder.with_no_client_auth(),
                 };
@@ -118,6 +134,12 @@ impl SideTls {
             )),
             None => None,
         };
+        if files.client_ca.is_none() && !files.client_names.is_empty() {
+            return Err(error(
+                &key("tls_client_names"),
+                "needs tls_client_ca (the names are checked on certificates that CA issued)",
+            ));
+        }
         let connector = match files.ca {
             Some(path) => {
                 let roots = roots(&key("tls_ca"), path, now)?;
