@@ -212,6 +212,34 @@ fn outbound(reason: &str) -> String {
     )
 }
 
+/// A client presenting `cert` (or none) is refused by callgate's trunk TLS
+/// listener, and the refusal is counted under `reason`.
+fn assert_client_refused(cg: &Callgate, cert: Option<&Issued>, reason: &str) {
+    let demo_ca = repo().join("sip-config/tls/callgate-demo-ca.crt");
+    let before = cg.metric(&inbound(reason));
+    let refused = tls_connect(cg.ports.trunk_tls, client_config(&demo_ca, cert))
+        .and_then(|mut s| exchange(&mut s, &options(&format!("refused-{reason}"), 1)));
+    assert!(
+        refused.is_err(),
+        "{reason}: the client was served: {refused:?}"
+    );
+    await_metric(cg, &inbound(reason), before + 1.0);
+}
+
+/// A client presenting `cert` is served: its OPTIONS reaches the PBX.
+fn assert_client_served(cg: &Callgate, cert: &Issued, pbx: &Pbx, call_id: &str) {
+    let demo_ca = repo().join("sip-config/tls/callgate-demo-ca.crt");
+    let mut s = tls_connect(cg.ports.trunk_tls, client_config(&demo_ca, Some(cert)))
+        .expect("handshake with the carrier's certificate");
+    let port = s.sock.local_addr().expect("addr").port();
+    s.write_all(options(call_id, port).as_bytes())
+        .expect("send");
+    let got = pbx.until(call_id);
+    assert!(got
+        .iter()
+        .any(|m| m.contains(&format!("Call-ID: {call_id}"))));
+}
+
 #[test]
 fn mutual_tls_refuses_clients_without_a_certificate_or_from_another_ca() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -227,49 +255,19 @@ fn mutual_tls_refuses_clients_without_a_certificate_or_from_another_ca() {
         &format!("tls_client_ca = \"{}\"", carriers.pem.display()),
     );
     let cg = Callgate::start(ports, &cfg);
-    let demo_ca = repo().join("sip-config/tls/callgate-demo-ca.crt");
-
-    // No client certificate: refused, and the metric says why.
-    let refused = tls_connect(ports.trunk_tls, client_config(&demo_ca, None))
-        .and_then(|mut s| exchange(&mut s, &options("mtls-none", 1)));
-    assert!(
-        refused.is_err(),
-        "a client without a certificate was served: {refused:?}"
-    );
-    await_metric(&cg, &inbound("no_client_cert"), 1.0);
-
-    // A certificate from another CA: refused as unknown_ca.
-    let refused = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&stranger)))
-        .and_then(|mut s| exchange(&mut s, &options("mtls-foreign", 1)));
-    assert!(
-        refused.is_err(),
-        "a foreign client certificate was served: {refused:?}"
-    );
-    await_metric(&cg, &inbound("unknown_ca"), 1.0);
+    // No client certificate, one from another CA, one of the right CA but
+    // expired: each refused, the metric saying why.
+    assert_client_refused(&cg, None, "no_client_cert");
+    assert_client_refused(&cg, Some(&stranger), "unknown_ca");
     assert!(
         cg.log().contains("reason=\"unknown_ca\"") || cg.log().contains("reason=unknown_ca"),
         "the log names the reason:\n{}",
         cg.log()
     );
-
-    // The right CA, but expired: refused as cert_expired.
     let stale = carriers.issue("stale", &["127.0.0.1"], Validity::Expired);
-    let refused = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&stale)))
-        .and_then(|mut s| exchange(&mut s, &options("mtls-expired", 1)));
-    assert!(
-        refused.is_err(),
-        "an expired client certificate was served: {refused:?}"
-    );
-    await_metric(&cg, &inbound("cert_expired"), 1.0);
-
+    assert_client_refused(&cg, Some(&stale), "cert_expired");
     // The carrier's own certificate: its OPTIONS crosses to the PBX.
-    let mut s = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&good)))
-        .expect("handshake with the carrier's certificate");
-    let port = s.sock.local_addr().expect("addr").port();
-    s.write_all(options("mtls-good", port).as_bytes())
-        .expect("send");
-    let got = pbx.until("mtls-good");
-    assert!(got.iter().any(|m| m.contains("Call-ID: mtls-good")));
+    assert_client_served(&cg, &good, &pbx, "mtls-good");
 
     // openssl s_client agrees: refused without a certificate, served with
     // the carrier's (its OPTIONS answered by the PBX stand-in).
@@ -867,22 +865,10 @@ fn client_names_pin_which_certificates_of_the_ca_are_accepted() {
         ),
     );
     let cg = Callgate::start(ports, &cfg);
-    let demo_ca = repo().join("sip-config/tls/callgate-demo-ca.crt");
-    // Another customer of the same CA: refused for its name.
-    let refused = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&other)))
-        .and_then(|mut s| exchange(&mut s, &options("names-other", 1)));
-    assert!(
-        refused.is_err(),
-        "a certificate for another name was served: {refused:?}"
-    );
-    await_metric(&cg, &inbound("name_mismatch"), 1.0);
-    // The carrier's name: served.
-    let mut s = tls_connect(ports.trunk_tls, client_config(&demo_ca, Some(&carrier)))
-        .expect("handshake with the carrier's certificate");
-    let port = s.sock.local_addr().expect("addr").port();
-    s.write_all(options("names-carrier", port).as_bytes())
-        .expect("send");
-    pbx.until("names-carrier");
+    // Another customer of the same CA: refused for its name; the carrier's
+    // name: served.
+    assert_client_refused(&cg, Some(&other), "name_mismatch");
+    assert_client_served(&cg, &carrier, &pbx, "names-carrier");
     // A name that is neither DNS nor IP is refused at load.
     let (code, err) = check_config(dir.path(), &cfg.replace("192.0.2.7", "not a name!"));
     assert_eq!(code, 2);
