@@ -166,6 +166,11 @@ impl ProxyCore {
         uri: &[u8],
     ) -> Result<Peer, (u16, &'static str)> {
         let uri = Uri::parse(uri).map_err(|_| (400, "Bad Request (unroutable URI)"))?;
+        if is_sips(&uri)
+            && uri.param("transport").and_then(Transport::from_token) == Some(Transport::Udp)
+        {
+            return Err(NO_SECURE_HOP);
+        }
         let (addr, transport) =
             hop_of(&uri).ok_or((404, "Not Found (next hop is not an IP address)"))?;
         self.admitted_hop(
