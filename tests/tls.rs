@@ -448,6 +448,15 @@ fn expired_mismatched_or_empty_tls_files_are_refused_naming_the_key() {
     let early = ca.issue("early", &["127.0.0.1"], Validity::NotYet);
     let other = ca.issue("other", &["127.0.0.1"], Validity::Now);
     let good = ca.issue("good", &["127.0.0.1"], Validity::Now);
+    // A chain whose second certificate has expired (an intermediate the
+    // peers would refuse).
+    let stale_chain = dir.path().join("stale-chain.crt");
+    let chain = [
+        std::fs::read_to_string(&good.cert).expect("leaf"),
+        std::fs::read_to_string(&expired.cert).expect("expired"),
+    ]
+    .concat();
+    std::fs::write(&stale_chain, chain).expect("write");
     let empty = dir.path().join("empty-ca.pem");
     std::fs::write(&empty, "# no certificate here\n").expect("write");
     let ports = Ports::new();
@@ -462,6 +471,10 @@ fn expired_mismatched_or_empty_tls_files_are_refused_naming_the_key() {
         (
             trunk_cert(&base, &early.cert, &early.key),
             "trunk.tls_cert: the certificate is not valid before 2085-01-01 00:00:00 UTC",
+        ),
+        (
+            trunk_cert(&base, &stale_chain, &good.key),
+            "trunk.tls_cert: chain certificate 2 expired on 2021-06-30",
         ),
         (
             trunk_cert(&base, &good.cert, &other.key),

@@ -86,6 +86,12 @@ impl SideTls {
                 let chain = files::certificates(&key("tls_cert"), cert)?;
                 let not_after =
                     check_validity(&key("tls_cert"), "the certificate", &chain[0], now)?;
+                // An expired intermediate fails every peer's chain check
+                // just as surely as an expired leaf.
+                for (i, c) in chain.iter().enumerate().skip(1) {
+                    let which = format!("chain certificate {}", i + 1);
+                    check_validity(&key("tls_cert"), &which, c, now)?;
+                }
                 let private = files::private_key(&key("tls_key"), private)?;
                 Some((chain, private, not_after))
             }
