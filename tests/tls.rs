@@ -887,3 +887,154 @@ fn client_names_pin_which_certificates_of_the_ca_are_accepted() {
     assert_eq!(code, 2);
     assert!(err.contains("trunk.tls_client_names"), "{err}");
 }
+
+/// Answers every request reaching `pbx` (200 OK, ACKs excepted, its own
+/// address as Contact) until `stop` is set.
+fn answer_all(pbx: Pbx, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        pbx.sock
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .ok();
+        let mut buf = vec![0u8; 65_535];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((n, from)) = pbx.sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !m.starts_with("SIP/2.0") && !m.starts_with("ACK ") {
+                let ok = answer(&m, "200 OK").replace(
+                    "Contact: <sip:agent@127.0.0.1>",
+                    &format!("Contact: <sip:agent@127.0.0.1:{}>", pbx.port()),
+                );
+                let _ = pbx.sock.send_to(ok.as_bytes(), from);
+            }
+        }
+    })
+}
+
+/// Reads from `s` until a 200 for `cseq` (e.g. `1 INVITE`) arrives.
+fn await_200(s: &mut TlsStream, pending: &mut String, cseq: &str) -> Result<String, String> {
+    let deadline = Instant::now() + READ;
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        while let Some(end) = pending.find("\r\n\r\n") {
+            let m: String = pending.drain(..end + 4).collect();
+            if m.trim_start().starts_with("SIP/2.0 200 ")
+                && m.contains(&format!("CSeq: {cseq}\r\n"))
+            {
+                return Ok(m.trim_start().to_owned());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no 200 for {cseq}"));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Err("closed".to_owned()),
+            Ok(n) => pending.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// One whole call on `s`: INVITE, 200, ACK, BYE, 200; `hold` runs between
+/// the ACK and the BYE.
+fn tls_call(s: &mut TlsStream, id: &str, hold: impl FnOnce()) -> Result<(), String> {
+    let port = s.sock.local_addr().map_err(|e| e.to_string())?.port();
+    let mut pending = String::new();
+    s.write_all(invite("sip:+15550100@127.0.0.1", "TLS", port, id).as_bytes())
+        .map_err(|e| e.to_string())?;
+    let ok = await_200(s, &mut pending, "1 INVITE")?;
+    s.write_all(in_dialog("ACK", &ok, 1, port).as_bytes())
+        .map_err(|e| e.to_string())?;
+    hold();
+    s.write_all(in_dialog("BYE", &ok, 2, port).as_bytes())
+        .map_err(|e| e.to_string())?;
+    await_200(s, &mut pending, "2 BYE").map(|_| ())
+}
+
+#[test]
+fn calls_over_tls_complete_while_the_certificate_is_reloaded_again_and_again() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cert = dir.path().join("trunk.crt");
+    let key = dir.path().join("trunk.key");
+    let demo_cert = repo().join("sip-config/tls/callgate-demo.crt");
+    std::fs::copy(&demo_cert, &cert).expect("copy");
+    let demo_key = std::fs::read(&secrets().key).expect("demo key");
+    write_private(&key, &demo_key);
+    let site = Ca::new(dir.path(), "site");
+    let next = site.issue("next", &["127.0.0.1"], Validity::Now);
+    // Clients trust both CAs: whichever certificate a handshake meets.
+    let both = dir.path().join("both-cas.pem");
+    let mut bundle = std::fs::read(repo().join("sip-config/tls/callgate-demo-ca.crt")).expect("ca");
+    bundle.extend(std::fs::read(&site.pem).expect("site ca"));
+    std::fs::write(&both, bundle).expect("bundle");
+    let pbx = Pbx::bind();
+    let ports = Ports::new();
+    let cfg = to_pbx(ports, &[format!("sip:127.0.0.1:{}", pbx.port())]);
+    let cg = Callgate::start(ports, &trunk_cert(&cfg, &cert, &key));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answering = answer_all(pbx, stop.clone());
+
+    // A call that is up across every reload below.
+    let mut long = tls_connect(ports.trunk_tls, client_config(&both, None)).expect("connect");
+    let demo_fp = sha256_hex(
+        rustls_pemfile::certs(&mut std::fs::read(&demo_cert).expect("demo").as_slice())
+            .next()
+            .expect("a certificate")
+            .expect("pem")
+            .as_ref(),
+    );
+    let next_fp = sha256_hex(&next.der);
+    const RELOADS: usize = 8;
+    const CALLS: usize = 24;
+    let mut done = 0;
+    let result = tls_call(&mut long, "tls-long-call", || {
+        // Reload after every third call, alternating the two certificates,
+        // each time writing the files in place.
+        for i in 0..CALLS {
+            let to_next = (i / (CALLS / RELOADS)) % 2 == 0;
+            if i % (CALLS / RELOADS) == 0 {
+                let (c, k) = if to_next {
+                    (
+                        std::fs::read(&next.cert).expect("c"),
+                        std::fs::read(&next.key).expect("k"),
+                    )
+                } else {
+                    (std::fs::read(&demo_cert).expect("c"), demo_key.clone())
+                };
+                std::fs::write(&cert, c).expect("cert");
+                write_private(&key, &k);
+                let (status, body) = cg.admin("POST", "/reload");
+                assert_eq!(status, 200, "reload {i}: {body}");
+            }
+            // Each call on a new connection: a new handshake after a reload.
+            let mut s = tls_connect(ports.trunk_tls, client_config(&both, None))
+                .unwrap_or_else(|e| panic!("call {i}: handshake: {e}"));
+            let seen = s
+                .conn
+                .peer_certificates()
+                .map(|c| sha256_hex(c[0].as_ref()));
+            let want = if to_next { &next_fp } else { &demo_fp };
+            assert_eq!(
+                seen.as_ref(),
+                Some(want),
+                "call {i}: the certificate in force"
+            );
+            tls_call(&mut s, &format!("tls-reload-{i}"), || {})
+                .unwrap_or_else(|e| panic!("call {i}: {e}"));
+            done += 1;
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = answering.join();
+    result.expect("the call up across the reloads ends cleanly");
+    assert_eq!(done, CALLS);
+    assert_eq!(cg.metric("callgate_config_reloads_total"), RELOADS as f64);
+    let failures: f64 = cg
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("callgate_tls_handshake_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 0.0, "{}", cg.metrics());
+}
