@@ -19,6 +19,7 @@ command -v sipp >/dev/null || need+=(sip-tester)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v svwar >/dev/null || need+=(sipvicious)
 command -v openssl >/dev/null || need+=(openssl)  # tests/tls.rs: s_client
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # the audit volume faults (tests/faults_store.rs)
 if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
     "${as_root[@]}" apt-get update -qq

@@ -632,6 +632,7 @@ fn a_reloaded_certificate_serves_new_connections_while_an_established_call_goes_
             "the certificate in service is kept"
         );
     }
+    assert_eq!(cg.metric("callgate_config_reload_failures_total"), 2.0);
 }
 
 /// A SIP peer on TLS (a PBX target): answers every request but ACK with

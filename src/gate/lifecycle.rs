@@ -38,9 +38,24 @@ impl Gate {
     /// Blocking (files are read and compiled): callers run it on a
     /// blocking thread. Reloads are serialised, so two at once (SIGHUP and
     /// the API) cannot interleave their swaps.
+    ///
+    /// A refused reload (a broken file, a policy that does not compile)
+    /// changes nothing: it is logged and counted
+    /// (`callgate_config_reload_failures_total`), so an operator whose
+    /// SIGHUP went unheeded sees it, not only the caller of the API.
     pub fn reload(&self) -> Result<(), String> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = lock(&ONE_AT_A_TIME);
+        let applied = self.apply_reload();
+        if let Err(e) = &applied {
+            self.metrics.reload_failed();
+            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+        }
+        applied
+    }
+
+    /// [`Gate::reload`]'s work: everything fallible before the first swap.
+    fn apply_reload(&self) -> Result<(), String> {
         let Some(path) = &self.config_path else {
             return Err("running on the embedded configuration: nothing to reload".to_owned());
         };
@@ -139,8 +154,8 @@ impl Running {
                         // policy, trust anchors and CRLs blocks).
                         let g = gate.clone();
                         match tokio::task::spawn_blocking(move || g.reload()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                            // A refusal is logged and counted by the reload.
+                            Ok(_) => {}
                             Err(e) => tracing::error!(error = %e, "reload task failed; keeping the running configuration"),
                         }
                     }

@@ -6,7 +6,9 @@
 pub mod carrier;
 pub mod netns;
 pub mod pki;
+pub mod redis;
 pub mod srtp;
+pub mod volume;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -325,6 +327,22 @@ pub fn await_metric(cg: &Callgate, series: &str, want: f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{series} did not reach {want}; metrics:\n{}", cg.metrics());
+}
+
+/// Polls a metric until it drops to at most `want` (bounded, as
+/// [`await_metric`]).
+pub fn await_metric_at_most(cg: &Callgate, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if cg.metric(series) <= want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{series} did not drop to {want}; metrics:\n{}",
+        cg.metrics()
+    );
 }
 
 pub fn metric_value(text: &str, series: &str) -> f64 {
