@@ -142,7 +142,8 @@ impl Gate {
                         return;
                     };
                     // Targets are IP literals: the certificate must name the
-                    // address (an IP subjectAltName, RFC 5922 §7.1 spirit).
+                    // address in an IP subjectAltName (a name mismatch is a
+                    // failed handshake, reason name_mismatch).
                     let name =
                         tokio_rustls::rustls::pki_types::ServerName::IpAddress(to.addr.ip().into());
                     match tokio::time::timeout(Duration::from_secs(2), connector.connect(name, s))
