@@ -168,6 +168,8 @@ pub struct Metrics {
     pub stir_fetch: crate::stir::cache::FetchMetrics,
     /// Connections, transaction bytes and audit bytes under their bounds.
     pub exhaustion: super::exhaustion::ExhaustionMetrics,
+    /// TLS handshake failures and certificate expiry.
+    pub tls: super::tls_metrics::TlsMetrics,
     phases: [Histogram; PHASES.len()],
 }
 
@@ -488,6 +490,7 @@ impl Metrics {
             );
         }
         self.exhaustion.render(&mut s);
+        self.tls.render(&mut s);
         s
     }
 }
