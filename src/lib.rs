@@ -21,6 +21,7 @@ pub mod env;
 pub mod fuzzing;
 pub mod gate;
 pub mod media;
+pub mod pki;
 pub mod risk;
 pub mod sip;
 pub mod state;

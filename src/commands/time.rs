@@ -29,7 +29,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
         return Err(bad());
     }
-    let days = callgate::stir::x509::days_from_civil(y, m, day);
+    let days = callgate::pki::civil::days_from_civil(y, m, day);
     Ok(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1000)
 }
 

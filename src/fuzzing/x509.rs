@@ -1,10 +1,10 @@
 //! The project's own DER reader and X.509 field extraction
-//! (`stir::der`, `stir::x509`, `stir::tn_auth`): an `x5u` URL makes
+//! (`pki::der`, `pki::x509`, `stir::tn_auth`): an `x5u` URL makes
 //! callgate parse certificates and CRLs an attacker serves.
 
+use crate::pki::{der, x509};
 use crate::stir::certs::Chain;
 use crate::stir::tn_auth::TnAuthList;
-use crate::stir::{der, x509};
 
 /// Treats `data` as a certificate, a CRL, an extension value and a
 /// certificate body as fetched (PEM or DER), through every reader.

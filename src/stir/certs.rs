@@ -10,11 +10,10 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use webpki::{EndEntityCert, KeyPurposeIdIter};
 
-use super::der;
 use super::keys::PublicKey;
 use super::tn_auth::TnAuthList;
-use super::x509;
 use super::Cause;
+use crate::pki::{der, x509};
 
 /// The SHAKEN certificate policies accepted by default: the arc of the US
 /// SHAKEN Certificate Policy (2.16.840.1.114569.1.1.x, every version).

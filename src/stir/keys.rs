@@ -51,7 +51,7 @@ impl SigningKey {
                         .map_err(|_| KeyError::Unsupported("PKCS#8 key rejected"))?
                 }
                 Item::Sec1Key(k) => {
-                    let (private, public) = super::der::sec1_key(k.secret_sec1_der())
+                    let (private, public) = crate::pki::der::sec1_key(k.secret_sec1_der())
                         .ok_or(KeyError::Unsupported("malformed SEC1 key"))?;
                     let public =
                         public.ok_or(KeyError::Unsupported("SEC1 key without its public key"))?;
@@ -124,9 +124,9 @@ impl PublicKey {
         for item in items(pem)? {
             let point = match &item {
                 Item::X509Certificate(c) => {
-                    super::der::certificate_spki(c).and_then(super::der::spki_key)
+                    crate::pki::der::certificate_spki(c).and_then(crate::pki::der::spki_key)
                 }
-                Item::SubjectPublicKeyInfo(k) => super::der::spki_key(k),
+                Item::SubjectPublicKeyInfo(k) => crate::pki::der::spki_key(k),
                 _ => continue,
             };
             let point =
@@ -140,8 +140,8 @@ impl PublicKey {
 
     /// From a DER certificate.
     pub fn from_certificate_der(der: &[u8]) -> Result<PublicKey, KeyError> {
-        let point = super::der::certificate_spki(der)
-            .and_then(super::der::spki_key)
+        let point = crate::pki::der::certificate_spki(der)
+            .and_then(crate::pki::der::spki_key)
             .ok_or(KeyError::Unsupported("malformed certificate"))?;
         PublicKey::from_point(point)
     }

@@ -2,7 +2,7 @@
 //! the SHAKEN extension (RFC 8588, ATIS-1000074), ES256 signing and
 //! verification.
 //!
-//! Layers, bottom up: [`der`] and [`x509`] read certificates; [`identity`]
+//! Layers, bottom up: [`crate::pki`] reads certificates; [`identity`]
 //! and [`passport`] decode and check the header and claims; [`certs`]
 //! validates chains to the STI trust anchors; [`fetch`] gets `x5u` over
 //! HTTPS; [`service`] caches and coalesces fetches under a deadline;
@@ -11,7 +11,6 @@
 
 pub mod cache;
 pub mod certs;
-pub mod der;
 pub mod divert;
 pub mod egress;
 pub mod fetch;
@@ -27,7 +26,6 @@ pub mod service;
 pub mod sign;
 pub mod tn_auth;
 pub mod verify;
-pub mod x509;
 
 /// Why a PASSporT failed, with the SIP response RFC 8224 §6.2.2 assigns to
 /// a verification service that rejects the call for it.

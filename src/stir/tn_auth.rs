@@ -12,8 +12,8 @@
 //! ```
 //! Tags are explicit, as issued by the STI-CAs.
 
-use super::der;
 use super::passport::canonical_tn;
+use crate::pki::der;
 
 const IA5_STRING: u8 = 0x16;
 const INTEGER: u8 = 0x02;

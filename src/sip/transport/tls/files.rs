@@ -63,7 +63,7 @@ pub fn check_validity(
     cert: &CertificateDer<'_>,
     now: i64,
 ) -> Result<i64, TlsFileError> {
-    let (not_before, not_after) = crate::stir::x509::validity(cert).ok_or_else(|| {
+    let (not_before, not_after) = crate::pki::x509::validity(cert).ok_or_else(|| {
         error(
             key,
             format!("{which} is not a well-formed X.509 certificate"),
@@ -81,50 +81,11 @@ pub fn check_validity(
     Ok(not_after)
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn utc(secs: i64) -> String {
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (the
-/// inverse of `stir::x509::days_from_civil`, H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+pub use crate::pki::civil::utc;
 
 /// Now, as Unix seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stir::x509::days_from_civil;
-
-    #[test]
-    fn dates_round_trip() {
-        for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (2026, 12, 7), (2100, 3, 1)] {
-            assert_eq!(civil_from_days(days_from_civil(y, m, d)), (y, m, d));
-        }
-        assert_eq!(utc(86_400 + 3661), "1970-01-02 01:01:01 UTC");
-    }
 }

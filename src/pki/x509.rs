@@ -1,6 +1,7 @@
-//! The few X.509 certificate fields STIR needs beyond what rustls-webpki
-//! checks (RFC 5280 §4.1, §4.2): the validity period, extensions by OID,
-//! certificate policies and CRL distribution points. Read with the
+//! The few X.509 certificate fields callgate needs beyond what rustls-webpki
+//! checks (RFC 5280 §4.1, §4.2): the validity period (STIR chains and the
+//! SIP TLS listeners' own certificates), extensions by OID, certificate
+//! policies and CRL distribution points (STIR). Read with the
 //! bounds-checked [`der`](super::der) reader; malformed input is `None`.
 
 use super::der::{self, Tlv};
@@ -129,18 +130,7 @@ fn time(t: &Tlv<'_>) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
         return None;
     }
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Some(super::civil::days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
 }
 
 /// An OID's contents in dotted form (X.690 §8.19).

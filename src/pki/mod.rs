@@ -1,0 +1,11 @@
+//! Certificates read byte by byte, shared by the layers that hold them: the
+//! SIP core's TLS listeners (their own certificate's validity) and STIR
+//! (chains, TNAuthList, policies, CRLs). It names no other layer of the
+//! crate, so the SIP core may use it without reaching into a policy layer.
+//!
+//! [`der`] is the bounds-checked DER reader; [`x509`] the certificate and
+//! CRL fields; [`civil`] converts between Unix seconds and calendar dates.
+
+pub mod civil;
+pub mod der;
+pub mod x509;
