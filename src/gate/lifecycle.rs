@@ -67,6 +67,8 @@ impl Gate {
         *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(phases);
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
+        self.guard_udp(&cfg.trunk);
+        self.guard_udp(&cfg.pbx);
         if let Some(m) = &self.media {
             m.set_acls([cfg.trunk.allow.clone(), cfg.pbx.allow.clone()]);
         }
