@@ -4,6 +4,7 @@
 #
 #   test-calls/bench/flood.sh [--secs 30] [--rate 200] [--kinds "acl rate ..."]
 #                             [--on-denied drop|reject] [--label NAME]
+#                             [--baseline OLD/callgate]
 #
 # Legitimate load: sip-loadgen uac from 127.0.0.1 (the carrier) at --rate
 # calls/s for --secs s (INVITE/100/180/200/ACK, 200 ms hold, BYE/200),
@@ -24,11 +25,15 @@
 #   halfopen   5,000 TCP connections to the trunk, each with half a request
 #              head, held (from 127.0.0.1: the admitted carrier)
 # Per run: legitimate calls completed / attempted, INVITE->200 p50/p99/max
-# (ms), callgate's peak RSS (VmHWM), the kernel's drops at callgate's SIP
+# and BYE->200 p99 (ms; the in-dialog requests must not starve either),
+# callgate's peak RSS (VmHWM), the kernel's drops at callgate's SIP
 # sockets (/proc/net/udp, during the run), flood messages sent, and whether
 # callgate is still up (admin /health) at the end. callgate and the
 # generators run at nice -10 (other work shares this machine).
 #
+# --baseline: each kind runs first with the OLD build, then with this one,
+# so that both see the same load on a shared machine (rows "baseline" and
+# "this").
 # Results: test-calls/bench/out-flood[-LABEL]/results.md and results.json.
 # Environment: CALLGATE_BIN (default target/release/callgate), LOADGEN_BIN
 # (default loadgen/target/release/sip-loadgen; both built if missing).
@@ -44,6 +49,7 @@ rate=200
 kinds="acl rate velocity identity options register response oversized headers vias halfopen"
 on_denied=drop
 label=""
+baseline=""
 while (($#)); do
     case "$1" in
         --secs) secs="$2"; shift ;;
@@ -51,7 +57,8 @@ while (($#)); do
         --kinds) kinds="$2"; shift ;;
         --on-denied) on_denied="$2"; shift ;;
         --label) label="$2"; shift ;;
-        *) echo "usage: $0 [--secs S] [--rate R] [--kinds \"acl rate ...\"] [--on-denied drop|reject] [--label NAME]" >&2; exit 2 ;;
+        --baseline) baseline="$2"; shift ;;
+        *) echo "usage: $0 [--secs S] [--rate R] [--kinds \"acl rate ...\"] [--on-denied drop|reject] [--label NAME] [--baseline OLD/callgate]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -155,18 +162,20 @@ json="$out/results.json"
 md="$out/results.md"
 echo "[" >"$json"
 {
-    echo "| flood | sent | legitimate calls ok / attempted | INVITE->200 p50 / p99 / max (ms) | callgate peak RSS (MiB) | kernel drops at callgate's SIP sockets | up after |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| flood | build | sent | legitimate calls ok / attempted | INVITE->200 p50 / p99 / max (ms) | BYE->200 p99 (ms) | callgate peak RSS (MiB) | kernel drops at callgate's SIP sockets | up after |"
+    echo "|---|---|---|---|---|---|---|---|---|"
 } >"$md"
 calls=$((secs * rate))
 first=1
-for kind in $kinds; do
+
+run_one() { # kind build-label callgate-binary
+    local kind=$1 build=$2 cgbin=$3 tag="$1-$2" args uas cg fl tarpit drops0 drops up rss_kb sent
     args=$(flood_args "$kind")
-    config "$kind" >"$out/callgate-$kind.toml"
-    nice -n -10 "$lg" uas --listen "127.0.0.1:$p_uas" --stats-s 0 >"$out/uas-$kind.log" 2>&1 &
+    config "$kind" >"$out/callgate-$tag.toml"
+    nice -n -10 "$lg" uas --listen "127.0.0.1:$p_uas" --stats-s 0 >"$out/uas-$tag.log" 2>&1 &
     uas=$!
     pids+=("$uas")
-    nice -n -10 "$bin" run --config "$out/callgate-$kind.toml" >"$out/callgate-$kind.stdout" 2>"$out/callgate-$kind.log" &
+    nice -n -10 "$cgbin" run --config "$out/callgate-$tag.toml" >"$out/callgate-$tag.stdout" 2>"$out/callgate-$tag.log" &
     cg=$!
     pids+=("$cg")
     wait_udp "$p_trunk"
@@ -174,42 +183,49 @@ for kind in $kinds; do
     if [[ "$kind" == identity ]]; then start_tarpit; tarpit=${pids[-1]}; fi
     drops0=$(udp_drops)
     # shellcheck disable=SC2086
-    nice -n -10 "$lg" flood --target "127.0.0.1:$p_trunk" $args --json "$out/flood-$kind.json" >/dev/null 2>"$out/flood-$kind.log" &
+    nice -n -10 "$lg" flood --target "127.0.0.1:$p_trunk" $args --json "$out/flood-$tag.json" >/dev/null 2>"$out/flood-$tag.log" &
     fl=$!
     pids+=("$fl")
     nice -n -10 "$lg" uac --target "127.0.0.1:$p_trunk" --rate "$rate" --calls "$calls" \
-        --timeout-s $((secs + 40)) --json "$out/uac-$kind.json" >/dev/null 2>"$out/uac-$kind.log" || true
+        --timeout-s $((secs + 40)) --json "$out/uac-$tag.json" >/dev/null 2>"$out/uac-$tag.log" || true
     wait "$fl" || true
     drops=$(($(udp_drops) - drops0))
     up=no
     if kill -0 "$cg" 2>/dev/null && curl -sf "http://127.0.0.1:$p_admin/healthz" >/dev/null; then up=yes; fi
     rss_kb=$(awk '/^VmHWM/ { print $2 }' "/proc/$cg/status" 2>/dev/null || echo 0)
-    curl -s "http://127.0.0.1:$p_admin/metrics" >"$out/metrics-$kind.txt" || true
+    curl -s "http://127.0.0.1:$p_admin/metrics" >"$out/metrics-$tag.txt" || true
     kill "$cg" "$uas" 2>/dev/null || true
     [[ -z "$tarpit" ]] || kill "$tarpit" 2>/dev/null || true
     wait "$cg" "$uas" 2>/dev/null || true
-    sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$out/flood-$kind.json" 2>/dev/null || echo "?")
-    python3 - "$out/uac-$kind.json" "$kind" "$sent" "$calls" "${rss_kb:-0}" "$drops" "$up" "$first" >>"$json" 2>>"$out/report.err" <<'PY' || true
+    sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$out/flood-$tag.json" 2>/dev/null || echo "?")
+    python3 - "$out/uac-$tag.json" "$kind" "$build" "$sent" "$calls" "${rss_kb:-0}" "$drops" "$up" "$first" >>"$json" 2>>"$out/report.err" <<'PY' || true
 import json, sys
-path, kind, sent, calls, rss, drops, up, first = sys.argv[1:]
+path, kind, build, sent, calls, rss, drops, up, first = sys.argv[1:]
 try:
     u = json.load(open(path))
 except Exception:
     u = {"ok": 0, "failed": int(calls), "setup_ms": {"p50": 0, "p99": 0, "max": 0}}
-row = {"kind": kind, "sent": sent, "ok": u["ok"], "attempted": int(calls), "setup_ms": u["setup_ms"],
+row = {"kind": kind, "build": build, "sent": sent, "ok": u["ok"], "attempted": int(calls),
+       "setup_ms": u["setup_ms"], "bye_ms": u.get("bye_ms", {"p99": 0}),
        "rss_mib": round(int(rss) / 1024, 1), "socket_drops": int(drops), "up": up == "yes",
        "failures": u.get("failures", {})}
 print(("" if first == "1" else ",") + json.dumps(row))
 PY
     first=0
-    python3 - "$json" "$kind" >>"$md" <<'PY' || true
+    python3 - "$json" >>"$md" <<'PY' || true
 import json, sys
-rows = json.loads(open(sys.argv[1]).read() + "]")
-r = [x for x in rows if x["kind"] == sys.argv[2]][-1]
+r = json.loads(open(sys.argv[1]).read() + "]")[-1]
 s = r["setup_ms"]
-print(f"| {r['kind']} | {r['sent']} | {r['ok']} / {r['attempted']} | {s['p50']:.1f} / {s['p99']:.1f} / {s['max']:.1f} | {r['rss_mib']} | {r['socket_drops']} | {'yes' if r['up'] else 'NO'} |")
+print(f"| {r['kind']} | {r['build']} | {r['sent']} | {r['ok']} / {r['attempted']} | {s['p50']:.1f} / {s['p99']:.1f} / {s['max']:.1f} | {r['bye_ms']['p99']:.1f} | {r['rss_mib']} | {r['socket_drops']} | {'yes' if r['up'] else 'NO'} |")
 PY
     tail -n 1 "$md" >&2
+}
+
+for kind in $kinds; do
+    # With --baseline, the two builds take turns on each kind (the same
+    # machine load for both, as far as a shared machine allows).
+    if [[ -n "$baseline" ]]; then run_one "$kind" baseline "$baseline"; fi
+    run_one "$kind" this "$bin"
 done
 echo "]" >>"$json"
 echo >&2
