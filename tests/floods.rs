@@ -236,3 +236,40 @@ fn a_reload_that_admits_the_stranger_lets_it_in() {
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("SIP/2.0 403"), "answer: {answer}");
 }
+
+/// Stray responses from an admitted source (no transaction of callgate's
+/// asked for them) are cut by their own per-source bucket, 4 × the
+/// request `rate_limit`, before they are parsed: of 1,000 sent at once
+/// with `rate_limit = 50` (responses: 200/s, burst 400) at least 500 are
+/// refused as `rate_limit`. Before, responses were never limited, and a
+/// flood of them was parsed and matched whole (p99 1.5 s for the
+/// legitimate calls in `flood.sh`'s `response` run). Needs root.
+#[test]
+fn stray_responses_beyond_their_bucket_are_dropped_before_parsing() {
+    let lab = Lab::new(&["carrier"]);
+    let carrier = lab.host(0).clone();
+    let ports = Ports::new();
+    let gate_ip = carrier.gate.to_string();
+    let cfg = gate_config(ports, &gate_ip, &[format!("{}/32", carrier.addr)], 9)
+        .replace("rate_limit = 2000", "rate_limit = 50");
+    let cg = Callgate::start(ports, &cfg);
+    let trunk = SocketAddr::from((carrier.gate, ports.trunk));
+    let sock = carrier.udp(0);
+    const SENT: usize = 1000;
+    let via = SocketAddr::from((carrier.gate, ports.trunk));
+    for i in 0..SENT {
+        let r = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bKstray{i}\r\n\
+             From: <sip:a@x>;tag=a{i}\r\nTo: <sip:b@x>;tag=b{i}\r\nCall-ID: stray{i}\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(r.as_bytes(), trunk).expect("send");
+    }
+    await_metric(
+        &cg,
+        "callgate_admission_refusals_total{side=\"trunk\",reason=\"rate_limit\"}",
+        (SENT / 2) as f64,
+    );
+    let (status, _) = cg.admin("GET", "/healthz");
+    assert_eq!(status, 200);
+}
