@@ -114,7 +114,8 @@ pub fn program(prefixes: &[Ipv4Net]) -> Result<Vec<Insn>, NotAttached> {
 
 /// Attaches (or replaces) the filter for `allow` on `socket`, or detaches
 /// any filter when none applies. The number of prefixes in force, or why
-/// none is.
+/// none is; on an error no filter is left attached (never one of an
+/// earlier ACL).
 #[cfg(target_os = "linux")]
 pub fn apply(
     socket: &tokio::net::UdpSocket,
@@ -136,7 +137,13 @@ pub fn apply(
                 .iter()
                 .map(|&(code, jt, jf, k)| socket2::SockFilter::new(code, jt, jf, k))
                 .collect();
-            sock.attach_filter(&filter)?;
+            if let Err(e) = sock.attach_filter(&filter) {
+                // A filter of an earlier ACL may still be attached: it
+                // would drop sources a reload just admitted. Without a
+                // filter the userspace check decides alone.
+                let _ = sock.detach_filter();
+                return Err(e);
+            }
             Ok(Ok(n))
         }
         Err(why) => {
