@@ -113,10 +113,21 @@ impl CarrierDialog {
 /// (offset per process), forwarding trunk calls to `pbx` (0: nowhere);
 /// `media` adds keys to `[media]`, `extra` adds sections.
 fn media_callgate(base: u16, pbx: u16, media: &str, extra: &str) -> (Callgate, u16) {
+    media_callgate_env(base, pbx, media, extra, &[])
+}
+
+/// [`media_callgate`] with extra environment variables for callgate.
+fn media_callgate_env(
+    base: u16,
+    pbx: u16,
+    media: &str,
+    extra: &str,
+    env: &[(&str, &std::path::Path)],
+) -> (Callgate, u16) {
     let ports = Ports::new();
     let media_min = base + (std::process::id() % 50) as u16 * 20;
     let pbx = if pbx == 0 { 9 } else { pbx };
-    let cg = Callgate::start(
+    let cg = Callgate::start_with_env(
         ports,
         &config(
             ports,
@@ -127,6 +138,7 @@ fn media_callgate(base: u16, pbx: u16, media: &str, extra: &str) -> (Callgate, u
                 media_min + 19
             ),
         ),
+        env,
     );
     (cg, media_min)
 }
@@ -209,17 +221,7 @@ fn rtp_flows_through_the_relay_both_ways_and_ports_are_freed() {
     );
 
     // RTP: carrier → relay leg A → PBX (echo) → relay leg B → carrier.
-    for seq in 1..=5u16 {
-        media
-            .send_to(&rtp(seq), ("127.0.0.1", leg_a))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut buf = [0u8; 512];
-        let (n, from) = media
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("echo {seq} did not come back through the relay: {e}"));
-        assert_eq!(&buf[..n], rtp(seq).as_slice());
-        assert_eq!(from.port(), leg_a, "the echo comes from the relay's leg A");
-    }
+    assert_echoes(&media, leg_a, 1..=5);
     // A third address is not the latched carrier: dropped, nothing echoes.
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     stranger
@@ -639,5 +641,122 @@ fn srtp_from_the_carrier_is_terminated_for_a_plain_pbx() {
         "no key reaches the PBX: {offer}"
     );
     assert_eq!(cg.metric("callgate_media_srtp_failed_total"), 1.0);
+    assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
+}
+
+/// Sends RTP from `media` to the relay's `leg_a` and asserts each packet
+/// comes back (the PBX echoes it) through the relay.
+fn assert_echoes(media: &UdpSocket, leg_a: u16, seqs: std::ops::RangeInclusive<u16>) {
+    for seq in seqs {
+        media
+            .send_to(&rtp(seq), ("127.0.0.1", leg_a))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 512];
+        let (n, from) = media
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("echo {seq} did not come back through the relay: {e}"));
+        assert_eq!(&buf[..n], rtp(seq).as_slice());
+        assert_eq!(from.port(), leg_a, "the echo comes from the relay's leg A");
+    }
+}
+
+/// Issue 14, "the relay's host loses a worker thread": a panic in a
+/// media worker (injected through `media::relay::fault`, debug builds
+/// only) fails that worker's calls cleanly — a BYE to each side naming the
+/// failure, the ports freed, a metric and an error line with the Call-ID
+/// — leaves the other worker's call alone, and both workers serve the next
+/// calls. Without the supervision the thread dies with its sessions: no
+/// BYE comes (the carrier's wait for one fails) and the calls placed on
+/// that worker afterwards have no media.
+#[test]
+fn a_panicking_media_worker_ends_its_calls_cleanly_and_serves_new_ones() {
+    let pbx_port = free_port();
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        4,
+        "u1",
+        &[
+            "-mp",
+            &common::free_ports(4).to_string(),
+            "-rtp_echo",
+            "-trace_msg",
+        ],
+    );
+    let trigger_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trigger = trigger_dir.path().join("panic-now");
+    // Two workers: sessions are dealt to them by id, one call each.
+    let (cg, media_min) = media_callgate_env(
+        46_000,
+        pbx_port,
+        "workers = 2",
+        "",
+        &[(callgate::media::relay::fault::PANIC_FILE_VAR, &trigger)],
+    );
+    let carrier = Udp::bind();
+    let call = |n: u32| {
+        let (media, my_media) = media_socket();
+        let sdp = format!(
+            "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {my_media} RTP/AVP 0\r\n"
+        );
+        let (id, tag) = (format!("worker-panic-{n}"), format!("carrier-{n}"));
+        let (ok, dialog) = carrier_call(&cg, &carrier, pbx_port, (&id, &tag, 1), &sdp);
+        let (_, leg_a) = sdp_target(&ok);
+        assert!((media_min..media_min + 20).contains(&leg_a), "{ok}");
+        assert_echoes(&media, leg_a, 1..=3);
+        (id, media, leg_a, dialog)
+    };
+    let first = [call(1), call(2)];
+
+    // One worker panics at its next idle scan: one call ends.
+    std::fs::write(&trigger, b"").unwrap_or_else(|e| panic!("{e}"));
+    let bye = carrier.recv_until("BYE ").pop().unwrap_or_default();
+    assert!(
+        bye.contains("Reason: SIP;cause=408;text=\"media relay failure\""),
+        "{bye}"
+    );
+    let (failed, kept): (Vec<_>, Vec<_>) = first
+        .into_iter()
+        .partition(|(id, ..)| bye.contains(&format!("Call-ID: {id}\r\n")));
+    let [(failed_id, _, failed_leg, _)] = &failed[..] else {
+        panic!("the BYE names one of the calls: {bye}");
+    };
+    await_metric(&cg, "callgate_media_worker_panics_total", 1.0);
+    assert_eq!(cg.metric("callgate_media_sessions_failed_total"), 1.0);
+    assert_eq!(cg.metric("callgate_media_sessions"), 1.0);
+    let log = cg.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("media relay worker failed") && l.contains(failed_id.as_str())),
+        "an error line names the call:\n{log}"
+    );
+    // The failed call's ports are free again.
+    UdpSocket::bind(("127.0.0.1", *failed_leg))
+        .unwrap_or_else(|e| panic!("port {failed_leg} still held: {e}"));
+    // The other worker's call is untouched.
+    let [(_, kept_media, kept_leg, kept_dialog)] = &kept[..] else {
+        panic!("one call kept");
+    };
+    assert_echoes(kept_media, *kept_leg, 20..=22);
+    let bye_ok = |dialog: &CarrierDialog| {
+        carrier.send(&cg.trunk(), dialog.request("BYE", 2, "").as_bytes());
+        carrier.recv_until("SIP/2.0 200 OK");
+    };
+    bye_ok(kept_dialog);
+
+    // Both workers serve the next calls (one each; one at a time, within
+    // the source's share of the 20-port range).
+    for n in [3, 4] {
+        bye_ok(&call(n).3);
+    }
+    let uas = uas.finish();
+    uas.assert_all_ok(4, "the PBX got a BYE for every call");
+    let pbx_bye = uas.received_requests("BYE");
+    assert!(
+        pbx_bye
+            .iter()
+            .any(|b| b.contains(failed_id.as_str()) && b.contains("media relay failure")),
+        "{pbx_bye:#?}"
+    );
     assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
 }

@@ -7,12 +7,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use callgate::stir::sign::{identity_header, SignRequest};
 use common::pki::{https_server, pki, Pki};
-use common::{await_metric, config, free_port, scenario, Callgate, Ports, Sipp, SippResult};
+use common::redis::RedisServer;
+use common::{
+    await_metric, await_metric_at_most, config, free_port, scenario, Callgate, Ports, Sipp,
+    SippResult,
+};
 
 const POLICY: &str = r#"
 version = "shared-1"
@@ -37,75 +40,6 @@ code = "BURST_ANI_1M"
 weight = 65
 when = { velocity = "ani_1m", at_least = 4 }
 "#;
-
-/// A real redis-server on a loopback port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts redis-server and waits (bounded) for "Ready to accept
-    /// connections" on its log.
-    fn start(port: u16) -> RedisServer {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "yes",
-                "--loglevel",
-                "notice",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server (apt-get install redis-server)");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let _ = child.kill();
-            panic!("redis-server did not become ready on port {port}");
-        }
-        RedisServer { child, port }
-    }
-
-    /// Sends one raw command and returns the first reply line.
-    fn command(&self, args: &[&str]) -> String {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect redis");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut cmd = format!("*{}\r\n", args.len());
-        for a in args {
-            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(cmd.as_bytes()).expect("write redis");
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).expect("read redis");
-        line.trim_end().to_owned()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -333,21 +267,6 @@ fn two_instances_share_velocity_replays_and_certificates_and_survive_redis_loss(
         b.log().contains("replay: PASSporT already used by call"),
         "{}",
         b.log()
-    );
-}
-
-/// Waits (bounded) until a metric drops to at most `want`.
-fn await_metric_at_most(cg: &Callgate, series: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if cg.metric(series) <= want {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!(
-        "{series} did not drop to {want}; metrics:\n{}",
-        cg.metrics()
     );
 }
 

@@ -70,8 +70,12 @@ fn start(pki: &Pki, on_failure: &str) -> (Callgate, UdpSocket) {
     let pbx = udp();
     let pbx_port = pbx.local_addr().expect("addr").port();
     let ports = Ports::new();
+    // 2 s: the first fetch of each x5u (a TLS handshake with the test
+    // server, in a debug build) must finish within the deadline on a busy
+    // machine, or the "good" call comes out unverified; the hanging server's
+    // calls wait the whole deadline.
     let stir = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 500\non_failure = \"{on_failure}\"\n",
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 2000\non_failure = \"{on_failure}\"\n",
         pki.trust_dir.display(),
         pki.web_ca.display()
     );
@@ -485,7 +489,7 @@ fn preloaded_certificates_serve_calls_and_stir_settings_reload() {
     let ports = Ports::new();
     let stir = |on_failure: &str| {
         format!(
-            "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 500\non_failure = \"{on_failure}\"\npreload_dir = \"{}\"\n",
+            "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 2000\non_failure = \"{on_failure}\"\npreload_dir = \"{}\"\n",
             pki.trust_dir.display(),
             pki.web_ca.display(),
             preload.display()
@@ -535,8 +539,8 @@ fn preloaded_certificates_serve_calls_and_stir_settings_reload() {
     // A broken [stir] on reload is refused, naming the key; the running
     // settings stay (the pre-loaded certificate still serves calls).
     let broken = cfg("reject").replace(
-        "deadline_ms = 500",
-        "deadline_ms = 500\ncertificate_policies = [\"not-an-oid\"]",
+        "deadline_ms = 2000",
+        "deadline_ms = 2000\ncertificate_policies = [\"not-an-oid\"]",
     );
     std::fs::write(&cg.config_path, broken).expect("rewrite config");
     let (code, body) = cg.admin("POST", "/reload");

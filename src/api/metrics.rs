@@ -152,6 +152,8 @@ pub struct Metrics {
     tcp_opened: AtomicU64,
     draining: AtomicI64,
     reloads: AtomicU64,
+    /// Reloads refused (the running configuration kept).
+    reload_failures: AtomicU64,
     /// The pipeline's dialog table: dialogs held, entries forgotten when full.
     dialogs: AtomicI64,
     dialogs_evicted: AtomicU64,
@@ -166,6 +168,8 @@ pub struct Metrics {
     pub stir_fetch: crate::stir::cache::FetchMetrics,
     /// Connections, transaction bytes and audit bytes under their bounds.
     pub exhaustion: super::exhaustion::ExhaustionMetrics,
+    /// TLS handshake failures and certificate expiry.
+    pub tls: super::tls_metrics::TlsMetrics,
     phases: [Histogram; PHASES.len()],
 }
 
@@ -219,6 +223,9 @@ impl Metrics {
     }
     pub fn reloaded(&self) {
         self.reloads.fetch_add(1, Relaxed);
+    }
+    pub fn reload_failed(&self) {
+        self.reload_failures.fetch_add(1, Relaxed);
     }
     /// The dialog table's size and its evictions so far.
     pub fn set_dialogs(&self, held: usize, evicted: u64) {
@@ -327,7 +334,7 @@ impl Metrics {
                 self.transport_errors[side.index()].load(Relaxed)
             );
         }
-        let simple: [(&str, &str, &str, i64); 12] = [
+        let simple: [(&str, &str, &str, i64); 13] = [
             (
                 "callgate_tcp_connections_opened_total",
                 "counter",
@@ -381,6 +388,12 @@ impl Metrics {
                 "counter",
                 "Successful configuration reloads.",
                 self.reloads.load(Relaxed) as i64,
+            ),
+            (
+                "callgate_config_reload_failures_total",
+                "counter",
+                "Reloads refused (SIGHUP or POST /reload); the running configuration was kept.",
+                self.reload_failures.load(Relaxed) as i64,
             ),
             (
                 "callgate_dialogs",
@@ -477,6 +490,7 @@ impl Metrics {
             );
         }
         self.exhaustion.render(&mut s);
+        self.tls.render(&mut s);
         s
     }
 }

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod exhaustion;
 pub mod metrics;
+pub mod tls_metrics;
 
 use std::sync::Arc;
 

@@ -466,6 +466,9 @@ pub(super) fn writer(
             Err(e) => {
                 metrics.write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, path = %cfg.path.display(), held = pending.len(), "audit write failed; retrying");
+                if handle_may_be_stale(&e) && reopen(&mut db, &cfg) {
+                    open.clear(); // its ids may name rows of another file
+                }
                 backoff = (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
                 // Flush requests are answered "not done"; records are kept.
                 pending.retain(|j| match j {
@@ -498,6 +501,53 @@ pub(super) fn writer(
                     pending.clear();
                 }
             }
+        }
+    }
+}
+
+/// Whether a failed write may come from a file handle that can never
+/// write again, whatever happens to the volume: the kernel remounted it
+/// read-only after an error (ext4 `errors=remount-ro`, which only an
+/// unmount clears), or the operator unmounted it and mounted it (or a
+/// repaired copy) again. The open handle keeps pointing at the old file
+/// system; only a new connection to the path finds the volume as it is
+/// now. (A locked database or a full disk heal under the same handle.)
+fn handle_may_be_stale(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen)
+    )
+}
+
+/// Replaces `db` by a new connection to `cfg.path` when one can write
+/// there (never by a read-only one: SQLite opens a file it cannot write
+/// read-only, and [`open`] fails at the schema's version stamp); `true`
+/// when replaced. Tried at every failed attempt of a write that
+/// [`handle_may_be_stale`], so at the retry pace (100 ms up to 5 s).
+///
+/// Only an existing database is reopened, never created: while the
+/// operator has the volume unmounted, the path names the empty mount
+/// point on the file system below, and a database created there would
+/// take records that the volume, once mounted again, hides.
+fn reopen(db: &mut Connection, cfg: &AuditConfig) -> bool {
+    if !cfg.path.is_file() {
+        return false;
+    }
+    match open(cfg) {
+        Ok(fresh)
+            if !fresh
+                .is_readonly(rusqlite::DatabaseName::Main)
+                .unwrap_or(true) =>
+        {
+            *db = fresh;
+            tracing::warn!(path = %cfg.path.display(), "audit store reopened after a write error");
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(error = %e, "audit store not reopened");
+            false
         }
     }
 }
@@ -565,4 +615,32 @@ pub fn decisions(
         .map_err(|e| AuditError::Read(e.to_string()))?;
     rows.collect::<Result<Vec<_>, _>>()
         .map_err(|e| AuditError::Read(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: rusqlite::ErrorCode, extended: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error {
+                code,
+                extended_code: extended,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn only_errors_of_a_dead_handle_reopen_the_store() {
+        use rusqlite::ErrorCode::*;
+        // A volume remounted read-only: EROFS on write is SQLite's I/O error.
+        assert!(handle_may_be_stale(&sqlite(SystemIoFailure, 778)));
+        assert!(handle_may_be_stale(&sqlite(ReadOnly, 8)));
+        assert!(handle_may_be_stale(&sqlite(CannotOpen, 14)));
+        // These heal under the same handle.
+        assert!(!handle_may_be_stale(&sqlite(DiskFull, 13)));
+        assert!(!handle_may_be_stale(&sqlite(DatabaseBusy, 5)));
+        assert!(!handle_may_be_stale(&rusqlite::Error::QueryReturnedNoRows));
+    }
 }

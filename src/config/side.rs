@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::{invalid, resolve, socket_addr, ConfigError};
 use crate::sip::proxy::{SideSettings, Target};
 use crate::sip::side::{Side, Transport};
+use crate::sip::transport::tls::{SideTls, TlsFiles};
 use crate::sip::uri::Uri;
 
 /// What to do with a request from a source the side's ACL does not admit.
@@ -114,6 +115,15 @@ pub struct SideConfig {
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM) trusted when callgate connects to TLS targets.
     pub tls_ca: Option<PathBuf>,
+    /// CA certificates (PEM) a client certificate on this side's TLS
+    /// listener must chain to: set, the listener requires one (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Names (DNS or IP) a client certificate must carry one of in its
+    /// subjectAltName, with `tls_client_ca`; empty accepts any.
+    pub tls_client_names: Vec<String>,
+    /// The side's TLS configurations, built and checked from the files
+    /// above at load (swapped whole on reload).
+    pub tls_context: SideTls,
     /// Host written in our Via and Record-Route on this side.
     pub advertise: Option<String>,
     pub allow: Vec<IpNet>,
@@ -160,6 +170,9 @@ pub(super) struct RawSide {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    #[serde(default)]
+    tls_client_names: Vec<String>,
     advertise: Option<String>,
     #[serde(default)]
     allow: Vec<String>,
@@ -209,6 +222,25 @@ pub(super) fn side(
     if tls.is_some() && (tls_cert.is_none() || tls_key.is_none()) {
         return Err(invalid(key("tls"), "needs tls_cert and tls_key"));
     }
+    let tls_client_ca = file("tls_client_ca", &raw.tls_client_ca)?;
+    if tls_client_ca.is_some() && tls.is_none() {
+        return Err(invalid(
+            key("tls_client_ca"),
+            "needs tls (it checks the clients of this side's TLS listener)",
+        ));
+    }
+    let tls_context = SideTls::load(
+        &TlsFiles {
+            section: name,
+            cert: tls_cert.as_deref(),
+            key: tls_key.as_deref(),
+            ca: tls_ca.as_deref(),
+            client_ca: tls_client_ca.as_deref(),
+            client_names: &raw.tls_client_names,
+        },
+        crate::sip::transport::tls::files::now(),
+    )
+    .map_err(|e| invalid(e.key, e.reason))?;
     let mut allow = Vec::with_capacity(raw.allow.len());
     for (i, s) in raw.allow.iter().enumerate() {
         let net = s
@@ -298,6 +330,9 @@ pub(super) fn side(
         tls_cert,
         tls_key,
         tls_ca,
+        tls_client_ca,
+        tls_client_names: raw.tls_client_names,
+        tls_context,
         advertise: raw.advertise,
         allow,
         on_denied,
@@ -411,6 +446,18 @@ fn target(key: &str, s: &str) -> Result<Target, ConfigError> {
             .ok_or_else(|| invalid(key, format!("{s:?}: transport must be udp, tcp or tls")))?,
         None if sips => Transport::Tls,
         None => Transport::Udp,
+    };
+    // A sips target is TLS whatever its transport says (RFC 3261 §26.2.2;
+    // `transport=tcp` is TLS over TCP, RFC 5630); UDP cannot carry it.
+    let transport = match (sips, transport) {
+        (true, Transport::Udp) => {
+            return Err(invalid(
+                key,
+                format!("{s:?}: a sips target needs TLS; transport=udp cannot carry it"),
+            ))
+        }
+        (true, _) => Transport::Tls,
+        (false, t) => t,
     };
     let host = std::str::from_utf8(uri.host).map_err(|_| invalid(key, "host is not UTF-8"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use super::{lock, Gate};
 use crate::api::exhaustion::ConnectionEnd;
 use crate::api::metrics::Phase;
+use crate::api::tls_metrics::TlsDirection;
 use crate::config::{Side, Transport};
 use crate::sip::message::SipMessage;
 use crate::sip::method::Method;
@@ -22,6 +22,7 @@ use crate::sip::proxy::{Outgoing, Peer};
 use crate::sip::response::build_response;
 use crate::sip::transport::connections::{ConnectionCounter, ConnectionSlot};
 use crate::sip::transport::stream::{self, StreamId, StreamSettings};
+use crate::sip::transport::tls::HandshakeFailure;
 use crate::sip::transport::Sink;
 use crate::stir::offload::offload_after;
 
@@ -136,11 +137,14 @@ impl Gate {
                         .await;
                 }
                 (Ok(Ok(s)), Transport::Tls) => {
-                    let Some(connector) = me.connectors[to.side.index()].clone() else {
-                        tracing::warn!(to = %to.addr, "TLS target but no tls_ca configured on this side");
+                    let Some(connector) = me.tls_of(to.side).connector.clone() else {
+                        tracing::warn!(side = to.side.as_str(), to = %to.addr, "TLS target but no tls_ca configured on this side; failing over");
                         me.transport_failed(o.client);
                         return;
                     };
+                    // Targets are IP literals: the certificate must name the
+                    // address in an IP subjectAltName (a name mismatch is a
+                    // failed handshake, reason name_mismatch).
                     let name =
                         tokio_rustls::rustls::pki_types::ServerName::IpAddress(to.addr.ip().into());
                     match tokio::time::timeout(Duration::from_secs(2), connector.connect(name, s))
@@ -150,7 +154,23 @@ impl Gate {
                             me.serve_stream(tls, to.side, Transport::Tls, to.addr, Some(o.bytes))
                                 .await;
                         }
-                        _ => me.transport_failed(o.client),
+                        Ok(Err(e)) => {
+                            let why = HandshakeFailure::of(&e);
+                            me.metrics
+                                .tls
+                                .handshake_failed(to.side, TlsDirection::Outbound, why);
+                            tracing::warn!(side = to.side.as_str(), to = %to.addr, reason = why.as_str(), error = %e, "TLS handshake with target failed; failing over");
+                            me.transport_failed(o.client);
+                        }
+                        Err(_) => {
+                            me.metrics.tls.handshake_failed(
+                                to.side,
+                                TlsDirection::Outbound,
+                                HandshakeFailure::Io,
+                            );
+                            tracing::warn!(side = to.side.as_str(), to = %to.addr, "TLS handshake with target not finished in 2 s; failing over");
+                            me.transport_failed(o.client);
+                        }
                     }
                 }
                 _ => {
@@ -295,12 +315,14 @@ impl Gate {
     /// Accepts TLS connections on `l` for `side`: the handshake within
     /// `limits.tls_handshake_secs` of the accept (a client that opens a
     /// connection and never finishes its handshake holds a slot only that
-    /// long), then each served as a stream while it holds its slot.
+    /// long), then each served as a stream while it holds its slot. Each
+    /// handshake uses the side's TLS in force at its accept, so a reload
+    /// (new certificate, new client CAs) applies to the next connection
+    /// while established ones keep their session.
     pub(super) async fn accept_tls(
         self: Arc<Self>,
         side: Side,
         l: TcpListener,
-        acceptor: TlsAcceptor,
         counter: Arc<ConnectionCounter>,
         handshake: Duration,
     ) {
@@ -308,15 +330,21 @@ impl Gate {
             let (s, remote, slot) = self.accept_admitted(side, &l, &counter).await;
             let _ = s.set_nodelay(true);
             let g = self.clone();
-            let acceptor = acceptor.clone();
+            let Some(acceptor) = self.tls_of(side).acceptor.clone() else {
+                continue;
+            };
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(handshake, acceptor.accept(s)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
+                        let why = HandshakeFailure::of(&e);
                         g.metrics
                             .exhaustion
                             .connection_end(side, ConnectionEnd::HandshakeFailed);
-                        tracing::info!(%remote, error = %e, "TLS handshake failed");
+                        g.metrics
+                            .tls
+                            .handshake_failed(side, TlsDirection::Inbound, why);
+                        tracing::info!(side = side.as_str(), %remote, reason = why.as_str(), error = %e, "TLS handshake failed");
                         return;
                     }
                     Err(_) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{lock, Gate, Phases, Running};
-use crate::config::Config;
+use crate::config::{Config, Side};
 use crate::sip::proxy::CoreSettings;
 
 impl Gate {
@@ -28,16 +28,34 @@ impl Gate {
 
     /// Re-reads the configuration file and applies what can change without
     /// dropping calls: ACLs, rate limits, targets, timers, limits, health
-    /// checks, and all of `[stir]` (trust anchors, CRLs, policies, signing
-    /// key; fetched certificates are kept). Listener addresses and TLS
-    /// files need a restart.
+    /// checks, all of `[stir]` (trust anchors, CRLs, policies, signing
+    /// key; fetched certificates are kept) and each side's TLS files
+    /// (certificate, key, CAs: new handshakes use them, established
+    /// connections keep theirs). Listener addresses need a restart. A
+    /// configuration that does not load (an expired certificate, a key
+    /// that does not match it) changes nothing.
     ///
     /// Blocking (files are read and compiled): callers run it on a
     /// blocking thread. Reloads are serialised, so two at once (SIGHUP and
     /// the API) cannot interleave their swaps.
+    ///
+    /// A refused reload (a broken file, a policy that does not compile)
+    /// changes nothing: it is logged and counted
+    /// (`callgate_config_reload_failures_total`), so an operator whose
+    /// SIGHUP went unheeded sees it, not only the caller of the API.
     pub fn reload(&self) -> Result<(), String> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = lock(&ONE_AT_A_TIME);
+        let applied = self.apply_reload();
+        if let Err(e) = &applied {
+            self.metrics.reload_failed();
+            tracing::error!(error = %e, "reload failed; keeping the running configuration");
+        }
+        applied
+    }
+
+    /// [`Gate::reload`]'s work: everything fallible before the first swap.
+    fn apply_reload(&self) -> Result<(), String> {
         let Some(path) = &self.config_path else {
             return Err("running on the embedded configuration: nothing to reload".to_owned());
         };
@@ -65,6 +83,7 @@ impl Gate {
             self.offload.as_ref(),
         )?;
         *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(phases);
+        self.reload_tls(&cfg);
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
         self.guard_udp(&cfg.trunk);
@@ -76,6 +95,39 @@ impl Gate {
         self.metrics.reloaded();
         tracing::info!(path = %path.display(), "configuration reloaded");
         Ok(())
+    }
+}
+
+impl Gate {
+    /// Puts each side's newly loaded TLS in force for new handshakes.
+    fn reload_tls(&self, cfg: &Config) {
+        for side in [Side::Trunk, Side::Pbx] {
+            let mut new = cfg.side(side).tls_context.clone();
+            let mut slot = self.tls[side.index()]
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if new.acceptor.is_none() && slot.acceptor.is_some() {
+                // The listener stays bound until a restart: it keeps
+                // serving with the certificate it has.
+                tracing::warn!(
+                    side = side.as_str(),
+                    "tls removed from the configuration: the TLS listener keeps its certificate until the next restart"
+                );
+                new.acceptor = slot.acceptor.clone();
+                new.not_after = slot.not_after;
+                new.fingerprint = slot.fingerprint.clone();
+            }
+            if new.fingerprint != slot.fingerprint {
+                tracing::info!(
+                    side = side.as_str(),
+                    fingerprint = new.fingerprint.as_deref().unwrap_or("none"),
+                    not_after = %new.not_after.map(crate::sip::transport::tls::files::utc).unwrap_or_default(),
+                    "TLS certificate reloaded: new handshakes use it"
+                );
+            }
+            self.metrics.tls.set_not_after(side, new.not_after);
+            *slot = Arc::new(new);
+        }
     }
 }
 
@@ -104,8 +156,8 @@ impl Running {
                         // policy, trust anchors and CRLs blocks).
                         let g = gate.clone();
                         match tokio::task::spawn_blocking(move || g.reload()).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                            // A refusal is logged and counted by the reload.
+                            Ok(_) => {}
                             Err(e) => tracing::error!(error = %e, "reload task failed; keeping the running configuration"),
                         }
                     }

@@ -408,6 +408,13 @@ impl MediaPhase {
                     let (session, reclaim) = match ev {
                         RelayEvent::MediaTimeout { session } => (session, false),
                         RelayEvent::Silent { session } => (session, true),
+                        RelayEvent::WorkerFailed { worker, sessions } => {
+                            let byes = me.end_failed_sessions(worker, &sessions);
+                            if !byes.is_empty() {
+                                send(byes);
+                            }
+                            continue;
+                        }
                     };
                     let Some(call) = me.anchor.call_of_session(session) else {
                         continue;
@@ -436,6 +443,30 @@ impl MediaPhase {
                 }
             }
         });
+    }
+
+    /// A relay worker panicked and failed `sessions` (see
+    /// `media::relay::worker`): their calls have no media path any more,
+    /// so each is ended like a reclaimed one — a BYE to each side (the
+    /// returned messages), its media released — rather than left as a
+    /// silent call the agent hangs up on. Sessions of no call (the ng
+    /// protocol's) are only released. One error line names the Call-IDs.
+    fn end_failed_sessions(&self, worker: usize, sessions: &[u64]) -> Vec<Outgoing> {
+        let (calls, orphans) = self.anchor.calls_of_sessions(sessions);
+        for session in orphans {
+            let _ = self.anchor.relay().delete(session);
+        }
+        tracing::error!(
+            worker,
+            call_ids = ?calls,
+            "media relay worker failed: these calls lost their media and are ended (BYE to each side)"
+        );
+        let mut byes = Vec::new();
+        for call in &calls {
+            byes.extend(self.byes(call, "media relay failure"));
+            self.end(call, "media worker failed");
+        }
+        byes
     }
 }
 

@@ -45,7 +45,8 @@ use crate::sip::message::Limits;
 use crate::sip::proxy::{CoreSettings, ProxyCore};
 use crate::sip::transport::connections::ConnectionCounter;
 use crate::sip::transport::stream::StreamSettings;
-use crate::sip::transport::{tls, udp, ConnTable, TransportError};
+use crate::sip::transport::tls::SideTls;
+use crate::sip::transport::{udp, ConnTable, TransportError};
 use crate::stir::offload::{LoadMeter, SignatureOffload};
 use admit::Admission;
 
@@ -88,7 +89,8 @@ pub struct Gate {
     /// The ACL's kernel filter on each UDP socket (`udp_guard.rs`).
     udp_guard: udp_guard::UdpGuard,
     conns: Arc<ConnTable>,
-    connectors: [Option<tokio_rustls::TlsConnector>; 2],
+    /// Each side's TLS (acceptor, connector), swapped whole on reload.
+    tls: [std::sync::RwLock<Arc<SideTls>>; 2],
     stream_settings: StreamSettings,
     pub metrics: Arc<Metrics>,
     timer_wake: Notify,
@@ -180,6 +182,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Gate {
+    /// The TLS of `side` now in force (a new handshake takes it once).
+    fn tls_of(&self, side: Side) -> Arc<SideTls> {
+        self.tls[side.index()]
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The phases and limits now in force.
     fn phases(&self) -> Arc<Phases> {
         self.phases
@@ -203,7 +213,6 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     let mut sockets: [Option<Arc<UdpSocket>>; 2] = [None, None];
     let mut tcp_listeners = Vec::new();
     let mut tls_listeners = Vec::new();
-    let mut connectors: [Option<tokio_rustls::TlsConnector>; 2] = [None, None];
     let mut settings = CoreSettings::from_config(cfg);
     for side in [Side::Trunk, Side::Pbx] {
         let sc = cfg.side(side);
@@ -224,8 +233,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             bound.tcp[i] = l.local_addr().ok();
             tcp_listeners.push((side, l));
         }
-        if let (Some(addr), Some(cert), Some(key)) = (sc.tls, &sc.tls_cert, &sc.tls_key) {
-            let acceptor = tls::acceptor(cert, key)?;
+        if let (Some(addr), Some(_)) = (sc.tls, &sc.tls_context.acceptor) {
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|source| TransportError::Bind {
@@ -234,11 +242,9 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
                     source,
                 })?;
             bound.tls[i] = l.local_addr().ok();
-            tls_listeners.push((side, l, acceptor));
+            tls_listeners.push((side, l));
         }
-        if let Some(ca) = &sc.tls_ca {
-            connectors[i] = Some(tls::connector(ca)?);
-        }
+        metrics.tls.set_not_after(side, sc.tls_context.not_after);
         // Advertise the ports actually bound (config may say port 0).
         settings.sides[i].udp = bound.udp[i];
         settings.sides[i].tcp = bound.tcp[i];
@@ -297,7 +303,10 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         udp: sockets.clone(),
         udp_guard: udp_guard::UdpGuard::default(),
         conns: Arc::new(ConnTable::default()),
-        connectors,
+        tls: [
+            std::sync::RwLock::new(Arc::new(cfg.trunk.tls_context.clone())),
+            std::sync::RwLock::new(Arc::new(cfg.pbx.tls_context.clone())),
+        ],
         stream_settings: StreamSettings {
             limits: cfg.limits,
             idle: cfg.tcp_idle,
@@ -341,12 +350,9 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     for (side, l) in tcp_listeners {
         tokio::spawn(gate.clone().accept_tcp(side, l, counter()));
     }
-    for (side, l, acceptor) in tls_listeners {
+    for (side, l) in tls_listeners {
         let handshake = cfg.connections.tls_handshake;
-        tokio::spawn(
-            gate.clone()
-                .accept_tls(side, l, acceptor, counter(), handshake),
-        );
+        tokio::spawn(gate.clone().accept_tls(side, l, counter(), handshake));
     }
     // Arm the timer task with the core's first deadline (health probes).
     let first = lock(&gate.core).next_deadline();

@@ -694,6 +694,33 @@ impl MediaAnchor {
         })
     }
 
+    /// The calls owning any of `sessions` (each named once) and the
+    /// sessions no call owns, in one pass over the calls (a failed relay
+    /// worker hands over all its sessions at once).
+    pub fn calls_of_sessions(&self, sessions: &[u64]) -> (Vec<String>, Vec<u64>) {
+        let wanted: std::collections::HashSet<u64> = sessions.iter().copied().collect();
+        let mut owned = std::collections::HashSet::new();
+        let mut calls = Vec::new();
+        for (id, c) in self.lock().iter() {
+            let mut mine = false;
+            for s in c.streams.iter().flatten() {
+                if wanted.contains(&s.session.id) {
+                    owned.insert(s.session.id);
+                    mine = true;
+                }
+            }
+            if mine {
+                calls.push(id.clone());
+            }
+        }
+        let orphans = sessions
+            .iter()
+            .copied()
+            .filter(|s| !owned.contains(s))
+            .collect();
+        (calls, orphans)
+    }
+
     /// The call owning a relay session (for media timeouts).
     pub fn call_of_session(&self, session: u64) -> Option<String> {
         self.lock().iter().find_map(|(id, c)| {

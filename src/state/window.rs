@@ -45,6 +45,9 @@ struct Table {
     next_gen: u64,
     bytes: usize,
     evicted: u64,
+    /// The longest window any hit has asked for: a key with no event
+    /// within it counts 0 under every window, and is forgotten.
+    horizon_ms: u64,
 }
 
 struct Slot {
@@ -73,6 +76,34 @@ impl Table {
             }
         }
         false
+    }
+
+    /// Forgets the keys whose every event has left the longest window
+    /// counted so far ([`Table::horizon_ms`]): they would count 0 again.
+    /// Walks the queue from its front (the key hit least recently), so a
+    /// hit costs O(1) amortised. Without it a steady stream of calls from
+    /// ever new numbers — each call from another number, as in a soak or
+    /// a flood — kept every number until the key or byte cap, long after
+    /// its window: the table then sat at its caps for good.
+    fn expire(&mut self, now_ms: u64) {
+        while let Some((generation, key)) = self.order.front() {
+            let last_hit = match self.slots.get(key) {
+                Some(slot) if slot.generation == *generation => slot.events.back().copied(),
+                // A superseded entry: the key's current one is further on.
+                _ => {
+                    self.order.pop_front();
+                    continue;
+                }
+            };
+            if last_hit.is_some_and(|at| now_ms.saturating_sub(at) < self.horizon_ms) {
+                return;
+            }
+            let key = key.clone();
+            self.order.pop_front();
+            if let Some(slot) = self.slots.remove(&key) {
+                self.bytes = self.bytes.saturating_sub(cost(&key, slot.events.len()));
+            }
+        }
     }
 
     /// Rebuilds the eviction queue from the table when stale entries make
@@ -112,6 +143,7 @@ impl LocalVelocity {
             );
             t.bytes += cost(key, 0);
         }
+        t.horizon_ms = t.horizon_ms.max(window_ms);
         t.next_gen += 1;
         let generation = t.next_gen;
         let Some(name) = t.slots.get_key_value(key).map(|(k, _)| k.clone()) else {
@@ -136,6 +168,7 @@ impl LocalVelocity {
         let after = slot.events.len();
         t.bytes = t.bytes + 8 * after - 8 * before;
         t.order.push_back((generation, name));
+        t.expire(now_ms);
         t.compact();
         after as u64
     }
@@ -200,6 +233,35 @@ mod tests {
             "the eviction queue stays compact: {}",
             t.order.len()
         );
+    }
+
+    /// Every call from a new number, at 100 calls/s for 20 minutes of
+    /// simulated time, under a 60 s and a 600 s window: the table holds
+    /// the numbers of the last 600 s, not every number since the start
+    /// (before, it grew to its key cap and stayed there).
+    #[test]
+    fn keys_whose_events_all_left_the_longest_window_are_forgotten() {
+        let v = LocalVelocity::default();
+        let (short, long) = (60_000, 600_000);
+        for i in 0..120_000u64 {
+            let now = 1_000 + i * 10;
+            v.hit(&format!("origid:{i}"), short, now);
+            v.hit(&format!("ani:{i}"), long, now);
+        }
+        let (keys, _, evicted) = v.usage();
+        assert!(
+            keys <= 2 * 60_001,
+            "{keys} keys: only the last 600 s of numbers are kept"
+        );
+        assert!(
+            keys >= 60_000,
+            "{keys} keys: the ani window is still in use"
+        );
+        assert_eq!(evicted, 0, "expired keys are not counted as evictions");
+        // A number hit within the window keeps its count.
+        let now = 1_000 + 120_000 * 10;
+        assert_eq!(v.hit("ani:119999", long, now), 2);
+        assert_eq!(v.hit("ani:0", long, now), 1, "forgotten, counts afresh");
     }
 
     #[test]

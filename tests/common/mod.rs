@@ -6,7 +6,9 @@
 pub mod carrier;
 pub mod netns;
 pub mod pki;
+pub mod redis;
 pub mod srtp;
+pub mod volume;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -211,6 +213,12 @@ impl Callgate {
     /// Writes `config_text`, starts callgate and waits (bounded) for its
     /// "callgate ready" line.
     pub fn start(ports: Ports, config_text: &str) -> Callgate {
+        Callgate::start_with_env(ports, config_text, &[])
+    }
+
+    /// [`Callgate::start`] with extra environment variables (fault
+    /// injection in debug builds, e.g. `media::relay::fault`).
+    pub fn start_with_env(ports: Ports, config_text: &str, env: &[(&str, &Path)]) -> Callgate {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("callgate.toml");
         std::fs::write(&config_path, config_text).expect("write config");
@@ -219,6 +227,7 @@ impl Callgate {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .args(["run", "--config"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -325,6 +334,22 @@ pub fn await_metric(cg: &Callgate, series: &str, want: f64) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("{series} did not reach {want}; metrics:\n{}", cg.metrics());
+}
+
+/// Polls a metric until it drops to at most `want` (bounded, as
+/// [`await_metric`]).
+pub fn await_metric_at_most(cg: &Callgate, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if cg.metric(series) <= want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{series} did not drop to {want}; metrics:\n{}",
+        cg.metrics()
+    );
 }
 
 pub fn metric_value(text: &str, series: &str) -> f64 {
@@ -470,6 +495,11 @@ impl Sipp {
         args.extend(extra.iter().map(|s| s.to_string()));
         let out = sipp_command(dir.path(), &args).output().expect("run sipp");
         SippResult::from(out, dir)
+    }
+
+    /// The sipp process's id (for signals: SIGSTOP makes a silent peer).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Waits (bounded) for the UAS to finish its calls.

@@ -317,8 +317,9 @@ pub fn pki() -> Pki {
     }
 }
 
-/// A loopback HTTPS server; returns its port and per-path request counts.
-pub fn https_server(pki: &Pki) -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
+/// The TLS side of an x5u server at 127.0.0.1: a server certificate from
+/// a fresh web CA, which is written to `pki.web_ca` (callgate's `x5u_ca`).
+pub fn web_acceptor(pki: &Pki) -> tokio_rustls::TlsAcceptor {
     let (web_ca, web_ca_key) = ca("web CA", None);
     std::fs::write(&pki.web_ca, web_ca.pem()).expect("write web ca");
     let key = KeyPair::generate().expect("key");
@@ -332,7 +333,32 @@ pub fn https_server(pki: &Pki) -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
         .with_no_client_auth()
         .with_single_cert(certs, der_key)
         .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Reads an HTTP request's head from `stream`; its path (`None` if the
+/// client went away first).
+pub async fn request_path<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(
+        String::from_utf8_lossy(&req)
+            .split(' ')
+            .nth(1)
+            .unwrap_or("/")
+            .to_owned(),
+    )
+}
+
+/// A loopback HTTPS server; returns its port and per-path request counts.
+pub fn https_server(pki: &Pki) -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
+    let acceptor = web_acceptor(pki);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
@@ -353,15 +379,7 @@ pub fn https_server(pki: &Pki) -> (u16, Arc<Mutex<HashMap<String, usize>>>) {
                     let (acceptor, routes, seen) = (acceptor.clone(), routes.clone(), seen.clone());
                     tokio::spawn(async move {
                         let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                        let mut req = Vec::new();
-                        let mut buf = [0u8; 1024];
-                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match tls.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => req.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let path = String::from_utf8_lossy(&req).split(' ').nth(1).unwrap_or("/").to_owned();
+                        let Some(path) = request_path(&mut tls).await else { return };
                         *seen.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_insert(0) += 1;
                         let resp = match path.as_str() {
                             "/hang.pem" => {

@@ -21,9 +21,13 @@
 //! (this module's [`Relay`]) binds the sockets, hands them to a worker over
 //! a channel and wakes it; statistics come back the same way. A worker
 //! reads each ready socket with `recvmmsg` (one call per packet in
-//! relay traffic, see `batch`).
+//! relay traffic, see `batch`). A panic in a worker is caught there: its
+//! sessions are failed and reported ([`RelayEvent::WorkerFailed`]) for the
+//! control plane to end their calls, and the worker serves on (see
+//! `worker::Worker::run`; tests inject the panic through [`fault`]).
 
 mod batch;
+pub mod fault;
 pub mod source;
 mod worker;
 
@@ -160,6 +164,10 @@ pub enum RelayEvent {
     /// No packet in either direction for the reclaim time: the session's
     /// ports should be freed.
     Silent { session: u64 },
+    /// A worker panicked (see `worker::Worker::run`): these sessions
+    /// were failed — their sockets closed, no packet relayed any more —
+    /// and await their delete; their calls should be ended.
+    WorkerFailed { worker: usize, sessions: Vec<u64> },
 }
 
 /// Counters over all sessions, for `/metrics`.
@@ -183,6 +191,10 @@ pub struct RelayMetrics {
     /// Calls whose media the control plane ended after they were silent
     /// for the reclaim time.
     pub reclaimed: AtomicU64,
+    /// Worker panics caught (each failed that worker's sessions).
+    pub worker_panics: AtomicU64,
+    /// Sessions failed by a worker panic.
+    pub sessions_failed: AtomicU64,
     /// Offers the anchor refused, by [`OfferRefusal`] (in its order).
     pub offers_refused: [AtomicU64; 4],
 }
@@ -279,6 +291,7 @@ impl Relay {
         for i in 0..config.workers.max(1) {
             let (commands, rx) = mpsc::channel();
             let worker = Worker::new(
+                i,
                 rx,
                 events_tx.clone(),
                 config.media_timeout,
@@ -468,6 +481,8 @@ impl Relay {
             ("callgate_media_dropped_source_total", "counter", "Packets dropped by ended sessions because they came from an address other than the latched one.", m.dropped_source.load(Relaxed)),
             ("callgate_media_srtp_failed_total", "counter", "Packets dropped by ended sessions because SRTP termination refused them (authentication or replay check failed).", m.srtp_failed.load(Relaxed)),
             ("callgate_media_ports_exhausted_total", "counter", "Media sessions refused because the relay's port range had no free pair (the offer was answered 503).", m.ports_exhausted.load(Relaxed)),
+            ("callgate_media_worker_panics_total", "counter", "Media relay worker panics caught; each failed the worker's sessions (their calls were ended with a BYE to each side) and the worker served on.", m.worker_panics.load(Relaxed)),
+            ("callgate_media_sessions_failed_total", "counter", "Media sessions failed by a relay worker panic.", m.sessions_failed.load(Relaxed)),
             ("callgate_media_reclaimed_total", "counter", "Calls whose media was ended (ports freed) after no packet in either direction for media.reclaim_after_secs.", m.reclaimed.load(Relaxed)),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

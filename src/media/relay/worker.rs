@@ -29,6 +29,9 @@ use crate::media::stats::StreamStats;
 
 const WAKER: Token = Token(usize::MAX);
 
+/// The least time between two panics of one worker (see `Worker::run`).
+const PANIC_PAUSE: Duration = Duration::from_secs(1);
+
 /// How often idle sessions are looked for.
 const TIMEOUT_SCAN: Duration = Duration::from_millis(500);
 
@@ -274,10 +277,25 @@ pub(super) struct Worker {
     epoch: Instant,
     /// Set by [`Command::Stop`] or when the control plane is gone.
     stopped: bool,
+    /// This worker's number (logs, [`RelayEvent::WorkerFailed`]).
+    index: usize,
+    /// Sessions failed by a panic (see [`Worker::run`]): their last
+    /// statistics, until the control plane deletes them.
+    failed: HashMap<u64, SessionStats>,
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 impl Worker {
     pub(super) fn new(
+        index: usize,
         commands: mpsc::Receiver<Command>,
         events_out: mpsc::Sender<RelayEvent>,
         media_timeout: Duration,
@@ -301,6 +319,8 @@ impl Worker {
             metrics,
             epoch: Instant::now(),
             stopped: false,
+            index,
+            failed: HashMap::new(),
         })
     }
 
@@ -308,9 +328,70 @@ impl Worker {
         self.waker.clone()
     }
 
+    /// The worker thread's body: [`Worker::serve`] under supervision.
+    ///
+    /// A panic in the loop (a bug on the per-packet path, an arithmetic
+    /// overflow in a debug build, an injected fault: see [`super::fault`])
+    /// must not leave its calls silent with their ports held and the
+    /// control plane's commands unanswered, nor cost the relay a thread.
+    /// The panic is caught here; the state it interrupted is not trusted
+    /// (a session may be half-updated), so every session of this worker is
+    /// failed: its sockets closed (the ports return to the pool), its last
+    /// statistics kept for the control plane's delete, and one
+    /// [`RelayEvent::WorkerFailed`] naming them sent, on which the control
+    /// plane ends those calls (a BYE to each side). The worker then serves
+    /// again, empty, on the same thread and command channel, so new calls
+    /// keep being placed on it. A bug that panics at once again (a crash
+    /// loop) is held to one panic per [`PANIC_PAUSE`], not a hot spin.
+    /// This relies on `panic = "unwind"`, the profile default (Cargo.toml
+    /// sets no `panic`).
+    pub(super) fn run(mut self) {
+        let mut last_panic: Option<Instant> = None;
+        loop {
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
+            match served {
+                Ok(()) => return,
+                Err(panic) => self.fail_sessions(panic_text(panic.as_ref())),
+            }
+            if last_panic.is_some_and(|t| t.elapsed() < PANIC_PAUSE) {
+                std::thread::sleep(PANIC_PAUSE);
+            }
+            last_panic = Some(Instant::now());
+        }
+    }
+
+    /// Fails every session after a panic (see [`Worker::run`]). Touches
+    /// only the slabs' plain data, nothing the panic may have left midway.
+    fn fail_sessions(&mut self, why: &str) {
+        let now = Instant::now();
+        let sessions = std::mem::replace(&mut self.sessions, Slab::new());
+        // Dropping the sockets closes them: out of epoll, ports free.
+        self.endpoints = Slab::new();
+        self.by_id.clear();
+        let mut ids = Vec::new();
+        for s in sessions.items.into_iter().flatten() {
+            self.failed.insert(s.id, s.stats(now));
+            ids.push(s.id);
+        }
+        self.metrics.worker_panics.fetch_add(1, Relaxed);
+        self.metrics
+            .sessions_failed
+            .fetch_add(ids.len() as u64, Relaxed);
+        tracing::error!(
+            worker = self.index,
+            sessions = ids.len(),
+            panic = why,
+            "media relay worker panicked: its sessions are failed, the worker serves again"
+        );
+        let _ = self.events_out.send(RelayEvent::WorkerFailed {
+            worker: self.index,
+            sessions: ids,
+        });
+    }
+
     /// The event loop; returns on [`Command::Stop`] or when the control
     /// plane is gone.
-    pub(super) fn run(mut self) {
+    fn serve(&mut self) {
         let mut events = Events::with_capacity(256);
         let mut batch = Batch::new(MAX_DATAGRAM);
         let mut last_scan = Instant::now();
@@ -600,11 +681,15 @@ impl Worker {
                     .by_id
                     .get(&id)
                     .and_then(|&i| self.sessions.get(i))
-                    .map(|s| s.stats(now));
+                    .map(|s| s.stats(now))
+                    .or_else(|| self.failed.get(&id).cloned());
                 let _ = reply.send(stats);
             }
             Command::Delete { id, reply } => {
-                let stats = self.remove(id).map(|s| s.stats(now));
+                let stats = self
+                    .remove(id)
+                    .map(|s| s.stats(now))
+                    .or_else(|| self.failed.remove(&id));
                 let _ = reply.send(stats);
             }
             Command::Stop => {}
@@ -688,6 +773,9 @@ impl Worker {
     /// Reports sessions idle in both directions for the media timeout,
     /// and once for the reclaim time (the control plane then ends them).
     fn scan_timeouts(&mut self, now: Instant) {
+        if super::fault::injected_panic_due() {
+            panic!("injected fault: media worker {} panics", self.index);
+        }
         for s in self.sessions.items.iter_mut().flatten() {
             let since = s.last_packet.unwrap_or(s.created);
             let silent = now.duration_since(since);

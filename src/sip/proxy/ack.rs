@@ -69,6 +69,7 @@ impl ProxyCore {
             branch: &br,
             pop_routes: pop,
             record_route: false,
+            secure: false,
             edits: edits.as_ref(),
         };
         if let Some(bytes) = forwarded_copy(msg, &plan) {

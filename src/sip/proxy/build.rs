@@ -73,7 +73,13 @@ impl LocalSide {
     }
 
     /// Our Record-Route entry on this side (§16.6 step 4), loose routing.
-    pub fn record_route_line(&self, t: Transport) -> String {
+    /// For a sips request (`secure`) it is a sips URI on the side's TLS
+    /// port, as §16.6 step 4 requires, when the side listens on TLS; a
+    /// side without a TLS listener can only name its own transport.
+    pub fn record_route_line(&self, t: Transport, secure: bool) -> String {
+        if let (true, Some(port)) = (secure, self.tls) {
+            return format!("Record-Route: <sips:{}:{port};lr>", self.host);
+        }
         format!(
             "Record-Route: <sip:{}:{};transport={};lr>",
             self.host,

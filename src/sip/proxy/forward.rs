@@ -61,6 +61,7 @@ impl ProxyCore {
             branch: &br,
             pop_routes: fwd.pop_routes,
             record_route: fwd.record_route,
+            secure: fwd.secure,
             edits: entry.edits.as_ref(),
         };
         let bytes = match forwarded_copy(msg, &plan) {
@@ -125,6 +126,9 @@ pub(super) struct CopyPlan<'a> {
     /// Leading Route values naming us, removed.
     pub pop_routes: usize,
     pub record_route: bool,
+    /// A sips request: Record-Route entries are sips URIs (RFC 3261 §16.6
+    /// step 4).
+    pub secure: bool,
     /// The pipeline's decisions for this request, if any.
     pub edits: Option<&'a Edits>,
 }
@@ -141,8 +145,16 @@ pub(super) fn forwarded_copy(msg: &SipMessage, plan: &CopyPlan<'_>) -> Option<By
         (plan.out_local, plan.in_local, plan.out_transport, plan.from);
     let mut sp = Splice::new(msg);
     if plan.record_route {
-        sp.prepend_header(out_local.record_route_line(out_transport).as_bytes());
-        sp.prepend_header(in_local.record_route_line(from.transport).as_bytes());
+        sp.prepend_header(
+            out_local
+                .record_route_line(out_transport, plan.secure)
+                .as_bytes(),
+        );
+        sp.prepend_header(
+            in_local
+                .record_route_line(from.transport, plan.secure)
+                .as_bytes(),
+        );
     }
     // Our Via right above the previous top Via, so the Via list reads as
     // one block.

@@ -114,6 +114,8 @@ struct Forwarding {
     /// Leading Route values that name us and are removed when forwarding.
     pop_routes: usize,
     record_route: bool,
+    /// A sips Request-URI: TLS hops only, sips Record-Route entries.
+    secure: bool,
     /// Live client transaction keys of this request, current one last.
     branches: SmallVec<[Bytes; 2]>,
     best: Option<Best>,

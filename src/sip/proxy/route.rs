@@ -17,13 +17,21 @@ use crate::sip::side::{Side, Transport};
 use crate::sip::uri::{NameAddr, Uri};
 
 /// Resolves a URI to a next hop: IP literal host, port (5060, 5061 for TLS)
-/// and the `transport` parameter (sips implies TLS). No DNS.
+/// and the `transport` parameter. A sips URI is always TLS: its
+/// `transport=tcp` means TLS over TCP (RFC 5630 deprecates
+/// `transport=tls`), and `transport=udp` cannot carry it (TLS needs a
+/// stream), so it has no hop. No DNS.
 fn hop_of(uri: &Uri<'_>) -> Option<(SocketAddr, Transport)> {
-    let sips = uri.scheme.eq_ignore_ascii_case(b"sips");
+    let sips = is_sips(uri);
     let transport = match uri.param("transport") {
         Some(t) => Transport::from_token(t)?,
         None if sips => Transport::Tls,
         None => Transport::Udp,
+    };
+    let transport = match (sips, transport) {
+        (false, t) => t,
+        (true, Transport::Tcp | Transport::Tls) => Transport::Tls,
+        (true, Transport::Udp) => return None,
     };
     let host = std::str::from_utf8(uri.host).ok()?;
     let ip: IpAddr = host
@@ -39,11 +47,27 @@ fn hop_of(uri: &Uri<'_>) -> Option<(SocketAddr, Transport)> {
     Some((SocketAddr::new(ip, port), transport))
 }
 
+/// Whether a URI is a sips URI (RFC 3261 §19.1): every hop to it must be
+/// TLS.
+fn is_sips(uri: &Uri<'_>) -> bool {
+    uri.scheme.eq_ignore_ascii_case(b"sips")
+}
+
 /// The next hop a URI names (IP literal host, port, `transport`; see
 /// [`hop_of`]), for the pipeline's dialog table.
 pub fn next_hop(uri: &[u8]) -> Option<(SocketAddr, Transport)> {
     hop_of(&Uri::parse(uri).ok()?)
 }
+
+/// The answer to a sips request that callgate cannot forward over TLS.
+///
+/// 480 rather than 416: callgate understands the sips scheme (416 says the
+/// scheme is unknown, which invites the sender to retry with `sip:`, the
+/// downgrade RFC 5630 forbids); what is missing is a TLS path to the next
+/// hop, a condition of this deployment that may change, which 480
+/// (Temporarily Unavailable, RFC 3261 §21.4.18) says. RFC 3261 §26.2.2:
+/// a request to a sips URI must not be forwarded over a non-TLS hop.
+pub const NO_SECURE_HOP: (u16, &str) = (480, "Temporarily Unavailable (no TLS hop for a sips URI)");
 
 impl ProxyCore {
     /// Decides where a new request goes (§16.4 route processing, §16.5
@@ -64,6 +88,12 @@ impl ProxyCore {
         let pop = self.own_leading_routes(&routes);
         let initial = routing.is_initial();
         let method = msg.method().unwrap_or(Method::Extension);
+        // A sips Request-URI must reach its target over TLS on every hop
+        // (RFC 3261 §26.2.2): never downgraded to UDP or TCP here.
+        let secure = msg
+            .request_uri()
+            .and_then(|u| Uri::parse(u).ok())
+            .is_some_and(|u| is_sips(&u));
         let hop = if let Routing::InDialog(Some(hop)) = routing {
             // The dialog's own next hop (§12.2.1.1), still only to an
             // admitted peer.
@@ -73,11 +103,27 @@ impl ProxyCore {
                 out_side,
                 NameAddr::parse(next).map(|na| na.uri).unwrap_or(next),
             )?)
+        } else if initial && secure {
+            let order = self.targets[out_side.index()].secure_order();
+            if order.is_empty() {
+                tracing::warn!(
+                    side = out_side.as_str(),
+                    "sips request but the side has no TLS target: refused (never downgraded)"
+                );
+                return Err(NO_SECURE_HOP);
+            }
+            NextHop::Targets(order)
         } else if initial {
             NextHop::Targets(self.targets[out_side.index()].order())
         } else {
             NextHop::Fixed(self.fixed_hop(out_side, msg.request_uri().unwrap_or_default())?)
         };
+        if let NextHop::Fixed(p) = &hop {
+            if secure && p.transport != Transport::Tls {
+                tracing::warn!(to = %p.addr, transport = ?p.transport, "sips request whose next hop is not TLS: refused (never downgraded)");
+                return Err(NO_SECURE_HOP);
+            }
+        }
         let record_route = initial
             && matches!(
                 method,
@@ -89,6 +135,7 @@ impl ProxyCore {
             attempts: 0,
             pop_routes: pop,
             record_route,
+            secure,
             branches: SmallVec::new(),
             best: None,
             canceled: false,
@@ -119,6 +166,11 @@ impl ProxyCore {
         uri: &[u8],
     ) -> Result<Peer, (u16, &'static str)> {
         let uri = Uri::parse(uri).map_err(|_| (400, "Bad Request (unroutable URI)"))?;
+        if is_sips(&uri)
+            && uri.param("transport").and_then(Transport::from_token) == Some(Transport::Udp)
+        {
+            return Err(NO_SECURE_HOP);
+        }
         let (addr, transport) =
             hop_of(&uri).ok_or((404, "Not Found (next hop is not an IP address)"))?;
         self.admitted_hop(

@@ -45,6 +45,21 @@ impl TargetSet {
         }
     }
 
+    /// Failover order for a request that must leave over TLS (a `sips`
+    /// Request-URI, RFC 3261 §26.2.2): the TLS targets in rotation, else
+    /// every TLS target; empty when the side has none.
+    pub fn secure_order(&self) -> Vec<usize> {
+        let tls = |i: &usize| self.targets[*i].transport == Transport::Tls;
+        let up: Vec<usize> = (0..self.targets.len())
+            .filter(|i| self.up[*i] && tls(i))
+            .collect();
+        if up.is_empty() {
+            (0..self.targets.len()).filter(tls).collect()
+        } else {
+            up
+        }
+    }
+
     pub fn up_count(&self) -> usize {
         self.up.iter().filter(|u| **u).count()
     }
@@ -103,6 +118,33 @@ mod tests {
         assert_eq!(s.order(), vec![1]);
         assert!(s.probe_ok(0));
         assert_eq!(s.order(), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_secure_order_holds_tls_targets_only() {
+        let t = |p: u16, transport| Target {
+            uri: format!("sip:127.0.0.1:{p}"),
+            addr: ([127, 0, 0, 1], p).into(),
+            transport,
+        };
+        let mut s = TargetSet::new(
+            vec![
+                t(1, Transport::Udp),
+                t(2, Transport::Tls),
+                t(3, Transport::Tls),
+            ],
+            1,
+        );
+        assert_eq!(s.secure_order(), vec![1, 2]);
+        s.probe_failed(1);
+        assert_eq!(s.secure_order(), vec![2]);
+        s.probe_failed(2);
+        assert_eq!(
+            s.secure_order(),
+            vec![1, 2],
+            "all TLS targets down: try them all"
+        );
+        assert!(set().secure_order().is_empty(), "no TLS target at all");
     }
 
     #[test]

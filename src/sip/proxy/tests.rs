@@ -592,3 +592,67 @@ fn large_non_invite_requests_are_refused_past_their_source_byte_budget() {
     assert_eq!(h.core.bytes.total(), 0, "every charge given back");
     assert_eq!(h.core.bytes.sources(), 0);
 }
+
+#[test]
+fn a_sips_invite_goes_to_tls_targets_only_with_sips_record_routes() {
+    let mut set = settings(&[PBX1]);
+    set.sides[1].tls = Some(addr("127.0.0.1:5063"));
+    set.sides[1].targets.push(Target {
+        uri: format!("sips:{PBX2}"),
+        addr: addr(PBX2),
+        transport: Transport::Tls,
+    });
+    let mut h = Harness::with(set);
+    let sips = invite("z9hG4bK-s1", "").replace("INVITE sip:", "INVITE sips:");
+    let out = h.feed(Harness::carrier(), &sips);
+    let fwd = out
+        .iter()
+        .find(|o| text(o).starts_with("INVITE "))
+        .unwrap_or_else(|| panic!("not forwarded: {out:#?}"));
+    assert_eq!(
+        fwd.to.addr.to_string(),
+        PBX2,
+        "the UDP target first in order is skipped"
+    );
+    assert_eq!(fwd.to.transport, Transport::Tls);
+    let t = text(fwd);
+    assert!(t.contains("Via: SIP/2.0/TLS 10.0.0.254:5063;"), "{t}");
+    assert!(t.contains("Record-Route: <sips:10.0.0.254:5063;lr>"), "{t}");
+    assert!(
+        t.contains("Record-Route: <sips:198.51.100.1:5061;lr>"),
+        "{t}"
+    );
+}
+
+#[test]
+fn a_sips_request_without_a_tls_hop_gets_480_and_is_never_sent_in_clear() {
+    let mut h = Harness::new(&[PBX1]);
+    let sips = invite("z9hG4bK-s2", "").replace("INVITE sip:", "INVITE sips:");
+    let out = h.feed(Harness::carrier(), &sips);
+    assert!(out.iter().all(|o| o.to.side == Side::Trunk), "{out:#?}");
+    assert!(out.iter().any(|o| status(o) == 480), "{out:#?}");
+    // In dialog: the next hop (the top Route) is UDP, or the sips URI
+    // itself asks for UDP.
+    for (branch, uri, route) in [
+        (
+            "z9hG4bK-s3",
+            "sips:agent@10.0.0.1:5080",
+            "Route: <sip:10.0.0.1:5080;transport=udp;lr>\r\n",
+        ),
+        ("z9hG4bK-s4", "sips:agent@10.0.0.1:5080;transport=udp", ""),
+    ] {
+        let bye = invite(branch, route)
+            .replace("INVITE sip:+15550100@198.51.100.1", &format!("BYE {uri}"))
+            .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+            .replace(
+                "To: <sip:+15550100@198.51.100.1>",
+                "To: <sip:+15550100@198.51.100.1>;tag=p1",
+            );
+        let out = h.feed(Harness::carrier(), &bye);
+        assert!(
+            out.iter().all(|o| o.to.side == Side::Trunk),
+            "{uri}: {out:#?}"
+        );
+        assert!(out.iter().any(|o| status(o) == 480), "{uri}: {out:#?}");
+    }
+}

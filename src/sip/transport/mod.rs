@@ -45,8 +45,6 @@ pub enum TransportError {
         transport: Transport,
         source: std::io::Error,
     },
-    #[error("TLS configuration: {0}")]
-    Tls(String),
 }
 
 /// A writer handle of an open stream connection.
