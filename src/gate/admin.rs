@@ -11,6 +11,7 @@ impl crate::api::Service for Gate {
 
     fn metrics_text(&self) -> String {
         let mut text = self.metrics.render();
+        self.render_udp_guard(&mut text);
         self.state.metrics().render(&mut text);
         if let Some(pool) = &self.offload {
             pool.render(&mut text);

@@ -9,6 +9,11 @@ use super::bucket::SourceBuckets;
 use super::refusals::Refusals;
 use crate::config::{canonical_ip, Denied, SideConfig, TrunkScreen};
 
+/// Responses a source may send per request it may send (`rate_limit`):
+/// 100 Trying, 180/183, the final response and its retransmissions to
+/// the requests callgate sends that peer, with room to spare.
+pub const RESPONSES_PER_REQUEST: u32 = 4;
+
 /// Admission verdict for one datagram or framed message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -19,12 +24,14 @@ pub enum Verdict {
     RateLimited,
 }
 
-/// ACL, a token bucket per source address for requests, and the limit on
-/// the answers callgate forms itself ([`Refusals`]).
+/// ACL, a token bucket per source address for requests and one for
+/// responses, and the limit on the answers callgate forms itself
+/// ([`Refusals`]).
 #[derive(Debug)]
 pub struct Admission {
     cfg: SideConfig,
     requests: SourceBuckets,
+    responses: SourceBuckets,
     refusals: Refusals,
 }
 
@@ -34,6 +41,7 @@ impl Admission {
             refusals: Refusals::new(&cfg, Instant::now()),
             cfg,
             requests: SourceBuckets::default(),
+            responses: SourceBuckets::default(),
         }
     }
 
@@ -59,21 +67,31 @@ impl Admission {
         self.refusals.take(canonical_ip(ip), now)
     }
 
-    /// Decides on a message from `ip`. Responses are never rate limited
-    /// (they belong to transactions we started).
+    /// Decides on a message from `ip`, on its source and first bytes only.
+    ///
+    /// Responses have a bucket of their own, [`RESPONSES_PER_REQUEST`] times
+    /// the request rate: a peer answers callgate's requests (provisional,
+    /// final and retransmitted responses: a few per request), so it needs
+    /// room for several responses per request callgate may send it, but a
+    /// flood of stray responses from an admitted source (each one parsed
+    /// and matched against the transactions otherwise) is cut before
+    /// parsing like a flood of requests (issue 14).
     pub fn check(&mut self, ip: IpAddr, data: &[u8], now: Instant) -> Verdict {
         let ip = canonical_ip(ip);
         if !self.cfg.admits(ip) {
             return Verdict::Denied(self.cfg.on_denied);
         }
         let rate = self.cfg.rate_limit;
-        if rate == 0
-            || data.starts_with(b"SIP/2.0 ")
-            || crate::sip::message::keepalive_prefix(data) == data.len()
-        {
+        if rate == 0 || crate::sip::message::keepalive_prefix(data) == data.len() {
             return Verdict::Admit;
         }
-        if self.requests.take(ip, rate, now) {
+        let admitted = if data.starts_with(b"SIP/2.0 ") {
+            self.responses
+                .take(ip, rate.saturating_mul(RESPONSES_PER_REQUEST), now)
+        } else {
+            self.requests.take(ip, rate, now)
+        };
+        if admitted {
             Verdict::Admit
         } else {
             Verdict::RateLimited
@@ -137,8 +155,11 @@ mod tests {
             .filter(|_| a.check(ip, b"INVITE", t0) == Verdict::Admit)
             .count();
         assert_eq!(admitted, 20);
-        // Responses pass regardless.
-        assert_eq!(a.check(ip, b"SIP/2.0 200 OK", t0), Verdict::Admit);
+        // Responses have their own bucket, four times the rate (burst 80).
+        let responses = (0..100)
+            .filter(|_| a.check(ip, b"SIP/2.0 200 OK", t0) == Verdict::Admit)
+            .count();
+        assert_eq!(responses, 80);
         // 1 s later, 10 more tokens.
         let later = t0 + Duration::from_secs(1);
         let admitted = (0..25)

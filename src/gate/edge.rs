@@ -41,15 +41,16 @@ impl Gate {
         }
     }
 
-    /// Answers 403 to a request from a source outside the ACL (within the
-    /// refusal limit: a spoofed source must not make callgate a reflector).
+    /// Answers 403 to a request from a source outside the ACL, its refusal
+    /// token already taken by the admit phase (a spoofed source must not
+    /// make callgate a reflector).
     pub(super) fn forbid(&self, peer: Peer, data: Bytes) {
         let Ok(msg) = SipMessage::parse(data, &Default::default()) else {
             return;
         };
         if msg.is_request() && msg.method() != Some(Method::Ack) {
             let r = build_response(&msg, 403, "Forbidden", None, Some(peer.addr), &[]);
-            self.answer(peer, r, 403);
+            self.send_answer(peer, r, 403);
         }
     }
 

@@ -86,6 +86,8 @@ impl Gate {
         self.reload_tls(&cfg);
         lock(&self.admission[0]).reload(cfg.trunk.clone());
         lock(&self.admission[1]).reload(cfg.pbx.clone());
+        self.guard_udp(&cfg.trunk);
+        self.guard_udp(&cfg.pbx);
         if let Some(m) = &self.media {
             m.set_acls([cfg.trunk.allow.clone(), cfg.pbx.allow.clone()]);
         }

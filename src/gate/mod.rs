@@ -28,6 +28,7 @@ pub mod sanitize;
 pub mod screen;
 pub mod sign;
 pub mod tag;
+mod udp_guard;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -85,6 +86,8 @@ pub struct Gate {
     core: Mutex<ProxyCore>,
     admission: [Mutex<Admission>; 2],
     udp: [Option<Arc<UdpSocket>>; 2],
+    /// The ACL's kernel filter on each UDP socket (`udp_guard.rs`).
+    udp_guard: udp_guard::UdpGuard,
     conns: Arc<ConnTable>,
     /// Each side's TLS (acceptor, connector), swapped whole on reload.
     tls: [std::sync::RwLock<Arc<SideTls>>; 2],
@@ -298,6 +301,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             Mutex::new(Admission::new(cfg.pbx.clone())),
         ],
         udp: sockets.clone(),
+        udp_guard: udp_guard::UdpGuard::default(),
         conns: Arc::new(ConnTable::default()),
         tls: [
             std::sync::RwLock::new(Arc::new(cfg.trunk.tls_context.clone())),
@@ -336,6 +340,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         });
     }
     for side in [Side::Trunk, Side::Pbx] {
+        gate.guard_udp(cfg.side(side));
         if let Some(s) = &sockets[side.index()] {
             tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));
         }

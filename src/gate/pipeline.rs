@@ -67,7 +67,21 @@ pub enum Class {
 impl Sink for Gate {
     fn on_message(&self, peer: Peer, data: Bytes) {
         let started = Instant::now();
-        self.pipeline(peer, data, started);
+        if self.admit(peer, &data, started) {
+            self.pipeline(peer, data, started);
+        }
+        self.observe_busy(started);
+    }
+
+    /// The admit phase runs on the receive buffer: a datagram from a
+    /// source outside the ACL or over its rate is refused before it is
+    /// copied (a flood of 60 KB datagrams over the rate limit was copied
+    /// whole, each, only to be dropped).
+    fn on_datagram(&self, peer: Peer, data: &[u8]) {
+        let started = Instant::now();
+        if self.admit(peer, data, started) {
+            self.pipeline(peer, Bytes::copy_from_slice(data), started);
+        }
         self.observe_busy(started);
     }
 }
@@ -77,11 +91,10 @@ fn call_id_text(msg: &SipMessage) -> std::borrow::Cow<'_, str> {
 }
 
 impl Gate {
-    /// One received message through the phases (see the module table).
+    /// One received message through the phases after admit (see the
+    /// module table; admit runs first, in [`Sink::on_message`] or, for a
+    /// datagram, on the receive buffer in [`Sink::on_datagram`]).
     fn pipeline(&self, peer: Peer, data: Bytes, now: Instant) {
-        if !self.admit(peer, &data, now) {
-            return;
-        }
         let phases = self.phases();
         let Some(msg) = self.parse(peer, data.clone(), &phases.limits) else {
             return;
@@ -137,7 +150,7 @@ impl Gate {
     /// start a response; parses nothing. A source outside the ACL is
     /// answered 403 (or dropped, per `on_denied`); one over its rate is
     /// dropped (answering would feed a flood).
-    pub(super) fn admit(&self, peer: Peer, data: &Bytes, now: Instant) -> bool {
+    pub(super) fn admit(&self, peer: Peer, data: &[u8], now: Instant) -> bool {
         // The admission lock is released before any answer (which takes
         // it again for the refusal limit).
         let verdict = lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now);
@@ -146,8 +159,11 @@ impl Gate {
             Verdict::Denied(how) => {
                 self.metrics.refused(peer.side, Refusal::Acl);
                 tracing::debug!(side = peer.side.as_str(), from = %peer.addr, "source not in ACL");
-                if how == Denied::Reject {
-                    self.forbid(peer, data.clone());
+                // The refusal limit first: over it, a stranger's datagram
+                // is neither copied nor parsed (a flood then costs no more
+                // than the ACL check).
+                if how == Denied::Reject && self.may_answer(peer, 403) {
+                    self.forbid(peer, Bytes::copy_from_slice(data));
                 }
                 false
             }
@@ -429,11 +445,24 @@ impl Gate {
     /// Sends a response the pipeline formed itself (no transaction), within
     /// the refusal limit (`refusals.rs`): over it, nothing is sent.
     pub(super) fn answer(&self, peer: Peer, bytes: Bytes, status: u16) {
-        if !lock(&self.admission[peer.side.index()]).may_answer(peer.addr.ip(), Instant::now()) {
-            self.metrics.answer_suppressed(peer.side);
-            tracing::debug!(to = %peer.addr, status, "answer over the refusal limit not sent");
-            return;
+        if self.may_answer(peer, status) {
+            self.send_answer(peer, bytes, status);
         }
+    }
+
+    /// Takes a token of the refusal limit for one answer to `peer`; over
+    /// the limit, counts the suppressed answer and says no.
+    pub(super) fn may_answer(&self, peer: Peer, status: u16) -> bool {
+        if lock(&self.admission[peer.side.index()]).may_answer(peer.addr.ip(), Instant::now()) {
+            return true;
+        }
+        self.metrics.answer_suppressed(peer.side);
+        tracing::debug!(to = %peer.addr, status, "answer over the refusal limit not sent");
+        false
+    }
+
+    /// Sends an answer callgate formed, its refusal token already taken.
+    pub(super) fn send_answer(&self, peer: Peer, bytes: Bytes, status: u16) {
         self.metrics.response(peer.side, Direction::Out, status);
         self.dispatch(vec![Outgoing {
             to: peer,

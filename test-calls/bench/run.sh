@@ -43,6 +43,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 out="$here/out"
+# release_binaries (its own cleanup and wait_udp below replace lib.sh's)
+. "$here/lib.sh"
 scen="$repo/test-calls/scenarios"
 quick=0
 only=""
@@ -120,17 +122,7 @@ wait_udp() { # port
     return 1
 }
 
-bin="${CALLGATE_BIN:-$repo/target/release/callgate}"
-if [[ ! -x "$bin" ]]; then
-    [[ -z "${CALLGATE_BIN:-}" ]] || { echo "CALLGATE_BIN=$bin is not executable" >&2; exit 1; }
-    (cd "$repo" && cargo build --release)
-fi
-lg="${LOADGEN_BIN:-$here/loadgen/target/release/sip-loadgen}"
-if [[ ! -x "$lg" ]]; then
-    [[ -z "${LOADGEN_BIN:-}" ]] || { echo "LOADGEN_BIN=$lg is not executable" >&2; exit 1; }
-    cargo build --release --manifest-path "$here/loadgen/Cargo.toml"
-fi
-echo "callgate: $bin; load generator: $lg" >&2
+release_binaries "$repo" "$here"
 
 # Signed traffic: the test STI PKI, its x5u served over HTTPS on loopback.
 pki="$out/pki"

@@ -544,7 +544,7 @@ pub struct SippResult {
 }
 
 impl SippResult {
-    fn from(out: Output, dir: tempfile::TempDir) -> SippResult {
+    pub fn from(out: Output, dir: tempfile::TempDir) -> SippResult {
         let stats = std::fs::read_to_string(dir.path().join("stats.csv")).unwrap_or_default();
         let mut lines = stats.lines();
         let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();

@@ -4,7 +4,9 @@
 //! The transport layer only moves bytes: every received message goes to a
 //! [`Sink`] (the gate), which decides what to do with it.
 
+pub mod acl_filter;
 pub mod connections;
+pub mod socket_drops;
 pub mod stream;
 pub mod tls;
 pub mod udp;
@@ -23,6 +25,15 @@ use crate::sip::side::{Side, Transport};
 pub trait Sink: Send + Sync + 'static {
     /// One message (a datagram, or a framed stream message) from `peer`.
     fn on_message(&self, peer: Peer, data: Bytes);
+
+    /// One datagram from `peer`, still in the receive buffer. A sink that
+    /// can refuse a datagram on its source alone (the admit phase) does so
+    /// here, before it is copied out: a flood of large datagrams from a
+    /// refused source then costs no allocation and no copy. By default:
+    /// copied and handed to [`Sink::on_message`].
+    fn on_datagram(&self, peer: Peer, data: &[u8]) {
+        self.on_message(peer, Bytes::copy_from_slice(data));
+    }
 }
 
 /// Why a transport operation failed.

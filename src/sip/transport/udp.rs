@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::net::UdpSocket;
 
 use super::{Sink, TransportError};
@@ -68,7 +67,8 @@ pub async fn bind(addr: SocketAddr) -> Result<Arc<UdpSocket>, TransportError> {
 /// Reads datagrams forever and hands each to the sink.
 ///
 /// Each datagram is read into one reused 64 KB buffer (zeroed once, not
-/// per datagram) and copied out at its own size. A transaction keeps parts
+/// per datagram) and copied out at its own size once the sink admits it
+/// ([`Sink::on_datagram`]: a refused source's datagram is never copied). A transaction keeps parts
 /// of what it received for up to 32 s (the last response, for
 /// retransmissions); slices of a shared receive block would keep the whole
 /// block — every datagram around them — alive that long: 742 MB after
@@ -83,14 +83,13 @@ pub async fn receive_loop(socket: Arc<UdpSocket>, side: Side, sink: Arc<dyn Sink
                 if crate::sip::message::keepalive_prefix(&buf[..n]) == n {
                     continue;
                 }
-                let data = Bytes::copy_from_slice(&buf[..n]);
                 let peer = Peer {
                     side,
                     transport: Transport::Udp,
                     addr: from,
                     conn: None,
                 };
-                sink.on_message(peer, data);
+                sink.on_datagram(peer, &buf[..n]);
             }
             Err(e) => {
                 // ICMP errors surface here on Linux (ECONNREFUSED); they are

@@ -1,6 +1,7 @@
 //! sip-loadgen: a cheap SIP load generator (UAC and UAS over UDP) for the
 //! callgate benchmark harness (test-calls/bench/run.sh). Std only.
 
+pub mod flood;
 pub mod sip;
 pub mod sys;
 pub mod uac;

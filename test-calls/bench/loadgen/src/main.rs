@@ -2,12 +2,14 @@
 //! sip-loadgen uac --target ADDR --rate R --calls N [--hold-ms MS]
 //!                 [--timeout-s T] [--to-user X] [--inf FILE] [--bind ADDR] [--tick-us US]
 //!                 [--json FILE]
+//! sip-loadgen flood --target ADDR --kind KIND [--rate R] [--duration-s S] [--bind ADDR]
+//!                   [--x5u-base URL] [--x5u-count N] [--conns N] [--json FILE]
 //!
 //! The UAC prints "<successful> <failed>" on stdout and a breakdown of
 //! failures and retransmissions on stderr (and, with --json, the same as a
 //! JSON object in FILE).
 
-use sip_loadgen::{uac, uas};
+use sip_loadgen::{flood, uac, uas};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -16,6 +18,10 @@ const USAGE: &str = "usage:
   sip-loadgen uac --target 127.0.0.1:PORT --rate R --calls N [--hold-ms 200]
                   [--timeout-s N/R+30] [--to-user service] [--inf FILE] [--bind 127.0.0.1:0]
                   [--tick-us 1000] [--json FILE]
+  sip-loadgen flood --target 127.0.0.1:PORT --kind invite|identity|options|register|response|
+                    oversized|headers|vias|halfopen [--rate 0] [--duration-s 10] [--bind 127.0.0.2:0]
+                    [--x5u-base https://192.0.2.1] [--x5u-count 1000] [--conns 1000] [--json FILE]
+--rate 0 (flood): as fast as the socket takes them.
 --tick-us: wake every so many microseconds and handle everything due
 (0: wake on every datagram and deadline instead).";
 
@@ -145,6 +151,44 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        "flood" => {
+            let Some(target) = opt!("target", std::net::SocketAddr) else {
+                return die("--target is required");
+            };
+            let Some(kind) = opts.remove("kind").as_deref().and_then(flood::Kind::parse) else {
+                return die("--kind is required (invite, identity, options, register, response, oversized, headers, vias, halfopen)");
+            };
+            let json_path = opts.remove("json");
+            let cfg = flood::Config {
+                target,
+                bind: get!("bind", std::net::SocketAddr, "127.0.0.2:0".parse().unwrap()),
+                kind,
+                rate: get!("rate", f64, 0.0),
+                duration: Duration::from_secs_f64(get!("duration-s", f64, 10.0)),
+                x5u_base: get!("x5u-base", String, "https://192.0.2.1".to_string()),
+                x5u_count: get!("x5u-count", u32, 1000),
+                conns: get!("conns", u32, 1000),
+            };
+            if let Some(k) = opts.keys().next() {
+                return die(&format!("unknown option --{k}"));
+            }
+            match flood::run(&cfg) {
+                Ok(report) => {
+                    let json = report.json(&cfg);
+                    println!("{json}");
+                    if let Some(path) = json_path {
+                        if let Err(e) = std::fs::write(&path, json + "\n") {
+                            eprintln!("sip-loadgen flood: {path}: {e}");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sip-loadgen flood: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         _ => return die(&format!("unknown mode {mode}")),
     };

@@ -44,6 +44,7 @@ extern "C" {
 }
 
 const POLLIN: i16 = 1;
+const POLLOUT: i16 = 4;
 const SOL_SOCKET: c_int = 1;
 const SO_SNDBUF: c_int = 7;
 const SO_RCVBUF: c_int = 8;
@@ -52,9 +53,18 @@ const SO_RCVBUFFORCE: c_int = 33;
 
 /// Waits until `sock` is readable or `timeout` passes. True if readable.
 pub fn wait_readable(sock: &impl AsRawFd, timeout: Duration) -> bool {
+    poll_one(sock, POLLIN, timeout)
+}
+
+/// Waits until `sock` can take a datagram again or `timeout` passes.
+pub fn wait_writable(sock: &impl AsRawFd, timeout: Duration) -> bool {
+    poll_one(sock, POLLOUT, timeout)
+}
+
+fn poll_one(sock: &impl AsRawFd, events: i16, timeout: Duration) -> bool {
     let mut fd = PollFd {
         fd: sock.as_raw_fd(),
-        events: POLLIN,
+        events,
         revents: 0,
     };
     let ts = Timespec {
@@ -63,7 +73,7 @@ pub fn wait_readable(sock: &impl AsRawFd, timeout: Duration) -> bool {
     };
     // SAFETY: one valid pollfd and timespec, no signal mask.
     let r = unsafe { ppoll(&mut fd, 1, &ts, std::ptr::null()) };
-    r > 0 && fd.revents & POLLIN != 0
+    r > 0 && fd.revents & events != 0
 }
 
 /// Large socket buffers so that bursts are queued, not dropped, at the
