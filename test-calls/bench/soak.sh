@@ -170,6 +170,11 @@ run() {
     while ((k < n)); do
         local c="$dir/chunk-$(printf %03d "$k")" secs_k=$(( s - k * chunk < chunk ? s - k * chunk : chunk ))
         mkdir -p "$c"; cp "$out/tone.wav" "$c/"
+        # Sign just before the chunk starts: its last call's PASSporT is
+        # then at most one chunk plus the signing old, inside the verifier's
+        # 60 s freshness window (signing a chunk ahead made the second half
+        # of every chunk fail as stale-date).
+        while (( $(date +%s) < next - 3 )); do sleep 0.1; done
         "$bin" sign --orig "+1556$(printf %07d $((k * r * chunk)))" --dest +15550100 --attest A --x5u "$x5u" \
             --key "$pki/sti-key.pem" --csv $((r * secs_k)) >"$c/calls.csv"
         # Start on the chunk's boundary, not when signing happened to end.

@@ -132,9 +132,27 @@ def report(dirname, rate, secs, hold):
         f"p99.9 {pct(all_ms, 99.9):.2f} ms, max {max(all_ms) if all_ms else float('nan'):.2f} ms; "
         f"peak RSS {max((r['hwm_kib'] for r in rows), default=0) / 1024:.1f} MiB."
     )
+    lines.append(decisions(dirname))
     open(os.path.join(top, "soak.md"), "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows, calls, os.path.join(top, "soak.png"), rate, secs)
+
+
+def decisions(dirname):
+    """What callgate decided, from its last scrape: a soak whose PASSporTs
+    went stale (or whose x5u failed) would otherwise look healthy while
+    measuring the cheaper failure path."""
+    found = {}
+    try:
+        for line in open(os.path.join(dirname, "final.metrics")):
+            for name in ("callgate_stir_verifications_total", "callgate_decisions_total"):
+                if line.startswith(name + "{"):
+                    labels, value = line[len(name) + 1:].rsplit("} ", 1)
+                    found[f"{name.removeprefix('callgate_')}{{{labels}}}"] = int(float(value))
+    except OSError:
+        return "No final scrape (final.metrics) to count verifications and decisions."
+    return "Verifications and decisions at the end: " + ", ".join(
+        f"`{k}` {v}" for k, v in sorted(found.items()) if v) + "."
 
 
 def plot(rows, calls, path, rate, secs):
