@@ -104,6 +104,13 @@ fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        // Every listener is bound: `systemctl start` may return.
+        callgate::gate::notify::ready(&format!(
+            "serving: trunk {} pbx {} admin {}",
+            show(&b.udp[0].or(b.tcp[0]).or(b.tls[0])),
+            show(&b.udp[1].or(b.tcp[1]).or(b.tls[1])),
+            show(&b.admin)
+        ));
         running.until_shutdown(cfg.shutdown.drain).await;
         ExitCode::SUCCESS
     })

@@ -8,3 +8,4 @@
 mod common;
 
 mod config_files;
+mod systemd;
