@@ -8,4 +8,6 @@
 mod common;
 
 mod config_files;
+mod container;
+mod install;
 mod systemd;
