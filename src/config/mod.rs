@@ -17,6 +17,7 @@ mod audit;
 mod expand;
 mod media;
 mod proxy;
+mod reload;
 mod risk;
 pub mod secret;
 mod service;
@@ -142,6 +143,9 @@ pub struct Config {
     pub state: crate::state::StateConfig,
     /// Media anchoring (`[media] enabled = true`); `None`: SDP untouched.
     pub media: Option<crate::media::config::MediaConfig>,
+    /// Reload when the configuration's files change, compared this often
+    /// (`[reload] watch_secs`); `None`: only on SIGHUP or the API.
+    pub watch: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -173,6 +177,8 @@ struct RawConfig {
     state: state::RawState,
     #[serde(default)]
     media: media::RawMedia,
+    #[serde(default)]
+    reload: reload::RawReload,
 }
 
 /// The configuration compiled into the binary: `sip-config/callgate.toml`.
@@ -241,6 +247,7 @@ impl Config {
             audit,
             state: state::state(raw.state)?,
             media: media::media(raw.media)?,
+            watch: reload::reload(raw.reload)?,
         })
     }
 

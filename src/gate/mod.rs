@@ -32,6 +32,7 @@ pub mod sign;
 pub mod tag;
 mod udp_guard;
 pub mod verify;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

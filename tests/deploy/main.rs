@@ -10,4 +10,5 @@ mod common;
 mod config_files;
 mod container;
 mod install;
+mod kubernetes;
 mod systemd;
