@@ -8,7 +8,10 @@
 //! validated in a file of its own: `side.rs` (`[trunk]`, `[pbx]`),
 //! `proxy.rs` (`[timers]`, `[limits]`, `[health]`, `[overload]`),
 //! `stir.rs`, `risk.rs`, `audit.rs`, `state.rs`, `media.rs`, and
-//! `service.rs` (`[admin]`, `[log]`, `[shutdown]`). The types the SIP core
+//! `service.rs` (`[admin]`, `[log]`, `[shutdown]`), `reload.rs`
+//! (`[reload]`). `expand.rs` puts `${NAME}` from the environment into
+//! string values first. Relative paths resolve against the configuration
+//! file's own directory (`locate`). The types the SIP core
 //! runs with ([`Side`], [`Transport`], [`Target`], [`TimerConfig`],
 //! [`HealthConfig`], [`OverloadConfig`]) belong to `crate::sip` and are
 //! re-exported here.
