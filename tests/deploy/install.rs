@@ -43,11 +43,13 @@ fn an_installed_binary_runs_demo_and_run_in_an_empty_directory() {
     let root = tempfile::tempdir().expect("tempdir");
     let bin = cargo_install(root.path());
     let empty = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir().expect("tempdir");
 
     let out = Command::new(&bin)
         .arg("demo")
         .current_dir(empty.path())
         .env_remove("CARGO_MANIFEST_DIR")
+        .env("TMPDIR", tmp.path())
         .output()
         .expect("run demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -58,6 +60,21 @@ fn an_installed_binary_runs_demo_and_run_in_an_empty_directory() {
     );
     assert!(stdout.contains("9 of 9 calls as expected"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+    // Its scratch directory (policy, lists, trust anchor) is gone, and
+    // nothing was written beside the working directory.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("tmp")
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "demo left {left:?} in TMPDIR");
+    let beside: Vec<_> = std::fs::read_dir(empty.path())
+        .expect("cwd")
+        .flatten()
+        .collect();
+    assert!(
+        beside.is_empty(),
+        "demo wrote {beside:?} in its working directory"
+    );
 
     // `run` without --config: the embedded configuration. Its listeners
     // are the fixed loopback ports of the example (5060, 5062, 9060);
