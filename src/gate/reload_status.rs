@@ -14,6 +14,10 @@
 //! and set for `ExecReload=` too); without `$RUNTIME_DIRECTORY` nothing is
 //! written. One line: `<generation> ok` or `<generation> refused <reason>`,
 //! replaced atomically (written beside, then renamed).
+//!
+//! Reloads are serialised; when another one (the API, the file watcher)
+//! finishes first, the one-shot reports that one's outcome, which read the
+//! same files.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
