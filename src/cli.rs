@@ -1,5 +1,5 @@
-//! Command line: `callgate run | check-config | demo | sign | verify |
-//! report | replay` (the bodies are in the binary's `src/commands/`).
+//! Command line: `callgate run | reload | check-config | demo | sign |
+//! verify | report | replay` (the bodies are in the binary's `src/commands/`).
 
 use std::path::PathBuf;
 
@@ -67,6 +67,17 @@ pub enum Command {
         /// configuration embedded in the binary is used.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Reload a running callgate and wait for the outcome: exit 0 when
+    /// applied, 1 when refused (the reason on stderr). The systemd unit's
+    /// ExecReload=; needs $RUNTIME_DIRECTORY (docs/operations.md).
+    Reload {
+        /// The running callgate's process id ($MAINPID under systemd).
+        #[arg(long)]
+        pid: i32,
+        /// How long to wait for the outcome.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
     },
     /// Validate a configuration file and exit (0 when valid).
     CheckConfig {

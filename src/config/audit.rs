@@ -1,7 +1,7 @@
 //! `[audit]`: the durable decision store — its file, batching, retention
 //! and durability — validated into [`crate::audit::AuditConfig`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -23,12 +23,17 @@ pub(super) struct RawAudit {
     invite_bytes_per_source_minute: Option<usize>,
 }
 
-/// Validates `[audit]`; `None` when no `path` is set (no store).
-pub(super) fn audit(raw: RawAudit) -> Result<Option<crate::audit::AuditConfig>, ConfigError> {
-    let Some(path) = raw.path.clone() else {
+/// Validates `[audit]`; `None` when no `path` is set (no store). A
+/// relative `path` is under `base` (the config file's directory), like
+/// every other path of the configuration, not the working directory.
+pub(super) fn audit(
+    raw: RawAudit,
+    base: &Path,
+) -> Result<Option<crate::audit::AuditConfig>, ConfigError> {
+    let Some(path) = raw.path.as_deref() else {
         return Ok(None);
     };
-    let mut a = crate::audit::AuditConfig::new(path);
+    let mut a = crate::audit::AuditConfig::new(super::locate(path, base));
     a.batch_max = positive("audit.batch_max", raw.batch_max.unwrap_or(256) as u64)? as usize;
     a.batch = Duration::from_millis(positive("audit.batch_ms", raw.batch_ms.unwrap_or(50))?);
     a.retention_days = raw.retention_days.unwrap_or(90);

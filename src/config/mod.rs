@@ -8,14 +8,19 @@
 //! validated in a file of its own: `side.rs` (`[trunk]`, `[pbx]`),
 //! `proxy.rs` (`[timers]`, `[limits]`, `[health]`, `[overload]`),
 //! `stir.rs`, `risk.rs`, `audit.rs`, `state.rs`, `media.rs`, and
-//! `service.rs` (`[admin]`, `[log]`, `[shutdown]`). The types the SIP core
+//! `service.rs` (`[admin]`, `[log]`, `[shutdown]`), `reload.rs`
+//! (`[reload]`). `expand.rs` puts `${NAME}` from the environment into
+//! string values first. Relative paths resolve against the configuration
+//! file's own directory (`locate`). The types the SIP core
 //! runs with ([`Side`], [`Transport`], [`Target`], [`TimerConfig`],
 //! [`HealthConfig`], [`OverloadConfig`]) belong to `crate::sip` and are
 //! re-exported here.
 
 mod audit;
+mod expand;
 mod media;
 mod proxy;
+mod reload;
 mod risk;
 pub mod secret;
 mod service;
@@ -51,6 +56,14 @@ pub enum ConfigError {
     Syntax { path: PathBuf, message: String },
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
+    /// A `${NAME}` in a value names a variable that is not set and gives
+    /// no `${NAME:-default}`.
+    #[error("{path}: {key}: environment variable {var} is not set (give it a value, or a default: ${{{var}:-value}})")]
+    UnsetVariable {
+        path: PathBuf,
+        key: String,
+        var: String,
+    },
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -77,14 +90,26 @@ fn socket_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-/// A file named in the configuration: as given when absolute or present,
-/// else under `base` (the directory above the config file's), so
-/// `sip-config/...` works from either.
-fn resolve(p: &Path, base: Option<&Path>) -> Option<PathBuf> {
-    if p.is_absolute() || p.exists() {
-        Some(p.to_path_buf())
+/// Where a path named in the configuration points: as given when
+/// absolute, else under `base`, the directory of the configuration file
+/// that names it (`tls/k.pem` in `/etc/callgate/callgate.toml` is
+/// `/etc/callgate/tls/k.pem`, whatever the working directory).
+fn locate(p: &Path, base: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
     } else {
-        base.map(|b| b.join(p)).filter(|bp| bp.exists())
+        base.join(p)
+    }
+}
+
+/// A file or directory named in the configuration ([`locate`]) that must
+/// exist; `Err` carries the path looked for, for the error message.
+fn resolve(p: &Path, base: &Path) -> Result<PathBuf, PathBuf> {
+    let located = locate(p, base);
+    if located.exists() {
+        Ok(located)
+    } else {
+        Err(located)
     }
 }
 
@@ -121,6 +146,9 @@ pub struct Config {
     pub state: crate::state::StateConfig,
     /// Media anchoring (`[media] enabled = true`); `None`: SDP untouched.
     pub media: Option<crate::media::config::MediaConfig>,
+    /// Reload when the configuration's files change, compared this often
+    /// (`[reload] watch_secs`); `None`: only on SIGHUP or the API.
+    pub watch: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -152,15 +180,20 @@ struct RawConfig {
     state: state::RawState,
     #[serde(default)]
     media: media::RawMedia,
+    #[serde(default)]
+    reload: reload::RawReload,
 }
 
 /// The configuration compiled into the binary: `sip-config/callgate.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../sip-config/callgate.toml");
 
+/// How errors name the embedded configuration.
+const EMBEDDED_ORIGIN: &str = "<embedded callgate.toml>";
+
 impl Config {
     /// Reads and validates a configuration file. Relative paths inside it
-    /// (TLS files) are resolved against the current directory, then against
-    /// the file's directory's parent (so `sip-config/...` works from either).
+    /// (TLS files, trust anchors, policies, the token file, the audit
+    /// store, …) are resolved against the file's own directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -169,14 +202,16 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Parses configuration text; `origin` names it in errors. Sections are
-    /// validated in file order, so the first error reported is stable.
+    /// Parses configuration text; `origin` names it in errors and its
+    /// directory resolves relative paths. Sections are validated in file
+    /// order, so the first error reported is stable.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let base = origin.parent().and_then(Path::parent);
+        Config::parse_in(text, origin, origin.parent().unwrap_or(Path::new("")))
+    }
+
+    /// [`Config::parse`] with relative paths resolved under `base`.
+    fn parse_in(text: &str, origin: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = expand::deserialize(text, origin)?;
         let trunk = side::side(Side::Trunk, raw.trunk, base)?;
         let pbx = side::side(Side::Pbx, raw.pbx, base)?;
         let health = proxy::health(raw.health)?;
@@ -189,12 +224,12 @@ impl Config {
             connections,
             dialogs,
         } = proxy::limits(raw.limits)?;
-        let admin = service::admin(raw.admin)?;
+        let admin = service::admin(raw.admin, base)?;
         let log = service::log(raw.log)?;
         let shutdown = service::shutdown(raw.shutdown);
         let stir = stir::stir(raw.stir, base)?;
         let risk = risk::risk(raw.risk, base)?;
-        let audit = audit::audit(raw.audit)?;
+        let audit = audit::audit(raw.audit, base)?;
         Ok(Config {
             trunk,
             pbx,
@@ -215,12 +250,15 @@ impl Config {
             audit,
             state: state::state(raw.state)?,
             media: media::media(raw.media)?,
+            watch: reload::reload(raw.reload)?,
         })
     }
 
-    /// The configuration embedded in the binary.
+    /// The configuration embedded in the binary. It names no files; were
+    /// one added, a relative path would resolve against the working
+    /// directory.
     pub fn embedded() -> Result<Config, ConfigError> {
-        Config::parse(EMBEDDED_DEFAULT, Path::new("sip-config/callgate.toml"))
+        Config::parse_in(EMBEDDED_DEFAULT, Path::new(EMBEDDED_ORIGIN), Path::new(""))
     }
 
     pub fn side(&self, side: Side) -> &SideConfig {

@@ -23,14 +23,14 @@ pub(super) struct RawRisk {
     shadow_policy: Option<PathBuf>,
 }
 
-/// Loads `[risk]` policies: paths as for other files (as given, else
-/// relative to the directory above the config file's).
-pub(super) fn risk(raw: RawRisk, base: Option<&Path>) -> Result<RiskConfig, ConfigError> {
+/// Loads `[risk]` policies: relative paths are under `base` (the config
+/// file's directory); a policy's list files are under the policy's.
+pub(super) fn risk(raw: RawRisk, base: &Path) -> Result<RiskConfig, ConfigError> {
     let load = |key: &str,
                 p: &PathBuf|
      -> Result<std::sync::Arc<crate::risk::policy::Policy>, ConfigError> {
         let path = resolve(p, base)
-            .ok_or_else(|| invalid(key, format!("file {} not found", p.display())))?;
+            .map_err(|at| invalid(key, format!("file {} not found", at.display())))?;
         crate::risk::policy::Policy::load(&path)
             .map(std::sync::Arc::new)
             .map_err(|e| invalid(key, e.to_string()))

@@ -75,9 +75,14 @@ pub(super) struct RawShutdown {
     drain_secs: Option<u64>,
 }
 
-/// Validates `[admin]`.
-pub(super) fn admin(raw: RawAdmin) -> Result<AdminConfig, ConfigError> {
-    let token = raw.token_file.as_deref().map(admin_token).transpose()?;
+/// Validates `[admin]`; a relative `token_file` is under `base` (the
+/// config file's directory).
+pub(super) fn admin(raw: RawAdmin, base: &std::path::Path) -> Result<AdminConfig, ConfigError> {
+    let token = raw
+        .token_file
+        .as_deref()
+        .map(|p| admin_token(&super::locate(p, base)))
+        .transpose()?;
     let token_for_reads = raw.token_for_reads.unwrap_or(false);
     if token_for_reads && token.is_none() {
         return Err(invalid(

@@ -193,7 +193,7 @@ pub(super) struct RawSide {
 pub(super) fn side(
     which: Side,
     raw: Option<RawSide>,
-    base: Option<&Path>,
+    base: &Path,
 ) -> Result<SideConfig, ConfigError> {
     let name = which.as_str();
     let raw = raw.ok_or_else(|| invalid(name, "section is missing"))?;
@@ -211,7 +211,7 @@ pub(super) fn side(
         let Some(p) = p else { return Ok(None) };
         resolve(p, base)
             .map(Some)
-            .ok_or_else(|| invalid(key(k), format!("file {} not found", p.display())))
+            .map_err(|at| invalid(key(k), format!("file {} not found", at.display())))
     };
     let tls_cert = file("tls_cert", &raw.tls_cert)?;
     let tls_key = file("tls_key", &raw.tls_key)?;

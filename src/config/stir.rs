@@ -103,16 +103,16 @@ pub(super) struct RawStir {
     sign_other_attestation: Option<String>,
 }
 
-/// Validates `[stir]`; files are found as given, else under `base` (the
-/// directory above the config file's).
-pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, ConfigError> {
+/// Validates `[stir]`; relative paths are under `base` (the config
+/// file's directory).
+pub(super) fn stir(raw: RawStir, base: &Path) -> Result<StirConfig, ConfigError> {
     let resolve = |p: &PathBuf| resolve(p, base);
     let enabled = raw.enabled.unwrap_or(false);
     let trust_dir = match &raw.trust_dir {
-        Some(d) => Some(resolve(d).ok_or_else(|| {
+        Some(d) => Some(resolve(d).map_err(|at| {
             invalid(
                 "stir.trust_dir",
-                format!("directory {} not found", d.display()),
+                format!("directory {} not found", at.display()),
             )
         })?),
         None if enabled => {
@@ -125,19 +125,19 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
     };
     let mut x5u_ca = Vec::new();
     for (i, f) in raw.x5u_ca.iter().enumerate() {
-        x5u_ca.push(resolve(f).ok_or_else(|| {
+        x5u_ca.push(resolve(f).map_err(|at| {
             invalid(
                 format!("stir.x5u_ca[{i}]"),
-                format!("file {} not found", f.display()),
+                format!("file {} not found", at.display()),
             )
         })?);
     }
     let mut crl_files = Vec::new();
     for (i, f) in raw.crl_files.iter().enumerate() {
-        crl_files.push(resolve(f).ok_or_else(|| {
+        crl_files.push(resolve(f).map_err(|at| {
             invalid(
                 format!("stir.crl_files[{i}]"),
-                format!("file {} not found", f.display()),
+                format!("file {} not found", at.display()),
             )
         })?);
     }
@@ -164,12 +164,16 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
         }
     };
     let preload_dir = match &raw.preload_dir {
-        Some(d) => Some(resolve(d).filter(|p| p.is_dir()).ok_or_else(|| {
-            invalid(
-                "stir.preload_dir",
-                format!("directory {} not found", d.display()),
-            )
-        })?),
+        Some(d) => Some(
+            resolve(d)
+                .and_then(|p| if p.is_dir() { Ok(p) } else { Err(p) })
+                .map_err(|at| {
+                    invalid(
+                        "stir.preload_dir",
+                        format!("directory {} not found", at.display()),
+                    )
+                })?,
+        ),
         None => None,
     };
     let on_failure = match raw.on_failure.as_deref().unwrap_or("mark") {
@@ -223,7 +227,7 @@ pub(super) fn stir(raw: RawStir, base: Option<&Path>) -> Result<StirConfig, Conf
             .as_ref()
             .ok_or_else(|| invalid("stir.sign_key", "required when stir.sign = true"))?;
         let key = resolve(key)
-            .ok_or_else(|| invalid("stir.sign_key", format!("file {} not found", key.display())))?;
+            .map_err(|at| invalid("stir.sign_key", format!("file {} not found", at.display())))?;
         super::secret::owner_only("stir.sign_key", &key)?;
         let pem = std::fs::read(&key).map_err(|e| invalid("stir.sign_key", e.to_string()))?;
         crate::stir::keys::SigningKey::from_pem(&pem)
@@ -303,7 +307,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<StirConfig, ConfigError> {
         let raw: RawStir = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
-        stir(raw, None)
+        stir(raw, Path::new(""))
     }
 
     fn key_of(r: Result<StirConfig, ConfigError>) -> String {

@@ -43,14 +43,21 @@ impl Gate {
     /// changes nothing: it is logged and counted
     /// (`callgate_config_reload_failures_total`), so an operator whose
     /// SIGHUP went unheeded sees it, not only the caller of the API.
+    ///
+    /// The service manager is told (sd_notify `RELOADING=1`, then
+    /// `READY=1` with the outcome in `STATUS=`), and the outcome is
+    /// recorded for `callgate reload --pid` ([`super::reload_status`]).
     pub fn reload(&self) -> Result<(), String> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = lock(&ONE_AT_A_TIME);
+        super::notify::reloading();
         let applied = self.apply_reload();
         if let Err(e) = &applied {
             self.metrics.reload_failed();
             tracing::error!(error = %e, "reload failed; keeping the running configuration");
         }
+        super::reload_status::record(&applied);
+        super::notify::reloaded(&applied);
         applied
     }
 
@@ -169,6 +176,7 @@ impl Running {
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!(deadline_secs = drain.as_secs(), "draining");
+        super::notify::stopping();
         gate.start_drain();
         let deadline = Instant::now() + drain;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
