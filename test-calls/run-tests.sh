@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as on a prepared one:
 # installs what the tests use as real peers when it is missing — sipp
-# (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests), openssl (s_client, the TLS tests) from Debian, libsrtp for Python
+# (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests), openssl (s_client, the TLS tests), prometheus (promtool, the monitoring kit) from Debian, libsrtp for Python
 # (pylibsrtp) from PyPI — then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
 set -euo pipefail
@@ -20,6 +20,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v svwar >/dev/null || need+=(sipvicious)
 command -v openssl >/dev/null || need+=(openssl)  # tests/tls.rs: s_client
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # the audit volume faults (tests/faults_store.rs)
+command -v promtool >/dev/null || need+=(prometheus)  # promtool: /metrics and the alert rules (tests/monitoring.rs)
 if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
     "${as_root[@]}" apt-get update -qq
