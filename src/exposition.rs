@@ -45,7 +45,7 @@ impl<T: Exposed + ?Sized> Collector for Part<T> {
     }
 }
 
-/// A registry collecting `part` at each encoding.
+/// `part` as a collector of a registry: encoded at each scrape.
 pub fn collector<T: Exposed + ?Sized>(part: Arc<T>) -> Box<dyn Collector> {
     Box::new(Part(part))
 }
