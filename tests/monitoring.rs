@@ -294,6 +294,62 @@ fn media_counters_count_a_live_call() {
     assert!(kit.cg.metric("callgate_media_bytes_total") >= 10.0 * 172.0);
 }
 
+/// Every `expr` of the dashboard, with Grafana's variables given values.
+fn dashboard_queries() -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        ("expr", Some(e)) => out.push(
+                            e.replace("$__rate_interval", "5m")
+                                .replace("$job", ".*")
+                                .replace("$instance", ".*"),
+                        ),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(&kit_file("callgate-dashboard.json"))
+        .unwrap_or_else(|e| panic!("the dashboard is not JSON: {e}"));
+    let mut out = Vec::new();
+    walk(&dashboard, &mut out);
+    out
+}
+
+/// Each query of the dashboard is PromQL that Prometheus parses: promtool
+/// checks them as the expressions of recording rules.
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    let queries = dashboard_queries();
+    assert!(queries.len() > 40, "{queries:?}");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let quoted = serde_json::to_string(q).unwrap_or_else(|e| panic!("{e}"));
+        rules.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("dashboard-queries.yml");
+    std::fs::write(&file, &rules).unwrap_or_else(|e| panic!("{e}"));
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("promtool (apt-get install prometheus): {e}"));
+    assert!(
+        check.status.success(),
+        "{}{}\n{rules}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 #[test]
 fn the_alert_rules_check_pass_their_unit_tests_and_link_to_runbooks_that_exist() {
     let dir = repo().join("deploy/monitoring");
