@@ -7,6 +7,7 @@
 //! * [`gate`] — the running service: wires transports, the proxy core,
 //!   admission, timers, signals and the admin API;
 //! * [`api`] — admin HTTP: health, readiness, Prometheus metrics;
+//! * [`exposition`] — how every layer writes its metric families;
 //! * [`stir`] — STIR/SHAKEN verification and signing;
 //! * [`risk`] — signals, the operator's policy and the decision per call;
 //! * [`media`] — media anchoring: the SDP rewrite for the relay.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod env;
+pub mod exposition;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;

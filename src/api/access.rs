@@ -155,21 +155,23 @@ impl Access {
         }
     }
 
-    /// `callgate_admin_refused_total{reason}`, Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        out.push_str(
-            "# HELP callgate_admin_refused_total Admin API requests refused, by reason.\n\
-             # TYPE callgate_admin_refused_total counter\n",
-        );
+    /// `callgate_admin_refused_total{reason}` (see [`crate::exposition`]).
+    pub fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        let mut f = crate::exposition::counter(
+            e,
+            "callgate_admin_refused_total",
+            "Admin API requests refused, by reason.",
+        )?;
         for r in Refusal::ALL {
-            let n = self.refused[r as usize].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "callgate_admin_refused_total{{reason=\"{}\"}} {n}",
-                r.as_str()
-            );
+            f.counter(
+                &[("reason", r.as_str())],
+                self.refused[r as usize].load(Ordering::Relaxed),
+            )?;
         }
+        Ok(())
     }
 }
 

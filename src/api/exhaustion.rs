@@ -1,11 +1,14 @@
 //! Metrics of the resource bounds that keep a flood from exhausting
 //! connections, memory or disk: connections refused at accept and closed
 //! by a deadline, bytes held by transactions and refusals over those
-//! budgets. Rendered into `/metrics` by [`super::metrics::Metrics::render`].
+//! budgets. Encoded into `/metrics` with [`super::metrics::Metrics`].
 
-use std::fmt::Write;
+use std::fmt;
+
+use prometheus_client::encoding::DescriptorEncoder;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::exposition::{counter, one_gauge};
 use crate::sip::side::Side;
 use crate::sip::transport::connections::CapReached;
 use crate::sip::transport::stream::Closed;
@@ -85,24 +88,24 @@ impl ExhaustionMetrics {
             .store(i64::try_from(bytes).unwrap_or(i64::MAX), Relaxed);
     }
 
-    /// Appends these families in the Prometheus text format.
-    pub fn render(&self, s: &mut String) {
-        s.push_str("# HELP callgate_connections_closed_total TCP/TLS connections callgate refused at accept or closed, by reason.\n# TYPE callgate_connections_closed_total counter\n");
+    /// Writes these families (see [`crate::exposition`]).
+    pub fn encode(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let mut f = counter(
+            e,
+            "callgate_connections_closed_total",
+            "TCP/TLS connections callgate refused at accept or closed, by reason.",
+        )?;
         for side in SIDES {
             for (i, (_, name)) in ENDS.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "callgate_connections_closed_total{{side=\"{}\",reason=\"{name}\"}} {}",
-                    side.as_str(),
-                    self.connection_ends[side.index()][i].load(Relaxed)
-                );
+                let labels = [("side", side.as_str()), ("reason", *name)];
+                f.counter(&labels, self.connection_ends[side.index()][i].load(Relaxed))?;
             }
         }
-        s.push_str("# HELP callgate_transaction_bytes Bytes of messages held by SIP transactions.\n# TYPE callgate_transaction_bytes gauge\n");
-        let _ = writeln!(
-            s,
-            "callgate_transaction_bytes {}",
-            self.transaction_bytes.load(Relaxed)
-        );
+        one_gauge(
+            e,
+            "callgate_transaction_bytes",
+            "Bytes of messages held by SIP transactions.",
+            self.transaction_bytes.load(Relaxed),
+        )
     }
 }

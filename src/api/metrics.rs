@@ -1,14 +1,20 @@
 //! Prometheus metrics, kept as plain atomics indexed by enums so that
 //! counting on the call path costs one relaxed add and no allocation.
-//! [`Metrics::render`] writes the text exposition format (version 0.0.4).
+//! They are encoded at scrape time through [`crate::exposition`].
 
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus_client::encoding::DescriptorEncoder;
+
+use crate::exposition::{self, counter, gauge, histogram, info, one_counter, one_gauge, Exposed};
 
 use crate::sip::method::Method;
 use crate::sip::proxy::{CoreObserver, CoreRefusal};
 use crate::sip::side::Side;
+use crate::stir::Cause;
 
 pub use crate::sip::proxy::Direction;
 
@@ -89,6 +95,16 @@ const REFUSALS: [(Refusal, &str); 11] = [
     (Refusal::TransactionBytes, "transaction_bytes"),
 ];
 
+/// Why a verification failed (RFC 8224 §6.2.2 response codes), as
+/// labelled in `callgate_stir_failures_total`.
+const STIR_CAUSES: [(Cause, &str); 5] = [
+    (Cause::MissingIdentity, "missing-identity"),
+    (Cause::BadIdentityInfo, "bad-identity-info"),
+    (Cause::UnsupportedCredential, "unsupported-credential"),
+    (Cause::InvalidIdentityHeader, "invalid-identity-header"),
+    (Cause::StaleDate, "stale-date"),
+];
+
 /// Phases whose latency is observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -100,29 +116,54 @@ pub enum Phase {
     Assess,
 }
 
-const PHASES: [(Phase, &str); 3] = [
-    (Phase::Process, "process"),
-    (Phase::Verify, "verify"),
-    (Phase::Assess, "assess"),
+/// Upper bounds (seconds) of the process phase: microseconds when all is
+/// well, milliseconds when the signalling thread queues.
+const PROCESS_BUCKETS: &[f64] = &[
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
+    0.1, 0.25, 1.0,
 ];
 
-/// Histogram bucket upper bounds in seconds.
-const BUCKETS: [f64; 12] = [
-    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3,
+/// Verification: a cached certificate costs a signature check (tens of
+/// microseconds); a fetch waits up to `[stir] deadline_ms` (300 ms by
+/// default, hence the bounds around it) and a certificate fetch at most
+/// `max(deadline_ms, 2 s)`. The old buckets stopped at 50 ms, so every
+/// fetch landed in `+Inf` (issue 15).
+const VERIFY_BUCKETS: &[f64] = &[
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.2, 0.3, 0.4,
+    0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Assessment: the policy runs in microseconds; velocity counts on Redis
+/// wait up to `[state] timeout_ms` (50 ms by default, at most 5 s).
+const ASSESS_BUCKETS: &[f64] = &[
+    5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3,
+    0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+const PHASES: [(Phase, &str, &[f64]); 3] = [
+    (Phase::Process, "process", PROCESS_BUCKETS),
+    (Phase::Verify, "verify", VERIFY_BUCKETS),
+    (Phase::Assess, "assess", ASSESS_BUCKETS),
+];
+
+/// The most bounds any phase has.
+const MAX_BUCKETS: usize = 18;
+
+/// Observations per bucket (not cumulative), their count and sum.
 #[derive(Default)]
 struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    buckets: [AtomicU64; MAX_BUCKETS],
     count: AtomicU64,
     sum_ns: AtomicU64,
 }
 
 impl Histogram {
-    fn observe(&self, d: Duration) {
+    fn observe(&self, bounds: &[f64], d: Duration) {
         let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
+        if let Some(i) = bounds.iter().position(|b| secs <= *b) {
+            if let Some(b) = self.buckets.get(i) {
+                b.fetch_add(1, Relaxed);
+            }
         }
         self.count.fetch_add(1, Relaxed);
         self.sum_ns
@@ -159,9 +200,13 @@ pub struct Metrics {
     dialogs_evicted: AtomicU64,
     /// [passed, failed, no-validation]
     stir: [AtomicU64; 3],
+    /// Failed verifications by [`STIR_CAUSES`].
+    stir_failures: [AtomicU64; STIR_CAUSES.len()],
     /// Risk decisions: [level low..critical][action tag, review, reject].
     decisions: [[AtomicU64; 3]; 4],
     shadow_disagreements: AtomicU64,
+    /// Reason codes of the decisions.
+    reasons: super::reason_metrics::ReasonCounts,
     /// Versions of the active and shadow policies, for `callgate_policy_info`.
     policy_versions: std::sync::Mutex<(String, String)>,
     /// Certificate and CRL fetches, shared with the verifier.
@@ -243,6 +288,10 @@ impl Metrics {
             self.shadow_disagreements.fetch_add(1, Relaxed);
         }
     }
+    /// The reason codes of one risk decision.
+    pub fn decision_reasons<'a>(&self, reasons: impl Iterator<Item = &'a str>) {
+        self.reasons.count(reasons);
+    }
     /// The policy versions now in force (empty: none).
     pub fn set_policy_versions(&self, active: &str, shadow: &str) {
         *self
@@ -256,9 +305,15 @@ impl Metrics {
             c.fetch_add(1, Relaxed);
         }
     }
+    /// The cause of one failed STIR verification.
+    pub fn stir_failure(&self, cause: Cause) {
+        if let Some(i) = STIR_CAUSES.iter().position(|(c, _)| *c == cause) {
+            self.stir_failures[i].fetch_add(1, Relaxed);
+        }
+    }
     pub fn observe(&self, phase: Phase, d: Duration) {
-        let i = PHASES.iter().position(|(p, _)| *p == phase).unwrap_or(0);
-        self.phases[i].observe(d);
+        let i = PHASES.iter().position(|(p, ..)| *p == phase).unwrap_or(0);
+        self.phases[i].observe(PHASES[i].2, d);
     }
 
     /// Live server transactions (for overload decisions and tests).
@@ -269,229 +324,225 @@ impl Metrics {
         self.parse_errors[side.index()].load(Relaxed)
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut s = String::with_capacity(8192);
+    /// Prometheus text exposition of these families alone (tests, `callgate
+    /// demo`); the admin API encodes them with every other part.
+    pub fn render(self: &Arc<Self>) -> String {
+        exposition::text_of(self.clone())
+    }
+}
+
+impl Exposed for Metrics {
+    fn encode(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let dirs = [(Direction::In, "in"), (Direction::Out, "out")];
-        s.push_str("# HELP callgate_sip_requests_total SIP requests by side, direction and method.\n# TYPE callgate_sip_requests_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_sip_requests_total",
+            "SIP requests by side, direction and method.",
+        )?;
         for side in SIDES {
             for (dir, dname) in dirs {
                 for m in METHODS {
                     let v =
                         self.requests[side.index()][dir as usize][method_index(m)].load(Relaxed);
                     if v > 0 {
-                        let _ = writeln!(s, "callgate_sip_requests_total{{side=\"{}\",direction=\"{dname}\",method=\"{}\"}} {v}", side.as_str(), m.as_str());
+                        let labels = [
+                            ("side", side.as_str()),
+                            ("direction", dname),
+                            ("method", m.as_str()),
+                        ];
+                        f.counter(&labels, v)?;
                     }
                 }
             }
         }
-        s.push_str("# HELP callgate_sip_responses_total SIP responses by side, direction and status class.\n# TYPE callgate_sip_responses_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_sip_responses_total",
+            "SIP responses by side, direction and status class.",
+        )?;
         for side in SIDES {
             for (dir, dname) in dirs {
-                for class in 0..6 {
+                for (class, cname) in ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"]
+                    .iter()
+                    .enumerate()
+                {
                     let v = self.responses[side.index()][dir as usize][class].load(Relaxed);
                     if v > 0 {
-                        let _ = writeln!(s, "callgate_sip_responses_total{{side=\"{}\",direction=\"{dname}\",class=\"{}xx\"}} {v}", side.as_str(), class + 1);
+                        let labels = [
+                            ("side", side.as_str()),
+                            ("direction", dname),
+                            ("class", cname),
+                        ];
+                        f.counter(&labels, v)?;
                     }
                 }
             }
         }
-        s.push_str("# HELP callgate_sip_parse_errors_total Messages that could not be parsed or failed validation.\n# TYPE callgate_sip_parse_errors_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_sip_parse_errors_total",
+            "Messages that could not be parsed or failed validation.",
+        )?;
         for side in SIDES {
-            let _ = writeln!(
-                s,
-                "callgate_sip_parse_errors_total{{side=\"{}\"}} {}",
-                side.as_str(),
-                self.parse_errors[side.index()].load(Relaxed)
-            );
+            f.counter(
+                &[("side", side.as_str())],
+                self.parse_errors[side.index()].load(Relaxed),
+            )?;
         }
-        s.push_str("# HELP callgate_admission_refusals_total Requests refused before processing.\n# TYPE callgate_admission_refusals_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_admission_refusals_total",
+            "Requests refused before processing.",
+        )?;
         for side in SIDES {
             for (i, (_, name)) in REFUSALS.iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "callgate_admission_refusals_total{{side=\"{}\",reason=\"{name}\"}} {}",
-                    side.as_str(),
-                    self.refusals[side.index()][i].load(Relaxed)
-                );
+                let labels = [("side", side.as_str()), ("reason", name)];
+                f.counter(&labels, self.refusals[side.index()][i].load(Relaxed))?;
             }
         }
-        s.push_str("# HELP callgate_local_answers_suppressed_total Answers callgate formed itself but did not send: over refusals_per_source or refusals_total.\n# TYPE callgate_local_answers_suppressed_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_local_answers_suppressed_total",
+            "Answers callgate formed itself but did not send: over refusals_per_source or refusals_total.",
+        )?;
         for side in SIDES {
-            let _ = writeln!(
-                s,
-                "callgate_local_answers_suppressed_total{{side=\"{}\"}} {}",
-                side.as_str(),
-                self.answers_suppressed[side.index()].load(Relaxed)
-            );
+            f.counter(
+                &[("side", side.as_str())],
+                self.answers_suppressed[side.index()].load(Relaxed),
+            )?;
         }
-        s.push_str("# HELP callgate_transport_errors_total Failed sends or connects.\n# TYPE callgate_transport_errors_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_transport_errors_total",
+            "Failed sends or connects.",
+        )?;
         for side in SIDES {
-            let _ = writeln!(
-                s,
-                "callgate_transport_errors_total{{side=\"{}\"}} {}",
-                side.as_str(),
-                self.transport_errors[side.index()].load(Relaxed)
-            );
+            f.counter(
+                &[("side", side.as_str())],
+                self.transport_errors[side.index()].load(Relaxed),
+            )?;
         }
-        let simple: [(&str, &str, &str, i64); 13] = [
-            (
-                "callgate_tcp_connections_opened_total",
-                "counter",
-                "TCP/TLS connections opened, inbound and outbound.",
-                self.tcp_opened.load(Relaxed) as i64,
-            ),
-            (
-                "callgate_failovers_total",
-                "counter",
-                "Requests retried on the next target.",
-                self.failovers.load(Relaxed) as i64,
-            ),
-            (
-                "callgate_transaction_timeouts_total",
-                "counter",
-                "Client transactions that timed out (Timer B/F/C).",
-                self.timeouts.load(Relaxed) as i64,
-            ),
-            (
-                "callgate_loops_detected_total",
-                "counter",
-                "Requests refused with 482 Loop Detected.",
-                self.loops.load(Relaxed) as i64,
-            ),
+        for (name, help, v) in [
+            ("callgate_tcp_connections_opened_total", "TCP/TLS connections opened, inbound and outbound.", &self.tcp_opened),
+            ("callgate_failovers_total", "Requests retried on the next target.", &self.failovers),
+            ("callgate_transaction_timeouts_total", "Client transactions that timed out (Timer B/F/C).", &self.timeouts),
+            ("callgate_loops_detected_total", "Requests refused with 482 Loop Detected.", &self.loops),
+            ("callgate_config_reloads_total", "Successful configuration reloads.", &self.reloads),
+            ("callgate_config_reload_failures_total", "Reloads refused (SIGHUP or POST /reload); the running configuration was kept.", &self.reload_failures),
+            ("callgate_dialogs_evicted_total", "Dialogs and pending requests forgotten because the table was full ([limits] max_dialogs).", &self.dialogs_evicted),
+        ] {
+            one_counter(e, name, help, v.load(Relaxed))?;
+        }
+        for (name, help, v) in [
             (
                 "callgate_server_transactions",
-                "gauge",
                 "Live server transactions.",
-                self.active_server_tx.load(Relaxed),
+                &self.active_server_tx,
             ),
             (
                 "callgate_client_transactions",
-                "gauge",
                 "Live client transactions.",
-                self.active_client_tx.load(Relaxed),
+                &self.active_client_tx,
             ),
             (
                 "callgate_tcp_connections",
-                "gauge",
                 "Open TCP/TLS connections.",
-                self.tcp_connections.load(Relaxed),
+                &self.tcp_connections,
             ),
             (
                 "callgate_draining",
-                "gauge",
                 "1 while draining for shutdown.",
-                self.draining.load(Relaxed),
-            ),
-            (
-                "callgate_config_reloads_total",
-                "counter",
-                "Successful configuration reloads.",
-                self.reloads.load(Relaxed) as i64,
-            ),
-            (
-                "callgate_config_reload_failures_total",
-                "counter",
-                "Reloads refused (SIGHUP or POST /reload); the running configuration was kept.",
-                self.reload_failures.load(Relaxed) as i64,
+                &self.draining,
             ),
             (
                 "callgate_dialogs",
-                "gauge",
                 "Dialogs callgate record-routed and knows (the classify phase's table).",
-                self.dialogs.load(Relaxed),
+                &self.dialogs,
             ),
-            (
-                "callgate_dialogs_evicted_total",
-                "counter",
-                "Dialogs and pending requests forgotten because the table was full ([limits] max_dialogs).",
-                i64::try_from(self.dialogs_evicted.load(Relaxed)).unwrap_or(i64::MAX),
-            ),
-            (
-                "callgate_up",
-                "gauge",
-                "Always 1 while the process serves.",
-                1,
-            ),
-        ];
-        for (name, kind, help, v) in simple {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        ] {
+            one_gauge(e, name, help, v.load(Relaxed))?;
         }
-        s.push_str("# HELP callgate_stir_verifications_total STIR/SHAKEN verifications of inbound INVITEs by result.\n# TYPE callgate_stir_verifications_total counter\n");
+        one_gauge(e, "callgate_up", "Always 1 while the process serves.", 1)?;
+        let mut f = counter(
+            e,
+            "callgate_stir_verifications_total",
+            "STIR/SHAKEN verifications of inbound INVITEs by result.",
+        )?;
         for (i, name) in ["passed", "failed", "no-validation"].iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "callgate_stir_verifications_total{{status=\"{name}\"}} {}",
-                self.stir[i].load(Relaxed)
-            );
+            f.counter(&[("status", name)], self.stir[i].load(Relaxed))?;
         }
-        s.push_str("# HELP callgate_decisions_total Risk decisions on inbound calls by level and action.\n# TYPE callgate_decisions_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_stir_failures_total",
+            "Failed STIR/SHAKEN verifications by cause (the RFC 8224 response code's meaning); a no-validation result's cause shows in callgate_stir_fetches_total.",
+        )?;
+        for (i, (_, name)) in STIR_CAUSES.iter().enumerate() {
+            f.counter(&[("cause", name)], self.stir_failures[i].load(Relaxed))?;
+        }
+        let mut f = counter(
+            e,
+            "callgate_decisions_total",
+            "Risk decisions on inbound calls by level and action.",
+        )?;
         for (li, level) in ["low", "medium", "high", "critical"].iter().enumerate() {
             for (ai, action) in ["tag", "review", "reject"].iter().enumerate() {
-                let _ = writeln!(
-                    s,
-                    "callgate_decisions_total{{level=\"{level}\",action=\"{action}\"}} {}",
-                    self.decisions[li][ai].load(Relaxed)
-                );
+                let labels = [("level", *level), ("action", *action)];
+                f.counter(&labels, self.decisions[li][ai].load(Relaxed))?;
             }
         }
-        let _ = writeln!(
-            s,
-            "# HELP callgate_shadow_disagreements_total Calls the shadow policy would have given another level or action.\n# TYPE callgate_shadow_disagreements_total counter\ncallgate_shadow_disagreements_total {}",
-            self.shadow_disagreements.load(Relaxed)
-        );
+        self.reasons.encode(e)?;
+        one_counter(
+            e,
+            "callgate_shadow_disagreements_total",
+            "Calls the shadow policy would have given another level or action.",
+            self.shadow_disagreements.load(Relaxed),
+        )?;
         {
             let v = self
                 .policy_versions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             if !v.0.is_empty() {
-                let _ = writeln!(
-                    s,
-                    "# HELP callgate_policy_info The risk policy versions in force.\n# TYPE callgate_policy_info gauge\ncallgate_policy_info{{version=\"{}\",shadow=\"{}\"}} 1",
-                    v.0, v.1
-                );
+                // The versions are the operator's strings: the encoder
+                // escapes them (a `"` once broke the whole scrape).
+                info(
+                    e,
+                    "callgate_policy_info",
+                    "The risk policy versions in force.",
+                )?
+                .info(&[("version", v.0.as_str()), ("shadow", v.1.as_str())])?;
             }
         }
-        self.stir_fetch.render(&mut s);
-        s.push_str("# HELP callgate_targets_up Next-hop targets in rotation, by side they are reached through.\n# TYPE callgate_targets_up gauge\n");
+        self.stir_fetch.encode(e)?;
+        let mut f = gauge(
+            e,
+            "callgate_targets_up",
+            "Next-hop targets in rotation, by side they are reached through.",
+        )?;
         for side in SIDES {
-            let _ = writeln!(
-                s,
-                "callgate_targets_up{{side=\"{}\"}} {}",
-                side.as_str(),
-                self.targets_up[side.index()].load(Relaxed)
-            );
+            f.gauge(
+                &[("side", side.as_str())],
+                self.targets_up[side.index()].load(Relaxed),
+            )?;
         }
-        s.push_str("# HELP callgate_phase_seconds Time spent per phase for one message.\n# TYPE callgate_phase_seconds histogram\n");
-        for (i, (_, name)) in PHASES.iter().enumerate() {
+        let mut f = histogram(
+            e,
+            "callgate_phase_seconds",
+            "Time spent per phase for one message; each phase's buckets reach past its deadline.",
+        )?;
+        for (i, (_, name, bounds)) in PHASES.iter().enumerate() {
             let h = &self.phases[i];
-            let mut cumulative = 0;
-            for (b, bound) in BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[b].load(Relaxed);
-                let _ = writeln!(
-                    s,
-                    "callgate_phase_seconds_bucket{{phase=\"{name}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let count = h.count.load(Relaxed);
-            let _ = writeln!(
-                s,
-                "callgate_phase_seconds_bucket{{phase=\"{name}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                s,
-                "callgate_phase_seconds_sum{{phase=\"{name}\"}} {}",
-                h.sum_ns.load(Relaxed) as f64 / 1e9
-            );
-            let _ = writeln!(
-                s,
-                "callgate_phase_seconds_count{{phase=\"{name}\"}} {count}"
-            );
+            let buckets: Vec<(f64, u64)> = bounds
+                .iter()
+                .zip(&h.buckets)
+                .map(|(b, n)| (*b, n.load(Relaxed)))
+                .collect();
+            let sum = h.sum_ns.load(Relaxed) as f64 / 1e9;
+            f.histogram(&[("phase", name)], sum, h.count.load(Relaxed), &buckets)?;
         }
-        self.exhaustion.render(&mut s);
-        self.tls.render(&mut s);
-        s
+        self.exhaustion.encode(e)?;
+        self.tls.encode(e)?;
+        Ok(())
     }
 }
 
@@ -541,7 +592,7 @@ mod tests {
 
     #[test]
     fn counts_render_with_labels() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         m.request(Side::Trunk, Direction::In, Method::Invite);
         m.response(Side::Pbx, Direction::Out, 487);
         m.observe(Phase::Process, Duration::from_micros(7));
@@ -552,14 +603,51 @@ mod tests {
         assert!(text.contains(
             "callgate_sip_responses_total{side=\"pbx\",direction=\"out\",class=\"4xx\"} 1"
         ));
-        assert!(text.contains("callgate_phase_seconds_bucket{phase=\"process\",le=\"0.00001\"} 1"));
+        assert!(text.contains("callgate_phase_seconds_bucket{phase=\"process\",le=\"1e-05\"} 1"));
         assert!(text.contains("callgate_phase_seconds_count{phase=\"process\"} 1"));
+    }
+
+    /// Issue 15: a `"`, `\` or newline in a policy version broke the
+    /// whole scrape; the encoder escapes them.
+    #[test]
+    fn a_policy_version_is_escaped_in_its_label() {
+        let m = Arc::new(Metrics::default());
+        m.set_policy_versions("v\"1\\2\nthree", "shadow\"x");
+        let text = m.render();
+        assert!(
+            text.lines()
+                .any(|l| l
+                    == r#"callgate_policy_info{version="v\"1\\2\nthree",shadow="shadow\"x"} 1"#),
+            "{text}"
+        );
+    }
+
+    /// Issue 15: the buckets stopped at 50 ms while verification waits up
+    /// to the 300 ms deadline; a certificate fetch of 350 ms is now in a
+    /// bucket of its own, not only in `+Inf`.
+    #[test]
+    fn verification_buckets_reach_past_the_deadline() {
+        let m = Arc::new(Metrics::default());
+        m.observe(Phase::Verify, Duration::from_millis(350));
+        m.observe(Phase::Verify, Duration::from_millis(80));
+        let text = m.render();
+        for line in [
+            r#"callgate_phase_seconds_bucket{phase="verify",le="0.05"} 0"#,
+            r#"callgate_phase_seconds_bucket{phase="verify",le="0.1"} 1"#,
+            r#"callgate_phase_seconds_bucket{phase="verify",le="0.3"} 1"#,
+            r#"callgate_phase_seconds_bucket{phase="verify",le="0.4"} 2"#,
+            r#"callgate_phase_seconds_bucket{phase="verify",le="5"} 2"#,
+            r#"callgate_phase_seconds_bucket{phase="verify",le="+Inf"} 2"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(PHASES.iter().all(|(_, _, b)| b.len() <= MAX_BUCKETS));
     }
 
     #[test]
     fn the_cores_reports_render_under_their_names() {
-        let m = Metrics::default();
-        let core: &dyn CoreObserver = &m;
+        let m = Arc::new(Metrics::default());
+        let core: &dyn CoreObserver = &*m;
         core.refused(Side::Trunk, CoreRefusal::Overload);
         core.refused(Side::Pbx, CoreRefusal::Draining);
         core.failover();

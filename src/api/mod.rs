@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 when listening and not draining, else 503 |
-//! | `GET /metrics` | Prometheus text format |
+//! | `GET /metrics` | Prometheus text format 0.0.4 ([`exposition`]): the service's families, the admin API's, build and process |
 //! | `POST /reload` | re-reads the configuration file (as SIGHUP), off the signalling thread |
 //!
 //! Every request passes [`access::Access`] first: a `Host` that names the
@@ -18,6 +18,8 @@
 pub mod access;
 pub mod exhaustion;
 pub mod metrics;
+pub mod process;
+pub mod reason_metrics;
 pub mod tls_metrics;
 
 use std::sync::Arc;
@@ -30,32 +32,66 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::exposition;
+
 /// What the admin API needs of the running service.
 pub trait Service: Send + Sync + 'static {
     /// Listening and not draining.
     fn is_ready(&self) -> bool;
-    /// Every metric family the service has, in Prometheus text format
-    /// (version 0.0.4).
-    fn metrics_text(&self) -> String;
+    /// Writes every metric family the service has (see [`exposition`]).
+    fn encode_metrics(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result;
     /// Re-reads the configuration file (as SIGHUP); the error says why not.
     fn reload(&self) -> Result<(), String>;
 }
 
 type Shared = Arc<dyn Service>;
 
-/// What the handlers share: the service and the access rules.
+/// What the handlers share: the service, the access rules and the
+/// registry `/metrics` encodes.
 #[derive(Clone)]
 struct Api {
     service: Shared,
     access: Arc<access::Access>,
+    registry: Arc<prometheus_client::registry::Registry>,
+}
+
+/// The service as one part of the `/metrics` registry.
+struct ServiceMetrics(Shared);
+
+impl exposition::Exposed for ServiceMetrics {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        self.0.encode_metrics(e)
+    }
+}
+
+impl exposition::Exposed for access::Access {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        access::Access::encode(self, e)
+    }
 }
 
 /// Serves the admin API on `listener` until the process exits, every
 /// request checked by `access` first.
 pub async fn serve(listener: TcpListener, service: Shared, access: access::Access) {
+    let access = Arc::new(access);
+    let registry = exposition::registry([
+        exposition::collector(Arc::new(ServiceMetrics(service.clone()))),
+        exposition::collector(access.clone()),
+        exposition::collector(Arc::new(process::ProcessMetrics)),
+    ]);
     let api = Api {
         service,
-        access: Arc::new(access),
+        access,
+        registry: Arc::new(registry),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -93,10 +129,18 @@ async fn readyz(State(api): State<Api>) -> impl IntoResponse {
     }
 }
 
+/// Encodes on a blocking thread: the media relay's workers are asked for
+/// their live totals (a bounded wait) and `/proc` is read.
 async fn metrics(State(api): State<Api>) -> impl IntoResponse {
-    let mut text = api.service.metrics_text();
-    api.access.render(&mut text);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    let registry = api.registry.clone();
+    match tokio::task::spawn_blocking(move || exposition::text(&registry)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, exposition::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics failed: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Reloads on a blocking thread: reading and compiling the policy, trust

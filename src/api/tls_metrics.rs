@@ -1,10 +1,13 @@
 //! Metrics of SIP over TLS: failed handshakes by side, direction and
 //! reason ([`HandshakeFailure`]), and when each side's certificate
-//! expires. Rendered into `/metrics` by [`super::metrics::Metrics::render`].
+//! expires. Encoded into `/metrics` with [`super::metrics::Metrics`].
 
-use std::fmt::Write;
+use std::fmt;
+
+use prometheus_client::encoding::DescriptorEncoder;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::exposition::{counter, gauge};
 use crate::sip::side::Side;
 use crate::sip::transport::tls::failure::REASONS;
 use crate::sip::transport::tls::HandshakeFailure;
@@ -37,31 +40,36 @@ impl TlsMetrics {
         self.not_after[side.index()].store(not_after.unwrap_or(0), Relaxed);
     }
 
-    /// Appends these families in the Prometheus text format.
-    pub fn render(&self, s: &mut String) {
-        s.push_str("# HELP callgate_tls_handshake_failures_total TLS handshakes that failed, by side, direction and reason.\n# TYPE callgate_tls_handshake_failures_total counter\n");
+    /// Writes these families (see [`crate::exposition`]).
+    pub fn encode(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let mut f = counter(
+            e,
+            "callgate_tls_handshake_failures_total",
+            "TLS handshakes that failed, by side, direction and reason.",
+        )?;
         for side in [Side::Trunk, Side::Pbx] {
             for (d, dir) in ["inbound", "outbound"].iter().enumerate() {
                 for (i, (_, reason)) in REASONS.iter().enumerate() {
-                    let _ = writeln!(
-                        s,
-                        "callgate_tls_handshake_failures_total{{side=\"{}\",direction=\"{dir}\",reason=\"{reason}\"}} {}",
-                        side.as_str(),
-                        self.failures[side.index()][d][i].load(Relaxed)
-                    );
+                    let labels = [
+                        ("side", side.as_str()),
+                        ("direction", *dir),
+                        ("reason", *reason),
+                    ];
+                    f.counter(&labels, self.failures[side.index()][d][i].load(Relaxed))?;
                 }
             }
         }
-        s.push_str("# HELP callgate_tls_cert_not_after_seconds When the certificate each side serves expires (Unix time).\n# TYPE callgate_tls_cert_not_after_seconds gauge\n");
+        let mut f = gauge(
+            e,
+            "callgate_tls_cert_not_after_seconds",
+            "When the certificate each side serves expires (Unix time).",
+        )?;
         for side in [Side::Trunk, Side::Pbx] {
             let v = self.not_after[side.index()].load(Relaxed);
             if v != 0 {
-                let _ = writeln!(
-                    s,
-                    "callgate_tls_cert_not_after_seconds{{side=\"{}\"}} {v}",
-                    side.as_str()
-                );
+                f.gauge(&[("side", side.as_str())], v)?;
             }
         }
+        Ok(())
     }
 }

@@ -87,61 +87,61 @@ pub struct AuditMetrics {
     pub reduced: budget::ReducedCounts,
 }
 
-impl AuditMetrics {
-    /// Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        for (name, kind, help, v) in [
+impl crate::exposition::Exposed for AuditMetrics {
+    /// Writes these counters into `/metrics` (see [`crate::exposition`]).
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::{counter, one_counter, one_gauge};
+        for (name, help, v) in [
             (
                 "callgate_audit_records_written_total",
-                "counter",
                 "Decisions committed to the audit store.",
-                self.written.load(Ordering::Relaxed) as i64,
+                &self.written,
             ),
             (
                 "callgate_audit_batches_total",
-                "counter",
                 "Audit transactions committed.",
-                self.batches.load(Ordering::Relaxed) as i64,
+                &self.batches,
             ),
             (
                 "callgate_audit_dropped_total",
-                "counter",
                 "Audit records lost (queue full, or the disk refused them).",
-                self.dropped.load(Ordering::Relaxed) as i64,
+                &self.dropped,
             ),
             (
                 "callgate_audit_write_errors_total",
-                "counter",
                 "Failed audit transactions (retried).",
-                self.write_errors.load(Ordering::Relaxed) as i64,
-            ),
-            (
-                "callgate_audit_queue_depth",
-                "gauge",
-                "Audit jobs waiting for the writer.",
-                self.queue_depth.load(Ordering::Relaxed),
-            ),
-            (
-                "callgate_audit_queue_bytes",
-                "gauge",
-                "Bytes of audit jobs queued for the writer or held by it.",
-                self.queue_bytes.load(Ordering::Relaxed),
+                &self.write_errors,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+            one_counter(e, name, help, v.load(Ordering::Relaxed))?;
         }
-        out.push_str("# HELP callgate_audit_invites_reduced_total INVITEs cut (truncated) or left out of their audit records (source_budget, queue_bytes).\n# TYPE callgate_audit_invites_reduced_total counter\n");
+        one_gauge(
+            e,
+            "callgate_audit_queue_depth",
+            "Audit jobs waiting for the writer.",
+            self.queue_depth.load(Ordering::Relaxed),
+        )?;
+        one_gauge(
+            e,
+            "callgate_audit_queue_bytes",
+            "Bytes of audit jobs queued for the writer or held by it.",
+            self.queue_bytes.load(Ordering::Relaxed),
+        )?;
+        let mut f = counter(
+            e,
+            "callgate_audit_invites_reduced_total",
+            "INVITEs cut (truncated) or left out of their audit records (source_budget, queue_bytes).",
+        )?;
         for (i, (_, reason)) in budget::REDUCED.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "callgate_audit_invites_reduced_total{{reason=\"{reason}\"}} {}",
-                self.reduced.0[i].load(Ordering::Relaxed)
-            );
+            f.counter(
+                &[("reason", reason)],
+                self.reduced.0[i].load(Ordering::Relaxed),
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -316,7 +316,7 @@ impl Audit {
         done.recv_timeout(timeout).unwrap_or(false)
     }
 
-    pub fn metrics(&self) -> &AuditMetrics {
+    pub fn metrics(&self) -> &Arc<AuditMetrics> {
         &self.metrics
     }
 

@@ -9,21 +9,25 @@ impl crate::api::Service for Gate {
         Gate::is_ready(self)
     }
 
-    fn metrics_text(&self) -> String {
-        let mut text = self.metrics.render();
-        self.render_udp_guard(&mut text);
-        self.state.metrics().render(&mut text);
+    fn encode_metrics(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::Exposed;
+        self.metrics.encode(e)?;
+        self.encode_udp_guard(e)?;
+        self.state.metrics().encode(e)?;
         if let Some(pool) = &self.offload {
-            pool.render(&mut text);
+            pool.encode(e)?;
         }
         if let Some(media) = &self.media {
-            media.anchor.relay().render(&mut text);
-            media.ng_metrics.render(&mut text);
+            media.anchor.relay().encode(e)?;
+            media.ng_metrics.encode(e)?;
         }
         if let Some(audit) = &self.audit {
-            audit.metrics().render(&mut text);
+            audit.metrics().encode(e)?;
         }
-        text
+        Ok(())
     }
 
     fn reload(&self) -> Result<(), String> {

@@ -74,6 +74,7 @@ impl RiskPhase {
             Action::Reject(_) => 2,
         };
         metrics.decision(d.verdict.level as usize, action, d.disagrees());
+        metrics.decision_reasons(d.verdict.reasons());
         metrics.observe(Phase::Assess, started.elapsed());
         tracing::info!(
             call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),

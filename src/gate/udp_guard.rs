@@ -9,7 +9,6 @@
 //! `callgate_udp_socket_drops_total{side}`: datagrams the kernel dropped at
 //! the side's SIP socket — receive queue full, or refused by the filter.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 use super::Gate;
@@ -55,29 +54,36 @@ impl Gate {
         self.udp_guard.prefixes[side.index()].store(n as i64, Relaxed);
     }
 
-    /// The filter gauge and the kernel's socket drops, appended to `text`.
-    pub(super) fn render_udp_guard(&self, text: &mut String) {
-        text.push_str("# HELP callgate_acl_kernel_filter IPv4 prefixes of the side's ACL attached to its UDP socket as a kernel filter (0: none, the ACL is checked in userspace only).\n# TYPE callgate_acl_kernel_filter gauge\n");
+    /// The filter gauge and the kernel's socket drops, into `/metrics`.
+    pub(super) fn encode_udp_guard(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::{counter, gauge};
+        let mut f = gauge(
+            e,
+            "callgate_acl_kernel_filter",
+            "IPv4 prefixes of the side's ACL attached to its UDP socket as a kernel filter (0: none, the ACL is checked in userspace only).",
+        )?;
         for side in SIDES {
-            let _ = writeln!(
-                text,
-                "callgate_acl_kernel_filter{{side=\"{}\"}} {}",
-                side.as_str(),
-                self.udp_guard.prefixes[side.index()].load(Relaxed)
-            );
+            f.gauge(
+                &[("side", side.as_str())],
+                self.udp_guard.prefixes[side.index()].load(Relaxed),
+            )?;
         }
-        text.push_str("# HELP callgate_udp_socket_drops_total Datagrams the kernel dropped at the side's UDP SIP socket (receive queue full, or refused by the ACL filter).\n# TYPE callgate_udp_socket_drops_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_udp_socket_drops_total",
+            "Datagrams the kernel dropped at the side's UDP SIP socket (receive queue full, or refused by the ACL filter).",
+        )?;
         for side in SIDES {
             let drops = self.udp[side.index()]
                 .as_ref()
                 .and_then(|s| socket_drops::kernel_drops(s));
             if let Some(drops) = drops {
-                let _ = writeln!(
-                    text,
-                    "callgate_udp_socket_drops_total{{side=\"{}\"}} {drops}",
-                    side.as_str()
-                );
+                f.counter(&[("side", side.as_str())], drops)?;
             }
         }
+        Ok(())
     }
 }

@@ -196,6 +196,9 @@ impl VerifyPhase {
             Status::Failed => 1,
             Status::NoValidation => 2,
         });
+        if let Some(failure) = &v.failure {
+            metrics.stir_failure(failure.cause);
+        }
         metrics.observe(Phase::Verify, started.elapsed());
         tracing::info!(
             call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),

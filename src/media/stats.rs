@@ -50,6 +50,8 @@ struct SeqState {
     transit: i64,
     /// Jitter scaled by 16 (RFC 3550 A.8).
     jitter16: u64,
+    /// Clock rate of the last packet's payload type (Hz).
+    rate: u32,
 }
 
 impl StreamStats {
@@ -99,7 +101,14 @@ impl StreamStats {
             s.jitter16 = s.jitter16 + d - ((s.jitter16 + 8) >> 4);
         }
         s.transit = transit;
+        s.rate = rate;
         self.jitter = u32::try_from(s.jitter16 >> 4).unwrap_or(u32::MAX);
+    }
+
+    /// The interarrival jitter in seconds (timestamp units over the
+    /// payload's clock rate).
+    pub fn jitter_seconds(&self) -> f64 {
+        f64::from(self.jitter) / f64::from(self.seq.rate.max(1))
     }
 
     pub fn on_rtcp(&mut self, len: usize) {

@@ -119,32 +119,47 @@ impl StateMetrics {
         self.shared[op as usize].load(Relaxed)
     }
 
-    /// Appends the Prometheus text of these metrics.
-    pub fn render(&self, s: &mut String) {
-        use std::fmt::Write;
-        s.push_str("# HELP callgate_state_ops_total State operations (velocity, replay, document) by who answered: the shared store, or local state as a fallback.\n# TYPE callgate_state_ops_total counter\n");
+    /// Writes these metrics into `/metrics` (see [`crate::exposition`]).
+    pub fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::{counter, one_counter, one_gauge};
+        let mut f = counter(
+            e,
+            "callgate_state_ops_total",
+            "State operations (velocity, replay, document) by who answered: the shared store, or local state as a fallback.",
+        )?;
         for (op, name) in OPS {
             for (by, c) in [("shared", &self.shared), ("fallback", &self.fallback)] {
-                let _ = writeln!(
-                    s,
-                    "callgate_state_ops_total{{op=\"{name}\",answered=\"{by}\"}} {}",
-                    c[op as usize].load(Relaxed)
-                );
+                f.counter(
+                    &[("op", name), ("answered", by)],
+                    c[op as usize].load(Relaxed),
+                )?;
             }
         }
-        let _ = writeln!(
-            s,
-            "# HELP callgate_state_replay_claims_evicted_total PASSporT replay claims forgotten before they expired because the local table was full (its replay window shrank).\n# TYPE callgate_state_replay_claims_evicted_total counter\ncallgate_state_replay_claims_evicted_total {}",
-            self.claims_evicted.load(Relaxed)
-        );
+        one_counter(
+            e,
+            "callgate_state_replay_claims_evicted_total",
+            "PASSporT replay claims forgotten before they expired because the local table was full (its replay window shrank).",
+            self.claims_evicted.load(Relaxed),
+        )?;
         if let Some(f) = &self.shared_up {
             let (up, reconnects) = f();
-            let _ = writeln!(
-                s,
-                "# HELP callgate_state_shared_up 1 while the shared state store (Redis) is connected.\n# TYPE callgate_state_shared_up gauge\ncallgate_state_shared_up {}\n# HELP callgate_state_shared_reconnects_total Reconnections to the shared state store after it was lost.\n# TYPE callgate_state_shared_reconnects_total counter\ncallgate_state_shared_reconnects_total {reconnects}",
-                u8::from(up)
-            );
+            one_gauge(
+                e,
+                "callgate_state_shared_up",
+                "1 while the shared state store (Redis) is connected.",
+                i64::from(up),
+            )?;
+            one_counter(
+                e,
+                "callgate_state_shared_reconnects_total",
+                "Reconnections to the shared state store after it was lost.",
+                reconnects,
+            )?;
         }
+        Ok(())
     }
 }
 

@@ -131,40 +131,45 @@ impl FetchMetrics {
         self.refused[why as usize].load(Ordering::Relaxed) + private
     }
 
-    /// Appends the Prometheus text of these counters.
-    pub fn render(&self, s: &mut String) {
-        use std::fmt::Write;
-        s.push_str("# HELP callgate_stir_fetches_total Certificate (x5u) and CRL fetches by outcome; stale-served counts refresh failures answered from the cache.\n# TYPE callgate_stir_fetches_total counter\n");
+    /// Writes these counters into `/metrics` (see [`crate::exposition`]).
+    pub fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::{counter, one_counter};
+        let mut f = counter(
+            e,
+            "callgate_stir_fetches_total",
+            "Certificate (x5u) and CRL fetches by outcome; stale-served counts refresh failures answered from the cache.",
+        )?;
         let kinds = [("x5u", &self.x5u), ("crl", &self.crl)];
         for (kind, c) in kinds {
             for (result, n) in c.get() {
-                let _ = writeln!(
-                    s,
-                    "callgate_stir_fetches_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
-                );
+                f.counter(&[("kind", kind), ("result", result)], n)?;
             }
         }
-        s.push_str("# HELP callgate_stir_cache_evictions_total Documents the certificate (x5u) and CRL caches forgot to stay within their size, least recently used first.\n# TYPE callgate_stir_cache_evictions_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_stir_cache_evictions_total",
+            "Documents the certificate (x5u) and CRL caches forgot to stay within their size, least recently used first.",
+        )?;
         for (kind, c) in kinds {
-            let _ = writeln!(
-                s,
-                "callgate_stir_cache_evictions_total{{kind=\"{kind}\"}} {}",
-                c.evicted.load(Ordering::Relaxed)
-            );
+            f.counter(&[("kind", kind)], c.evicted.load(Ordering::Relaxed))?;
         }
-        s.push_str("# HELP callgate_stir_fetches_refused_total x5u and CRL fetches not made: every address private or reserved, a CRL of a chain that did not validate, or beyond the per-INVITE bound.\n# TYPE callgate_stir_fetches_refused_total counter\n");
+        let mut f = counter(
+            e,
+            "callgate_stir_fetches_refused_total",
+            "x5u and CRL fetches not made: every address private or reserved, a CRL of a chain that did not validate, or beyond the per-INVITE bound.",
+        )?;
         for (why, name) in REFUSALS {
-            let _ = writeln!(
-                s,
-                "callgate_stir_fetches_refused_total{{reason=\"{name}\"}} {}",
-                self.refused_count(why)
-            );
+            f.counter(&[("reason", name)], self.refused_count(why))?;
         }
-        let _ = writeln!(
-            s,
-            "# HELP callgate_stir_replays_total Verified PASSporTs refused because another call used them within the freshness window.\n# TYPE callgate_stir_replays_total counter\ncallgate_stir_replays_total {}",
-            self.replays.load(Ordering::Relaxed)
-        );
+        one_counter(
+            e,
+            "callgate_stir_replays_total",
+            "Verified PASSporTs refused because another call used them within the freshness window.",
+            self.replays.load(Ordering::Relaxed),
+        )
     }
 }
 

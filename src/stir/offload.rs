@@ -91,18 +91,24 @@ impl SignatureOffload {
         self.offloaded.load(Relaxed)
     }
 
-    /// Appends the pool's Prometheus metrics.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = write!(
-            out,
-            "# HELP callgate_stir_offload_active 1 while signature checks run on worker threads (signalling busy).\n\
-             # TYPE callgate_stir_offload_active gauge\ncallgate_stir_offload_active {}\n\
-             # HELP callgate_stir_offloaded_total Signature checks run on worker threads.\n\
-             # TYPE callgate_stir_offloaded_total counter\ncallgate_stir_offloaded_total {}\n",
-            u8::from(self.is_active()),
-            self.offloaded()
-        );
+    /// Writes the pool's metrics into `/metrics` (see [`crate::exposition`]).
+    pub fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::{one_counter, one_gauge};
+        one_gauge(
+            e,
+            "callgate_stir_offload_active",
+            "1 while signature checks run on worker threads (signalling busy).",
+            i64::from(self.is_active()),
+        )?;
+        one_counter(
+            e,
+            "callgate_stir_offloaded_total",
+            "Signature checks run on worker threads.",
+            self.offloaded(),
+        )
     }
 
     /// Worker time since the last call.

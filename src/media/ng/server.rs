@@ -109,41 +109,57 @@ impl NgMetrics {
         self.send_errors.load(Relaxed)
     }
 
-    /// Appends the Prometheus text of these metrics.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        out.push_str("# HELP callgate_media_ng_requests_total ng control protocol requests by command and result (replies from the retransmission cache excluded).\n# TYPE callgate_media_ng_requests_total counter\n");
+    /// Writes these metrics into `/metrics` (see [`crate::exposition`]).
+    pub fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::{counter, one_counter, one_gauge};
+        let mut f = counter(
+            e,
+            "callgate_media_ng_requests_total",
+            "ng control protocol requests by command and result (replies from the retransmission cache excluded).",
+        )?;
         for command in Command::ALL {
             for (ok, result) in [(true, "ok"), (false, "error")] {
-                let _ = writeln!(
-                    out,
-                    "callgate_media_ng_requests_total{{command=\"{}\",result=\"{result}\"}} {}",
-                    command.as_str(),
-                    self.requests(command, ok)
-                );
+                let labels = [("command", command.as_str()), ("result", result)];
+                f.counter(&labels, self.requests(command, ok))?;
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP callgate_media_ng_retransmissions_total ng requests answered from the reply cache (same cookie from the same source), not executed again.\n# TYPE callgate_media_ng_retransmissions_total counter\ncallgate_media_ng_retransmissions_total {}",
-            self.retransmissions()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP callgate_media_ng_dropped_total ng datagrams dropped unanswered: no cookie, or a source not allowed.\n# TYPE callgate_media_ng_dropped_total counter\ncallgate_media_ng_dropped_total{{reason=\"no_cookie\"}} {}\ncallgate_media_ng_dropped_total{{reason=\"not_allowed\"}} {}",
-            self.no_cookie(),
-            self.not_allowed()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP callgate_media_ng_send_errors_total ng replies the socket failed to send.\n# TYPE callgate_media_ng_send_errors_total counter\ncallgate_media_ng_send_errors_total {}",
-            self.send_errors()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP callgate_media_ng_reply_cache_entries ng replies kept for retransmissions.\n# TYPE callgate_media_ng_reply_cache_entries gauge\ncallgate_media_ng_reply_cache_entries {}",
-            self.reply_cache_entries.load(Relaxed)
-        );
+        one_counter(
+            e,
+            "callgate_media_ng_retransmissions_total",
+            "ng requests answered from the reply cache (same cookie from the same source), not executed again.",
+            self.retransmissions(),
+        )?;
+        let mut f = counter(
+            e,
+            "callgate_media_ng_dropped_total",
+            "ng datagrams dropped unanswered: no cookie, or a source not allowed.",
+        )?;
+        f.counter(&[("reason", "no_cookie")], self.no_cookie())?;
+        f.counter(&[("reason", "not_allowed")], self.not_allowed())?;
+        one_counter(
+            e,
+            "callgate_media_ng_send_errors_total",
+            "ng replies the socket failed to send.",
+            self.send_errors(),
+        )?;
+        one_gauge(
+            e,
+            "callgate_media_ng_reply_cache_entries",
+            "ng replies kept for retransmissions.",
+            i64::try_from(self.reply_cache_entries.load(Relaxed)).unwrap_or(i64::MAX),
+        )
+    }
+}
+
+impl crate::exposition::Exposed for NgMetrics {
+    fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        NgMetrics::encode(self, e)
     }
 }
 
@@ -701,8 +717,7 @@ mod tests {
         h.handle(proxy(), &offer("o", "c1"), t0);
         h.handle(proxy(), &offer("o", "c1"), t0);
         h.handle(proxy(), &Bytes::from_static(b"x d7:command5:dancee"), t0);
-        let mut out = String::new();
-        metrics.render(&mut out);
+        let out = crate::exposition::text_of(metrics.clone());
         for line in [
             "# TYPE callgate_media_ng_requests_total counter",
             "callgate_media_ng_requests_total{command=\"offer\",result=\"ok\"} 1",

@@ -29,6 +29,7 @@
 mod batch;
 pub mod fault;
 pub mod source;
+mod totals;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -42,6 +43,7 @@ use serde::Serialize;
 use super::srtp::SrtpContext;
 use super::stats::StreamStats;
 pub use source::{LatchMode, SourcePolicy};
+pub use totals::{MediaTotals, JITTER_BUCKETS};
 use worker::{Command, Worker};
 
 /// Why the relay could not do what was asked.
@@ -176,13 +178,6 @@ pub struct RelayMetrics {
     pub sessions_created: AtomicU64,
     pub sessions_deleted: AtomicU64,
     pub media_timeouts: AtomicU64,
-    /// Packets and bytes relayed, dropped (foreign source) — summed from
-    /// sessions as they end.
-    pub packets: AtomicU64,
-    pub bytes: AtomicU64,
-    pub dropped_source: AtomicU64,
-    /// Packets dropped by SRTP termination (authentication, replay).
-    pub srtp_failed: AtomicU64,
     /// Packets dropped because their source may not latch the leg or is
     /// not its latched source, per side the leg faces (trunk, PBX); live.
     pub foreign: [AtomicU64; 2],
@@ -280,6 +275,8 @@ pub struct Relay {
     next_id: AtomicU64,
     pub metrics: Arc<RelayMetrics>,
     events: Mutex<mpsc::Receiver<RelayEvent>>,
+    /// Each worker's last [`MediaTotals`] (see [`Relay::totals`]).
+    totals: Mutex<Vec<MediaTotals>>,
 }
 
 impl Relay {
@@ -316,6 +313,7 @@ impl Relay {
             });
         }
         Ok(Relay {
+            totals: Mutex::new(vec![MediaTotals::default(); workers.len()]),
             ports: Mutex::new(PortPool::new(config.port_min, config.port_max)),
             config,
             workers,
@@ -442,18 +440,6 @@ impl Relay {
             .ok_or(RelayError::UnknownSession(id))?;
         self.worker_of(id).sessions.fetch_sub(1, Relaxed);
         self.metrics.sessions_deleted.fetch_add(1, Relaxed);
-        for leg in [&stats.a, &stats.b] {
-            self.metrics
-                .packets
-                .fetch_add(leg.packets + leg.rtcp_packets, Relaxed);
-            self.metrics
-                .bytes
-                .fetch_add(leg.bytes + leg.rtcp_bytes, Relaxed);
-            self.metrics
-                .dropped_source
-                .fetch_add(leg.dropped_source, Relaxed);
-            self.metrics.srtp_failed.fetch_add(leg.srtp_failed, Relaxed);
-        }
         Ok(stats)
     }
 
@@ -468,37 +454,102 @@ impl Relay {
         rx.try_iter().collect()
     }
 
-    /// Appends the relay's Prometheus metrics.
-    pub fn render(&self, s: &mut String) {
-        use std::fmt::Write;
+    /// What the relay has carried, live sessions included (see
+    /// [`totals`]): each worker is asked (bounded wait); one that does not
+    /// answer in time counts with its last answer.
+    pub fn totals(&self) -> MediaTotals {
+        let mut last = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        let asked: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                let sent = w.commands.send(Command::Totals { reply: tx }).is_ok()
+                    && w.waker.wake().is_ok();
+                sent.then_some(rx)
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + TOTALS_WAIT;
+        let mut sum = MediaTotals::default();
+        for (seen, rx) in last.iter_mut().zip(asked) {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            if let Some(newer) = rx.and_then(|rx| rx.recv_timeout(wait).ok()) {
+                seen.advance(&newer);
+            }
+            sum.sum(seen);
+        }
+        sum
+    }
+
+    /// Writes the relay's metrics into `/metrics` (see
+    /// [`crate::exposition`]).
+    pub fn encode(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        use crate::exposition::{counter, gauge, histogram, one_counter, one_gauge};
         let m = &self.metrics;
-        for (name, kind, help, v) in [
-            ("callgate_media_sessions", "gauge", "Media sessions open in the relay.", self.sessions() as u64),
-            ("callgate_media_sessions_created_total", "counter", "Media sessions created.", m.sessions_created.load(Relaxed)),
-            ("callgate_media_timeouts_total", "counter", "Media sessions with no packet in either direction for media_timeout.", m.media_timeouts.load(Relaxed)),
-            ("callgate_media_packets_total", "counter", "RTP and RTCP packets relayed by ended sessions.", m.packets.load(Relaxed)),
-            ("callgate_media_bytes_total", "counter", "RTP and RTCP bytes relayed by ended sessions.", m.bytes.load(Relaxed)),
-            ("callgate_media_dropped_source_total", "counter", "Packets dropped by ended sessions because they came from an address other than the latched one.", m.dropped_source.load(Relaxed)),
-            ("callgate_media_srtp_failed_total", "counter", "Packets dropped by ended sessions because SRTP termination refused them (authentication or replay check failed).", m.srtp_failed.load(Relaxed)),
-            ("callgate_media_ports_exhausted_total", "counter", "Media sessions refused because the relay's port range had no free pair (the offer was answered 503).", m.ports_exhausted.load(Relaxed)),
-            ("callgate_media_worker_panics_total", "counter", "Media relay worker panics caught; each failed the worker's sessions (their calls were ended with a BYE to each side) and the worker served on.", m.worker_panics.load(Relaxed)),
-            ("callgate_media_sessions_failed_total", "counter", "Media sessions failed by a relay worker panic.", m.sessions_failed.load(Relaxed)),
-            ("callgate_media_reclaimed_total", "counter", "Calls whose media was ended (ports freed) after no packet in either direction for media.reclaim_after_secs.", m.reclaimed.load(Relaxed)),
+        let t = self.totals();
+        one_gauge(
+            e,
+            "callgate_media_sessions",
+            "Media sessions open in the relay.",
+            i64::try_from(self.sessions()).unwrap_or(i64::MAX),
+        )?;
+        for (name, help, v) in [
+            ("callgate_media_sessions_created_total", "Media sessions created.", m.sessions_created.load(Relaxed)),
+            ("callgate_media_timeouts_total", "Media sessions with no packet in either direction for media_timeout.", m.media_timeouts.load(Relaxed)),
+            ("callgate_media_packets_total", "RTP and RTCP packets relayed, by live and ended sessions.", t.packets),
+            ("callgate_media_bytes_total", "RTP and RTCP bytes relayed, by live and ended sessions.", t.bytes),
+            ("callgate_media_dropped_source_total", "Packets dropped because they came from an address other than the latched one, by live and ended sessions.", t.dropped_source),
+            ("callgate_media_srtp_failed_total", "Packets dropped because SRTP termination refused them (authentication or replay check failed), by live and ended sessions.", t.srtp_failed),
+            ("callgate_media_lost_packets_total", "RTP packets lost before they reached callgate (RFC 3550 A.3: expected minus received), by live and ended sessions.", t.lost),
+            ("callgate_media_ports_exhausted_total", "Media sessions refused because the relay's port range had no free pair (the offer was answered 503).", m.ports_exhausted.load(Relaxed)),
+            ("callgate_media_worker_panics_total", "Media relay worker panics caught; each failed the worker's sessions (their calls were ended with a BYE to each side) and the worker served on.", m.worker_panics.load(Relaxed)),
+            ("callgate_media_sessions_failed_total", "Media sessions failed by a relay worker panic.", m.sessions_failed.load(Relaxed)),
+            ("callgate_media_reclaimed_total", "Calls whose media was ended (ports freed) after no packet in either direction for media.reclaim_after_secs.", m.reclaimed.load(Relaxed)),
         ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            one_counter(e, name, help, v)?;
         }
-        let name = "callgate_media_offers_refused_total";
-        let _ = writeln!(s, "# HELP {name} Offers (SDP) the relay refused to anchor, answered 503 (ports, source_cap) or 488 (streams, sdp), by reason.\n# TYPE {name} counter");
+        let buckets: Vec<(f64, u64)> = JITTER_BUCKETS
+            .iter()
+            .copied()
+            .zip(t.jitter_buckets)
+            .collect();
+        histogram(
+            e,
+            "callgate_media_jitter_seconds",
+            "Interarrival jitter (RFC 3550 6.4.1) of each ended stream that carried RTP, at its end.",
+        )?
+        .histogram(&[], t.jitter_sum, t.jitter_count, &buckets)?;
+        gauge(
+            e,
+            "callgate_media_live_jitter_max_seconds",
+            "The largest interarrival jitter among the streams of live sessions now.",
+        )?
+        .gauge_f64(&[], t.live_jitter_max)?;
+        let mut f = counter(
+            e,
+            "callgate_media_offers_refused_total",
+            "Offers (SDP) the relay refused to anchor, answered 503 (ports, source_cap) or 488 (streams, sdp), by reason.",
+        )?;
         for (reason, c) in OfferRefusal::LABELS.iter().zip(&m.offers_refused) {
-            let _ = writeln!(s, "{name}{{reason=\"{reason}\"}} {}", c.load(Relaxed));
+            f.counter(&[("reason", reason)], c.load(Relaxed))?;
         }
-        let name = "callgate_media_foreign_packets_total";
-        let _ = writeln!(s, "# HELP {name} Packets dropped by the relay because their source may not latch the leg (strict-source latching, ACL) or is not its latched source, by the side the leg faces.\n# TYPE {name} counter");
+        let mut f = counter(
+            e,
+            "callgate_media_foreign_packets_total",
+            "Packets dropped by the relay because their source may not latch the leg (strict-source latching, ACL) or is not its latched source, by the side the leg faces.",
+        )?;
         for (side, c) in ["trunk", "pbx"].iter().zip(&m.foreign) {
-            let _ = writeln!(s, "{name}{{side=\"{side}\"}} {}", c.load(Relaxed));
+            f.counter(&[("side", side)], c.load(Relaxed))?;
         }
+        Ok(())
     }
 }
+
+/// How long a scrape waits for the relay workers' totals.
+const TOTALS_WAIT: Duration = Duration::from_millis(250);
 
 /// Pins the calling thread (worker `worker`) to `cpu`; a failure is
 /// logged and the worker runs unpinned.

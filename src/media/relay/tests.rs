@@ -115,6 +115,12 @@ fn relays_both_ways_latches_and_drops_strangers() {
     assert_eq!((st.a.packets, st.a.dropped_source, st.a.latches), (2, 1, 1));
     assert_eq!(st.a.lost, 1, "sequence 2 never came from the carrier");
     assert_eq!((st.b.packets, st.b.rtcp_packets), (1, 1));
+    let live = r.totals();
+    assert_eq!(
+        (live.packets, live.dropped_source, live.lost),
+        (4, 1, 1),
+        "a live session counts in the totals before it ends"
+    );
 
     let end = r.delete(s.id).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(end.a.packets, 2);
@@ -126,9 +132,9 @@ fn relays_both_ways_latches_and_drops_strangers() {
     }
     assert_eq!(r.sessions(), 0);
     assert_eq!(
-        r.metrics.packets.load(Relaxed),
-        4,
-        "the stranger's packet is not relayed"
+        r.totals().packets,
+        live.packets,
+        "the ended session's packets stay counted, the stranger's is not relayed"
     );
 }
 

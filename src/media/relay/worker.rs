@@ -22,6 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::batch::{Batch, BATCH, MAX_DATAGRAM};
 use super::source::SourcePolicy;
+use super::totals::MediaTotals;
 use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats, SrtpRole};
 use crate::media::rtp::{is_rtcp, RtpHeader};
 use crate::media::srtp::SrtpContext;
@@ -70,6 +71,10 @@ pub(super) enum Command {
     Delete {
         id: u64,
         reply: mpsc::SyncSender<Option<SessionStats>>,
+    },
+    /// The worker's [`MediaTotals`]: ended sessions and live ones.
+    Totals {
+        reply: mpsc::SyncSender<MediaTotals>,
     },
     Stop,
 }
@@ -282,6 +287,8 @@ pub(super) struct Worker {
     /// Sessions failed by a panic (see [`Worker::run`]): their last
     /// statistics, until the control plane deletes them.
     failed: HashMap<u64, SessionStats>,
+    /// What the sessions this worker ended had carried (see `totals`).
+    ended: MediaTotals,
 }
 
 /// The message of a caught panic.
@@ -321,6 +328,7 @@ impl Worker {
             stopped: false,
             index,
             failed: HashMap::new(),
+            ended: MediaTotals::default(),
         })
     }
 
@@ -690,7 +698,20 @@ impl Worker {
                     .remove(id)
                     .map(|s| s.stats(now))
                     .or_else(|| self.failed.remove(&id));
+                if let Some(stats) = &stats {
+                    self.ended.add_ended(stats);
+                }
                 let _ = reply.send(stats);
+            }
+            Command::Totals { reply } => {
+                let mut totals = self.ended.clone();
+                for s in self.sessions.items.iter().flatten() {
+                    totals.add_live(&s.stats(now));
+                }
+                for s in self.failed.values() {
+                    totals.add_live(s);
+                }
+                let _ = reply.send(totals);
             }
             Command::Stop => {}
         }
