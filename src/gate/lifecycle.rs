@@ -15,11 +15,28 @@ impl Gate {
         !self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Starts draining: readiness off, new INVITEs refused with 503.
+    /// Starts draining for exit: readiness off, new INVITEs refused with
+    /// 503; the operator cannot undo it.
     pub fn start_drain(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.drain_by_operator();
+    }
+
+    /// Drains without exiting (`ctl drain`): readiness off, new INVITEs
+    /// refused with 503 + Retry-After, established calls go on.
+    pub fn drain_by_operator(&self) {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         lock(&self.core).start_drain();
+    }
+
+    /// Ends the operator's drain (`ctl undrain`): ready, new INVITEs taken.
+    /// The caller checks that the process is not shutting down.
+    pub fn undrain_by_operator(&self) {
+        lock(&self.core).stop_drain();
+        self.draining
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn is_drained(&self) -> bool {
@@ -44,6 +61,12 @@ impl Gate {
     /// (`callgate_config_reload_failures_total`), so an operator whose
     /// SIGHUP went unheeded sees it, not only the caller of the API.
     pub fn reload(&self) -> Result<(), String> {
+        self.reload_and_report().map(|_| ())
+    }
+
+    /// [`Gate::reload`], saying what changed since the last load: the
+    /// configuration keys and the policy versions (`control.rs`).
+    pub fn reload_and_report(&self) -> Result<crate::api::operations::ReloadView, String> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = lock(&ONE_AT_A_TIME);
         let applied = self.apply_reload();
@@ -51,7 +74,12 @@ impl Gate {
             self.metrics.reload_failed();
             tracing::error!(error = %e, "reload failed; keeping the running configuration");
         }
-        applied
+        applied?;
+        let after = self.snapshot();
+        let mut loaded = lock(&self.loaded);
+        let report = Gate::report(&loaded, &after);
+        *loaded = after;
+        Ok(report)
     }
 
     /// [`Gate::reload`]'s work: everything fallible before the first swap.
