@@ -2,7 +2,7 @@
 # The whole test suite, on a fresh Debian machine as on a prepared one:
 # installs what the tests use as real peers when it is missing — sipp
 # (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests), openssl (s_client, the TLS tests) from Debian, libsrtp for Python
-# (pylibsrtp) from PyPI — then runs `cargo test --locked` with any extra
+# (pylibsrtp) and openapi-spec-validator from PyPI — then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,10 @@ if ((${#need[@]})); then
 fi
 python3 -c "import pylibsrtp" 2>/dev/null \
     || python3 -m pip install -q --root-user-action=ignore pylibsrtp
+# tests/ctl.rs: docs/admin-api.openapi.yaml validated, and the admin
+# API's answers against it (test-calls/openapi_check.py).
+python3 -c "import openapi_spec_validator, jsonschema, yaml" 2>/dev/null \
+    || python3 -m pip install -q --root-user-action=ignore openapi-spec-validator
 sipp -v 2>&1 | grep -m1 SIPp || true
 
 exec cargo test --locked "$@"

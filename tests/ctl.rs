@@ -422,7 +422,7 @@ fn a_disabled_target_gets_no_calls_until_it_is_enabled() {
         &["target", "disable", "pbx", &format!("127.0.0.1:{b}")],
     )
     .refused("disable the last", "409");
-    assert!(last.stderr.contains("last target"), "{last:?}");
+    assert!(last.stderr.contains("enable another first"), "{last:?}");
 
     // Both calls go to B, though A is first in failover order.
     Sipp::uac(&scenario("uac-basic.xml"), &cg.trunk(), 2, 10, "u1", &[])

@@ -73,14 +73,16 @@ fn finish(a: &Answer, json: bool, render: fn(&Value) -> String) -> ExitCode {
         eprintln!("callgate ctl: refused ({}): {reason}", a.status);
         return ExitCode::from(1);
     }
-    match value {
-        Some(v) if json => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
-        Some(v) => print!("{}", render(&v)),
+    let text = match value {
+        Some(v) if json => serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+        Some(v) => render(&v),
         None => {
             eprintln!("callgate ctl: the answer is not JSON");
             return ExitCode::from(1);
         }
-    }
+    };
+    // A closed pipe (`ctl calls | head`) is not an error of the verb.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     ExitCode::SUCCESS
 }
 

@@ -49,7 +49,9 @@ pub struct TargetStatus {
 pub enum OverrideError {
     #[error("no target {0:?} on this side (give its URI or its address)")]
     Unknown(String),
-    #[error("{0} is the last target in rotation on this side: enable another first")]
+    #[error(
+        "{0} is the last target of this side the operator left in rotation: enable another first"
+    )]
     LastInRotation(String),
 }
 
