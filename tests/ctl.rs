@@ -4,7 +4,8 @@
 //! `token_for_reads`); a sipp call in flight listed by `ctl calls` and
 //! `ctl call` with its decision and media, gone after its BYE; a target
 //! disabled by the operator gets no calls until it is enabled again; a
-//! drain answers new INVITEs 503 + Retry-After until `ctl undrain`; a
+//! drain answers new INVITEs 503 + Retry-After until `ctl undrain`, which
+//! is refused once SIGTERM started the drain for exit; a
 //! reload refused for a broken policy exits 1 naming the key, a good one
 //! reports the keys and policy versions it changed. The answers seen here
 //! are checked against docs/admin-api.openapi.yaml, and every route the
@@ -441,9 +442,8 @@ fn a_disabled_target_gets_no_calls_until_it_is_enabled() {
     assert_eq!(listed["pbx"][0]["in_rotation"], true, "{listed:#}");
 }
 
-/// A new INVITE from `carrier` to the trunk; returns the first final
-/// (non-100) answer.
-fn invite_answer(cg: &Callgate, carrier: &Udp, call_id: &str) -> String {
+/// A new INVITE from `carrier` to the trunk.
+fn send_invite(cg: &Callgate, carrier: &Udp, call_id: &str) {
     let port = carrier.port();
     let invite = format!(
         "INVITE sip:+15550100@{trunk} SIP/2.0\r\n\
@@ -455,6 +455,12 @@ fn invite_answer(cg: &Callgate, carrier: &Udp, call_id: &str) -> String {
         trunk = cg.trunk()
     );
     carrier.send(&cg.trunk(), invite.as_bytes());
+}
+
+/// A new INVITE from `carrier`; returns the first answer that is not
+/// 100 Trying.
+fn invite_answer(cg: &Callgate, carrier: &Udp, call_id: &str) -> String {
+    send_invite(cg, carrier, call_id);
     loop {
         let (d, _) = carrier.recv().expect("an answer within 5 s");
         let text = String::from_utf8_lossy(&d).into_owned();
@@ -548,4 +554,54 @@ fn a_refused_reload_exits_1_naming_the_key_and_a_good_one_reports_what_changed()
     assert_eq!(json["policy"]["before"], "v2");
     let after = ctl(&cg, Token::None, &["policy"]).ok("policy table");
     assert!(after.stdout.contains("v2"), "{after:?}");
+}
+
+#[test]
+fn undrain_is_refused_once_sigterm_started_the_drain_for_exit() {
+    let pbx = Udp::bind();
+    let ports = Ports::new();
+    let mut cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{}", pbx.port())],
+            &carrier(),
+            "",
+        ),
+    );
+    // A call ringing keeps the SIGTERM drain going.
+    let caller = Udp::bind();
+    send_invite(&cg, &caller, "ctl-ringing");
+    let invite = pbx
+        .recv_until("INVITE ")
+        .pop()
+        .expect("the forwarded INVITE");
+    pbx.send(
+        &cg.pbx(),
+        common::carrier::answer(&invite, "180 Ringing").as_bytes(),
+    );
+    caller.recv_until("SIP/2.0 180");
+    let _ = Command::new("kill")
+        .args(["-TERM", &cg.pid().to_string()])
+        .status();
+    common::await_metric(&cg, "callgate_draining", 1.0);
+    let refused = ctl(&cg, Token::Right, &["undrain"]).refused("undrain after SIGTERM", "409");
+    assert!(refused.stderr.contains("shutting down"), "{refused:?}");
+    let (_, body) = cg.admin("GET", "/v1/drain");
+    let v: Value = serde_json::from_str(&body).expect("drain JSON");
+    assert_eq!(
+        (v["draining"].as_bool(), v["shutting_down"].as_bool()),
+        (Some(true), Some(true)),
+        "{v:#}"
+    );
+    // The call ends; callgate exits cleanly.
+    pbx.send(
+        &cg.pbx(),
+        common::carrier::answer(&invite, "486 Busy Here").as_bytes(),
+    );
+    caller.recv_until("SIP/2.0 486");
+    let status = cg
+        .signal_and_wait("0", Duration::from_secs(10))
+        .expect("exited after the drain");
+    assert!(status.success(), "{status:?}\n{}", cg.log());
 }
