@@ -165,16 +165,16 @@ pub enum Command {
 /// Where and how `callgate ctl` reaches the admin API.
 #[derive(Debug, clap::Args)]
 pub struct CtlOptions {
-    /// The admin API: `http://host:port` or `host:port` (default: env
-    /// CALLGATE_ADMIN, else `[admin] listen` of --config, else
+    /// The admin API: `http://host:port` or `host:port` (default:
+    /// `[admin] listen` of --config, else env CALLGATE_ADMIN, else
     /// 127.0.0.1:9060).
     #[arg(long, global = true)]
     pub admin: Option<String>,
     /// Read the admin address and token file from this configuration.
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
-    /// The bearer token's file (default: env CALLGATE_ADMIN_TOKEN_FILE,
-    /// else `[admin] token_file` of --config).
+    /// The bearer token's file (default: `[admin] token_file` of
+    /// --config, else env CALLGATE_ADMIN_TOKEN_FILE).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
     /// Print the API's JSON instead of a table.

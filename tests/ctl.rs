@@ -83,28 +83,35 @@ impl Ctl {
     }
 }
 
-/// Runs `callgate ctl --admin <cg's admin> ARGS` with `token`.
-fn ctl(cg: &Callgate, token: Token<'_>, args: &[&str]) -> Ctl {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_callgate"));
-    c.arg("ctl")
-        .args(["--admin", &format!("127.0.0.1:{}", cg.ports.admin)])
+/// Runs `callgate ctl ARGS` with only the environment variables `env` of
+/// its own (`CALLGATE_ADMIN*`).
+fn ctl_raw(args: &[&std::ffi::OsStr], env: &[(&str, &std::ffi::OsStr)]) -> Ctl {
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .arg("ctl")
         .env_remove("CALLGATE_ADMIN")
-        .env_remove("CALLGATE_ADMIN_TOKEN_FILE");
-    match token {
-        Token::None => {}
-        Token::Right => {
-            c.arg("--token-file").arg(&secrets().token_file);
-        }
-        Token::File(f) => {
-            c.arg("--token-file").arg(f);
-        }
-    }
-    let out = c.args(args).output().expect("run callgate ctl");
+        .env_remove("CALLGATE_ADMIN_TOKEN_FILE")
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run callgate ctl");
     Ctl {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs `callgate ctl --admin <cg's admin> ARGS` with `token`.
+fn ctl(cg: &Callgate, token: Token<'_>, args: &[&str]) -> Ctl {
+    let admin = format!("127.0.0.1:{}", cg.ports.admin);
+    let mut all: Vec<&std::ffi::OsStr> = vec!["--admin".as_ref(), admin.as_ref()];
+    match token {
+        Token::None => {}
+        Token::Right => all.extend(["--token-file".as_ref(), secrets().token_file.as_os_str()]),
+        Token::File(f) => all.extend(["--token-file".as_ref(), f.as_os_str()]),
+    }
+    all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    ctl_raw(&all, &[])
 }
 
 /// A policy file of `version` in `dir`.
@@ -162,17 +169,37 @@ fn every_verb_follows_the_access_rule_with_and_without_the_token() {
     // configuration file.
     let drained = ctl(&cg, Token::Right, &["drain"]).ok("drain");
     assert!(drained.stdout.contains("draining"), "{drained:?}");
-    let undrained = Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["ctl", "undrain", "--config"])
-        .arg(&cg.config_path)
-        .env_remove("CALLGATE_ADMIN")
-        .env_remove("CALLGATE_ADMIN_TOKEN_FILE")
-        .output()
-        .expect("run ctl");
+    let admin = format!("http://127.0.0.1:{}", cg.ports.admin);
+    let by_env = ctl_raw(
+        &["drain".as_ref()],
+        &[
+            ("CALLGATE_ADMIN", admin.as_ref()),
+            (
+                "CALLGATE_ADMIN_TOKEN_FILE",
+                secrets().token_file.as_os_str(),
+            ),
+        ],
+    )
+    .ok("drain, address and token from the environment");
+    assert!(by_env.stdout.contains("draining"), "{by_env:?}");
+    let by_config = ctl_raw(
+        &[
+            "undrain".as_ref(),
+            "--config".as_ref(),
+            cg.config_path.as_os_str(),
+        ],
+        &[("CALLGATE_ADMIN", "127.0.0.1:1".as_ref())],
+    )
+    .ok("undrain, address and token from --config (over the environment)");
+    assert!(by_config.stdout.contains("serving"), "{by_config:?}");
+    // Nobody there: exit 2, not 1 (callgate did not refuse anything).
+    let unreachable = ctl_raw(
+        &["undrain".as_ref()],
+        &[("CALLGATE_ADMIN", "127.0.0.1:1".as_ref())],
+    );
     assert!(
-        undrained.status.success()
-            && String::from_utf8_lossy(&undrained.stdout).contains("serving"),
-        "{undrained:?}"
+        unreachable.code == Some(2) && unreachable.stderr.contains("cannot reach"),
+        "{unreachable:?}"
     );
     drop(cg);
 

@@ -4,11 +4,11 @@
 //! 1 when callgate refused or failed (its reason printed), 2 when it could
 //! not be asked (address, connection, token file).
 //!
-//! Where the API is: `--admin`, else env `CALLGATE_ADMIN`, else
-//! `[admin] listen` of `--config`, else 127.0.0.1:9060. The token:
-//! `--token-file`, else env `CALLGATE_ADMIN_TOKEN_FILE`, else
-//! `[admin] token_file` of `--config` (relative to the file's directory);
-//! reads go without one unless the server asks for it.
+//! Where the API is: `--admin`, else `[admin] listen` of `--config`, else
+//! env `CALLGATE_ADMIN`, else 127.0.0.1:9060. The token: `--token-file`,
+//! else `[admin] token_file` of `--config` (relative to the file's
+//! directory), else env `CALLGATE_ADMIN_TOKEN_FILE`; reads go without one
+//! unless the server asks for it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,17 +94,18 @@ fn connect(how: &CtlOptions) -> Result<AdminApi, String> {
         None => (None, None),
     };
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // What the command line names beats the ambient environment.
     let admin = how
         .admin
         .clone()
-        .or_else(|| env("CALLGATE_ADMIN"))
         .or(from_config.0)
+        .or_else(|| env("CALLGATE_ADMIN"))
         .unwrap_or_else(|| DEFAULT_ADMIN.to_owned());
     let token_file = how
         .token_file
         .clone()
-        .or_else(|| env("CALLGATE_ADMIN_TOKEN_FILE").map(PathBuf::from))
-        .or(from_config.1);
+        .or(from_config.1)
+        .or_else(|| env("CALLGATE_ADMIN_TOKEN_FILE").map(PathBuf::from));
     let token = match token_file {
         Some(path) => Some(
             std::fs::read_to_string(&path)
