@@ -9,7 +9,8 @@ use serde::Serialize;
 
 /// The operator's verbs and views of the running service.
 pub trait Operations: Send + Sync + 'static {
-    /// Calls in progress (INVITE seen, no final failure or BYE yet).
+    /// Calls in progress (INVITE forwarded, no final failure or BYE yet),
+    /// oldest first.
     fn calls(&self) -> Vec<CallView>;
     /// One call, by its Call-ID or its decision id.
     fn call(&self, id: &str) -> Option<CallView>;

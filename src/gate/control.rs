@@ -129,7 +129,8 @@ fn side_named(side: &str) -> Result<Side, OperationError> {
 
 impl Operations for Gate {
     fn calls(&self) -> Vec<CallView> {
-        let live = lock(&self.outcomes).live();
+        let mut live = lock(&self.outcomes).live();
+        live.sort_by_key(|c| c.started_unix_ms);
         live.into_iter().map(|c| self.call_view(c)).collect()
     }
 

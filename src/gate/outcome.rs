@@ -108,11 +108,11 @@ impl Tracker {
         );
     }
 
-    /// Calls in progress, oldest first.
+    /// Calls in progress, in no order: a copy, so that the caller sorts
+    /// and renders them without holding the table (the dispatch of every
+    /// message waits on it).
     pub fn live(&self) -> Vec<LiveCall> {
-        let mut calls: Vec<&Open> = self.calls.values().collect();
-        calls.sort_by_key(|c| c.since);
-        calls.into_iter().map(|c| (*c.call).clone()).collect()
+        self.calls.values().map(|c| (*c.call).clone()).collect()
     }
 
     /// The call in progress with this Call-ID or decision id.
