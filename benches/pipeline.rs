@@ -1,8 +1,9 @@
 //! Criterion benchmark: what the call pipeline adds in front of the proxy
 //! core for every message — the sanitize phase on a clean INVITE (the
 //! common case: one scan, no copy) and on one carrying forged claims (a
-//! rewrite and a second parse), and the dialog table learning a call and
-//! classifying its in-dialog request.
+//! rewrite and a second parse), the dialog table learning a call and
+//! classifying its in-dialog request, and the live-call table (what
+//! `callgate ctl calls` lists) following a call from its INVITE to its BYE.
 //!
 //! `cargo bench --bench pipeline`
 
@@ -93,6 +94,37 @@ fn bench(c: &mut Criterion) {
             table.initial(black_box(&inv), Side::Trunk, now);
             table.response(black_box(&ok), Side::Pbx, is_me, now);
             table.request(black_box(&info), Side::Trunk, now)
+        })
+    });
+
+    // The live-call table: a call opened at its INVITE, answered by the
+    // 200 sent back to the trunk, closed by the BYE sent on, among 10,000
+    // calls in progress (each message sent is parsed again for its
+    // Call-ID: the whole cost `ctl calls` adds to a call).
+    let mut live = callgate::gate::outcome::Tracker::default();
+    for n in 0..10_000 {
+        let (inv, _, _) = call(n);
+        live.open(&inv, Side::Trunk, Default::default(), 0);
+    }
+    let sent = |side, text: String| {
+        vec![callgate::sip::proxy::Outgoing {
+            to: callgate::sip::proxy::Peer {
+                side,
+                transport: callgate::config::Transport::Udp,
+                addr: ([127, 0, 0, 1], 5070).into(),
+                conn: None,
+            },
+            bytes: Bytes::from(text),
+            client: None,
+        }]
+    };
+    let ok_out = sent(Side::Trunk, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nFrom: <sip:+1555@c>;tag=a10001\r\nTo: <sip:x@pbx>;tag=b1\r\nCall-ID: c10001\r\nCSeq: 1 INVITE\r\nContact: <sip:agent@127.0.0.1:5080>\r\nContent-Length: 0\r\n\r\n".into());
+    let bye_out = sent(Side::Pbx, "BYE sip:agent@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5062;branch=z9hG4bKb1\r\nFrom: <sip:+1555@c>;tag=a10001\r\nTo: <sip:x@pbx>;tag=b1\r\nCall-ID: c10001\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".into());
+    c.bench_function("pipeline/live_call_open_answer_bye", |b| {
+        b.iter(|| {
+            live.open(black_box(&inv), Side::Trunk, Default::default(), 0);
+            live.observe(black_box(&ok_out), None);
+            live.observe(black_box(&bye_out), None);
         })
     });
 }

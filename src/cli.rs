@@ -1,5 +1,5 @@
 //! Command line: `callgate run | reload | check-config | demo | sign |
-//! verify | report | replay` (the bodies are in the binary's `src/commands/`).
+//! verify | report | replay | ctl` (the bodies are in the binary's `src/commands/`).
 
 use std::path::PathBuf;
 
@@ -15,6 +15,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The operator's control command, over the admin API: calls in
+    /// progress, targets, drain and undrain, reload, policy. Exit 0 on
+    /// success, 1 when callgate refused or failed (its reason on stderr),
+    /// 2 when it could not be asked.
+    Ctl {
+        #[command(flatten)]
+        how: CtlOptions,
+        #[command(subcommand)]
+        verb: CtlVerb,
+    },
     /// What-if before rollout: run recorded calls (from the audit store or
     /// a pcap of SIP) through a candidate policy and print where its
     /// decisions differ. Exit 0 when none differ, 1 when some do.
@@ -161,6 +171,61 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         freshness: i64,
     },
+}
+
+/// Where and how `callgate ctl` reaches the admin API.
+#[derive(Debug, clap::Args)]
+pub struct CtlOptions {
+    /// The admin API: `http://host:port` or `host:port` (default:
+    /// `[admin] listen` of --config, else env CALLGATE_ADMIN, else
+    /// 127.0.0.1:9060).
+    #[arg(long, global = true)]
+    pub admin: Option<String>,
+    /// Read the admin address and token file from this configuration.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// The bearer token's file (default: `[admin] token_file` of
+    /// --config, else env CALLGATE_ADMIN_TOKEN_FILE).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What `callgate ctl` does.
+#[derive(Debug, Subcommand)]
+pub enum CtlVerb {
+    /// Calls in progress: decision, state, media.
+    Calls,
+    /// One call in progress, by Call-ID or decision id.
+    Call { id: String },
+    /// Each side's targets: health, last probe, operator override.
+    Targets,
+    /// Take a target out of rotation (`disable`) or put it back (`enable`).
+    Target {
+        #[arg(value_enum)]
+        action: TargetAction,
+        /// `trunk` (the carrier's SBCs) or `pbx` (the PBX nodes).
+        side: String,
+        /// The target's URI as configured, or its address (ip:port).
+        target: String,
+    },
+    /// Refuse new INVITEs (503 + Retry-After), keep calls; keep running.
+    Drain,
+    /// Take new INVITEs again after `drain`.
+    Undrain,
+    /// Re-read the configuration: what changed, or why it was refused.
+    Reload,
+    /// Active and shadow policy: versions, rules, disagreements.
+    Policy,
+}
+
+/// `ctl target disable|enable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetAction {
+    Disable,
+    Enable,
 }
 
 pub const DEFAULT_CONFIG: &str = "sip-config/callgate.toml";

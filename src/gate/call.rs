@@ -109,7 +109,11 @@ impl super::Gate {
         let me = self.clone();
         let forward = move |ctx: CallContext, waited: bool| {
             let first = if waited { Vec::new() } else { vec![trying] };
-            me.forward_call(ctx.peer, ctx.msg, ctx.edits, first);
+            let opening = super::outcome::Opening {
+                decision: Some(super::live::decision_view(&ctx)),
+                audited: me.audit.is_some(),
+            };
+            me.forward_call(ctx.peer, ctx.msg, ctx.edits, first, opening);
             super::lock(&me.inbound_pending).remove(&key);
         };
         run_inline_or_spawn(phases_done, || self.dispatch(vec![trying_now]), forward);
@@ -155,7 +159,8 @@ impl super::Gate {
     }
 
     /// audit: queues the decision record (the call never waits for the
-    /// disk) and opens the call's outcome. Without an audit store, nothing.
+    /// disk); its outcome follows when the call ends (`outcome.rs`).
+    /// Without an audit store, nothing.
     fn audit(&self, ctx: &CallContext) {
         let Some(audit) = &self.audit else { return };
         let rec = super::record::audit_record(ctx, &self.env);
@@ -163,9 +168,6 @@ impl super::Gate {
             audit.record_with_invite(rec, ctx.received.clone());
         } else {
             audit.record(rec);
-        }
-        if let Some(id) = ctx.msg.call_id() {
-            super::lock(&self.outcomes).open(id);
         }
     }
 }

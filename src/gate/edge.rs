@@ -67,9 +67,7 @@ impl Gate {
 
     /// Sends what the core produced; failures go back to the core.
     pub(super) fn dispatch(&self, mut out: Vec<Outgoing>) {
-        if let Some(audit) = &self.audit {
-            lock(&self.outcomes).observe(&out, audit);
-        }
+        lock(&self.outcomes).observe(&out, self.audit.as_ref());
         if let Some(media) = &self.media {
             media.observe_sent(&out);
         }

@@ -15,11 +15,28 @@ impl Gate {
         !self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Starts draining: readiness off, new INVITEs refused with 503.
+    /// Starts draining for exit: readiness off, new INVITEs refused with
+    /// 503; the operator cannot undo it.
     pub fn start_drain(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.drain_by_operator();
+    }
+
+    /// Drains without exiting (`ctl drain`): readiness off, new INVITEs
+    /// refused with 503 + Retry-After, established calls go on.
+    pub fn drain_by_operator(&self) {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         lock(&self.core).start_drain();
+    }
+
+    /// Ends the operator's drain (`ctl undrain`): ready, new INVITEs taken.
+    /// The caller checks that the process is not shutting down.
+    pub fn undrain_by_operator(&self) {
+        lock(&self.core).stop_drain();
+        self.draining
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn is_drained(&self) -> bool {
@@ -48,6 +65,12 @@ impl Gate {
     /// `READY=1` with the outcome in `STATUS=`), and the outcome is
     /// recorded for `callgate reload --pid` ([`super::reload_status`]).
     pub fn reload(&self) -> Result<(), String> {
+        self.reload_and_report().map(|_| ())
+    }
+
+    /// [`Gate::reload`], saying what changed since the last load: the
+    /// configuration keys and the policy versions (`control.rs`).
+    pub fn reload_and_report(&self) -> Result<crate::api::operations::ReloadView, String> {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = lock(&ONE_AT_A_TIME);
         super::notify::reloading();
@@ -58,7 +81,12 @@ impl Gate {
         }
         super::reload_status::record(&applied);
         super::notify::reloaded(&applied);
-        applied
+        applied?;
+        let after = self.snapshot();
+        let mut loaded = lock(&self.loaded);
+        let report = Gate::report(&loaded, &after);
+        *loaded = after;
+        Ok(report)
     }
 
     /// [`Gate::reload`]'s work: everything fallible before the first swap.

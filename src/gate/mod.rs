@@ -16,8 +16,10 @@ mod bucket;
 pub mod call;
 mod conceal;
 pub mod context;
+mod control;
 mod edge;
 mod lifecycle;
+mod live;
 pub mod media;
 pub mod notify;
 pub mod outcome;
@@ -98,8 +100,14 @@ pub struct Gate {
     pub metrics: Arc<Metrics>,
     timer_wake: Notify,
     armed: Mutex<Option<Instant>>,
-    /// Set once draining starts (readiness goes false).
+    /// Set while draining (readiness goes false): for exit, or by the
+    /// operator (`ctl drain`).
     draining: std::sync::atomic::AtomicBool,
+    /// Set once draining for exit (SIGTERM): `ctl undrain` is refused.
+    shutting_down: std::sync::atomic::AtomicBool,
+    /// The configuration keys and policy versions last loaded, which a
+    /// reload reports its changes against (`control.rs`).
+    loaded: Mutex<control::Snapshot>,
     config_path: Option<PathBuf>,
     /// The phases and limits in force, swapped whole on reload.
     phases: std::sync::RwLock<Arc<Phases>>,
@@ -121,7 +129,8 @@ pub struct Gate {
     /// Media anchoring, when `[media]` is on (read at start only).
     pub media: Option<Arc<media::MediaPhase>>,
     media_config: Option<crate::media::config::MediaConfig>,
-    /// Audited calls awaiting their outcome, by Call-ID.
+    /// Calls in progress, by Call-ID: listed by `ctl calls`, their
+    /// outcome recorded when audited.
     outcomes: Mutex<outcome::Tracker>,
     /// Worker threads for signature checks (`stir.verify_threads`), and the
     /// signalling thread's demand that switches them on and off.
@@ -161,7 +170,12 @@ impl Phases {
                 offload,
             )?
             .map(Arc::new),
-            risk: assess::RiskPhase::from_config(&cfg.risk).map(Arc::new),
+            risk: assess::RiskPhase::from_config(
+                &cfg.risk,
+                previous.risk.as_deref(),
+                crate::env::Env::system().unix_ms(),
+            )
+            .map(Arc::new),
             sign: sign::SignPhase::from_config(&cfg.stir)?.map(Arc::new),
         };
         let version = |p: &Option<Arc<crate::risk::policy::Policy>>| {
@@ -319,6 +333,8 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         timer_wake: Notify::new(),
         armed: Mutex::new(None),
         draining: std::sync::atomic::AtomicBool::new(false),
+        shutting_down: std::sync::atomic::AtomicBool::new(false),
+        loaded: Mutex::new(control::Snapshot::default()),
         config_path,
         phases: std::sync::RwLock::new(Arc::new(phases)),
         env,
@@ -334,6 +350,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         load: Mutex::new(LoadMeter::new(now)),
         me: me.clone(),
     });
+    *lock(&gate.loaded) = gate.snapshot();
     if let Some(m) = &gate.media {
         let weak = Arc::downgrade(&gate);
         m.watch_timeouts(move |out| {

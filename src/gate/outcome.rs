@@ -1,25 +1,52 @@
-//! How audited calls end: the gate watches what it sends towards the
-//! trunk (the final response to the caller's INVITE) and the BYE that ends
-//! an answered call, and records the outcome and duration on the call's
-//! decision. Cheap for everything else: nothing is parsed while no audited
-//! call is open.
+//! Calls in progress and how they end: the gate opens an entry when a
+//! call's initial INVITE is forwarded (with what the call phases decided),
+//! watches what it sends — the final response to the caller's INVITE and
+//! the BYE that ends an answered call — and closes it; for audited calls
+//! it records the outcome and duration on the call's decision. The open
+//! entries are the live calls `callgate ctl calls` lists. Cheap for
+//! everything else: nothing is parsed while no call is open.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::api::operations::DecisionView;
 use crate::audit::{Audit, CallOutcome};
 use crate::config::Side;
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
 use crate::sip::proxy::Outgoing;
 
-/// A call whose outcome is awaited.
+/// What the pipeline knows of a call when it forwards its INVITE.
+#[derive(Debug, Clone, Default)]
+pub struct Opening {
+    /// The call phases' decision (inbound calls).
+    pub decision: Option<DecisionView>,
+    /// A decision record was written: the outcome goes to the audit too.
+    pub audited: bool,
+}
+
+/// A call in progress, as `ctl calls` shows it.
+#[derive(Debug, Clone)]
+pub struct LiveCall {
+    pub call_id: String,
+    /// The side its INVITE came from: its final response goes back there.
+    pub side: Side,
+    pub caller: String,
+    pub callee: String,
+    pub started_unix_ms: i64,
+    pub answered_unix_ms: Option<i64>,
+    pub decision: Option<DecisionView>,
+}
+
+/// A call whose end is awaited.
 struct Open {
     since: Instant,
     answered: Option<Instant>,
+    audited: bool,
+    call: Box<LiveCall>,
 }
 
-/// Open audited calls by Call-ID (bounded, and forgotten after a day).
+/// Open calls by Call-ID (bounded, and forgotten after a day).
 /// The Call-ID is the caller's input: it is kept to its first
 /// [`KEY_BYTES`] bytes, so the table holds at most
 /// `MAX_OPEN × (KEY_BYTES + overhead)` ≈ 40 MB whatever Call-IDs a flood
@@ -42,8 +69,9 @@ fn key(call_id: &[u8]) -> &[u8] {
 }
 
 impl Tracker {
-    /// A decision was recorded for this call.
-    pub fn open(&mut self, call_id: &[u8]) {
+    /// The initial INVITE `msg` from `side` is forwarded at `unix_ms`.
+    pub fn open(&mut self, msg: &SipMessage, side: Side, opening: Opening, unix_ms: i64) {
+        let Some(call_id) = msg.call_id() else { return };
         if self.calls.len() >= MAX_OPEN {
             let now = Instant::now();
             if self
@@ -58,18 +86,59 @@ impl Tracker {
                 return;
             }
         }
+        let key = key(call_id);
+        let parties = crate::sip::parties::Parties::of(msg);
+        let call = LiveCall {
+            call_id: String::from_utf8_lossy(key).into_owned(),
+            side,
+            caller: parties.calling,
+            callee: parties.called.into_iter().next().unwrap_or_default(),
+            started_unix_ms: unix_ms,
+            answered_unix_ms: None,
+            decision: opening.decision,
+        };
         self.calls.insert(
-            key(call_id).to_vec(),
+            key.to_vec(),
             Open {
                 since: Instant::now(),
                 answered: None,
+                audited: opening.audited,
+                call: Box::new(call),
             },
         );
     }
 
+    /// Calls in progress, in no order: a copy, so that the caller sorts
+    /// and renders them without holding the table (the dispatch of every
+    /// message waits on it).
+    pub fn live(&self) -> Vec<LiveCall> {
+        self.calls.values().map(|c| (*c.call).clone()).collect()
+    }
+
+    /// The call in progress with this Call-ID or decision id.
+    pub fn find(&self, id: &str) -> Option<LiveCall> {
+        self.calls
+            .get(key(id.as_bytes()))
+            .or_else(|| {
+                self.calls.values().find(|c| {
+                    c.call
+                        .decision
+                        .as_ref()
+                        .and_then(|d| d.id.as_deref())
+                        .is_some_and(|d| d == id)
+                })
+            })
+            .map(|c| (*c.call).clone())
+    }
+
+    /// Calls in progress.
+    pub fn count(&self) -> usize {
+        self.calls.len()
+    }
+
     /// Looks at outgoing messages for final INVITE responses towards the
-    /// trunk and BYEs of answered calls.
-    pub fn observe(&mut self, out: &[Outgoing], audit: &Audit) {
+    /// side a call came from and BYEs of answered calls.
+    pub fn observe(&mut self, out: &[Outgoing], audit: Option<&Audit>) {
         if self.calls.is_empty() {
             return;
         }
@@ -77,11 +146,9 @@ impl Tracker {
             let b = &o.bytes;
             // Provisional responses say nothing about the outcome: skipped
             // before parsing.
-            let response_to_trunk = o.to.side == Side::Trunk
-                && b.starts_with(b"SIP/2.0 ")
-                && b.get(8).is_some_and(|d| *d != b'1');
+            let final_response = b.starts_with(b"SIP/2.0 ") && b.get(8).is_some_and(|d| *d != b'1');
             let bye = b.starts_with(b"BYE ");
-            if !response_to_trunk && !bye {
+            if !final_response && !bye {
                 continue;
             }
             let Ok(msg) = SipMessage::parse(b.clone(), &Limits::default()) else {
@@ -93,8 +160,9 @@ impl Tracker {
             let Some(open) = self.calls.get_mut(key(call_id)) else {
                 continue;
             };
+            let audit = audit.filter(|_| open.audited);
             if bye {
-                if let Some(at) = open.answered {
+                if let (Some(at), Some(audit)) = (open.answered, audit) {
                     audit.call_ended(
                         &String::from_utf8_lossy(call_id),
                         CallOutcome::Answered,
@@ -106,23 +174,27 @@ impl Tracker {
             }
             let status = msg.status().unwrap_or(0);
             let invite = msg.cseq().ok().is_some_and(|c| c.method == Method::Invite);
-            if status < 200 || !invite || open.answered.is_some() {
+            if !invite || o.to.side != open.call.side || open.answered.is_some() {
                 continue;
             }
             let id = String::from_utf8_lossy(call_id).into_owned();
-            match status {
+            let outcome = match status {
                 200..=299 => {
                     open.answered = Some(Instant::now());
-                    audit.call_ended(&id, CallOutcome::Answered, None);
+                    open.call.answered_unix_ms = Some(
+                        open.call.started_unix_ms
+                            + i64::try_from(open.since.elapsed().as_millis()).unwrap_or(0),
+                    );
+                    CallOutcome::Answered
                 }
-                487 => {
-                    audit.call_ended(&id, CallOutcome::Abandoned, None);
-                    self.calls.remove(key(call_id));
-                }
-                s => {
-                    audit.call_ended(&id, CallOutcome::Rejected(s), None);
-                    self.calls.remove(key(call_id));
-                }
+                487 => CallOutcome::Abandoned,
+                s => CallOutcome::Rejected(s),
+            };
+            if !matches!(outcome, CallOutcome::Answered) {
+                self.calls.remove(key(call_id));
+            }
+            if let Some(audit) = audit {
+                audit.call_ended(&id, outcome, None);
             }
         }
     }
@@ -132,14 +204,20 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    /// A flood of calls with 8 kB Call-IDs keeps the table within its
+    /// A flood of calls with 1 kB Call-IDs keeps the table within its
     /// count and each key within [`KEY_BYTES`].
     #[test]
     fn long_call_ids_and_a_full_table_stay_bounded() {
         let mut t = Tracker::default();
-        let long = "c".repeat(8000);
+        let long = "c".repeat(1000);
         for i in 0..MAX_OPEN + 100 {
-            t.open(format!("{i}-{long}").as_bytes());
+            let invite = format!(
+                "INVITE sip:1@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                 From: <sip:2@h>;tag=a\r\nTo: <sip:1@h>\r\nCall-ID: {i}-{long}\r\n\
+                 CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            let msg = SipMessage::parse(invite.into(), &Limits::default()).expect("test INVITE");
+            t.open(&msg, Side::Trunk, Opening::default(), 0);
         }
         assert_eq!(
             t.calls.len(),

@@ -318,14 +318,16 @@ impl Gate {
                 (Some(call), Some(me)) => me.call(call, peer, msg, received),
                 // The gate is going away: nothing is forwarded untagged.
                 (Some(_), None) => {}
-                (None, _) => self.forward_call(peer, msg, Edits::default(), Vec::new()),
+                (None, _) => {
+                    self.forward_call(peer, msg, Edits::default(), Vec::new(), Default::default())
+                }
             },
             Side::Pbx => {
                 let mut edits = Edits::default();
                 if let Some(signer) = &phases.sign {
                     edits.append.extend(signer.identity_line(&msg));
                 }
-                self.forward_call(peer, msg, edits, Vec::new());
+                self.forward_call(peer, msg, edits, Vec::new(), Default::default());
             }
         }
     }
@@ -333,12 +335,15 @@ impl Gate {
     /// The end of an initial INVITE's phases: unless refused, its media is
     /// anchored and its dialog awaited; then the core forwards it. `first`
     /// goes out in the same dispatch (the 100 Trying of the call phases).
+    /// The call is listed as in progress (`outcome.rs`, with `opening`'s
+    /// decision) until its final failure or BYE.
     pub(super) fn forward_call(
         &self,
         peer: Peer,
         msg: SipMessage,
         mut edits: Edits,
         first: Vec<Outgoing>,
+        opening: super::outcome::Opening,
     ) {
         if edits.reject.is_none() {
             match self.anchor_request(&msg, peer, true) {
@@ -353,6 +358,10 @@ impl Gate {
                     edits.reject = Some((refusal.status, refusal.reason.to_owned()));
                 }
             }
+        }
+        // A refused call is listed only when its outcome is audited.
+        if edits.reject.is_none() || opening.audited {
+            lock(&self.outcomes).open(&msg, peer.side, opening, self.env.unix_ms());
         }
         self.forward_request(peer, msg, Routing::Initial, Some(edits), first);
     }

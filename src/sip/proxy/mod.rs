@@ -59,7 +59,7 @@ use timers::TimerWheel;
 pub use settings::{
     admits, canonical_ip, CoreSettings, HealthConfig, OverloadConfig, SideSettings,
 };
-pub use targets::Target;
+pub use targets::{OverrideError, Target, TargetStatus};
 
 /// What a client transaction is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +233,8 @@ impl ProxyCore {
         for side in [Side::Trunk, Side::Pbx] {
             let i = side.index();
             if settings.sides[i].targets != self.settings.sides[i].targets {
-                self.targets[i] = TargetSet::new(settings.sides[i].targets.clone(), down_after);
+                self.targets[i] =
+                    self.targets[i].reconfigured(settings.sides[i].targets.clone(), down_after);
                 self.observer
                     .set_targets_up(side, self.targets[i].up_count());
             }
@@ -246,6 +247,35 @@ impl ProxyCore {
     pub fn start_drain(&mut self) {
         self.draining = true;
         self.observer.set_draining(true);
+    }
+
+    /// Stops draining (the operator's undrain): new INVITEs are taken again.
+    pub fn stop_drain(&mut self) {
+        self.draining = false;
+        self.observer.set_draining(false);
+    }
+
+    /// The targets requests leaving through `side` go to, with their
+    /// health and the operator's override.
+    pub fn target_statuses(&self, side: Side) -> Vec<TargetStatus> {
+        self.targets[side.index()].statuses()
+    }
+
+    /// The operator takes a target of `side` (named by URI or address) out
+    /// of rotation, or puts it back; health probes do not undo it. Returns
+    /// whether anything changed.
+    pub fn set_target_disabled(
+        &mut self,
+        side: Side,
+        name: &str,
+        disabled: bool,
+    ) -> Result<bool, OverrideError> {
+        let set = &mut self.targets[side.index()];
+        let changed = set.set_disabled(name, disabled)?;
+        if changed {
+            self.observer.set_targets_up(side, set.up_count());
+        }
+        Ok(changed)
     }
 
     /// True once no INVITE is waiting for its final response.

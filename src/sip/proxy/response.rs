@@ -137,9 +137,9 @@ impl ProxyCore {
             ClientKind::Probe { side, index } => {
                 entry.probe_deadline = None;
                 if status != 503 {
-                    self.probe_result(side, index, true);
+                    self.probe_result(side, index, true, now);
                 } else {
-                    self.probe_result(side, index, false);
+                    self.probe_result(side, index, false, now);
                 }
             }
             ClientKind::Forward => {
@@ -202,7 +202,7 @@ impl ProxyCore {
         };
         match entry.kind {
             ClientKind::Cancel => {}
-            ClientKind::Probe { side, index } => self.probe_result(side, index, false),
+            ClientKind::Probe { side, index } => self.probe_result(side, index, false, now),
             ClientKind::Forward => {
                 let Some(skey) = entry.server.clone() else {
                     return;
@@ -397,7 +397,7 @@ impl ProxyCore {
         if entry.probe_deadline.is_some_and(|t| t <= now) {
             if let ClientKind::Probe { side, index } = entry.kind {
                 self.clients.remove(key);
-                self.probe_result(side, index, false);
+                self.probe_result(side, index, false, now);
             }
             return;
         }
@@ -466,7 +466,7 @@ impl ProxyCore {
         self.push_timer(next, super::TimerRef::Probes);
     }
 
-    fn probe_result(&mut self, side: Side, index: usize, ok: bool) {
+    fn probe_result(&mut self, side: Side, index: usize, ok: bool, now: Instant) {
         let set = &mut self.targets[side.index()];
         let uri = set
             .targets
@@ -474,9 +474,9 @@ impl ProxyCore {
             .map(|t| t.uri.clone())
             .unwrap_or_default();
         let changed = if ok {
-            set.probe_ok(index)
+            set.probe_ok(index, now)
         } else {
-            set.probe_failed(index)
+            set.probe_failed(index, now)
         };
         if changed {
             if set.is_up(index) {

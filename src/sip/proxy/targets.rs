@@ -1,6 +1,10 @@
-//! Next-hop target sets with failover order and OPTIONS health state.
+//! Next-hop target sets with failover order, OPTIONS health state and
+//! the operator's override (a target taken out of rotation by hand, e.g.
+//! for maintenance of one PBX node, stays out whatever its probes say
+//! until the operator puts it back).
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::sip::side::Transport;
 
@@ -19,7 +23,36 @@ pub struct TargetSet {
     pub targets: Vec<Target>,
     up: Vec<bool>,
     failures: Vec<u32>,
+    /// When each target's last probe ended, and whether it answered.
+    last_probe: Vec<Option<(Instant, bool)>>,
+    /// Taken out of rotation by the operator ([`TargetSet::set_disabled`]).
+    disabled: Vec<bool>,
     down_after: u32,
+}
+
+/// One target's state, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetStatus {
+    pub target: Target,
+    /// Answering its OPTIONS probes (or not probed yet).
+    pub up: bool,
+    /// Probes failed in a row.
+    pub failures: u32,
+    /// When its last probe ended, and whether it answered.
+    pub last_probe: Option<(Instant, bool)>,
+    /// Taken out of rotation by the operator.
+    pub disabled: bool,
+}
+
+/// Why the operator's override of a target was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideError {
+    #[error("no target {0:?} on this side (give its URI or its address)")]
+    Unknown(String),
+    #[error(
+        "{0} is the last target of this side the operator left in rotation: enable another first"
+    )]
+    LastInRotation(String),
 }
 
 impl TargetSet {
@@ -29,50 +62,119 @@ impl TargetSet {
             targets,
             up: vec![true; n],
             failures: vec![0; n],
+            last_probe: vec![None; n],
+            disabled: vec![false; n],
             down_after: down_after.max(1),
         }
     }
 
-    /// Failover order for a new request: targets in rotation in configured
-    /// order; when none is, every target (a stale health view must never
-    /// turn into refused calls).
-    pub fn order(&self) -> Vec<usize> {
-        let up: Vec<usize> = (0..self.targets.len()).filter(|i| self.up[*i]).collect();
-        if up.is_empty() {
-            (0..self.targets.len()).collect()
-        } else {
-            up
+    /// A new set for `targets` (a reload) that keeps the operator's
+    /// overrides of the targets it still has: a reload must not put a node
+    /// back into rotation that the operator took out.
+    pub fn reconfigured(&self, targets: Vec<Target>, down_after: u32) -> Self {
+        let mut next = TargetSet::new(targets, down_after);
+        for (i, t) in next.targets.iter().enumerate() {
+            if let Some(j) = self.targets.iter().position(|o| o == t) {
+                next.disabled[i] = self.disabled[j];
+            }
         }
+        if next.disabled.iter().all(|d| *d) {
+            // Every target left is one the operator disabled: calls must
+            // still go somewhere.
+            next.disabled.fill(false);
+        }
+        next
+    }
+
+    /// Failover order for a new request: targets in rotation (not taken
+    /// out by the operator, answering probes) in configured order; when
+    /// none answers, every target the operator left in (a stale health
+    /// view must never turn into refused calls).
+    pub fn order(&self) -> Vec<usize> {
+        self.order_of(|_| true)
     }
 
     /// Failover order for a request that must leave over TLS (a `sips`
     /// Request-URI, RFC 3261 §26.2.2): the TLS targets in rotation, else
-    /// every TLS target; empty when the side has none.
+    /// every enabled TLS target; empty when the side has none.
     pub fn secure_order(&self) -> Vec<usize> {
-        let tls = |i: &usize| self.targets[*i].transport == Transport::Tls;
-        let up: Vec<usize> = (0..self.targets.len())
-            .filter(|i| self.up[*i] && tls(i))
-            .collect();
-        if up.is_empty() {
-            (0..self.targets.len()).filter(tls).collect()
-        } else {
-            up
+        self.order_of(|t| t.transport == Transport::Tls)
+    }
+
+    /// The targets `eligible` admits: those in rotation, else those the
+    /// operator left in, else all of them.
+    fn order_of(&self, eligible: impl Fn(&Target) -> bool) -> Vec<usize> {
+        let all = (0..self.targets.len()).filter(|i| eligible(&self.targets[*i]));
+        let enabled: Vec<usize> = all.clone().filter(|i| !self.disabled[*i]).collect();
+        let up: Vec<usize> = enabled.iter().copied().filter(|i| self.up[*i]).collect();
+        match (up.is_empty(), enabled.is_empty()) {
+            (false, _) => up,
+            (true, false) => enabled,
+            (true, true) => all.collect(),
         }
     }
 
+    /// Targets in rotation: answering probes and not taken out by the
+    /// operator.
     pub fn up_count(&self) -> usize {
-        self.up.iter().filter(|u| **u).count()
+        (0..self.targets.len())
+            .filter(|i| self.up[*i] && !self.disabled[*i])
+            .count()
+    }
+
+    /// Every target's state, in configured order.
+    pub fn statuses(&self) -> Vec<TargetStatus> {
+        (0..self.targets.len())
+            .map(|i| TargetStatus {
+                target: self.targets[i].clone(),
+                up: self.up[i],
+                failures: self.failures[i],
+                last_probe: self.last_probe[i],
+                disabled: self.disabled[i],
+            })
+            .collect()
+    }
+
+    /// The index of the target named by its configured URI or its
+    /// address (`ip:port`).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.targets
+            .iter()
+            .position(|t| t.uri == name || t.addr.to_string() == name)
+    }
+
+    /// The operator takes the target `name` out of rotation (`disabled`)
+    /// or puts it back; probes go on but do not undo it. Refused for the
+    /// last enabled target of the side: the operator would otherwise turn
+    /// every call away. Returns whether the state changed.
+    pub fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, OverrideError> {
+        let i = self
+            .find(name)
+            .ok_or_else(|| OverrideError::Unknown(name.to_owned()))?;
+        if disabled && !self.disabled[i] {
+            let others = (0..self.targets.len()).any(|j| j != i && !self.disabled[j]);
+            if !others {
+                return Err(OverrideError::LastInRotation(self.targets[i].uri.clone()));
+            }
+        }
+        let changed = self.disabled[i] != disabled;
+        self.disabled[i] = disabled;
+        Ok(changed)
     }
 
     pub fn is_up(&self, i: usize) -> bool {
         self.up.get(i).copied().unwrap_or(false)
     }
 
-    /// A probe answered: back in rotation. Returns true if the state changed.
-    pub fn probe_ok(&mut self, i: usize) -> bool {
+    /// A probe answered at `now`: back in rotation. Returns true if the
+    /// state changed.
+    pub fn probe_ok(&mut self, i: usize, now: Instant) -> bool {
         let Some(up) = self.up.get_mut(i) else {
             return false;
         };
+        if let Some(p) = self.last_probe.get_mut(i) {
+            *p = Some((now, true));
+        }
         if let Some(f) = self.failures.get_mut(i) {
             *f = 0;
         }
@@ -81,9 +183,12 @@ impl TargetSet {
         changed
     }
 
-    /// A probe failed: out of rotation after `down_after` failures in a row.
-    /// Returns true if the state changed.
-    pub fn probe_failed(&mut self, i: usize) -> bool {
+    /// A probe failed at `now`: out of rotation after `down_after`
+    /// failures in a row. Returns true if the state changed.
+    pub fn probe_failed(&mut self, i: usize, now: Instant) -> bool {
+        if let Some(p) = self.last_probe.get_mut(i) {
+            *p = Some((now, false));
+        }
         let (Some(up), Some(f)) = (self.up.get_mut(i), self.failures.get_mut(i)) else {
             return false;
         };
@@ -100,6 +205,10 @@ impl TargetSet {
 mod tests {
     use super::*;
 
+    fn now() -> Instant {
+        Instant::now()
+    }
+
     fn set() -> TargetSet {
         let t = |p: u16| Target {
             uri: format!("sip:127.0.0.1:{p}"),
@@ -113,10 +222,10 @@ mod tests {
     fn down_after_consecutive_failures_and_back_on_success() {
         let mut s = set();
         assert_eq!(s.order(), vec![0, 1]);
-        assert!(!s.probe_failed(0));
-        assert!(s.probe_failed(0));
+        assert!(!s.probe_failed(0, now()));
+        assert!(s.probe_failed(0, now()));
         assert_eq!(s.order(), vec![1]);
-        assert!(s.probe_ok(0));
+        assert!(s.probe_ok(0, now()));
         assert_eq!(s.order(), vec![0, 1]);
     }
 
@@ -136,9 +245,9 @@ mod tests {
             1,
         );
         assert_eq!(s.secure_order(), vec![1, 2]);
-        s.probe_failed(1);
+        s.probe_failed(1, now());
         assert_eq!(s.secure_order(), vec![2]);
-        s.probe_failed(2);
+        s.probe_failed(2, now());
         assert_eq!(
             s.secure_order(),
             vec![1, 2],
@@ -151,10 +260,42 @@ mod tests {
     fn all_down_still_tries_everything() {
         let mut s = set();
         for _ in 0..2 {
-            s.probe_failed(0);
-            s.probe_failed(1);
+            s.probe_failed(0, now());
+            s.probe_failed(1, now());
         }
         assert_eq!(s.up_count(), 0);
         assert_eq!(s.order(), vec![0, 1]);
+    }
+
+    #[test]
+    fn an_operator_override_outlasts_probes_and_reloads() {
+        let mut s = set();
+        assert_eq!(s.set_disabled("127.0.0.1:1", true), Ok(true));
+        assert_eq!(s.order(), vec![1]);
+        assert_eq!(s.up_count(), 1);
+        assert!(!s.probe_ok(0, now()), "a probe does not undo it");
+        assert_eq!(s.order(), vec![1]);
+        s.probe_failed(1, now());
+        s.probe_failed(1, now());
+        assert_eq!(
+            s.order(),
+            vec![1],
+            "the only enabled target down: still not the disabled one"
+        );
+        assert_eq!(
+            s.set_disabled("sip:127.0.0.1:2", true),
+            Err(OverrideError::LastInRotation("sip:127.0.0.1:2".into()))
+        );
+        assert!(matches!(
+            s.set_disabled("sip:10.0.0.1", true),
+            Err(OverrideError::Unknown(_))
+        ));
+        let reloaded = s.reconfigured(s.targets.clone(), 2);
+        assert!(reloaded.statuses()[0].disabled, "kept across a reload");
+        assert_eq!(s.set_disabled("sip:127.0.0.1:1", false), Ok(true));
+        assert_eq!(s.order(), vec![0], "back, and the only one up");
+        let st = &s.statuses()[1];
+        assert_eq!((st.up, st.failures, st.disabled), (false, 2, false));
+        assert_eq!(st.last_probe.map(|p| p.1), Some(false));
     }
 }

@@ -1,0 +1,144 @@
+//! The operator's API, `/v1/…`, JSON in and out (what `callgate ctl`
+//! calls; described in docs/admin-api.openapi.yaml):
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /v1/calls` | calls in progress with their decision and media |
+//! | `GET /v1/calls/{id}` | one call, by Call-ID or decision id; 404 |
+//! | `GET /v1/targets` | each side's targets: health, last probe, override |
+//! | `POST /v1/targets/{side}/{target}/disable` | out of rotation until enabled; 404, 409 for the last one |
+//! | `POST /v1/targets/{side}/{target}/enable` | back in rotation |
+//! | `GET /v1/drain` | whether new INVITEs are refused |
+//! | `POST /v1/drain` | refuse new INVITEs (503 + Retry-After), keep calls |
+//! | `POST /v1/undrain` | take new INVITEs again; 409 while shutting down |
+//! | `POST /v1/reload` | re-read the configuration: what changed, or 422 and why not |
+//! | `GET /v1/policy` | active and shadow policy: versions, rules, disagreements |
+//!
+//! Access is checked before any of these (`access.rs`): reads need the
+//! token when `admin.token_for_reads`, every POST always. Errors are
+//! `{"error": "…"}` with the status saying which kind.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+
+use super::operations::OperationError;
+use super::Api;
+
+/// The `/v1` routes, on the admin API's state.
+pub(super) fn routes() -> Router<Api> {
+    Router::new()
+        .route("/v1/calls", get(calls))
+        .route("/v1/calls/{id}", get(call))
+        .route("/v1/targets", get(targets))
+        .route("/v1/targets/{side}/{target}/disable", post(disable))
+        .route("/v1/targets/{side}/{target}/enable", post(enable))
+        .route("/v1/drain", get(drain_status).post(drain))
+        .route("/v1/undrain", post(undrain))
+        .route("/v1/reload", post(reload))
+        .route("/v1/policy", get(policy))
+}
+
+/// `value` as a JSON answer with `status`.
+fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `{"error": reason}` with `status`.
+fn error(status: StatusCode, reason: &str) -> Response {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        error: &'a str,
+    }
+    let body = serde_json::to_vec(&Error { error: reason }).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The answer to an operation that may be refused.
+fn outcome(result: Result<impl Serialize, OperationError>) -> Response {
+    match result {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => {
+            let status = match e {
+                OperationError::NotFound(_) => StatusCode::NOT_FOUND,
+                OperationError::Conflict(_) => StatusCode::CONFLICT,
+                OperationError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, &e.to_string())
+        }
+    }
+}
+
+async fn calls(State(api): State<Api>) -> Response {
+    #[derive(Serialize)]
+    struct Calls {
+        count: usize,
+        calls: Vec<super::operations::CallView>,
+    }
+    let calls = api.service.calls();
+    json(
+        StatusCode::OK,
+        &Calls {
+            count: calls.len(),
+            calls,
+        },
+    )
+}
+
+async fn call(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    outcome(api.service.call(&id).ok_or_else(|| {
+        OperationError::NotFound(format!(
+            "no call in progress with Call-ID or decision id {id:?}"
+        ))
+    }))
+}
+
+async fn targets(State(api): State<Api>) -> Response {
+    json(StatusCode::OK, &api.service.targets())
+}
+
+async fn disable(State(api): State<Api>, Path((side, target)): Path<(String, String)>) -> Response {
+    outcome(api.service.set_target_disabled(&side, &target, true))
+}
+
+async fn enable(State(api): State<Api>, Path((side, target)): Path<(String, String)>) -> Response {
+    outcome(api.service.set_target_disabled(&side, &target, false))
+}
+
+async fn drain_status(State(api): State<Api>) -> Response {
+    json(StatusCode::OK, &api.service.drain_status())
+}
+
+async fn drain(State(api): State<Api>) -> Response {
+    json(StatusCode::OK, &api.service.drain())
+}
+
+async fn undrain(State(api): State<Api>) -> Response {
+    outcome(api.service.undrain())
+}
+
+/// Reloads on a blocking thread (files are read and compiled), as
+/// `POST /reload` does.
+async fn reload(State(api): State<Api>) -> Response {
+    let service = api.service.clone();
+    match tokio::task::spawn_blocking(move || service.reload_report()).await {
+        Ok(result) => outcome(result),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("reload failed: {e}"),
+        ),
+    }
+}
+
+async fn policy(State(api): State<Api>) -> Response {
+    json(StatusCode::OK, &api.service.policy())
+}
