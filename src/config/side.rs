@@ -353,10 +353,11 @@ pub(super) fn side(
     })
 }
 
-/// The default byte budget per message of `rate_limit`: a real signed
-/// INVITE is 2–5 KB, most other messages under 1 KB, so a source within
-/// its message rate never meets it, while one sending 60 KB messages at
-/// that rate is held to a fifteenth of them (issue 14, `oversized`).
+/// The default byte budget per request of `rate_limit`: a real signed
+/// INVITE is 2–5 KB and a call's traffic from one peer, responses
+/// included, comes to 1–3 KB per request, so a peer at its full request
+/// rate has room to spare, while one sending 60 KB messages is held to a
+/// fifteenth of that rate (issue 14, `oversized`).
 pub const BYTES_PER_MESSAGE: u64 = 4096;
 
 /// Smallest and largest byte budget (0 turns it off).
