@@ -51,6 +51,8 @@ pub enum Refusal {
     Acl,
     /// Source over its rate limit.
     RateLimit,
+    /// Source over its byte budget (`rate_limit_bytes`).
+    ByteRate,
     /// Work over budget (503).
     Overload,
     /// Draining for shutdown (503).
@@ -81,9 +83,10 @@ impl From<CoreRefusal> for Refusal {
     }
 }
 
-const REFUSALS: [(Refusal, &str); 11] = [
+const REFUSALS: [(Refusal, &str); 12] = [
     (Refusal::Acl, "acl"),
     (Refusal::RateLimit, "rate_limit"),
+    (Refusal::ByteRate, "byte_rate"),
     (Refusal::Overload, "overload"),
     (Refusal::Draining, "draining"),
     (Refusal::Unsafe, "unsafe"),

@@ -130,6 +130,10 @@ pub struct SideConfig {
     pub on_denied: Denied,
     /// Requests per second per source address; 0 disables the limit.
     pub rate_limit: u32,
+    /// Bytes per second per source address, requests and responses
+    /// together, checked before parsing; 0 disables the budget. Default
+    /// [`BYTES_PER_MESSAGE`] × `rate_limit`.
+    pub rate_limit_bytes: u64,
     pub targets: Vec<Target>,
     /// Answers callgate forms itself (403, 404, 405, 481, 400, OPTIONS
     /// 200…) per second to one source address (burst twice that): callgate
@@ -180,6 +184,7 @@ pub(super) struct RawSide {
     on_denied: Option<String>,
     #[serde(default)]
     rate_limit: Option<u32>,
+    rate_limit_bytes: Option<u64>,
     #[serde(default)]
     targets: Vec<String>,
     refusals_per_source: Option<u32>,
@@ -299,6 +304,9 @@ pub(super) fn side(
             ));
         }
     }
+    let rate_limit = raw.rate_limit.unwrap_or(0);
+    let rate_limit_bytes =
+        byte_rate_key(&key("rate_limit_bytes"), raw.rate_limit_bytes, rate_limit)?;
     let refusals_per_source = rate_key(&key("refusals_per_source"), raw.refusals_per_source, 20)?;
     let refusals_total = rate_key(&key("refusals_total"), raw.refusals_total, 200)?;
     let screen = match which {
@@ -336,12 +344,41 @@ pub(super) fn side(
         advertise: raw.advertise,
         allow,
         on_denied,
-        rate_limit: raw.rate_limit.unwrap_or(0),
+        rate_limit,
+        rate_limit_bytes,
         targets,
         refusals_per_source,
         refusals_total,
         screen,
     })
+}
+
+/// The default byte budget per request of `rate_limit`: a real signed
+/// INVITE is 2–5 KB and a call's traffic from one peer, responses
+/// included, comes to 1–3 KB per request, so a peer at its full request
+/// rate has room to spare, while one sending 60 KB messages is held to a
+/// fifteenth of that rate (issue 14, `oversized`).
+pub const BYTES_PER_MESSAGE: u64 = 4096;
+
+/// Smallest and largest byte budget (0 turns it off).
+const BYTE_RATE_RANGE: std::ops::RangeInclusive<u64> = 1024..=1 << 40;
+
+/// `rate_limit_bytes`: 0 (off) or [`BYTE_RATE_RANGE`] bytes per second;
+/// unset, [`BYTES_PER_MESSAGE`] × `rate_limit` (0 when that is off).
+fn byte_rate_key(key: &str, v: Option<u64>, rate_limit: u32) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(u64::from(rate_limit) * BYTES_PER_MESSAGE),
+        Some(0) => Ok(0),
+        Some(b) if BYTE_RATE_RANGE.contains(&b) => Ok(b),
+        Some(b) => Err(invalid(
+            key,
+            format!(
+                "must be 0 (off) or {} ..= {} bytes per second, not {b}",
+                BYTE_RATE_RANGE.start(),
+                BYTE_RATE_RANGE.end()
+            ),
+        )),
+    }
 }
 
 /// A per-second rate of answers: 1 ..= 100000, `default` when unset.
@@ -565,5 +602,38 @@ mod tests {
         assert!(numbers[0].matches(b"15550100") && numbers[0].matches(b"+15550100"));
         assert!(!numbers[0].matches(b"155501001"));
         assert!(numbers[1].matches(b"+15550123") && !numbers[1].matches(b"+1555013"));
+    }
+
+    #[test]
+    fn the_byte_budget_follows_rate_limit_unless_set() {
+        let cfg = parse("on_denied = \"drop\"\n", "").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.trunk.rate_limit, 2000);
+        assert_eq!(cfg.trunk.rate_limit_bytes, 2000 * BYTES_PER_MESSAGE);
+        let off = parse("rate_limit = 2000", "rate_limit = 0").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            off.trunk.rate_limit_bytes, 0,
+            "no rate limit, no default budget"
+        );
+        for (to, want) in [
+            ("rate_limit = 2000\nrate_limit_bytes = 0", 0),
+            ("rate_limit = 2000\nrate_limit_bytes = 1048576", 1_048_576),
+            ("rate_limit = 0\nrate_limit_bytes = 4096", 4096),
+        ] {
+            let cfg = parse("rate_limit = 2000", to).unwrap_or_else(|e| panic!("{to}: {e}"));
+            assert_eq!(cfg.trunk.rate_limit_bytes, want, "{to}");
+        }
+        for bad in [
+            "rate_limit_bytes = 1023",
+            "rate_limit_bytes = 1099511627777",
+        ] {
+            let err = parse("rate_limit = 2000", &format!("rate_limit = 2000\n{bad}"))
+                .err()
+                .unwrap_or_else(|| panic!("{bad} was accepted"));
+            let text = err.to_string();
+            assert!(
+                text.contains("trunk.rate_limit_bytes") && text.contains("bytes per second"),
+                "{bad}: {text}"
+            );
+        }
     }
 }

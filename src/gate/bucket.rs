@@ -1,12 +1,14 @@
-//! Token buckets per source address: the admit phase's request rate limit
-//! and the refusal limit ([`super::refusals`]) both count with these.
+//! Token buckets per source address: the admit phase's message rate
+//! limits and byte budget and the refusal limit ([`super::refusals`]) all
+//! count with these.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// One token bucket: `rate` tokens a second, at most `2 × rate` saved up
-/// (a burst of two seconds' worth).
+/// (a burst of two seconds' worth). A token is a message, or a byte for
+/// the byte budget ([`Bucket::take_bytes`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
     tokens: f64,
@@ -22,14 +24,33 @@ impl Bucket {
         }
     }
 
+    /// A full bucket of bytes for `rate` bytes per second.
+    pub fn full_of_bytes(rate: u64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: byte_burst(rate),
+            last: now,
+        }
+    }
+
     /// Takes one token if there is one (refilling for the time since the
     /// last call first).
     pub fn take(&mut self, rate: u32, now: Instant) -> bool {
+        self.take_n(1.0, f64::from(rate), burst(rate), now)
+    }
+
+    /// Takes `bytes` tokens of a byte budget of `rate` bytes per second if
+    /// the bucket holds that many; a message is admitted whole or not at
+    /// all, and a refused one takes nothing.
+    pub fn take_bytes(&mut self, bytes: usize, rate: u64, now: Instant) -> bool {
+        self.take_n(bytes as f64, rate as f64, byte_burst(rate), now)
+    }
+
+    fn take_n(&mut self, n: f64, rate: f64, burst: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(burst(rate));
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false
@@ -39,6 +60,15 @@ impl Bucket {
 
 fn burst(rate: u32) -> f64 {
     f64::from(rate) * 2.0
+}
+
+/// The largest UDP datagram: a byte budget's burst is never smaller, so
+/// any one datagram passes a full bucket however low the budget is set.
+const LARGEST_DATAGRAM: f64 = 65_535.0;
+
+/// Two seconds' worth of bytes, at least [`LARGEST_DATAGRAM`].
+fn byte_burst(rate: u64) -> f64 {
+    (rate as f64 * 2.0).max(LARGEST_DATAGRAM)
 }
 
 /// A bucket per source address, the idle ones forgotten so that a scan of
@@ -68,6 +98,19 @@ const PRUNE_ABOVE: usize = 10_000;
 impl SourceBuckets {
     /// Takes one token from `ip`'s bucket at `rate` per second.
     pub fn take(&mut self, ip: IpAddr, rate: u32, now: Instant) -> bool {
+        self.bucket(ip, now, || Bucket::full(rate, now))
+            .take(rate, now)
+    }
+
+    /// Takes `bytes` from `ip`'s byte budget at `rate` bytes per second
+    /// ([`Bucket::take_bytes`]).
+    pub fn take_bytes(&mut self, ip: IpAddr, bytes: usize, rate: u64, now: Instant) -> bool {
+        self.bucket(ip, now, || Bucket::full_of_bytes(rate, now))
+            .take_bytes(bytes, rate, now)
+    }
+
+    /// `ip`'s bucket (`new` when it has none), idle ones pruned first.
+    fn bucket(&mut self, ip: IpAddr, now: Instant, new: impl FnOnce() -> Bucket) -> &mut Bucket {
         if self.buckets.len() > PRUNE_ABOVE
             && self
                 .last_prune
@@ -77,9 +120,6 @@ impl SourceBuckets {
                 .retain(|_, b| now.duration_since(b.last) < IDLE);
             self.last_prune = Some(now);
         }
-        self.buckets
-            .entry(ip)
-            .or_insert_with(|| Bucket::full(rate, now))
-            .take(rate, now)
+        self.buckets.entry(ip).or_insert_with(new)
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | # | phase | reads | may change | on failure |
 //! |---|---|---|---|---|
-//! | 1 | [admit](Gate::admit) (`admit.rs`) | source address, first bytes | rate buckets | 403 or drop (ACL), drop (rate) |
+//! | 1 | [admit](Gate::admit) (`admit.rs`) | source address, length, first bytes | rate and byte buckets | 403 or drop (ACL), drop (rate, bytes) |
 //! | 2 | [parse](Gate::parse) | the bytes | — | 400/505, or drop when no response can be formed |
 //! | 3 | [sanitize](Gate::sanitize) (`sanitize.rs`) | every header | removes what a peer could forge | 400 (control character) |
 //! | 4 | [classify](Gate::classify) | method, To tag, the core's transactions, the dialog table | — | a stray from the trunk: 481 |
@@ -145,11 +145,11 @@ impl Gate {
         }
     }
 
-    /// admit: only the side's configured peers, within their rate
-    /// (`admit.rs`). Looks at the source address and whether the bytes
-    /// start a response; parses nothing. A source outside the ACL is
-    /// answered 403 (or dropped, per `on_denied`); one over its rate is
-    /// dropped (answering would feed a flood).
+    /// admit: only the side's configured peers, within their rate and
+    /// byte budget (`admit.rs`). Looks at the source address, the length
+    /// and whether the bytes start a response; parses nothing. A source
+    /// outside the ACL is answered 403 (or dropped, per `on_denied`); one
+    /// over its rate or bytes is dropped (answering would feed a flood).
     pub(super) fn admit(&self, peer: Peer, data: &[u8], now: Instant) -> bool {
         // The admission lock is released before any answer (which takes
         // it again for the refusal limit).
@@ -169,6 +169,10 @@ impl Gate {
             }
             Verdict::RateLimited => {
                 self.metrics.refused(peer.side, Refusal::RateLimit);
+                false
+            }
+            Verdict::OverByteBudget => {
+                self.metrics.refused(peer.side, Refusal::ByteRate);
                 false
             }
         }

@@ -27,7 +27,9 @@
 # Per run: legitimate calls completed / attempted, INVITE->200 p50/p99/max
 # and BYE->200 p99 (ms; the in-dialog requests must not starve either),
 # callgate's peak RSS (VmHWM), the kernel's drops at callgate's SIP
-# sockets (/proc/net/udp, during the run), flood messages sent, and whether
+# sockets (/proc/net/udp, during the run), the trunk's messages the admit
+# phase dropped before parsing (over rate_limit / over rate_limit_bytes;
+# "-" where the build has no byte budget), flood messages sent, and whether
 # callgate is still up (admin /health) at the end. callgate and the
 # generators run at nice -10 (other work shares this machine).
 #
@@ -162,14 +164,14 @@ json="$out/results.json"
 md="$out/results.md"
 echo "[" >"$json"
 {
-    echo "| flood | build | sent | legitimate calls ok / attempted | INVITE->200 p50 / p99 / max (ms) | BYE->200 p99 (ms) | callgate peak RSS (MiB) | kernel drops at callgate's SIP sockets | up after |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| flood | build | sent | legitimate calls ok / attempted | INVITE->200 p50 / p99 / max (ms) | BYE->200 p99 (ms) | callgate peak RSS (MiB) | kernel drops at callgate's SIP sockets | dropped before parsing (rate / bytes) | up after |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
 } >"$md"
 calls=$((secs * rate))
 first=1
 
 run_one() { # kind build-label callgate-binary
-    local kind=$1 build=$2 cgbin=$3 tag="$1-$2" args uas cg fl tarpit drops0 drops up rss_kb sent
+    local kind=$1 build=$2 cgbin=$3 tag="$1-$2" args uas cg fl tarpit drops0 drops up rss_kb sent refused
     args=$(flood_args "$kind")
     config "$kind" >"$out/callgate-$tag.toml"
     nice -n -10 "$lg" uas --listen "127.0.0.1:$p_uas" --stats-s 0 >"$out/uas-$tag.log" 2>&1 &
@@ -194,13 +196,15 @@ run_one() { # kind build-label callgate-binary
     if kill -0 "$cg" 2>/dev/null && curl -sf "http://127.0.0.1:$p_admin/healthz" >/dev/null; then up=yes; fi
     rss_kb=$(awk '/^VmHWM/ { print $2 }' "/proc/$cg/status" 2>/dev/null || echo 0)
     curl -s "http://127.0.0.1:$p_admin/metrics" >"$out/metrics-$tag.txt" || true
+    # Dropped by the admit phase before any copy or parse (trunk).
+    refused=$(awk '/^callgate_admission_refusals_total\{side="trunk",reason="(rate_limit|byte_rate)"\}/ { split($1, a, "reason=\""); sub(/".*/, "", a[2]); printf "%s%s=%s", sep, a[2], $2; sep = "," }' "$out/metrics-$tag.txt" 2>/dev/null || true)
     kill "$cg" "$uas" 2>/dev/null || true
     [[ -z "$tarpit" ]] || kill "$tarpit" 2>/dev/null || true
     wait "$cg" "$uas" 2>/dev/null || true
     sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$out/flood-$tag.json" 2>/dev/null || echo "?")
-    python3 - "$out/uac-$tag.json" "$kind" "$build" "$sent" "$calls" "${rss_kb:-0}" "$drops" "$up" "$first" >>"$json" 2>>"$out/report.err" <<'PY' || true
+    python3 - "$out/uac-$tag.json" "$kind" "$build" "$sent" "$calls" "${rss_kb:-0}" "$drops" "$up" "$first" "$refused" >>"$json" 2>>"$out/report.err" <<'PY' || true
 import json, sys
-path, kind, build, sent, calls, rss, drops, up, first = sys.argv[1:]
+path, kind, build, sent, calls, rss, drops, up, first, refused = sys.argv[1:]
 try:
     u = json.load(open(path))
 except Exception:
@@ -208,7 +212,9 @@ except Exception:
 row = {"kind": kind, "build": build, "sent": sent, "ok": u["ok"], "attempted": int(calls),
        "setup_ms": u["setup_ms"], "bye_ms": u.get("bye_ms", {"p99": 0}),
        "rss_mib": round(int(rss) / 1024, 1), "socket_drops": int(drops), "up": up == "yes",
-       "failures": u.get("failures", {})}
+       "failures": u.get("failures", {}),
+       "refused_before_parse": {k: int(float(v)) for k, v in
+                                (p.split("=") for p in refused.split(",") if "=" in p)}}
 print(("" if first == "1" else ",") + json.dumps(row))
 PY
     first=0
@@ -216,7 +222,8 @@ PY
 import json, sys
 r = json.loads(open(sys.argv[1]).read() + "]")[-1]
 s = r["setup_ms"]
-print(f"| {r['kind']} | {r['build']} | {r['sent']} | {r['ok']} / {r['attempted']} | {s['p50']:.1f} / {s['p99']:.1f} / {s['max']:.1f} | {r['bye_ms']['p99']:.1f} | {r['rss_mib']} | {r['socket_drops']} | {'yes' if r['up'] else 'NO'} |")
+f = r.get("refused_before_parse", {})
+print(f"| {r['kind']} | {r['build']} | {r['sent']} | {r['ok']} / {r['attempted']} | {s['p50']:.1f} / {s['p99']:.1f} / {s['max']:.1f} | {r['bye_ms']['p99']:.1f} | {r['rss_mib']} | {r['socket_drops']} | {f.get('rate_limit', 0)} / {f.get('byte_rate', '-')} | {'yes' if r['up'] else 'NO'} |")
 PY
     tail -n 1 "$md" >&2
 }

@@ -21,12 +21,11 @@
 //! (this module's [`Relay`]) binds the sockets, hands them to a worker over
 //! a channel and wakes it; statistics come back the same way. A worker
 //! reads each ready socket with `recvmmsg` (one call per packet in
-//! relay traffic, see `batch`). A panic in a worker is caught there: its
+//! relay traffic, see `sip::transport::batch`). A panic in a worker is caught there: its
 //! sessions are failed and reported ([`RelayEvent::WorkerFailed`]) for the
 //! control plane to end their calls, and the worker serves on (see
 //! `worker::Worker::run`; tests inject the panic through [`fault`]).
 
-mod batch;
 pub mod fault;
 pub mod source;
 mod totals;

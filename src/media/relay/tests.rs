@@ -214,7 +214,7 @@ fn garbage_is_counted_not_relayed_and_the_range_runs_out_cleanly() {
 
 #[test]
 fn a_backlog_queued_while_the_worker_is_busy_is_all_relayed() {
-    use super::batch::BATCH;
+    use super::worker::BATCH;
 
     let r = relay(Duration::from_secs(60), 41_800);
     let s = r.create(false).unwrap_or_else(|e| panic!("{e}"));

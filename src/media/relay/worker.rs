@@ -20,13 +20,21 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::batch::{Batch, BATCH, MAX_DATAGRAM};
 use super::source::SourcePolicy;
 use super::totals::MediaTotals;
 use super::{Leg, RelayEvent, RelayMetrics, Remote, SessionStats, SrtpRole};
 use crate::media::rtp::{is_rtcp, RtpHeader};
 use crate::media::srtp::SrtpContext;
 use crate::media::stats::StreamStats;
+use crate::sip::transport::batch::{Batch, MAX_DATAGRAM};
+
+/// Datagrams a worker takes per receive call at most: plenty where a
+/// socket rarely holds two packets; a backlog (the worker was busy) takes
+/// one call per eight (see `sip::transport::batch`).
+pub(super) const BATCH: usize = 8;
+
+/// The worker's receive buffers (512 KiB, allocated once per worker).
+type RelayBatch = Batch<BATCH>;
 
 const WAKER: Token = Token(usize::MAX);
 
@@ -401,7 +409,7 @@ impl Worker {
     /// plane is gone.
     fn serve(&mut self) {
         let mut events = Events::with_capacity(256);
-        let mut batch = Batch::new(MAX_DATAGRAM);
+        let mut batch = RelayBatch::new(MAX_DATAGRAM);
         let mut last_scan = Instant::now();
         // Busy polling: poll without sleeping until then (see `busy_poll`).
         let mut spin_until: Option<Instant> = None;
@@ -446,7 +454,7 @@ impl Worker {
     /// Reads every datagram waiting on one socket (edge-triggered) and
     /// relays it: batches until one comes back short (the socket is empty)
     /// or the socket says `WouldBlock`.
-    fn drain(&mut self, token: usize, batch: &mut Batch) {
+    fn drain(&mut self, token: usize, batch: &mut RelayBatch) {
         loop {
             if self.stopped {
                 return;

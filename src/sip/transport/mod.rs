@@ -5,6 +5,7 @@
 //! [`Sink`] (the gate), which decides what to do with it.
 
 pub mod acl_filter;
+pub mod batch;
 pub mod connections;
 pub mod socket_drops;
 pub mod stream;

@@ -1,32 +1,38 @@
-//! Receive a batch of datagrams from one socket with one system call.
+//! Receive a batch of datagrams from one socket with one system call
+//! (`recvmmsg`, Linux). Two users: the SIP UDP listeners
+//! ([`super::udp::receive_loop`]) and the media relay's workers
+//! (`media/relay/worker.rs`); it lives here, in the SIP core's transport,
+//! because media may import the SIP core but not the other way round.
 //!
-//! Why: the worker's sockets are edge-triggered, so each readiness event
-//! must be followed by reads until the socket is empty. With `recvfrom`
-//! that costs two calls per packet in relay traffic (one stream per socket,
-//! one packet per 20 ms, so a socket rarely holds two): the packet, then
-//! the empty read that proves the socket drained. `recvmmsg` (Linux) reads
-//! up to [`BATCH`] datagrams at once and stops at the first `EAGAIN`; a
-//! short count (fewer than asked) proves the socket was empty at that
-//! moment, so one call per packet suffices and only a full batch calls for
-//! another read.
+//! Why: a socket read one `recvfrom` at a time costs one system call per
+//! datagram plus the empty read that proves the socket drained. Under a
+//! flood of the SIP trunk (issue 14, `rate`) that was the whole receive
+//! path's cost: an admitted source's excess is dropped on the receive
+//! buffer before any copy or parse, yet every datagram still took its own
+//! read and its own pass through the async runtime, the generator outpaced
+//! the reader, and the queue overflowed with legitimate datagrams in it.
+//! `recvmmsg` reads up to `N` datagrams at once and stops at the first
+//! `EAGAIN`; a short count (fewer than asked) proves the socket was empty
+//! at that moment, so only a full batch calls for another read.
 //!
 //! That proof holds because the kernel returns a short count early only on
 //! `EAGAIN` or on an error; the only errors a UDP receive reports are
 //! pending socket errors (ICMP), which the kernel records only on
-//! connected sockets or with `IP_RECVERR` — the relay's sockets are
-//! neither.
+//! connected sockets or with `IP_RECVERR` — neither the relay's sockets
+//! nor the SIP listeners are either.
 //!
-//! Sizes: [`BATCH`] = 8 buffers, each as large as the biggest UDP payload
-//! ([`MAX_DATAGRAM`]), so no datagram the relay used to take in full is
-//! cut short. Eight is plenty for traffic where a socket rarely holds two
-//! packets; a backlog (the worker was busy) takes one call per eight. The
-//! size costs address space, not work: the kernel copies only each
-//! datagram's bytes, the buffers are allocated once per worker (512 KiB,
-//! mostly never touched: with glibc an allocation that large is a fresh
-//! zero mapping), and relay packets only touch the start of a buffer. A
-//! datagram longer than its buffer (possible only with a smaller buffer,
-//! as in the tests) comes back with [`Datagram::truncated`] set, and the
-//! worker counts it as malformed rather than relaying a cut packet.
+//! Sizes: `N` buffers per batch (the relay: 8, where a socket rarely holds
+//! two packets; a SIP listener: 32, where a burst or a flood queues
+//! hundreds), each as large as the biggest UDP payload ([`MAX_DATAGRAM`]),
+//! so no datagram is cut short. The size costs address space, not work:
+//! the kernel copies only each datagram's bytes, the buffers are allocated
+//! once per reader (`N` × 64 KiB: 512 KiB for the relay's, 2 MiB for a SIP
+//! listener's; with glibc or mimalloc an allocation that large is a fresh
+//! zero mapping, and only the pages datagrams were written to become
+//! resident — a few KiB per buffer in SIP traffic, the whole 2 MiB only
+//! under a flood of 64 KB datagrams). A datagram longer than its buffer
+//! (possible only with a smaller buffer, as in the tests) comes back with
+//! [`Datagram::truncated`] set; the caller must not use it as whole.
 //!
 //! The address of each message is read through `nix`'s `MultiHeaders`,
 //! preallocated with the header array once. `nix` resets only the data
@@ -35,7 +41,8 @@
 //! header that once received a 16-byte IPv4 address would cut an IPv6 one
 //! short afterwards. Hence one header array per address family, typed to
 //! that family's exact address size: the kernel always writes back that
-//! same size, and the capacity never shrinks.
+//! same size, and the capacity never shrinks. (A dual-stack IPv6 socket
+//! reports IPv4 sources as IPv4-mapped IPv6 addresses, full size.)
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -43,16 +50,13 @@ use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrIn, SockaddrIn6};
 
-/// Datagrams taken per call at most.
-pub(super) const BATCH: usize = 8;
-
 /// The largest UDP payload (IPv4 allows 65 507 bytes, IPv6 without
 /// jumbograms 65 527).
-pub(super) const MAX_DATAGRAM: usize = 65_535;
+pub const MAX_DATAGRAM: usize = 65_535;
 
 /// Where one received datagram is and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Datagram {
+pub struct Datagram {
     /// Bytes in the buffer (at most the buffer's size).
     pub len: usize,
     pub src: SocketAddr,
@@ -60,41 +64,41 @@ pub(super) struct Datagram {
     pub truncated: bool,
 }
 
-/// Buffers and headers for [`BATCH`] datagrams, allocated once; the
-/// results of the last [`Batch::recv`].
-pub(super) struct Batch {
+/// Buffers and headers for `N` datagrams, allocated once; the results of
+/// the last [`Batch::recv`].
+pub struct Batch<const N: usize> {
     bufs: Box<[u8]>,
     size: usize,
     v4: MultiHeaders<SockaddrIn>,
     v6: MultiHeaders<SockaddrIn6>,
-    got: [Datagram; BATCH],
+    got: [Datagram; N],
     count: usize,
 }
 
-impl Batch {
-    /// Buffers of `size` bytes each ([`MAX_DATAGRAM`] for the relay).
-    pub(super) fn new(size: usize) -> Batch {
+impl<const N: usize> Batch<N> {
+    /// `N` buffers of `size` bytes each ([`MAX_DATAGRAM`] outside tests).
+    pub fn new(size: usize) -> Batch<N> {
         let none = Datagram {
             len: 0,
             src: SocketAddr::from(([0, 0, 0, 0], 0)),
             truncated: false,
         };
         Batch {
-            bufs: vec![0u8; size * BATCH].into_boxed_slice(),
+            bufs: vec![0u8; size * N].into_boxed_slice(),
             size,
-            v4: MultiHeaders::preallocate(BATCH, None),
-            v6: MultiHeaders::preallocate(BATCH, None),
-            got: [none; BATCH],
+            v4: MultiHeaders::preallocate(N, None),
+            v6: MultiHeaders::preallocate(N, None),
+            got: [none; N],
             count: 0,
         }
     }
 
-    /// Receives up to [`BATCH`] datagrams from `socket` without blocking;
+    /// Receives up to `N` datagrams from `socket` without blocking;
     /// `ipv6` must tell the socket's family (IPv4-mapped sources on an
     /// IPv6 socket come out as IPv6). `Ok(n)`: `n >= 1` datagrams, in
-    /// arrival order, and fewer than [`BATCH`] means the socket is now
-    /// empty. An empty socket is `Err` of kind `WouldBlock`.
-    pub(super) fn recv(&mut self, socket: &impl AsRawFd, ipv6: bool) -> io::Result<usize> {
+    /// arrival order, and fewer than `N` means the socket is now empty.
+    /// An empty socket is `Err` of kind `WouldBlock`.
+    pub fn recv(&mut self, socket: &impl AsRawFd, ipv6: bool) -> io::Result<usize> {
         self.count = 0;
         let fd = socket.as_raw_fd();
         let n = if ipv6 {
@@ -123,7 +127,7 @@ impl Batch {
     /// The `i`th datagram's whole buffer (its bytes first, then room up to
     /// the buffer's size: SRTP termination appends its tag in place) and
     /// where it came from.
-    pub(super) fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], Datagram)> {
+    pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], Datagram)> {
         if i >= self.count {
             return None;
         }
@@ -134,8 +138,7 @@ impl Batch {
 
     /// The `i`th datagram of the last [`Batch::recv`]: its bytes and where
     /// it came from.
-    #[cfg(test)]
-    pub(super) fn get(&self, i: usize) -> Option<(&[u8], Datagram)> {
+    pub fn get(&self, i: usize) -> Option<(&[u8], Datagram)> {
         if i >= self.count {
             return None;
         }
@@ -145,18 +148,18 @@ impl Batch {
     }
 }
 
-/// One `recvmmsg` into `bufs` (cut into [`BATCH`] buffers of `size`),
-/// the results into `got`; the count received.
-fn receive<S: Copy + nix::sys::socket::SockaddrLike>(
+/// One `recvmmsg` into `bufs` (cut into `N` buffers of `size`), the
+/// results into `got`; the count received.
+fn receive<S: Copy + nix::sys::socket::SockaddrLike, const N: usize>(
     fd: std::os::fd::RawFd,
     headers: &mut MultiHeaders<S>,
     bufs: &mut [u8],
     size: usize,
-    got: &mut [Datagram; BATCH],
+    got: &mut [Datagram; N],
     to_std: impl Fn(&S) -> SocketAddr,
 ) -> io::Result<usize> {
     let mut chunks = bufs.chunks_mut(size);
-    let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
+    let mut iovs: [[IoSliceMut<'_>; 1]; N] =
         std::array::from_fn(|_| [IoSliceMut::new(chunks.next().unwrap_or_default())]);
     let results =
         recvmmsg(fd, headers, &mut iovs, MsgFlags::MSG_DONTWAIT, None).map_err(io::Error::from)?;
@@ -189,6 +192,10 @@ mod tests {
 
     use super::*;
 
+    /// The relay's batch size; the SIP listeners' is tested below too.
+    const BATCH: usize = 8;
+    type B = Batch<BATCH>;
+
     fn bind(ip: &str) -> UdpSocket {
         UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -203,7 +210,7 @@ mod tests {
     }
 
     /// Every datagram of the last call, as owned bytes with their sources.
-    fn all(b: &Batch, n: usize) -> Vec<(Vec<u8>, SocketAddr, bool)> {
+    fn all<const N: usize>(b: &Batch<N>, n: usize) -> Vec<(Vec<u8>, SocketAddr, bool)> {
         (0..n)
             .map(|i| {
                 let (p, d) = b.get(i).unwrap_or_else(|| panic!("datagram {i} missing"));
@@ -218,7 +225,7 @@ mod tests {
         send(&a, &rx, b"one");
         send(&b, &rx, b"two");
         send(&a, &rx, &[7u8; 1500]);
-        let mut batch = Batch::new(MAX_DATAGRAM);
+        let mut batch = B::new(MAX_DATAGRAM);
         let n = batch.recv(&rx, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(n, 3, "all three in one call, a short batch");
         assert_eq!(
@@ -241,7 +248,7 @@ mod tests {
     #[test]
     fn an_empty_socket_would_block_even_in_blocking_mode() {
         let rx = bind("127.0.0.1");
-        let mut batch = Batch::new(2048);
+        let mut batch = B::new(2048);
         let got = batch.recv(&rx, false).map(|_| ());
         assert_eq!(got.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
         assert!(batch.get(0).is_none(), "no stale results");
@@ -253,7 +260,7 @@ mod tests {
         for i in 0..BATCH as u8 + 2 {
             send(&tx, &rx, &[i; 20]);
         }
-        let mut batch = Batch::new(2048);
+        let mut batch = B::new(2048);
         let n = batch.recv(&rx, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(n, BATCH, "exactly full: the caller must read again");
         for (i, (p, from, _)) in all(&batch, n).into_iter().enumerate() {
@@ -281,7 +288,7 @@ mod tests {
         };
         let tx6 = bind("::1");
         let (rx4, tx4) = (bind("127.0.0.1"), bind("127.0.0.1"));
-        let mut batch = Batch::new(2048);
+        let mut batch = B::new(2048);
         // Alternate the families several times through the same headers:
         // an IPv4 address received must not shrink the room for an IPv6
         // one (or the other way round).
@@ -306,7 +313,7 @@ mod tests {
         let (rx, tx) = (bind("127.0.0.1"), bind("127.0.0.1"));
         send(&tx, &rx, &[1u8; 100]);
         send(&tx, &rx, &[2u8; 64]);
-        let mut batch = Batch::new(64);
+        let mut batch = B::new(64);
         assert_eq!(batch.recv(&rx, false).ok(), Some(2));
         assert_eq!(
             all(&batch, 2),
@@ -323,8 +330,73 @@ mod tests {
         let (rx, tx) = (bind("127.0.0.1"), bind("127.0.0.1"));
         let big = vec![9u8; 65_507];
         send(&tx, &rx, &big);
-        let mut batch = Batch::new(MAX_DATAGRAM);
+        let mut batch = B::new(MAX_DATAGRAM);
         assert_eq!(batch.recv(&rx, false).ok(), Some(1));
         assert_eq!(all(&batch, 1), vec![(big, addr(&tx), false)]);
+    }
+
+    /// A SIP listener's case: a dual-stack socket holding a burst of
+    /// several batches from three sources, IPv4 ones (reported as
+    /// IPv4-mapped IPv6) and `::1` interleaved: full batches, then a short
+    /// one, every datagram once, each with its own source, in order.
+    #[test]
+    fn a_burst_of_several_batches_from_both_families_on_a_dual_stack_socket() {
+        let Ok(rx) = UdpSocket::bind("[::]:0") else {
+            eprintln!("no IPv6 here; skipped");
+            return;
+        };
+        let Ok(tx6) = UdpSocket::bind("[::1]:0") else {
+            eprintln!("no IPv6 loopback here; skipped");
+            return;
+        };
+        let (tx1, tx2) = (bind("127.0.0.1"), bind("127.0.0.2"));
+        let port = addr(&rx).port();
+        let mapped = |s: &UdpSocket| match addr(s) {
+            SocketAddr::V4(a) => {
+                SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+            }
+            v6 => v6,
+        };
+        const PER_SOURCE: usize = 40;
+        let mut expected = Vec::new();
+        for i in 0..PER_SOURCE {
+            for (k, (tx, to)) in [
+                (&tx1, SocketAddr::from(([127, 0, 0, 1], port))),
+                (&tx2, SocketAddr::from(([127, 0, 0, 1], port))),
+                (
+                    &tx6,
+                    SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let payload = vec![k as u8; 10 + i];
+                tx.send_to(&payload, to).unwrap_or_else(|e| panic!("{e}"));
+                expected.push((payload, mapped(tx), false));
+            }
+        }
+        let mut batch = Batch::<32>::new(MAX_DATAGRAM);
+        let mut got = Vec::new();
+        let mut counts = Vec::new();
+        loop {
+            match batch.recv(&rx, true) {
+                Ok(n) => {
+                    counts.push(n);
+                    got.extend(all(&batch, n));
+                    if n < 32 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(
+            counts,
+            vec![32, 32, 32, 24],
+            "three full batches, a short one"
+        );
+        assert_eq!(got, expected);
     }
 }
