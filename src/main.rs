@@ -11,7 +11,9 @@ use clap::Parser;
 use callgate::cli::{Cli, Command};
 use commands::{check_config, ctl, demo, reload, replay, report, run, sign, verify};
 
-/// mimalloc instead of glibc's malloc: see docs/decisions/0006-allocator.md.
+/// mimalloc instead of glibc's malloc: see docs/decisions/0006-allocator.md
+/// (feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
