@@ -22,6 +22,13 @@ def pct(values, p):
     return s[min(len(s) - 1, int(round(p / 100.0 * (len(s) - 1))))]
 
 
+def ms_text(v):
+    """sipp's -trace_rtt counts whole milliseconds: 0 is "under 1 ms"."""
+    if v != v:
+        return "–"
+    return "< 1" if v < 1 else f"{v:.0f}"
+
+
 def chunks(dirname):
     """The run's sipp directories (soak.sh starts one sipp per chunk)."""
     return sorted(glob.glob(os.path.join(dirname, "chunk-*"))) or [dirname]
@@ -99,7 +106,7 @@ def report(dirname, rate, secs, hold):
         f"Soak: {rate} calls/s for {secs} s, {hold} ms of RTP both ways per call; "
         f"{ok} calls completed, {failed} failed.",
         "",
-        "| minute | RSS (MiB) | fds | threads | CPU per call (µs) | relay sessions | live transactions | audit queue | INVITE→200 p50 / p99 (ms) |",
+        "| minute | RSS (MiB) | fds | threads | CPU per call (µs) | relay sessions | live transactions | audit queue | INVITE→200 p50 / p99 (ms, sipp's 1 ms resolution) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     prev = None
@@ -116,7 +123,7 @@ def report(dirname, rate, secs, hold):
         lines.append(
             f"| {start // 60}–{(start + bucket) // 60} | {last['rss_kib'] / 1024:.1f} | {int(last['fds'])} "
             f"| {int(last['threads'])} | {cpu} | {int(last['sessions'])} | {int(last['transactions'])} "
-            f"| {int(last['audit_queue'])} | {pct(ms, 50):.2f} / {pct(ms, 99):.2f} |"
+            f"| {int(last['audit_queue'])} | {ms_text(pct(ms, 50))} / {ms_text(pct(ms, 99))} |"
         )
     lines.append("")
     if len(rows) >= 6:
@@ -128,8 +135,8 @@ def report(dirname, rate, secs, hold):
         lines.append("Middle third against last third (mean of the samples): " + "; ".join(verdict) + ".")
     all_ms = [m for _, m in calls]
     lines.append(
-        f"INVITE→200 over the whole run: p50 {pct(all_ms, 50):.2f} ms, p99 {pct(all_ms, 99):.2f} ms, "
-        f"p99.9 {pct(all_ms, 99.9):.2f} ms, max {max(all_ms) if all_ms else float('nan'):.2f} ms; "
+        f"INVITE→200 over the whole run: p50 {ms_text(pct(all_ms, 50))} ms, p99 {ms_text(pct(all_ms, 99))} ms, "
+        f"p99.9 {ms_text(pct(all_ms, 99.9))} ms, max {ms_text(max(all_ms) if all_ms else float('nan'))} ms; "
         f"peak RSS {max((r['hwm_kib'] for r in rows), default=0) / 1024:.1f} MiB."
     )
     lines.append(decisions(dirname))
