@@ -107,7 +107,7 @@ fn check_config_names_the_key_and_reason() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("targets = [\"sip:127.0.0.1:5080;transport=udp\"]", "targets = [\"sip:pbx.example.com\"]", "pbx.targets[0]"),
+        ("targets = [\"sip:127.0.0.1:5080;transport=udp\"]", "targets = [\"sip:pbx_example.com\"]", "pbx.targets[0]"),
         ("allow = [\"127.0.0.0/8\", \"::1/128\"]\non_denied = \"reject\"\nrate_limit = 2000\ntargets = [\"sip:127.0.0.1:5080", "allow = [\"not-a-net\"]\non_denied = \"reject\"\nrate_limit = 2000\ntargets = [\"sip:127.0.0.1:5080", "pbx.allow[0]"),
         ("t1_ms = 500", "t1_ms = 0", "timers.t1_ms"),
         ("[admin]", "[admin]\nlisten_typo = 1", "listen_typo"),
