@@ -42,22 +42,20 @@ pub(super) fn dns(raw: RawDns) -> Result<crate::dns::DnsConfig, ConfigError> {
             cfg.servers.push(addr);
         }
     }
-    if let Some(s) = raw.ttl_floor_secs {
-        if !(1..=3600).contains(&s) {
-            return Err(invalid(
-                "dns.ttl_floor_secs",
-                format!("{s} is outside 1..=3600 seconds"),
-            ));
-        }
+    if let Some(s) = within(
+        "dns.ttl_floor_secs",
+        raw.ttl_floor_secs,
+        1..=3600,
+        "seconds",
+    )? {
         cfg.ttl_floor = Duration::from_secs(s);
     }
-    if let Some(s) = raw.ttl_ceiling_secs {
-        if !(1..=86_400).contains(&s) {
-            return Err(invalid(
-                "dns.ttl_ceiling_secs",
-                format!("{s} is outside 1..=86400 seconds"),
-            ));
-        }
+    if let Some(s) = within(
+        "dns.ttl_ceiling_secs",
+        raw.ttl_ceiling_secs,
+        1..=86_400,
+        "seconds",
+    )? {
         cfg.ttl_ceiling = Duration::from_secs(s);
     }
     if cfg.ttl_ceiling < cfg.ttl_floor {
@@ -70,16 +68,31 @@ pub(super) fn dns(raw: RawDns) -> Result<crate::dns::DnsConfig, ConfigError> {
             ),
         ));
     }
-    if let Some(ms) = raw.timeout_ms {
-        if !(10..=30_000).contains(&ms) {
-            return Err(invalid(
-                "dns.timeout_ms",
-                format!("{ms} is outside 10..=30000 milliseconds"),
-            ));
-        }
+    if let Some(ms) = within(
+        "dns.timeout_ms",
+        raw.timeout_ms,
+        10..=30_000,
+        "milliseconds",
+    )? {
         cfg.timeout = Duration::from_millis(ms);
     }
     Ok(cfg)
+}
+
+/// `v` when set and inside `range` (in `unit`), else the error naming `key`.
+fn within(
+    key: &str,
+    v: Option<u64>,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<Option<u64>, ConfigError> {
+    match v {
+        Some(x) if !range.contains(&x) => Err(invalid(
+            key,
+            format!("{x} is outside {}..={} {unit}", range.start(), range.end()),
+        )),
+        v => Ok(v),
+    }
 }
 
 #[cfg(test)]
