@@ -141,20 +141,11 @@ impl TargetResolver {
     }
 
     pub(super) fn counts(&self, side: Side) -> SideCounts {
+        let addresses = self.targets(side).len();
         let sides = lock(&self.sides);
-        let entries = &sides[side.index()];
-        let names = entries.iter().filter(|e| e.spec.is_name());
+        let names = sides[side.index()].iter().filter(|e| e.spec.is_name());
         SideCounts {
-            addresses: entries
-                .iter()
-                .map(|e| {
-                    if e.spec.is_name() {
-                        e.answer.as_ref().map_or(0, |a| a.addrs.len())
-                    } else {
-                        1
-                    }
-                })
-                .sum(),
+            addresses,
             stale: names
                 .clone()
                 .filter(|e| e.stale && e.answer.is_some())
@@ -297,5 +288,95 @@ impl TargetResolver {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::spec::Host;
+    use crate::sip::side::Transport;
+    use std::time::Duration;
+
+    fn spec(uri: &str, host: Host) -> TargetSpec {
+        TargetSpec {
+            uri: uri.into(),
+            host,
+            port: None,
+            transport: Transport::Udp,
+        }
+    }
+
+    fn answer(ports: &[u16], ttl: u64) -> Answer {
+        Answer {
+            addrs: ports.iter().map(|p| ([192, 0, 2, 1], *p).into()).collect(),
+            ttl: Duration::from_secs(ttl),
+            srv: true,
+        }
+    }
+
+    fn ports(r: &TargetResolver) -> Vec<u16> {
+        r.targets(Side::Pbx).iter().map(|t| t.addr.port()).collect()
+    }
+
+    #[test]
+    fn answers_expand_in_order_the_last_good_one_outlives_a_failure_and_a_reload() {
+        let name = spec("sip:pbx.example.com", Host::Name("pbx.example.com".into()));
+        let ip = TargetSpec {
+            port: Some(9),
+            ..spec("sip:192.0.2.1:9", Host::Ip([192, 0, 2, 1].into()))
+        };
+        let cfg = DnsConfig {
+            ttl_floor: Duration::from_secs(5),
+            ttl_ceiling: Duration::from_secs(60),
+            ..DnsConfig::default()
+        };
+        let r = TargetResolver::new(cfg, [vec![], vec![name.clone(), ip.clone()]]);
+        assert_eq!(
+            ports(&r),
+            [9],
+            "a name without an answer has no address yet"
+        );
+        assert_eq!(r.counts(Side::Pbx).unresolved, 1);
+        let before = Instant::now();
+        assert!(r.record(1, &name, Ok(answer(&[5060, 5070, 9], 0))));
+        assert_eq!(ports(&r), [5060, 5070, 9], "one address once, in SRV order");
+        let due = r.next_due().unwrap_or(before);
+        assert!(
+            due >= before + Duration::from_secs(5),
+            "a TTL of 0 waits the floor"
+        );
+        assert!(
+            !r.record(1, &name, Ok(answer(&[5060, 5070, 9], 3600))),
+            "same answer"
+        );
+        assert!(r.next_due().unwrap_or(before) <= Instant::now() + Duration::from_secs(60));
+
+        let failure = DnsError::Lookup {
+            query: "_sip._udp.pbx.example.com SRV".into(),
+            reason: "timed out".into(),
+        };
+        assert!(!r.record(1, &name, Err(failure)));
+        assert_eq!(ports(&r), [5060, 5070, 9], "the last good answer stays");
+        let c = r.counts(Side::Pbx);
+        assert_eq!((c.stale, c.unresolved, c.addresses), (1, 0, 3));
+        assert_eq!(r.lookups_failed.load(Relaxed), 1);
+
+        // A reload that keeps the name keeps its answer; a new name waits.
+        let other = spec(
+            "sip:pbx2.example.com",
+            Host::Name("pbx2.example.com".into()),
+        );
+        r.set_specs([vec![other.clone()], vec![ip, name.clone()]]);
+        assert_eq!(ports(&r), [9, 5060, 5070]);
+        assert!(r.targets(Side::Trunk).is_empty());
+        assert!(
+            r.next_due().unwrap_or(before) <= Instant::now(),
+            "the new name is due now"
+        );
+        assert!(
+            !r.record(0, &name, Ok(answer(&[1], 5))),
+            "not a trunk target"
+        );
     }
 }
