@@ -219,3 +219,105 @@ fn a_changed_record_is_picked_up_and_the_last_good_answer_outlives_the_dns() {
     calls_through(&cg, 1, "carrier, after the record changed");
     second.finish().assert_all_ok(1, "PBX b");
 }
+
+/// TLS to a host-name target proves the name of the URI (RFC 5922 §4.1):
+/// the PBX's certificate names `pbx.test` and no IP address, so only a
+/// check by name lets the handshake through.
+#[test]
+fn a_tls_target_by_name_is_checked_against_the_name() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["pbx.test".to_owned()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    let ca_file = dir.path().join("pbx-ca.crt");
+    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .expect("server config");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let pbx_port = listener.local_addr().expect("addr").port();
+    let pbx = std::thread::spawn(move || -> (String, Option<String>) {
+        let (tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let conn = rustls::ServerConnection::new(Arc::new(server)).expect("conn");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = String::new();
+        let mut buf = [0u8; 4096];
+        while !got.contains("\r\n\r\n") {
+            let n = tls.read(&mut buf).expect("read");
+            assert!(n > 0, "closed before a request: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let sni = tls.conn.server_name().map(str::to_owned);
+        tls.write_all(common::carrier::answer(&got, "200 OK").as_bytes())
+            .expect("answer");
+        tls.flush().ok();
+        let _ = tls.read(&mut buf);
+        (got, sni)
+    });
+
+    let dns_port = free_port();
+    let _dns = Dnsmasq::start(
+        dns_port,
+        &["--host-record=pbx.test,127.0.0.1".to_owned()],
+        &dir.path().join("dnsmasq.log"),
+    );
+    let ports = Ports::new();
+    let text = config(
+        ports,
+        &[format!("sip:pbx.test:{pbx_port};transport=tls")],
+        &["sip:127.0.0.1:9;transport=udp".to_owned()],
+        &format!("[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n"),
+    )
+    .replacen(
+        "[pbx]\n",
+        &format!("[pbx]\ntls_ca = \"{}\"\n", ca_file.display()),
+        1,
+    );
+    let cg = Callgate::start(ports, &text);
+    let carrier = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("bind");
+    carrier
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let port = carrier.local_addr().expect("addr").port();
+    let options = format!(
+        "OPTIONS sip:+15550100@{trunk} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-dns-tls;rport\r\nMax-Forwards: 70\r\nFrom: <sip:+15550199@127.0.0.1>;tag=t-dns-tls\r\nTo: <sip:+15550100@127.0.0.1>\r\nCall-ID: dns-tls\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        trunk = cg.trunk()
+    );
+    carrier
+        .send_to(options.as_bytes(), cg.trunk())
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answered = loop {
+        assert!(Instant::now() < deadline, "no answer; log:\n{}", cg.log());
+        let n = carrier.recv(&mut buf).expect("an answer within 10 s");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100") {
+            break text;
+        }
+    };
+    assert!(
+        answered.starts_with("SIP/2.0 200") && answered.contains("Call-ID: dns-tls"),
+        "{answered}\nlog:\n{}",
+        cg.log()
+    );
+    drop(cg);
+    let (seen, sni) = pbx.join().expect("pbx thread");
+    assert!(seen.starts_with("OPTIONS "), "{seen}");
+    assert_eq!(sni.as_deref(), Some("pbx.test"), "the name is sent as SNI");
+}

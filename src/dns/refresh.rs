@@ -115,6 +115,22 @@ impl TargetResolver {
         out
     }
 
+    /// The identity a TLS target of `side` at `addr` must prove: the host
+    /// name of the URI it was resolved from (RFC 5922 §4.1: the domain of
+    /// the SIP URI, not the SRV target's name), or `None` for an address
+    /// written as such.
+    pub fn tls_name(&self, side: Side, addr: std::net::SocketAddr) -> Option<String> {
+        let sides = lock(&self.sides);
+        sides[side.index()]
+            .iter()
+            .find_map(|e| match (&e.spec.host, &e.answer) {
+                (super::spec::Host::Name(name), Some(a)) if a.addrs.contains(&addr) => {
+                    Some(name.clone())
+                }
+                _ => None,
+            })
+    }
+
     /// Whether any target of either side is a host name.
     pub fn has_names(&self) -> bool {
         lock(&self.sides).iter().flatten().any(|e| e.spec.is_name())
