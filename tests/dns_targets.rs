@@ -225,8 +225,6 @@ fn a_changed_record_is_picked_up_and_the_last_good_answer_outlives_the_dns() {
 /// check by name lets the handshake through.
 #[test]
 fn a_tls_target_by_name_is_checked_against_the_name() {
-    use std::io::{Read, Write};
-    use std::sync::Arc;
     use tokio_rustls::rustls;
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -250,25 +248,7 @@ fn a_tls_target_by_name_is_checked_against_the_name() {
         .expect("server config");
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
     let pbx_port = listener.local_addr().expect("addr").port();
-    let pbx = std::thread::spawn(move || -> (String, Option<String>) {
-        let (tcp, _) = listener.accept().expect("accept");
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        let conn = rustls::ServerConnection::new(Arc::new(server)).expect("conn");
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        let mut got = String::new();
-        let mut buf = [0u8; 4096];
-        while !got.contains("\r\n\r\n") {
-            let n = tls.read(&mut buf).expect("read");
-            assert!(n > 0, "closed before a request: {got}");
-            got.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        let sni = tls.conn.server_name().map(str::to_owned);
-        tls.write_all(common::carrier::answer(&got, "200 OK").as_bytes())
-            .expect("answer");
-        tls.flush().ok();
-        let _ = tls.read(&mut buf);
-        (got, sni)
-    });
+    let pbx = common::carrier::tls_pbx_once(listener, server);
 
     let dns_port = free_port();
     let _dns = Dnsmasq::start(
