@@ -4,6 +4,8 @@
 //! * [`sip`] — SIP plumbing with no policy: message parsing and splicing,
 //!   transports, transactions, the stateful proxy core;
 //! * [`config`] — typed configuration, validated at load;
+//! * [`dns`] — host names in targets resolved at the edge (RFC 3263),
+//!   refreshed by TTL in the background;
 //! * [`gate`] — the running service: wires transports, the proxy core,
 //!   admission, timers, signals and the admin API;
 //! * [`api`] — admin HTTP: health, readiness, Prometheus metrics;
@@ -17,6 +19,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod env;
 pub mod exposition;
 #[doc(hidden)]

@@ -3,7 +3,7 @@
 //!
 //! * the SIP core (`src/sip/**`: parser, transactions, proxy) names nothing
 //!   of a policy layer — `api`, `audit`, `cli`, `commands`, `config`,
-//!   `gate`, `media`, `risk`, `state`, `stir` — in a `use` or any other
+//!   `dns`, `gate`, `media`, `risk`, `state`, `stir` — in a `use` or any other
 //!   path; what it needs it defines, or receives through a narrow trait
 //!   (`sip::proxy::CoreObserver`);
 //! * the top-level modules import each other without a cycle.
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules the SIP core must not name.
 const POLICY_LAYERS: &[&str] = &[
-    "api", "audit", "cli", "commands", "config", "gate", "media", "risk", "state", "stir",
+    "api", "audit", "cli", "commands", "config", "dns", "gate", "media", "risk", "state", "stir",
 ];
 
 #[test]

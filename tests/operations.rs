@@ -6,7 +6,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{await_metric, config, free_port, Callgate, Ports, LOOPBACK};
@@ -107,7 +106,7 @@ fn check_config_names_the_key_and_reason() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
-        ("targets = [\"sip:127.0.0.1:5080;transport=udp\"]", "targets = [\"sip:pbx.example.com\"]", "pbx.targets[0]"),
+        ("targets = [\"sip:127.0.0.1:5080;transport=udp\"]", "targets = [\"sip:pbx_example.com\"]", "pbx.targets[0]"),
         ("allow = [\"127.0.0.0/8\", \"::1/128\"]\non_denied = \"reject\"\nrate_limit = 2000\ntargets = [\"sip:127.0.0.1:5080", "allow = [\"not-a-net\"]\non_denied = \"reject\"\nrate_limit = 2000\ntargets = [\"sip:127.0.0.1:5080", "pbx.allow[0]"),
         ("t1_ms = 500", "t1_ms = 0", "timers.t1_ms"),
         ("[admin]", "[admin]\nlisten_typo = 1", "listen_typo"),
@@ -500,25 +499,7 @@ fn outbound_tls_to_a_pbx_target() {
         .expect("server config");
     let listener = std::net::TcpListener::bind((LOOPBACK, 0)).expect("bind");
     let pbx_port = listener.local_addr().expect("addr").port();
-    let pbx = std::thread::spawn(move || -> String {
-        let (tcp, _) = listener.accept().expect("accept");
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        let conn = rustls::ServerConnection::new(Arc::new(server)).expect("conn");
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        let mut got = String::new();
-        let mut buf = [0u8; 4096];
-        while !got.contains("\r\n\r\n") {
-            let n = tls.read(&mut buf).expect("read");
-            assert!(n > 0);
-            got.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        tls.write_all(answer(&got, "200 OK").as_bytes())
-            .expect("answer");
-        tls.flush().ok();
-        // Keep the connection until callgate has read the answer.
-        let _ = tls.read(&mut buf);
-        got
-    });
+    let pbx = common::carrier::tls_pbx_once(listener, server);
     let ports = Ports::new();
     let ca = common::repo().join("sip-config/tls/callgate-demo-ca.crt");
     let cfg = config(
@@ -544,7 +525,7 @@ fn outbound_tls_to_a_pbx_target() {
     let (ok, _) = recv_starting(&carrier, "SIP/2.0 200");
     assert!(ok.contains("Call-ID: tls-out-1"), "{ok}");
     drop(cg);
-    let seen = pbx.join().expect("pbx thread");
+    let (seen, _) = pbx.join().expect("pbx thread");
     assert!(
         seen.starts_with("OPTIONS ") && seen.contains("Via: SIP/2.0/TLS 127.0.0.1:"),
         "{seen}"

@@ -7,7 +7,7 @@
 //! This file reads the text and assembles [`Config`]; each section is
 //! validated in a file of its own: `side.rs` (`[trunk]`, `[pbx]`),
 //! `proxy.rs` (`[timers]`, `[limits]`, `[health]`, `[overload]`),
-//! `stir.rs`, `risk.rs`, `audit.rs`, `state.rs`, `media.rs`, and
+//! `stir.rs`, `risk.rs`, `audit.rs`, `state.rs`, `media.rs`, `dns.rs`, and
 //! `service.rs` (`[admin]`, `[log]`, `[shutdown]`), `reload.rs`
 //! (`[reload]`). `expand.rs` puts `${NAME}` from the environment into
 //! string values first. Relative paths resolve against the configuration
@@ -17,6 +17,7 @@
 //! re-exported here.
 
 mod audit;
+mod dns;
 mod expand;
 mod media;
 mod proxy;
@@ -146,6 +147,8 @@ pub struct Config {
     pub state: crate::state::StateConfig,
     /// Media anchoring (`[media] enabled = true`); `None`: SDP untouched.
     pub media: Option<crate::media::config::MediaConfig>,
+    /// Where host names in `targets` are resolved (`[dns]`, read at start).
+    pub dns: crate::dns::DnsConfig,
     /// Reload when the configuration's files change, compared this often
     /// (`[reload] watch_secs`); `None`: only on SIGHUP or the API.
     pub watch: Option<Duration>,
@@ -182,6 +185,8 @@ struct RawConfig {
     media: media::RawMedia,
     #[serde(default)]
     reload: reload::RawReload,
+    #[serde(default)]
+    dns: dns::RawDns,
 }
 
 /// The configuration compiled into the binary: `sip-config/callgate.toml`.
@@ -250,6 +255,7 @@ impl Config {
             audit,
             state: state::state(raw.state)?,
             media: media::media(raw.media)?,
+            dns: dns::dns(raw.dns)?,
             watch: reload::reload(raw.reload)?,
         })
     }

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{invalid, resolve, socket_addr, ConfigError};
+use crate::dns::{Host, TargetSpec};
 use crate::sip::proxy::{SideSettings, Target};
 use crate::sip::side::{Side, Transport};
 use crate::sip::transport::tls::{SideTls, TlsFiles};
@@ -134,7 +135,9 @@ pub struct SideConfig {
     /// together, checked before parsing; 0 disables the budget. Default
     /// [`BYTES_PER_MESSAGE`] × `rate_limit`.
     pub rate_limit_bytes: u64,
-    pub targets: Vec<Target>,
+    /// The next hops as configured: IP literals, or host names resolved
+    /// at the edge (`crate::dns`, RFC 3263).
+    pub targets: Vec<TargetSpec>,
     /// Answers callgate forms itself (403, 404, 405, 481, 400, OPTIONS
     /// 200…) per second to one source address (burst twice that): callgate
     /// never becomes a reflector for spoofed UDP sources.
@@ -151,17 +154,45 @@ impl SideConfig {
         crate::sip::proxy::admits(&self.allow, ip)
     }
 
-    /// What the SIP core needs of this side.
+    /// What the SIP core needs of this side, before any host name is
+    /// resolved: the targets written as IP addresses.
     pub fn core(&self) -> SideSettings {
+        self.core_with(
+            self.targets
+                .iter()
+                .filter_map(TargetSpec::literal)
+                .collect(),
+        )
+    }
+
+    /// What the SIP core needs of this side with `targets` as its next
+    /// hops (the host names resolved): their addresses are peers of the
+    /// side too, so the ACL admits them beside `allow`.
+    pub fn core_with(&self, targets: Vec<Target>) -> SideSettings {
         SideSettings {
             side: self.side,
             udp: self.udp,
             tcp: self.tcp,
             tls: self.tls,
             advertise: self.advertise.clone(),
-            allow: self.allow.clone(),
-            targets: self.targets.clone(),
+            allow: self.allow_with(&targets),
+            targets,
         }
+    }
+
+    /// `allow` and one host network per address of `targets` that a
+    /// host name resolved to (an IP-literal target is the operator's to
+    /// list in `allow`).
+    pub fn allow_with(&self, targets: &[Target]) -> Vec<IpNet> {
+        let mut allow = self.allow.clone();
+        for t in targets {
+            let named = self.targets.iter().any(|s| s.is_name() && s.uri == t.uri);
+            let net = IpNet::from(crate::sip::proxy::canonical_ip(t.addr.ip()));
+            if named && !allow.iter().any(|n| n.contains(&net.addr())) {
+                allow.push(net);
+            }
+        }
+        allow
     }
 }
 
@@ -259,12 +290,6 @@ pub(super) fn side(
             })?;
         allow.push(net);
     }
-    if allow.is_empty() {
-        return Err(invalid(
-            key("allow"),
-            "is empty: no peer could send on this side (callgate is never an open relay; list the peers' CIDRs)",
-        ));
-    }
     // Toward the trunk a refusal answer goes to an address anyone can
     // spoof on UDP: silence is the default there (no reflection).
     let denied_default = if which == Side::Trunk {
@@ -291,6 +316,12 @@ pub(super) fn side(
     let mut targets = Vec::with_capacity(raw.targets.len());
     for (i, t) in raw.targets.iter().enumerate() {
         targets.push(target(&format!("{name}.targets[{i}]"), t)?);
+    }
+    if allow.is_empty() && !targets.iter().any(TargetSpec::is_name) {
+        return Err(invalid(
+            key("allow"),
+            "is empty and every target is an IP address: no peer could send on this side (callgate is never an open relay; list the peers' CIDRs)",
+        ));
     }
     if let Some(adv) = &raw.advertise {
         if adv.is_empty()
@@ -469,9 +500,11 @@ fn trunk_screen(
     Ok(screen)
 }
 
-/// Parses a target URI such as `sip:192.0.2.10:5060;transport=tcp`. Host
-/// names are not resolved at load: targets are IP literals.
-fn target(key: &str, s: &str) -> Result<Target, ConfigError> {
+/// Parses a target URI such as `sip:192.0.2.10:5060;transport=tcp` or
+/// `sip:pbx.example.com;transport=tcp`. Host names are not resolved at
+/// load: the gate resolves them in the background (`crate::dns`), so a
+/// DNS outage never stops a configuration from loading.
+fn target(key: &str, s: &str) -> Result<TargetSpec, ConfigError> {
     let uri = Uri::parse(s.as_bytes())
         .map_err(|e| invalid(key, format!("{s:?} is not a SIP URI: {e}")))?;
     if !uri.is_sip() {
@@ -498,20 +531,22 @@ fn target(key: &str, s: &str) -> Result<Target, ConfigError> {
     };
     let host = std::str::from_utf8(uri.host).map_err(|_| invalid(key, "host is not UTF-8"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = host.parse().map_err(|_| {
-        invalid(
-            key,
-            format!("{s:?}: host must be an IP address (DNS targets are not supported yet)"),
-        )
-    })?;
-    let port = uri.port.unwrap_or(if transport == Transport::Tls {
-        5061
-    } else {
-        5060
-    });
-    Ok(Target {
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Host::Ip(ip),
+        Err(_) if crate::dns::spec::is_host_name(host) => {
+            Host::Name(host.trim_end_matches('.').to_ascii_lowercase())
+        }
+        Err(_) => {
+            return Err(invalid(
+                key,
+                format!("{s:?}: host must be an IP address or a DNS name"),
+            ))
+        }
+    };
+    Ok(TargetSpec {
         uri: s.to_owned(),
-        addr: SocketAddr::new(ip, port),
+        host,
+        port: uri.port,
         transport,
     })
 }
@@ -635,5 +670,42 @@ mod tests {
                 "{bad}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn host_name_targets_are_kept_for_the_resolver_and_widen_the_acl() {
+        let pbx = "allow = [\"127.0.0.0/8\", \"::1/128\"]\non_denied = \"reject\"\nrate_limit = 2000\ntargets = [\"sip:127.0.0.1:5080;transport=udp\"]";
+        let named = "allow = []\non_denied = \"reject\"\nrate_limit = 2000\ntargets = [\"sip:PBX.example.com.;transport=tcp\", \"sip:192.0.2.7\"]";
+        let cfg = parse(pbx, named).unwrap_or_else(|e| panic!("{e}"));
+        let t = &cfg.pbx.targets;
+        assert_eq!(t[0].host, Host::Name("pbx.example.com".into()));
+        assert_eq!((t[0].port, t[0].transport), (None, Transport::Tcp));
+        assert_eq!(t[1].host, Host::Ip([192, 0, 2, 7].into()));
+        let core = cfg.pbx.core();
+        assert_eq!(core.targets.len(), 1, "only the literal before resolution");
+        assert!(core.allow.is_empty());
+        let resolved = vec![
+            t[0].at("198.51.100.4:5060"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}"))),
+            t[1].at("192.0.2.7:5060".parse().unwrap_or_else(|e| panic!("{e}"))),
+        ];
+        let core = cfg.pbx.core_with(resolved);
+        assert!(
+            core.admits([198, 51, 100, 4].into()),
+            "a resolved address is a peer"
+        );
+        assert!(
+            !core.admits([192, 0, 2, 7].into()),
+            "an IP-literal target is the operator's to list in allow"
+        );
+        let err = parse(pbx, "allow = []\non_denied = \"reject\"\nrate_limit = 2000\ntargets = [\"sip:127.0.0.1:5080;transport=udp\"]")
+            .err()
+            .unwrap_or_else(|| panic!("an empty allow with IP targets was accepted"));
+        assert!(err.to_string().starts_with("pbx.allow"), "{err}");
+        let err = parse(pbx, "allow = []\ntargets = [\"sip:pbx_1.example.com\"]")
+            .err()
+            .unwrap_or_else(|| panic!("a bad host name was accepted"));
+        assert!(err.to_string().starts_with("pbx.targets[0]"), "{err}");
     }
 }

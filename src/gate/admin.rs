@@ -16,6 +16,7 @@ impl crate::api::Service for Gate {
         use crate::exposition::Exposed;
         self.metrics.encode(e)?;
         self.encode_udp_guard(e)?;
+        self.dns.encode(e)?;
         self.state.metrics().encode(e)?;
         if let Some(pool) = &self.offload {
             pool.encode(e)?;

@@ -33,7 +33,7 @@ fn needs_restart(key: &str) -> bool {
             .any(|t| key == format!("{s}{t}"))
     });
     listener
-        || ["state", "media", "admin", "log"]
+        || ["state", "media", "admin", "log", "dns"]
             .iter()
             .any(|s| key == *s || key.starts_with(&format!("{s}.")))
         || key == "stir.verify_threads"

@@ -140,11 +140,16 @@ impl Gate {
                         me.transport_failed(o.client);
                         return;
                     };
-                    // Targets are IP literals: the certificate must name the
-                    // address in an IP subjectAltName (a name mismatch is a
-                    // failed handshake, reason name_mismatch).
-                    let name =
-                        tokio_rustls::rustls::pki_types::ServerName::IpAddress(to.addr.ip().into());
+                    // The certificate must name the target (a mismatch is a
+                    // failed handshake, reason name_mismatch): the host name
+                    // of a target resolved by DNS (RFC 5922 §4.1, sent as
+                    // SNI too), else the address in an IP subjectAltName.
+                    use tokio_rustls::rustls::pki_types::ServerName;
+                    let name = me
+                        .dns
+                        .tls_name(to.side, to.addr)
+                        .and_then(|n| ServerName::try_from(n).ok())
+                        .unwrap_or_else(|| ServerName::IpAddress(to.addr.ip().into()));
                     match tokio::time::timeout(Duration::from_secs(2), connector.connect(name, s))
                         .await
                     {

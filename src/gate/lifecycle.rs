@@ -119,14 +119,14 @@ impl Gate {
         )?;
         *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(phases);
         self.reload_tls(&cfg);
-        lock(&self.admission[0]).reload(cfg.trunk.clone());
-        lock(&self.admission[1]).reload(cfg.pbx.clone());
-        self.guard_udp(&cfg.trunk);
-        self.guard_udp(&cfg.pbx);
-        if let Some(m) = &self.media {
-            m.set_acls([cfg.trunk.allow.clone(), cfg.pbx.allow.clone()]);
+        if &cfg.dns != self.dns.config() {
+            tracing::warn!("[dns] changed: it takes effect at the next restart");
         }
-        lock(&self.core).reload(CoreSettings::from_config(&cfg));
+        // The ACLs (admission, kernel filter, media) and the targets, with
+        // the host names resolved so far (new names in the background).
+        let mut settings = CoreSettings::from_config(&cfg);
+        settings.sides = self.reload_sides(&cfg);
+        lock(&self.core).reload(settings);
         self.metrics.reloaded();
         tracing::info!(path = %path.display(), "configuration reloaded");
         Ok(())

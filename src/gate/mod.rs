@@ -32,6 +32,7 @@ pub mod sanitize;
 pub mod screen;
 pub mod sign;
 pub mod tag;
+mod targets;
 mod udp_guard;
 pub mod verify;
 pub mod watch;
@@ -90,6 +91,11 @@ pub struct Bound {
 pub struct Gate {
     core: Mutex<ProxyCore>,
     admission: [Mutex<Admission>; 2],
+    /// The targets' host names, resolved and refreshed in the background
+    /// (`[dns]`, `targets.rs`).
+    dns: Arc<crate::dns::TargetResolver>,
+    /// Each side as configured and its ACL with the resolved addresses.
+    side_targets: Mutex<targets::SideTargets>,
     udp: [Option<Arc<UdpSocket>>; 2],
     /// The ACL's kernel filter on each UDP socket (`udp_guard.rs`).
     udp_guard: udp_guard::UdpGuard,
@@ -230,7 +236,18 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     let mut sockets: [Option<Arc<UdpSocket>>; 2] = [None, None];
     let mut tcp_listeners = Vec::new();
     let mut tls_listeners = Vec::new();
+    // Host names in targets resolved before anything is served (RFC 3263;
+    // refreshed by TTL in the background from here on).
+    let dns = crate::dns::TargetResolver::new(cfg.dns.clone(), targets::specs(cfg));
+    targets::resolve_at_start(&dns).await;
     let mut settings = CoreSettings::from_config(cfg);
+    let resolved =
+        [Side::Trunk, Side::Pbx].map(|side| targets::resolved(cfg.side(side), dns.targets(side)));
+    for (i, (core, _)) in resolved.iter().enumerate() {
+        settings.sides[i].targets = core.targets.clone();
+        settings.sides[i].allow = core.allow.clone();
+    }
+    let [(_, trunk_in_force), (_, pbx_in_force)] = resolved;
     for side in [Side::Trunk, Side::Pbx] {
         let sc = cfg.side(side);
         let i = side.index();
@@ -296,7 +313,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
                 m,
                 audit.clone(),
                 locals,
-                [cfg.trunk.allow.clone(), cfg.pbx.allow.clone()],
+                [trunk_in_force.allow.clone(), pbx_in_force.allow.clone()],
             )
             .map_err(GateError::Media)?;
             if let Some(listen) = m.ng_listen {
@@ -314,9 +331,14 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     let gate = Arc::new_cyclic(|me| Gate {
         core: Mutex::new(core),
         admission: [
-            Mutex::new(Admission::new(cfg.trunk.clone())),
-            Mutex::new(Admission::new(cfg.pbx.clone())),
+            Mutex::new(Admission::new(trunk_in_force.clone())),
+            Mutex::new(Admission::new(pbx_in_force.clone())),
         ],
+        dns,
+        side_targets: Mutex::new(targets::SideTargets::new(
+            cfg,
+            [trunk_in_force.allow.clone(), pbx_in_force.allow.clone()],
+        )),
         udp: sockets.clone(),
         udp_guard: udp_guard::UdpGuard::default(),
         conns: Arc::new(ConnTable::default()),
@@ -359,8 +381,9 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             }
         });
     }
-    for side in [Side::Trunk, Side::Pbx] {
-        gate.guard_udp(cfg.side(side));
+    gate.refresh_targets();
+    for (side, in_force) in [(Side::Trunk, &trunk_in_force), (Side::Pbx, &pbx_in_force)] {
+        gate.guard_udp(in_force);
         if let Some(s) = &sockets[side.index()] {
             tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));
         }

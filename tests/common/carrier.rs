@@ -249,6 +249,36 @@ impl Pbx {
     }
 }
 
+/// A TLS PBX stand-in on `listener`: accepts one connection with
+/// `server`, reads one request head (bounded), answers it 200 OK and
+/// holds the connection until callgate has read the answer. Returns the
+/// request and the name the client sent as SNI.
+pub fn tls_pbx_once(
+    listener: std::net::TcpListener,
+    server: rustls::ServerConfig,
+) -> std::thread::JoinHandle<(String, Option<String>)> {
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let conn = rustls::ServerConnection::new(Arc::new(server)).expect("conn");
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = String::new();
+        let mut buf = [0u8; 4096];
+        while !got.contains("\r\n\r\n") {
+            let n = tls.read(&mut buf).expect("read");
+            assert!(n > 0, "closed before a whole request: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let sni = tls.conn.server_name().map(str::to_owned);
+        tls.write_all(answer(&got, "200 OK").as_bytes())
+            .expect("answer");
+        tls.flush().ok();
+        // Keep the connection until callgate has read the answer.
+        let _ = tls.read(&mut buf);
+        (got, sni)
+    })
+}
+
 /// A response to `req`, as a UA would form it: its Via, From, Call-ID,
 /// CSeq and Record-Route copied, a To tag added.
 pub fn answer(req: &str, status: &str) -> String {

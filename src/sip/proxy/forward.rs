@@ -29,15 +29,12 @@ impl ProxyCore {
             return;
         };
         let hop = match &fwd.hop {
-            NextHop::Targets(order) => order
-                .get(fwd.attempts)
-                .and_then(|i| self.targets[fwd.out_side.index()].targets.get(*i))
-                .map(|t| Peer {
-                    side: fwd.out_side,
-                    transport: t.transport,
-                    addr: t.addr,
-                    conn: None,
-                }),
+            NextHop::Targets(order) => order.get(fwd.attempts).map(|(addr, transport)| Peer {
+                side: fwd.out_side,
+                transport: *transport,
+                addr: *addr,
+                conn: None,
+            }),
             NextHop::Fixed(p) => (fwd.attempts == 0).then_some(*p),
         };
         let Some(hop) = hop else {

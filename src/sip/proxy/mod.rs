@@ -41,6 +41,7 @@ pub use observe::{CoreObserver, CoreRefusal, Direction};
 pub use route::next_hop;
 pub use table::keyed as keyed_hasher;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,7 +50,7 @@ use smallvec::SmallVec;
 
 use crate::sip::message::{Limits, SipMessage};
 use crate::sip::method::Method;
-use crate::sip::side::Side;
+use crate::sip::side::{Side, Transport};
 use crate::sip::transaction::{ClientTransaction, ServerTransaction};
 use branch::BranchGenerator;
 use table::TransactionTable;
@@ -68,8 +69,14 @@ enum ClientKind {
     Forward,
     /// A CANCEL we sent for a forwarded INVITE.
     Cancel,
-    /// An OPTIONS health probe of `targets[side][index]`.
-    Probe { side: Side, index: usize },
+    /// An OPTIONS health probe of the target of `side` at `addr` over
+    /// `transport` (by address, not index: the set may change while the
+    /// probe is out, when a host name resolves anew).
+    Probe {
+        side: Side,
+        addr: SocketAddr,
+        transport: Transport,
+    },
 }
 
 #[derive(Debug)]
@@ -89,8 +96,9 @@ struct ClientEntry {
 /// Where a request goes next.
 #[derive(Debug, Clone)]
 enum NextHop {
-    /// The configured targets of the outgoing side, in failover order.
-    Targets(Vec<usize>),
+    /// The outgoing side's targets in failover order, as they were when
+    /// the request arrived.
+    Targets(Vec<(SocketAddr, Transport)>),
     /// One address from the Route set or Request-URI.
     Fixed(Peer),
 }
@@ -229,18 +237,29 @@ impl ProxyCore {
     /// Applies reloadable settings (ACLs, targets, timers, limits, health)
     /// without touching live transactions. Listeners are not reloadable.
     pub fn reload(&mut self, settings: CoreSettings) {
-        let down_after = settings.health.down_after;
-        for side in [Side::Trunk, Side::Pbx] {
-            let i = side.index();
-            if settings.sides[i].targets != self.settings.sides[i].targets {
-                self.targets[i] =
-                    self.targets[i].reconfigured(settings.sides[i].targets.clone(), down_after);
-                self.observer
-                    .set_targets_up(side, self.targets[i].up_count());
-            }
-            self.local[i] = LocalSide::from_config(&settings.sides[i]);
+        self.settings.health.down_after = settings.health.down_after;
+        for side in &settings.sides {
+            self.set_targets(side.side, side.targets.clone(), side.allow.clone());
+            self.local[side.side.index()] = LocalSide::from_config(side);
         }
         self.settings = settings;
+    }
+
+    /// Replaces one side's next hops and ACL — at a reload, or when a
+    /// target's host name resolved to new addresses at the edge — without
+    /// touching live transactions. Targets still in the set keep their
+    /// health and the operator's override; a request already forwarded
+    /// fails over along the addresses it started with.
+    pub fn set_targets(&mut self, side: Side, targets: Vec<Target>, allow: Vec<ipnet::IpNet>) {
+        let i = side.index();
+        if targets != self.settings.sides[i].targets {
+            self.targets[i] =
+                self.targets[i].reconfigured(targets.clone(), self.settings.health.down_after);
+            self.observer
+                .set_targets_up(side, self.targets[i].up_count());
+        }
+        self.settings.sides[i].targets = targets;
+        self.settings.sides[i].allow = allow;
     }
 
     /// Starts draining: new initial INVITEs get 503, everything else runs on.

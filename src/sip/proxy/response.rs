@@ -134,13 +134,13 @@ impl ProxyCore {
         };
         match entry.kind {
             ClientKind::Cancel => {}
-            ClientKind::Probe { side, index } => {
+            ClientKind::Probe {
+                side,
+                addr,
+                transport,
+            } => {
                 entry.probe_deadline = None;
-                if status != 503 {
-                    self.probe_result(side, index, true, now);
-                } else {
-                    self.probe_result(side, index, false, now);
-                }
+                self.probe_result(side, (addr, transport), status != 503, now);
             }
             ClientKind::Forward => {
                 let Some(skey) = entry.server.clone() else {
@@ -202,7 +202,11 @@ impl ProxyCore {
         };
         match entry.kind {
             ClientKind::Cancel => {}
-            ClientKind::Probe { side, index } => self.probe_result(side, index, false, now),
+            ClientKind::Probe {
+                side,
+                addr,
+                transport,
+            } => self.probe_result(side, (addr, transport), false, now),
             ClientKind::Forward => {
                 let Some(skey) = entry.server.clone() else {
                     return;
@@ -395,9 +399,14 @@ impl ProxyCore {
             return;
         };
         if entry.probe_deadline.is_some_and(|t| t <= now) {
-            if let ClientKind::Probe { side, index } = entry.kind {
+            if let ClientKind::Probe {
+                side,
+                addr,
+                transport,
+            } = entry.kind
+            {
                 self.clients.remove(key);
-                self.probe_result(side, index, false, now);
+                self.probe_result(side, (addr, transport), false, now);
             }
             return;
         }
@@ -414,7 +423,7 @@ impl ProxyCore {
         }
         for side in [Side::Trunk, Side::Pbx] {
             let targets = self.targets[side.index()].targets.clone();
-            for (index, t) in targets.iter().enumerate() {
+            for t in &targets {
                 self.probe_seq = self.probe_seq.wrapping_add(1);
                 let br = self.branches.next(0);
                 let (tag, call_id) = (self.branches.token(), self.branches.token());
@@ -446,7 +455,11 @@ impl ProxyCore {
                     ckey.clone(),
                     ClientEntry {
                         tx,
-                        kind: ClientKind::Probe { side, index },
+                        kind: ClientKind::Probe {
+                            side,
+                            addr: t.addr,
+                            transport: t.transport,
+                        },
                         server: None,
                         to,
                         got_provisional: false,
@@ -466,8 +479,13 @@ impl ProxyCore {
         self.push_timer(next, super::TimerRef::Probes);
     }
 
-    fn probe_result(&mut self, side: Side, index: usize, ok: bool, now: Instant) {
+    /// A probe of the target at `hop` ended; a target no longer in the
+    /// set (its name resolved elsewhere meanwhile) is forgotten.
+    fn probe_result(&mut self, side: Side, hop: (SocketAddr, Transport), ok: bool, now: Instant) {
         let set = &mut self.targets[side.index()];
+        let Some(index) = set.position(hop.0, hop.1) else {
+            return;
+        };
         let uri = set
             .targets
             .get(index)

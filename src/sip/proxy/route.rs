@@ -112,9 +112,10 @@ impl ProxyCore {
                 );
                 return Err(NO_SECURE_HOP);
             }
-            NextHop::Targets(order)
+            NextHop::Targets(self.targets[out_side.index()].hops(&order))
         } else if initial {
-            NextHop::Targets(self.targets[out_side.index()].order())
+            let set = &self.targets[out_side.index()];
+            NextHop::Targets(set.hops(&set.order()))
         } else {
             NextHop::Fixed(self.fixed_hop(out_side, msg.request_uri().unwrap_or_default())?)
         };

@@ -68,14 +68,25 @@ impl TargetSet {
         }
     }
 
-    /// A new set for `targets` (a reload) that keeps the operator's
-    /// overrides of the targets it still has: a reload must not put a node
-    /// back into rotation that the operator took out.
+    /// A new set for `targets` (a reload, or a host name resolved to new
+    /// addresses) that keeps the state of the targets it still has: their
+    /// health (a target out of rotation stays out until its probes
+    /// answer) and the operator's override (a reload must not put a node
+    /// back into rotation that the operator took out). A new address of a
+    /// name the operator took out entirely is out too.
     pub fn reconfigured(&self, targets: Vec<Target>, down_after: u32) -> Self {
         let mut next = TargetSet::new(targets, down_after);
         for (i, t) in next.targets.iter().enumerate() {
             if let Some(j) = self.targets.iter().position(|o| o == t) {
                 next.disabled[i] = self.disabled[j];
+                next.up[i] = self.up[j];
+                next.failures[i] = self.failures[j];
+                next.last_probe[i] = self.last_probe[j];
+            } else {
+                let mut same_name =
+                    (0..self.targets.len()).filter(|j| self.targets[*j].uri == t.uri);
+                next.disabled[i] =
+                    same_name.clone().next().is_some() && same_name.all(|j| self.disabled[j]);
             }
         }
         if next.disabled.iter().all(|d| *d) {
@@ -135,31 +146,58 @@ impl TargetSet {
             .collect()
     }
 
-    /// The index of the target named by its configured URI or its
-    /// address (`ip:port`).
-    pub fn find(&self, name: &str) -> Option<usize> {
+    /// The indices of the targets named by their configured URI (every
+    /// address a host name resolved to) or by one address (`ip:port`).
+    pub fn find(&self, name: &str) -> Vec<usize> {
+        (0..self.targets.len())
+            .filter(|i| {
+                let t = &self.targets[*i];
+                t.uri == name || t.addr.to_string() == name
+            })
+            .collect()
+    }
+
+    /// The index of the target reached at `addr` over `transport`.
+    pub fn position(&self, addr: SocketAddr, transport: Transport) -> Option<usize> {
         self.targets
             .iter()
-            .position(|t| t.uri == name || t.addr.to_string() == name)
+            .position(|t| t.addr == addr && t.transport == transport)
     }
 
     /// The operator takes the target `name` out of rotation (`disabled`)
-    /// or puts it back; probes go on but do not undo it. Refused for the
-    /// last enabled target of the side: the operator would otherwise turn
-    /// every call away. Returns whether the state changed.
+    /// or puts it back; probes go on but do not undo it. A host name's URI
+    /// names all its addresses, `ip:port` one of them. Refused when no
+    /// target of the side would be left enabled: the operator would
+    /// otherwise turn every call away. Returns whether the state changed.
     pub fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<bool, OverrideError> {
-        let i = self
-            .find(name)
-            .ok_or_else(|| OverrideError::Unknown(name.to_owned()))?;
-        if disabled && !self.disabled[i] {
-            let others = (0..self.targets.len()).any(|j| j != i && !self.disabled[j]);
-            if !others {
-                return Err(OverrideError::LastInRotation(self.targets[i].uri.clone()));
+        let found = self.find(name);
+        let Some(first) = found.first() else {
+            return Err(OverrideError::Unknown(name.to_owned()));
+        };
+        if disabled {
+            let others = (0..self.targets.len()).any(|j| !found.contains(&j) && !self.disabled[j]);
+            if !others && found.iter().any(|i| !self.disabled[*i]) {
+                return Err(OverrideError::LastInRotation(
+                    self.targets[*first].uri.clone(),
+                ));
             }
         }
-        let changed = self.disabled[i] != disabled;
-        self.disabled[i] = disabled;
+        let changed = found.iter().any(|i| self.disabled[*i] != disabled);
+        for i in found {
+            self.disabled[i] = disabled;
+        }
         Ok(changed)
+    }
+
+    /// Where attempt `n` of `order` goes: its address and transport,
+    /// fixed when the request arrived (a later change of the set does not
+    /// move a request's failover under it).
+    pub fn hops(&self, order: &[usize]) -> Vec<(SocketAddr, Transport)> {
+        order
+            .iter()
+            .filter_map(|i| self.targets.get(*i))
+            .map(|t| (t.addr, t.transport))
+            .collect()
     }
 
     pub fn is_up(&self, i: usize) -> bool {
@@ -297,5 +335,50 @@ mod tests {
         let st = &s.statuses()[1];
         assert_eq!((st.up, st.failures, st.disabled), (false, 2, false));
         assert_eq!(st.last_probe.map(|p| p.1), Some(false));
+    }
+
+    #[test]
+    fn a_host_name_is_all_its_addresses_and_its_state_outlives_a_new_answer() {
+        let named = |p: u16| Target {
+            uri: "sip:pbx.example.com".into(),
+            addr: ([192, 0, 2, 1], p).into(),
+            transport: Transport::Udp,
+        };
+        let other = Target {
+            uri: "sip:192.0.2.9".into(),
+            addr: ([192, 0, 2, 9], 5060).into(),
+            transport: Transport::Udp,
+        };
+        let mut s = TargetSet::new(vec![named(1), named(2), other.clone()], 1);
+        assert_eq!(s.find("sip:pbx.example.com"), vec![0, 1]);
+        assert_eq!(s.find("192.0.2.1:2"), vec![1]);
+        s.probe_failed(1, now());
+        assert_eq!(s.order(), vec![0, 2]);
+        // The name resolves anew: address 1 gone, 2 kept (still down), 3 new.
+        let next = s.reconfigured(vec![named(2), named(3), other.clone()], 1);
+        assert_eq!(next.order(), vec![1, 2], "2 stays down, 3 comes in");
+        assert_eq!(next.statuses()[0].failures, 1);
+        // The operator takes the whole name out: every address, and one
+        // the next answer brings.
+        assert_eq!(s.set_disabled("sip:pbx.example.com", true), Ok(true));
+        assert_eq!(s.order(), vec![2]);
+        let next = s.reconfigured(vec![named(4), other.clone()], 1);
+        assert!(
+            next.statuses()[0].disabled,
+            "a new address of a name taken out"
+        );
+        assert_eq!(
+            s.set_disabled("sip:192.0.2.9", true),
+            Err(OverrideError::LastInRotation("sip:192.0.2.9".into()))
+        );
+        assert_eq!(s.set_disabled("192.0.2.1:1", false), Ok(true));
+        assert_eq!(s.order(), vec![0, 2]);
+        assert_eq!(
+            s.hops(&[2, 0]),
+            vec![
+                (other.addr, Transport::Udp),
+                (named(1).addr, Transport::Udp)
+            ]
+        );
     }
 }

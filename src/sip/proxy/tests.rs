@@ -656,3 +656,32 @@ fn a_sips_request_without_a_tls_hop_gets_480_and_is_never_sent_in_clear() {
         assert!(out.iter().any(|o| status(o) == 480), "{uri}: {out:#?}");
     }
 }
+
+#[test]
+fn a_new_target_set_leaves_a_forwarded_request_on_its_own_failover_order() {
+    let mut h = Harness::new(&[PBX1, PBX2]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-ts1", ""));
+    let first = text(&out[1]);
+    assert_eq!(out[1].to.addr.to_string(), PBX1);
+    // A host name resolved anew meanwhile: only PBX3 now.
+    let allow = h.core.settings.sides[1].allow.clone();
+    h.core
+        .set_targets(Side::Pbx, vec![udp_target("10.0.0.3:5080")], allow);
+    let next = h.feed(
+        Harness::from_pbx(PBX1),
+        &answer(&first, 503, "Service Unavailable", "x"),
+    );
+    let invites: Vec<String> = next
+        .iter()
+        .filter(|o| text(o).starts_with("INVITE "))
+        .map(|o| o.to.addr.to_string())
+        .collect();
+    assert_eq!(invites, vec![PBX2], "the failover planned when it arrived");
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-ts2", ""));
+    assert_eq!(
+        out[1].to.addr.to_string(),
+        "10.0.0.3:5080",
+        "a new call: the new set"
+    );
+    assert_eq!(h.core.target_statuses(Side::Pbx).len(), 1);
+}
