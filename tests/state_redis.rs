@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::calls::{call, routed, sharing_instance, token};
 use common::pki::{https_server, pki, Pki};
 use common::redis::RedisServer;
-use common::{await_metric, await_metric_at_most, free_port, scenario, Callgate, Sipp, SippResult};
+use common::{await_metric, await_metric_at_most, free_port, scenario, Callgate, Sipp};
 
 /// One callgate of the pair: STIR, the policy, state on Redis at `redis`.
 /// Both instances of one test share the key prefix (named after the Redis
@@ -210,14 +210,36 @@ fn an_unreachable_redis_never_delays_calls_and_is_reported() {
     );
 }
 
-/// Places `n` unsigned calls from `calling`, alternating between `a` and
-/// `b`, and returns what the PBX got.
-fn alternate(a: &Callgate, b: &Callgate, dir: &std::path::Path, pbx: Sipp, n: usize) -> SippResult {
-    for i in 0..n {
-        let cg = if i % 2 == 0 { a } else { b };
-        call(cg, dir, "+15550103", "X-No-Identity: unsigned", "none", i);
+/// With `a` and `b` both connected to Redis, four calls from one number
+/// alternate between them (PBX at `pbx_port`): the 4th, counted across
+/// both (two per instance), goes to review.
+fn the_fourth_call_across_both_is_reviewed(pki: &Pki, a: &Callgate, b: &Callgate, pbx_port: u16) {
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        4,
+        "u1",
+        &["-trace_msg"],
+    );
+    for cg in [a, b] {
+        await_metric(cg, "callgate_state_shared_up", 1.0);
     }
-    pbx.finish()
+    for i in 0..4 {
+        let cg = if i % 2 == 0 { a } else { b };
+        call(
+            cg,
+            pki._dir.path(),
+            "+15550103",
+            "X-No-Identity: unsigned",
+            "none",
+            i,
+        );
+    }
+    let got = routed(&uas.finish());
+    assert!(
+        got.len() == 4 && got[3].0.starts_with("INVITE sip:review@") && got[3].1 == "BURST_ANI_1M",
+        "{got:#?}"
+    );
 }
 
 #[test]
@@ -269,27 +291,10 @@ fn rediss_as_an_acl_user_shares_state_and_a_wrong_password_is_reported() {
         )
     };
     let pbx_port = free_port();
-    let uas = Sipp::uas(
-        &scenario("uas-basic.xml"),
-        pbx_port,
-        4,
-        "u1",
-        &["-trace_msg"],
-    );
     let a = instance_on(&pki, pbx_port, &state("s3cret-pw"));
     let b = instance_on(&pki, pbx_port, &state("s3cret-pw"));
     let wrong = instance_on(&pki, pbx_port, &state("not-the-password"));
-    for cg in [&a, &b] {
-        await_metric(cg, "callgate_state_shared_up", 1.0);
-    }
-    // Velocity across both: the 4th call from one number, two per
-    // instance, goes to review.
-    let got = routed(&alternate(&a, &b, pki._dir.path(), uas, 4));
-    assert_eq!(got.len(), 4, "{got:#?}");
-    assert!(
-        got[3].0.starts_with("INVITE sip:review@") && got[3].1 == "BURST_ANI_1M",
-        "{got:#?}"
-    );
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port);
     for cg in [&a, &b] {
         assert_eq!(
             cg.metric("callgate_state_ops_total{op=\"velocity\",answered=\"shared\"}"),
@@ -328,23 +333,9 @@ fn sentinels_name_the_master_callgate_shares_state_through() {
          timeout_ms = 500\nkey_prefix = \"sentinel-{master_port}:\"\n"
     );
     let pbx_port = free_port();
-    let uas = Sipp::uas(
-        &scenario("uas-basic.xml"),
-        pbx_port,
-        4,
-        "u1",
-        &["-trace_msg"],
-    );
     let a = instance_on(&pki, pbx_port, &state);
     let b = instance_on(&pki, pbx_port, &state);
-    for cg in [&a, &b] {
-        await_metric(cg, "callgate_state_shared_up", 1.0);
-    }
-    let got = routed(&alternate(&a, &b, pki._dir.path(), uas, 4));
-    assert!(
-        got.len() == 4 && got[3].0.starts_with("INVITE sip:review@") && got[3].1 == "BURST_ANI_1M",
-        "{got:#?}"
-    );
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port);
     // The counts are in the master the Sentinel named.
     let pattern = format!("sentinel-{master_port}:v:ani_1m:*");
     assert_eq!(
