@@ -210,10 +210,16 @@ fn an_unreachable_redis_never_delays_calls_and_is_reported() {
     );
 }
 
-/// With `a` and `b` both connected to Redis, four calls from one number
+/// With `a` and `b` both connected to Redis, four calls from `calling`
 /// alternate between them (PBX at `pbx_port`): the 4th, counted across
 /// both (two per instance), goes to review.
-fn the_fourth_call_across_both_is_reviewed(pki: &Pki, a: &Callgate, b: &Callgate, pbx_port: u16) {
+fn the_fourth_call_across_both_is_reviewed(
+    pki: &Pki,
+    a: &Callgate,
+    b: &Callgate,
+    pbx_port: u16,
+    calling: &str,
+) {
     let uas = Sipp::uas(
         &scenario("uas-basic.xml"),
         pbx_port,
@@ -229,7 +235,7 @@ fn the_fourth_call_across_both_is_reviewed(pki: &Pki, a: &Callgate, b: &Callgate
         call(
             cg,
             pki._dir.path(),
-            "+15550103",
+            calling,
             "X-No-Identity: unsigned",
             "none",
             i,
@@ -307,7 +313,7 @@ fn rediss_as_an_acl_user_shares_state_and_a_wrong_password_is_reported() {
     let a = instance_on(&pki, pbx_port, &state("s3cret-pw"));
     let b = instance_on(&pki, pbx_port, &state("s3cret-pw"));
     let wrong = instance_on(&pki, pbx_port, &state("not-the-password"));
-    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port);
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port, "+15550103");
     for cg in [&a, &b] {
         assert_eq!(
             cg.metric("callgate_state_ops_total{op=\"velocity\",answered=\"shared\"}"),
@@ -330,17 +336,49 @@ fn rediss_as_an_acl_user_shares_state_and_a_wrong_password_is_reported() {
     assert!(!wrong.log().contains("not-the-password"), "{}", wrong.log());
 }
 
+/// The members of the one velocity window key matching `pattern` on
+/// `server` (`:N`).
+fn window_size(server: &RedisServer, pattern: &str) -> String {
+    server.command(&[
+        "EVAL",
+        "return redis.call('ZCARD', redis.call('KEYS', ARGV[1])[1])",
+        "0",
+        pattern,
+    ])
+}
+
+/// Polls `server` with `args` until the reply's first line is `want`
+/// (bounded: 20 s).
+fn await_reply(server: &RedisServer, args: &[&str], want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = server.command(args);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{args:?}: {got}, not {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
-fn sentinels_name_the_master_callgate_shares_state_through() {
-    // A master and a Sentinel that watches it: callgate is given only the
-    // Sentinel and the master's name, asks it for the master and counts
-    // through it.
+fn sentinels_name_the_master_callgate_shares_state_through_and_follow_a_failover() {
+    // A master, its replica and a Sentinel that watches them: callgate is
+    // given only the Sentinel and the master's name, asks it for the
+    // master and counts through it; after a failover it asks again and
+    // counts through the new master, without a restart.
     let pki = pki();
     let _x5u_server = https_server(&pki);
-    let master_port = free_port();
-    let sentinel_port = free_port();
+    let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
     let master = RedisServer::start(master_port);
-    let _sentinel = RedisServer::sentinel(sentinel_port, "cgmaster", master_port, pki._dir.path());
+    let replica = RedisServer::start_with(
+        replica_port,
+        &["--replicaof", "127.0.0.1", &master_port.to_string()],
+    );
+    // The replica is in sync before the Sentinel first asks the master.
+    await_reply(&master, &["WAIT", "1", "100"], ":1");
+    let sentinel = RedisServer::sentinel(sentinel_port, "cgmaster", master_port, pki._dir.path());
+    await_reply(&sentinel, &["SENTINEL", "REPLICAS", "cgmaster"], "*1");
     let state = format!(
         "redis = \"redis://cgmaster/0\"\nsentinels = [\"127.0.0.1:{sentinel_port}\"]\n\
          timeout_ms = 500\nkey_prefix = \"sentinel-{master_port}:\"\n"
@@ -348,16 +386,46 @@ fn sentinels_name_the_master_callgate_shares_state_through() {
     let pbx_port = free_port();
     let a = instance_on(&pki, pbx_port, &state);
     let b = instance_on(&pki, pbx_port, &state);
-    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port);
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port, "+15550103");
     // The counts are in the master the Sentinel named.
-    let pattern = format!("sentinel-{master_port}:v:ani_1m:*");
+    let pattern = |n: &str| format!("sentinel-{master_port}:v:ani_1m:*{n}");
+    assert_eq!(window_size(&master, &pattern("0103")), ":4");
+
+    // Failover: the replica becomes the master (ROLE's reply has 3
+    // elements on a master, 5 on a replica)…
     assert_eq!(
-        master.command(&[
-            "EVAL",
-            "return redis.call('ZCARD', redis.call('KEYS', ARGV[1])[1])",
-            "0",
-            &pattern
-        ]),
-        ":4"
+        sentinel.command(&["SENTINEL", "FAILOVER", "cgmaster"]),
+        "+OK"
     );
+    await_reply(&replica, &["ROLE"], "*3");
+    // … and the old master a replica of it, once the Sentinel turned it.
+    await_reply(&master, &["ROLE"], "*5");
+    // The first write each instance makes after it may still reach the
+    // demoted master (READONLY, or its connection closed): that call
+    // falls back to local state and the instance asks the Sentinel again.
+    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 2, "u1", &[]);
+    for (n, cg) in [&a, &b].into_iter().enumerate() {
+        call(
+            cg,
+            pki._dir.path(),
+            "+15550199",
+            "X-No-Identity: unsigned",
+            "none",
+            10 + n,
+        );
+    }
+    uas.finish().assert_all_ok(2, "PBX UAS after the failover");
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port, "+15550108");
+    assert_eq!(
+        window_size(&replica, &pattern("0108")),
+        ":4",
+        "counted in the new master"
+    );
+    for cg in [&a, &b] {
+        assert!(
+            cg.metric("callgate_state_shared_reconnects_total") >= 1.0,
+            "{}",
+            cg.metrics()
+        );
+    }
 }
