@@ -370,10 +370,18 @@ fn sentinels_name_the_master_callgate_shares_state_through_and_follow_a_failover
     let pki = pki();
     let _x5u_server = https_server(&pki);
     let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
-    let master = RedisServer::start(master_port);
+    // The replica's full sync writes an RDB file: in the test's directory.
+    let dir = pki._dir.path().display().to_string();
+    let master = RedisServer::start_with(master_port, &["--dir", &dir]);
     let replica = RedisServer::start_with(
         replica_port,
-        &["--replicaof", "127.0.0.1", &master_port.to_string()],
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &master_port.to_string(),
+            "--dir",
+            &dir,
+        ],
     );
     // The replica is in sync before the Sentinel first asks the master.
     await_reply(&master, &["WAIT", "1", "100"], ":1");
