@@ -23,6 +23,7 @@ const CALLS: usize = 256;
 fn record(i: u64) -> AuditRecord {
     AuditRecord {
         decision_id: format!("d{i:016x}"),
+        instance: "cg-a".into(),
         time_ms: 1_765_000_000_000 + i as i64,
         call_id: format!("{i}-bench@198.51.100.7"),
         side: "trunk".into(),

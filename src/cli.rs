@@ -55,9 +55,10 @@ pub enum Command {
     /// trunk and hour, review-queue rate, callers treated differently,
     /// shadow-policy disagreements. JSON on stdout unless --html/--json.
     Report {
-        /// The audit database (`[audit] path`).
-        #[arg(long)]
-        db: PathBuf,
+        /// The audit database (`[audit] path`); several (`--db a.db --db
+        /// b.db`, or `--db a.db b.db`), one per instance, are merged.
+        #[arg(long, required = true, num_args = 1..)]
+        db: Vec<PathBuf>,
         /// From this time: Unix seconds or ISO 8601 (2026-11-24T08:00Z).
         #[arg(long)]
         since: Option<String>,

@@ -55,6 +55,9 @@ impl Clock for FixedClock {
 pub struct Env {
     clock: Arc<dyn Clock>,
     rng: Arc<Mutex<fastrand::Rng>>,
+    /// The instance's name (`[instance] name`), the start of its decision
+    /// ids; `None` in replays and tests that make bare ids.
+    instance: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -82,7 +85,20 @@ impl Env {
         Env {
             clock,
             rng: Arc::new(Mutex::new(fastrand::Rng::with_seed(seed))),
+            instance: None,
         }
+    }
+
+    /// This environment, its decision ids starting with `name` (a name
+    /// `[instance] name` accepted: `[A-Za-z0-9._-]`, at most 32).
+    pub fn with_instance(mut self, name: &str) -> Env {
+        self.instance = Some(Arc::from(name));
+        self
+    }
+
+    /// The instance name its decision ids carry, when it has one.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
     }
 
     /// Milliseconds since the Unix epoch.
@@ -100,10 +116,25 @@ impl Env {
         self.rng.lock().unwrap_or_else(|p| p.into_inner()).u64(..)
     }
 
-    /// A decision id: 16 hex digits.
+    /// A decision id: `NAME-` and 16 lower-case hex digits when the
+    /// environment has an instance name (`cg-a-3f9c0e12ab45d678`), else
+    /// the 16 digits alone. [`decision_instance`] reads the name back.
     pub fn decision_id(&self) -> String {
-        format!("{:016x}", self.u64())
+        match &self.instance {
+            Some(name) => format!("{name}-{:016x}", self.u64()),
+            None => format!("{:016x}", self.u64()),
+        }
     }
+}
+
+/// The instance that made a decision, read from its id: what precedes the
+/// last `-` when 16 hex digits follow it (the name may itself hold `-`);
+/// `None` for ids made without a name (before instance names existed, or
+/// by a replay).
+pub fn decision_instance(id: &str) -> Option<&str> {
+    let (name, digits) = id.rsplit_once('-')?;
+    (!name.is_empty() && digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some(name)
 }
 
 #[cfg(test)]
@@ -121,5 +152,24 @@ mod tests {
         assert_eq!(b.unix_ms(), 5);
         let (c, _) = Env::fixed(0, 43);
         assert_ne!(a.decision_id(), c.decision_id());
+    }
+
+    #[test]
+    fn decision_ids_say_which_instance_made_them() {
+        let (env, _) = Env::fixed(0, 42);
+        let bare = env.decision_id();
+        assert_eq!(bare.len(), 16);
+        assert_eq!(decision_instance(&bare), None);
+        let named = env.with_instance("cg-a.eu");
+        let id = named.decision_id();
+        assert!(
+            id.starts_with("cg-a.eu-") && id.len() == "cg-a.eu-".len() + 16,
+            "{id}"
+        );
+        assert_eq!(decision_instance(&id), Some("cg-a.eu"));
+        assert_eq!(named.instance(), Some("cg-a.eu"));
+        assert_eq!(decision_instance("d0001"), None);
+        assert_eq!(decision_instance("-0123456789abcdef"), None);
+        assert_eq!(decision_instance("x-0123456789abcdeg"), None);
     }
 }

@@ -10,6 +10,7 @@ use callgate::audit::{decisions, Audit, AuditConfig, AuditRecord, CallOutcome, F
 fn record(i: usize, time_ms: i64) -> AuditRecord {
     AuditRecord {
         decision_id: format!("d{i:04}"),
+        instance: "cg-a".into(),
         time_ms,
         call_id: format!("call-{i}"),
         side: "trunk".into(),
@@ -318,6 +319,122 @@ fn report_counts_rules_levels_inconsistencies_and_shadow_disagreements() {
     assert_eq!(r["decisions"], 0);
 }
 
+/// Writes `records` to a new audit store at `path`.
+fn store_with(path: &std::path::Path, records: Vec<AuditRecord>) {
+    let audit = Audit::open(&AuditConfig::new(path.to_owned())).expect("open");
+    for r in records {
+        audit.record(r);
+    }
+    assert!(audit.flush(Duration::from_secs(10)));
+}
+
+#[test]
+fn report_merges_the_stores_of_several_instances_with_figures_per_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a_db, b_db) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let nine = 1_795_510_800_000;
+    // Instance A reviews its caller; instance B, still on an older policy,
+    // lets the same caller through.
+    let mut a1 = record(1, nine);
+    a1.decision_id = "cg-a-00000000000000a1".into();
+    a1.calling = "15550333".into();
+    a1.level = "high".into();
+    a1.action = "review".into();
+    a1.policy_version = "p-2".into();
+    let mut a2 = record(2, nine + 2_000);
+    a2.decision_id = "cg-a-00000000000000a2".into();
+    a2.policy_version = "p-2".into();
+    store_with(&a_db, vec![a1, a2]);
+    let mut b1 = record(3, nine + 1_000);
+    b1.instance = "cg-b".into();
+    b1.decision_id = "cg-b-00000000000000b1".into();
+    b1.calling = "15550333".into();
+    b1.policy_version = "p-1".into();
+    // A row stored before instance names existed: its id names it.
+    let mut b2 = record(4, nine + 3_000);
+    b2.instance = String::new();
+    b2.decision_id = "cg-b-00000000000000b2".into();
+    b2.policy_version = "p-1".into();
+    store_with(&b_db, vec![b1, b2]);
+
+    // `--db` twice, and B's store a second time: its rows count once.
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["report", "--db"])
+        .arg(&a_db)
+        .arg("--db")
+        .arg(&b_db)
+        .arg(&b_db)
+        .arg("--html")
+        .arg(dir.path().join("r.html"))
+        .arg("--json")
+        .arg(dir.path().join("r.json"))
+        .output()
+        .expect("run callgate report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).expect("json"))
+            .expect("parse");
+    assert_eq!(r["decisions"], 4, "{r:#}");
+    assert_eq!(r["duplicates_skipped"], 2);
+    let a = &r["by_instance"]["cg-a"];
+    let b = &r["by_instance"]["cg-b"];
+    assert_eq!(
+        (a["decisions"].as_u64(), b["decisions"].as_u64()),
+        (Some(2), Some(2)),
+        "{r:#}"
+    );
+    assert_eq!(a["review_rate"].as_f64(), Some(0.5));
+    assert_eq!(b["review_rate"].as_f64(), Some(0.0));
+    assert_eq!(a["latest_policy_version"], "p-2");
+    assert_eq!(b["latest_policy_version"], "p-1");
+    assert_eq!(b["policy_versions"]["p-1"], 2);
+    assert_eq!(r["instances_on_different_policies"], true);
+    // The caller treated differently by the two instances, in time order.
+    let inconsistent = r["inconsistent_callers"].as_array().expect("list");
+    assert_eq!(inconsistent.len(), 1, "{r:#}");
+    let calls = inconsistent[0]["calls"].as_array().expect("calls");
+    let who: Vec<(&str, &str, &str)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["instance"].as_str().unwrap_or_default(),
+                c["level"].as_str().unwrap_or_default(),
+                c["policy_version"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(who, [("cg-a", "high", "p-2"), ("cg-b", "low", "p-1")]);
+    let page = std::fs::read_to_string(dir.path().join("r.html")).expect("html");
+    assert!(page.contains("<h2>By instance</h2>") && page.contains("different policy versions"));
+    assert!(
+        page.contains("<td>cg-b</td><td>2</td><td>0.0%</td>"),
+        "{page}"
+    );
+
+    // One store alone: one instance, nothing to compare.
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["report", "--db"])
+        .arg(&a_db)
+        .output()
+        .expect("run callgate report");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout json");
+    assert_eq!(r["by_instance"].as_object().map(|o| o.len()), Some(1));
+    assert_eq!(r["instances_on_different_policies"], false);
+    // A store that is not there names itself.
+    let out = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["report", "--db"])
+        .arg(&a_db)
+        .arg(dir.path().join("missing.db"))
+        .output()
+        .expect("run callgate report");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.db"));
+}
+
 #[test]
 fn a_version_1_store_is_upgraded_in_place_with_its_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -379,7 +496,60 @@ fn a_version_1_store_is_upgraded_in_place_with_its_rows() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+    assert_eq!(
+        rows[0].record.instance, "",
+        "rows from before instance names"
+    );
+}
+
+#[test]
+fn a_version_3_store_gains_the_instance_column_and_keeps_its_view() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v3.db");
+    let t = now_ms();
+    {
+        // Schema 3 as callgate wrote it: records without `instance`, the
+        // side tables and the view over `r.*`.
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE records (id INTEGER PRIMARY KEY, decision_id TEXT NOT NULL, time_ms INTEGER NOT NULL,
+             call_id TEXT NOT NULL, side TEXT NOT NULL, trunk TEXT NOT NULL, calling TEXT NOT NULL, called TEXT NOT NULL,
+             verification TEXT NOT NULL, signals TEXT NOT NULL, rules TEXT NOT NULL, score INTEGER NOT NULL,
+             level TEXT NOT NULL, action TEXT NOT NULL, target TEXT, restrict_actions TEXT NOT NULL,
+             policy_version TEXT NOT NULL, shadow TEXT);
+             CREATE TABLE outcomes (record INTEGER PRIMARY KEY, outcome TEXT NOT NULL, status INTEGER, duration_ms INTEGER);
+             CREATE TABLE media (record INTEGER PRIMARY KEY, stats TEXT NOT NULL);
+             CREATE TABLE invites (record INTEGER PRIMARY KEY, invite BLOB NOT NULL);
+             CREATE VIEW decisions AS SELECT r.*, i.invite, o.outcome, o.status, o.duration_ms, m.stats AS media
+             FROM records r LEFT JOIN invites i ON i.record = r.id LEFT JOIN outcomes o ON o.record = r.id
+             LEFT JOIN media m ON m.record = r.id;
+             PRAGMA user_version = 3;",
+        )
+        .expect("v3 schema");
+        db.execute(
+            "INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called,
+             verification, signals, rules, score, level, action, restrict_actions, policy_version)
+             VALUES ('00000000000000a3', ?1, 'call-v3', 'trunk', '198.51.100.7', '15550199', '15550100',
+             'null', 'null', '[]', 0, 'low', 'tag', '[]', 'p-0')",
+            [t - 1],
+        )
+        .expect("v3 row");
+    }
+    let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open v3");
+    audit.record(record(1, t));
+    assert!(audit.flush(Duration::from_secs(10)));
+    let rows = decisions(&path, None, None).expect("read");
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|d| (d.record.decision_id.as_str(), d.record.instance.as_str()))
+        .collect();
+    assert_eq!(got, [("00000000000000a3", ""), ("d0001", "cg-a")]);
+    let db = rusqlite::Connection::open(&path).expect("open");
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 4);
 }
 
 /// Waits (bounded) until `done` holds.
@@ -444,7 +614,7 @@ fn a_failed_upgrade_leaves_the_old_store_as_it_was() {
     let err = Audit::open(&AuditConfig::new(path.clone()))
         .err()
         .expect("refused");
-    assert!(err.to_string().contains("upgrading schema 2 to 3"), "{err}");
+    assert!(err.to_string().contains("upgrading schema 2 to 4"), "{err}");
     let db = rusqlite::Connection::open(&path).expect("open");
     let (version, rows, tables): (i64, i64, i64) = db
         .query_row(

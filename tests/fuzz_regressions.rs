@@ -40,14 +40,13 @@ fn every_prefix(target: &str, exercise: fn(&[u8]) -> usize) -> usize {
 type Exercise = fn(&[u8]) -> usize;
 
 /// The targets that run without a gate, with their entry points.
-const TARGETS: [(&str, Exercise); 9] = [
+const TARGETS: [(&str, Exercise); 8] = [
     ("sdp", fuzzing::sdp::exercise),
     ("ng", fuzzing::ng::exercise),
     ("srtp", fuzzing::srtp::exercise),
     ("x509", fuzzing::x509::exercise),
     ("passport", fuzzing::passport::exercise),
     ("http", fuzzing::http::exercise),
-    ("resp", fuzzing::resp::exercise),
     ("pcap", fuzzing::pcap::exercise),
     ("policy", fuzzing::policy::exercise),
 ];

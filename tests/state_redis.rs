@@ -9,127 +9,27 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
-use callgate::stir::sign::{identity_header, SignRequest};
+use common::calls::{call, routed, sharing_instance, token};
 use common::pki::{https_server, pki, Pki};
 use common::redis::RedisServer;
-use common::{
-    await_metric, await_metric_at_most, config, free_port, scenario, Callgate, Ports, Sipp,
-    SippResult,
-};
-
-const POLICY: &str = r#"
-version = "shared-1"
-[levels]
-medium = 30
-high = 60
-critical = 90
-[level.high]
-action = "review"
-restrict = ["credential-reset"]
-[review]
-uri = "sip:review@127.0.0.1"
-[velocity.ani_1m]
-key = "calling"
-window_secs = 60
-[[rule]]
-code = "STIR_FAILED"
-weight = 70
-when = { stir = "failed" }
-[[rule]]
-code = "BURST_ANI_1M"
-weight = 65
-when = { velocity = "ani_1m", at_least = 4 }
-"#;
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn token(pki: &Pki, x5u: &str, orig: &str) -> String {
-    let h = identity_header(
-        &pki.signing,
-        &SignRequest {
-            orig,
-            dest: "+15550100",
-            attest: 'A',
-            origid: "123e4567-e89b-12d3-a456-426655440077",
-            x5u,
-            iat: now(),
-        },
-    )
-    .expect("sign");
-    h.split(';').next().unwrap_or_default().to_owned()
-}
+use common::{await_metric, await_metric_at_most, free_port, scenario, Callgate, Sipp};
 
 /// One callgate of the pair: STIR, the policy, state on Redis at `redis`.
 /// Both instances of one test share the key prefix (named after the Redis
 /// port); no two tests share one.
 fn instance(pki: &Pki, redis: u16, pbx_port: u16) -> Callgate {
-    let dir = pki._dir.path();
-    let policy = dir.join("policy.toml");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let ports = Ports::new();
-    let extra = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n\
-         [risk]\npolicy = \"{}\"\n\n\
-         [state]\nredis = \"redis://127.0.0.1:{redis}\"\ntimeout_ms = 50\nkey_prefix = \"test-{redis}:\"\n",
-        pki.trust_dir.display(),
-        pki.web_ca.display(),
-        policy.display(),
-    );
-    Callgate::start(
-        ports,
-        &config(
-            ports,
-            &[format!("sip:127.0.0.1:{pbx_port}")],
-            &["sip:127.0.0.1:9".to_owned()],
-            &extra,
+    instance_on(
+        pki,
+        pbx_port,
+        &format!(
+            "redis = \"redis://127.0.0.1:{redis}\"\ntimeout_ms = 50\nkey_prefix = \"test-{redis}:\"\n"
         ),
     )
 }
 
-/// Places one call through `cg` from `calling` with `header` (an Identity
-/// header line or a harmless one) and checks that it was answered.
-fn call(cg: &Callgate, dir: &std::path::Path, calling: &str, header: &str, x5u: &str, n: usize) {
-    let path = dir.join(format!("call-{n}.csv"));
-    std::fs::write(
-        &path,
-        format!("SEQUENTIAL\n{calling};+15550100;{header};{x5u}\n"),
-    )
-    .expect("csv");
-    let r = Sipp::uac(
-        &scenario("uac-risk.xml"),
-        &cg.trunk(),
-        1,
-        1,
-        "u1",
-        &["-inf", &path.display().to_string()],
-    );
-    r.assert_all_ok(1, &format!("call {n} from {calling}"));
-}
-
-/// The Request-URI and X-Callgate-Reasons of every INVITE the PBX got.
-fn routed(uas: &SippResult) -> Vec<(String, String, String)> {
-    uas.received_requests("INVITE")
-        .iter()
-        .map(|m| {
-            let line = |name: &str| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
-            };
-            let ruri = m.lines().next().unwrap_or_default().to_owned();
-            (
-                ruri,
-                line("X-Callgate-Reasons:"),
-                line("X-Callgate-Verify:"),
-            )
-        })
-        .collect()
+/// One callgate of a pair with `state` as its `[state]` section.
+fn instance_on(pki: &Pki, pbx_port: u16, state: &str) -> Callgate {
+    sharing_instance(pki, pbx_port, &format!("[state]\n{state}"))
 }
 
 #[test]
@@ -308,4 +208,232 @@ fn an_unreachable_redis_never_delays_calls_and_is_reported() {
         1.0,
         "{m}"
     );
+}
+
+/// With `a` and `b` both connected to Redis, four calls from `calling`
+/// alternate between them (PBX at `pbx_port`): the 4th, counted across
+/// both (two per instance), goes to review.
+fn the_fourth_call_across_both_is_reviewed(
+    pki: &Pki,
+    a: &Callgate,
+    b: &Callgate,
+    pbx_port: u16,
+    calling: &str,
+) {
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        4,
+        "u1",
+        &["-trace_msg"],
+    );
+    for cg in [a, b] {
+        await_metric(cg, "callgate_state_shared_up", 1.0);
+    }
+    for i in 0..4 {
+        let cg = if i % 2 == 0 { a } else { b };
+        call(
+            cg,
+            pki._dir.path(),
+            calling,
+            "X-No-Identity: unsigned",
+            "none",
+            i,
+        );
+    }
+    let got = routed(&uas.finish());
+    assert!(
+        got.len() == 4 && got[3].0.starts_with("INVITE sip:review@") && got[3].1 == "BURST_ANI_1M",
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn rediss_as_an_acl_user_shares_state_and_a_wrong_password_is_reported() {
+    // A Redis that speaks TLS only, whose default user is off: callgate
+    // logs in as the ACL user `callgate`, allowed only its own keys, and
+    // checks the server's certificate against `tls_ca`.
+    let pki = pki();
+    let _x5u_server = https_server(&pki);
+    let tls = common::pki::tls_files(pki._dir.path());
+    let port = free_port();
+    let prefix = format!("acl-{port}:");
+    let pattern = format!("~{prefix}*");
+    let (cert, key, ca) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+        tls.ca.display().to_string(),
+    );
+    let _redis = RedisServer::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "callgate",
+            "on",
+            ">s3cret-pw",
+            &pattern,
+            // What docs/operations.md tells operators to grant, and no
+            // more: scripts' commands are checked too.
+            "+eval",
+            "+set",
+            "+get",
+            "+pttl",
+            "+ping",
+            "+hello",
+            "+client",
+            "+zremrangebyscore",
+            "+zremrangebyrank",
+            "+zadd",
+            "+zcard",
+            "+pexpire",
+        ],
+    );
+    let state = |password: &str| {
+        format!(
+            "redis = \"rediss://callgate:{password}@localhost:{port}\"\ntls_ca = \"{ca}\"\n\
+             timeout_ms = 500\nkey_prefix = \"{prefix}\"\n"
+        )
+    };
+    let pbx_port = free_port();
+    let a = instance_on(&pki, pbx_port, &state("s3cret-pw"));
+    let b = instance_on(&pki, pbx_port, &state("s3cret-pw"));
+    let wrong = instance_on(&pki, pbx_port, &state("not-the-password"));
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port, "+15550103");
+    for cg in [&a, &b] {
+        assert_eq!(
+            cg.metric("callgate_state_ops_total{op=\"velocity\",answered=\"shared\"}"),
+            2.0,
+            "{}",
+            cg.metrics()
+        );
+    }
+    // The wrong password: refused by Redis, said in the log (never the
+    // password itself), and the instance runs on local state.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !wrong
+        .log()
+        .contains("redis unreachable; using local state and retrying")
+    {
+        assert!(Instant::now() < deadline, "{}", wrong.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(wrong.metric("callgate_state_shared_up"), 0.0);
+    assert!(!wrong.log().contains("not-the-password"), "{}", wrong.log());
+}
+
+/// The members of the one velocity window key matching `pattern` on
+/// `server` (`:N`).
+fn window_size(server: &RedisServer, pattern: &str) -> String {
+    server.command(&[
+        "EVAL",
+        "return redis.call('ZCARD', redis.call('KEYS', ARGV[1])[1])",
+        "0",
+        pattern,
+    ])
+}
+
+/// Polls `server` with `args` until the reply's first line is `want`
+/// (bounded: 20 s).
+fn await_reply(server: &RedisServer, args: &[&str], want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = server.command(args);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{args:?}: {got}, not {want}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sentinels_name_the_master_callgate_shares_state_through_and_follow_a_failover() {
+    // A master, its replica and a Sentinel that watches them: callgate is
+    // given only the Sentinel and the master's name, asks it for the
+    // master and counts through it; after a failover it asks again and
+    // counts through the new master, without a restart.
+    let pki = pki();
+    let _x5u_server = https_server(&pki);
+    let (master_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
+    // The replica's full sync writes an RDB file: in the test's directory.
+    let dir = pki._dir.path().display().to_string();
+    let master = RedisServer::start_with(master_port, &["--dir", &dir]);
+    let replica = RedisServer::start_with(
+        replica_port,
+        &[
+            "--replicaof",
+            "127.0.0.1",
+            &master_port.to_string(),
+            "--dir",
+            &dir,
+        ],
+    );
+    // The replica is in sync before the Sentinel first asks the master.
+    await_reply(&master, &["WAIT", "1", "100"], ":1");
+    let sentinel = RedisServer::sentinel(sentinel_port, "cgmaster", master_port, pki._dir.path());
+    await_reply(&sentinel, &["SENTINEL", "REPLICAS", "cgmaster"], "*1");
+    let state = format!(
+        "redis = \"redis://cgmaster/0\"\nsentinels = [\"127.0.0.1:{sentinel_port}\"]\n\
+         timeout_ms = 500\nkey_prefix = \"sentinel-{master_port}:\"\n"
+    );
+    let pbx_port = free_port();
+    let a = instance_on(&pki, pbx_port, &state);
+    let b = instance_on(&pki, pbx_port, &state);
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port, "+15550103");
+    // The counts are in the master the Sentinel named.
+    let pattern = |n: &str| format!("sentinel-{master_port}:v:ani_1m:*{n}");
+    assert_eq!(window_size(&master, &pattern("0103")), ":4");
+
+    // Failover: the replica becomes the master (ROLE's reply has 3
+    // elements on a master, 5 on a replica)…
+    assert_eq!(
+        sentinel.command(&["SENTINEL", "FAILOVER", "cgmaster"]),
+        "+OK"
+    );
+    await_reply(&replica, &["ROLE"], "*3");
+    // … and the old master a replica of it, once the Sentinel turned it.
+    await_reply(&master, &["ROLE"], "*5");
+    // The first write each instance makes after it may still reach the
+    // demoted master (READONLY, or its connection closed): that call
+    // falls back to local state and the instance asks the Sentinel again.
+    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 2, "u1", &[]);
+    for (n, cg) in [&a, &b].into_iter().enumerate() {
+        call(
+            cg,
+            pki._dir.path(),
+            "+15550199",
+            "X-No-Identity: unsigned",
+            "none",
+            10 + n,
+        );
+    }
+    uas.finish().assert_all_ok(2, "PBX UAS after the failover");
+    the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port, "+15550108");
+    assert_eq!(
+        window_size(&replica, &pattern("0108")),
+        ":4",
+        "counted in the new master"
+    );
+    for cg in [&a, &b] {
+        assert!(
+            cg.metric("callgate_state_shared_reconnects_total") >= 1.0,
+            "{}",
+            cg.metrics()
+        );
+    }
 }

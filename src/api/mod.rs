@@ -83,13 +83,19 @@ impl exposition::Exposed for access::Access {
 }
 
 /// Serves the admin API on `listener` until the process exits, every
-/// request checked by `access` first.
-pub async fn serve(listener: TcpListener, service: Shared, access: access::Access) {
+/// request checked by `access` first; `instance` (`[instance] name`)
+/// labels `callgate_build_info`.
+pub async fn serve(
+    listener: TcpListener,
+    service: Shared,
+    access: access::Access,
+    instance: String,
+) {
     let access = Arc::new(access);
     let registry = exposition::registry([
         exposition::collector(Arc::new(ServiceMetrics(service.clone()))),
         exposition::collector(access.clone()),
-        exposition::collector(Arc::new(process::ProcessMetrics)),
+        exposition::collector(Arc::new(process::ProcessMetrics { instance })),
     ]);
     let api = Api {
         service,

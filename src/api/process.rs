@@ -23,7 +23,12 @@ const COMMIT: Option<&str> = option_env!("CALLGATE_COMMIT");
 
 /// The build and process families.
 #[derive(Debug, Default)]
-pub struct ProcessMetrics;
+pub struct ProcessMetrics {
+    /// `[instance] name`: the `instance_name` label of
+    /// `callgate_build_info` (not `instance`, which Prometheus sets to the
+    /// scrape target and would rename ours `exported_instance`).
+    pub instance: String,
+}
 
 /// What `/proc/self` says about this process.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -99,11 +104,12 @@ impl Exposed for ProcessMetrics {
         info(
             e,
             "callgate_build_info",
-            "The callgate build serving: its version and, when the build was given CALLGATE_COMMIT, the commit.",
+            "The callgate build serving: its version, the commit when the build was given CALLGATE_COMMIT, and instance_name, this instance's [instance] name (the start of its decision ids).",
         )?
         .info(&[
             ("version", env!("CARGO_PKG_VERSION")),
             ("commit", COMMIT.unwrap_or("unknown")),
+            ("instance_name", self.instance.as_str()),
         ])?;
         let Some(p) = ProcessSample::read() else {
             return Ok(());

@@ -63,8 +63,13 @@ pub struct FiredRule {
 /// One decision on one call, with its full verification path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// Unique per decision (shown to the agent in `X-Callgate-Risk`).
+    /// Unique per decision (shown to the agent in `X-Callgate-Risk`):
+    /// `<instance>-<16 hex digits>` (`crate::env::decision_instance`).
     pub decision_id: String,
+    /// The instance that made the decision (`[instance] name`); empty in
+    /// records stored before instance names existed.
+    #[serde(default)]
+    pub instance: String,
     /// Unix milliseconds.
     pub time_ms: i64,
     pub call_id: String,

@@ -3,6 +3,12 @@
 //! which callers were treated differently on different calls, and where the
 //! shadow policy disagreed. JSON for machines, one self-contained HTML page
 //! (inline SVG charts, no scripts) for people.
+//!
+//! Several instances behind one trunk each keep their own audit store;
+//! [`merge`] puts their decisions in one time line, and the report gives
+//! per-instance figures beside the totals: an instance that reviews more
+//! than its peers, or still runs an older policy, is what a consistency
+//! report over a cluster must show.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,6 +21,9 @@ use super::record::StoredDecision;
 #[derive(Debug, Clone, Serialize)]
 pub struct CallLine {
     pub call_id: String,
+    /// The instance that decided (see [`merge`]).
+    pub instance: String,
+    pub policy_version: String,
     pub time_ms: i64,
     pub level: String,
     pub action: String,
@@ -38,12 +47,36 @@ pub struct Disagreement {
     pub shadow: String,
 }
 
+/// One instance's share of the decisions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InstanceFigures {
+    pub decisions: usize,
+    pub by_level: BTreeMap<String, usize>,
+    pub by_action: BTreeMap<String, usize>,
+    /// Share of its decisions sent to the review queue.
+    pub review_rate: f64,
+    /// Policy version → decisions made under it.
+    pub policy_versions: BTreeMap<String, usize>,
+    /// The policy version of its latest decision in the range.
+    pub latest_policy_version: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 /// The report's numbers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub decisions: usize,
+    /// Instance name → its figures (one entry for a single store).
+    pub by_instance: BTreeMap<String, InstanceFigures>,
+    /// Whether the instances' latest decisions were made under different
+    /// policy versions (one of them missed a reload).
+    pub instances_on_different_policies: bool,
+    /// Decisions found in more than one of the merged stores (the same
+    /// store given twice, or a copy), counted once.
+    pub duplicates_skipped: usize,
     /// Rule code → how many decisions it fired in.
     pub by_rule: BTreeMap<String, usize>,
     pub by_level: BTreeMap<String, usize>,
@@ -61,12 +94,47 @@ pub struct Report {
     pub disagreement_examples: Vec<Disagreement>,
 }
 
-/// Builds the report over `rows` (oldest first).
+/// The decisions of several audit stores as one time line, oldest first:
+/// `stores` holds each store's label (its path) and its rows. A row's
+/// `instance` is filled where the store left it empty (rows written before
+/// instance names existed): from its decision id when that names one
+/// (`crate::env::decision_instance`), else the store's label. A decision
+/// present in several stores (same id, call and time) is kept once; the
+/// second value counts the others.
+pub fn merge(stores: Vec<(String, Vec<StoredDecision>)>) -> (Vec<StoredDecision>, usize) {
+    let mut seen = std::collections::HashSet::new();
+    let mut skipped = 0;
+    let mut all = Vec::with_capacity(stores.iter().map(|(_, rows)| rows.len()).sum());
+    for (label, rows) in stores {
+        for mut d in rows {
+            let rec = &mut d.record;
+            if !seen.insert((rec.decision_id.clone(), rec.call_id.clone(), rec.time_ms)) {
+                skipped += 1;
+                continue;
+            }
+            if rec.instance.is_empty() {
+                rec.instance = crate::env::decision_instance(&rec.decision_id)
+                    .unwrap_or(&label)
+                    .to_owned();
+            }
+            all.push(d);
+        }
+    }
+    // Stable: rows of one store keep their order at equal times.
+    all.sort_by_key(|d| d.record.time_ms);
+    (all, skipped)
+}
+
+/// Builds the report over `rows` (oldest first; [`merge`] for several
+/// stores).
 pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i64>) -> Report {
     let mut r = Report {
         since_ms,
         until_ms,
         decisions: rows.len(),
+        by_instance: BTreeMap::new(),
+        instances_on_different_policies: false,
+        duplicates_skipped: 0,
         by_rule: BTreeMap::new(),
         by_level: BTreeMap::new(),
         by_action: BTreeMap::new(),
@@ -92,6 +160,19 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
         };
         *r.by_level.entry(level.to_owned()).or_default() += 1;
         *r.by_action.entry(rec.action.clone()).or_default() += 1;
+        let inst = r.by_instance.entry(rec.instance.clone()).or_default();
+        if inst.decisions == 0 {
+            inst.first_ms = rec.time_ms;
+        }
+        inst.decisions += 1;
+        inst.last_ms = rec.time_ms;
+        *inst.by_level.entry(level.to_owned()).or_default() += 1;
+        *inst.by_action.entry(rec.action.clone()).or_default() += 1;
+        *inst
+            .policy_versions
+            .entry(rec.policy_version.clone())
+            .or_default() += 1;
+        inst.latest_policy_version = rec.policy_version.clone();
         *r.by_trunk.entry(rec.trunk.clone()).or_default() += 1;
         let hour = rec.time_ms.rem_euclid(86_400_000) / 3_600_000;
         if let Some(h) = r.by_hour.get_mut(hour as usize) {
@@ -106,6 +187,8 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
                 .or_default()
                 .push(CallLine {
                     call_id: rec.call_id.clone(),
+                    instance: rec.instance.clone(),
+                    policy_version: rec.policy_version.clone(),
                     time_ms: rec.time_ms,
                     level: level.to_owned(),
                     action: rec.action.clone(),
@@ -137,12 +220,14 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
             }
         }
     }
-    let reviewed = r.by_action.get("review").copied().unwrap_or(0);
-    r.review_rate = if rows.is_empty() {
-        0.0
-    } else {
-        reviewed as f64 / rows.len() as f64
-    };
+    r.review_rate = review_rate(&r.by_action, rows.len());
+    for inst in r.by_instance.values_mut() {
+        inst.review_rate = review_rate(&inst.by_action, inst.decisions);
+    }
+    let mut latest = r.by_instance.values().map(|i| &i.latest_policy_version);
+    if let Some(first) = latest.next() {
+        r.instances_on_different_policies = latest.any(|v| v != first);
+    }
     r.inconsistent_callers = callers
         .into_iter()
         .filter(|(_, calls)| {
@@ -156,6 +241,15 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
         })
         .collect();
     r
+}
+
+/// Share of `total` decisions whose action was review.
+fn review_rate(by_action: &BTreeMap<String, usize>, total: usize) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        by_action.get("review").copied().unwrap_or(0) as f64 / total as f64
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -207,6 +301,14 @@ pub fn html(r: &Report) -> String {
         r.shadow_disagreements,
         r.shadow_evaluated
     );
+    if r.duplicates_skipped > 0 {
+        let _ = writeln!(
+            h,
+            "<p>{} decisions found in more than one store were counted once.</p>",
+            r.duplicates_skipped
+        );
+    }
+    instances_table(&mut h, r);
     let sorted = |m: &BTreeMap<String, usize>| {
         let mut v: Vec<(String, usize)> = m.iter().map(|(k, n)| (k.clone(), *n)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -232,14 +334,16 @@ pub fn html(r: &Report) -> String {
     if r.inconsistent_callers.is_empty() {
         h.push_str("<p>None.</p>\n");
     } else {
-        h.push_str("<table><tr><th>calling</th><th>call</th><th>level</th><th>action</th><th>score</th><th>reasons</th></tr>\n");
+        h.push_str("<table><tr><th>calling</th><th>call</th><th>instance</th><th>policy</th><th>level</th><th>action</th><th>score</th><th>reasons</th></tr>\n");
         for c in &r.inconsistent_callers {
             for call in &c.calls {
                 let _ = writeln!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     escape(&c.calling),
                     escape(&call.call_id),
+                    escape(&call.instance),
+                    escape(&call.policy_version),
                     escape(&call.level),
                     escape(&call.action),
                     call.score,
@@ -268,4 +372,36 @@ pub fn html(r: &Report) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// The per-instance table: decisions, review rate, levels and the policy
+/// each instance decided under, with a warning when the policies differ.
+fn instances_table(h: &mut String, r: &Report) {
+    h.push_str("<h2>By instance</h2>\n");
+    if r.instances_on_different_policies {
+        h.push_str("<p><strong>The instances decided under different policy versions</strong>: one of them may have missed a reload.</p>\n");
+    }
+    h.push_str("<table><tr><th>instance</th><th>decisions</th><th>review rate</th><th>low</th><th>medium</th><th>high</th><th>critical</th><th>latest policy</th><th>policies</th></tr>\n");
+    for (name, i) in &r.by_instance {
+        let level = |l: &str| i.by_level.get(l).copied().unwrap_or(0);
+        let policies: Vec<String> = i
+            .policy_versions
+            .iter()
+            .map(|(v, n)| format!("{v} ({n})"))
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(name),
+            i.decisions,
+            i.review_rate * 100.0,
+            level("low"),
+            level("medium"),
+            level("high"),
+            level("critical"),
+            escape(&i.latest_policy_version),
+            escape(&policies.join(", "))
+        );
+    }
+    h.push_str("</table>\n");
 }

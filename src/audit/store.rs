@@ -26,8 +26,9 @@ use super::{AuditConfig, AuditError, AuditMetrics};
 /// Schema version (`PRAGMA user_version`).
 /// 2 added `media` (the relay's per-call statistics); 3 moved outcomes,
 /// media statistics and INVITEs into tables of their own (the view
-/// `decisions` keeps schema 2's columns).
-const SCHEMA_VERSION: i64 = 3;
+/// `decisions` keeps schema 2's columns); 4 added `instance`, the name of
+/// the callgate that made the decision.
+const SCHEMA_VERSION: i64 = 4;
 
 /// The decisions' fixed part and its indexes (the index names are schema
 /// 2's, kept by the upgrade's rename).
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS records (
     target TEXT,
     restrict_actions TEXT NOT NULL,
     policy_version TEXT NOT NULL,
-    shadow TEXT
+    shadow TEXT,
+    instance TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON records(time_ms);
 CREATE INDEX IF NOT EXISTS decisions_call ON records(call_id);
@@ -99,6 +101,10 @@ ALTER TABLE records DROP COLUMN duration_ms;
 ALTER TABLE records DROP COLUMN media;
 ALTER TABLE records DROP COLUMN invite;
 ";
+
+/// Schema 3 to 4: the instance that made each decision (empty for the
+/// rows stored before).
+const ADD_INSTANCE: &str = "ALTER TABLE records ADD COLUMN instance TEXT NOT NULL DEFAULT '';";
 
 /// What the writer thread is asked to do.
 pub(super) enum Job {
@@ -153,10 +159,17 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         db.execute_batch("ALTER TABLE decisions ADD COLUMN media TEXT")
             .map_err(opening)?;
     }
-    if version == 1 || version == 2 {
-        let upgrade = format!(
-            "BEGIN; ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} COMMIT;"
-        );
+    if (1..=3).contains(&version) {
+        // One transaction per upgrade: an interrupted one leaves the old
+        // schema as it was. Schema 3's view is dropped to be made again
+        // over the new column.
+        let upgrade = if version == 3 {
+            format!("BEGIN; {ADD_INSTANCE} DROP VIEW IF EXISTS decisions; COMMIT;")
+        } else {
+            format!(
+                "BEGIN; ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} {ADD_INSTANCE} COMMIT;"
+            )
+        };
         if let Err(e) = db.execute_batch(&upgrade) {
             let _ = db.execute_batch("ROLLBACK");
             return Err(AuditError::Open(
@@ -231,8 +244,8 @@ fn write_batch(
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called,
              verification, signals, rules, score, level, action, target, restrict_actions,
-             policy_version, shadow)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
+             policy_version, shadow, instance)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
         )?;
         let mut invite =
             tx.prepare_cached("INSERT INTO invites (record, invite) VALUES (?1, ?2)")?;
@@ -277,6 +290,7 @@ fn write_batch(
                         json(&r.restrict),
                         r.policy_version,
                         r.shadow.as_ref().map(Json::get),
+                        r.instance,
                     ])?;
                     let id = tx.last_insert_rowid();
                     let text = r
@@ -564,7 +578,7 @@ pub fn decisions(
         .prepare(
             "SELECT decision_id, time_ms, call_id, side, trunk, calling, called, verification, signals,
              rules, score, level, action, target, restrict_actions, policy_version, shadow, invite,
-             outcome, status, duration_ms, media FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
+             outcome, status, duration_ms, media, instance FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
             // (the view: records joined with their INVITE, outcome, media)
         )
         .map_err(|e| AuditError::Read(e.to_string()))?;
@@ -581,6 +595,7 @@ pub fn decisions(
                 Ok(StoredDecision {
                     record: AuditRecord {
                         decision_id: r.get(0)?,
+                        instance: r.get(22)?,
                         time_ms: r.get(1)?,
                         call_id: r.get(2)?,
                         side: r.get(3)?,

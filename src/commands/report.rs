@@ -1,19 +1,20 @@
-//! `callgate report`: the consistency report over the audit store, as JSON
-//! or HTML.
+//! `callgate report`: the consistency report over one audit store or
+//! several (one per instance, merged), as JSON or HTML.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::time::time_range;
 
-/// Builds the report over the decisions of `db` within `since`..`until`
-/// and writes it to `html` and/or `json`, or prints the JSON.
+/// Builds the report over the decisions of the stores `dbs` within
+/// `since`..`until` and writes it to `html` and/or `json`, or prints the
+/// JSON.
 pub fn report(
-    db: &Path,
+    dbs: &[PathBuf],
     since: Option<&str>,
     until: Option<&str>,
-    html: Option<std::path::PathBuf>,
-    json: Option<std::path::PathBuf>,
+    html: Option<PathBuf>,
+    json: Option<PathBuf>,
 ) -> ExitCode {
     use callgate::audit::{decisions, report};
     let times = time_range(since, until);
@@ -24,14 +25,19 @@ pub fn report(
             return ExitCode::from(2);
         }
     };
-    let rows = match decisions(db, since, until) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("report: {e}");
-            return ExitCode::from(2);
+    let mut stores = Vec::with_capacity(dbs.len());
+    for db in dbs {
+        match decisions(db, since, until) {
+            Ok(rows) => stores.push((db.display().to_string(), rows)),
+            Err(e) => {
+                eprintln!("report: {e}");
+                return ExitCode::from(2);
+            }
         }
-    };
-    let r = report::build(&rows, since, until);
+    }
+    let (rows, duplicates) = report::merge(stores);
+    let mut r = report::build(&rows, since, until);
+    r.duplicates_skipped = duplicates;
     let text = serde_json::to_string_pretty(&r).unwrap_or_default();
     let mut ok = true;
     if let Some(p) = &html {

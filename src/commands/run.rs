@@ -79,6 +79,11 @@ fn run(cfg: Config, path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Every line the signalling thread logs (its tasks run inside this
+    // `block_on`) carries the instance name, whatever the log level: the
+    // span is at ERROR so that no filter leaves it out.
+    let instance = tracing::error_span!("callgate", instance = %cfg.instance);
+    let _instance = instance.enter();
     rt.block_on(async move {
         let running = match callgate::gate::start(&cfg, path.clone()).await {
             Ok(r) => r,

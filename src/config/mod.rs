@@ -9,7 +9,7 @@
 //! `proxy.rs` (`[timers]`, `[limits]`, `[health]`, `[overload]`),
 //! `stir.rs`, `risk.rs`, `audit.rs`, `state.rs`, `media.rs`, `dns.rs`, and
 //! `service.rs` (`[admin]`, `[log]`, `[shutdown]`), `reload.rs`
-//! (`[reload]`). `expand.rs` puts `${NAME}` from the environment into
+//! (`[reload]`), `instance.rs` (`[instance]`). `expand.rs` puts `${NAME}` from the environment into
 //! string values first. Relative paths resolve against the configuration
 //! file's own directory (`locate`). The types the SIP core
 //! runs with ([`Side`], [`Transport`], [`Target`], [`TimerConfig`],
@@ -19,6 +19,7 @@
 mod audit;
 mod dns;
 mod expand;
+pub mod instance;
 mod media;
 mod proxy;
 mod reload;
@@ -117,6 +118,9 @@ fn resolve(p: &Path, base: &Path) -> Result<PathBuf, PathBuf> {
 /// The whole configuration, after validation.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This instance's name (`[instance] name`, default the host name):
+    /// the start of every decision id, in every audit record.
+    pub instance: String,
     pub trunk: SideConfig,
     pub pbx: SideConfig,
     pub health: HealthConfig,
@@ -157,6 +161,8 @@ pub struct Config {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    instance: instance::RawInstance,
     trunk: Option<side::RawSide>,
     pbx: Option<side::RawSide>,
     #[serde(default)]
@@ -217,6 +223,7 @@ impl Config {
     /// [`Config::parse`] with relative paths resolved under `base`.
     fn parse_in(text: &str, origin: &Path, base: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = expand::deserialize(text, origin)?;
+        let instance = instance::instance(raw.instance)?;
         let trunk = side::side(Side::Trunk, raw.trunk, base)?;
         let pbx = side::side(Side::Pbx, raw.pbx, base)?;
         let health = proxy::health(raw.health)?;
@@ -236,6 +243,7 @@ impl Config {
         let risk = risk::risk(raw.risk, base)?;
         let audit = audit::audit(raw.audit, base)?;
         Ok(Config {
+            instance,
             trunk,
             pbx,
             health,
@@ -253,7 +261,7 @@ impl Config {
             stir,
             risk,
             audit,
-            state: state::state(raw.state)?,
+            state: state::state(raw.state, base)?,
             media: media::media(raw.media)?,
             dns: dns::dns(raw.dns)?,
             watch: reload::reload(raw.reload)?,

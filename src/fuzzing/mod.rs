@@ -13,7 +13,6 @@ pub mod passport;
 pub mod pcap;
 pub mod pipeline;
 pub mod policy;
-pub mod resp;
 pub mod sdp;
 pub mod srtp;
 pub mod x509;

@@ -24,8 +24,8 @@ pub(super) struct Snapshot {
 }
 
 /// Keys that a reload reads but only a restart applies (`lifecycle.rs`):
-/// the listeners, `[state]`, `[media]`, `[admin]`, `[log]` and the
-/// signature worker threads.
+/// the listeners, `[instance]`, `[state]`, `[media]`, `[admin]`, `[log]`
+/// and the signature worker threads.
 fn needs_restart(key: &str) -> bool {
     let listener = ["trunk.", "pbx."].iter().any(|s| {
         ["udp", "tcp", "tls"]
@@ -33,7 +33,7 @@ fn needs_restart(key: &str) -> bool {
             .any(|t| key == format!("{s}{t}"))
     });
     listener
-        || ["state", "media", "admin", "log", "dns"]
+        || ["instance", "state", "media", "admin", "log", "dns"]
             .iter()
             .any(|s| key == *s || key.starts_with(&format!("{s}.")))
         || key == "stir.verify_threads"
@@ -272,6 +272,7 @@ mod tests {
         changed_keys(&old, &new, "", &mut out);
         assert_eq!(out, vec!["pbx.targets", "pbx.udp", "log"]);
         assert!(needs_restart("pbx.udp") && needs_restart("log"));
+        assert!(needs_restart("instance.name"));
         assert!(!needs_restart("pbx.targets") && !needs_restart("pbx.udp_x"));
     }
 }

@@ -305,7 +305,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         crate::sip::proxy::LocalSide::from_config(&settings.sides[0]),
         crate::sip::proxy::LocalSide::from_config(&settings.sides[1]),
     ];
-    let env = crate::env::Env::system();
+    let env = crate::env::Env::system().with_instance(&cfg.instance);
     let core = ProxyCore::new(settings, metrics.clone(), now, env.u64());
     let media = match &cfg.media {
         Some(m) => {
@@ -407,7 +407,12 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             .map_err(|source| GateError::Admin { addr, source })?;
         bound.admin = l.local_addr().ok();
         let access = crate::api::access::Access::new(&cfg.admin, bound.admin.unwrap_or(addr));
-        tokio::spawn(crate::api::serve(l, gate.clone(), access));
+        tokio::spawn(crate::api::serve(
+            l,
+            gate.clone(),
+            access,
+            cfg.instance.clone(),
+        ));
     }
     // Kick the probes off now that sockets are ready.
     gate.rearm(Some(Instant::now()));

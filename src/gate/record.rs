@@ -22,6 +22,7 @@ pub fn audit_record(ctx: &CallContext, env: &Env) -> AuditRecord {
         decision_id: decision
             .map(|d| d.id.clone())
             .unwrap_or_else(|| env.decision_id()),
+        instance: env.instance().unwrap_or_default().to_owned(),
         time_ms: env.unix_ms(),
         call_id: String::from_utf8_lossy(ctx.msg.call_id().unwrap_or_default()).into_owned(),
         side: ctx.peer.side.as_str().to_owned(),

@@ -12,14 +12,14 @@
 //!
 //! * [`window`] — exact sliding-window counters in this process;
 //! * [`memory`] — the embedded store;
-//! * [`redis`], [`resp`] — a small pipelined Redis client;
+//! * [`redis`] — the connection to Redis (the `redis` crate's, kept and
+//!   remade by one task);
 //! * [`redis_store`] — the Redis store.
 
 pub mod claims;
 pub mod memory;
 pub mod redis;
 pub mod redis_store;
-pub mod resp;
 pub mod window;
 
 use std::future::Future;
@@ -166,8 +166,8 @@ impl StateMetrics {
 /// State settings (`[state]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateConfig {
-    /// The shared store, `redis://[:password@]host:port[/db]`; `None`:
-    /// local state only.
+    /// The shared store (`redis://` or `rediss://`, a server or the master
+    /// Sentinels name); `None`: local state only.
     pub redis: Option<redis::RedisAddr>,
     /// How long a call waits for the shared store before using local state.
     pub timeout: Duration,
@@ -222,7 +222,7 @@ impl State {
         let Some(addr) = &cfg.redis else {
             return State::local_only();
         };
-        let client = Arc::new(redis::Redis::start(addr.clone()));
+        let client = redis::Redis::start(addr.clone());
         let probe = client.clone();
         let local = MemoryStore::default();
         let metrics = StateMetrics {

@@ -1,314 +1,360 @@
-//! A small Redis client: one connection, pipelined (requests are written as
-//! they come and replies matched in order), reconnected in the background
-//! with capped backoff. While it is down, calls fail at once instead of
-//! waiting, so callers fall back to local state without delay.
+//! The connection to Redis: the `redis` crate's multiplexed connection
+//! (requests pipelined on one socket, RESP3), over TCP or TLS (rustls),
+//! as an ACL user or with a password, to one server or to the master a
+//! set of Sentinels names. One task keeps it: it connects, reconnects
+//! with capped backoff when the connection is lost or a call missed its
+//! deadline, and asks the Sentinels again each time. While there is no
+//! connection, calls fail at once instead of waiting, so callers fall back
+//! to local state without delay (docs/operations.md, "When Redis is slow
+//! or down").
 
-use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
-
-use super::resp::{self, Reply};
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, PushKind,
+    TlsCertificates, Value,
+};
+use tokio::sync::Notify;
 
 /// Why a Redis call did not produce a reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RedisError {
     #[error("redis is down")]
     Down,
-    #[error("redis connection lost")]
-    Lost,
+    #[error("redis connection lost: {0}")]
+    Lost(String),
     #[error("redis error reply: {0}")]
     Reply(String),
 }
 
-/// Where and how to connect: `redis://[:password@]host:port[/db]`.
+/// Where and how to connect (`[state] redis`, `tls_ca`, `sentinels`):
+/// `redis://` or `rediss://` (TLS), `[user][:password]@`, host, port,
+/// `/db`. With Sentinels, the URL's host is the master's name as the
+/// Sentinels know it, and its credentials, database and TLS apply to the
+/// master (and TLS and the CA to the Sentinels too).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisAddr {
+    /// The validated URL; it may hold a password, so it is never shown.
+    url: String,
+    /// Whether the URL asks for TLS (`rediss://`).
+    pub tls: bool,
+    /// The host (or master name) and port, for logs.
     pub host: String,
     pub port: u16,
-    pub password: Option<String>,
-    pub db: u32,
+    pub username: Option<String>,
+    pub db: i64,
+    /// PEM of the CA(s) that sign the server's certificate, when not the
+    /// system's roots (`tls_ca`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Sentinel addresses (`host:port`); empty: connect to `host:port`.
+    pub sentinels: Vec<(String, u16)>,
 }
 
 /// The password never reaches a log or an error message.
 impl std::fmt::Debug for RedisAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisAddr")
+            .field("tls", &self.tls)
             .field("host", &self.host)
             .field("port", &self.port)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("username", &self.username)
             .field("db", &self.db)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("sentinels", &self.sentinels)
             .finish()
     }
 }
 
 impl RedisAddr {
+    /// Parses a `redis://` or `rediss://` URL (the forms of the `redis`
+    /// crate: `redis://[user][:password@]host[:port][/db]`). The error
+    /// never repeats the URL (it may hold a password).
     pub fn parse(url: &str) -> Result<RedisAddr, String> {
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or("must start with redis://")?;
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((a, r)) => (Some(a), r),
-            None => (None, rest),
+        let tls = if url.starts_with("rediss://") {
+            true
+        } else if url.starts_with("redis://") {
+            false
+        } else {
+            return Err("must start with redis:// or rediss:// (TLS)".to_owned());
         };
-        let (hostport, db) = match rest.split_once('/') {
-            Some((h, d)) if !d.is_empty() => {
-                (h, d.parse().map_err(|_| "database must be a number")?)
-            }
-            Some((h, _)) => (h, 0),
-            None => (rest, 0),
+        let info = url
+            .into_connection_info()
+            .map_err(|e| format!("not a Redis URL ({})", e.category()))?;
+        let (host, port) = match info.addr() {
+            ConnectionAddr::Tcp(h, p) => (h.clone(), *p),
+            ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            _ => return Err("must name a host".to_owned()),
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                (h, p.parse().map_err(|_| "port must be a number")?)
-            }
-            _ => (hostport, 6379),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
-            return Err("host missing".into());
+            return Err("host missing".to_owned());
         }
+        let settings = info.redis_settings();
         Ok(RedisAddr {
-            host: host.to_owned(),
+            url: url.to_owned(),
+            tls,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port,
-            password: auth
-                .map(|a| a.strip_prefix(':').unwrap_or(a).to_owned())
-                .filter(|p| !p.is_empty()),
-            db,
+            username: settings.username().map(str::to_owned),
+            db: settings.db(),
+            ca_pem: None,
+            sentinels: Vec::new(),
         })
+    }
+
+    /// The same address, the server's certificate checked against the CA
+    /// certificates in the PEM file at `path` (`tls_ca`).
+    pub fn with_ca(mut self, path: &Path) -> Result<RedisAddr, String> {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+        self.ca_pem = Some(pem);
+        Ok(self)
+    }
+
+    /// What the logs call the server: `host:port`, or the master's name
+    /// and the Sentinels.
+    pub fn describe(&self) -> String {
+        if self.sentinels.is_empty() {
+            format!("{}:{}", self.host, self.port)
+        } else {
+            format!(
+                "master {} via {} sentinels",
+                self.host,
+                self.sentinels.len()
+            )
+        }
+    }
+
+    fn certificates(&self) -> TlsCertificates {
+        TlsCertificates {
+            client_tls: None,
+            root_cert: self.ca_pem.clone(),
+        }
+    }
+
+    /// A client of the server the URL names, speaking RESP3 (the crate
+    /// reports a lost connection only to a RESP3 connection's push sender).
+    fn client(&self) -> Result<Client, redis::RedisError> {
+        let info = self.url.as_str().into_connection_info()?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        if self.tls && self.ca_pem.is_some() {
+            Client::build_with_tls(info, self.certificates())
+        } else {
+            Client::open(info)
+        }
+    }
+
+    /// A client of the master the Sentinels name now.
+    async fn master(&self) -> Result<Client, redis::RedisError> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        let info = self.url.as_str().into_connection_info()?;
+        let settings = info.redis_settings();
+        let addrs = self.sentinels.iter().map(|(h, p)| {
+            if self.tls {
+                ConnectionAddr::TcpTls {
+                    host: h.clone(),
+                    port: *p,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(h.clone(), *p)
+            }
+        });
+        let mut b = SentinelClientBuilder::new(addrs, &self.host, SentinelServerType::Master)?
+            .set_client_to_redis_db(settings.db())
+            .set_client_to_redis_protocol(ProtocolVersion::RESP3);
+        if let Some(u) = settings.username() {
+            b = b.set_client_to_redis_username(u);
+        }
+        if let Some(p) = settings.password() {
+            b = b.set_client_to_redis_password(p);
+        }
+        if self.tls {
+            b = b
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            if self.ca_pem.is_some() {
+                b = b
+                    .set_client_to_redis_certificates(self.certificates())
+                    .set_client_to_sentinel_certificates(self.certificates());
+            }
+        }
+        b.build()?.async_get_client().await
     }
 }
 
-struct Request {
-    cmd: Vec<u8>,
-    reply: oneshot::Sender<Result<Reply, RedisError>>,
-}
-
-/// A Redis connection shared by every task.
+/// The Redis connection shared by every task.
 pub struct Redis {
-    tx: mpsc::Sender<Request>,
-    up: Arc<AtomicBool>,
-    reset: Arc<Notify>,
-    pub reconnects: Arc<AtomicU64>,
+    connection: Mutex<Option<MultiplexedConnection>>,
+    up: AtomicBool,
+    /// Wakes the connection task to drop the connection and make another.
+    lost: Notify,
+    pub reconnects: AtomicU64,
 }
 
 impl Redis {
     /// Starts the connection task (inside a tokio runtime).
-    pub fn start(addr: RedisAddr) -> Redis {
-        let (tx, rx) = mpsc::channel(4096);
-        let up = Arc::new(AtomicBool::new(false));
-        let reset = Arc::new(Notify::new());
-        let reconnects = Arc::new(AtomicU64::new(0));
-        tokio::spawn(connection(
-            addr,
-            rx,
-            up.clone(),
-            reset.clone(),
-            reconnects.clone(),
-        ));
-        Redis {
-            tx,
-            up,
-            reset,
-            reconnects,
-        }
+    pub fn start(addr: RedisAddr) -> Arc<Redis> {
+        let redis = Arc::new(Redis {
+            connection: Mutex::new(None),
+            up: AtomicBool::new(false),
+            lost: Notify::new(),
+            reconnects: AtomicU64::new(0),
+        });
+        tokio::spawn(keep_connected(addr, Arc::downgrade(&redis)));
+        redis
     }
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Drops the connection (e.g. after a timeout: the server may hang)
-    /// and reconnects; calls fail fast until it is back.
+    /// Drops the connection (after a timeout: the server may hang; after
+    /// an I/O error; when the server became a replica) and reconnects;
+    /// calls fail fast until it is back.
     pub fn reset(&self) {
         if self.up.swap(false, Ordering::AcqRel) {
-            self.reset.notify_one();
+            self.take();
+            self.lost.notify_one();
         }
     }
 
-    /// Sends a command; fails at once while the connection is down.
-    pub async fn call(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
-        let mut replies = self.pipeline(&[args]).await?;
-        replies.pop().ok_or(RedisError::Lost)
+    fn take(&self) -> Option<MultiplexedConnection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
-    /// Sends several commands back to back on the connection (one round
-    /// trip) and returns their replies in order; fails at once while the
-    /// connection is down, and with the first error reply.
-    pub async fn pipeline(&self, commands: &[&[&[u8]]]) -> Result<Vec<Reply>, RedisError> {
-        if !self.is_up() {
-            return Err(RedisError::Down);
-        }
-        let mut waiting = Vec::with_capacity(commands.len());
-        for args in commands {
-            let mut cmd = Vec::with_capacity(64);
-            resp::command(&mut cmd, args);
-            let (reply, rx) = oneshot::channel();
-            self.tx
-                .try_send(Request { cmd, reply })
-                .map_err(|_| RedisError::Down)?;
-            waiting.push(rx);
-        }
-        let mut replies = Vec::with_capacity(waiting.len());
-        for rx in waiting {
-            match rx.await {
-                Ok(Ok(Reply::Error(e))) => return Err(RedisError::Reply(e)),
-                Ok(Ok(r)) => replies.push(r),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(RedisError::Lost),
-            }
-        }
-        Ok(replies)
-    }
-}
-
-/// Connects, authenticates, selects the database and checks with PING.
-async fn open(addr: &RedisAddr) -> Result<TcpStream, String> {
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(1),
-        TcpStream::connect((addr.host.as_str(), addr.port)),
-    )
-    .await
-    .map_err(|_| "connect timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let _ = s.set_nodelay(true);
-    let mut hello = Vec::new();
-    if let Some(p) = &addr.password {
-        resp::command(&mut hello, &[b"AUTH", p.as_bytes()]);
-    }
-    if addr.db != 0 {
-        resp::command(&mut hello, &[b"SELECT", addr.db.to_string().as_bytes()]);
-    }
-    resp::command(&mut hello, &[b"PING"]);
-    let expected = 1 + usize::from(addr.password.is_some()) + usize::from(addr.db != 0);
-    let check = async {
-        s.write_all(&hello).await.map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        let mut got = 0;
-        while got < expected {
-            let mut chunk = [0u8; 512];
-            let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("closed during handshake".to_owned());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some((r, used)) = resp::parse(&buf).map_err(|e| e.to_string())? {
-                buf.drain(..used);
-                if let Reply::Error(e) = r {
-                    return Err(e);
+    /// Runs `pipe` (one round trip) and returns its replies in order;
+    /// fails at once while the connection is down, and with the first
+    /// error reply.
+    pub async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Vec<Value>, RedisError> {
+        let mut conn = self
+            .connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(RedisError::Down)?;
+        pipe.query_async::<Vec<Value>>(&mut conn)
+            .await
+            .map_err(|e| {
+                // A master demoted by a failover answers writes with
+                // READONLY: the Sentinels name the new one.
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.code() == Some("READONLY")
+                {
+                    self.reset();
+                    RedisError::Lost(e.to_string())
+                } else {
+                    RedisError::Reply(e.to_string())
                 }
-                got += 1;
-            }
-        }
-        Ok::<(), String>(())
-    };
-    tokio::time::timeout(Duration::from_secs(1), check)
-        .await
-        .map_err(|_| "handshake timed out".to_owned())??;
-    Ok(s)
+            })
+    }
 }
 
-async fn connection(
-    addr: RedisAddr,
-    mut rx: mpsc::Receiver<Request>,
-    up: Arc<AtomicBool>,
-    reset: Arc<Notify>,
-    reconnects: Arc<AtomicU64>,
-) {
+/// Connects under a deadline: the client (of the server, or of the master
+/// the Sentinels name), the connection, a PING.
+async fn open(addr: &RedisAddr, lost: Arc<Notify>) -> Result<MultiplexedConnection, String> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(None)
+        .set_push_sender(move |info: redis::PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                lost.notify_one();
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+    let connect = async {
+        let client = if addr.sentinels.is_empty() {
+            addr.client()?
+        } else {
+            addr.master().await?
+        };
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("PING")
+            .query_async::<Value>(&mut conn)
+            .await
+            .map(|_| conn)
+    };
+    tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())
+}
+
+/// The connection task: connect, serve until the connection is lost or
+/// reset, wait (100 ms doubling to 2 s while attempts fail), again. Ends
+/// when the [`Redis`] is dropped.
+async fn keep_connected(addr: RedisAddr, redis: std::sync::Weak<Redis>) {
     let mut backoff = Duration::from_millis(100);
     let mut was_up = false;
     // Failed attempts in a row: the first is a warning, the rest debug.
     let mut failures = 0u64;
+    let server = addr.describe();
     loop {
-        match open(&addr).await {
-            Ok(stream) => {
+        // This connection's own signal: a late one from an earlier
+        // connection cannot end it.
+        let lost = Arc::new(Notify::new());
+        let opened = open(&addr, lost.clone()).await;
+        let Some(me) = redis.upgrade() else { return };
+        match opened {
+            Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 failures = 0;
                 if was_up {
-                    reconnects.fetch_add(1, Ordering::Relaxed);
+                    me.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::info!(host = %addr.host, port = addr.port, "redis connected");
-                up.store(true, Ordering::Release);
+                tracing::info!(server = %server, "redis connected");
+                *me.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+                me.up.store(true, Ordering::Release);
                 was_up = true;
-                let why = serve(stream, &mut rx, &reset).await;
-                up.store(false, Ordering::Release);
-                tracing::warn!(host = %addr.host, port = addr.port, reason = %why, "redis connection lost; using local state");
+                let why = tokio::select! {
+                    biased;
+                    _ = me.lost.notified() => "reset after an error or a missed deadline",
+                    _ = lost.notified() => "closed",
+                };
+                if !me.up.swap(false, Ordering::AcqRel) && why == "closed" {
+                    // A call's reset raced the close: take its wake-up
+                    // now, or it would end the next connection at once.
+                    me.lost.notified().await;
+                }
+                me.take();
+                tracing::warn!(server = %server, reason = why, "redis connection lost; using local state");
             }
             Err(e) => {
                 if failures == 0 {
-                    tracing::warn!(host = %addr.host, port = addr.port, error = %e, "redis unreachable; using local state and retrying");
+                    tracing::warn!(server = %server, error = %e, "redis unreachable; using local state and retrying");
                 } else {
-                    tracing::debug!(host = %addr.host, port = addr.port, error = %e, "redis connect failed");
+                    tracing::debug!(server = %server, error = %e, "redis connect failed");
                 }
                 failures += 1;
             }
         }
-        // While down, answer queued calls at once, until the next attempt.
-        let sleep = tokio::time::sleep(backoff);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                _ = &mut sleep => break,
-                req = rx.recv() => match req {
-                    Some(r) => { let _ = r.reply.send(Err(RedisError::Down)); }
-                    None => return,
-                },
-            }
-        }
+        drop(me);
+        tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-}
-
-/// Pipelines requests over one connection until it fails or is reset.
-async fn serve(stream: TcpStream, rx: &mut mpsc::Receiver<Request>, reset: &Notify) -> String {
-    let (mut read, mut write) = stream.into_split();
-    let mut pending: VecDeque<oneshot::Sender<Result<Reply, RedisError>>> = VecDeque::new();
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
-    let why = loop {
-        tokio::select! {
-            req = rx.recv() => {
-                let Some(req) = req else { break "shutting down".to_owned() };
-                if let Err(e) = write.write_all(&req.cmd).await {
-                    let _ = req.reply.send(Err(RedisError::Lost));
-                    break e.to_string();
-                }
-                pending.push_back(req.reply);
-            }
-            n = read.read(&mut chunk) => {
-                match n {
-                    Ok(0) => break "closed by server".to_owned(),
-                    Err(e) => break e.to_string(),
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-                loop {
-                    match resp::parse(&buf) {
-                        Ok(Some((reply, used))) => {
-                            buf.drain(..used);
-                            if let Some(tx) = pending.pop_front() {
-                                let _ = tx.send(Ok(reply));
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => return fail(&mut pending, e.to_string()),
-                    }
-                }
-            }
-            _ = reset.notified() => break "reset after a timeout".to_owned(),
-        }
-    };
-    fail(&mut pending, why)
-}
-
-fn fail(pending: &mut VecDeque<oneshot::Sender<Result<Reply, RedisError>>>, why: String) -> String {
-    for tx in pending.drain(..) {
-        let _ = tx.send(Err(RedisError::Lost));
-    }
-    why
 }
 
 #[cfg(test)]
@@ -320,19 +366,25 @@ mod tests {
         let a =
             RedisAddr::parse("redis://:s3cret@10.0.0.5:6380/2").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            a,
-            RedisAddr {
-                host: "10.0.0.5".into(),
-                port: 6380,
-                password: Some("s3cret".into()),
-                db: 2
-            }
+            (a.host.as_str(), a.port, a.db, a.tls, a.username.as_deref()),
+            ("10.0.0.5", 6380, 2, false, None)
         );
+        assert!(!format!("{a:?}").contains("s3cret"));
         let b = RedisAddr::parse("redis://localhost").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((b.host.as_str(), b.port, b.db), ("localhost", 6379, 0));
         let c = RedisAddr::parse("redis://[::1]:7000/").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((c.host.as_str(), c.port), ("::1", 7000));
+        let d = RedisAddr::parse("rediss://callgate:pw@redis.example.net:6380/1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (d.tls, d.username.as_deref(), d.port, d.db),
+            (true, Some("callgate"), 6380, 1)
+        );
+        assert!(!format!("{d:?}").contains("pw"));
         assert!(RedisAddr::parse("http://x").is_err());
-        assert!(RedisAddr::parse("redis://x:port").is_err());
+        let e = RedisAddr::parse("redis://u:hunter2@x:port")
+            .err()
+            .unwrap_or_default();
+        assert!(!e.is_empty() && !e.contains("hunter2"), "{e}");
     }
 }

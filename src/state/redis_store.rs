@@ -9,14 +9,16 @@
 //!   freshness window;
 //! * `d:<url>` — a certificate chain or CRL as fetched, with its TTL.
 //!
-//! Commands of one operation are pipelined: one round trip per call.
+//! Commands of one operation are pipelined: one round trip per call
+//! (`redis::Pipeline` on the multiplexed connection of [`super::redis`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::Value;
+
 use super::redis::{Redis, RedisError};
-use super::resp::Reply;
 use super::{StateError, StateStore, StoreFuture, WindowEvent};
 
 /// Records an event in a sliding window and returns the window's count:
@@ -77,43 +79,23 @@ impl RedisStore {
 impl StateStore for RedisStore {
     fn count<'a>(&'a self, events: &'a [WindowEvent], now_ms: u64) -> StoreFuture<'a, Vec<u64>> {
         Box::pin(async move {
-            let now = now_ms.to_string();
-            let bound = MAX_EVENTS_PER_KEY.to_string();
-            let owned: Vec<[Vec<u8>; 3]> = events
-                .iter()
-                .map(|e| {
-                    let seq = self.sequence.fetch_add(1, Relaxed);
-                    [
-                        self.key("", e.key.as_bytes()),
-                        (e.window.as_millis() as u64)
-                            .max(1)
-                            .to_string()
-                            .into_bytes(),
-                        format!("{now_ms}-{:x}-{seq}", self.instance).into_bytes(),
-                    ]
-                })
-                .collect();
-            let commands: Vec<Vec<&[u8]>> = owned
-                .iter()
-                .map(|[key, window, member]| {
-                    vec![
-                        b"EVAL".as_slice(),
-                        COUNT_SCRIPT.as_bytes(),
-                        b"1",
-                        key,
-                        now.as_bytes(),
-                        window,
-                        member,
-                        bound.as_bytes(),
-                    ]
-                })
-                .collect();
-            let commands: Vec<&[&[u8]]> = commands.iter().map(Vec::as_slice).collect();
-            let replies = self.redis.pipeline(&commands).await.map_err(to_state)?;
+            let mut pipe = redis::pipe();
+            for e in events {
+                let seq = self.sequence.fetch_add(1, Relaxed);
+                pipe.cmd("EVAL")
+                    .arg(COUNT_SCRIPT)
+                    .arg(1)
+                    .arg(self.key("", e.key.as_bytes()))
+                    .arg(now_ms)
+                    .arg((e.window.as_millis() as u64).max(1))
+                    .arg(format!("{now_ms}-{:x}-{seq}", self.instance))
+                    .arg(MAX_EVENTS_PER_KEY);
+            }
+            let replies = self.redis.pipeline(&pipe).await.map_err(to_state)?;
             replies
                 .into_iter()
                 .map(|r| match r {
-                    Reply::Integer(n) => u64::try_from(n)
+                    Value::Int(n) => u64::try_from(n)
                         .map_err(|_| StateError::Protocol("negative count".to_owned())),
                     other => Err(StateError::Protocol(format!("count: {other:?}"))),
                 })
@@ -128,16 +110,20 @@ impl StateStore for RedisStore {
         ttl: Duration,
     ) -> StoreFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            let k = self.key("r:", key);
-            let px = (ttl.as_millis() as u64).max(1).to_string();
-            let reply = self
-                .redis
-                .call(&[b"SET", &k, owner, b"NX", b"GET", b"PX", px.as_bytes()])
-                .await
-                .map_err(to_state)?;
-            match reply {
-                Reply::Bulk(None) => Ok(None),
-                Reply::Bulk(Some(holder)) => Ok((holder != owner).then_some(holder)),
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(self.key("r:", key))
+                .arg(owner)
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg((ttl.as_millis() as u64).max(1));
+            let replies = self.redis.pipeline(&pipe).await.map_err(to_state)?;
+            match replies.as_slice() {
+                [Value::Nil] => Ok(None),
+                [Value::BulkString(holder)] => {
+                    Ok((holder.as_slice() != owner).then(|| holder.clone()))
+                }
                 other => Err(StateError::Protocol(format!("claim: {other:?}"))),
             }
         })
@@ -146,16 +132,14 @@ impl StateStore for RedisStore {
     fn get_doc<'a>(&'a self, url: &'a str) -> StoreFuture<'a, Option<(Vec<u8>, Duration)>> {
         Box::pin(async move {
             let k = self.key("d:", url.as_bytes());
-            let replies = self
-                .redis
-                .pipeline(&[&[b"GET", &k], &[b"PTTL", &k]])
-                .await
-                .map_err(to_state)?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&k).cmd("PTTL").arg(&k);
+            let replies = self.redis.pipeline(&pipe).await.map_err(to_state)?;
             match replies.as_slice() {
-                [Reply::Bulk(Some(body)), Reply::Integer(ms)] if *ms > 0 => {
+                [Value::BulkString(body), Value::Int(ms)] if *ms > 0 => {
                     Ok(Some((body.clone(), Duration::from_millis(*ms as u64))))
                 }
-                [Reply::Bulk(_), Reply::Integer(_)] => Ok(None),
+                [Value::BulkString(_) | Value::Nil, Value::Int(_)] => Ok(None),
                 other => Err(StateError::Protocol(format!("document: {other:?}"))),
             }
         })
@@ -163,12 +147,13 @@ impl StateStore for RedisStore {
 
     fn put_doc<'a>(&'a self, url: &'a str, body: &'a [u8], ttl: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let k = self.key("d:", url.as_bytes());
-            let px = (ttl.as_millis() as u64).max(1).to_string();
-            self.redis
-                .call(&[b"SET", &k, body, b"PX", px.as_bytes()])
-                .await
-                .map_err(to_state)?;
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
+                .arg(self.key("d:", url.as_bytes()))
+                .arg(body)
+                .arg("PX")
+                .arg((ttl.as_millis() as u64).max(1));
+            self.redis.pipeline(&pipe).await.map_err(to_state)?;
             Ok(())
         })
     }

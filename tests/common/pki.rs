@@ -440,3 +440,31 @@ pub fn crl_server(pki: &mut Pki) -> Arc<Mutex<usize>> {
     });
     count
 }
+
+/// PEM files of a TLS server at `localhost` / 127.0.0.1 and the CA that
+/// signed it (a Redis over TLS).
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Writes a fresh CA and a server certificate for `localhost` and
+/// 127.0.0.1 into `dir`.
+pub fn tls_files(dir: &std::path::Path) -> TlsFiles {
+    let (ca_cert, ca_key) = ca("test server CA", None);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca_cert, &ca_key)
+        .expect("server cert");
+    let files = TlsFiles {
+        ca: dir.join("server-ca.pem"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&files.ca, ca_cert.pem()).expect("write ca");
+    std::fs::write(&files.cert, cert.pem()).expect("write cert");
+    std::fs::write(&files.key, key.serialize_pem()).expect("write key");
+    files
+}

@@ -1,5 +1,6 @@
 //! A real `redis-server` on a loopback port for the tests that share state
-//! through it (tests/state_redis.rs, tests/faults_store.rs).
+//! through it (tests/state_redis.rs, tests/faults_store.rs,
+//! tests/instances.rs): plain, over TLS with ACL users, or a Sentinel.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +16,32 @@ impl RedisServer {
     /// Starts redis-server and waits (bounded) for "Ready to accept
     /// connections" on its log.
     pub fn start(port: u16) -> RedisServer {
+        RedisServer::start_with(port, &[])
+    }
+
+    /// [`RedisServer::start`] with more configuration directives after
+    /// the usual ones (a later directive overrides an earlier one: `--port
+    /// 0 --tls-port P` serves TLS only on `port`).
+    pub fn start_with(port: u16, extra: &[&str]) -> RedisServer {
+        RedisServer::spawn(port, &[], extra, "Ready to accept connections")
+    }
+
+    /// A Sentinel on `port` watching the master `name` at `master` (quorum
+    /// 1), its configuration file in `dir`; ready once it monitors it.
+    pub fn sentinel(port: u16, name: &str, master: u16, dir: &std::path::Path) -> RedisServer {
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("port {port}\nbind 127.0.0.1\nsentinel monitor {name} 127.0.0.1 {master} 1\n"),
+        )
+        .expect("write sentinel.conf");
+        let conf = conf.display().to_string();
+        RedisServer::spawn(port, &[&conf, "--sentinel"], &[], "+monitor master")
+    }
+
+    fn spawn(port: u16, first: &[&str], extra: &[&str], ready: &'static str) -> RedisServer {
         let mut child = Command::new("redis-server")
+            .args(first)
             .args([
                 "--port",
                 &port.to_string(),
@@ -30,6 +56,7 @@ impl RedisServer {
                 "--loglevel",
                 "notice",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -39,7 +66,7 @@ impl RedisServer {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("Ready to accept connections") {
+                if line.contains(ready) {
                     let _ = tx.send(());
                 }
             }

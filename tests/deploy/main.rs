@@ -12,3 +12,4 @@ mod container;
 mod install;
 mod kubernetes;
 mod systemd;
+mod two_instances;

@@ -1,0 +1,144 @@
+//! Calls through callgate instances that share state: the risk policy
+//! they run (a velocity rule, a STIR rule), signed PASSporTs, one call
+//! placed by sipp from a CSV line, and what the PBX received
+//! (tests/state_redis.rs, tests/instances.rs).
+
+use callgate::stir::sign::{identity_header, SignRequest};
+
+use super::pki::Pki;
+use super::{config, scenario, Callgate, Ports, Sipp, SippResult};
+
+pub const POLICY: &str = r#"
+version = "shared-1"
+[levels]
+medium = 30
+high = 60
+critical = 90
+[level.high]
+action = "review"
+restrict = ["credential-reset"]
+[review]
+uri = "sip:review@127.0.0.1"
+[velocity.ani_1m]
+key = "calling"
+window_secs = 60
+[[rule]]
+code = "STIR_FAILED"
+weight = 70
+when = { stir = "failed" }
+[[rule]]
+code = "BURST_ANI_1M"
+weight = 65
+when = { velocity = "ani_1m", at_least = 4 }
+"#;
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn token(pki: &Pki, x5u: &str, orig: &str) -> String {
+    let h = identity_header(
+        &pki.signing,
+        &SignRequest {
+            orig,
+            dest: "+15550100",
+            attest: 'A',
+            origid: "123e4567-e89b-12d3-a456-426655440077",
+            x5u,
+            iat: now(),
+        },
+    )
+    .expect("sign");
+    h.split(';').next().unwrap_or_default().to_owned()
+}
+
+/// Places one call through `cg` from `calling` with `header` (an Identity
+/// header line or a harmless one) and checks that it was answered.
+pub fn call(
+    cg: &Callgate,
+    dir: &std::path::Path,
+    calling: &str,
+    header: &str,
+    x5u: &str,
+    n: usize,
+) {
+    let path = dir.join(format!("call-{n}.csv"));
+    std::fs::write(
+        &path,
+        format!("SEQUENTIAL\n{calling};+15550100;{header};{x5u}\n"),
+    )
+    .expect("csv");
+    let r = Sipp::uac(
+        &scenario("uac-risk.xml"),
+        &cg.trunk(),
+        1,
+        1,
+        "u1",
+        &["-inf", &path.display().to_string()],
+    );
+    r.assert_all_ok(1, &format!("call {n} from {calling}"));
+}
+
+/// The Request-URI and X-Callgate-Reasons of every INVITE the PBX got.
+pub fn routed(uas: &SippResult) -> Vec<(String, String, String)> {
+    uas.received_requests("INVITE")
+        .iter()
+        .map(|m| {
+            let line = |name: &str| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            let ruri = m.lines().next().unwrap_or_default().to_owned();
+            (
+                ruri,
+                line("X-Callgate-Reasons:"),
+                line("X-Callgate-Verify:"),
+            )
+        })
+        .collect()
+}
+
+/// The decision id in `X-Callgate-Risk` of every INVITE the PBX got.
+pub fn decision_ids(uas: &SippResult) -> Vec<String> {
+    uas.received_requests("INVITE")
+        .iter()
+        .map(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("X-Callgate-Risk:"))
+                .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("id=")))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A callgate that verifies STIR (the test PKI, x5u on loopback) and runs
+/// [`POLICY`], PBX at `pbx_port`, with `sections` (`[state]`, and any
+/// other) added: one instance of a group sharing state.
+pub fn sharing_instance(pki: &Pki, pbx_port: u16, sections: &str) -> Callgate {
+    let dir = pki._dir.path();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let ports = Ports::new();
+    let extra = format!(
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n\
+         [risk]\npolicy = \"{}\"\n\n{sections}",
+        pki.trust_dir.display(),
+        pki.web_ca.display(),
+        policy.display(),
+    );
+    Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port}")],
+            &["sip:127.0.0.1:9".to_owned()],
+            &extra,
+        ),
+    )
+}
