@@ -344,13 +344,23 @@ async fn connect(
         .map_err(|e| connect_error(&e))
 }
 
-/// Aborts a spawned connection task when the fetch ends, however it ends
-/// (its deadline included): nothing of a fetch outlives it.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// Runs `work` (a request and its response) while driving its
+/// connection `conn` in the same task, and returns when `work` is done:
+/// no task is spawned, so nothing of a fetch outlives it (its deadline
+/// included), and no byte crosses to another worker thread.
+async fn drive<C, T>(conn: C, work: impl Future<Output = T>) -> T
+where
+    C: Future,
+{
+    tokio::pin!(conn);
+    tokio::pin!(work);
+    let mut conn_live = true;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            _ = &mut conn, if conn_live => conn_live = false,
+        }
     }
 }
 
@@ -380,9 +390,6 @@ async fn tunnel(
         .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
         .await
         .map_err(proxy_error)?;
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    }));
     let req = Request::builder()
         .method(Method::CONNECT)
         .uri(&target)
@@ -390,14 +397,17 @@ async fn tunnel(
         .header(USER_AGENT, "callgate")
         .body(Empty::new())
         .map_err(|_| FetchError::BadUrl)?;
-    let answer = sender.send_request(req).await.map_err(proxy_error)?;
-    if !answer.status().is_success() {
-        return Err(FetchError::Proxy(format!(
-            "CONNECT refused with {}",
-            answer.status().as_u16()
-        )));
-    }
-    let upgraded = hyper::upgrade::on(answer).await.map_err(proxy_error)?;
+    let upgraded = drive(conn.with_upgrades(), async {
+        let answer = sender.send_request(req).await.map_err(proxy_error)?;
+        if !answer.status().is_success() {
+            return Err(FetchError::Proxy(format!(
+                "CONNECT refused with {}",
+                answer.status().as_u16()
+            )));
+        }
+        hyper::upgrade::on(answer).await.map_err(proxy_error)
+    })
+    .await?;
     Ok(TokioIo::new(upgraded))
 }
 
@@ -523,7 +533,7 @@ pub(crate) async fn exchange<S>(
     max_bytes: usize,
 ) -> Result<Fetched, FetchError>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let req = Request::get(target)
         .header(HOST, host)
@@ -540,46 +550,46 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| http_error(&e))?;
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        let _ = conn.await;
-    }));
-    let response = sender.send_request(req).await.map_err(|e| http_error(&e))?;
-    if response.status() != StatusCode::OK {
-        return Err(FetchError::Status(response.status().as_u16()));
-    }
-    let headers = response.headers();
-    let max_age = headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|d| d.trim().strip_prefix("max-age="))
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs);
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max_bytes as u64) {
-        return Err(FetchError::TooLarge(max_bytes));
-    }
-    let body = Limited::new(response.into_body(), max_bytes)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                FetchError::TooLarge(max_bytes)
-            } else if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                http_error(h)
-            } else {
-                FetchError::Io(causes(&*e))
-            }
-        })?
-        .to_bytes();
-    Ok(Fetched {
-        body: body.to_vec(),
-        max_age,
+    drive(conn, async {
+        let response = sender.send_request(req).await.map_err(|e| http_error(&e))?;
+        if response.status() != StatusCode::OK {
+            return Err(FetchError::Status(response.status().as_u16()));
+        }
+        let headers = response.headers();
+        let max_age = headers
+            .get_all(CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|d| d.trim().strip_prefix("max-age="))
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs);
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_bytes as u64) {
+            return Err(FetchError::TooLarge(max_bytes));
+        }
+        let body = Limited::new(response.into_body(), max_bytes)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    FetchError::TooLarge(max_bytes)
+                } else if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                    http_error(h)
+                } else {
+                    FetchError::Io(causes(&*e))
+                }
+            })?
+            .to_bytes();
+        Ok(Fetched {
+            body: body.to_vec(),
+            max_age,
+        })
     })
+    .await
 }
 
 /// The response `raw` (then the connection's end) read as the answer to
