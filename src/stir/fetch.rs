@@ -329,7 +329,27 @@ async fn connect(
             return Err(FetchError::Private(ip));
         }
     }
-    let mut connector = HttpConnector::new_with_resolver(EgressResolver { allow_private });
+    connect_with(EgressResolver { allow_private }, host, port, timeout).await
+}
+
+/// Connects to `host:port`, its addresses given by `resolver`: each in
+/// turn (the other family alongside after [`HAPPY_EYEBALLS`]), each given
+/// its share of `timeout`.
+async fn connect_with<R>(
+    resolver: R,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, FetchError>
+where
+    R: Service<Name, Response = std::vec::IntoIter<SocketAddr>, Error = FetchError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    R::Future: Send,
+{
+    let mut connector = HttpConnector::new_with_resolver(resolver);
     connector.enforce_http(false);
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(timeout));
@@ -753,5 +773,74 @@ mod tests {
             assert!(Proxy::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(authority("::1", 443), "[::1]:443");
+    }
+
+    /// A resolver with fixed answers, for [`connect_with`].
+    #[derive(Clone)]
+    struct Fixed(Vec<SocketAddr>);
+
+    impl Service<Name> for Fixed {
+        type Response = std::vec::IntoIter<SocketAddr>;
+        type Error = FetchError;
+        type Future = std::future::Ready<Result<Self::Response, FetchError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), FetchError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Name) -> Self::Future {
+            std::future::ready(Ok(self.0.clone().into_iter()))
+        }
+    }
+
+    /// A name whose first address never answers (a listener whose accept
+    /// queue is full: the kernel drops further SYNs) is still fetched from
+    /// at its second address within the deadline: each address gets its
+    /// share of it, where one connect per address in turn would spend the
+    /// whole deadline on the first.
+    #[test]
+    fn a_silent_first_address_leaves_time_for_the_next() {
+        let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        silent
+            .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .unwrap_or_else(|e| panic!("{e}"));
+        silent.listen(0).unwrap_or_else(|e| panic!("{e}"));
+        let port = silent
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .unwrap_or_else(|| panic!("no port"));
+        let first = SocketAddr::from(([127, 0, 0, 2], port));
+        // Fill the accept queue (backlog 0 holds one).
+        let queued: Vec<_> = (0..2)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&first, Duration::from_millis(200)).ok()
+            })
+            .collect();
+        assert!(
+            std::net::TcpStream::connect_timeout(&first, Duration::from_millis(200)).is_err(),
+            "the first address must be silent for this test to mean anything"
+        );
+        let second = SocketAddr::from(([127, 0, 0, 3], port));
+        let good = std::net::TcpListener::bind(second).unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Duration::from_secs(2);
+        let got = rt.block_on(async {
+            tokio::time::timeout(
+                deadline,
+                connect_with(Fixed(vec![first, second]), "x5u.example", port, deadline),
+            )
+            .await
+        });
+        let tcp = got
+            .unwrap_or_else(|_| panic!("the deadline passed on the silent address"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(tcp.peer_addr().ok(), Some(second));
+        drop((queued, good));
     }
 }
