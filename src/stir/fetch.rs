@@ -16,7 +16,7 @@
 //! deadline divided among them, so one silent address cannot use up the
 //! whole deadline. One connection per fetch (`Connection: close`): no
 //! connection is kept for reuse, since certificates are cached for hours
-//! and each signer's host is fetched from rarely (docs/decisions/0007).
+//! and each signer's host is fetched from rarely (docs/decisions/0008).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
