@@ -354,6 +354,10 @@ fn incomplete_fragment_sets_are_bounded_and_counted() {
     let c = read(&pcap(DataLink::ETHERNET, &frames));
     assert!(c.payloads.is_empty());
     assert_eq!(c.stats.fragments_evicted, 10, "{:?}", c.stats);
+    assert_eq!(
+        c.stats.fragments_unfinished,
+        capture::defrag::MAX_PENDING as u64
+    );
     // A complete packet after the timeout: the stale sets expire.
     let late = ipv4_fragments(&udp(&invite), IpNumber::UDP, 60_000, 576);
     let mut file = pcap(DataLink::ETHERNET, &frames);
@@ -477,6 +481,7 @@ fn replay_finds_the_signed_call_in_a_fragmented_capture() {
         err.contains("cut.pcap: damaged at byte") && err.contains("the file ends inside a record"),
         "{err}"
     );
+    assert!(err.contains("1 unfinished at the end"), "{err}");
     // Not a capture: exit 2 and the reason.
     let foreign = dir.path().join("notes.txt");
     std::fs::write(&foreign, "INVITE sip:x SIP/2.0\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));

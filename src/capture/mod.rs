@@ -83,6 +83,8 @@ pub struct Stats {
     /// at the limit ([`defrag::MAX_PENDING`]).
     pub fragments_expired: u64,
     pub fragments_evicted: u64,
+    /// Fragment sets still incomplete at the end of the capture.
+    pub fragments_unfinished: u64,
     /// Fragments refused (overlapping ends, unaligned, beyond 64 KiB).
     pub fragments_invalid: u64,
     /// TCP segments dropped: out of order past the per-stream bound, or
@@ -129,5 +131,6 @@ pub fn read(file: &[u8]) -> Result<Capture, CaptureError> {
         }
     })?;
     stats.damage = damage;
+    stats.fragments_unfinished = defrag.pending() as u64;
     Ok(Capture { payloads, stats })
 }

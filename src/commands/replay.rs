@@ -107,17 +107,19 @@ fn report_capture(pcap: &Path, stats: &callgate::capture::Stats) {
     }
     let dropped = stats.fragments_expired
         + stats.fragments_evicted
+        + stats.fragments_unfinished
         + stats.fragments_invalid
         + stats.tcp_dropped;
     if dropped > 0 || stats.unsupported_link > 0 {
         eprintln!(
-            "replay: {}: {} records, {} reassembled from {} IP fragments; dropped: {} fragment sets expired, {} evicted, {} fragments invalid, {} TCP segments, {} records of an unsupported link type",
+            "replay: {}: {} records, {} reassembled from {} IP fragments; dropped: {} fragment sets expired, {} evicted, {} unfinished at the end, {} fragments invalid, {} TCP segments, {} records of an unsupported link type",
             pcap.display(),
             stats.packets,
             stats.reassembled,
             stats.fragments,
             stats.fragments_expired,
             stats.fragments_evicted,
+            stats.fragments_unfinished,
             stats.fragments_invalid,
             stats.tcp_dropped,
             stats.unsupported_link
