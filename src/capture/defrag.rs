@@ -40,7 +40,6 @@ pub struct Segment {
 /// fragments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet<'a> {
-    pub transport: Transport,
     pub flow: Flow,
     pub data: Cow<'a, [u8]>,
     /// For TCP, the segment's header fields.
@@ -153,29 +152,22 @@ fn addresses(sliced: &SlicedPacket<'_>) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-/// The fragment `sliced` is, if it is one.
+/// The fragment `sliced` is, if it is one: its set's Identification,
+/// offset and More Fragments flag from the IPv4 header, or from the IPv6
+/// Fragment header.
 fn fragment_of<'a>(sliced: &SlicedPacket<'a>, src: IpAddr, dst: IpAddr) -> Option<Fragment<'a>> {
-    let vlans = sliced.vlan_ids().iter().map(|v| v.value()).collect();
-    match &sliced.net {
+    let (payload, id, offset, more) = match &sliced.net {
         Some(NetSlice::Ipv4(v4)) => {
             let header = v4.header();
-            let payload = v4.payload();
             if !header.is_fragmenting_payload() {
                 return None;
             }
-            Some(Fragment {
-                key: SetKey {
-                    vlans,
-                    src,
-                    dst,
-                    proto: payload.ip_number.0,
-                    id: u32::from(header.identification()),
-                },
-                offset: header.fragments_offset(),
-                more: header.more_fragments(),
-                proto: payload.ip_number,
-                data: payload.payload,
-            })
+            (
+                v4.payload().clone(),
+                u32::from(header.identification()),
+                header.fragments_offset(),
+                header.more_fragments(),
+            )
         }
         Some(NetSlice::Ipv6(v6)) => {
             let frag = v6.extensions().clone().into_iter().find_map(|e| match e {
@@ -184,30 +176,45 @@ fn fragment_of<'a>(sliced: &SlicedPacket<'a>, src: IpAddr, dst: IpAddr) -> Optio
                 }
                 _ => None,
             })?;
-            let payload = v6.payload();
-            Some(Fragment {
-                key: SetKey {
-                    vlans,
-                    src,
-                    dst,
-                    proto: payload.ip_number.0,
-                    id: frag.identification,
-                },
-                offset: frag.fragment_offset,
-                more: frag.more_fragments,
-                proto: payload.ip_number,
-                data: payload.payload,
-            })
+            (
+                v6.payload().clone(),
+                frag.identification,
+                frag.fragment_offset,
+                frag.more_fragments,
+            )
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(Fragment {
+        key: SetKey {
+            vlans: sliced.vlan_ids().iter().map(|v| v.value()).collect(),
+            src,
+            dst,
+            proto: payload.ip_number.0,
+            id,
+        },
+        offset,
+        more,
+        proto: payload.ip_number,
+        data: payload.payload,
+    })
 }
 
 /// An unfragmented packet's UDP or TCP payload.
 fn whole<'a>(transport: &TransportSlice<'a>, src: IpAddr, dst: IpAddr) -> Option<Packet<'a>> {
     match transport {
-        TransportSlice::Udp(udp) => Some(udp_packet(udp, src, dst, Cow::Borrowed(udp.payload()))),
-        TransportSlice::Tcp(tcp) => Some(tcp_packet(tcp, src, dst, Cow::Borrowed(tcp.payload()))),
+        TransportSlice::Udp(udp) => Some(packet(
+            (src, udp.source_port()),
+            (dst, udp.destination_port()),
+            Cow::Borrowed(udp.payload()),
+            None,
+        )),
+        TransportSlice::Tcp(tcp) => Some(packet(
+            (src, tcp.source_port()),
+            (dst, tcp.destination_port()),
+            Cow::Borrowed(tcp.payload()),
+            Some(segment(tcp)),
+        )),
         _ => None,
     }
 }
@@ -218,53 +225,53 @@ fn reassembled<'a>(proto: IpNumber, data: &[u8], src: IpAddr, dst: IpAddr) -> Op
     match proto {
         IpNumber::UDP => {
             let udp = UdpSlice::from_slice(data).ok()?;
-            Some(udp_packet(
-                &udp,
-                src,
-                dst,
+            Some(packet(
+                (src, udp.source_port()),
+                (dst, udp.destination_port()),
                 Cow::Owned(udp.payload().to_vec()),
+                None,
             ))
         }
         IpNumber::TCP => {
             let tcp = TcpSlice::from_slice(data).ok()?;
-            Some(tcp_packet(
-                &tcp,
-                src,
-                dst,
+            Some(packet(
+                (src, tcp.source_port()),
+                (dst, tcp.destination_port()),
                 Cow::Owned(tcp.payload().to_vec()),
+                Some(segment(&tcp)),
             ))
         }
         _ => None,
     }
 }
 
-fn udp_packet<'a>(udp: &UdpSlice<'_>, src: IpAddr, dst: IpAddr, data: Cow<'a, [u8]>) -> Packet<'a> {
+/// A UDP datagram's payload, or a TCP segment's (`tcp` given).
+fn packet<'a>(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    data: Cow<'a, [u8]>,
+    tcp: Option<Segment>,
+) -> Packet<'a> {
     Packet {
-        transport: Transport::Udp,
         flow: Flow {
-            transport: Transport::Udp,
-            src: SocketAddr::new(src, udp.source_port()),
-            dst: SocketAddr::new(dst, udp.destination_port()),
+            transport: if tcp.is_some() {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            },
+            src: SocketAddr::from(src),
+            dst: SocketAddr::from(dst),
         },
         data,
-        tcp: None,
+        tcp,
     }
 }
 
-fn tcp_packet<'a>(tcp: &TcpSlice<'_>, src: IpAddr, dst: IpAddr, data: Cow<'a, [u8]>) -> Packet<'a> {
-    Packet {
-        transport: Transport::Tcp,
-        flow: Flow {
-            transport: Transport::Tcp,
-            src: SocketAddr::new(src, tcp.source_port()),
-            dst: SocketAddr::new(dst, tcp.destination_port()),
-        },
-        data,
-        tcp: Some(Segment {
-            seq: tcp.sequence_number(),
-            syn: tcp.syn(),
-            fin: tcp.fin(),
-            rst: tcp.rst(),
-        }),
+fn segment(tcp: &TcpSlice<'_>) -> Segment {
+    Segment {
+        seq: tcp.sequence_number(),
+        syn: tcp.syn(),
+        fin: tcp.fin(),
+        rst: tcp.rst(),
     }
 }

@@ -121,7 +121,7 @@ pub fn read(file: &[u8]) -> Result<Capture, CaptureError> {
         let Some(packet) = defrag.packet(&sliced, frame.time_us, &mut stats) else {
             return;
         };
-        match packet.transport {
+        match packet.flow.transport {
             Transport::Udp => payloads.push(Payload {
                 time_us: frame.time_us,
                 flow: packet.flow,
