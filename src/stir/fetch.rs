@@ -843,4 +843,72 @@ mod tests {
         assert_eq!(tcp.peer_addr().ok(), Some(second));
         drop((queued, good));
     }
+
+    /// A name is checked address by address before the connector sees
+    /// any: `localhost` resolves to loopback only, so nothing is connected
+    /// to and the refusal names the address (through hyper-util's error).
+    #[test]
+    fn a_name_resolving_only_to_refused_addresses_is_not_connected_to() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let refused = rt.block_on(connect("localhost", port, false, Duration::from_secs(1)));
+        assert!(
+            matches!(refused, Err(FetchError::Private(ip)) if ip.is_loopback()),
+            "{refused:?}"
+        );
+        let allowed = rt.block_on(connect("localhost", port, true, Duration::from_secs(1)));
+        assert!(allowed.is_ok(), "{allowed:?}");
+    }
+
+    /// An http URL (a CRL) through the proxy is asked in absolute form
+    /// (RFC 9112 §3.2.2), and its name is the proxy's to resolve.
+    #[test]
+    fn an_http_url_through_the_proxy_is_asked_in_absolute_form() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let proxy = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().ok()?;
+            conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                conn.read_exact(&mut byte).ok()?;
+                head.push(byte[0]);
+            }
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+                .ok()?;
+            String::from_utf8(head).ok()
+        });
+        let opts = FetchOptions {
+            tls: tls_config(&[]).unwrap_or_else(|e| panic!("{e}")),
+            timeout: Duration::from_secs(5),
+            max_bytes: 1024,
+            allow_private: false,
+            proxy: Some(Proxy {
+                host: "127.0.0.1".to_owned(),
+                port,
+            }),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = rt
+            .block_on(fetch_any("http://crl.invalid/ca.crl", &opts))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.body, b"abc");
+        let head = proxy.join().ok().flatten().unwrap_or_default();
+        assert!(
+            head.starts_with("GET http://crl.invalid/ca.crl HTTP/1.1\r\n")
+                && head
+                    .to_ascii_lowercase()
+                    .contains("\r\nhost: crl.invalid\r\n"),
+            "{head}"
+        );
+    }
 }
