@@ -653,6 +653,13 @@ pub(crate) fn read_response(raw: &[u8], max_bytes: usize) -> Result<Fetched, Fet
 mod tests {
     use super::*;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn urls() {
         assert_eq!(
@@ -728,10 +735,7 @@ mod tests {
 
     #[test]
     fn lookups_beyond_the_permits_fail_at_once_and_a_permit_is_held_until_the_resolver_returns() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = runtime();
         rt.block_on(async {
             let none = Arc::new(tokio::sync::Semaphore::new(0));
             assert_eq!(
@@ -825,10 +829,7 @@ mod tests {
         );
         let second = SocketAddr::from(([127, 0, 0, 3], port));
         let good = std::net::TcpListener::bind(second).unwrap_or_else(|e| panic!("{e}"));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = runtime();
         let deadline = Duration::from_secs(2);
         let got = rt.block_on(async {
             tokio::time::timeout(
@@ -849,10 +850,7 @@ mod tests {
     /// to and the refusal names the address (through hyper-util's error).
     #[test]
     fn a_name_resolving_only_to_refused_addresses_is_not_connected_to() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = runtime();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let refused = rt.block_on(connect("localhost", port, false, Duration::from_secs(1)));
@@ -894,10 +892,7 @@ mod tests {
                 port,
             }),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rt = runtime();
         let got = rt
             .block_on(fetch_any("http://crl.invalid/ca.crl", &opts))
             .unwrap_or_else(|e| panic!("{e}"));
