@@ -12,11 +12,14 @@
 //! * [`exposition`] — how every layer writes its metric families;
 //! * [`stir`] — STIR/SHAKEN verification and signing;
 //! * [`risk`] — signals, the operator's policy and the decision per call;
-//! * [`media`] — media anchoring: the SDP rewrite for the relay.
+//! * [`media`] — media anchoring: the SDP rewrite for the relay;
+//! * [`capture`] — packet captures (pcap, pcapng) read back into SIP
+//!   messages, for `callgate replay --pcap`.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod audit;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod dns;

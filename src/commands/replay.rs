@@ -42,14 +42,19 @@ pub fn replay(
             Ok(b) => b,
             Err(e) => return fail(e.to_string()),
         };
-        let packets = match std::fs::read(&pcap)
+        let capture = match std::fs::read(&pcap)
             .map_err(|e| format!("{}: {e}", pcap.display()))
             .and_then(|b| {
-                callgate::sip::pcap::payloads(&b).map_err(|e| format!("{}: {e}", pcap.display()))
+                callgate::capture::read(&b).map_err(|e| format!("{}: {e}", pcap.display()))
             }) {
-            Ok(p) => p,
+            Ok(c) => c,
             Err(e) => return fail(e),
         };
+        report_capture(&pcap, &capture.stats);
+        let packets = callgate::capture::sip::messages(
+            &capture.payloads,
+            &callgate::sip::message::Limits::default(),
+        );
         replay::captured(&packets, &candidate, base.as_ref())
     } else {
         return fail("give --db or --pcap".into());
@@ -87,5 +92,37 @@ pub fn replay(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Tells the operator (on stderr) what of the capture was not read: the
+/// damage, if any, and the fragments and segments dropped.
+fn report_capture(pcap: &Path, stats: &callgate::capture::Stats) {
+    if let Some(damage) = &stats.damage {
+        eprintln!(
+            "replay: {}: {damage}; replaying the {} records before it",
+            pcap.display(),
+            stats.packets
+        );
+    }
+    let dropped = stats.fragments_expired
+        + stats.fragments_evicted
+        + stats.fragments_unfinished
+        + stats.fragments_invalid
+        + stats.tcp_dropped;
+    if dropped > 0 || stats.unsupported_link > 0 {
+        eprintln!(
+            "replay: {}: {} records, {} reassembled from {} IP fragments; dropped: {} fragment sets expired, {} evicted, {} unfinished at the end, {} fragments invalid, {} TCP segments, {} records of an unsupported link type",
+            pcap.display(),
+            stats.packets,
+            stats.reassembled,
+            stats.fragments,
+            stats.fragments_expired,
+            stats.fragments_evicted,
+            stats.fragments_unfinished,
+            stats.fragments_invalid,
+            stats.tcp_dropped,
+            stats.unsupported_link
+        );
     }
 }

@@ -1,10 +1,18 @@
-//! The pcap reader behind `callgate replay` (`sip::pcap`): captures come
-//! from elsewhere and may be truncated or crafted.
+//! The capture reader behind `callgate replay --pcap` (`capture`):
+//! captures come from elsewhere and may be truncated or crafted.
 
-/// Reads every SIP payload of `data` as a capture file.
+use crate::capture;
+use crate::sip::message::Limits;
+
+/// Reads `data` as a capture file and frames its SIP messages.
 pub fn exercise(data: &[u8]) -> usize {
-    match crate::sip::pcap::payloads(data) {
-        Ok(p) => p.iter().map(|x| x.data.len()).sum::<usize>() + p.len(),
+    match capture::read(data) {
+        Ok(c) => {
+            let messages = capture::sip::messages(&c.payloads, &Limits::default());
+            messages.iter().map(|x| x.data.len()).sum::<usize>()
+                + c.payloads.len()
+                + c.stats.damage.map_or(0, |d| d.len())
+        }
         Err(e) => e.to_string().len(),
     }
 }

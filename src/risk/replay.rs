@@ -15,8 +15,8 @@ use super::assess::{self, velocity_requests};
 use super::policy::{Policy, Verdict};
 use super::signals::{self, Signals};
 use crate::audit::StoredDecision;
+use crate::capture::Payload;
 use crate::sip::message::{Limits, SipMessage};
-use crate::sip::pcap::Payload;
 use crate::state::window::LocalVelocity;
 use crate::stir::passport::canonical_tn;
 

@@ -7,7 +7,6 @@ pub mod header;
 pub mod message;
 pub mod method;
 pub mod parties;
-pub mod pcap;
 pub mod proxy;
 pub mod response;
 pub mod scan;
