@@ -187,7 +187,8 @@ run() {
         senders+=("$!")
         next=$((next + chunk)); k=$((k + 1))
     done
-    for p in "${senders[@]}"; do wait "$p" || true; done
+    # (a sender that ended long ago may be reaped already: wait says so, harmlessly)
+    for p in "${senders[@]}"; do wait "$p" 2>/dev/null || true; done
     metrics >"$dir/final.metrics"
     # Where the resident memory is at the end (heap arenas, SQLite, stacks):
     # the mappings by RSS, for a reader asking what grew.
