@@ -11,7 +11,7 @@ use super::outcome::LiveCall;
 use super::route::Route;
 use super::Gate;
 use crate::api::operations::{
-    CallView, DecisionView, LegView, MediaView, ProbeView, StreamView, TargetView,
+    CallView, DecisionView, LegView, MediaView, ProbeView, StreamView, TargetView, Worded,
 };
 use crate::config::Side;
 use crate::sip::proxy::TargetStatus;
@@ -33,6 +33,23 @@ pub fn decision_view(ctx: &CallContext) -> DecisionView {
         reasons: verdict
             .map(|v| v.reasons().map(str::to_owned).collect())
             .unwrap_or_default(),
+        level_text: verdict.and_then(|v| v.level_text.as_deref().map(str::to_owned)),
+        reasons_text: verdict
+            .map(|v| {
+                v.reason_texts()
+                    .map(|(code, text)| worded(code, text))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        restrict: verdict.map(|v| v.restrict.clone()).unwrap_or_default(),
+        restrict_text: verdict
+            .map(|v| {
+                v.restrict_text
+                    .iter()
+                    .map(|r| worded(&r.action, &r.text))
+                    .collect()
+            })
+            .unwrap_or_default(),
         action: match (&ctx.route, verdict) {
             (Route::Reject { .. }, _) => "reject",
             (_, Some(v)) => v.action.as_str(),
@@ -42,6 +59,13 @@ pub fn decision_view(ctx: &CallContext) -> DecisionView {
         route: route.to_owned(),
         target,
         policy_version: verdict.map(|v| v.policy_version.clone()),
+    }
+}
+
+fn worded(code: &str, text: &str) -> Worded {
+    Worded {
+        code: code.to_owned(),
+        text: text.to_owned(),
     }
 }
 

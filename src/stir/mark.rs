@@ -19,7 +19,10 @@ pub struct Marking {
 }
 
 /// The marking for a verification. `suffix` appends the attestation
-/// (`-A`/`-B`/`-C`) for PBXs that show it; `reject` refuses failed calls.
+/// (`-A`/`-B`/`-C`) for PBXs that show it, only when the PASSporT verified:
+/// the attestation of a PASSporT that failed or could not be checked is a
+/// claim nobody checked, and a PBX that shows the letter would show it as
+/// if it were (issue 16); `reject` refuses failed calls.
 pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
     let base = match v.status {
         Status::Passed => "TN-Validation-Passed",
@@ -27,9 +30,7 @@ pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
         Status::NoValidation => "No-TN-Validation",
     };
     let verstat = match (&v.attest, suffix, v.status) {
-        (Some(a), true, Status::Passed | Status::Failed)
-            if matches!(a.as_str(), "A" | "B" | "C") =>
-        {
+        (Some(a), true, Status::Passed) if matches!(a.as_str(), "A" | "B" | "C") => {
             format!("{base}-{a}")
         }
         _ => base.to_owned(),
@@ -147,6 +148,20 @@ pub fn with_verstat(value: &[u8], verstat: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_verified_attestation_is_suffixed() {
+        let mut v = Verification::absent();
+        v.attest = Some("A".into());
+        for (status, want) in [
+            (Status::Passed, "TN-Validation-Passed-A"),
+            (Status::Failed, "TN-Validation-Failed"),
+            (Status::NoValidation, "No-TN-Validation"),
+        ] {
+            v.status = status;
+            assert_eq!(marking(&v, true, false).verstat, want);
+        }
+    }
 
     #[test]
     fn verstat_goes_on_the_uri() {
