@@ -263,8 +263,17 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
         header(review, "X-Callgate-Restrict-Text"),
         Some(r#""No password reset: call back on the number on file.""#)
     );
-    // A low call has no words in this policy: no text headers.
-    assert!(!low.contains("-Text:"), "{low}");
+    // A low call has no words in this policy: no text headers but the
+    // verification's own.
+    for h in ["Risk", "Reasons", "Restrict"] {
+        assert!(!low.contains(&format!("X-Callgate-{h}-Text:")), "{low}");
+    }
+    assert!(
+        header(low, "X-Callgate-Verify-Text").is_some_and(|t| t.starts_with(
+            "\"Caller ID signature verified by the carrier with SPC 1234. Attestation A:"
+        )),
+        "{low}"
+    );
     assert!(
         header(review, "X-Callgate-Verify")
             .is_some_and(|v| v.starts_with("failed;") && v.ends_with("cause=438")),
@@ -289,6 +298,12 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
     assert!(
         unchecked.contains("verstat=No-TN-Validation") && !unchecked.contains("Passed"),
         "{unchecked}"
+    );
+    let words = header(unchecked, "X-Callgate-Verify-Text").unwrap_or_default();
+    assert!(
+        words.starts_with("\"Caller ID signature could not be checked (certificate unavailable")
+            && words.ends_with("Its claimed attestation A is unproven.\""),
+        "{words}"
     );
 
     // A burst from one number crosses into review at the 4th call.

@@ -82,6 +82,10 @@ pub struct DecisionView {
     pub id: Option<String>,
     /// STIR/SHAKEN: `verstat` value given to the PBX, when verified.
     pub verstat: Option<String>,
+    /// The verification in words (as in `X-Callgate-Verify-Text`), when
+    /// verification ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_text: Option<String>,
     pub level: Option<String>,
     pub score: Option<u32>,
     /// Reason codes of the rules that fired, in rule order.

@@ -302,6 +302,9 @@ fn call_detail(c: &Value) -> String {
     field("started", format!("{} ago", ago(c.get("started_unix_ms"))));
     field("decision", d("id"));
     field("verstat", d("verstat"));
+    if let Some(t) = c.pointer("/decision/verify_text").and_then(Value::as_str) {
+        field("", t.to_owned());
+    }
     field("level / score", format!("{} / {}", d("level"), d("score")));
     if let Some(t) = c.pointer("/decision/level_text").and_then(Value::as_str) {
         field("", t.to_owned());

@@ -28,6 +28,7 @@ pub fn decision_view(ctx: &CallContext) -> DecisionView {
     DecisionView {
         id: decision.map(|d| d.id.clone()),
         verstat: (!ctx.stir.verstat.is_empty()).then(|| ctx.stir.verstat.clone()),
+        verify_text: ctx.verification.as_ref().map(crate::stir::mark::in_words),
         level: verdict.map(|v| v.level.as_str().to_owned()),
         score: verdict.map(|v| v.score),
         reasons: verdict

@@ -64,7 +64,9 @@ pub fn headers(d: &Decision, v: Option<&Verification>) -> Vec<String> {
     }
     // The operator's words beside the codes (docs/policy.md, "Plain
     // language"): only for what has words in the policy.
+    let verify_text = v.map(crate::stir::mark::in_words);
     let words = [
+        ("X-Callgate-Verify-Text", words(verify_text.as_deref())),
         ("X-Callgate-Risk-Text", words(vd.level_text.as_deref())),
         (
             "X-Callgate-Reasons-Text",
@@ -262,6 +264,11 @@ mod tests {
                 "{status:?}: {v}"
             );
             assert!(!v.contains(";attest=") && !v.contains(";origid="), "{v}");
+            let words = header(&h, "X-Callgate-Verify-Text").unwrap_or_default();
+            assert!(
+                words.contains("claimed attestation A is unproven"),
+                "{words}"
+            );
         }
         let h = headers(&d, Some(&claiming(Status::Passed)));
         assert_eq!(
@@ -287,7 +294,7 @@ mod tests {
             Some("\"No password reset without step-up.\"")
         );
         assert!(h.iter().all(|l| !l.contains(['\r', '\n'])), "{h:?}");
-        // Without words in the policy, no text headers.
+        // Without words in the policy (nor a verification), no text headers.
         let h = headers(&decision(false), None);
         assert!(!h.iter().any(|l| l.contains("-Text:")), "{h:?}");
     }
