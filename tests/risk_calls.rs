@@ -51,6 +51,11 @@ weight = 70
 when = { stir = "failed" }
 description = "The caller ID signature failed: the \"number\" may be faked."
 [[rule]]
+code = "UNCHECKED_CLAIM"
+weight = 35
+when = { stir = "none", attest = "A" }
+description = "Signed, but the signature could not be checked: the number is unproven."
+[[rule]]
 code = "DNO"
 weight = 100
 when = { list = "dno", not = { stir = "passed" } }
@@ -299,6 +304,29 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
         unchecked.contains("verstat=No-TN-Validation") && !unchecked.contains("Passed"),
         "{unchecked}"
     );
+    // Tagged (medium) with the policy's words beside the codes.
+    assert!(
+        unchecked.starts_with("INVITE sip:+15550100@")
+            && header(unchecked, "X-Callgate-Risk")
+                .is_some_and(|r| r.starts_with("medium;score=35;")),
+        "{unchecked}"
+    );
+    assert_eq!(
+        header(unchecked, "X-Callgate-Reasons"),
+        Some("UNCHECKED_CLAIM")
+    );
+    assert_eq!(
+        header(unchecked, "X-Callgate-Reasons-Text"),
+        Some(r#""Signed, but the signature could not be checked: the number is unproven.""#)
+    );
+    assert_eq!(
+        header(unchecked, "X-Callgate-Restrict-Text"),
+        Some(r#""No password reset: call back on the number on file.""#)
+    );
+    assert!(
+        !unchecked.contains("X-Callgate-Risk-Text:"),
+        "medium has no text here: {unchecked}"
+    );
     let words = header(unchecked, "X-Callgate-Verify-Text").unwrap_or_default();
     assert!(
         words.starts_with("\"Caller ID signature could not be checked (certificate unavailable")
@@ -324,7 +352,8 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
 
     let m = cg.metrics();
     for (level, action, n) in [
-        ("low", "tag", 5.0),
+        ("low", "tag", 4.0),
+        ("medium", "tag", 1.0),
         ("high", "review", 2.0),
         ("critical", "reject", 1.0),
     ] {
