@@ -45,10 +45,12 @@ fn record(i: u64) -> AuditRecord {
             FiredRule {
                 code: "STIR_NONE".into(),
                 weight: 30,
+                text: Some("The caller ID is not signed: not proven.".into()),
             },
             FiredRule {
                 code: "NEW_CALLER".into(),
                 weight: 5,
+                text: None,
             },
         ],
         score: 35,

@@ -22,6 +22,7 @@ fn record(i: usize, time_ms: i64) -> AuditRecord {
         rules: vec![FiredRule {
             code: "ALLOWLISTED".into(),
             weight: -50,
+            text: Some("A known customer's number, verified: \"allow\" list.".into()),
         }],
         score: 0,
         level: "low".into(),
@@ -258,6 +259,7 @@ fn report_counts_rules_levels_inconsistencies_and_shadow_disagreements() {
     b.rules = vec![FiredRule {
         code: "STIR_FAILED".into(),
         weight: 70,
+        text: None,
     }];
     b.shadow = Some(serde_json::json!({"level": "high", "action": "review"}).into());
     let mut c = record(3, nine + 3_600_000);

@@ -26,6 +26,11 @@ version = "VERSION"
 medium = 30
 high = 60
 critical = 90
+[level.low]
+text = "Low risk: follow the usual ID steps."
+restrict = ["mfa-change"]
+[restrictions]
+mfa-change = "No \"MFA\" change: call back on the number on file."
 [level.high]
 action = "review"
 [level.critical]
@@ -43,6 +48,7 @@ when = { list = "dno" }
 code = "ANY_CALL"
 weight = 10
 when = { not = { list = "dno" } }
+description = "Every call gets this, to show the words."
 "#;
 
 /// The carrier side's next hop (nothing listens: no test calls out).
@@ -321,6 +327,22 @@ fn a_call_in_flight_is_listed_with_its_decision_and_media_and_answers_match_the_
         serde_json::json!(["ANY_CALL"]),
         "{call:#}"
     );
+    // The policy's words beside the codes.
+    assert_eq!(
+        (
+            &call["decision"]["level_text"],
+            &call["decision"]["reasons_text"],
+            &call["decision"]["restrict"],
+            &call["decision"]["restrict_text"],
+        ),
+        (
+            &serde_json::json!("Low risk: follow the usual ID steps."),
+            &serde_json::json!([{"code": "ANY_CALL", "text": "Every call gets this, to show the words."}]),
+            &serde_json::json!(["mfa-change"]),
+            &serde_json::json!([{"code": "mfa-change", "text": "No \"MFA\" change: call back on the number on file."}]),
+        ),
+        "{call:#}"
+    );
     assert_eq!(call["decision"]["route"], "agents", "{call:#}");
     let stream = &call["media"]["streams"][0];
     assert!(
@@ -342,7 +364,14 @@ fn a_call_in_flight_is_listed_with_its_decision_and_media_and_answers_match_the_
     );
     let by_id = ctl(&cg, Token::None, &["call", &call_id]).ok("ctl call <call-id>");
     assert!(
-        by_id.stdout.contains(&decision) && by_id.stdout.contains("ANY_CALL"),
+        by_id.stdout.contains(&decision)
+            && by_id
+                .stdout
+                .contains("ANY_CALL: Every call gets this, to show the words.")
+            && by_id
+                .stdout
+                .contains("Low risk: follow the usual ID steps.")
+            && by_id.stdout.contains("mfa-change: No \"MFA\" change"),
         "{by_id:?}"
     );
     let by_decision = ctl(&cg, Token::None, &["call", &decision, "--json"])

@@ -109,6 +109,59 @@ fn the_shipped_policy_decides_the_documented_cases() {
 }
 
 #[test]
+fn texts_are_refused_past_200_characters_with_their_key() {
+    let text = |n: usize| {
+        format!(
+            "version = \"1\"\n[level.medium]\nrestrict = [\"mfa-change\"]\n[restrictions]\nmfa-change = \"{}\"\n",
+            "é".repeat(n)
+        )
+    };
+    let p =
+        Policy::parse(&text(200), Path::new("/nonexistent")).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(p.levels[1].restrict_text.len(), 1);
+    match Policy::parse(&text(201), Path::new("/nonexistent")) {
+        Err(callgate::risk::policy::Parse::Invalid(k, reason)) => {
+            assert_eq!(k, "restrictions.mfa-change");
+            assert!(reason.contains("201 characters, at most 200"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_shipped_policy_puts_words_on_every_code() {
+    let p = shipped();
+    for r in &p.rules {
+        assert!(
+            r.description.is_some(),
+            "rule {} has no description",
+            r.code
+        );
+    }
+    for (level, la) in Level::ALL.iter().zip(&p.levels) {
+        assert!(la.text.is_some(), "level {level:?} has no text");
+        assert_eq!(
+            la.restrict_text.len(),
+            la.restrict.len(),
+            "level {level:?}: every restricted action has words"
+        );
+    }
+    // The words reach the verdict: a failed verification of our own number.
+    let msg = invite("+15550101", Some("+15550101"), "");
+    let v = verified(Status::Failed, "A");
+    let d = decide(&p, None, &signals(&msg, Some(&v), &p, NOW), "d1".to_owned());
+    let codes: Vec<&str> = d.verdict.reason_texts().map(|(c, _)| c).collect();
+    assert_eq!(codes, d.verdict.reasons().collect::<Vec<_>>());
+    assert!(
+        d.verdict
+            .reason_texts()
+            .any(|(c, t)| c == "OWN_NUMBER_SPOOF" && t.contains("escalate")),
+        "{d:?}"
+    );
+    assert!(d.verdict.level_text.is_some(), "{d:?}");
+}
+
+#[test]
 fn shadow_disagreements_and_fail_closed() {
     let p = shipped();
     let strict = Policy::parse(
@@ -161,6 +214,14 @@ fn broken_policies_name_the_rule_and_key() {
         ("[[rule]]\ncode = \"X\"\nweight = 5\nwhen = { stir = \"failed\" }\n", "version"),
         ("version = \"1\"\n[lists.dno]\nfile = \"missing.txt\"\n", "lists.dno"),
         ("version = \"1\"\n[level.critical]\naction = \"reject\"\nreject_code = 486\n", "level.critical.reject_code"),
+        // The plain-language texts: one line, not empty, at most 200 characters.
+        ("version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 5\nwhen = { stir = \"failed\" }\ndescription = \"two\\nlines\"\n", "rule[0] (X).description"),
+        ("version = \"1\"\n[[rule]]\ncode = \"X\"\nweight = 5\nwhen = { stir = \"failed\" }\ndescription = 7\n", "rule[0] (X).description"),
+        ("version = \"1\"\n[level.high]\ntext = \"  \"\n", "level.high.text"),
+        ("version = \"1\"\n[level.low]\ntxt = \"typo\"\n", "level.low.txt"),
+        ("version = \"1\"\n[restrictions]\nCredential_Reset = \"No reset.\"\n", "restrictions.Credential_Reset"),
+        ("version = \"1\"\n[restrictions]\ncredential-reset = \"a\\rb\"\n", "restrictions.credential-reset"),
+        ("version = \"1\"\nrestrictions = \"no\"\n", "restrictions"),
     ];
     for (text, key) in cases {
         match Policy::parse(text, Path::new("/nonexistent")) {

@@ -2,7 +2,9 @@
 //! reaches the PBX tagged low; a Do-Not-Originate number is refused with
 //! 608; a failed verification and a burst from one number land in the
 //! review queue with History-Info; forged X-Callgate-* headers never reach
-//! the PBX; a policy reload under load loses no call.
+//! the PBX; an attestation whose certificate could not be fetched reaches
+//! the PBX only as a claim; the policy's words go beside the codes; a
+//! policy reload under load loses no call.
 
 mod common;
 
@@ -24,6 +26,9 @@ restrict = ["credential-reset"]
 [level.high]
 action = "review"
 restrict = ["credential-reset", "contact-change"]
+text = "High risk: the caller ID may be faked. Escalate."
+[restrictions]
+credential-reset = "No password reset: call back on the number on file."
 [level.critical]
 action = "reject"
 reject_code = 608
@@ -44,6 +49,12 @@ when = { list = "allow", stir = "passed" }
 code = "STIR_FAILED"
 weight = 70
 when = { stir = "failed" }
+description = "The caller ID signature failed: the \"number\" may be faked."
+[[rule]]
+code = "UNCHECKED_CLAIM"
+weight = 35
+when = { stir = "none", attest = "A" }
+description = "Signed, but the signature could not be checked: the number is unproven."
 [[rule]]
 code = "DNO"
 weight = 100
@@ -139,7 +150,7 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
     let (port, _) = https_server(&pki);
     let x5u = format!("https://127.0.0.1:{port}/good.pem");
     let pbx_port = free_port();
-    let answered = 6;
+    let answered = 7;
     let uas = Sipp::uas(
         &scenario("uas-basic.xml"),
         pbx_port,
@@ -162,10 +173,21 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
         "123e4567-e89b-12d3-a456-426655440002",
     )
     .replacen('.', ".e", 1);
+    // Signed A, but its certificate is on a port nothing listens on: the
+    // fetch is refused, the verification is `none`, the attestation an
+    // unchecked claim.
+    let dead_x5u = format!("https://127.0.0.1:{}/good.pem", free_port());
+    let unfetched = token(
+        &pki,
+        &dead_x5u,
+        "+15550104",
+        "123e4567-e89b-12d3-a456-426655440004",
+    );
     let unsigned = |n: &str| format!("{n};+15550100;X-No-Identity: unsigned;none");
     let lines = vec![
         format!("+15550101;+15550100;Identity: {good};{x5u}"),
         format!("+15550102;+15550100;Identity: {tampered};{x5u}"),
+        format!("+15550104;+15550100;Identity: {unfetched};{dead_x5u}"),
         unsigned("+15550103"),
         unsigned("+15550103"),
         unsigned("+15550103"),
@@ -233,10 +255,83 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
         header(review, "X-Callgate-Restrict"),
         Some("credential-reset,contact-change")
     );
+    // The policy's words beside the codes, quoted (RFC 3261 §25.1).
+    assert_eq!(
+        header(review, "X-Callgate-Reasons-Text"),
+        Some(r#""The caller ID signature failed: the \"number\" may be faked.""#)
+    );
+    assert_eq!(
+        header(review, "X-Callgate-Risk-Text"),
+        Some(r#""High risk: the caller ID may be faked. Escalate.""#)
+    );
+    assert_eq!(
+        header(review, "X-Callgate-Restrict-Text"),
+        Some(r#""No password reset: call back on the number on file.""#)
+    );
+    // A low call has no words in this policy: no text headers but the
+    // verification's own.
+    for h in ["Risk", "Reasons", "Restrict"] {
+        assert!(!low.contains(&format!("X-Callgate-{h}-Text:")), "{low}");
+    }
+    assert!(
+        header(low, "X-Callgate-Verify-Text").is_some_and(|t| t.starts_with(
+            "\"Caller ID signature verified by the carrier with SPC 1234. Attestation A:"
+        )),
+        "{low}"
+    );
     assert!(
         header(review, "X-Callgate-Verify")
             .is_some_and(|v| v.starts_with("failed;") && v.ends_with("cause=438")),
         "{review}"
+    );
+
+    // Nothing unverified looks verified: the certificate could not be
+    // fetched, so the PASSporT's "A" is shown as a claim, and verstat
+    // carries no attestation.
+    let unchecked = &invite_from(&uas, "+15550104", 0);
+    let verify = header(unchecked, "X-Callgate-Verify").unwrap_or_default();
+    assert!(
+        verify.starts_with(
+            "none;claimed-attest=A;claimed-origid=123e4567-e89b-12d3-a456-426655440004"
+        ),
+        "{unchecked}"
+    );
+    assert!(
+        !verify.contains(";attest=") && !verify.contains(";origid="),
+        "{verify}"
+    );
+    assert!(
+        unchecked.contains("verstat=No-TN-Validation") && !unchecked.contains("Passed"),
+        "{unchecked}"
+    );
+    // Tagged (medium) with the policy's words beside the codes.
+    assert!(
+        unchecked.starts_with("INVITE sip:+15550100@")
+            && header(unchecked, "X-Callgate-Risk")
+                .is_some_and(|r| r.starts_with("medium;score=35;")),
+        "{unchecked}"
+    );
+    assert_eq!(
+        header(unchecked, "X-Callgate-Reasons"),
+        Some("UNCHECKED_CLAIM")
+    );
+    assert_eq!(
+        header(unchecked, "X-Callgate-Reasons-Text"),
+        Some(r#""Signed, but the signature could not be checked: the number is unproven.""#)
+    );
+    assert_eq!(
+        header(unchecked, "X-Callgate-Restrict-Text"),
+        Some(r#""No password reset: call back on the number on file.""#)
+    );
+    assert!(
+        !unchecked.contains("X-Callgate-Risk-Text:"),
+        "medium has no text here: {unchecked}"
+    );
+    let words = header(unchecked, "X-Callgate-Verify-Text").unwrap_or_default();
+    assert!(
+        words.starts_with("\"Caller ID signature could not be checked (certificate unavailable")
+            && words.ends_with("Its claimed attestation A is unproven.\""),
+        "{words}"
     );
 
     // A burst from one number crosses into review at the 4th call.
@@ -258,6 +353,7 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
     let m = cg.metrics();
     for (level, action, n) in [
         ("low", "tag", 4.0),
+        ("medium", "tag", 1.0),
         ("high", "review", 2.0),
         ("critical", "reject", 1.0),
     ] {
@@ -287,7 +383,7 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
     );
     let rows =
         callgate::audit::decisions(&dir.join("audit-test-1.db"), None, None).expect("audit db");
-    assert_eq!(rows.len(), 7, "{rows:#?}");
+    assert_eq!(rows.len(), 8, "{rows:#?}");
     let by_calling = |n: &str| {
         rows.iter()
             .filter(|r| r.record.calling == n)
@@ -321,6 +417,18 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
         review.record.rules.first().map(|r| r.code.as_str()),
         Some("STIR_FAILED")
     );
+    assert_eq!(
+        review.record.rules.first().and_then(|r| r.text.as_deref()),
+        Some("The caller ID signature failed: the \"number\" may be faked.")
+    );
+    // The audit names the unchecked attestation a claim.
+    let unchecked = by_calling("+15550104")[0].record.verification.value();
+    assert_eq!(
+        (&unchecked["status"], &unchecked["claimed_attest"]),
+        (&"no-validation".into(), &"A".into()),
+        "{unchecked}"
+    );
+    assert!(unchecked.get("attest").is_none(), "{unchecked}");
     let dno = by_calling("+18005550100")[0];
     assert_eq!(
         (
@@ -344,7 +452,7 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
     assert_eq!(same.0, Some(0), "{}", same.1);
     assert!(
         same.1
-            .contains("7 calls replayed under test-1, 7 compared, 0 would be decided differently"),
+            .contains("8 calls replayed under test-1, 8 compared, 0 would be decided differently"),
         "{}",
         same.1
     );

@@ -58,6 +58,11 @@ impl<'de> Deserialize<'de> for Json {
 pub struct FiredRule {
     pub code: String,
     pub weight: i32,
+    /// The rule's `description` in the policy that decided (absent in
+    /// records stored before descriptions were kept, and for rules
+    /// without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// One decision on one call, with its full verification path.

@@ -279,6 +279,17 @@ fn calls_table(v: &Value) -> String {
     out
 }
 
+/// The policy's words for codes (`[{code, text}]`), a line each under
+/// the codes' line.
+fn worded(field: &mut impl FnMut(&str, String), v: Option<&Value>) {
+    for w in v.and_then(Value::as_array).into_iter().flatten() {
+        field(
+            "",
+            format!("{}: {}", cell(w.get("code")), cell(w.get("text"))),
+        );
+    }
+}
+
 fn call_detail(c: &Value) -> String {
     let d = |k: &str| cell(c.get("decision").and_then(|d| d.get(k)));
     let mut out = String::new();
@@ -291,8 +302,17 @@ fn call_detail(c: &Value) -> String {
     field("started", format!("{} ago", ago(c.get("started_unix_ms"))));
     field("decision", d("id"));
     field("verstat", d("verstat"));
+    if let Some(t) = c.pointer("/decision/verify_text").and_then(Value::as_str) {
+        field("", t.to_owned());
+    }
     field("level / score", format!("{} / {}", d("level"), d("score")));
+    if let Some(t) = c.pointer("/decision/level_text").and_then(Value::as_str) {
+        field("", t.to_owned());
+    }
     field("reasons", d("reasons"));
+    worded(&mut field, c.pointer("/decision/reasons_text"));
+    field("restrict", d("restrict"));
+    worded(&mut field, c.pointer("/decision/restrict_text"));
     field("action", d("action"));
     field("route", format!("{} {}", d("route"), d("target")));
     field("policy", d("policy_version"));

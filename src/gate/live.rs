@@ -11,7 +11,7 @@ use super::outcome::LiveCall;
 use super::route::Route;
 use super::Gate;
 use crate::api::operations::{
-    CallView, DecisionView, LegView, MediaView, ProbeView, StreamView, TargetView,
+    CallView, DecisionView, LegView, MediaView, ProbeView, StreamView, TargetView, Worded,
 };
 use crate::config::Side;
 use crate::sip::proxy::TargetStatus;
@@ -28,10 +28,28 @@ pub fn decision_view(ctx: &CallContext) -> DecisionView {
     DecisionView {
         id: decision.map(|d| d.id.clone()),
         verstat: (!ctx.stir.verstat.is_empty()).then(|| ctx.stir.verstat.clone()),
+        verify_text: ctx.verification.as_ref().map(crate::stir::mark::in_words),
         level: verdict.map(|v| v.level.as_str().to_owned()),
         score: verdict.map(|v| v.score),
         reasons: verdict
             .map(|v| v.reasons().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        level_text: verdict.and_then(|v| v.level_text.as_deref().map(str::to_owned)),
+        reasons_text: verdict
+            .map(|v| {
+                v.reason_texts()
+                    .map(|(code, text)| worded(code, text))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        restrict: verdict.map(|v| v.restrict.clone()).unwrap_or_default(),
+        restrict_text: verdict
+            .map(|v| {
+                v.restrict_text
+                    .iter()
+                    .map(|r| worded(&r.action, &r.text))
+                    .collect()
+            })
             .unwrap_or_default(),
         action: match (&ctx.route, verdict) {
             (Route::Reject { .. }, _) => "reject",
@@ -42,6 +60,13 @@ pub fn decision_view(ctx: &CallContext) -> DecisionView {
         route: route.to_owned(),
         target,
         policy_version: verdict.map(|v| v.policy_version.clone()),
+    }
+}
+
+fn worded(code: &str, text: &str) -> Worded {
+    Worded {
+        code: code.to_owned(),
+        text: text.to_owned(),
     }
 }
 

@@ -42,6 +42,7 @@ pub fn audit_record(ctx: &CallContext, env: &Env) -> AuditRecord {
                     .map(|f| FiredRule {
                         code: f.code.clone(),
                         weight: f.weight,
+                        text: f.text.as_deref().map(str::to_owned),
                     })
                     .collect()
             })

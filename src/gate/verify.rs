@@ -200,10 +200,17 @@ impl VerifyPhase {
             metrics.stir_failure(failure.cause);
         }
         metrics.observe(Phase::Verify, started.elapsed());
+        // An attestation is logged as one only when it verified; else as
+        // the claim it is.
+        let (attest, claimed_attest) = match (v.status, v.attest.as_deref()) {
+            (Status::Passed, a) => (a.unwrap_or("-"), "-"),
+            (_, a) => ("-", a.unwrap_or("-")),
+        };
         tracing::info!(
             call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
             status = ?v.status,
-            attest = v.attest.as_deref().unwrap_or("-"),
+            attest,
+            claimed_attest,
             cause = v.failure.as_ref().map(|f| f.text.as_str()).or(v.unavailable.as_deref()).unwrap_or("-"),
             "STIR verification"
         );

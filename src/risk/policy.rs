@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -81,6 +82,8 @@ pub struct Rule {
     pub code: String,
     pub weight: i32,
     pub when: Cond,
+    /// The operator's words for the reason, shown beside the code.
+    pub description: Option<Arc<str>>,
 }
 
 /// A level's consequences.
@@ -88,7 +91,38 @@ pub struct Rule {
 pub struct LevelAction {
     pub action: Action,
     pub restrict: Vec<String>,
+    /// The operator's words for the level (`[level.NAME] text`).
+    pub text: Option<Arc<str>>,
+    /// The words for each restricted action that has them
+    /// (`[restrictions]`), in `restrict` order.
+    pub restrict_text: Vec<RestrictText>,
 }
+
+/// What an agent is told about one restricted action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestrictText {
+    #[serde(serialize_with = "shared_text")]
+    pub action: Arc<str>,
+    #[serde(serialize_with = "shared_text")]
+    pub text: Arc<str>,
+}
+
+/// A shared text as a JSON string.
+fn shared_text<S: serde::Serializer>(t: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t)
+}
+
+/// An optional shared text as a JSON string (or null).
+fn maybe_text<S: serde::Serializer>(t: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&**t),
+        None => s.serialize_none(),
+    }
+}
+
+/// Longest text the policy accepts for a description, level or
+/// restriction, in characters: what an agent reads in a glance.
+pub const MAX_TEXT_CHARS: usize = 200;
 
 /// Number facts the policy needs beyond the lists.
 #[derive(Debug, Clone, Default)]
@@ -120,6 +154,8 @@ pub struct Policy {
     /// Per source: `true` = fail closed (an unknown condition fires).
     pub fail_closed: HashMap<&'static str, bool>,
     pub rules: Vec<Rule>,
+    /// The operator's words per restricted action (`[restrictions]`).
+    pub restrictions: Vec<RestrictText>,
 }
 
 /// One rule that fired.
@@ -130,6 +166,9 @@ pub struct Fired {
     /// Fired because a source was unavailable and fails closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail_closed: Option<&'static str>,
+    /// The rule's `description`.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "maybe_text")]
+    pub text: Option<Arc<str>>,
 }
 
 /// A policy's verdict on one call's signals.
@@ -141,12 +180,26 @@ pub struct Verdict {
     pub action: Action,
     pub fired: Vec<Fired>,
     pub restrict: Vec<String>,
+    /// The level's words (`[level.NAME] text`).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "maybe_text")]
+    pub level_text: Option<Arc<str>>,
+    /// The words of the restricted actions that have them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restrict_text: Vec<RestrictText>,
 }
 
 impl Verdict {
     /// Reason codes of the fired rules, in rule order.
     pub fn reasons(&self) -> impl Iterator<Item = &str> {
         self.fired.iter().map(|f| f.code.as_str())
+    }
+
+    /// The words of the fired rules that have a description, in rule
+    /// order, with their codes.
+    pub fn reason_texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fired
+            .iter()
+            .filter_map(|f| f.text.as_deref().map(|t| (f.code.as_str(), t)))
     }
 }
 
@@ -185,6 +238,7 @@ impl Policy {
                     code: r.code.clone(),
                     weight: r.weight,
                     fail_closed,
+                    text: r.description.clone(),
                 });
             }
         }
@@ -198,6 +252,8 @@ impl Policy {
             action: la.action,
             fired,
             restrict: la.restrict.clone(),
+            level_text: la.text.clone(),
+            restrict_text: la.restrict_text.clone(),
         }
     }
 
@@ -256,6 +312,7 @@ impl Policy {
                 "lists",
                 "velocity",
                 "unavailable",
+                "restrictions",
                 "rule",
             ]
             .contains(&key.as_str())
@@ -280,7 +337,15 @@ impl Policy {
             })?
             .to_owned();
         let thresholds = thresholds(doc.get("levels"))?;
-        let levels = level_actions(doc.get("level"))?;
+        let restrictions = restrictions(doc.get("restrictions"))?;
+        let mut levels = level_actions(doc.get("level"))?;
+        for la in &mut levels {
+            la.restrict_text = la
+                .restrict
+                .iter()
+                .filter_map(|a| restrictions.iter().find(|r| *r.action == **a).cloned())
+                .collect();
+        }
         let review_uri = match doc.get("review").and_then(|r| r.get("uri")) {
             Some(u) => {
                 let u = u
@@ -421,7 +486,16 @@ impl Policy {
                     return Err(bad(&format!("{at}.when.list"), format!("no [lists.{l}]")));
                 }
             }
-            rules.push(Rule { code, weight, when });
+            let description = match r.get("description") {
+                Some(d) => Some(words(d, &format!("{at}.description"))?),
+                None => None,
+            };
+            rules.push(Rule {
+                code,
+                weight,
+                when,
+                description,
+            });
         }
         Ok(Policy {
             version,
@@ -433,6 +507,7 @@ impl Policy {
             velocity,
             fail_closed,
             rules,
+            restrictions,
         })
     }
 }
@@ -480,10 +555,69 @@ fn thresholds(v: Option<&toml::Value>) -> Result<[u32; 3], Parse> {
     Ok(out)
 }
 
+/// Text the operator writes for agents: one line of at most
+/// [`MAX_TEXT_CHARS`] characters, no control characters (it goes into SIP
+/// headers, RFC 3261 §25.1, and onto screens).
+fn words(v: &toml::Value, key: &str) -> Result<Arc<str>, Parse> {
+    let bad = |r: &str| Parse::Invalid(key.to_owned(), r.to_owned());
+    let t = v.as_str().ok_or_else(|| bad("expected a string"))?.trim();
+    if t.is_empty() {
+        return Err(bad("empty: write what the agent should know and do"));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(bad(
+            "control characters (line breaks, tabs) are not allowed: one line of text",
+        ));
+    }
+    let n = t.chars().count();
+    if n > MAX_TEXT_CHARS {
+        return Err(Parse::Invalid(
+            key.to_owned(),
+            format!("{n} characters, at most {MAX_TEXT_CHARS}: what an agent reads in a glance"),
+        ));
+    }
+    Ok(Arc::from(t))
+}
+
+/// Whether `s` is a restricted action's name (lower-case-with-dashes).
+fn action_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `[restrictions]`: per restricted action, the words the agent reads.
+fn restrictions(v: Option<&toml::Value>) -> Result<Vec<RestrictText>, Parse> {
+    let Some(v) = v else { return Ok(vec![]) };
+    let t = v.as_table().ok_or_else(|| {
+        Parse::Invalid(
+            "restrictions".into(),
+            "expected a table: action-name = \"text\"".into(),
+        )
+    })?;
+    t.iter()
+        .map(|(name, text)| {
+            let key = format!("restrictions.{name}");
+            if !action_name(name) {
+                return Err(Parse::Invalid(
+                    key,
+                    "names are lower-case-with-dashes (e.g. \"credential-reset\")".into(),
+                ));
+            }
+            Ok(RestrictText {
+                action: Arc::from(name.as_str()),
+                text: words(text, &key)?,
+            })
+        })
+        .collect()
+}
+
 fn level_actions(v: Option<&toml::Value>) -> Result<[LevelAction; 4], Parse> {
     let default = |action| LevelAction {
         action,
         restrict: vec![],
+        text: None,
+        restrict_text: vec![],
     };
     let mut out = [
         default(Action::Tag),
@@ -510,12 +644,15 @@ fn level_actions(v: Option<&toml::Value>) -> Result<[LevelAction; 4], Parse> {
             .as_table()
             .ok_or_else(|| Parse::Invalid(format!("level.{name}"), "expected a table".into()))?;
         for k in spec.keys() {
-            if !["action", "restrict", "reject_code"].contains(&k.as_str()) {
+            if !["action", "restrict", "reject_code", "text"].contains(&k.as_str()) {
                 return Err(Parse::Invalid(
                     at(k),
-                    "unknown key (action, restrict, reject_code)".into(),
+                    "unknown key (action, restrict, reject_code, text)".into(),
                 ));
             }
+        }
+        if let Some(t) = spec.get("text") {
+            out[i].text = Some(words(t, &at("text"))?);
         }
         let code = match spec.get("reject_code") {
             None => 603,
@@ -549,19 +686,12 @@ fn level_actions(v: Option<&toml::Value>) -> Result<[LevelAction; 4], Parse> {
             })?;
             let mut restrict = Vec::new();
             for item in list {
-                let s = item
-                    .as_str()
-                    .filter(|s| {
-                        !s.is_empty()
-                            && s.bytes()
-                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    })
-                    .ok_or_else(|| {
-                        Parse::Invalid(
-                            at("restrict"),
-                            "names are lower-case-with-dashes (e.g. \"credential-reset\")".into(),
-                        )
-                    })?;
+                let s = item.as_str().filter(|s| action_name(s)).ok_or_else(|| {
+                    Parse::Invalid(
+                        at("restrict"),
+                        "names are lower-case-with-dashes (e.g. \"credential-reset\")".into(),
+                    )
+                })?;
                 restrict.push(s.to_owned());
             }
             out[i].restrict = restrict;

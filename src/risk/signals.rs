@@ -26,7 +26,12 @@ pub enum Stir {
 pub struct Signals {
     /// `None`: verification is not enabled.
     pub stir: Option<Stir>,
-    /// Attestation of a verified (or failed) PASSporT.
+    /// The PASSporT's attestation claim, whether or not it verified (the
+    /// policy's `attest` condition; combine with `stir = "passed"` for a
+    /// verified one). Recorded as `claimed_attest` so that the audit's
+    /// signals never show an unchecked attestation in a verified one's
+    /// form; records written before read back through the old name.
+    #[serde(rename = "claimed_attest", alias = "attest")]
     pub attest: Option<char>,
     /// Response code of the verification failure (403, 436, 437, 438).
     pub stir_cause: Option<u16>,
@@ -119,6 +124,23 @@ pub fn hour_and_weekday(secs: i64, utc_offset_minutes: i32) -> (u8, u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_recorded_attestation_is_named_a_claim_and_old_records_read_back() {
+        let s = Signals {
+            stir: Some(Stir::None),
+            attest: Some('A'),
+            ..Signals::default()
+        };
+        let j = serde_json::to_value(&s).unwrap_or_default();
+        assert_eq!(j["claimed_attest"], "A", "{j}");
+        assert!(j.get("attest").is_none(), "{j}");
+        let back: Signals = serde_json::from_value(j).unwrap_or_default();
+        assert_eq!(back.attest, Some('A'));
+        let old: Signals =
+            serde_json::from_str(r#"{"stir": "failed", "attest": "B"}"#).unwrap_or_default();
+        assert_eq!(old.attest, Some('B'));
+    }
 
     #[test]
     fn numbers_and_time() {

@@ -19,7 +19,10 @@ pub struct Marking {
 }
 
 /// The marking for a verification. `suffix` appends the attestation
-/// (`-A`/`-B`/`-C`) for PBXs that show it; `reject` refuses failed calls.
+/// (`-A`/`-B`/`-C`) for PBXs that show it, only when the PASSporT verified:
+/// the attestation of a PASSporT that failed or could not be checked is a
+/// claim nobody checked, and a PBX that shows the letter would show it as
+/// if it were (issue 16); `reject` refuses failed calls.
 pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
     let base = match v.status {
         Status::Passed => "TN-Validation-Passed",
@@ -27,9 +30,7 @@ pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
         Status::NoValidation => "No-TN-Validation",
     };
     let verstat = match (&v.attest, suffix, v.status) {
-        (Some(a), true, Status::Passed | Status::Failed)
-            if matches!(a.as_str(), "A" | "B" | "C") =>
-        {
+        (Some(a), true, Status::Passed) if matches!(a.as_str(), "A" | "B" | "C") => {
             format!("{base}-{a}")
         }
         _ => base.to_owned(),
@@ -59,6 +60,56 @@ pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
         }
     }
     m
+}
+
+/// The verification in words an agent reads in a glance (issue 16): what
+/// was verified, by whom (the certificate's SPC, from its TNAuthList,
+/// ATIS-1000080), what the attestation means (ATIS-1000074 §5.2.3), and,
+/// when it did not verify, why — the attestation then named as the
+/// unproven claim it is. Built from callgate's own results; the network's
+/// parts (SPC, attestation, the failure's text) are taken as they are and
+/// quoted by whoever writes them into a header.
+pub fn in_words(v: &Verification) -> String {
+    let claim = |a: &str| format!(" Its claimed attestation {a} is unproven.");
+    match v.status {
+        Status::Passed => {
+            let by = v
+                .spc
+                .as_deref()
+                .map(|spc| format!(" by the carrier with SPC {spc}"))
+                .unwrap_or_default();
+            let meaning = match v.attest.as_deref() {
+                Some("A") => "A: the carrier knows the caller and that they may use this number.",
+                Some("B") => {
+                    "B: the carrier knows the caller, but not that they may use this number."
+                }
+                Some("C") => {
+                    "C: the carrier only saw the call enter its network; the number is unproven."
+                }
+                _ => "unknown.",
+            };
+            format!("Caller ID signature verified{by}. Attestation {meaning}")
+        }
+        Status::Failed => {
+            let why = v
+                .failure
+                .as_ref()
+                .map(|f| format!(" ({} {})", f.code, f.text))
+                .unwrap_or_default();
+            let attest = v.attest.as_deref().map(claim).unwrap_or_default();
+            format!("Caller ID signature FAILED{why}: the number may be faked.{attest}")
+        }
+        Status::NoValidation => match (v.attest.as_deref(), v.unavailable.as_deref()) {
+            (None, Some("no Identity header")) | (None, None) => {
+                "Caller ID not signed: the number is unproven.".to_owned()
+            }
+            (attest, why) => {
+                let why = why.map(|w| format!(" ({w})")).unwrap_or_default();
+                let attest = attest.map(claim).unwrap_or_default();
+                format!("Caller ID signature could not be checked{why}.{attest}")
+            }
+        },
+    }
 }
 
 /// Bytes that end a `verstat` value wherever it is written: parameter and
@@ -147,6 +198,53 @@ pub fn with_verstat(value: &[u8], verstat: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_words_name_an_unchecked_attestation_a_claim() {
+        let mut v = Verification::absent();
+        assert_eq!(
+            in_words(&v),
+            "Caller ID not signed: the number is unproven."
+        );
+        v.attest = Some("A".into());
+        v.unavailable = Some("certificate unavailable: connection refused".into());
+        let w = in_words(&v);
+        assert!(
+            w.starts_with("Caller ID signature could not be checked (certificate unavailable")
+                && w.ends_with("Its claimed attestation A is unproven."),
+            "{w}"
+        );
+        v.status = Status::Failed;
+        v.unavailable = None;
+        let w = in_words(&v);
+        assert!(
+            w.contains("FAILED") && w.ends_with("claimed attestation A is unproven."),
+            "{w}"
+        );
+        v.status = Status::Passed;
+        v.spc = Some("1234".into());
+        let w = in_words(&v);
+        assert!(
+            w.starts_with(
+                "Caller ID signature verified by the carrier with SPC 1234. Attestation A:"
+            ) && !w.contains("claimed"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn only_a_verified_attestation_is_suffixed() {
+        let mut v = Verification::absent();
+        v.attest = Some("A".into());
+        for (status, want) in [
+            (Status::Passed, "TN-Validation-Passed-A"),
+            (Status::Failed, "TN-Validation-Failed"),
+            (Status::NoValidation, "No-TN-Validation"),
+        ] {
+            v.status = status;
+            assert_eq!(marking(&v, true, false).verstat, want);
+        }
+    }
 
     #[test]
     fn verstat_goes_on_the_uri() {

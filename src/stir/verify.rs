@@ -26,10 +26,20 @@ pub struct Failure {
 }
 
 /// Everything the verification found, for the risk phase and the audit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// As JSON (the audit record, `callgate verify`), the PASSporT's `attest`
+/// and `origid` are written under those names only when the verification
+/// passed; otherwise under `claimed_attest` and `claimed_origid`, so that a
+/// reader never takes an attestation nobody checked for a verified one
+/// (RFC 8588 §4: the attestation is the signer's assertion, worth what
+/// the signature is).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     pub status: Status,
+    /// The PASSporT's `attest` claim: verified only when `status` is
+    /// [`Status::Passed`].
     pub attest: Option<String>,
+    /// The PASSporT's `origid` claim, verified under the same condition.
     pub origid: Option<String>,
     pub orig: Option<String>,
     pub dest: Vec<String>,
@@ -43,11 +53,68 @@ pub struct Verification {
     pub checks: Vec<Check>,
     /// The verified `div` PASSporTs (RFC 8946) from the SHAKEN `dest` to
     /// the request's called number, in diversion order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diversion: Vec<DivHop>,
     /// Verified rich call data (RFC 9795), when present.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rcd: Option<RichCallData>,
+}
+
+/// The JSON form of a [`Verification`]: unverified claims named as such.
+#[derive(Serialize)]
+struct Shown<'a> {
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claimed_attest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claimed_origid: Option<&'a str>,
+    orig: &'a Option<String>,
+    dest: &'a [String],
+    iat: Option<i64>,
+    x5u: &'a Option<String>,
+    spc: &'a Option<String>,
+    unavailable: &'a Option<String>,
+    failure: &'a Option<Failure>,
+    checks: &'a [Check],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diversion: Option<&'a [DivHop]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rcd: Option<&'a RichCallData>,
+}
+
+impl Serialize for Verification {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let verified = self.status == Status::Passed;
+        fn split(verified: bool, c: Option<&str>) -> (Option<&str>, Option<&str>) {
+            if verified {
+                (c, None)
+            } else {
+                (None, c)
+            }
+        }
+        let (attest, claimed_attest) = split(verified, self.attest.as_deref());
+        let (origid, claimed_origid) = split(verified, self.origid.as_deref());
+        Shown {
+            status: self.status,
+            attest,
+            claimed_attest,
+            origid,
+            claimed_origid,
+            orig: &self.orig,
+            dest: &self.dest,
+            iat: self.iat,
+            x5u: &self.x5u,
+            spc: &self.spc,
+            unavailable: &self.unavailable,
+            failure: &self.failure,
+            checks: &self.checks,
+            diversion: (!self.diversion.is_empty()).then_some(self.diversion.as_slice()),
+            rcd: self.rcd.as_ref(),
+        }
+        .serialize(s)
+    }
 }
 
 /// One verified diversion: the call for `from` was sent on to `to`.
@@ -324,4 +391,41 @@ pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Ve
         });
     }
     v
+}
+
+/// A verification of `status` whose PASSporT claimed attestation A and
+/// origid `o-1`, for tests of how claims are shown.
+#[cfg(test)]
+pub(crate) fn claiming(status: Status) -> Verification {
+    let mut v = Verification::absent();
+    v.status = status;
+    v.attest = Some("A".into());
+    v.origid = Some("o-1".into());
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unverified_claims_are_named_claims_in_json() {
+        for status in [Status::Failed, Status::NoValidation] {
+            let j = serde_json::to_value(claiming(status)).unwrap_or_default();
+            assert_eq!(j["claimed_attest"], "A", "{j}");
+            assert_eq!(j["claimed_origid"], "o-1", "{j}");
+            assert!(
+                j.get("attest").is_none() && j.get("origid").is_none(),
+                "{j}"
+            );
+        }
+        let j = serde_json::to_value(claiming(Status::Passed)).unwrap_or_default();
+        assert_eq!((&j["attest"], &j["origid"]), (&"A".into(), &"o-1".into()));
+        assert!(j.get("claimed_attest").is_none(), "{j}");
+        assert_eq!(j["status"], "passed");
+        assert!(
+            j.get("diversion").is_none() && j.get("rcd").is_none(),
+            "{j}"
+        );
+    }
 }
