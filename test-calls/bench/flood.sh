@@ -70,6 +70,11 @@ mkdir -p "$out"
 p_trunk=61200 p_pbx=61202 p_uas=61210 p_admin=61260 p_x5u=61244
 
 release_binaries "$repo" "$here"
+# callgate asks for 8 MiB socket buffers; the kernel grants at most
+# net.core.rmem_max (operations.md, "Kernel socket buffers"). The figures
+# in benchmarks.md say which setting they were measured with.
+rmem=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 0)
+((rmem >= 8388608)) || echo "flood.sh: net.core.rmem_max is $rmem (< 8 MiB): callgate's UDP receive buffers are capped; see docs/operations.md" >&2
 
 # A trust anchor for [stir] (the identity flood never gets as far as a
 # chain: its x5u server never answers).
