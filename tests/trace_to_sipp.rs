@@ -59,8 +59,9 @@ fn message(start: &str, headers: &[&str], body: &str) -> String {
 const SDP_CARRIER: &str = "v=0\no=carrier 8121 8121 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\nm=audio 31000 RTP/AVP 0 8 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=ptime:20\n";
 const SDP_PBX: &str = "v=0\no=pbx 77 77 IN IP4 127.0.0.20\ns=-\nc=IN IP4 127.0.0.20\nt=0 0\nm=audio 42000 RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\n";
 
-/// The captured dialog: (milliseconds after T0, sent by the carrier, text).
-fn dialog() -> Vec<(u64, bool, String)> {
+/// The captured dialog: (milliseconds after T0, sent by the carrier,
+/// text); the carrier hangs up, or the PBX does when `pbx_hangs_up`.
+fn dialog(pbx_hangs_up: bool) -> Vec<(u64, bool, String)> {
     let common_h = |to: &str, cseq: &str| -> Vec<String> {
         vec![
             "Via: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bK-cap-1".into(),
@@ -107,7 +108,29 @@ fn dialog() -> Vec<(u64, bool, String)> {
             "",
         )
     };
-    vec![
+    let pbx_bye = || {
+        let h = [
+            "Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bK-pbx-1",
+            "From: <sip:+15550100@127.0.0.20>;tag=pbx-55",
+            "To: \"Sales\" <sip:+15550199@carrier.example>;tag=car-77",
+            "Call-ID: captured-call-1@carrier.example",
+            "CSeq: 1 BYE",
+            "Max-Forwards: 70",
+        ];
+        let bye = message("BYE sip:+15550199@127.0.0.10:5060 SIP/2.0", &h, "");
+        let ok = message("SIP/2.0 200 OK", &h[..5], "");
+        (bye, ok)
+    };
+    let hangup = if pbx_hangs_up {
+        let (bye, ok) = pbx_bye();
+        [(1200, false, bye), (1201, true, ok)]
+    } else {
+        [
+            (1200, true, in_dialog("BYE", "2 BYE")),
+            (1201, false, response("200 OK", to_tagged, "2 BYE", "")),
+        ]
+    };
+    let mut captured = vec![
         (0, true, invite),
         (1, false, response("100 Trying", to, "1 INVITE", "")),
         (
@@ -126,9 +149,9 @@ fn dialog() -> Vec<(u64, bool, String)> {
             response("200 OK", to_tagged, "1 INVITE", SDP_PBX),
         ),
         (901, true, in_dialog("ACK", "1 ACK")),
-        (1200, true, in_dialog("BYE", "2 BYE")),
-        (1201, false, response("200 OK", to_tagged, "2 BYE", "")),
-    ]
+    ];
+    captured.extend(hangup);
+    captured
 }
 
 fn pcap_of(dialog: &[(u64, bool, String)]) -> Vec<u8> {
@@ -158,11 +181,12 @@ fn to_sipp(args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("run callgate: {e}"))
 }
 
-#[test]
-fn a_captured_dialog_replays_through_callgate_with_sipp() {
+/// Converts the capture of `dialog(pbx_hangs_up)` and replays it with
+/// sipp through a fresh callgate; returns what the PBX side saw.
+fn convert_and_replay(pbx_hangs_up: bool) -> common::SippResult {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cap = dir.path().join("call.pcap");
-    std::fs::write(&cap, pcap_of(&dialog())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cap, pcap_of(&dialog(pbx_hangs_up))).unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("replay");
     let converted = to_sipp(&[
         cap.to_str().unwrap_or_default(),
@@ -196,6 +220,12 @@ fn a_captured_dialog_replays_through_callgate_with_sipp() {
     carrier.assert_all_ok(1, "generated UAC (carrier)");
     let pbx = pbx.finish();
     pbx.assert_all_ok(1, "generated UAS (PBX)");
+    pbx
+}
+
+#[test]
+fn a_captured_dialog_replays_through_callgate_with_sipp() {
+    let pbx = convert_and_replay(false);
     // The PBX got the captured caller's headers, on a fresh Call-ID.
     let invites = pbx.received_requests("INVITE");
     assert_eq!(invites.len(), 1, "{}", pbx.messages);
@@ -217,10 +247,26 @@ fn a_captured_dialog_replays_through_callgate_with_sipp() {
 }
 
 #[test]
+fn a_captured_dialog_the_pbx_hangs_up_replays_too() {
+    let pbx = convert_and_replay(true);
+    // sipp's message log: one entry per message, "… message sent" or
+    // "… message received", then the message.
+    let byes = |how: &str| {
+        pbx.messages
+            .split("-----------------------------------------------")
+            .filter(|e| e.contains(how))
+            .filter(|e| e.lines().any(|l| l.starts_with("BYE sip:")))
+            .count()
+    };
+    assert_eq!(byes("message sent"), 1, "{}", pbx.messages);
+    assert_eq!(byes("message received"), 0, "{}", pbx.messages);
+}
+
+#[test]
 fn a_missing_call_id_is_named_and_exits_1() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cap = dir.path().join("call.pcap");
-    std::fs::write(&cap, pcap_of(&dialog())).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cap, pcap_of(&dialog(false))).unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("replay");
     let r = to_sipp(&[
         cap.to_str().unwrap_or_default(),

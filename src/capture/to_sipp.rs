@@ -215,7 +215,8 @@ pub fn convert(
         .filter(|c| c.msg.call_id() == Some(&call_id[..]))
     {
         let from_a = c.src == a && c.dst == b;
-        if !from_a && !(c.src == b && c.dst == a) {
+        let from_b = c.src == b && c.dst == a;
+        if !(from_a || from_b) {
             other_legs += 1;
             continue;
         }
