@@ -860,7 +860,7 @@ mod tests {
         // The 58 s gap before the BYE is bounded; the 1 ms before the ACK
         // is no pause.
         assert!(uac.contains("<pause milliseconds=\"5000\"/>"), "{uac}");
-        assert_eq!(uac.matches("<pause").count(), 1, "{uac}");
+        assert_eq!(uac.matches("<pause milliseconds").count(), 1, "{uac}");
     }
 
     #[test]
@@ -868,7 +868,7 @@ mod tests {
         let s = convert_default(&dialog("call-1", "X-Case: 1"));
         let uas = &s.uas;
         for kept in [
-            "<recv request=\"INVITE\" rrs=\"true\">",
+            "<recv request=\"INVITE\" rrs=\"true\"/>",
             "SIP/2.0 100 Trying\n[last_Via:]\n[last_From:]\n[last_To:]\n",
             "SIP/2.0 180 Ringing\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]",
             "<send retrans=\"500\">",
@@ -887,6 +887,9 @@ mod tests {
             .unwrap_or_default();
         assert!(bye_ok.contains("[last_To:]\n"), "{bye_ok}");
         assert!(!bye_ok.contains("SIPpTag01"), "{bye_ok}");
+        // It sends no request, so keeps no variable (sipp refuses one
+        // that is never read).
+        assert!(!uas.contains("assign_to"), "{uas}");
         // One 200 to the INVITE: the retransmission is sipp's job.
         assert_eq!(uas.matches("SIP/2.0 200 OK").count(), 2, "{uas}");
     }
@@ -960,6 +963,44 @@ mod tests {
         assert_eq!(
             convert(&[], &Limits::default(), &Options::default()).err(),
             Some(ToSippError::NoDialog(0))
+        );
+    }
+
+    #[test]
+    fn a_bye_from_the_uas_side_goes_back_along_the_dialog() {
+        let mut p = dialog("call-b", "X-A: 1");
+        p.truncate(p.len() - 2);
+        let h = [
+            "Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bK-pbx",
+            "From: <sip:+15550100@127.0.0.20>;tag=pbx-9",
+            "To: \"Carrier\" <sip:+15550199@carrier.example>;tag=cr-1",
+            "Call-ID: call-b",
+            "CSeq: 1 BYE",
+        ];
+        p.push(payload(
+            9_000,
+            PBX,
+            CARRIER,
+            &sip("BYE sip:+15550199@127.0.0.10:5060 SIP/2.0", &h, ""),
+        ));
+        p.push(payload(9_001, CARRIER, PBX, &sip("SIP/2.0 200 OK", &h, "")));
+        let s = convert_default(&p);
+        for kept in [
+            "assign_to=\"peer\"",
+            "BYE [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n[routes]\n",
+            "From: <sip:+15550100@127.0.0.20>;tag=[pid]SIPpTag01[call_number]",
+            "To: [$peer]",
+        ] {
+            assert!(s.uas.contains(kept), "uas.xml lacks {kept:?}:\n{}", s.uas);
+        }
+        let answer = s
+            .uac
+            .rsplit("<recv request=\"BYE\"/>")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            answer.contains("SIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n"),
+            "{answer}"
         );
     }
 
