@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -173,10 +174,34 @@ fn pcap_of(dialog: &[(u64, bool, String)]) -> Vec<u8> {
     w.into_writer()
 }
 
-fn to_sipp(args: &[&str]) -> std::process::Output {
+/// A capture file of `pbx_hangs_up`'s dialog in a new directory, and
+/// where its conversion goes.
+struct Workdir {
+    _dir: tempfile::TempDir,
+    cap: PathBuf,
+    out: PathBuf,
+}
+
+fn workdir(pbx_hangs_up: bool) -> Workdir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cap = dir.path().join("call.pcap");
+    std::fs::write(&cap, pcap_of(&dialog(pbx_hangs_up))).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("replay");
+    Workdir {
+        _dir: dir,
+        cap,
+        out,
+    }
+}
+
+/// Runs `callgate trace to-sipp` on the work directory's capture.
+fn to_sipp(w: &Workdir, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_callgate"))
         .args(["trace", "to-sipp"])
-        .args(args)
+        .arg(&w.cap)
+        .arg("--out")
+        .arg(&w.out)
+        .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("run callgate: {e}"))
 }
@@ -184,15 +209,9 @@ fn to_sipp(args: &[&str]) -> std::process::Output {
 /// Converts the capture of `dialog(pbx_hangs_up)` and replays it with
 /// sipp through a fresh callgate; returns what the PBX side saw.
 fn convert_and_replay(pbx_hangs_up: bool) -> common::SippResult {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cap = dir.path().join("call.pcap");
-    std::fs::write(&cap, pcap_of(&dialog(pbx_hangs_up))).unwrap_or_else(|e| panic!("{e}"));
-    let out = dir.path().join("replay");
-    let converted = to_sipp(&[
-        cap.to_str().unwrap_or_default(),
-        "--out",
-        out.to_str().unwrap_or_default(),
-    ]);
+    let w = workdir(pbx_hangs_up);
+    let out = &w.out;
+    let converted = to_sipp(&w, &[]);
     assert!(
         converted.status.success(),
         "to-sipp failed: {}",
@@ -264,31 +283,18 @@ fn a_captured_dialog_the_pbx_hangs_up_replays_too() {
 
 #[test]
 fn a_missing_call_id_is_named_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let cap = dir.path().join("call.pcap");
-    std::fs::write(&cap, pcap_of(&dialog(false))).unwrap_or_else(|e| panic!("{e}"));
-    let out = dir.path().join("replay");
-    let r = to_sipp(&[
-        cap.to_str().unwrap_or_default(),
-        "--out",
-        out.to_str().unwrap_or_default(),
-        "--call-id",
-        "nope",
-    ]);
+    let w = workdir(false);
+    let r = to_sipp(&w, &["--call-id", "nope"]);
     assert_eq!(r.status.code(), Some(1));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
         err.contains("\"nope\"") && err.contains("captured-call-1@carrier.example"),
         "{err}"
     );
-    assert!(!out.join("uac.xml").exists());
+    assert!(!w.out.join("uac.xml").exists());
     // Not a capture at all: exit 2, the file named.
-    std::fs::write(&cap, b"not a capture").unwrap_or_else(|e| panic!("{e}"));
-    let r = to_sipp(&[
-        cap.to_str().unwrap_or_default(),
-        "--out",
-        out.to_str().unwrap_or_default(),
-    ]);
+    std::fs::write(&w.cap, b"not a capture").unwrap_or_else(|e| panic!("{e}"));
+    let r = to_sipp(&w, &[]);
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("call.pcap"));
 }

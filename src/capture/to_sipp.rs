@@ -240,7 +240,7 @@ pub fn convert(
     }
     let mut warnings = Vec::new();
     let uac = scenario(Role::Uac, &played, options, &mut warnings);
-    let uas = scenario(Role::Uas, &played, options, &mut Vec::new());
+    let uas = scenario(Role::Uas, &played, options, &mut warnings);
     Ok(Scenarios {
         call_id: text(&call_id),
         transport: head.transport,
