@@ -207,8 +207,10 @@ fn to_sipp(w: &Workdir, extra: &[&str]) -> std::process::Output {
 }
 
 /// Converts the capture of `dialog(pbx_hangs_up)` and replays it with
-/// sipp through a fresh callgate; returns what the PBX side saw.
-fn convert_and_replay(pbx_hangs_up: bool) -> common::SippResult {
+/// sipp through a fresh callgate over `transport` (`udp` or `tcp`; the
+/// scenarios name none); returns what the PBX side saw.
+fn convert_and_replay(pbx_hangs_up: bool, transport: &str) -> common::SippResult {
+    let sipp_t = if transport == "tcp" { "t1" } else { "u1" };
     let w = workdir(pbx_hangs_up);
     let out = &w.out;
     let converted = to_sipp(&w, &[]);
@@ -224,18 +226,18 @@ fn convert_and_replay(pbx_hangs_up: bool) -> common::SippResult {
     let uas = out.join("uas.xml").display().to_string();
 
     let pbx_port = free_port();
-    let pbx = Sipp::uas(&uas, pbx_port, 1, "u1", &["-trace_msg"]);
+    let pbx = Sipp::uas(&uas, pbx_port, 1, sipp_t, &["-trace_msg"]);
     let ports = Ports::new();
     let cg = Callgate::start(
         ports,
         &config(
             ports,
-            &[format!("sip:127.0.0.1:{pbx_port};transport=udp")],
+            &[format!("sip:127.0.0.1:{pbx_port};transport={transport}")],
             &["sip:127.0.0.1:9;transport=udp".to_owned()],
             "",
         ),
     );
-    let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, "u1", &[]);
+    let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, sipp_t, &[]);
     carrier.assert_all_ok(1, "generated UAC (carrier)");
     let pbx = pbx.finish();
     pbx.assert_all_ok(1, "generated UAS (PBX)");
@@ -244,7 +246,7 @@ fn convert_and_replay(pbx_hangs_up: bool) -> common::SippResult {
 
 #[test]
 fn a_captured_dialog_replays_through_callgate_with_sipp() {
-    let pbx = convert_and_replay(false);
+    let pbx = convert_and_replay(false, "udp");
     // The PBX got the captured caller's headers, on a fresh Call-ID.
     let invites = pbx.received_requests("INVITE");
     assert_eq!(invites.len(), 1, "{}", pbx.messages);
@@ -267,7 +269,7 @@ fn a_captured_dialog_replays_through_callgate_with_sipp() {
 
 #[test]
 fn a_captured_dialog_the_pbx_hangs_up_replays_too() {
-    let pbx = convert_and_replay(true);
+    let pbx = convert_and_replay(true, "udp");
     // sipp's message log: one entry per message, "… message sent" or
     // "… message received", then the message.
     let byes = |how: &str| {
@@ -279,6 +281,17 @@ fn a_captured_dialog_the_pbx_hangs_up_replays_too() {
     };
     assert_eq!(byes("message sent"), 1, "{}", pbx.messages);
     assert_eq!(byes("message received"), 0, "{}", pbx.messages);
+}
+
+#[test]
+fn the_scenarios_of_a_udp_capture_replay_over_tcp_too() {
+    let pbx = convert_and_replay(false, "tcp");
+    assert_eq!(pbx.received_requests("INVITE").len(), 1, "{}", pbx.messages);
+    assert!(
+        pbx.messages.contains("TCP message received"),
+        "{}",
+        pbx.messages
+    );
 }
 
 #[test]

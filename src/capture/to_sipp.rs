@@ -12,7 +12,7 @@
 //! - made fresh with sipp keywords, since a replay runs on other
 //!   addresses and must be a new dialog: Call-ID (`[call_id]`), the top
 //!   Via (`[branch]`, RFC 3261 §8.1.1.7), the tags of From and To
-//!   (§19.3), Contact's host and port (§8.1.1.8), the Request-URI of
+//!   (§19.3), Contact's host, port and transport (§8.1.1.8), the Request-URI of
 //!   in-dialog requests and the route set (`[next_url]`, `[routes]`,
 //!   §12.2.1.1), Content-Length (`[len]`, §20.14), and the SDP's
 //!   addresses and ports (RFC 4566 §5.2, §5.7, §5.14); a response echoes
@@ -565,7 +565,10 @@ fn with_tag(value: &str, tag: Option<&str>) -> String {
 }
 
 /// A Contact value with its URI's host and port replaced by this sipp's
-/// own (RFC 3261 §8.1.1.8: the Contact is where the peer reaches us).
+/// own and its transport parameter by the replay's (RFC 3261 §8.1.1.8:
+/// the Contact is where the peer reaches us, §19.1.1 `transport`); an
+/// addr-spec is put in angle brackets so the parameter stays the URI's
+/// (§20.10).
 fn contact_here(value: &str) -> String {
     let lower = value.to_ascii_lowercase();
     let Some(scheme) = lower.find("sip:").or_else(|| lower.find("sips:")) else {
@@ -585,9 +588,29 @@ fn contact_here(value: &str) -> String {
         .rfind('@')
         .map(|i| after + i + 1)
         .unwrap_or(after);
-    let mut out = value.to_owned();
-    out.replace_range(host..end, "[local_ip]:[local_port]");
-    out
+    let bracketed = value[..scheme].contains('<');
+    let uri_end = if bracketed {
+        value[end..]
+            .find('>')
+            .map(|i| end + i)
+            .unwrap_or(value.len())
+    } else {
+        end
+    };
+    let params: String = value[end..uri_end]
+        .split(';')
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("transport="))
+        .map(|p| format!(";{p}"))
+        .collect();
+    let uri = format!(
+        "{}[local_ip]:[local_port]{params};transport=[transport]",
+        &value[scheme..host]
+    );
+    if bracketed {
+        format!("{}{uri}{}", &value[..scheme], &value[uri_end..])
+    } else {
+        format!("{}<{uri}>{}", &value[..scheme], &value[end..])
+    }
 }
 
 /// An SDP body (RFC 4566) with its origin and connection addresses and
@@ -839,7 +862,7 @@ mod tests {
             "X-Case: fraud-42",
             "Call-ID: [call_id]",
             "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
-            "Contact: <sip:+15550199@[local_ip]:[local_port]>",
+            "Contact: <sip:+15550199@[local_ip]:[local_port];transport=[transport]>",
             "Content-Length: [len]",
             "c=IN IP[media_ip_type] [media_ip]",
             "m=audio [media_port] RTP/AVP 0 101",
@@ -874,7 +897,7 @@ mod tests {
             "<send retrans=\"500\">",
             "<recv request=\"ACK\"/>",
             "<recv request=\"BYE\"/>",
-            "Contact: <sip:agent@[local_ip]:[local_port]>",
+            "Contact: <sip:agent@[local_ip]:[local_port];transport=[transport]>",
             "<pause milliseconds=\"298\"/>",
             "<pause milliseconds=\"1000\"/>",
         ] {
@@ -1013,11 +1036,15 @@ mod tests {
         assert_eq!(with_tag("sip:a@b;TAG=old", None), "sip:a@b");
         assert_eq!(
             contact_here("\"A\" <sips:alice@10.0.0.1:5061;transport=tls>;expires=60"),
-            "\"A\" <sips:alice@[local_ip]:[local_port];transport=tls>;expires=60"
+            "\"A\" <sips:alice@[local_ip]:[local_port];transport=[transport]>;expires=60"
         );
         assert_eq!(
-            contact_here("<sip:10.0.0.1>"),
-            "<sip:[local_ip]:[local_port]>"
+            contact_here("<sip:10.0.0.1;lr>"),
+            "<sip:[local_ip]:[local_port];lr;transport=[transport]>"
+        );
+        assert_eq!(
+            contact_here("sip:bob@10.0.0.2:5070;expires=5"),
+            "<sip:bob@[local_ip]:[local_port];transport=[transport]>;expires=5"
         );
     }
 }
