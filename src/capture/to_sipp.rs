@@ -699,9 +699,9 @@ pub fn readme(s: &Scenarios, capture: &str) -> String {
          sipp -sf uas.xml -i 127.0.0.1 -p 5080 -t {t} -m 1\n\
          sipp 127.0.0.1:5060 -sf uac.xml -i 127.0.0.1 -t {t} -m 1 -timeout 60s -timeout_error\n```\n\n\
          sipp exits 0 when the call went as in the capture. Add `-trace_msg` to either \
-         to keep the messages it sent and received. The Identity headers are the \
-         captured ones: their `iat` is stale by now, so callgate verifies them as \
-         a stale PASSporT would be (RFC 8224 §6.2.1).\n",
+         to keep the messages it sent and received. Identity headers are replayed \
+         as captured: their `iat` is stale by now, and callgate treats them as any \
+         stale PASSporT (RFC 8224 §6.2.1).\n",
         s.call_id.replace('`', "'"),
         capture.replace('`', "'"),
         s.played,
