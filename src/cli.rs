@@ -1,5 +1,5 @@
 //! Command line: `callgate run | reload | check-config | demo | sign |
-//! verify | report | replay | ctl` (the bodies are in the binary's `src/commands/`).
+//! verify | report | replay | trace | ctl` (the bodies are in the binary's `src/commands/`).
 
 use std::path::PathBuf;
 
@@ -50,6 +50,12 @@ pub enum Command {
         /// Print every replayed call as JSON instead of the differences.
         #[arg(long)]
         json: bool,
+    },
+    /// Captured SIP traces for testers: `trace to-sipp` turns a dialog of a
+    /// pcap or pcapng into a sipp scenario pair to replay against callgate.
+    Trace {
+        #[command(subcommand)]
+        verb: TraceVerb,
     },
     /// Consistency report over the audit store: decisions by rule, level,
     /// trunk and hour, review-queue rate, callers treated differently,
@@ -220,6 +226,30 @@ pub enum CtlVerb {
     Reload,
     /// Active and shadow policy: versions, rules, disagreements.
     Policy,
+}
+
+/// What `callgate trace` does.
+#[derive(Debug, Subcommand)]
+pub enum TraceVerb {
+    /// Write `DIR/uac.xml` (the side that sent the initial request),
+    /// `DIR/uas.xml` (the other side) and `DIR/README.md` (the sipp
+    /// commands) reproducing one dialog of the capture. Exit 0 when
+    /// written, 1 when the capture holds no such dialog, 2 when the
+    /// capture or the directory could not be used.
+    ToSipp {
+        /// The capture (pcap or pcapng; UDP, IP fragments reassembled, TCP).
+        capture: PathBuf,
+        /// The output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The dialog to convert, by Call-ID (default: the first one; the
+        /// others are listed on stderr).
+        #[arg(long)]
+        call_id: Option<String>,
+        /// The longest pause written between two messages, milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        max_pause_ms: u64,
+    },
 }
 
 /// `ctl target disable|enable`.

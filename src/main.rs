@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use callgate::cli::{Cli, Command};
-use commands::{check_config, ctl, demo, reload, replay, report, run, sign, verify};
+use commands::{check_config, ctl, demo, reload, replay, report, run, sign, trace, verify};
 
 /// mimalloc instead of glibc's malloc: see docs/decisions/0006-allocator.md
 /// (feature `mimalloc`, on by default).
@@ -44,6 +44,15 @@ fn main() -> ExitCode {
             until.as_deref(),
             json,
         ),
+        Command::Trace {
+            verb:
+                callgate::cli::TraceVerb::ToSipp {
+                    capture,
+                    out,
+                    call_id,
+                    max_pause_ms,
+                },
+        } => trace::to_sipp(&capture, &out, call_id, max_pause_ms),
         Command::Report {
             db,
             since,

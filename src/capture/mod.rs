@@ -17,13 +17,16 @@
 //! - [`tcp`]: TCP segments put in sequence order per direction of each
 //!   connection (RFC 9293 §3.4), retransmissions dropped, bounded too;
 //! - [`sip`]: whole SIP messages out of those payloads — a UDP datagram is
-//!   one, a TCP stream is framed by Content-Length (RFC 3261 §18.3).
+//!   one, a TCP stream is framed by Content-Length (RFC 3261 §18.3);
+//! - [`to_sipp`]: one dialog of those messages as a sipp scenario pair
+//!   (`callgate trace to-sipp`).
 
 pub mod defrag;
 pub mod file;
 pub mod link;
 pub mod sip;
 pub mod tcp;
+pub mod to_sipp;
 
 use std::net::SocketAddr;
 

@@ -12,4 +12,5 @@ pub mod report;
 pub mod run;
 pub mod sign;
 pub mod time;
+pub mod trace;
 pub mod verify;

@@ -1,0 +1,1050 @@
+//! A captured SIP dialog turned into a sipp scenario pair
+//! (`callgate trace to-sipp`): `uac.xml` plays the side that sent the
+//! dialog's initial request, `uas.xml` the other side, each message as
+//! seen on the wire, so a tester can replay a carrier's or a PBX's trace
+//! against callgate. Sans-IO: messages in, XML text out.
+//!
+//! What is kept and what is made fresh:
+//! - kept verbatim: methods, status lines, CSeq numbers, Max-Forwards and
+//!   every header a policy reads (From and To display names and URIs,
+//!   P-Asserted-Identity, Identity, Diversion, History-Info, User-Agent,
+//!   custom headers), and non-SDP bodies;
+//! - made fresh with sipp keywords, since a replay runs on other
+//!   addresses and must be a new dialog: Call-ID (`[call_id]`), the top
+//!   Via (`[branch]`, RFC 3261 §8.1.1.7), the tags of From and To
+//!   (§19.3), Contact's host, port and transport (§8.1.1.8), the Request-URI of
+//!   in-dialog requests and the route set (`[next_url]`, `[routes]`,
+//!   §12.2.1.1), Content-Length (`[len]`, §20.14), and the SDP's
+//!   addresses and ports (RFC 4566 §5.2, §5.7, §5.14); a response echoes
+//!   the request's Via, From, To, Call-ID, CSeq and Record-Route
+//!   (`[last_Via:]` … , §8.2.6.2, §12.1.1);
+//! - retransmissions (the same start line, CSeq and top Via again in the
+//!   same direction, RFC 3261 §17) are played once: sipp retransmits by
+//!   itself (`retrans`);
+//! - provisional responses are optional on the UAC side (a proxy such as
+//!   callgate sends its own 100 and may absorb others, §16.7);
+//! - a pause before each message sent, from the capture's timing,
+//!   bounded by [`Options::max_pause_ms`].
+//!
+//! A capture is attacker data: everything from it is XML-escaped, its
+//! text goes into CDATA sections with any `]]>` split, and characters
+//! XML cannot carry are replaced.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::sip::header::HeaderName;
+use crate::sip::message::{Limits, SipMessage, StartLine};
+
+use super::{Payload, Transport};
+
+/// How the conversion is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The dialog to convert (its Call-ID); default: the first dialog whose
+    /// first message is a request.
+    pub call_id: Option<String>,
+    /// The longest pause written, milliseconds (a trace may hold a
+    /// minutes-long call).
+    pub max_pause_ms: u64,
+    /// Gaps shorter than this are not written as pauses, milliseconds
+    /// (they are network and processing time, not a peer's behaviour).
+    pub min_pause_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            call_id: None,
+            max_pause_ms: 5_000,
+            min_pause_ms: 20,
+        }
+    }
+}
+
+/// Why no scenario could be written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ToSippError {
+    #[error("no SIP dialog in the capture ({0} SIP messages read, none a request with a Call-ID)")]
+    NoDialog(usize),
+    #[error("no dialog with Call-ID {wanted:?} in the capture (it holds: {found})")]
+    NoSuchCall { wanted: String, found: String },
+}
+
+/// One dialog found in a capture, for the listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogSummary {
+    pub call_id: String,
+    /// The method of its first request, if it has one.
+    pub method: Option<String>,
+    pub messages: usize,
+}
+
+/// A converted dialog: the two scenarios and what was left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenarios {
+    pub call_id: String,
+    /// The transport of the dialog (for sipp's `-t`).
+    pub transport: Transport,
+    /// Where the initial request came from and went to in the capture.
+    pub uac_addr: SocketAddr,
+    pub uas_addr: SocketAddr,
+    pub uac: String,
+    pub uas: String,
+    /// Messages played, retransmissions skipped, and messages of the same
+    /// Call-ID on other legs (another hop of a proxy) left out.
+    pub played: usize,
+    pub retransmissions: usize,
+    pub other_legs: usize,
+    /// What the tester should know: text sipp would read as a keyword,
+    /// characters replaced.
+    pub warnings: Vec<String>,
+}
+
+/// A parsed message of the capture.
+struct Captured {
+    time_us: i64,
+    src: SocketAddr,
+    dst: SocketAddr,
+    transport: Transport,
+    msg: SipMessage,
+}
+
+fn parse_all(messages: &[Payload], limits: &Limits) -> Vec<Captured> {
+    messages
+        .iter()
+        .filter_map(|p| {
+            let msg = SipMessage::parse(Bytes::from(p.data.clone()), limits).ok()?;
+            msg.call_id()?;
+            Some(Captured {
+                time_us: p.time_us,
+                src: p.flow.src,
+                dst: p.flow.dst,
+                transport: p.flow.transport,
+                msg,
+            })
+        })
+        .collect()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The dialogs of `messages` (SIP messages of a capture), by Call-ID in
+/// order of first appearance.
+pub fn dialogs(messages: &[Payload], limits: &Limits) -> Vec<DialogSummary> {
+    let mut out: Vec<DialogSummary> = Vec::new();
+    for c in parse_all(messages, limits) {
+        let id = text(c.msg.call_id().unwrap_or_default());
+        let method = c.msg.method_bytes().map(text);
+        match out.iter_mut().find(|d| d.call_id == id) {
+            Some(d) => {
+                d.messages += 1;
+                if d.method.is_none() {
+                    d.method = method;
+                }
+            }
+            None => out.push(DialogSummary {
+                call_id: id,
+                method,
+                messages: 1,
+            }),
+        }
+    }
+    out
+}
+
+/// Which side of the dialog a scenario plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Uac,
+    Uas,
+}
+
+impl Role {
+    /// The tag this side puts in its From (requests) or To (responses):
+    /// fresh per call (RFC 3261 §19.3).
+    fn tag(self) -> &'static str {
+        match self {
+            Role::Uac => "[pid]SIPpTag00[call_number]",
+            Role::Uas => "[pid]SIPpTag01[call_number]",
+        }
+    }
+}
+
+/// Converts the chosen dialog of `messages` (SIP messages of a capture,
+/// in capture order) into a sipp scenario pair.
+pub fn convert(
+    messages: &[Payload],
+    limits: &Limits,
+    options: &Options,
+) -> Result<Scenarios, ToSippError> {
+    let all = parse_all(messages, limits);
+    let first = match &options.call_id {
+        Some(id) => all
+            .iter()
+            .position(|c| c.msg.is_request() && c.msg.call_id() == Some(id.as_bytes()))
+            .ok_or_else(|| ToSippError::NoSuchCall {
+                wanted: id.clone(),
+                found: dialogs(messages, limits)
+                    .iter()
+                    .map(|d| d.call_id.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None => all
+            .iter()
+            .position(|c| c.msg.is_request())
+            .ok_or(ToSippError::NoDialog(all.len()))?,
+    };
+    let head = &all[first];
+    let call_id = head.msg.call_id().unwrap_or_default().to_vec();
+    let (a, b) = (head.src, head.dst);
+    let mut played = Vec::new();
+    let mut seen = HashSet::new();
+    let (mut retransmissions, mut other_legs) = (0, 0);
+    // The time of the dialog's previous message on this leg, played or
+    // not: a peer that waited for a retransmission waited that long.
+    let mut last: Option<i64> = None;
+    for c in all[first..]
+        .iter()
+        .filter(|c| c.msg.call_id() == Some(&call_id[..]))
+    {
+        let from_a = c.src == a && c.dst == b;
+        let from_b = c.src == b && c.dst == a;
+        if !(from_a || from_b) {
+            other_legs += 1;
+            continue;
+        }
+        let key = (
+            from_a,
+            c.msg.slice(&(0..c.msg.headers_start())).to_vec(),
+            c.msg.first(HeaderName::CSeq).map(<[u8]>::to_vec),
+            c.msg.first(HeaderName::Via).map(<[u8]>::to_vec),
+        );
+        if !seen.insert(key) {
+            retransmissions += 1;
+            last = Some(c.time_us);
+            continue;
+        }
+        played.push(Played {
+            from_a,
+            after: last,
+            c,
+        });
+        last = Some(c.time_us);
+    }
+    let mut warnings = Vec::new();
+    let uac = scenario(Role::Uac, &played, options, &mut warnings);
+    let uas = scenario(Role::Uas, &played, options, &mut warnings);
+    Ok(Scenarios {
+        call_id: text(&call_id),
+        transport: head.transport,
+        uac_addr: a,
+        uas_addr: b,
+        uac,
+        uas,
+        played: played.len(),
+        retransmissions,
+        other_legs,
+        warnings,
+    })
+}
+
+/// A message of the chosen dialog and leg, with the time of the message
+/// before it.
+struct Played<'c> {
+    /// Sent by the UAC side.
+    from_a: bool,
+    after: Option<i64>,
+    c: &'c Captured,
+}
+
+/// The state a scenario's writer keeps across messages.
+struct Writer<'w> {
+    role: Role,
+    out: String,
+    warnings: &'w mut Vec<String>,
+    /// Whether the last request this side received had a To tag (an
+    /// in-dialog request): a response to it echoes the tag.
+    last_request_in_dialog: bool,
+    /// The last final response to an INVITE this side received.
+    last_invite_final: Option<u16>,
+    /// Whether this UAS sends requests in the dialog, and so needs the
+    /// caller's From (sipp refuses a variable that is never read).
+    keeps_peer: bool,
+}
+
+fn scenario(
+    role: Role,
+    played: &[Played<'_>],
+    options: &Options,
+    warnings: &mut Vec<String>,
+) -> String {
+    let name = match role {
+        Role::Uac => "uac",
+        Role::Uas => "uas",
+    };
+    let mut w = Writer {
+        role,
+        out: String::new(),
+        warnings,
+        last_request_in_dialog: false,
+        last_invite_final: None,
+        keeps_peer: role == Role::Uas && played.iter().any(|p| !p.from_a && p.c.msg.is_request()),
+    };
+    let _ = write!(
+        w.out,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n\
+         <!-- Generated by `callgate trace to-sipp` from a capture: the {}. -->\n\
+         <scenario name=\"{}\">\n",
+        match role {
+            Role::Uac => "side that sent the initial request",
+            Role::Uas => "side the initial request was sent to",
+        },
+        attr(&format!("to-sipp {name}")),
+    );
+    let mut first_received = true;
+    for Played { from_a, after, c } in played {
+        let mine = *from_a == (role == Role::Uac);
+        if mine {
+            if let Some(prev) = after {
+                let gap_ms = u64::try_from((c.time_us - prev) / 1000).unwrap_or(0);
+                if gap_ms >= options.min_pause_ms {
+                    let _ = writeln!(
+                        w.out,
+                        "  <pause milliseconds=\"{}\"/>",
+                        gap_ms.min(options.max_pause_ms)
+                    );
+                }
+            }
+            w.send(&c.msg);
+        } else {
+            w.recv(&c.msg, first_received);
+            first_received = false;
+        }
+    }
+    if role == Role::Uac {
+        w.out.push_str(LATE_PROVISIONALS);
+    } else {
+        w.out.push_str("  <timewait milliseconds=\"500\"/>\n");
+    }
+    w.out.push_str("</scenario>\n");
+    w.out
+}
+
+/// A late 100/180/183 (a proxy's worker, a retransmission) after the
+/// dialog moved on is absorbed, as RFC 3261 §17.1.1.2 has a UA do; sipp
+/// sends every unexpected message to `_unexp.main`.
+const LATE_PROVISIONALS: &str = "  <nop next=\"done\"/>\n  <label id=\"_unexp.main\"/>\n  \
+<recv response=\"100\" optional=\"true\" next=\"resume\"/>\n  \
+<recv response=\"183\" optional=\"true\" next=\"resume\"/>\n  \
+<recv response=\"180\" next=\"resume\"/>\n  <label id=\"resume\"/>\n  <nop>\n    <action>\n      \
+<pauserestore variable=\"_unexp.pausedaddr\"/>\n      <jump variable=\"_unexp.retaddr\"/>\n    \
+</action>\n  </nop>\n  <label id=\"done\"/>\n  <nop/>\n";
+
+fn is_invite_cseq(msg: &SipMessage) -> bool {
+    msg.cseq()
+        .map(|c| c.method_bytes.eq_ignore_ascii_case(b"INVITE"))
+        .unwrap_or(false)
+}
+
+impl Writer<'_> {
+    fn recv(&mut self, msg: &SipMessage, first: bool) {
+        match msg.start_line() {
+            StartLine::Request { .. } => {
+                let method = text(msg.method_bytes().unwrap_or_default());
+                self.last_request_in_dialog = msg.to_tag().is_some();
+                let initial_invite = method == "INVITE" && msg.to_tag().is_none();
+                let _ = write!(self.out, "  <recv request=\"{}\"", attr(&method));
+                if initial_invite {
+                    self.out.push_str(" rrs=\"true\"");
+                }
+                if first && self.keeps_peer {
+                    // The caller's From, tag included: the To of requests
+                    // this side sends in the dialog (RFC 3261 §12.2.1.1).
+                    self.out.push_str(
+                        ">\n    <action>\n      <ereg regexp=\"^[^\\r\\n]*\" search_in=\"hdr\" \
+                         header=\"From:\" assign_to=\"peer\"/>\n    </action>\n  </recv>\n",
+                    );
+                } else {
+                    self.out.push_str("/>\n");
+                }
+            }
+            StartLine::Response { status, .. } => {
+                let invite = is_invite_cseq(msg);
+                if invite && *status >= 200 {
+                    self.last_invite_final = Some(*status);
+                }
+                let _ = write!(self.out, "  <recv response=\"{status}\"");
+                if *status < 200 && self.role == Role::Uac {
+                    self.out.push_str(" optional=\"true\"");
+                }
+                if invite && (200..300).contains(status) {
+                    self.out.push_str(" rrs=\"true\"");
+                }
+                self.out.push_str("/>\n");
+            }
+        }
+    }
+
+    fn send(&mut self, msg: &SipMessage) {
+        let mut lines: Vec<String> = Vec::new();
+        let request = msg.is_request();
+        let method = msg.method_bytes().map(text).unwrap_or_default();
+        let in_dialog = request && msg.to_tag().is_some();
+        let ack_non_2xx =
+            method.eq_ignore_ascii_case("ACK") && self.last_invite_final.is_some_and(|s| s >= 300);
+        let retrans = if request {
+            !method.eq_ignore_ascii_case("ACK")
+        } else {
+            msg.status().is_some_and(|s| (200..300).contains(&s)) && is_invite_cseq(msg)
+        };
+        match msg.start_line() {
+            StartLine::Request { .. } if in_dialog && !ack_non_2xx => {
+                lines.push(format!(
+                    "{} [next_url] SIP/2.0",
+                    self.verbatim(method.as_bytes())
+                ));
+            }
+            StartLine::Request { .. } => {
+                let user = msg
+                    .request_uri()
+                    .and_then(crate::sip::parties::user_of)
+                    .map(|u| format!("{}@", self.verbatim(u.as_bytes())))
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "{} sip:{user}[remote_ip]:[remote_port] SIP/2.0",
+                    self.verbatim(method.as_bytes())
+                ));
+            }
+            StartLine::Response { .. } => {
+                let end = msg.headers_start() as usize;
+                let line = msg.as_slice()[..end].trim_ascii_end();
+                lines.push(self.verbatim(line));
+            }
+        }
+        let (mut via_done, mut rr_done) = (false, false);
+        for h in msg.headers() {
+            let value = msg.value(h);
+            let name = text(msg.slice(&h.name_range));
+            match h.name {
+                HeaderName::Via if !via_done => {
+                    via_done = true;
+                    if !request || ack_non_2xx {
+                        lines.push("[last_Via:]".into());
+                    } else {
+                        lines.push(
+                            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"
+                                .into(),
+                        );
+                    }
+                    if in_dialog && !ack_non_2xx {
+                        lines.push("[routes]".into());
+                    }
+                }
+                HeaderName::Via | HeaderName::Route => {}
+                HeaderName::RecordRoute => {
+                    if !request && !rr_done {
+                        rr_done = true;
+                        lines.push("[last_Record-Route:]".into());
+                    }
+                }
+                HeaderName::From if request => {
+                    let v = self.verbatim(value);
+                    lines.push(format!("From: {}", with_tag(&v, Some(self.role.tag()))));
+                }
+                HeaderName::From => lines.push("[last_From:]".into()),
+                HeaderName::To if ack_non_2xx => lines.push("[last_To:]".into()),
+                HeaderName::To if request && self.role == Role::Uas && in_dialog => {
+                    lines.push("To: [$peer]".into());
+                }
+                HeaderName::To if request && in_dialog => {
+                    let v = self.verbatim(value);
+                    lines.push(format!("To: {}[peer_tag_param]", with_tag(&v, None)));
+                }
+                HeaderName::To if request => lines.push(format!("To: {}", self.verbatim(value))),
+                HeaderName::To => {
+                    let echo_tag = msg.to_tag().is_some() && !self.last_request_in_dialog;
+                    if echo_tag {
+                        lines.push(format!("[last_To:];tag={}", self.role.tag()));
+                    } else {
+                        lines.push("[last_To:]".into());
+                    }
+                }
+                HeaderName::CallId if request => lines.push("Call-ID: [call_id]".into()),
+                HeaderName::CallId => lines.push("[last_Call-ID:]".into()),
+                HeaderName::CSeq if !request => lines.push("[last_CSeq:]".into()),
+                HeaderName::Contact => {
+                    let v = self.verbatim(value);
+                    lines.push(format!("Contact: {}", contact_here(&v)));
+                }
+                HeaderName::ContentLength => lines.push("Content-Length: [len]".into()),
+                _ => {
+                    let v = self.verbatim(value);
+                    lines.push(format!("{name}: {v}"));
+                }
+            }
+        }
+        if msg.first(HeaderName::ContentLength).is_none() {
+            lines.push("Content-Length: [len]".into());
+        }
+        let sdp = msg
+            .first(HeaderName::ContentType)
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with(b"application/sdp"));
+        let body = msg.body();
+        let mut message = lines.join("\n");
+        message.push_str("\n\n");
+        if !body.is_empty() {
+            let body_text = if sdp {
+                sdp_here(&text(body))
+            } else {
+                self.check_keywords(&text(body));
+                text(body)
+            };
+            for line in body_text.lines() {
+                message.push_str(line.trim_end_matches('\r'));
+                message.push('\n');
+            }
+        }
+        let _ = writeln!(
+            self.out,
+            "  <send{}>\n    <![CDATA[\n\n{}\n    ]]>\n  </send>",
+            if retrans { " retrans=\"500\"" } else { "" },
+            cdata(&message)
+        );
+    }
+
+    /// Capture bytes kept as they were: lossy UTF-8, folded lines
+    /// unfolded (sipp reads a message line by line), a warning when sipp
+    /// would read part of it as a keyword.
+    fn verbatim(&mut self, value: &[u8]) -> String {
+        let v = text(value).replace("\r\n", " ").replace(['\r', '\n'], " ");
+        self.check_keywords(&v);
+        v
+    }
+
+    fn check_keywords(&mut self, v: &str) {
+        if v.contains('[') {
+            let shown: String = v.chars().take(60).collect();
+            let note = format!(
+                "sipp reads `[…]` as a keyword: check the text kept from the capture ({shown:?})"
+            );
+            if !self.warnings.contains(&note) {
+                self.warnings.push(note);
+            }
+        }
+    }
+}
+
+/// `value` (a From or To header value) with its tag parameter (RFC 3261
+/// §19.3) replaced by `tag`, or removed when `tag` is None.
+fn with_tag(value: &str, tag: Option<&str>) -> String {
+    // Parameters of the header follow the closing `>` of a name-addr, or
+    // the URI itself in the addr-spec form (RFC 3261 §20.20).
+    let params_from = value.rfind('>').map(|i| i + 1).unwrap_or(0);
+    let lower = value.to_ascii_lowercase();
+    let mut out = value.to_owned();
+    if let Some(rel) = lower[params_from..].find(";tag=") {
+        let start = params_from + rel;
+        let end = value[start + 1..]
+            .find(';')
+            .map(|i| start + 1 + i)
+            .unwrap_or(value.len());
+        out.replace_range(start..end, "");
+    }
+    if let Some(tag) = tag {
+        out.push_str(";tag=");
+        out.push_str(tag);
+    }
+    out
+}
+
+/// A Contact value with its URI's host and port replaced by this sipp's
+/// own and its transport parameter by the replay's (RFC 3261 §8.1.1.8:
+/// the Contact is where the peer reaches us, §19.1.1 `transport`); an
+/// addr-spec is put in angle brackets so the parameter stays the URI's
+/// (§20.10).
+fn contact_here(value: &str) -> String {
+    let lower = value.to_ascii_lowercase();
+    let Some(scheme) = lower.find("sip:").or_else(|| lower.find("sips:")) else {
+        return value.to_owned();
+    };
+    let after = scheme
+        + if lower[scheme..].starts_with("sips:") {
+            5
+        } else {
+            4
+        };
+    let end = value[after..]
+        .find(['>', ';', '?', ' '])
+        .map(|i| after + i)
+        .unwrap_or(value.len());
+    let host = value[after..end]
+        .rfind('@')
+        .map(|i| after + i + 1)
+        .unwrap_or(after);
+    let bracketed = value[..scheme].contains('<');
+    let uri_end = if bracketed {
+        value[end..]
+            .find('>')
+            .map(|i| end + i)
+            .unwrap_or(value.len())
+    } else {
+        end
+    };
+    let params: String = value[end..uri_end]
+        .split(';')
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("transport="))
+        .map(|p| format!(";{p}"))
+        .collect();
+    let uri = format!(
+        "{}[local_ip]:[local_port]{params};transport=[transport]",
+        &value[scheme..host]
+    );
+    if bracketed {
+        format!("{}{uri}{}", &value[..scheme], &value[uri_end..])
+    } else {
+        format!("{}<{uri}>{}", &value[..scheme], &value[end..])
+    }
+}
+
+/// An SDP body (RFC 4566) with its origin and connection addresses and
+/// its media ports replaced by this sipp's own.
+fn sdp_here(body: &str) -> String {
+    let mut out = String::new();
+    let mut media = 0u32;
+    for line in body.lines() {
+        let line = line.trim_end_matches('\r');
+        let fresh = if let Some(o) = line.strip_prefix("o=") {
+            // o=<username> <sess-id> <sess-version> <nettype> <addrtype> <addr> (§5.2)
+            let fields: Vec<&str> = o.split(' ').collect();
+            if fields.len() == 6 {
+                format!(
+                    "o={} {} {} IN IP[local_ip_type] [local_ip]",
+                    fields[0], fields[1], fields[2]
+                )
+            } else {
+                line.to_owned()
+            }
+        } else if line.starts_with("c=") {
+            "c=IN IP[media_ip_type] [media_ip]".to_owned()
+        } else if let Some(m) = line.strip_prefix("m=") {
+            // m=<media> <port> <proto> <fmt> … (§5.14)
+            let mut fields = m.splitn(3, ' ');
+            let (kind, _port, rest) = (fields.next(), fields.next(), fields.next());
+            let port = if media == 0 {
+                "[media_port]".to_owned()
+            } else {
+                format!("[media_port+{}]", media * 2)
+            };
+            media += 1;
+            match (kind, rest) {
+                (Some(kind), Some(rest)) => format!("m={kind} {port} {rest}"),
+                _ => line.to_owned(),
+            }
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&fresh);
+        out.push('\n');
+    }
+    out
+}
+
+/// Text safe inside a CDATA section: `]]>` split across two sections,
+/// characters XML 1.0 cannot carry (§2.2) replaced by U+FFFD.
+fn cdata(s: &str) -> String {
+    xml_chars(s).replace("]]>", "]]]]><![CDATA[>")
+}
+
+/// Text safe inside an attribute value (XML 1.0 §2.3, §2.4).
+fn attr(s: &str) -> String {
+    xml_chars(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn xml_chars(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
+}
+
+/// `README.md` of an output directory: what was converted and the two
+/// sipp commands that replay it against callgate.
+pub fn readme(s: &Scenarios, capture: &str) -> String {
+    let t = match s.transport {
+        Transport::Udp => "u1",
+        Transport::Tcp => "t1",
+    };
+    let mut out = format!(
+        "# sipp replay of Call-ID `{}`\n\nConverted by `callgate trace to-sipp` from `{}`: \
+         {} messages between {} (the UAC, `uac.xml`) and {} (the UAS, `uas.xml`); \
+         {} retransmissions played once (sipp retransmits by itself), {} messages of \
+         the same Call-ID on other legs left out.\n\n\
+         Run the UAS first, as the PBX, on the port callgate's `[pbx] targets` point to \
+         (here 5080), then the UAC, as the carrier, against callgate's trunk listener \
+         (here 127.0.0.1:5060):\n\n```sh\n\
+         sipp -sf uas.xml -i 127.0.0.1 -p 5080 -t {t} -m 1\n\
+         sipp 127.0.0.1:5060 -sf uac.xml -i 127.0.0.1 -t {t} -m 1 -timeout 60s -timeout_error\n```\n\n\
+         sipp exits 0 when the call went as in the capture. Add `-trace_msg` to either \
+         to keep the messages it sent and received. Identity headers are replayed \
+         as captured: their `iat` is stale by now, and callgate treats them as any \
+         stale PASSporT (RFC 8224 §6.2.1).\n",
+        s.call_id.replace('`', "'"),
+        capture.replace('`', "'"),
+        s.played,
+        s.uac_addr,
+        s.uas_addr,
+        s.retransmissions,
+        s.other_legs,
+    );
+    if !s.warnings.is_empty() {
+        out.push_str("\n## Warnings\n\n");
+        for w in &s.warnings {
+            let _ = writeln!(out, "- {}", w.replace('`', "'"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::Flow;
+
+    const CARRIER: &str = "127.0.0.10:5060";
+    const PBX: &str = "127.0.0.20:5060";
+
+    fn payload(ms: i64, src: &str, dst: &str, data: &str) -> Payload {
+        Payload {
+            time_us: 1_795_478_400_000_000 + ms * 1000,
+            flow: Flow {
+                transport: Transport::Udp,
+                src: src.parse().unwrap_or_else(|e| panic!("{e}")),
+                dst: dst.parse().unwrap_or_else(|e| panic!("{e}")),
+            },
+            data: data.replace('\n', "\r\n").into_bytes(),
+        }
+    }
+
+    fn sip(start: &str, headers: &[&str], body: &str) -> String {
+        let mut s = format!("{start}\n");
+        for h in headers {
+            s.push_str(h);
+            s.push('\n');
+        }
+        s.push_str(&format!(
+            "Content-Length: {}\n\n{body}",
+            body.replace('\n', "\r\n").len()
+        ));
+        s
+    }
+
+    const SDP: &str = "v=0\no=carrier 1 1 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\nm=audio 30000 RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\n";
+
+    const IDENTITY: &str = "Identity: eyJhbGciOiJFUzI1NiJ9.eyJhdHRlc3QiOiJBIn0.c2ln;info=<https://cert.carrier.example/sti.pem>;alg=ES256;ppt=shaken";
+
+    /// INVITE/100/180/200/ACK/BYE/200, a retransmitted 200, a leg of
+    /// the same call elsewhere, and a second dialog.
+    fn dialog(call: &str, custom: &str) -> Vec<Payload> {
+        let dlg = |h: &[&str]| -> Vec<String> {
+            let mut v = vec![
+                format!("Via: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bK-{call}"),
+                "From: \"Carrier\" <sip:+15550199@carrier.example>;tag=cr-1".into(),
+            ];
+            v.extend(h.iter().map(|s| s.to_string()));
+            v.push(format!("Call-ID: {call}"));
+            v
+        };
+        let invite = {
+            let mut h = dlg(&["To: <sip:+15550100@127.0.0.20>"]);
+            h.extend([
+                "CSeq: 1 INVITE".to_owned(),
+                "Contact: <sip:+15550199@127.0.0.10:5060>".into(),
+                "P-Asserted-Identity: <sip:+15550199@carrier.example;user=phone>".into(),
+                "Diversion: <sip:+15550111@carrier.example>;reason=unconditional".into(),
+                "User-Agent: CarrierSBC/1.0".into(),
+                IDENTITY.into(),
+                custom.into(),
+                "Content-Type: application/sdp".into(),
+            ]);
+            let h: Vec<&str> = h.iter().map(String::as_str).collect();
+            sip("INVITE sip:+15550100@127.0.0.20 SIP/2.0", &h, SDP)
+        };
+        let response = |status: &str, cseq: &str, tag: bool, body: &str| {
+            let to = if tag {
+                "To: <sip:+15550100@127.0.0.20>;tag=pbx-9"
+            } else {
+                "To: <sip:+15550100@127.0.0.20>"
+            };
+            let mut h = dlg(&[to]);
+            h.push(format!("CSeq: {cseq}"));
+            h.push("Contact: <sip:agent@127.0.0.20:5060>".into());
+            if !body.is_empty() {
+                h.push("Content-Type: application/sdp".into());
+            }
+            let h: Vec<&str> = h.iter().map(String::as_str).collect();
+            sip(&format!("SIP/2.0 {status}"), &h, body)
+        };
+        let in_dialog = |method: &str, cseq: &str| {
+            let mut h = dlg(&["To: <sip:+15550100@127.0.0.20>;tag=pbx-9"]);
+            h.push(format!("CSeq: {cseq}"));
+            let h: Vec<&str> = h.iter().map(String::as_str).collect();
+            sip(
+                &format!("{method} sip:agent@127.0.0.20:5060 SIP/2.0"),
+                &h,
+                "",
+            )
+        };
+        vec![
+            payload(0, CARRIER, PBX, &invite),
+            payload(
+                2,
+                PBX,
+                CARRIER,
+                &response("100 Trying", "1 INVITE", false, ""),
+            ),
+            payload(
+                300,
+                PBX,
+                CARRIER,
+                &response("180 Ringing", "1 INVITE", true, ""),
+            ),
+            payload(
+                1300,
+                PBX,
+                CARRIER,
+                &response("200 OK", "1 INVITE", true, SDP),
+            ),
+            payload(
+                1800,
+                PBX,
+                CARRIER,
+                &response("200 OK", "1 INVITE", true, SDP),
+            ),
+            payload(1801, CARRIER, PBX, &in_dialog("ACK", "1 ACK")),
+            payload(1802, "127.0.0.20:5060", "127.0.0.30:5060", &invite),
+            payload(60_000, CARRIER, PBX, &in_dialog("BYE", "2 BYE")),
+            payload(60_001, PBX, CARRIER, &response("200 OK", "2 BYE", true, "")),
+        ]
+    }
+
+    fn convert_default(p: &[Payload]) -> Scenarios {
+        convert(p, &Limits::default(), &Options::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_uac_sends_what_the_caller_sent_with_fresh_dialog_values() {
+        let s = convert_default(&dialog("call-1", "X-Case: fraud-42"));
+        assert_eq!(s.call_id, "call-1");
+        assert_eq!((s.played, s.retransmissions, s.other_legs), (7, 1, 1));
+        let uac = &s.uac;
+        for kept in [
+            "INVITE sip:+15550100@[remote_ip]:[remote_port] SIP/2.0",
+            "From: \"Carrier\" <sip:+15550199@carrier.example>;tag=[pid]SIPpTag00[call_number]",
+            "To: <sip:+15550100@127.0.0.20>\n",
+            "P-Asserted-Identity: <sip:+15550199@carrier.example;user=phone>",
+            "Diversion: <sip:+15550111@carrier.example>;reason=unconditional",
+            "User-Agent: CarrierSBC/1.0",
+            IDENTITY,
+            "X-Case: fraud-42",
+            "Call-ID: [call_id]",
+            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+            "Contact: <sip:+15550199@[local_ip]:[local_port];transport=[transport]>",
+            "Content-Length: [len]",
+            "c=IN IP[media_ip_type] [media_ip]",
+            "m=audio [media_port] RTP/AVP 0 101",
+            "o=carrier 1 1 IN IP[local_ip_type] [local_ip]",
+            "<recv response=\"100\" optional=\"true\"/>",
+            "<recv response=\"180\" optional=\"true\"/>",
+            "<recv response=\"200\" rrs=\"true\"/>",
+            "ACK [next_url] SIP/2.0",
+            "BYE [next_url] SIP/2.0",
+            "To: <sip:+15550100@127.0.0.20>[peer_tag_param]",
+            "CSeq: 2 BYE",
+        ] {
+            assert!(uac.contains(kept), "uac.xml lacks {kept:?}:\n{uac}");
+        }
+        for fresh in ["call-1", "cr-1", "pbx-9", "z9hG4bK-call-1", "30000"] {
+            assert!(!uac.contains(fresh), "uac.xml keeps {fresh:?}:\n{uac}");
+        }
+        // The 58 s gap before the BYE is bounded; the 1 ms before the ACK
+        // is no pause.
+        assert!(uac.contains("<pause milliseconds=\"5000\"/>"), "{uac}");
+        assert_eq!(uac.matches("<pause milliseconds").count(), 1, "{uac}");
+    }
+
+    #[test]
+    fn the_uas_answers_with_the_last_request_s_values() {
+        let s = convert_default(&dialog("call-1", "X-Case: 1"));
+        let uas = &s.uas;
+        for kept in [
+            "<recv request=\"INVITE\" rrs=\"true\"/>",
+            "SIP/2.0 100 Trying\n[last_Via:]\n[last_From:]\n[last_To:]\n",
+            "SIP/2.0 180 Ringing\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]",
+            "<send retrans=\"500\">",
+            "<recv request=\"ACK\"/>",
+            "<recv request=\"BYE\"/>",
+            "Contact: <sip:agent@[local_ip]:[local_port];transport=[transport]>",
+            "<pause milliseconds=\"298\"/>",
+            "<pause milliseconds=\"1000\"/>",
+        ] {
+            assert!(uas.contains(kept), "uas.xml lacks {kept:?}:\n{uas}");
+        }
+        // The 200 to the BYE (in dialog) echoes the To with its tag.
+        let bye_ok = uas
+            .rsplit("<recv request=\"BYE\"/>")
+            .next()
+            .unwrap_or_default();
+        assert!(bye_ok.contains("[last_To:]\n"), "{bye_ok}");
+        assert!(!bye_ok.contains("SIPpTag01"), "{bye_ok}");
+        // It sends no request, so keeps no variable (sipp refuses one
+        // that is never read).
+        assert!(!uas.contains("assign_to"), "{uas}");
+        // One 200 to the INVITE: the retransmission is sipp's job.
+        assert_eq!(uas.matches("SIP/2.0 200 OK").count(), 2, "{uas}");
+    }
+
+    /// The text of `xml` outside its CDATA sections, as an XML parser
+    /// sees the markup.
+    fn outside_cdata(xml: &str) -> String {
+        let mut out = String::new();
+        let mut rest = xml;
+        while let Some(open) = rest.find("<![CDATA[") {
+            out.push_str(&rest[..open]);
+            let inner = &rest[open + 9..];
+            let close = inner.find("]]>").unwrap_or(inner.len());
+            rest = inner.get(close + 3..).unwrap_or_default();
+        }
+        out.push_str(rest);
+        out
+    }
+
+    #[test]
+    fn capture_text_cannot_break_out_of_the_xml() {
+        let s = convert_default(&dialog(
+            "call-x",
+            "X-Evil: ]]></send><send><![CDATA[ & \"<x>\"",
+        ));
+        assert!(!s.uac.contains("]]></send><send>"), "{}", s.uac);
+        assert!(
+            s.uac
+                .contains("X-Evil: ]]]]><![CDATA[></send><send><![CDATA[ & \"<x>\""),
+            "{}",
+            s.uac
+        );
+        // As a parser sees it: the three messages the caller sent, and
+        // nothing of the header outside character data.
+        let markup = outside_cdata(&s.uac);
+        assert_eq!(markup.matches("<send").count(), 3, "{markup}");
+        assert!(!markup.contains("X-Evil"), "{markup}");
+        assert!(!s.warnings.is_empty(), "the `[` is reported");
+        // Characters XML 1.0 cannot carry are replaced; attributes escaped.
+        assert_eq!(cdata("a\u{1}b]]>c"), "a\u{FFFD}b]]]]><![CDATA[>c");
+        assert_eq!(attr("<\"&'>"), "&lt;&quot;&amp;'&gt;");
+    }
+
+    #[test]
+    fn a_call_is_picked_by_its_call_id_and_a_missing_one_is_named() {
+        let mut p = dialog("first", "X-A: 1");
+        p.extend(dialog("second", "X-B: 2"));
+        let listed: Vec<String> = dialogs(&p, &Limits::default())
+            .into_iter()
+            .map(|d| d.call_id)
+            .collect();
+        assert_eq!(listed, ["first", "second"]);
+        let options = Options {
+            call_id: Some("second".into()),
+            ..Options::default()
+        };
+        let s = convert(&p, &Limits::default(), &options).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.uac.contains("X-B: 2") && !s.uac.contains("X-A: 1"));
+        let options = Options {
+            call_id: Some("third".into()),
+            ..Options::default()
+        };
+        let err = convert(&p, &Limits::default(), &options).err();
+        assert_eq!(
+            err,
+            Some(ToSippError::NoSuchCall {
+                wanted: "third".into(),
+                found: "first, second".into()
+            })
+        );
+        assert_eq!(
+            convert(&[], &Limits::default(), &Options::default()).err(),
+            Some(ToSippError::NoDialog(0))
+        );
+    }
+
+    #[test]
+    fn a_bye_from_the_uas_side_goes_back_along_the_dialog() {
+        let mut p = dialog("call-b", "X-A: 1");
+        p.truncate(p.len() - 2);
+        let h = [
+            "Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bK-pbx",
+            "From: <sip:+15550100@127.0.0.20>;tag=pbx-9",
+            "To: \"Carrier\" <sip:+15550199@carrier.example>;tag=cr-1",
+            "Call-ID: call-b",
+            "CSeq: 1 BYE",
+        ];
+        p.push(payload(
+            9_000,
+            PBX,
+            CARRIER,
+            &sip("BYE sip:+15550199@127.0.0.10:5060 SIP/2.0", &h, ""),
+        ));
+        p.push(payload(9_001, CARRIER, PBX, &sip("SIP/2.0 200 OK", &h, "")));
+        let s = convert_default(&p);
+        for kept in [
+            "assign_to=\"peer\"",
+            "BYE [next_url] SIP/2.0\nVia: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n[routes]\n",
+            "From: <sip:+15550100@127.0.0.20>;tag=[pid]SIPpTag01[call_number]",
+            "To: [$peer]",
+        ] {
+            assert!(s.uas.contains(kept), "uas.xml lacks {kept:?}:\n{}", s.uas);
+        }
+        let answer = s
+            .uac
+            .rsplit("<recv request=\"BYE\"/>")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            answer.contains("SIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn tags_and_contacts_are_rewritten_in_place() {
+        assert_eq!(
+            with_tag("<sip:a@b;tag=x>;tag=old;x=1", Some("new")),
+            "<sip:a@b;tag=x>;x=1;tag=new"
+        );
+        assert_eq!(with_tag("sip:a@b;TAG=old", None), "sip:a@b");
+        assert_eq!(
+            contact_here("\"A\" <sips:alice@10.0.0.1:5061;transport=tls>;expires=60"),
+            "\"A\" <sips:alice@[local_ip]:[local_port];transport=[transport]>;expires=60"
+        );
+        assert_eq!(
+            contact_here("<sip:10.0.0.1;lr>"),
+            "<sip:[local_ip]:[local_port];lr;transport=[transport]>"
+        );
+        assert_eq!(
+            contact_here("sip:bob@10.0.0.2:5070;expires=5"),
+            "<sip:bob@[local_ip]:[local_port];transport=[transport]>;expires=5"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! `callgate trace to-sipp`: one dialog of a capture written as a sipp
+//! scenario pair (the conversion is `callgate::capture::to_sipp`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use callgate::capture::to_sipp::{self, Options, ToSippError};
+
+/// Reads `capture`, converts the dialog `call_id` (default: the first)
+/// and writes `uac.xml`, `uas.xml` and `README.md` into `out`.
+pub fn to_sipp(capture: &Path, out: &Path, call_id: Option<String>, max_pause_ms: u64) -> ExitCode {
+    let fail = |code: u8, e: String| {
+        eprintln!("trace to-sipp: {e}");
+        ExitCode::from(code)
+    };
+    let read = std::fs::read(capture)
+        .map_err(|e| e.to_string())
+        .and_then(|b| callgate::capture::read(&b).map_err(|e| e.to_string()));
+    let read = match read {
+        Ok(c) => c,
+        Err(e) => return fail(2, format!("{}: {e}", capture.display())),
+    };
+    if let Some(damage) = &read.stats.damage {
+        eprintln!(
+            "trace to-sipp: {}: {damage}; converting the {} records before it",
+            capture.display(),
+            read.stats.packets
+        );
+    }
+    let limits = callgate::sip::message::Limits::default();
+    let messages = callgate::capture::sip::messages(&read.payloads, &limits);
+    let options = Options {
+        call_id,
+        max_pause_ms,
+        ..Options::default()
+    };
+    let scenarios = match to_sipp::convert(&messages, &limits, &options) {
+        Ok(s) => s,
+        Err(e @ (ToSippError::NoDialog(_) | ToSippError::NoSuchCall { .. })) => {
+            return fail(1, format!("{}: {e}", capture.display()))
+        }
+    };
+    let others: Vec<String> = to_sipp::dialogs(&messages, &limits)
+        .into_iter()
+        .filter(|d| d.call_id != scenarios.call_id)
+        .map(|d| d.call_id)
+        .collect();
+    if !others.is_empty() {
+        eprintln!(
+            "trace to-sipp: {} other dialogs in the capture (pick one with --call-id): {}",
+            others.len(),
+            others.join(", ")
+        );
+    }
+    let readme = to_sipp::readme(&scenarios, &capture.display().to_string());
+    let written = std::fs::create_dir_all(out).and_then(|()| {
+        std::fs::write(out.join("uac.xml"), &scenarios.uac)?;
+        std::fs::write(out.join("uas.xml"), &scenarios.uas)?;
+        std::fs::write(out.join("README.md"), &readme)
+    });
+    if let Err(e) = written {
+        return fail(2, format!("{}: {e}", out.display()));
+    }
+    for w in &scenarios.warnings {
+        eprintln!("trace to-sipp: warning: {w}");
+    }
+    println!(
+        "Call-ID {}: {} messages, uac.xml and uas.xml written to {} (see its README.md)",
+        scenarios.call_id,
+        scenarios.played,
+        out.display()
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,313 @@
+//! `callgate trace to-sipp` end to end: a pcap of a known dialog (a
+//! carrier's INVITE with the headers a policy reads, 100/180/200 with
+//! SDP, ACK, BYE/200, a retransmitted 200), written here with
+//! `pcap-file` and `etherparse`, converted by the binary, and the
+//! generated `uac.xml`/`uas.xml` run with sipp through a fresh callgate:
+//! the call completes on both sides and the PBX sees the captured
+//! headers. Loopback only, bounded by sipp's `-timeout`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::DataLink;
+
+use common::{config, free_port, Callgate, Ports, Sipp};
+
+const CARRIER: ([u8; 4], u16) = ([127, 0, 0, 10], 5060);
+const PBX: ([u8; 4], u16) = ([127, 0, 0, 20], 5060);
+/// 2026-11-24T00:00:00Z.
+const T0: u64 = 1_795_478_400;
+
+/// One Ethernet/IPv4/UDP frame carrying `sip`.
+fn frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), sip: &str) -> Vec<u8> {
+    let data = sip.replace('\n', "\r\n").into_bytes();
+    let udp = UdpHeader {
+        source_port: src.1,
+        destination_port: dst.1,
+        length: (8 + data.len()) as u16,
+        checksum: 0,
+    };
+    let ip = Ipv4Header::new((8 + data.len()) as u16, 64, IpNumber::UDP, src.0, dst.0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut f = Ethernet2Header {
+        source: [2, 0, 0, 0, 0, 1],
+        destination: [2, 0, 0, 0, 0, 2],
+        ether_type: EtherType::IPV4,
+    }
+    .to_bytes()
+    .to_vec();
+    f.extend_from_slice(&ip.to_bytes());
+    f.extend_from_slice(&udp.to_bytes());
+    f.extend_from_slice(&data);
+    f
+}
+
+fn message(start: &str, headers: &[&str], body: &str) -> String {
+    let body = body.replace('\n', "\r\n");
+    format!(
+        "{start}\n{}\nContent-Length: {}\n\n{}",
+        headers.join("\n"),
+        body.len(),
+        body.replace("\r\n", "\n")
+    )
+}
+
+const SDP_CARRIER: &str = "v=0\no=carrier 8121 8121 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\nm=audio 31000 RTP/AVP 0 8 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=ptime:20\n";
+const SDP_PBX: &str = "v=0\no=pbx 77 77 IN IP4 127.0.0.20\ns=-\nc=IN IP4 127.0.0.20\nt=0 0\nm=audio 42000 RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\n";
+
+/// The captured dialog: (milliseconds after T0, sent by the carrier,
+/// text); the carrier hangs up, or the PBX does when `pbx_hangs_up`.
+fn dialog(pbx_hangs_up: bool) -> Vec<(u64, bool, String)> {
+    let common_h = |to: &str, cseq: &str| -> Vec<String> {
+        vec![
+            "Via: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bK-cap-1".into(),
+            "From: \"Sales\" <sip:+15550199@carrier.example>;tag=car-77".into(),
+            format!("To: {to}"),
+            "Call-ID: captured-call-1@carrier.example".into(),
+            format!("CSeq: {cseq}"),
+        ]
+    };
+    let to = "<sip:+15550100@127.0.0.20>";
+    let to_tagged = "<sip:+15550100@127.0.0.20>;tag=pbx-55";
+    let invite = {
+        let mut h = common_h(to, "1 INVITE");
+        h.extend([
+            "Max-Forwards: 70".to_owned(),
+            "Contact: <sip:+15550199@127.0.0.10:5060>".into(),
+            "P-Asserted-Identity: \"Sales\" <sip:+15550199@carrier.example;user=phone>".into(),
+            "Diversion: <sip:+15550111@carrier.example>;reason=unconditional;counter=1".into(),
+            "History-Info: <sip:+15550111@carrier.example>;index=1".into(),
+            "User-Agent: CarrierSBC/4.2".into(),
+            "X-Case: replay-from-capture".into(),
+            "Content-Type: application/sdp".into(),
+        ]);
+        let h: Vec<&str> = h.iter().map(String::as_str).collect();
+        message("INVITE sip:+15550100@127.0.0.20 SIP/2.0", &h, SDP_CARRIER)
+    };
+    let response = |status: &str, to: &str, cseq: &str, sdp: &str| {
+        let mut h = common_h(to, cseq);
+        h.push("Contact: <sip:agent@127.0.0.20:5060>".into());
+        h.push("Server: PBX/9".into());
+        if !sdp.is_empty() {
+            h.push("Content-Type: application/sdp".into());
+        }
+        let h: Vec<&str> = h.iter().map(String::as_str).collect();
+        message(&format!("SIP/2.0 {status}"), &h, sdp)
+    };
+    let in_dialog = |method: &str, cseq: &str| {
+        let mut h = common_h(to_tagged, cseq);
+        h.push("Max-Forwards: 70".into());
+        let h: Vec<&str> = h.iter().map(String::as_str).collect();
+        message(
+            &format!("{method} sip:agent@127.0.0.20:5060 SIP/2.0"),
+            &h,
+            "",
+        )
+    };
+    let pbx_bye = || {
+        let h = [
+            "Via: SIP/2.0/UDP 127.0.0.20:5060;branch=z9hG4bK-pbx-1",
+            "From: <sip:+15550100@127.0.0.20>;tag=pbx-55",
+            "To: \"Sales\" <sip:+15550199@carrier.example>;tag=car-77",
+            "Call-ID: captured-call-1@carrier.example",
+            "CSeq: 1 BYE",
+            "Max-Forwards: 70",
+        ];
+        let bye = message("BYE sip:+15550199@127.0.0.10:5060 SIP/2.0", &h, "");
+        let ok = message("SIP/2.0 200 OK", &h[..5], "");
+        (bye, ok)
+    };
+    let hangup = if pbx_hangs_up {
+        let (bye, ok) = pbx_bye();
+        [(1200, false, bye), (1201, true, ok)]
+    } else {
+        [
+            (1200, true, in_dialog("BYE", "2 BYE")),
+            (1201, false, response("200 OK", to_tagged, "2 BYE", "")),
+        ]
+    };
+    let mut captured = vec![
+        (0, true, invite),
+        (1, false, response("100 Trying", to, "1 INVITE", "")),
+        (
+            150,
+            false,
+            response("180 Ringing", to_tagged, "1 INVITE", ""),
+        ),
+        (
+            400,
+            false,
+            response("200 OK", to_tagged, "1 INVITE", SDP_PBX),
+        ),
+        (
+            900,
+            false,
+            response("200 OK", to_tagged, "1 INVITE", SDP_PBX),
+        ),
+        (901, true, in_dialog("ACK", "1 ACK")),
+    ];
+    captured.extend(hangup);
+    captured
+}
+
+fn pcap_of(dialog: &[(u64, bool, String)]) -> Vec<u8> {
+    let header = PcapHeader {
+        datalink: DataLink::ETHERNET,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap_or_else(|e| panic!("{e}"));
+    for (ms, from_carrier, text) in dialog {
+        let f = if *from_carrier {
+            frame(CARRIER, PBX, text)
+        } else {
+            frame(PBX, CARRIER, text)
+        };
+        let ts = Duration::from_secs(T0) + Duration::from_millis(*ms);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    w.into_writer()
+}
+
+/// A capture file of `pbx_hangs_up`'s dialog in a new directory, and
+/// where its conversion goes.
+struct Workdir {
+    _dir: tempfile::TempDir,
+    cap: PathBuf,
+    out: PathBuf,
+}
+
+fn workdir(pbx_hangs_up: bool) -> Workdir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cap = dir.path().join("call.pcap");
+    std::fs::write(&cap, pcap_of(&dialog(pbx_hangs_up))).unwrap_or_else(|e| panic!("{e}"));
+    let out = dir.path().join("replay");
+    Workdir {
+        _dir: dir,
+        cap,
+        out,
+    }
+}
+
+/// Runs `callgate trace to-sipp` on the work directory's capture.
+fn to_sipp(w: &Workdir, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["trace", "to-sipp"])
+        .arg(&w.cap)
+        .arg("--out")
+        .arg(&w.out)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("run callgate: {e}"))
+}
+
+/// Converts the capture of `dialog(pbx_hangs_up)` and replays it with
+/// sipp through a fresh callgate over `transport` (`udp` or `tcp`; the
+/// scenarios name none); returns what the PBX side saw.
+fn convert_and_replay(pbx_hangs_up: bool, transport: &str) -> common::SippResult {
+    let sipp_t = if transport == "tcp" { "t1" } else { "u1" };
+    let w = workdir(pbx_hangs_up);
+    let out = &w.out;
+    let converted = to_sipp(&w, &[]);
+    assert!(
+        converted.status.success(),
+        "to-sipp failed: {}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap_or_default();
+    assert!(readme.contains("sipp -sf uas.xml"), "{readme}");
+    assert!(readme.contains("-sf uac.xml"), "{readme}");
+    let uac = out.join("uac.xml").display().to_string();
+    let uas = out.join("uas.xml").display().to_string();
+
+    let pbx_port = free_port();
+    let pbx = Sipp::uas(&uas, pbx_port, 1, sipp_t, &["-trace_msg"]);
+    let ports = Ports::new();
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port};transport={transport}")],
+            &["sip:127.0.0.1:9;transport=udp".to_owned()],
+            "",
+        ),
+    );
+    let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, sipp_t, &[]);
+    carrier.assert_all_ok(1, "generated UAC (carrier)");
+    let pbx = pbx.finish();
+    pbx.assert_all_ok(1, "generated UAS (PBX)");
+    pbx
+}
+
+#[test]
+fn a_captured_dialog_replays_through_callgate_with_sipp() {
+    let pbx = convert_and_replay(false, "udp");
+    // The PBX got the captured caller's headers, on a fresh Call-ID.
+    let invites = pbx.received_requests("INVITE");
+    assert_eq!(invites.len(), 1, "{}", pbx.messages);
+    for kept in [
+        "X-Case: replay-from-capture",
+        "User-Agent: CarrierSBC/4.2",
+        "Diversion: <sip:+15550111@carrier.example>;reason=unconditional;counter=1",
+        "History-Info: <sip:+15550111@carrier.example>;index=1",
+        "+15550199@carrier.example",
+    ] {
+        assert!(invites[0].contains(kept), "lacks {kept:?}:\n{}", invites[0]);
+    }
+    assert!(
+        !invites[0].contains("captured-call-1@carrier.example"),
+        "{}",
+        invites[0]
+    );
+    assert_eq!(pbx.received_requests("BYE").len(), 1, "{}", pbx.messages);
+}
+
+#[test]
+fn a_captured_dialog_the_pbx_hangs_up_replays_too() {
+    let pbx = convert_and_replay(true, "udp");
+    // sipp's message log: one entry per message, "… message sent" or
+    // "… message received", then the message.
+    let byes = |how: &str| {
+        pbx.messages
+            .split("-----------------------------------------------")
+            .filter(|e| e.contains(how))
+            .filter(|e| e.lines().any(|l| l.starts_with("BYE sip:")))
+            .count()
+    };
+    assert_eq!(byes("message sent"), 1, "{}", pbx.messages);
+    assert_eq!(byes("message received"), 0, "{}", pbx.messages);
+}
+
+#[test]
+fn the_scenarios_of_a_udp_capture_replay_over_tcp_too() {
+    let pbx = convert_and_replay(false, "tcp");
+    assert_eq!(pbx.received_requests("INVITE").len(), 1, "{}", pbx.messages);
+    assert!(
+        pbx.messages.contains("TCP message received"),
+        "{}",
+        pbx.messages
+    );
+}
+
+#[test]
+fn a_missing_call_id_is_named_and_exits_1() {
+    let w = workdir(false);
+    let r = to_sipp(&w, &["--call-id", "nope"]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("\"nope\"") && err.contains("captured-call-1@carrier.example"),
+        "{err}"
+    );
+    assert!(!w.out.join("uac.xml").exists());
+    // Not a capture at all: exit 2, the file named.
+    std::fs::write(&w.cap, b"not a capture").unwrap_or_else(|e| panic!("{e}"));
+    let r = to_sipp(&w, &[]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("call.pcap"));
+}
