@@ -1225,7 +1225,11 @@ mod tests {
         let readme = readme(&s, "call.pcap");
         assert!(readme.contains("re-signed at conversion time"), "{readme}");
         assert!(
-            readme.contains("--call-id 'call-s' --resign KEY"),
+            readme.contains(
+                "callgate trace to-sipp call.pcap --out . --call-id 'call-s' --resign KEY \
+                 --x5u https://127.0.0.1:8443/sti.pem && \\\n  sipp 127.0.0.1:5060 -sf uac.xml \
+                 -i 127.0.0.1 -t u1 -m 1"
+            ),
             "{readme}"
         );
 

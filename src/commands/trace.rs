@@ -84,7 +84,10 @@ pub fn to_sipp(
             others.join(", ")
         );
     }
-    let readme = to_sipp::readme(&scenarios, &capture.display().to_string());
+    // Absolute, so the README's command that converts again (to re-sign)
+    // works from the output directory.
+    let named = std::fs::canonicalize(capture).unwrap_or_else(|_| capture.to_path_buf());
+    let readme = to_sipp::readme(&scenarios, &named.display().to_string());
     let written = std::fs::create_dir_all(out).and_then(|()| {
         std::fs::write(out.join("uac.xml"), &scenarios.uac)?;
         std::fs::write(out.join("uas.xml"), &scenarios.uas)?;
