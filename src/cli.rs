@@ -235,7 +235,7 @@ pub enum TraceVerb {
     /// `DIR/uas.xml` (the other side) and `DIR/README.md` (the sipp
     /// commands) reproducing one dialog of the capture. Exit 0 when
     /// written, 1 when the capture holds no such dialog, 2 when the
-    /// capture or the directory could not be used.
+    /// capture, the directory or the --resign key could not be used.
     ToSipp {
         /// The capture (pcap or pcapng; UDP, IP fragments reassembled, TCP).
         capture: PathBuf,
@@ -249,6 +249,28 @@ pub enum TraceVerb {
         /// The longest pause written between two messages, milliseconds.
         #[arg(long, default_value_t = 5000)]
         max_pause_ms: u64,
+        /// Re-sign each Identity header of the dialog's requests with this
+        /// P-256 private key (PEM, owner-only; e.g. test-calls/sti-pki.sh's
+        /// sti-key.pem): the captured attestation, orig, dest and origid
+        /// are kept, `iat` is now. Run the replay within callgate's
+        /// `[stir] freshness_secs` (60 s by default) of the conversion.
+        /// Without --resign or --keep-identity, captured Identity headers
+        /// are replayed stale, with a warning.
+        #[arg(
+            long,
+            value_name = "KEY",
+            requires = "x5u",
+            conflicts_with = "keep_identity"
+        )]
+        resign: Option<PathBuf>,
+        /// https URL of the certificate of the --resign key (the re-signed
+        /// PASSporTs' x5u).
+        #[arg(long, value_name = "URL", requires = "resign")]
+        x5u: Option<String>,
+        /// Replay the captured Identity headers as they are, stale, on
+        /// purpose (a test of callgate's freshness check).
+        #[arg(long)]
+        keep_identity: bool,
     },
 }
 

@@ -51,8 +51,20 @@ fn main() -> ExitCode {
                     out,
                     call_id,
                     max_pause_ms,
+                    resign,
+                    x5u,
+                    keep_identity,
                 },
-        } => trace::to_sipp(&capture, &out, call_id, max_pause_ms),
+        } => trace::to_sipp(
+            &capture,
+            &out,
+            call_id,
+            max_pause_ms,
+            trace::Identity {
+                resign: resign.zip(x5u),
+                keep: keep_identity,
+            },
+        ),
         Command::Report {
             db,
             since,

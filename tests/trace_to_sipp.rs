@@ -4,7 +4,9 @@
 //! `pcap-file` and `etherparse`, converted by the binary, and the
 //! generated `uac.xml`/`uas.xml` run with sipp through a fresh callgate:
 //! the call completes on both sides and the PBX sees the captured
-//! headers. Loopback only, bounded by sipp's `-timeout`.
+//! headers. A signed capture replays re-signed (`--resign`, verified by
+//! callgate against a real HTTPS x5u server) or stale on purpose
+//! (`--keep-identity`). Loopback only, bounded by sipp's `-timeout`.
 
 mod common;
 
@@ -16,6 +18,8 @@ use etherparse::{EtherType, Ethernet2Header, IpNumber, Ipv4Header, UdpHeader};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
 
+use callgate::stir::sign::{identity_header, SignRequest};
+use common::pki::{https_server, pki};
 use common::{config, free_port, Callgate, Ports, Sipp};
 
 const CARRIER: ([u8; 4], u16) = ([127, 0, 0, 10], 5060);
@@ -62,7 +66,7 @@ const SDP_PBX: &str = "v=0\no=pbx 77 77 IN IP4 127.0.0.20\ns=-\nc=IN IP4 127.0.0
 
 /// The captured dialog: (milliseconds after T0, sent by the carrier,
 /// text); the carrier hangs up, or the PBX does when `pbx_hangs_up`.
-fn dialog(pbx_hangs_up: bool) -> Vec<(u64, bool, String)> {
+fn dialog(pbx_hangs_up: bool, identity: Option<&str>) -> Vec<(u64, bool, String)> {
     let common_h = |to: &str, cseq: &str| -> Vec<String> {
         vec![
             "Via: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bK-cap-1".into(),
@@ -86,6 +90,7 @@ fn dialog(pbx_hangs_up: bool) -> Vec<(u64, bool, String)> {
             "X-Case: replay-from-capture".into(),
             "Content-Type: application/sdp".into(),
         ]);
+        h.extend(identity.map(|i| format!("Identity: {i}")));
         let h: Vec<&str> = h.iter().map(String::as_str).collect();
         message("INVITE sip:+15550100@127.0.0.20 SIP/2.0", &h, SDP_CARRIER)
     };
@@ -183,9 +188,15 @@ struct Workdir {
 }
 
 fn workdir(pbx_hangs_up: bool) -> Workdir {
+    workdir_signed(pbx_hangs_up, None)
+}
+
+/// The same, the captured INVITE carrying `identity`.
+fn workdir_signed(pbx_hangs_up: bool, identity: Option<&str>) -> Workdir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cap = dir.path().join("call.pcap");
-    std::fs::write(&cap, pcap_of(&dialog(pbx_hangs_up))).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&cap, pcap_of(&dialog(pbx_hangs_up, identity)))
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = dir.path().join("replay");
     Workdir {
         _dir: dir,
@@ -210,10 +221,16 @@ fn to_sipp(w: &Workdir, extra: &[&str]) -> std::process::Output {
 /// sipp through a fresh callgate over `transport` (`udp` or `tcp`; the
 /// scenarios name none); returns what the PBX side saw.
 fn convert_and_replay(pbx_hangs_up: bool, transport: &str) -> common::SippResult {
+    replay(&workdir(pbx_hangs_up), &[], transport, "")
+}
+
+/// Converts `w`'s capture with the `extra` options and replays it with
+/// sipp through a fresh callgate (configured with `more` too) over
+/// `transport`; returns what the PBX side saw.
+fn replay(w: &Workdir, extra: &[&str], transport: &str, more: &str) -> common::SippResult {
     let sipp_t = if transport == "tcp" { "t1" } else { "u1" };
-    let w = workdir(pbx_hangs_up);
     let out = &w.out;
-    let converted = to_sipp(&w, &[]);
+    let converted = to_sipp(w, extra);
     assert!(
         converted.status.success(),
         "to-sipp failed: {}",
@@ -234,7 +251,7 @@ fn convert_and_replay(pbx_hangs_up: bool, transport: &str) -> common::SippResult
             ports,
             &[format!("sip:127.0.0.1:{pbx_port};transport={transport}")],
             &["sip:127.0.0.1:9;transport=udp".to_owned()],
-            "",
+            more,
         ),
     );
     let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, sipp_t, &[]);
@@ -310,4 +327,100 @@ fn a_missing_call_id_is_named_and_exits_1() {
     let r = to_sipp(&w, &[]);
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("call.pcap"));
+}
+
+/// The P-Asserted-Identity line of the one INVITE the PBX side got.
+fn forwarded_pai(pbx: &common::SippResult) -> String {
+    let invites = pbx.received_requests("INVITE");
+    assert_eq!(invites.len(), 1, "{}", pbx.messages);
+    invites[0]
+        .lines()
+        .find(|l| l.starts_with("P-Asserted-Identity:"))
+        .unwrap_or_else(|| panic!("no P-Asserted-Identity: {}", invites[0]))
+        .to_owned()
+}
+
+/// Makes `path` readable by its owner only, as a key file must be.
+fn owner_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_signed_capture_replays_re_signed_or_stale_on_purpose() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{port}/good.pem");
+    // Signed when captured, thirteen days before this test's clock
+    // could read it: stale.
+    let captured = identity_header(
+        &pki.signing,
+        &SignRequest {
+            orig: "+15550199",
+            dest: "+15550100",
+            attest: 'A',
+            origid: "123e4567-e89b-12d3-a456-426614174000",
+            x5u: &x5u,
+            iat: T0 as i64,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stir = format!(
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 2000\n",
+        pki.trust_dir.display(),
+        pki.web_ca.display()
+    );
+
+    // Re-signed with the test PKI's key: verified, attestation A kept.
+    let w = workdir_signed(false, Some(&captured));
+    let key = w.cap.with_file_name("sti-key.pem");
+    std::fs::write(&key, &pki.signing_pem).unwrap_or_else(|e| panic!("{e}"));
+    owner_only(&key);
+    let key = key.display().to_string();
+    let pbx = replay(&w, &["--resign", &key, "--x5u", &x5u], "udp", &stir);
+    let pai = forwarded_pai(&pbx);
+    assert!(pai.contains(";verstat=TN-Validation-Passed-A"), "{pai}");
+    let readme = std::fs::read_to_string(w.out.join("README.md")).unwrap_or_default();
+    assert!(readme.contains("re-signed at conversion time"), "{readme}");
+
+    // Kept on purpose: the stale PASSporT fails verification.
+    let w = workdir_signed(false, Some(&captured));
+    let pbx = replay(&w, &["--keep-identity"], "udp", &stir);
+    let pai = forwarded_pai(&pbx);
+    assert!(pai.contains(";verstat=TN-Validation-Failed"), "{pai}");
+
+    // Neither flag: converted as captured, with a warning on stderr.
+    let r = to_sipp(&w, &[]);
+    assert!(r.status.success());
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("iat is stale"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+#[test]
+fn a_wrong_resign_key_is_named_and_exits_2() {
+    let w = workdir(false);
+    let x5u = "https://127.0.0.1:8443/sti.pem";
+    // The capture itself where the key belongs (owner-only, not a key).
+    owner_only(&w.cap);
+    let cap = w.cap.display().to_string();
+    let r = to_sipp(&w, &["--resign", &cap, "--x5u", x5u]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("--resign") && err.contains("call.pcap"),
+        "{err}"
+    );
+    assert!(err.contains("P-256 private key"), "{err}");
+    assert!(!w.out.join("uac.xml").exists());
+    // --resign needs --x5u, and excludes --keep-identity.
+    let r = to_sipp(&w, &["--resign", &cap]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--x5u"));
+    let r = to_sipp(&w, &["--resign", &cap, "--x5u", x5u, "--keep-identity"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--keep-identity"));
 }

@@ -19,11 +19,13 @@
 //! - [`sip`]: whole SIP messages out of those payloads — a UDP datagram is
 //!   one, a TCP stream is framed by Content-Length (RFC 3261 §18.3);
 //! - [`to_sipp`]: one dialog of those messages as a sipp scenario pair
-//!   (`callgate trace to-sipp`).
+//!   (`callgate trace to-sipp`), its Identity headers kept or re-signed
+//!   fresh by [`resign`].
 
 pub mod defrag;
 pub mod file;
 pub mod link;
+pub mod resign;
 pub mod sip;
 pub mod tcp;
 pub mod to_sipp;

@@ -9,6 +9,10 @@
 //!   every header a policy reads (From and To display names and URIs,
 //!   P-Asserted-Identity, Identity, Diversion, History-Info, User-Agent,
 //!   custom headers), and non-SDP bodies;
+//! - Identity headers of requests, whose `iat` is stale by replay time
+//!   (RFC 8224 §6.2.2): kept with a warning, kept on purpose, or re-signed
+//!   with the tester's key and a fresh `iat` ([`IdentityMode`],
+//!   [`super::resign`]);
 //! - made fresh with sipp keywords, since a replay runs on other
 //!   addresses and must be a new dialog: Call-ID (`[call_id]`), the top
 //!   Via (`[branch]`, RFC 3261 §8.1.1.7), the tags of From and To
@@ -33,16 +37,44 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Limits, SipMessage, StartLine};
 
+use super::resign::{ResignError, Resigner};
 use super::{Payload, Transport};
 
-/// How the conversion is done.
+/// What becomes of the captured Identity headers of requests.
+#[derive(Debug, Clone, Default)]
+pub enum IdentityMode {
+    /// Replayed as captured, with a warning that they are stale.
+    #[default]
+    Stale,
+    /// Replayed as captured on purpose (`--keep-identity`: a test of the
+    /// freshness check).
+    Keep,
+    /// Re-signed with the tester's key, fresh `iat` (`--resign`).
+    Resign(Arc<Resigner>),
+}
+
+/// What was done to the dialog's Identity headers, for the README.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityNote {
+    /// The dialog's requests carry none.
+    Absent,
+    /// `n` replayed as captured without being asked to: stale.
+    Stale(usize),
+    /// `n` replayed as captured (`--keep-identity`).
+    Kept(usize),
+    /// `n` re-signed at `iat` for the certificate at `x5u`.
+    Resigned { n: usize, iat: i64, x5u: String },
+}
+
+/// How the conversion is done.
+#[derive(Debug, Clone)]
 pub struct Options {
     /// The dialog to convert (its Call-ID); default: the first dialog whose
     /// first message is a request.
@@ -53,6 +85,8 @@ pub struct Options {
     /// Gaps shorter than this are not written as pauses, milliseconds
     /// (they are network and processing time, not a peer's behaviour).
     pub min_pause_ms: u64,
+    /// What becomes of the captured Identity headers.
+    pub identity: IdentityMode,
 }
 
 impl Default for Options {
@@ -61,6 +95,7 @@ impl Default for Options {
             call_id: None,
             max_pause_ms: 5_000,
             min_pause_ms: 20,
+            identity: IdentityMode::Stale,
         }
     }
 }
@@ -72,6 +107,8 @@ pub enum ToSippError {
     NoDialog(usize),
     #[error("no dialog with Call-ID {wanted:?} in the capture (it holds: {found})")]
     NoSuchCall { wanted: String, found: String },
+    #[error(transparent)]
+    Resign(#[from] ResignError),
 }
 
 /// One dialog found in a capture, for the listing.
@@ -99,6 +136,8 @@ pub struct Scenarios {
     pub played: usize,
     pub retransmissions: usize,
     pub other_legs: usize,
+    /// What was done to the Identity headers of requests.
+    pub identity: IdentityNote,
     /// What the tester should know: text sipp would read as a keyword,
     /// characters replaced.
     pub warnings: Vec<String>,
@@ -239,8 +278,26 @@ pub fn convert(
         last = Some(c.time_us);
     }
     let mut warnings = Vec::new();
-    let uac = scenario(Role::Uac, &played, options, &mut warnings);
-    let uas = scenario(Role::Uas, &played, options, &mut warnings);
+    let mut identities = 0;
+    let uac = scenario(Role::Uac, &played, options, &mut warnings, &mut identities)?;
+    let uas = scenario(Role::Uas, &played, options, &mut warnings, &mut identities)?;
+    let identity = match &options.identity {
+        _ if identities == 0 => IdentityNote::Absent,
+        IdentityMode::Stale => {
+            warnings.push(format!(
+                "{identities} Identity header(s) replayed as captured: their iat is stale, so \
+                 callgate will treat them as stale PASSporTs (re-sign them with --resign KEY \
+                 --x5u URL, or say --keep-identity to test exactly that)"
+            ));
+            IdentityNote::Stale(identities)
+        }
+        IdentityMode::Keep => IdentityNote::Kept(identities),
+        IdentityMode::Resign(r) => IdentityNote::Resigned {
+            n: identities,
+            iat: r.iat(),
+            x5u: r.x5u().to_owned(),
+        },
+    };
     Ok(Scenarios {
         call_id: text(&call_id),
         transport: head.transport,
@@ -251,6 +308,7 @@ pub fn convert(
         played: played.len(),
         retransmissions,
         other_legs,
+        identity,
         warnings,
     })
 }
@@ -269,6 +327,9 @@ struct Writer<'w> {
     role: Role,
     out: String,
     warnings: &'w mut Vec<String>,
+    identity: &'w IdentityMode,
+    /// Identity headers of requests sent, both scenarios counted.
+    identities: &'w mut usize,
     /// Whether the last request this side received had a To tag (an
     /// in-dialog request): a response to it echoes the tag.
     last_request_in_dialog: bool,
@@ -284,7 +345,8 @@ fn scenario(
     played: &[Played<'_>],
     options: &Options,
     warnings: &mut Vec<String>,
-) -> String {
+    identities: &mut usize,
+) -> Result<String, ResignError> {
     let name = match role {
         Role::Uac => "uac",
         Role::Uas => "uas",
@@ -293,6 +355,8 @@ fn scenario(
         role,
         out: String::new(),
         warnings,
+        identity: &options.identity,
+        identities,
         last_request_in_dialog: false,
         last_invite_final: None,
         keeps_peer: role == Role::Uas && played.iter().any(|p| !p.from_a && p.c.msg.is_request()),
@@ -322,7 +386,7 @@ fn scenario(
                     );
                 }
             }
-            w.send(&c.msg);
+            w.send(&c.msg)?;
         } else {
             w.recv(&c.msg, first_received);
             first_received = false;
@@ -334,7 +398,7 @@ fn scenario(
         w.out.push_str("  <timewait milliseconds=\"500\"/>\n");
     }
     w.out.push_str("</scenario>\n");
-    w.out
+    Ok(w.out)
 }
 
 /// A late 100/180/183 (a proxy's worker, a retransmission) after the
@@ -392,7 +456,7 @@ impl Writer<'_> {
         }
     }
 
-    fn send(&mut self, msg: &SipMessage) {
+    fn send(&mut self, msg: &SipMessage) -> Result<(), ResignError> {
         let mut lines: Vec<String> = Vec::new();
         let request = msg.is_request();
         let method = msg.method_bytes().map(text).unwrap_or_default();
@@ -484,6 +548,14 @@ impl Writer<'_> {
                     lines.push(format!("Contact: {}", contact_here(&v)));
                 }
                 HeaderName::ContentLength => lines.push("Content-Length: [len]".into()),
+                HeaderName::Identity if request => {
+                    *self.identities += 1;
+                    let v = match self.identity {
+                        IdentityMode::Resign(r) => r.resign(&method, value)?,
+                        IdentityMode::Stale | IdentityMode::Keep => self.verbatim(value),
+                    };
+                    lines.push(format!("{name}: {v}"));
+                }
                 _ => {
                     let v = self.verbatim(value);
                     lines.push(format!("{name}: {v}"));
@@ -517,6 +589,7 @@ impl Writer<'_> {
             if retrans { " retrans=\"500\"" } else { "" },
             cdata(&message)
         );
+        Ok(())
     }
 
     /// Capture bytes kept as they were: lossy UTF-8, folded lines
@@ -699,9 +772,7 @@ pub fn readme(s: &Scenarios, capture: &str) -> String {
          sipp -sf uas.xml -i 127.0.0.1 -p 5080 -t {t} -m 1\n\
          sipp 127.0.0.1:5060 -sf uac.xml -i 127.0.0.1 -t {t} -m 1 -timeout 60s -timeout_error\n```\n\n\
          sipp exits 0 when the call went as in the capture. Add `-trace_msg` to either \
-         to keep the messages it sent and received. Identity headers are replayed \
-         as captured: their `iat` is stale by now, and callgate treats them as any \
-         stale PASSporT (RFC 8224 §6.2.1).\n",
+         to keep the messages it sent and received.\n",
         s.call_id.replace('`', "'"),
         capture.replace('`', "'"),
         s.played,
@@ -710,6 +781,7 @@ pub fn readme(s: &Scenarios, capture: &str) -> String {
         s.retransmissions,
         s.other_legs,
     );
+    out.push_str(&identity_section(s, &capture.replace('`', "'"), t));
     if !s.warnings.is_empty() {
         out.push_str("\n## Warnings\n\n");
         for w in &s.warnings {
@@ -717,6 +789,59 @@ pub fn readme(s: &Scenarios, capture: &str) -> String {
         }
     }
     out
+}
+
+/// The README's word on the dialog's Identity headers. Re-signing is
+/// done at conversion time, not at replay time: a sipp scenario is
+/// static text and sipp cannot sign, and the one alternative, an `-inf`
+/// CSV that `callgate sign --csv` regenerates, would have to reproduce
+/// each captured PASSporT's claims (`origid`, `div`, `rcd`, several
+/// PASSporTs per request) in a second tool. Running the conversion again
+/// takes well under a second, so "convert, then replay at once" is one
+/// shell line that keeps every claim of the capture.
+fn identity_section(s: &Scenarios, capture: &str, t: &str) -> String {
+    // The Call-ID is capture data: named in a shell line only when it
+    // cannot be read as shell syntax.
+    let call_id = if !s.call_id.is_empty()
+        && s.call_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@._:+-".contains(&b))
+    {
+        format!("'{}'", s.call_id)
+    } else {
+        "CALL-ID".to_owned()
+    };
+    match &s.identity {
+        IdentityNote::Absent => String::new(),
+        IdentityNote::Stale(n) => format!(
+            "\n## Identity\n\n{n} Identity header(s) are replayed as captured: their `iat` \
+             is stale by now, and callgate treats them as any stale PASSporT \
+             (RFC 8224 §6.2.2, `[stir] freshness_secs`). To replay the call as signed, \
+             convert again with `--resign KEY --x5u URL`; to test the rejection of stale \
+             PASSporTs on purpose, with `--keep-identity`.\n"
+        ),
+        IdentityNote::Kept(n) => format!(
+            "\n## Identity\n\n{n} Identity header(s) are replayed as captured \
+             (`--keep-identity`): their `iat` is stale, so callgate must treat them as \
+             stale PASSporTs (RFC 8224 §6.2.2: `TN-Validation-Failed`, or a 403 with \
+             `[stir] on_failure = \"reject\"`).\n"
+        ),
+        IdentityNote::Resigned { n, iat, x5u } => format!(
+            "\n## Identity\n\n{n} Identity header(s) were re-signed at conversion time \
+             (`iat` {iat}) with the tester's key, for the certificate at <{x5u}>: the \
+             captured attestation, orig, dest and origid are kept. callgate accepts a \
+             PASSporT up to `[stir] freshness_secs` old (60 s by default) and trusts it \
+             only if that certificate chains to its `trust_dir`, so run the UAC within \
+             that window, and once: the same PASSporT on a second call in the window is \
+             a replay (RFC 8224 §12.1), so use `-m 1`. Convert again right before each \
+             run, in one line:\n\n```sh\n\
+             callgate trace to-sipp {capture} --out . --call-id {call_id} --resign KEY --x5u {x5u} && \\\n  \
+             sipp 127.0.0.1:5060 -sf uac.xml -i 127.0.0.1 -t {t} -m 1 -timeout 60s -timeout_error\n```\n\n\
+             The scenario is static text and sipp cannot sign, so the signature is made \
+             here rather than at replay time; a sipp `-inf` CSV regenerated by \
+             `callgate sign --csv` would lose the claims kept from the capture.\n"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -1024,6 +1149,128 @@ mod tests {
         assert!(
             answer.contains("SIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n"),
             "{answer}"
+        );
+    }
+
+    #[test]
+    fn identity_headers_are_re_signed_kept_or_warned_about() {
+        use crate::stir::{identity::IdentityHeader, keys, passport::Passport, sign};
+        let pem = |pair: &rcgen::KeyPair| pair.serialize_pem();
+        let new_pair = || {
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (carrier, tester) = (new_pair(), new_pair());
+        let key = |pair: &rcgen::KeyPair| {
+            keys::SigningKey::from_pem(pem(pair).as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let captured = sign::identity_header(
+            &key(&carrier),
+            &sign::SignRequest {
+                orig: "+15550199",
+                dest: "+15550100",
+                attest: 'A',
+                origid: "origid-42",
+                x5u: "https://cert.carrier.example/sti.pem",
+                iat: 1_700_000_000,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let p: Vec<Payload> = dialog("call-s", "X-A: 1")
+            .into_iter()
+            .map(|mut p| {
+                let data = String::from_utf8_lossy(&p.data)
+                    .replace(IDENTITY, &format!("Identity: {captured}"));
+                p.data = data.into_bytes();
+                p
+            })
+            .collect();
+        let x5u = "https://127.0.0.1:8443/sti.pem";
+        let resigner =
+            Resigner::new(key(&tester), x5u, 1_800_000_000).unwrap_or_else(|e| panic!("{e}"));
+        let options = Options {
+            identity: IdentityMode::Resign(Arc::new(resigner)),
+            ..Options::default()
+        };
+        let s = convert(&p, &Limits::default(), &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.identity,
+            IdentityNote::Resigned {
+                n: 1,
+                iat: 1_800_000_000,
+                x5u: x5u.into()
+            }
+        );
+        assert!(!s.uac.contains(&captured), "{}", s.uac);
+        let line = s
+            .uac
+            .lines()
+            .find_map(|l| l.strip_prefix("Identity: "))
+            .unwrap_or_else(|| panic!("no Identity in {}", s.uac));
+        let h = IdentityHeader::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{e:?}"));
+        let passport = Passport::decode(h.token).unwrap_or_else(|e| panic!("{e:?}"));
+        let public =
+            keys::PublicKey::from_point(tester.public_key_raw()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(public.verifies(passport.signing_input.as_bytes(), &passport.signature));
+        let c = &passport.claims;
+        assert_eq!(
+            (c.attest.as_deref(), c.orig.tn.as_deref(), &c.dest.tn[..]),
+            (Some("A"), Some("15550199"), &["15550100".to_owned()][..])
+        );
+        assert_eq!(
+            (c.origid.as_deref(), c.iat),
+            (Some("origid-42"), Some(1_800_000_000))
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let readme = readme(&s, "call.pcap");
+        assert!(readme.contains("re-signed at conversion time"), "{readme}");
+        assert!(
+            readme.contains(
+                "callgate trace to-sipp call.pcap --out . --call-id 'call-s' --resign KEY \
+                 --x5u https://127.0.0.1:8443/sti.pem && \\\n  sipp 127.0.0.1:5060 -sf uac.xml \
+                 -i 127.0.0.1 -t u1 -m 1"
+            ),
+            "{readme}"
+        );
+
+        // Kept on purpose: verbatim, no warning; by default: a warning.
+        let options = Options {
+            identity: IdentityMode::Keep,
+            ..Options::default()
+        };
+        let s = convert(&p, &Limits::default(), &options).unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.uac.contains(&captured) && s.warnings.is_empty());
+        assert_eq!(s.identity, IdentityNote::Kept(1));
+        let s = convert_default(&p);
+        assert!(s.uac.contains(&captured));
+        assert_eq!(s.identity, IdentityNote::Stale(1));
+        assert!(
+            s.warnings.iter().any(|w| w.contains("stale")),
+            "{:?}",
+            s.warnings
+        );
+
+        // A captured Identity that is no PASSporT cannot be re-signed.
+        let options = Options {
+            identity: IdentityMode::Resign(Arc::new(
+                Resigner::new(key(&tester), x5u, 0).unwrap_or_else(|e| panic!("{e}")),
+            )),
+            ..Options::default()
+        };
+        let broken: Vec<Payload> = p
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.data = String::from_utf8_lossy(&p.data)
+                    .replace(&captured, "a.b")
+                    .into_bytes();
+                p
+            })
+            .collect();
+        let err = convert(&broken, &Limits::default(), &options).err();
+        assert!(
+            matches!(&err, Some(ToSippError::Resign(ResignError::Header { method, .. })) if method == "INVITE"),
+            "{err:?}"
         );
     }
 

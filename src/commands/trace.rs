@@ -1,17 +1,47 @@
 //! `callgate trace to-sipp`: one dialog of a capture written as a sipp
 //! scenario pair (the conversion is `callgate::capture::to_sipp`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use callgate::capture::to_sipp::{self, Options, ToSippError};
+use callgate::capture::resign::Resigner;
+use callgate::capture::to_sipp::{self, IdentityMode, Options, ToSippError};
+
+use super::time::unix_now;
+
+/// What `--resign KEY --x5u URL` and `--keep-identity` asked for.
+pub struct Identity {
+    pub resign: Option<(PathBuf, String)>,
+    pub keep: bool,
+}
 
 /// Reads `capture`, converts the dialog `call_id` (default: the first)
 /// and writes `uac.xml`, `uas.xml` and `README.md` into `out`.
-pub fn to_sipp(capture: &Path, out: &Path, call_id: Option<String>, max_pause_ms: u64) -> ExitCode {
+pub fn to_sipp(
+    capture: &Path,
+    out: &Path,
+    call_id: Option<String>,
+    max_pause_ms: u64,
+    identity: Identity,
+) -> ExitCode {
     let fail = |code: u8, e: String| {
         eprintln!("trace to-sipp: {e}");
         ExitCode::from(code)
+    };
+    let identity = match identity {
+        Identity {
+            resign: Some((key, x5u)),
+            ..
+        } => match callgate::config::secret::owner_only("--resign", &key)
+            .map_err(|e| e.to_string())
+            .and_then(|()| Resigner::load(&key, &x5u, unix_now()).map_err(|e| e.to_string()))
+        {
+            Ok(r) => IdentityMode::Resign(Arc::new(r)),
+            Err(e) => return fail(2, e),
+        },
+        Identity { keep: true, .. } => IdentityMode::Keep,
+        Identity { .. } => IdentityMode::Stale,
     };
     let read = std::fs::read(capture)
         .map_err(|e| e.to_string())
@@ -32,6 +62,7 @@ pub fn to_sipp(capture: &Path, out: &Path, call_id: Option<String>, max_pause_ms
     let options = Options {
         call_id,
         max_pause_ms,
+        identity,
         ..Options::default()
     };
     let scenarios = match to_sipp::convert(&messages, &limits, &options) {
@@ -39,6 +70,7 @@ pub fn to_sipp(capture: &Path, out: &Path, call_id: Option<String>, max_pause_ms
         Err(e @ (ToSippError::NoDialog(_) | ToSippError::NoSuchCall { .. })) => {
             return fail(1, format!("{}: {e}", capture.display()))
         }
+        Err(e @ ToSippError::Resign(_)) => return fail(2, format!("{}: {e}", capture.display())),
     };
     let others: Vec<String> = to_sipp::dialogs(&messages, &limits)
         .into_iter()
@@ -52,7 +84,10 @@ pub fn to_sipp(capture: &Path, out: &Path, call_id: Option<String>, max_pause_ms
             others.join(", ")
         );
     }
-    let readme = to_sipp::readme(&scenarios, &capture.display().to_string());
+    // Absolute, so the README's command that converts again (to re-sign)
+    // works from the output directory.
+    let named = std::fs::canonicalize(capture).unwrap_or_else(|_| capture.to_path_buf());
+    let readme = to_sipp::readme(&scenarios, &named.display().to_string());
     let written = std::fs::create_dir_all(out).and_then(|()| {
         std::fs::write(out.join("uac.xml"), &scenarios.uac)?;
         std::fs::write(out.join("uas.xml"), &scenarios.uas)?;

@@ -167,6 +167,8 @@ pub struct Pki {
     pub forged_crl: PathBuf,
     pub web_ca: PathBuf,
     pub signing: SigningKey,
+    /// The same key as PKCS#8 PEM, for commands that read a key file.
+    pub signing_pem: String,
     pub routes: HashMap<&'static str, Vec<u8>>,
     /// A plain-HTTP listener for the CRL distribution point, bound before
     /// the certificates naming it were made; served by [`crl_server`].
@@ -306,6 +308,7 @@ pub fn pki() -> Pki {
     Pki {
         web_ca: dir.path().join("web-ca.pem"),
         signing: SigningKey::from_pem(good_key.serialize_pem().as_bytes()).expect("signing key"),
+        signing_pem: good_key.serialize_pem(),
         _dir: dir,
         trust_dir,
         crl: crl_file,
