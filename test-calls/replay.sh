@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Replay a sipp scenario against a running callgate, as a tester would.
 #   test-calls/replay.sh [-t udp|tcp] [-n CALLS] [-r RATE] [--target HOST:PORT]
-#                        [--local-ip IP] [--pbx-port PORT] [--no-uas] [--logs DIR]
+#                        [--local-ip IP] [--pbx-port PORT] [--pbx-transport udp|tcp]
+#                        [--no-uas] [--logs DIR]
 #                        [-inf FILE] [-trace_msg] [-trace_err] [-d MS] [-l LIMIT]
 #                        (SCENARIO | --dir DIR) [-- SIPP-ARGS...]
 # SCENARIO is a UAC scenario name (uac-basic, uac-cancel, uac-wait-bye,
@@ -10,9 +11,9 @@
 # directory, printed). Exits non-zero if any call failed (see test-calls/README.md).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-usage() { sed -n '2,10p' "$0"; }
+usage() { sed -n '2,11p' "$0"; }
 transport=udp calls="" rate=10 target=127.0.0.1:5060 local_ip=127.0.0.1 pbx_port=5080
-uas=1 scenario="" dir="" logs=""
+uas=1 scenario="" dir="" logs="" pbx_transport=""
 uac_args=() both_args=()
 while (($#)); do
     case "$1" in
@@ -22,6 +23,7 @@ while (($#)); do
         --target) target="$2"; shift ;;
         --local-ip) local_ip="$2"; shift ;;
         --pbx-port) pbx_port="$2"; shift ;;
+        --pbx-transport) pbx_transport="$2"; shift ;;
         --no-uas) uas=0 ;;
         --dir) dir="$2"; shift ;;
         --logs) logs="$2"; shift ;;
@@ -34,7 +36,10 @@ while (($#)); do
     esac
     shift
 done
-case "$transport" in udp) t=u1 ;; tcp) t=t1 ;; *) echo "transport must be udp or tcp" >&2; exit 2 ;; esac
+sipp_t() { case "$1" in udp) echo u1 ;; tcp) echo t1 ;; *) echo "transport must be udp or tcp" >&2; exit 2 ;; esac; }
+t="$(sipp_t "$transport")"
+# The UAS speaks what callgate's [pbx] target says (by default the UAC's transport).
+uas_t="$(sipp_t "${pbx_transport:-$transport}")"
 partner_file=""
 if [[ -n "$dir" ]]; then
     [[ -z "$scenario" ]] || { echo "give a SCENARIO or --dir, not both" >&2; exit 2; }
@@ -81,7 +86,7 @@ if ((uas)) && [[ -n "$partner_file" ]]; then
     # its exit counts. The suite's UAS scenarios are stopped when the UAC ends.
     if [[ -n "$dir" ]]; then uas_bound=(-m "$calls" -timeout "${timeout}s" -timeout_error); else uas_bound=(-timeout 120s); fi
     files uas
-    (cd "$logs" && exec sipp -sf "$partner_file" -i "$local_ip" -p "$pbx_port" -t "$t" -nostdin \
+    (cd "$logs" && exec sipp -sf "$partner_file" -i "$local_ip" -p "$pbx_port" -t "$uas_t" -nostdin \
         "${uas_bound[@]}" "${side_files[@]}" ${both_args[@]+"${both_args[@]}"} >/dev/null 2>"$logs/uas.stderr") &
     uas_pid=$!
     for _ in $(seq 1 100); do
