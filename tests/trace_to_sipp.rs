@@ -217,6 +217,30 @@ fn to_sipp(w: &Workdir, extra: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("run callgate: {e}"))
 }
 
+/// Converts the work directory's capture; fails the test if that fails.
+fn convert(w: &Workdir) {
+    let converted = to_sipp(w, &[]);
+    assert!(
+        converted.status.success(),
+        "to-sipp failed: {}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+}
+
+/// A fresh callgate whose PBX target is 127.0.0.1:`pbx_port` over `transport`.
+fn callgate_to(pbx_port: u16, transport: &str) -> Callgate {
+    let ports = Ports::new();
+    Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port};transport={transport}")],
+            &["sip:127.0.0.1:9;transport=udp".to_owned()],
+            "",
+        ),
+    )
+}
+
 /// Converts the capture of `dialog(pbx_hangs_up)` and replays it with
 /// sipp through a fresh callgate over `transport` (`udp` or `tcp`; the
 /// scenarios name none); returns what the PBX side saw.
@@ -423,4 +447,56 @@ fn a_wrong_resign_key_is_named_and_exits_2() {
     let r = to_sipp(&w, &["--resign", &cap, "--x5u", x5u, "--keep-identity"]);
     assert_eq!(r.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--keep-identity"));
+}
+
+/// `test-calls/replay.sh --dir` runs a to-sipp output through a running
+/// callgate as a tester would: the generated UAS on the PBX port, the UAC
+/// against the trunk, both sides' sipp logs in the `--logs` directory, and
+/// sipp options passed through (`-trace_msg`; the UAC's `-p` after `--`).
+#[test]
+fn replay_sh_runs_a_to_sipp_directory_and_keeps_sipps_logs() {
+    let w = workdir(false);
+    convert(&w);
+    let pbx_port = free_port();
+    let cg = callgate_to(pbx_port, "udp");
+    let logs = w.out.with_file_name("sipp logs");
+    let out = Command::new("bash")
+        .arg(common::repo().join("test-calls/replay.sh"))
+        .arg("--dir")
+        .arg(&w.out)
+        .args(["--target", &cg.trunk(), "--local-ip", "127.0.0.1"])
+        .args(["--pbx-port", &pbx_port.to_string()])
+        .arg("--logs")
+        .arg(&logs)
+        .args(["-trace_msg", "-trace_err", "--", "-p"])
+        .arg(free_port().to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run replay.sh: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "replay.sh: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("sipp logs in {}", logs.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 successful, 0 failed"), "{stdout}");
+    let read = |name: &str| {
+        std::fs::read_to_string(logs.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for stats in ["uac_stats.csv", "uas_stats.csv"] {
+        assert!(read(stats).contains("SuccessfulCall(C)"), "{stats}");
+    }
+    // The UAS's message log: the INVITE callgate forwarded, with the
+    // captured caller's header.
+    let uas = read("uas_messages.log");
+    assert!(
+        uas.contains("message received") && uas.contains("X-Case: replay-from-capture"),
+        "{uas}"
+    );
+    assert!(read("uac_messages.log").contains("INVITE sip:"));
 }
