@@ -101,6 +101,7 @@ fn bench(c: &mut Criterion) {
     // 200 sent back to the trunk, closed by the BYE sent on, among 10,000
     // calls in progress (each message sent is parsed again for its
     // Call-ID: the whole cost `ctl calls` adds to a call).
+    use callgate::gate::outcome::endings;
     let mut live = callgate::gate::outcome::Tracker::default();
     for n in 0..10_000 {
         let (inv, _, _) = call(n);
@@ -123,8 +124,8 @@ fn bench(c: &mut Criterion) {
     c.bench_function("pipeline/live_call_open_answer_bye", |b| {
         b.iter(|| {
             live.open(black_box(&inv), Side::Trunk, Default::default(), 0);
-            live.observe(black_box(&ok_out), None);
-            live.observe(black_box(&bye_out), None);
+            live.observe(&endings(black_box(&ok_out)), None);
+            live.observe(&endings(black_box(&bye_out)), None);
         })
     });
 }

@@ -67,9 +67,21 @@ impl Gate {
 
     /// Sends what the core produced; failures go back to the core.
     pub(super) fn dispatch(&self, mut out: Vec<Outgoing>) {
-        lock(&self.outcomes).observe(&out, self.audit.as_ref());
-        if let Some(media) = &self.media {
-            media.observe_sent(&out);
+        // Final responses and BYEs are parsed once, for both observers, and
+        // only while some call is open or anchored.
+        let media = self.media.as_ref().filter(|m| m.anchors_calls());
+        let sent = {
+            let mut outcomes = lock(&self.outcomes);
+            if outcomes.is_empty() && media.is_none() {
+                Vec::new()
+            } else {
+                let sent = super::outcome::endings(&out);
+                outcomes.observe(&sent, self.audit.as_ref());
+                sent
+            }
+        };
+        if let Some(media) = media {
+            media.observe_sent(&sent);
         }
         while !out.is_empty() {
             let mut failed = Vec::new();

@@ -494,6 +494,11 @@ impl MediaPhase {
         self.dialogs().contains_key(call_id)
     }
 
+    /// Some call's media is anchored: what is sent may end one.
+    pub fn anchors_calls(&self) -> bool {
+        !self.dialogs().is_empty()
+    }
+
     /// The body to forward instead of `msg`'s (a request received from
     /// `from`), its SDP through the relay; `Ok(None)` to forward it as is.
     /// `initial`: the pipeline let this initial INVITE in; any other
@@ -590,20 +595,15 @@ impl MediaPhase {
             .unwrap_or_else(|_| Some(Vec::new()))
     }
 
-    /// Looks at what the gate sends for final failures of initial INVITEs
-    /// that no received response carried (the core's own 408, 483, 500,
-    /// 503…): their calls' media ends too. Parses only final responses of
-    /// class 3–6, and only while calls are anchored.
-    pub fn observe_sent(&self, out: &[Outgoing]) {
-        for o in out {
-            let b = &o.bytes;
-            let failure = b.starts_with(b"SIP/2.0 ") && b.get(8).is_some_and(|d| *d >= b'3');
-            if !failure || self.dialogs().is_empty() {
+    /// Looks at what the gate sends ([`super::outcome::endings`]) for final
+    /// failures of initial INVITEs that no received response carried (the
+    /// core's own 408, 483, 500, 503…): their calls' media ends too. Only
+    /// while calls are anchored.
+    pub fn observe_sent(&self, sent: &[super::outcome::Ending]) {
+        for super::outcome::Ending { msg, .. } in sent {
+            if msg.status().is_none_or(|s| s < 300) || !self.anchors_calls() {
                 continue;
             }
-            let Ok(msg) = SipMessage::parse(b.clone(), &Default::default()) else {
-                continue;
-            };
             let (Some(call_id), Ok(cseq)) = (msg.call_id(), msg.cseq()) else {
                 continue;
             };

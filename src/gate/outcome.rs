@@ -68,6 +68,32 @@ fn key(call_id: &[u8]) -> &[u8] {
     &call_id[..call_id.len().min(KEY_BYTES)]
 }
 
+/// A message the gate sends that may end a call or settle its INVITE: a
+/// final response or a BYE, parsed once for every observer of what is sent
+/// (the live-call table here, the media phase's `observe_sent`).
+pub struct Ending {
+    /// The side it is sent to.
+    pub to: Side,
+    pub msg: SipMessage,
+}
+
+/// The final responses and BYEs among `out`, parsed. Provisional
+/// responses and other requests are skipped before parsing.
+pub fn endings(out: &[Outgoing]) -> Vec<Ending> {
+    out.iter()
+        .filter(|o| {
+            let b = &o.bytes;
+            (b.starts_with(b"SIP/2.0 ") && b.get(8).is_some_and(|d| *d != b'1'))
+                || b.starts_with(b"BYE ")
+        })
+        .filter_map(|o| {
+            SipMessage::parse(o.bytes.clone(), &Limits::default())
+                .ok()
+                .map(|msg| Ending { to: o.to.side, msg })
+        })
+        .collect()
+}
+
 impl Tracker {
     /// The initial INVITE `msg` from `side` is forwarded at `unix_ms`.
     pub fn open(&mut self, msg: &SipMessage, side: Side, opening: Opening, unix_ms: i64) {
@@ -136,24 +162,19 @@ impl Tracker {
         self.calls.len()
     }
 
-    /// Looks at outgoing messages for final INVITE responses towards the
-    /// side a call came from and BYEs of answered calls.
-    pub fn observe(&mut self, out: &[Outgoing], audit: Option<&Audit>) {
+    /// No call is open: nothing sent needs parsing for the table.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Looks at what was sent ([`endings`]) for final INVITE responses
+    /// towards the side a call came from and BYEs of answered calls.
+    pub fn observe(&mut self, sent: &[Ending], audit: Option<&Audit>) {
         if self.calls.is_empty() {
             return;
         }
-        for o in out {
-            let b = &o.bytes;
-            // Provisional responses say nothing about the outcome: skipped
-            // before parsing.
-            let final_response = b.starts_with(b"SIP/2.0 ") && b.get(8).is_some_and(|d| *d != b'1');
-            let bye = b.starts_with(b"BYE ");
-            if !final_response && !bye {
-                continue;
-            }
-            let Ok(msg) = SipMessage::parse(b.clone(), &Limits::default()) else {
-                continue;
-            };
+        for Ending { to, msg } in sent {
+            let bye = msg.method() == Some(Method::Bye);
             let Some(call_id) = msg.call_id() else {
                 continue;
             };
@@ -174,7 +195,7 @@ impl Tracker {
             }
             let status = msg.status().unwrap_or(0);
             let invite = msg.cseq().ok().is_some_and(|c| c.method == Method::Invite);
-            if !invite || o.to.side != open.call.side || open.answered.is_some() {
+            if !invite || *to != open.call.side || open.answered.is_some() {
                 continue;
             }
             let id = String::from_utf8_lossy(call_id).into_owned();
