@@ -9,7 +9,9 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{await_metric, config, free_port, scenario, Callgate, Ports, Sipp, Udp};
+use common::{
+    await_metric, await_metric_at_most, config, free_port, scenario, Callgate, Ports, Sipp, Udp,
+};
 
 fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
     msg.lines()
@@ -759,4 +761,31 @@ fn a_panicking_media_worker_ends_its_calls_cleanly_and_serves_new_ones() {
         "{pbx_bye:#?}"
     );
     assert_eq!(cg.metric("callgate_media_sessions"), 0.0);
+}
+
+/// An initial INVITE the PBX never answers is failed by callgate itself
+/// (Timer B, RFC 3261 §17.1.1.2: a 408 toward the carrier that no received
+/// response carried); the call's relay session ends with it, so its ports
+/// go back to the pool instead of waiting for the media timeout.
+#[test]
+fn a_call_callgate_itself_fails_frees_its_media() {
+    // PBX target 127.0.0.1:9: nothing answers. T1 = 50 ms: Timer B 3.2 s.
+    let (cg, _) = media_callgate(
+        43_500,
+        0,
+        "bind = \"127.0.0.1\"\nmedia_timeout_secs = 3600",
+        "[timers]\nt1_ms = 50\n",
+    );
+    let carrier = Udp::bind();
+    let (_media, my_media) = media_socket();
+    let me = format!("127.0.0.1:{}", carrier.port());
+    let sdp = format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {my_media} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    let invite = carrier_invite(&cg.trunk(), &me, "media-unanswered-1", "carrier-u", 1, &sdp);
+    carrier.send(&cg.trunk(), invite.as_bytes());
+    await_metric(&cg, "callgate_media_sessions", 1.0);
+    let failure = carrier.recv_until("SIP/2.0 408").pop().unwrap_or_default();
+    assert!(failure.contains("media-unanswered-1"), "{failure}");
+    await_metric_at_most(&cg, "callgate_media_sessions", 0.0);
 }
