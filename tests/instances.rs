@@ -11,10 +11,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::calls::{call, decision_ids, routed, sharing_instance, token};
-use common::pki::{https_server, pki, Pki};
-use common::redis::RedisServer;
-use common::{await_metric, free_port, scenario, Callgate, Sipp};
+use common::calls::{call, decision_ids, pair, routed, sharing_instance, token, Pair};
+use common::pki::Pki;
+use common::{await_metric, Callgate};
 
 /// The instance `name`: STIR, the policy, state on Redis at `redis`
 /// (both instances under one key prefix), its own audit store.
@@ -33,20 +32,15 @@ fn instance(pki: &Pki, name: &str, redis: u16, pbx_port: u16) -> Callgate {
 
 #[test]
 fn two_instances_on_one_redis_share_velocity_and_replays_and_survive_a_killed_peer() {
-    let pki = pki();
-    let (https, _) = https_server(&pki);
-    let x5u = format!("https://127.0.0.1:{https}/good.pem");
-    let redis_port = free_port();
-    let redis = RedisServer::start(redis_port);
-    let pbx_port = free_port();
     let calls = 9;
-    let uas = Sipp::uas(
-        &scenario("uas-basic.xml"),
+    let Pair {
+        pki,
+        x5u,
+        redis,
         pbx_port,
-        calls,
-        "u1",
-        &["-trace_msg"],
-    );
+        uas,
+    } = pair(calls);
+    let redis_port = redis.port;
     let mut a = instance(&pki, "cg-a", redis_port, pbx_port);
     let b = instance(&pki, "cg-b", redis_port, pbx_port);
     for cg in [&a, &b] {

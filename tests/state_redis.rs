@@ -9,7 +9,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
-use common::calls::{call, routed, sharing_instance, token};
+use common::calls::{call, pair, routed, sharing_instance, token, Pair};
 use common::pki::{https_server, pki, Pki};
 use common::redis::RedisServer;
 use common::{await_metric, await_metric_at_most, free_port, scenario, Callgate, Sipp};
@@ -37,20 +37,15 @@ fn instance_on(pki: &Pki, pbx_port: u16, state: &str) -> Callgate {
 
 #[test]
 fn two_instances_share_velocity_replays_and_certificates_and_survive_redis_loss() {
-    let pki = pki();
-    let (https, _) = https_server(&pki);
-    let x5u = format!("https://127.0.0.1:{https}/good.pem");
-    let redis_port = free_port();
-    let redis = RedisServer::start(redis_port);
-    let pbx_port = free_port();
     let calls = 9;
-    let uas = Sipp::uas(
-        &scenario("uas-basic.xml"),
+    let Pair {
+        pki,
+        x5u,
+        redis,
         pbx_port,
-        calls,
-        "u1",
-        &["-trace_msg"],
-    );
+        uas,
+    } = pair(calls);
+    let redis_port = redis.port;
     let a = instance(&pki, redis_port, pbx_port);
     let b = instance(&pki, redis_port, pbx_port);
     for cg in [&a, &b] {

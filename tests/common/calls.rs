@@ -5,8 +5,9 @@
 
 use callgate::stir::sign::{identity_header, SignRequest};
 
-use super::pki::Pki;
-use super::{config, scenario, Callgate, Ports, Sipp, SippResult};
+use super::pki::{https_server, pki, Pki};
+use super::redis::RedisServer;
+use super::{config, free_port, scenario, Callgate, Ports, Sipp, SippResult};
 
 pub const POLICY: &str = r#"
 version = "shared-1"
@@ -141,4 +142,38 @@ pub fn sharing_instance(pki: &Pki, pbx_port: u16, sections: &str) -> Callgate {
             &extra,
         ),
     )
+}
+
+/// What a test of two instances on one Redis starts from: the test PKI
+/// with its x5u server (`x5u`), a `redis-server` on a free port, and the
+/// PBX: a sipp UAS on `pbx_port` answering `calls` calls, tracing them.
+pub struct Pair {
+    pub pki: Pki,
+    pub x5u: String,
+    pub redis: RedisServer,
+    pub pbx_port: u16,
+    pub uas: Sipp,
+}
+
+/// Starts a [`Pair`]'s peers for `calls` calls.
+pub fn pair(calls: u32) -> Pair {
+    let pki = pki();
+    let (https, _) = https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{https}/good.pem");
+    let redis = RedisServer::start(free_port());
+    let pbx_port = free_port();
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        calls,
+        "u1",
+        &["-trace_msg"],
+    );
+    Pair {
+        pki,
+        x5u,
+        redis,
+        pbx_port,
+        uas,
+    }
 }
