@@ -33,6 +33,7 @@ pub mod screen;
 pub mod sign;
 pub mod tag;
 mod targets;
+mod throttle;
 mod udp_guard;
 pub mod verify;
 pub mod watch;
@@ -388,6 +389,20 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));
         }
     }
+    // The kernel throttle's reviews (`throttle.rs`), once a second, for as
+    // long as the gate lives.
+    let weak = Arc::downgrade(&gate);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(gate) = weak.upgrade() else {
+                break;
+            };
+            gate.review_throttles(Instant::now());
+        }
+    });
     // Each listener caps its own connections (`[limits]`, read at start).
     let counter = || ConnectionCounter::new(cfg.connections);
     for (side, l) in tcp_listeners {
