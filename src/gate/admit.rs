@@ -41,6 +41,9 @@ pub struct Admission {
     bytes: SourceBuckets,
     refusals: Refusals,
     throttle: Throttle,
+    /// A source was throttled at once by the last check: the kernel filter
+    /// must be rebuilt before the next datagram is read.
+    throttle_due: bool,
 }
 
 impl Admission {
@@ -49,6 +52,7 @@ impl Admission {
         Admission {
             refusals: Refusals::new(&cfg, now),
             throttle: Throttle::new(now),
+            throttle_due: false,
             cfg,
             requests: SourceBuckets::default(),
             responses: SourceBuckets::default(),
@@ -104,11 +108,25 @@ impl Admission {
             return Verdict::Admit;
         }
         let verdict = self.within_limits(ip, data, now);
-        self.throttle.note(ip, verdict != Verdict::Admit);
+        let rate = if self.cfg.kernel_throttle {
+            self.cfg.rate_limit
+        } else {
+            0
+        };
+        if self.throttle.note(ip, verdict != Verdict::Admit, rate, now) {
+            self.throttle_due = true;
+        }
         verdict
     }
 
-    /// Once a second: which sources the kernel should throttle now
+    /// Whether a check since the last call throttled a source at once
+    /// ([`Throttle::note`]): the caller reviews now
+    /// ([`Admission::review_throttle`]).
+    pub fn take_throttle_due(&mut self) -> bool {
+        std::mem::take(&mut self.throttle_due)
+    }
+
+    /// Every quarter second (`throttle::REVIEW_EVERY`): which sources the kernel should throttle now
     /// (`kernel_throttle`, see [`Throttle::review`]); the changes, and the
     /// whole list when it changed.
     pub fn review_throttle(&mut self, now: Instant) -> Option<(Vec<Change>, Vec<Throttled>)> {

@@ -389,11 +389,11 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));
         }
     }
-    // The kernel throttle's reviews (`throttle.rs`), once a second, for as
-    // long as the gate lives.
+    // The kernel throttle's reviews (`throttle.rs`), for as long as the
+    // gate lives.
     let weak = Arc::downgrade(&gate);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(throttle::REVIEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -73,31 +73,37 @@ impl Gate {
         }
     }
 
-    /// Once a second: each side's admit phase says which sources to
-    /// throttle in the kernel (`throttle.rs`); the filter is rebuilt only
-    /// when that changed.
+    /// Every quarter second, for each side with a UDP socket
+    /// ([`Gate::review_throttle`]).
     pub(super) fn review_throttles(&self, now: Instant) {
         for side in SIDES {
-            if self.udp[side.index()].is_none() {
-                continue;
+            self.review_throttle(side, now);
+        }
+    }
+
+    /// `side`'s admit phase says which sources to throttle in the kernel
+    /// (`throttle.rs`); the filter is rebuilt only when that changed.
+    /// Called by the periodic review and, when a flood is recognised
+    /// between reviews, by the admit phase at once.
+    pub(super) fn review_throttle(&self, side: Side, now: Instant) {
+        if self.udp[side.index()].is_none() {
+            return;
+        }
+        let Some((changes, list)) = lock(&self.admission[side.index()]).review_throttle(now) else {
+            return;
+        };
+        for c in &changes {
+            log_change(side, c);
+            if matches!(c, Change::Throttled { .. }) {
+                self.udp_guard.throttles[side.index()].fetch_add(1, Relaxed);
             }
-            let Some((changes, list)) = lock(&self.admission[side.index()]).review_throttle(now)
-            else {
-                continue;
-            };
-            for c in &changes {
-                log_change(side, c);
-                if matches!(c, Change::Throttled { .. }) {
-                    self.udp_guard.throttles[side.index()].fetch_add(1, Relaxed);
-                }
-            }
-            let mut wanted = lock(&self.udp_guard.wanted);
-            let w = &mut wanted[side.index()];
-            w.throttled = list;
-            if let Some(Err(why)) = self.attach_udp_filter(side, w) {
-                if !w.throttled.is_empty() {
-                    tracing::warn!(side = side.as_str(), reason = %why, "cannot throttle in the kernel; the admit phase alone refuses the excess");
-                }
+        }
+        let mut wanted = lock(&self.udp_guard.wanted);
+        let w = &mut wanted[side.index()];
+        w.throttled = list;
+        if let Some(Err(why)) = self.attach_udp_filter(side, w) {
+            if !w.throttled.is_empty() {
+                tracing::warn!(side = side.as_str(), reason = %why, "cannot throttle in the kernel; the admit phase alone refuses the excess");
             }
         }
     }
