@@ -302,8 +302,10 @@ fn stray_responses_beyond_their_bucket_are_dropped_before_parsing() {
     // The kernel throttle off: this test is about the response bucket in
     // userspace (with the throttle on, a source at 200× its rate is cut in
     // the kernel after 64 refusals, and the refusals never reach 500).
-    let cfg = gate_config(ports, &gate_ip, &[format!("{}/32", carrier.addr)], 9)
-        .replace("rate_limit = 2000", "rate_limit = 5\nkernel_throttle = false");
+    let cfg = gate_config(ports, &gate_ip, &[format!("{}/32", carrier.addr)], 9).replace(
+        "rate_limit = 2000",
+        "rate_limit = 5\nkernel_throttle = false",
+    );
     let cg = Callgate::start(ports, &cfg);
     let trunk = SocketAddr::from((carrier.gate, ports.trunk));
     let sock = carrier.udp(0);
