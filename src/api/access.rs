@@ -16,7 +16,8 @@
 //!    or one of `[[admin.tokens]]`, compared in constant time against
 //!    every configured token (no timing oracle on a token or on which one
 //!    matched). A token that is sent is always checked, also where none is
-//!    needed. Without any token configured, state-changing requests are
+//!    needed (unless none is configured). Without any token configured,
+//!    state-changing requests and the enforcement API are
 //!    refused (403): anyone who can reach the port could otherwise reload
 //!    the configuration.
 //! 4. The token's role must allow the route ([`Need`]): an `agent` reads
@@ -234,19 +235,22 @@ impl Access {
         }
         let need = Need::of(method, path);
         let reads = matches!(*method, Method::GET | Method::HEAD);
-        let given = text(header::AUTHORIZATION.as_str());
-        let Some(given) = given else {
-            if reads && !self.token_for_reads && need != Need::Agent {
-                return Ok(None);
-            }
-            if self.tokens.is_empty() {
-                return Err(Refusal::NoToken);
-            }
-            return Err(Refusal::Token);
-        };
-        if self.tokens.is_empty() && !reads {
-            return Err(Refusal::NoToken);
+        let open_read = reads && !self.token_for_reads && need != Need::Agent;
+        if self.tokens.is_empty() {
+            // Nothing a sent token could be checked against.
+            return if open_read {
+                Ok(None)
+            } else {
+                Err(Refusal::NoToken)
+            };
         }
+        let Some(given) = text(header::AUTHORIZATION.as_str()) else {
+            return if open_read {
+                Ok(None)
+            } else {
+                Err(Refusal::Token)
+            };
+        };
         let caller = given
             .strip_prefix("Bearer ")
             .and_then(|t| self.caller_of(t))
