@@ -10,12 +10,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{config, repo, scenario, secrets, Callgate, Ports, Sipp};
+use common::{config, scenario, Callgate, Ports, Sipp};
 use serde_json::{json, Value};
 
 const POLICY: &str = r#"
@@ -88,29 +87,19 @@ fn request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", cg.ports.admin)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let body = body.unwrap_or("");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-        cg.ports.admin
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("Authorization", b.as_str()))
+        .collect();
+    let (status, text) = common::http_body(
+        ("127.0.0.1", cg.ports.admin),
+        method,
+        path,
+        &headers,
+        body.unwrap_or(""),
     );
-    if let Some(t) = token {
-        head += &format!("Authorization: Bearer {t}\r\n");
-    }
-    if !body.is_empty() {
-        head += "Content-Type: application/json\r\n";
-    }
-    write!(s, "{head}Content-Length: {}\r\n\r\n{body}", body.len()).expect("write");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let status = resp
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let value = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()));
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
 }
 
@@ -490,21 +479,7 @@ fn roles_step_up_and_verdicts_on_a_live_and_an_ended_call_reach_the_audit_trail_
         "POST /v1/calls/{id}/verdict",
         "GET /v1/review",
     ];
-    let cases = json!({"routes": routes, "answers": answers});
-    let cases_path = dir.path().join("cases.json");
-    std::fs::write(&cases_path, cases.to_string()).expect("write cases");
-    let check = Command::new("python3")
-        .arg(repo().join("test-calls/openapi_check.py"))
-        .arg(repo().join("docs/admin-api.openapi.yaml"))
-        .arg(&cases_path)
-        .output()
-        .expect("python3 (test-calls/run-tests.sh installs openapi-spec-validator)");
-    assert!(
-        check.status.success(),
-        "docs/admin-api.openapi.yaml disagrees with the server:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    common::check_openapi(&json!({"routes": routes, "answers": answers}), dir.path());
 }
 
 #[test]
@@ -569,7 +544,6 @@ fn step_up_without_an_audit_store_is_refused_and_bad_tokens_name_their_key() {
         1,
     );
     check(&loose, "admin.tokens[0].token_file", "chmod 600");
-    let _ = secrets();
 }
 
 #[test]

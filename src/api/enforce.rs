@@ -244,6 +244,27 @@ fn body<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// A POST of the enforcement API: its body checked, then `act` with the
+/// call's Call-ID, the request and the caller's token name.
+async fn labelling<T: serde::de::DeserializeOwned + Send + 'static>(
+    api: Api,
+    who: Option<Caller>,
+    call_id: String,
+    bytes: &[u8],
+    check: impl Fn(&T) -> Result<(), String>,
+    act: fn(&Api, &str, T, &str) -> Result<EnforcedDecision, OperationError>,
+) -> Response {
+    match body(bytes, check) {
+        Ok(request) => {
+            blocking(api, who, move |api, caller| {
+                act(api, &call_id, request, &caller.name)
+            })
+            .await
+        }
+        Err((status, reason)) => error(status, &reason),
+    }
+}
+
 /// `POST /v1/calls/{id}/step-up`.
 pub(super) async fn step_up(
     State(api): State<Api>,
@@ -251,13 +272,14 @@ pub(super) async fn step_up(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let step = match body(&bytes, StepUpRequest::check) {
-        Ok(s) => s,
-        Err((status, reason)) => return error(status, &reason),
-    };
-    blocking(api, who, move |api, caller| {
-        api.service.step_up(&id, step, &caller.name)
-    })
+    labelling(
+        api,
+        who,
+        id,
+        &bytes,
+        StepUpRequest::check,
+        |api, id, r, t| api.service.step_up(id, r, t),
+    )
     .await
 }
 
@@ -268,13 +290,14 @@ pub(super) async fn verdict(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let verdict = match body(&bytes, VerdictRequest::check) {
-        Ok(v) => v,
-        Err((status, reason)) => return error(status, &reason),
-    };
-    blocking(api, who, move |api, caller| {
-        api.service.verdict(&id, verdict, &caller.name)
-    })
+    labelling(
+        api,
+        who,
+        id,
+        &bytes,
+        VerdictRequest::check,
+        |api, id, r, t| api.service.verdict(id, r, t),
+    )
     .await
 }
 

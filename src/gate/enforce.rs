@@ -130,15 +130,24 @@ impl Gate {
         })
     }
 
-    /// Waits for the audit writer to commit what was just queued.
-    fn committed(audit: &crate::audit::Audit, queued: bool) -> Result<(), OperationError> {
-        if queued && audit.flush(COMMIT_WAIT) {
-            Ok(())
-        } else {
-            Err(OperationError::Unavailable(
+    /// Queues what `write` makes of the call's decision (a step-up or a
+    /// verdict) to the audit trail, waits for its commit, and answers the
+    /// decision as it stands then.
+    fn label(
+        &self,
+        call_id: &str,
+        write: impl FnOnce(&crate::audit::Audit, &EnforcedDecision, i64) -> bool,
+    ) -> Result<EnforcedDecision, OperationError> {
+        let audit = self.audit_for_labels()?;
+        let d = self.decided(Lookup::CallId(call_id))?;
+        let queued = write(audit, &d, self.env.unix_ms());
+        if !(queued && audit.flush(COMMIT_WAIT)) {
+            return Err(OperationError::Unavailable(
                 "the audit store did not commit in time; try again".to_owned(),
-            ))
+            ));
         }
+        tracing::info!(decision = %d.decision_id, "recorded in the audit trail");
+        self.labelled(d)
     }
 }
 
@@ -201,6 +210,11 @@ fn ended(s: StoredDecision, policy: Option<&Policy>) -> EnforcedDecision {
 
 impl Enforcement for Gate {
     fn enforced(&self, key: Lookup<'_>) -> Result<EnforcedDecision, OperationError> {
+        let span = match key {
+            Lookup::CallId(id) => tracing::debug_span!("decision_lookup", call_id = %id),
+            Lookup::DecisionId(id) => tracing::debug_span!("decision_lookup", decision = %id),
+        };
+        let _entered = span.entered();
         self.decided(key).and_then(|d| self.labelled(d))
     }
 
@@ -210,20 +224,19 @@ impl Enforcement for Gate {
         step: StepUpRequest,
         token: &str,
     ) -> Result<EnforcedDecision, OperationError> {
-        let _span = tracing::info_span!("step_up", call_id = %call_id).entered();
-        let audit = self.audit_for_labels()?;
-        let d = self.decided(Lookup::CallId(call_id))?;
-        let queued = audit.step_up(StepUp {
-            decision_id: d.decision_id.clone(),
-            call_id: d.call_id.clone(),
-            time_ms: self.env.unix_ms(),
-            by: step.by,
-            method: step.method,
-            token: token.to_owned(),
-        });
-        Gate::committed(audit, queued)?;
-        tracing::info!(decision = %d.decision_id, token, "step-up recorded: restrictions lifted");
-        self.labelled(d)
+        let _span =
+            tracing::info_span!("step_up", call_id = %call_id, token, method = %step.method)
+                .entered();
+        self.label(call_id, |audit, d, now| {
+            audit.step_up(StepUp {
+                decision_id: d.decision_id.clone(),
+                call_id: d.call_id.clone(),
+                time_ms: now,
+                by: step.by,
+                method: step.method,
+                token: token.to_owned(),
+            })
+        })
     }
 
     fn verdict(
@@ -232,26 +245,25 @@ impl Enforcement for Gate {
         verdict: VerdictRequest,
         token: &str,
     ) -> Result<EnforcedDecision, OperationError> {
-        let _span = tracing::info_span!("verdict", call_id = %call_id).entered();
         let label = Label::parse(&verdict.verdict).ok_or_else(|| {
             OperationError::Refused(format!(
                 "verdict: must be confirmed_customer, suspected_fraud or escalate, not {:?}",
                 verdict.verdict
             ))
         })?;
-        let audit = self.audit_for_labels()?;
-        let d = self.decided(Lookup::CallId(call_id))?;
-        let queued = audit.verdict(Verdict {
-            decision_id: d.decision_id.clone(),
-            call_id: d.call_id.clone(),
-            time_ms: self.env.unix_ms(),
-            verdict: label,
-            by: verdict.by,
-            note: verdict.note,
-            token: token.to_owned(),
-        });
-        Gate::committed(audit, queued)?;
-        tracing::info!(decision = %d.decision_id, verdict = label.as_str(), token, "verdict recorded");
-        self.labelled(d)
+        let _span =
+            tracing::info_span!("verdict", call_id = %call_id, token, verdict = label.as_str())
+                .entered();
+        self.label(call_id, |audit, d, now| {
+            audit.verdict(Verdict {
+                decision_id: d.decision_id.clone(),
+                call_id: d.call_id.clone(),
+                time_ms: now,
+                verdict: label,
+                by: verdict.by,
+                note: verdict.note,
+                token: token.to_owned(),
+            })
+        })
     }
 }
