@@ -192,7 +192,9 @@ fn roles_step_up_and_verdicts_on_a_live_and_an_ended_call_reach_the_audit_trail_
     let (status, _) = request(&cg, "GET", "/v1/calls/x/decision", None, None);
     assert_eq!(status, 401, "the enforcement API needs a token");
     let (status, _) = request(&cg, "GET", "/v1/calls", None, None);
-    assert_eq!(status, 401, "[[admin.tokens]] make reads need a token");
+    assert_eq!(status, 401, "with [[admin.tokens]], the calls need a token");
+    let (status, _) = request(&cg, "GET", "/healthz", None, None);
+    assert_eq!(status, 200, "probes need no token");
     record(
         "GET",
         "/v1/calls/{id}/decision",

@@ -11,7 +11,9 @@
 //!    forgery: any page the operator opens can POST to a loopback port.
 //! 3. A request that changes state (any method but GET and HEAD), any
 //!    request of the enforcement API (a call's decision, step-up,
-//!    verdict), or any request when `admin.token_for_reads` is set, needs
+//!    verdict), a read of the calls in progress once `[[admin.tokens]]`
+//!    are configured, or any request when `admin.token_for_reads` is set,
+//!    needs
 //!    `Authorization: Bearer <token>`: `admin.token_file`'s (role `ops`)
 //!    or one of `[[admin.tokens]]`, compared in constant time against
 //!    every configured token (no timing oracle on a token or on which one
@@ -52,8 +54,9 @@ pub enum Need {
     Health,
     /// The enforcement API: an `agent` token at least, always.
     Agent,
-    /// Every call, the review queue: a `supervisor` token at least (none
-    /// for reads unless `token_for_reads`, as before roles existed).
+    /// Every call, the review queue: a `supervisor` token at least; none
+    /// while no `[[admin.tokens]]` are configured and not
+    /// `token_for_reads` (as before roles existed).
     Supervisor,
     /// Everything else: an `ops` token (none for reads unless
     /// `token_for_reads`).
@@ -146,6 +149,8 @@ struct Known {
 pub struct Access {
     listen: IpAddr,
     tokens: Vec<Known>,
+    /// `[[admin.tokens]]` are configured.
+    roles: bool,
     token_for_reads: bool,
     hosts: Vec<String>,
     origins: Vec<String>,
@@ -172,6 +177,7 @@ impl Access {
         Access {
             listen: listen.ip(),
             tokens: legacy.into_iter().chain(named).collect(),
+            roles: !cfg.tokens.is_empty(),
             token_for_reads: cfg.token_for_reads,
             hosts: cfg.allowed_hosts.clone(),
             origins: cfg.allowed_origins.clone(),
@@ -235,7 +241,15 @@ impl Access {
         }
         let need = Need::of(method, path);
         let reads = matches!(*method, Method::GET | Method::HEAD);
-        let open_read = reads && !self.token_for_reads && need != Need::Agent;
+        let open_read = reads
+            && !self.token_for_reads
+            && match need {
+                Need::Health | Need::Ops => true,
+                // Once agents hold tokens, the calls and their numbers
+                // are for supervisors only.
+                Need::Supervisor => !self.roles,
+                Need::Agent => false,
+            };
         if self.tokens.is_empty() {
             // Nothing a sent token could be checked against.
             return if open_read {
@@ -416,10 +430,13 @@ mod tests {
             ok(&a, m, path, &[host, ops]);
         }
         ok(&a, &get, "/healthz", &[host, agent]);
+        // Without a token: probes and scrapes as before; not the calls.
+        assert_eq!(ok(&a, &get, "/metrics", &[host]), Some("-".into()));
+        assert_eq!(no(&a, &get, "/v1/calls", &[host]), Refusal::Token);
         let wrong = ("authorization", "Bearer desk-2-token-0123456789");
         assert_eq!(no(&a, &get, decision, &[host, wrong]), Refusal::Token);
         // Refusals are counted per reason.
         let counted = |r: Refusal| a.refused[r as usize].load(Ordering::Relaxed);
-        assert_eq!((counted(Refusal::Role), counted(Refusal::Token)), (9, 5));
+        assert_eq!((counted(Refusal::Role), counted(Refusal::Token)), (9, 6));
     }
 }

@@ -17,8 +17,7 @@ pub struct AdminConfig {
     pub token: Option<AdminToken>,
     /// Named tokens with roles (`[[admin.tokens]]`).
     pub tokens: Vec<RoleToken>,
-    /// Reads (metrics, health, readiness) need a token too (default: true
-    /// when `[[admin.tokens]]` are configured).
+    /// Reads (metrics, health, readiness) need a token too.
     pub token_for_reads: bool,
     /// Host names accepted in `Host` besides IP literals of the listener.
     pub allowed_hosts: Vec<String>,
@@ -137,7 +136,7 @@ pub(super) fn admin(raw: RawAdmin, base: &std::path::Path) -> Result<AdminConfig
         .map(|p| admin_token("admin.token_file", &super::locate(p, base)))
         .transpose()?;
     let tokens = role_tokens(raw.tokens.unwrap_or_default(), token.as_ref(), base)?;
-    let token_for_reads = raw.token_for_reads.unwrap_or(!tokens.is_empty());
+    let token_for_reads = raw.token_for_reads.unwrap_or(false);
     if token_for_reads && token.is_none() && tokens.is_empty() {
         return Err(invalid(
             "admin.token_for_reads",
