@@ -258,6 +258,8 @@ fn roles_step_up_and_verdicts_on_a_live_and_an_ended_call_reach_the_audit_trail_
     );
     let (_, sup_view) = request(&cg, "GET", &path, Some(SUPERVISOR), None);
     assert_eq!(sup_view["caller"], "+15550199", "{sup_view:#}");
+    let (_, ops_view) = request(&cg, "GET", &path, ops, None);
+    assert_eq!(ops_view["callee"], sup_view["callee"], "{ops_view:#}");
 
     // Step-up lifts the restrictions, from now on.
     let step_path = format!("/v1/calls/{call_id}/step-up");
