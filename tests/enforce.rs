@@ -550,6 +550,8 @@ fn step_up_without_an_audit_store_is_refused_and_bad_tokens_name_their_key() {
     check(&loose, "admin.tokens[0].token_file", "chmod 600");
 }
 
+/// A store of schema 4 reads (for `callgate report` over a store an older
+/// instance still writes) and is upgraded to 6 when a callgate opens it.
 #[test]
 fn a_version_4_store_gains_the_step_up_and_verdict_tables() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -571,6 +573,9 @@ fn a_version_4_store_gains_the_step_up_and_verdict_tables() {
         )
         .expect("v4 schema");
     }
+    // Read as it is (an older callgate still writes it): no verdicts.
+    let before = callgate::audit::decisions(&path, None, None).expect("read schema 4");
+    assert_eq!((before.len(), before[0].verdict), (1, None));
     let audit = callgate::audit::Audit::open(&callgate::audit::AuditConfig::new(path.clone()))
         .expect("upgraded");
     drop(audit);

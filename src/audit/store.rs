@@ -621,18 +621,24 @@ pub fn decisions(
 }
 
 /// The decisions (the view, aliased `d`) where `condition` holds, in
-/// record order, each with its latest verdict.
+/// record order, each with its latest verdict. A store of schema 4 or
+/// older (read where an older callgate still writes it, or a copy) has
+/// no verdicts: its rows are read without.
 pub(super) fn read_rows(
     db: &Connection,
     condition: &str,
     values: impl rusqlite::Params,
 ) -> Result<Vec<StoredDecision>, AuditError> {
+    let verdict = if verdicts::present(db).map_err(|e| AuditError::Read(e.to_string()))? {
+        verdicts::LATEST_VERDICT
+    } else {
+        "NULL"
+    };
     let mut q = db
         .prepare(&format!(
             "SELECT decision_id, time_ms, call_id, side, trunk, calling, called, verification, signals,
              rules, score, level, action, target, restrict_actions, policy_version, shadow, invite,
-             outcome, status, duration_ms, media, instance, {} FROM decisions d WHERE {condition} ORDER BY id",
-            verdicts::LATEST_VERDICT
+             outcome, status, duration_ms, media, instance, {verdict} FROM decisions d WHERE {condition} ORDER BY id",
             // (the view: records joined with their INVITE, outcome, media)
         ))
         .map_err(|e| AuditError::Read(e.to_string()))?;

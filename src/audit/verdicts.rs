@@ -156,6 +156,16 @@ pub(super) fn delete_before(db: &Connection, cutoff_ms: i64) -> rusqlite::Result
 pub(super) const LATEST_VERDICT: &str = "(SELECT v.verdict FROM verdicts v
      WHERE v.decision_id = d.decision_id ORDER BY v.id DESC LIMIT 1)";
 
+/// Whether the store has the verdicts table (schema 6 or later).
+pub(super) fn present(db: &Connection) -> rusqlite::Result<bool> {
+    db.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
 fn read_only(path: &Path) -> Result<Connection, AuditError> {
     Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| AuditError::Open(path.to_owned(), e.to_string()))
@@ -165,10 +175,14 @@ fn read_err(e: rusqlite::Error) -> AuditError {
     AuditError::Read(e.to_string())
 }
 
-/// The step-ups and verdicts recorded for `decision_id`.
+/// The step-ups and verdicts recorded for `decision_id` (none in a store
+/// older than schema 6).
 pub fn labels(path: &Path, decision_id: &str) -> Result<Labels, AuditError> {
     let db = read_only(path)?;
     let mut out = Labels::default();
+    if !present(&db).map_err(read_err)? {
+        return Ok(out);
+    }
     let mut q = db
         .prepare(
             "SELECT call_id, time_ms, by_whom, method, token FROM step_ups
