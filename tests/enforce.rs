@@ -565,6 +565,13 @@ fn a_version_4_store_gains_the_step_up_and_verdict_tables() {
              score INTEGER NOT NULL, level TEXT NOT NULL, action TEXT NOT NULL, target TEXT,
              restrict_actions TEXT NOT NULL, policy_version TEXT NOT NULL, shadow TEXT,
              instance TEXT NOT NULL DEFAULT '');
+             CREATE TABLE outcomes (record INTEGER PRIMARY KEY, outcome TEXT NOT NULL, status INTEGER,
+             duration_ms INTEGER);
+             CREATE TABLE media (record INTEGER PRIMARY KEY, stats TEXT NOT NULL);
+             CREATE TABLE invites (record INTEGER PRIMARY KEY, invite BLOB NOT NULL);
+             CREATE VIEW decisions AS SELECT r.*, i.invite, o.outcome, o.status, o.duration_ms,
+             m.stats AS media FROM records r LEFT JOIN invites i ON i.record = r.id
+             LEFT JOIN outcomes o ON o.record = r.id LEFT JOIN media m ON m.record = r.id;
              INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called, verification,
              signals, rules, score, level, action, restrict_actions, policy_version)
              VALUES ('cg-1', CAST(strftime('%s', 'now') AS INTEGER) * 1000, 'c1', 'trunk', '127.0.0.1', '+1555', '+1800', 'null', '{}', '[]', 0, 'low',
