@@ -14,6 +14,7 @@ pub mod budget;
 pub mod record;
 pub mod report;
 pub mod store;
+pub mod verdicts;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
 pub use store::decisions;
+pub use verdicts::{Label, Labels, StepUp, Verdict};
 
 /// Unix milliseconds now (the audit's clock).
 pub fn store_now_ms() -> i64 {
@@ -161,6 +163,7 @@ pub struct Audit {
     metrics: Arc<AuditMetrics>,
     pub store_invite: bool,
     limits: budget::AuditLimits,
+    path: PathBuf,
     /// INVITE bytes stored per source this minute.
     window: Arc<std::sync::Mutex<budget::SourceWindow>>,
 }
@@ -186,6 +189,7 @@ impl Audit {
             metrics,
             store_invite: cfg.store_invite,
             limits: cfg.limits,
+            path: cfg.path.clone(),
             window: Arc::new(std::sync::Mutex::new(budget::SourceWindow::new(
                 std::time::Instant::now(),
             ))),
@@ -304,6 +308,21 @@ impl Audit {
             call_id: call_id.to_owned(),
             media: serde_json::to_string(media).unwrap_or_else(|_| "null".into()),
         });
+    }
+
+    /// Records a step-up; `false` when the queue is full (nothing queued).
+    pub fn step_up(&self, step: StepUp) -> bool {
+        self.send(Job::StepUp(Box::new(step)))
+    }
+
+    /// Records a verdict; `false` when the queue is full (nothing queued).
+    pub fn verdict(&self, verdict: Verdict) -> bool {
+        self.send(Job::Verdict(Box::new(verdict)))
+    }
+
+    /// The database file (for reads: [`verdicts::find`], [`verdicts::labels`]).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// Waits (at most `timeout`) until everything queued before is

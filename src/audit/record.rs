@@ -147,4 +147,7 @@ pub struct StoredDecision {
     /// jitter, latching, drops), when media was anchored and has ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<serde_json::Value>,
+    /// The latest verdict an agent or supervisor gave (schema 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<super::verdicts::Label>,
 }

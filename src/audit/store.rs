@@ -21,14 +21,25 @@ use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
+use super::verdicts::{self, StepUp, Verdict};
 use super::{AuditConfig, AuditError, AuditMetrics};
 
 /// Schema version (`PRAGMA user_version`).
 /// 2 added `media` (the relay's per-call statistics); 3 moved outcomes,
 /// media statistics and INVITEs into tables of their own (the view
 /// `decisions` keeps schema 2's columns); 4 added `instance`, the name of
-/// the callgate that made the decision.
-const SCHEMA_VERSION: i64 = 4;
+/// the callgate that made the decision; 5 is another change's (a no-op
+/// step on this branch, see [`TO_5`]); 6 added `step_ups` and `verdicts`
+/// (`verdicts.rs`).
+const SCHEMA_VERSION: i64 = 6;
+
+/// Schema 4 to 5. PLACEHOLDER: schema 5 (words and the events outbox)
+/// is another change's; until the two are merged this step does nothing,
+/// and the merge puts that change's step here, before [`TO_6`].
+const TO_5: &str = "";
+
+/// Schema 5 to 6: the step-up and verdict tables.
+const TO_6: &str = super::verdicts::TABLES;
 
 /// The decisions' fixed part and its indexes (the index names are schema
 /// 2's, kept by the upgrade's rename).
@@ -118,6 +129,10 @@ pub(super) enum Job {
     },
     /// The relay's statistics of a call whose media ended (JSON).
     Media { call_id: String, media: String },
+    /// An agent completed step-up for a call (schema 6).
+    StepUp(Box<StepUp>),
+    /// A verdict on a call (schema 6).
+    Verdict(Box<Verdict>),
     /// Reply once everything queued before it is committed (or failed).
     Flush(std::sync::mpsc::Sender<bool>),
 }
@@ -164,24 +179,44 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         // schema as it was. Schema 3's view is dropped to be made again
         // over the new column.
         let upgrade = if version == 3 {
-            format!("BEGIN; {ADD_INSTANCE} DROP VIEW IF EXISTS decisions; COMMIT;")
+            format!(
+                "BEGIN; {ADD_INSTANCE} DROP VIEW IF EXISTS decisions; PRAGMA user_version = 4; COMMIT;"
+            )
         } else {
             format!(
-                "BEGIN; ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} {ADD_INSTANCE} COMMIT;"
+                "BEGIN; ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} {ADD_INSTANCE} PRAGMA user_version = 4; COMMIT;"
             )
         };
         if let Err(e) = db.execute_batch(&upgrade) {
             let _ = db.execute_batch("ROLLBACK");
             return Err(AuditError::Open(
                 cfg.path.clone(),
-                format!("upgrading schema {version} to {SCHEMA_VERSION}: {e}"),
+                format!("upgrading schema {version} to 4: {e}"),
             ));
         }
-        tracing::info!(path = %cfg.path.display(), from = version, to = SCHEMA_VERSION, "audit store upgraded");
+        tracing::info!(path = %cfg.path.display(), from = version, to = 4, "audit store upgraded");
     }
-    db.execute_batch(&format!("{RECORDS} {SIDE_TABLES} {VIEW}"))
-        .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
-        .map_err(opening)?;
+    // Each later step in its own transaction, from the version found.
+    for (to, step) in [(5, TO_5), (6, TO_6)] {
+        if (1..to).contains(&version) {
+            if let Err(e) = db.execute_batch(&format!(
+                "BEGIN; {step} PRAGMA user_version = {to}; COMMIT;"
+            )) {
+                let _ = db.execute_batch("ROLLBACK");
+                return Err(AuditError::Open(
+                    cfg.path.clone(),
+                    format!("upgrading schema {} to {to}: {e}", to - 1),
+                ));
+            }
+            tracing::info!(path = %cfg.path.display(), from = to - 1, to, "audit store upgraded");
+        }
+    }
+    db.execute_batch(&format!(
+        "{RECORDS} {SIDE_TABLES} {VIEW} {}",
+        verdicts::TABLES
+    ))
+    .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+    .map_err(opening)?;
     Ok(db)
 }
 
@@ -328,6 +363,8 @@ fn write_batch(
                         media.execute(params![id, m])?;
                     }
                 }
+                Job::StepUp(step) => verdicts::insert_step_up(&tx, step)?,
+                Job::Verdict(v) => verdicts::insert_verdict(&tx, v)?,
                 Job::Flush(_) => {}
             }
         }
@@ -345,7 +382,9 @@ fn prune(db: &Connection, retention_days: u32) -> rusqlite::Result<usize> {
         return Ok(0);
     }
     db.execute_batch("PRAGMA foreign_keys = ON")?;
-    let deleted = delete_before(db, now_ms() - i64::from(retention_days) * 86_400_000);
+    let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
+    let deleted =
+        delete_before(db, cutoff).and_then(|n| verdicts::delete_before(db, cutoff).map(|m| n + m));
     db.execute_batch("PRAGMA foreign_keys = OFF")?;
     deleted
 }
@@ -574,59 +613,81 @@ pub fn decisions(
 ) -> Result<Vec<StoredDecision>, AuditError> {
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| AuditError::Open(path.to_owned(), e.to_string()))?;
+    read_rows(
+        &db,
+        "d.time_ms >= ?1 AND d.time_ms <= ?2",
+        params![since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX)],
+    )
+}
+
+/// The decisions (the view, aliased `d`) where `condition` holds, in
+/// record order, each with its latest verdict. A store of schema 4 or
+/// older (read where an older callgate still writes it, or a copy) has
+/// no verdicts: its rows are read without.
+pub(super) fn read_rows(
+    db: &Connection,
+    condition: &str,
+    values: impl rusqlite::Params,
+) -> Result<Vec<StoredDecision>, AuditError> {
+    let verdict = if verdicts::present(db).map_err(|e| AuditError::Read(e.to_string()))? {
+        verdicts::LATEST_VERDICT
+    } else {
+        "NULL"
+    };
     let mut q = db
-        .prepare(
+        .prepare(&format!(
             "SELECT decision_id, time_ms, call_id, side, trunk, calling, called, verification, signals,
              rules, score, level, action, target, restrict_actions, policy_version, shadow, invite,
-             outcome, status, duration_ms, media, instance FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
+             outcome, status, duration_ms, media, instance, {verdict} FROM decisions d WHERE {condition} ORDER BY id",
             // (the view: records joined with their INVITE, outcome, media)
-        )
+        ))
         .map_err(|e| AuditError::Read(e.to_string()))?;
     let parse = |s: String| {
         serde_json::from_str::<serde_json::Value>(&s).unwrap_or(serde_json::Value::Null)
     };
     let rows = q
-        .query_map(
-            params![since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX)],
-            |r| {
-                let rules: String = r.get(9)?;
-                let restrict: String = r.get(14)?;
-                let shadow: Option<String> = r.get(16)?;
-                Ok(StoredDecision {
-                    record: AuditRecord {
-                        decision_id: r.get(0)?,
-                        instance: r.get(22)?,
-                        time_ms: r.get(1)?,
-                        call_id: r.get(2)?,
-                        side: r.get(3)?,
-                        trunk: r.get(4)?,
-                        calling: r.get(5)?,
-                        called: r.get(6)?,
-                        verification: Json::from_stored(r.get(7)?),
-                        signals: Json::from_stored(r.get(8)?),
-                        rules: serde_json::from_str::<Vec<FiredRule>>(&rules).unwrap_or_default(),
-                        score: r.get(10)?,
-                        level: r.get(11)?,
-                        action: r.get(12)?,
-                        target: r.get(13)?,
-                        restrict: serde_json::from_str(&restrict).unwrap_or_default(),
-                        policy_version: r.get(15)?,
-                        shadow: shadow.map(Json::from_stored),
-                        // Text in stores upgraded from schema 2, bytes since.
-                        invite: match r.get_ref(17)? {
-                            ValueRef::Text(t) | ValueRef::Blob(t) => {
-                                Some(String::from_utf8_lossy(t).into_owned())
-                            }
-                            _ => None,
-                        },
+        .query_map(values, |r| {
+            let rules: String = r.get(9)?;
+            let restrict: String = r.get(14)?;
+            let shadow: Option<String> = r.get(16)?;
+            Ok(StoredDecision {
+                record: AuditRecord {
+                    decision_id: r.get(0)?,
+                    instance: r.get(22)?,
+                    time_ms: r.get(1)?,
+                    call_id: r.get(2)?,
+                    side: r.get(3)?,
+                    trunk: r.get(4)?,
+                    calling: r.get(5)?,
+                    called: r.get(6)?,
+                    verification: Json::from_stored(r.get(7)?),
+                    signals: Json::from_stored(r.get(8)?),
+                    rules: serde_json::from_str::<Vec<FiredRule>>(&rules).unwrap_or_default(),
+                    score: r.get(10)?,
+                    level: r.get(11)?,
+                    action: r.get(12)?,
+                    target: r.get(13)?,
+                    restrict: serde_json::from_str(&restrict).unwrap_or_default(),
+                    policy_version: r.get(15)?,
+                    shadow: shadow.map(Json::from_stored),
+                    // Text in stores upgraded from schema 2, bytes since.
+                    invite: match r.get_ref(17)? {
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                        _ => None,
                     },
-                    outcome: r.get(18)?,
-                    status: r.get(19)?,
-                    duration_ms: r.get(20)?,
-                    media: r.get::<_, Option<String>>(21)?.map(parse),
-                })
-            },
-        )
+                },
+                outcome: r.get(18)?,
+                status: r.get(19)?,
+                duration_ms: r.get(20)?,
+                media: r.get::<_, Option<String>>(21)?.map(parse),
+                verdict: r
+                    .get::<_, Option<String>>(23)?
+                    .as_deref()
+                    .and_then(verdicts::Label::parse),
+            })
+        })
         .map_err(|e| AuditError::Read(e.to_string()))?;
     rows.collect::<Result<Vec<_>, _>>()
         .map_err(|e| AuditError::Read(e.to_string()))

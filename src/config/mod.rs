@@ -40,7 +40,10 @@ pub use crate::sip::proxy::{canonical_ip, HealthConfig, OverloadConfig, Target};
 pub use crate::sip::side::{Side, Transport};
 pub use crate::sip::transaction::TimerConfig;
 pub use risk::RiskConfig;
-pub use service::{AdminConfig, AdminToken, LogConfig, LogFormat, ShutdownConfig};
+pub use service::{
+    AdminConfig, AdminToken, LogConfig, LogFormat, Role, RoleToken, ShutdownConfig,
+    LEGACY_TOKEN_NAME,
+};
 pub use side::{Denied, NumberPattern, OptionsAnswer, Scanners, SideConfig, TrunkScreen};
 pub use stir::{SignConfig, StirConfig, StirFailure};
 

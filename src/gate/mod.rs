@@ -18,6 +18,7 @@ mod conceal;
 pub mod context;
 mod control;
 mod edge;
+mod enforce;
 mod lifecycle;
 mod live;
 pub mod media;
