@@ -61,6 +61,14 @@ fn record(i: u64) -> AuditRecord {
         policy_version: "bench-1".into(),
         shadow: None,
         invite: None,
+        level_text: Some("Some doubt: verify the caller.".into()),
+        restrict_text: vec![callgate::audit::RestrictWords {
+            action: "credential-reset".into(),
+            text: "No password reset without step-up.".into(),
+        }],
+        verify_text: Some("Caller ID signature verified.".into()),
+        from_user: None,
+        pai_user: None,
     }
 }
 
