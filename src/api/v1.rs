@@ -13,6 +13,7 @@
 //! | `POST /v1/undrain` | take new INVITEs again; 409 while shutting down |
 //! | `POST /v1/reload` | re-read the configuration: what changed, or 422 and why not |
 //! | `GET /v1/policy` | active and shadow policy: versions, rules, disagreements |
+//! | `GET /v1/events` | decision events, live, as Server-Sent Events (`stream.rs`); 404 when `[events]` is off |
 //!
 //! Access is checked before any of these (`access.rs`): reads need the
 //! token when `admin.token_for_reads`, every POST always. Errors are
@@ -40,6 +41,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/undrain", post(undrain))
         .route("/v1/reload", post(reload))
         .route("/v1/policy", get(policy))
+        .route("/v1/events", get(super::stream::events))
 }
 
 /// `value` as a JSON answer with `status`.
@@ -54,7 +56,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response {
 }
 
 /// `{"error": reason}` with `status`.
-fn error(status: StatusCode, reason: &str) -> Response {
+pub(super) fn error(status: StatusCode, reason: &str) -> Response {
     #[derive(Serialize)]
     struct Error<'a> {
         error: &'a str,

@@ -612,6 +612,82 @@ where
     .await
 }
 
+/// A `POST` of `body` (`content_type`, with `headers`) to an `http` or
+/// `https` URL the operator configured (an events webhook): direct, no
+/// proxy, any address allowed (the receiver is the operator's own), one
+/// connection per request, one deadline (`opts.timeout`) for the whole
+/// exchange. The answer's status (any; no redirect followed); its body is
+/// read up to `opts.max_bytes` and dropped.
+pub async fn post(
+    url: &str,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+    opts: &FetchOptions,
+) -> Result<u16, FetchError> {
+    let (host, port, path, tls) = match url.strip_prefix("http://") {
+        Some(rest) => {
+            let (h, p, path) = split_rest(rest, 80)?;
+            (h, p, path, false)
+        }
+        None => {
+            let (h, p, path) = split_url(url)?;
+            (h, p, path, true)
+        }
+    };
+    let work = async {
+        let tcp = connect(&host, port, true, opts.timeout).await?;
+        let host_header = authority(&host, port);
+        let mut req = Request::post(path.as_str())
+            .header(HOST, host_header)
+            .header(USER_AGENT, "callgate")
+            .header(CONNECTION, "close")
+            .header(hyper::header::CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
+        }
+        let req = req
+            .body(http_body_util::Full::new(body))
+            .map_err(|_| FetchError::BadUrl)?;
+        if tls {
+            let io = handshake(tcp, &host, opts).await?;
+            send(io, req, opts.max_bytes).await
+        } else {
+            send(tcp, req, opts.max_bytes).await
+        }
+    };
+    tokio::time::timeout(opts.timeout, work)
+        .await
+        .map_err(|_| FetchError::Timeout)?
+}
+
+/// Sends `req` over `io` and reads the answer (its body bounded, dropped).
+async fn send<S>(
+    io: S,
+    req: Request<http_body_util::Full<Bytes>>,
+    max_bytes: usize,
+) -> Result<u16, FetchError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut sender, conn) = http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| http_error(&e))?;
+    drive(conn, async {
+        let response = sender.send_request(req).await.map_err(|e| http_error(&e))?;
+        let status = response.status().as_u16();
+        // The answer's body is not used; reading it (bounded) lets the
+        // exchange end cleanly.
+        let _ = Limited::new(response.into_body(), max_bytes)
+            .collect()
+            .await;
+        Ok(status)
+    })
+    .await
+}
+
 /// The response `raw` (then the connection's end) read as the answer to
 /// an x5u `GET`, with a body limit of `max_bytes`: [`exchange`] over an
 /// in-memory stream, for the fuzz target and the tests.
