@@ -476,3 +476,75 @@ fn a_stream_client_sees_the_decision_of_a_call_placed_after_it_connected() {
     let (replayed, _, replayed_data) = next_event(&mut again);
     assert_eq!((replayed, replayed_data), (end_id, end_data));
 }
+
+/// The outbox is bounded in rows: past `outbox_max_events` the oldest
+/// events go, counted; each decision has its event, written with it.
+#[test]
+fn the_outbox_keeps_at_most_its_cap_and_counts_what_it_removed() {
+    use callgate::audit::{Audit, AuditConfig, AuditRecord, Json, Outbox};
+    use callgate::events::{Events, EventsConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.db");
+    let cfg = EventsConfig {
+        outbox_max_events: 1000,
+        ..EventsConfig::default()
+    };
+    let events = Events::new(&cfg, &path).expect("events");
+    let audit = Audit::open_with_outbox(&AuditConfig::new(path.clone()), Some(events.outbox()))
+        .expect("open");
+    for i in 0..1200 {
+        audit.record(AuditRecord {
+            decision_id: format!("cg-t-{i:016x}"),
+            instance: "cg-t".into(),
+            time_ms: 1_796_000_000_000 + i,
+            call_id: format!("call-{i}"),
+            side: "trunk".into(),
+            trunk: "127.0.0.1".into(),
+            calling: "15550199".into(),
+            called: "15550100".into(),
+            verification: Json::null(),
+            signals: Json::null(),
+            rules: vec![],
+            score: 0,
+            level: "low".into(),
+            action: "tag".into(),
+            target: None,
+            restrict: vec![],
+            policy_version: "p".into(),
+            shadow: None,
+            invite: None,
+            level_text: None,
+            restrict_text: vec![],
+            verify_text: None,
+            from_user: None,
+            pai_user: None,
+        });
+    }
+    assert!(audit.flush(Duration::from_secs(20)), "committed");
+    let outbox = Outbox::open(&path).expect("outbox");
+    assert_eq!(outbox.depth().expect("depth"), 1000);
+    assert_eq!(outbox.last_seq().expect("last"), 1200);
+    assert_eq!(
+        events
+            .metrics()
+            .evicted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        200
+    );
+    // The oldest went; the newest is the last decision's event.
+    let kept = outbox.after(0, 1).expect("read");
+    assert_eq!(kept[0].seq, 201);
+    assert_eq!(kept[0].event_id, format!("cg-t-{:016x}:decision", 200));
+    assert_eq!(
+        outbox
+            .seq_of(&format!("cg-t-{:016x}:decision", 1199))
+            .expect("seq"),
+        Some(1200)
+    );
+    assert_eq!(
+        outbox
+            .seq_of("cg-t-0000000000000000:decision")
+            .expect("seq"),
+        None
+    );
+}

@@ -393,9 +393,14 @@ fn write_batch(
                     // Answered without a duration: the BYE's outcome is to come.
                     if !(matches!(o, CallOutcome::Answered) && duration_ms.is_none()) {
                         closed.push(call_id);
-                        if let Some(out) = outbox {
-                            let (decision_id, instance) =
-                                decided.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                        // (A record retention removed meanwhile has no event.)
+                        let decided = match outbox {
+                            Some(_) => decided
+                                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()?,
+                            None => None,
+                        };
+                        if let (Some(out), Some((decision_id, instance))) = (outbox, decided) {
                             publish(out.hook.call_end(&CallEnd {
                                 call_id,
                                 decision_id,

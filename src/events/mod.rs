@@ -311,8 +311,20 @@ impl EventHook for Shared {
     }
 
     fn evicted(&self, rows: u64) {
-        self.metrics.evicted.fetch_add(rows, Ordering::Relaxed);
-        tracing::warn!(rows, "events outbox full: oldest events removed");
+        let before = self.metrics.evicted.fetch_add(rows, Ordering::Relaxed);
+        // Without webhooks the cap is the stream's history, working as
+        // meant; with them, events some receiver never had are going. One
+        // line when that starts and then every 1,000 events, not one per
+        // batch (the counter has the exact figure).
+        if !self.config.webhooks.is_empty()
+            && (before == 0 || before / 1000 != (before + rows) / 1000)
+        {
+            tracing::warn!(
+                evicted_total = before + rows,
+                cap = self.config.outbox_max_events,
+                "events outbox full: the oldest events are removed before every webhook had them"
+            );
+        }
     }
 }
 
