@@ -182,6 +182,20 @@ fn split_url(url: &str) -> Result<(String, u16, String), FetchError> {
     split_rest(rest, 443)
 }
 
+/// Splits an `http://` or `https://` URL into (host, port, path, TLS).
+fn split_any_url(url: &str) -> Result<(String, u16, String, bool), FetchError> {
+    match url.strip_prefix("http://") {
+        Some(rest) => {
+            let (h, p, path) = split_rest(rest, 80)?;
+            Ok((h, p, path, false))
+        }
+        None => {
+            let (h, p, path) = split_url(url)?;
+            Ok((h, p, path, true))
+        }
+    }
+}
+
 /// Splits the part of a URL after `scheme://` (default port given).
 fn split_rest(rest: &str, default_port: u16) -> Result<(String, u16, String), FetchError> {
     let (authority, path) = match rest.find('/') {
@@ -222,16 +236,7 @@ pub async fn fetch(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError
 /// Fetches an `http` or `https` URL: for signed documents such as CRLs,
 /// whose integrity does not depend on the transport (RFC 5280 §5).
 pub async fn fetch_any(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
-    let (host, port, path, tls) = match url.strip_prefix("http://") {
-        Some(rest) => {
-            let (h, p, path) = split_rest(rest, 80)?;
-            (h, p, path, false)
-        }
-        None => {
-            let (h, p, path) = split_url(url)?;
-            (h, p, path, true)
-        }
-    };
+    let (host, port, path, tls) = split_any_url(url)?;
     tokio::time::timeout(opts.timeout, fetch_inner(host, port, path, tls, opts))
         .await
         .map_err(|_| FetchError::Timeout)?
@@ -625,16 +630,7 @@ pub async fn post(
     body: Bytes,
     opts: &FetchOptions,
 ) -> Result<u16, FetchError> {
-    let (host, port, path, tls) = match url.strip_prefix("http://") {
-        Some(rest) => {
-            let (h, p, path) = split_rest(rest, 80)?;
-            (h, p, path, false)
-        }
-        None => {
-            let (h, p, path) = split_url(url)?;
-            (h, p, path, true)
-        }
-    };
+    let (host, port, path, tls) = split_any_url(url)?;
     let work = async {
         let tcp = connect(&host, port, true, opts.timeout).await?;
         let host_header = authority(&host, port);
