@@ -1,6 +1,7 @@
 //! Decision events for CTI, end to end with real parts: sipp calls through
 //! callgate (the shipped policy, the audit store), a webhook receiver — a
-//! small HTTP server in this test on 127.0.0.1 — and the live stream
+//! small HTTP or HTTPS (rustls, a test CA) server in this test on
+//! 127.0.0.1 — and the live stream
 //! (`GET /v1/events`) read over a plain TCP connection. Every event is
 //! checked against docs/events.schema.json by python3-jsonschema.
 
@@ -35,6 +36,32 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16, got: mpsc::Sender<Delivery>) -> Receiver {
+        Receiver::serve(port, got, None)
+    }
+
+    /// An HTTPS receiver: its certificate for 127.0.0.1 from a fresh CA,
+    /// whose PEM file is returned for the webhook's `ca_file`.
+    fn start_tls(port: u16, got: mpsc::Sender<Delivery>, dir: &Path) -> (Receiver, PathBuf) {
+        use tokio_rustls::rustls;
+        let files = common::pki::tls_files(dir);
+        let certs = rustls_pemfile::certs(&mut &std::fs::read(&files.cert).expect("cert")[..])
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certs");
+        let key = rustls_pemfile::private_key(&mut &std::fs::read(&files.key).expect("key")[..])
+            .expect("key pem")
+            .expect("a key");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        (Receiver::serve(port, got, Some(Arc::new(config))), files.ca)
+    }
+
+    fn serve(
+        port: u16,
+        got: mpsc::Sender<Delivery>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -44,7 +71,19 @@ impl Receiver {
                     return;
                 }
                 let Ok(conn) = conn else { continue };
-                if let Some(d) = read_post(conn) {
+                conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let delivery = match &tls {
+                    None => read_post(conn),
+                    Some(config) => {
+                        let Ok(server) =
+                            tokio_rustls::rustls::ServerConnection::new(config.clone())
+                        else {
+                            continue;
+                        };
+                        read_post(tokio_rustls::rustls::StreamOwned::new(server, conn))
+                    }
+                };
+                if let Some(d) = delivery {
                     let _ = got.send(d);
                 }
             }
@@ -69,9 +108,8 @@ impl Drop for Receiver {
 }
 
 /// Reads one HTTP/1.1 request and answers 200.
-fn read_post(mut conn: TcpStream) -> Option<Delivery> {
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut reader = BufReader::new(conn.try_clone().ok()?);
+fn read_post(mut conn: impl Read + Write) -> Option<Delivery> {
+    let mut reader = BufReader::new(&mut conn);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     if !line.starts_with("POST ") {
@@ -91,8 +129,10 @@ fn read_post(mut conn: TcpStream) -> Option<Delivery> {
     let len: usize = headers.get("content-length")?.parse().ok()?;
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
+    drop(reader);
     conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .ok()?;
+    conn.flush().ok()?;
     Some(Delivery {
         headers,
         body: String::from_utf8(body).ok()?,
@@ -118,14 +158,20 @@ fn callgate(ports: Ports, pbx_port: u16, audit: &Path, events: &str) -> Callgate
     )
 }
 
-/// `[events]` with one webhook to 127.0.0.1:`port` (its key file in `dir`).
+/// `[events]` with one webhook to http://127.0.0.1:`port` (its key file
+/// in `dir`).
 fn webhook_section(dir: &Path, port: u16) -> String {
+    webhook_to(dir, &format!("http://127.0.0.1:{port}/hooks/callgate"), "")
+}
+
+/// `[events]` with one webhook to `url`, `extra` keys added.
+fn webhook_to(dir: &Path, url: &str, extra: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let key = dir.join("crm.key");
     std::fs::write(&key, SECRET).expect("key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     format!(
-        "[events]\n\n[[events.webhook]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{port}/hooks/callgate\"\nsecret_file = \"{}\"\ntimeout_ms = 2000\nmax_backoff_ms = 300\n",
+        "[events]\n\n[[events.webhook]]\nname = \"crm\"\nurl = \"{url}\"\nsecret_file = \"{}\"\ntimeout_ms = 2000\nmax_backoff_ms = 300\n{extra}",
         key.display()
     )
 }
@@ -257,19 +303,19 @@ fn assert_schema_valid(bodies: &[String]) {
 }
 
 #[test]
-fn every_call_sends_a_signed_decision_and_its_end_to_the_webhook() {
+fn every_call_sends_a_signed_decision_and_its_end_to_an_https_webhook() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hook_port = free_port();
     let (tx, got) = mpsc::channel();
-    let _receiver = Receiver::start(hook_port, tx);
+    let (_receiver, ca) = Receiver::start_tls(hook_port, tx, dir.path());
     let pbx_port = free_port();
     let audit = dir.path().join("audit.db");
-    let cg = callgate(
-        Ports::new(),
-        pbx_port,
-        &audit,
-        &webhook_section(dir.path(), hook_port),
+    let section = webhook_to(
+        dir.path(),
+        &format!("https://127.0.0.1:{hook_port}/hooks/callgate"),
+        &format!("ca_file = \"{}\"\n", ca.display()),
     );
+    let cg = callgate(Ports::new(), pbx_port, &audit, &section);
     place_calls(&cg, pbx_port, 3);
     let all = collect(&got, all_arrived(3));
     for d in &all {

@@ -29,6 +29,7 @@ struct RawWebhook {
     timeout_ms: Option<u64>,
     events: Option<Vec<String>>,
     max_backoff_ms: Option<u64>,
+    ca_file: Option<PathBuf>,
 }
 
 /// Shortest webhook secret, in bytes: HMAC-SHA256's security rests on it.
@@ -150,9 +151,21 @@ fn webhook(i: usize, w: RawWebhook, base: &Path) -> Result<WebhookConfig, Config
             })
             .collect::<Result<Vec<_>, _>>()?,
     };
+    let ca_file = match w.ca_file {
+        None => None,
+        Some(p) => {
+            let ca_key = key("ca_file");
+            let path = super::resolve(&p, base)
+                .map_err(|p| invalid(&ca_key, format!("{}: no such file", p.display())))?;
+            crate::stir::fetch::tls_config(std::slice::from_ref(&path))
+                .map_err(|e| invalid(&ca_key, format!("not a PEM CA certificate file: {e}")))?;
+            Some(path)
+        }
+    };
     Ok(WebhookConfig {
         name,
         url,
+        ca_file,
         secret,
         timeout: Duration::from_millis(timeout_ms),
         max_backoff: Duration::from_millis(max_backoff_ms),
@@ -250,6 +263,11 @@ mod tests {
                 "not an event kind",
             ),
             (hook("name = \"a b\""), "events.webhook[0].name", "letters"),
+            (
+                hook("ca_file = \"missing.pem\""),
+                "events.webhook[0].ca_file",
+                "no such file",
+            ),
             (
                 format!("{}{}", hook(""), hook("name = \"webhook1\"")),
                 "events.webhook[1].name",

@@ -60,6 +60,9 @@ pub struct WebhookConfig {
     /// Its name in metrics, logs and the outbox's cursors.
     pub name: String,
     pub url: String,
+    /// CA certificates (PEM) an https receiver's certificate may chain to,
+    /// beside the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// The HMAC-SHA256 key (`secret_file`).
     pub secret: Vec<u8>,
     /// Deadline of one delivery attempt.
@@ -76,6 +79,7 @@ impl std::fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("name", &self.name)
             .field("url", &self.url)
+            .field("ca_file", &self.ca_file)
             .field("secret", &"<redacted>")
             .field("timeout", &self.timeout)
             .field("max_backoff", &self.max_backoff)
@@ -131,7 +135,8 @@ pub(crate) struct Shared {
     hub: hub::Hub,
     /// The newest committed sequence number: wakes the webhook tasks.
     wake: tokio::sync::watch::Sender<i64>,
-    tls: Arc<rustls::ClientConfig>,
+    /// Each webhook's TLS client settings.
+    tls: Vec<Arc<rustls::ClientConfig>>,
 }
 
 /// The events layer: cheap to clone.
@@ -150,7 +155,14 @@ impl Events {
     /// The events layer for `cfg`, its outbox in the audit store at
     /// `audit_path`. Nothing runs until [`Events::start`].
     pub fn new(cfg: &EventsConfig, audit_path: &Path) -> Result<Events, EventsError> {
-        let tls = crate::stir::fetch::tls_config(&[]).map_err(EventsError::Tls)?;
+        let tls = cfg
+            .webhooks
+            .iter()
+            .map(|w| {
+                crate::stir::fetch::tls_config(w.ca_file.as_slice())
+                    .map_err(|e| EventsError::Tls(format!("events.webhook {}: {e}", w.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics = EventMetrics {
             webhooks: cfg
                 .webhooks

@@ -91,7 +91,7 @@ pub(super) async fn deliver(shared: Arc<Shared>, index: usize) {
     let metrics = &shared.metrics.webhooks[index];
     let key = hmac::Key::new(hmac::HMAC_SHA256, &hook.secret);
     let opts = FetchOptions {
-        tls: shared.tls.clone(),
+        tls: shared.tls[index].clone(),
         timeout: hook.timeout,
         max_bytes: MAX_ANSWER,
         allow_private: true,
