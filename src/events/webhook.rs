@@ -127,24 +127,40 @@ pub(super) async fn deliver(shared: Arc<Shared>, index: usize) {
             }
             continue;
         }
+        let saved = cursor;
         for event in batch {
             let wanted = EventKind::parse(&event.kind).is_some_and(|k| hook.kinds.contains(&k));
             if wanted {
-                until_delivered(hook, &key, &opts, &outbox, metrics, &event).await;
+                // Delivered, or gone from the outbox (counted): either way
+                // the cursor moves past it. About to wait for a retry,
+                // what was delivered before it is saved first.
+                until_delivered(hook, &key, &opts, &outbox, metrics, &event, || {
+                    save(&outbox, &hook.name, cursor, saved)
+                })
+                .await;
             }
             cursor = event.seq;
             metrics.cursor.store(cursor, Ordering::Relaxed);
-            if let Err(e) = outbox.set_cursor(&hook.name, cursor) {
-                // Delivery goes on; after a restart the receiver may get
-                // these events again (it dedupes by id).
-                tracing::warn!(webhook = %hook.name, error = %e, "webhook cursor not saved");
-            }
+        }
+        // Once per batch, not per event: the store's writer is the audit's.
+        save(&outbox, &hook.name, cursor, saved);
+    }
+}
+
+/// Saves webhook `name`'s cursor when it moved past `saved`. A failure
+/// is logged and delivery goes on: after a restart the receiver may get
+/// those events again (it dedupes by id).
+fn save(outbox: &Outbox, name: &str, cursor: i64, saved: i64) {
+    if cursor > saved {
+        if let Err(e) = outbox.set_cursor(name, cursor) {
+            tracing::warn!(webhook = %name, error = %e, "webhook cursor not saved");
         }
     }
 }
 
-/// POSTs `event` until the receiver answers 2xx, or the outbox no longer
-/// holds it (removed by its cap: counted as dropped).
+/// POSTs `event` until the receiver answers 2xx (`true`), or the outbox
+/// no longer holds it (removed by its cap: counted as dropped, `false`).
+/// `before_retry` runs at the first failure.
 async fn until_delivered(
     hook: &WebhookConfig,
     key: &hmac::Key,
@@ -152,7 +168,9 @@ async fn until_delivered(
     outbox: &Outbox,
     metrics: &super::WebhookMetrics,
     event: &StoredEvent,
-) {
+    before_retry: impl FnOnce(),
+) -> bool {
+    let mut before_retry = Some(before_retry);
     let body = Bytes::from(event.body.clone());
     let mut attempt = 0u32;
     loop {
@@ -168,7 +186,7 @@ async fn until_delivered(
                 if attempt > 0 {
                     tracing::info!(webhook = %hook.name, event = %event.event_id, attempts = attempt + 1, "webhook delivered after retries");
                 }
-                return;
+                return true;
             }
             Ok(status) => format!("receiver answered HTTP {status}"),
             Err(e) => e.to_string(),
@@ -184,7 +202,10 @@ async fn until_delivered(
         if matches!(outbox.seq_of(&event.event_id), Ok(None)) {
             metrics.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!(webhook = %hook.name, event = %event.event_id, "event removed by the outbox cap before delivery: given up");
-            return;
+            return false;
+        }
+        if let Some(f) = before_retry.take() {
+            f();
         }
         metrics.retried.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(wait).await;
