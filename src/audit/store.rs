@@ -178,13 +178,10 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
     }
     // One transaction per upgrade step, each stamping the version it
     // reached: an interrupted step leaves the schema before it as it was.
-    // Schema 3's view is dropped to be made again over the new column.
-    let steps: [(std::ops::RangeInclusive<i64>, i64, String); 2] = [
-        (
-            3..=3,
-            4,
-            format!("{ADD_INSTANCE} DROP VIEW IF EXISTS decisions;"),
-        ),
+    // The steps run in order from the store's version; a new schema adds
+    // its own step at the end. Schema 3's view is dropped to be made again
+    // over the new column.
+    let steps: [(std::ops::RangeInclusive<i64>, i64, String); 3] = [
         (
             1..=2,
             4,
@@ -192,6 +189,12 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
                 "ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} {ADD_INSTANCE}"
             ),
         ),
+        (
+            3..=3,
+            4,
+            format!("{ADD_INSTANCE} DROP VIEW IF EXISTS decisions;"),
+        ),
+        (4..=4, 5, format!("{WORDS_AND_OUTBOX_5} {OUTBOX}")),
     ];
     let mut at = version;
     for (from, to, sql) in steps {
@@ -199,9 +202,6 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
             upgrade(&db, cfg, at, to, &sql)?;
             at = to;
         }
-    }
-    if at == 4 {
-        upgrade(&db, cfg, 4, 5, &format!("{WORDS_AND_OUTBOX_5} {OUTBOX}"))?;
     }
     db.execute_batch(&format!("{RECORDS} {SIDE_TABLES} {OUTBOX} {VIEW}"))
         .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
