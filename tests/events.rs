@@ -503,7 +503,12 @@ fn a_stream_client_sees_the_decision_of_a_call_placed_after_it_connected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pbx_port = free_port();
     let ports = Ports::new();
-    let cg = callgate(ports, pbx_port, &dir.path().join("audit.db"), "[events]\n");
+    let cg = callgate(
+        ports,
+        pbx_port,
+        &dir.path().join("audit.db"),
+        "[events]\nstream_clients = 2\n",
+    );
     let mut stream = open_stream(ports.admin, None);
     common::await_metric(&cg, "callgate_events_stream_clients", 1.0);
     place_calls(&cg, pbx_port, 1);
@@ -521,6 +526,19 @@ fn a_stream_client_sees_the_decision_of_a_call_placed_after_it_connected() {
     let mut again = open_stream(ports.admin, Some(&id));
     let (replayed, _, replayed_data) = next_event(&mut again);
     assert_eq!((replayed, replayed_data), (end_id, end_data));
+    // Two clients is all it takes here: a third is refused, not queued.
+    let (status, body) = cg.admin("GET", "/v1/events");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("stream_clients"), "{body}");
+}
+
+#[test]
+fn without_events_the_stream_is_not_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cg = callgate(Ports::new(), free_port(), &dir.path().join("audit.db"), "");
+    let (status, body) = cg.admin("GET", "/v1/events");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("[events]"), "{body}");
 }
 
 /// The outbox is bounded in rows: past `outbox_max_events` the oldest
