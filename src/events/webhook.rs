@@ -173,6 +173,9 @@ async fn until_delivered(
     let mut before_retry = Some(before_retry);
     let body = Bytes::from(event.body.clone());
     let mut attempt = 0u32;
+    // Failures are logged in a span with the call's Call-ID (read from
+    // the event only then).
+    let mut span: Option<tracing::Span> = None;
     loop {
         let ts = unix_secs();
         let headers = [
@@ -194,14 +197,27 @@ async fn until_delivered(
         metrics.failed.fetch_add(1, Ordering::Relaxed);
         attempt += 1;
         let wait = backoff(attempt, hook.max_backoff);
-        // One line for the first failure of an event and then every tenth
-        // attempt, not one per retry.
-        if attempt == 1 || attempt % 10 == 0 {
-            tracing::warn!(webhook = %hook.name, url = %hook.url, event = %event.event_id, attempt, error = %error, retry_in_ms = wait.as_millis() as u64, "webhook delivery failed; retrying");
-        }
-        if matches!(outbox.seq_of(&event.event_id), Ok(None)) {
+        let span = span.get_or_insert_with(|| {
+            let call_id = serde_json::from_str::<serde_json::Value>(&event.body)
+                .ok()
+                .and_then(|v| v["call_id"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            tracing::warn_span!("webhook", call_id = %call_id)
+        });
+        let gone = span.in_scope(|| {
+            // One line for the first failure of an event and then every
+            // tenth attempt, not one per retry.
+            if attempt == 1 || attempt % 10 == 0 {
+                tracing::warn!(webhook = %hook.name, url = %hook.url, event = %event.event_id, attempt, error = %error, retry_in_ms = wait.as_millis() as u64, "webhook delivery failed; retrying");
+            }
+            let gone = matches!(outbox.seq_of(&event.event_id), Ok(None));
+            if gone {
+                tracing::error!(webhook = %hook.name, event = %event.event_id, "event removed by the outbox cap before delivery: given up");
+            }
+            gone
+        });
+        if gone {
             metrics.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(webhook = %hook.name, event = %event.event_id, "event removed by the outbox cap before delivery: given up");
             return false;
         }
         if let Some(f) = before_retry.take() {
