@@ -17,6 +17,10 @@
 //! whole deadline. One connection per fetch (`Connection: close`): no
 //! connection is kept for reuse, since certificates are cached for hours
 //! and each signer's host is fetched from rarely (docs/decisions/0008).
+//!
+//! The same client stack POSTs the decision events to the operator's
+//! webhooks ([`post`], `crate::events`): http or https, direct, any
+//! address, the answer's status returned.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -570,13 +574,7 @@ where
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|_| FetchError::BadUrl)?;
-    let (mut sender, conn) = http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| http_error(&e))?;
-    drive(conn, async {
-        let response = sender.send_request(req).await.map_err(|e| http_error(&e))?;
+    send(io, req, |response| async move {
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
@@ -647,9 +645,9 @@ pub async fn post(
             .map_err(|_| FetchError::BadUrl)?;
         if tls {
             let io = handshake(tcp, &host, opts).await?;
-            send(io, req, opts.max_bytes).await
+            send(io, req, |r| drop_answer(r, opts.max_bytes)).await
         } else {
-            send(tcp, req, opts.max_bytes).await
+            send(tcp, req, |r| drop_answer(r, opts.max_bytes)).await
         }
     };
     tokio::time::timeout(opts.timeout, work)
@@ -657,14 +655,17 @@ pub async fn post(
         .map_err(|_| FetchError::Timeout)?
 }
 
-/// Sends `req` over `io` and reads the answer (its body bounded, dropped).
-async fn send<S>(
-    io: S,
-    req: Request<http_body_util::Full<Bytes>>,
-    max_bytes: usize,
-) -> Result<u16, FetchError>
+/// Sends `req` over `io` (hyper's HTTP/1.1 client connection, at most
+/// [`MAX_HEAD`] bytes of response head) and hands the response to
+/// `answer`, driving the connection in the same task ([`drive`]).
+async fn send<S, B, T, F, Fut>(io: S, req: Request<B>, answer: F) -> Result<T, FetchError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: FnOnce(hyper::Response<hyper::body::Incoming>) -> Fut,
+    Fut: Future<Output = Result<T, FetchError>>,
 {
     let (mut sender, conn) = http1::Builder::new()
         .max_buf_size(MAX_HEAD)
@@ -673,15 +674,22 @@ where
         .map_err(|e| http_error(&e))?;
     drive(conn, async {
         let response = sender.send_request(req).await.map_err(|e| http_error(&e))?;
-        let status = response.status().as_u16();
-        // The answer's body is not used; reading it (bounded) lets the
-        // exchange end cleanly.
-        let _ = Limited::new(response.into_body(), max_bytes)
-            .collect()
-            .await;
-        Ok(status)
+        answer(response).await
     })
     .await
+}
+
+/// An answer whose body is not used: its status, the body read (up to
+/// `max_bytes`) so that the exchange ends cleanly, and dropped.
+async fn drop_answer(
+    response: hyper::Response<hyper::body::Incoming>,
+    max_bytes: usize,
+) -> Result<u16, FetchError> {
+    let status = response.status().as_u16();
+    let _ = Limited::new(response.into_body(), max_bytes)
+        .collect()
+        .await;
+    Ok(status)
 }
 
 /// The response `raw` (then the connection's end) read as the answer to
