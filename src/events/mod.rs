@@ -253,6 +253,11 @@ impl Events {
     pub fn metrics(&self) -> &EventMetrics {
         &self.shared.metrics
     }
+
+    /// `[events]` as started (it is read at start only).
+    pub fn config(&self) -> &EventsConfig {
+        &self.shared.config
+    }
 }
 
 /// Why a stream client was not taken.
