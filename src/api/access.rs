@@ -54,9 +54,9 @@ pub enum Need {
     Health,
     /// The enforcement API: an `agent` token at least, always.
     Agent,
-    /// Every call, the review queue: a `supervisor` token at least; none
-    /// while no `[[admin.tokens]]` are configured and not
-    /// `token_for_reads` (as before roles existed).
+    /// Every call, the review queue, the event stream: a `supervisor`
+    /// token at least; none while no `[[admin.tokens]]` are configured
+    /// and not `token_for_reads` (as before roles existed).
     Supervisor,
     /// Everything else: an `ops` token (none for reads unless
     /// `token_for_reads`).
@@ -72,7 +72,11 @@ impl Need {
             (true, ["healthz" | "readyz"]) => Need::Health,
             (true, ["v1", "calls", _, "decision"] | ["v1", "decisions", _]) => Need::Agent,
             (false, ["v1", "calls", _, "step-up" | "verdict"]) => Need::Agent,
-            (true, ["v1", "calls"] | ["v1", "calls", _] | ["v1", "review"]) => Need::Supervisor,
+            // Every call's numbers: the calls, the review queue, the
+            // decision events.
+            (true, ["v1", "calls"] | ["v1", "calls", _] | ["v1", "review"] | ["v1", "events"]) => {
+                Need::Supervisor
+            }
             _ => Need::Ops,
         }
     }
@@ -416,7 +420,7 @@ mod tests {
             // The enforcement API always needs a token.
             assert_eq!(no(&a, m, path, &[host]), Refusal::Token);
         }
-        for path in ["/v1/calls", "/v1/calls/abc", "/v1/review"] {
+        for path in ["/v1/calls", "/v1/calls/abc", "/v1/review", "/v1/events"] {
             assert_eq!(no(&a, &get, path, &[host, agent]), Refusal::Role);
             assert_eq!(ok(&a, &get, path, &[host, sup]), Some("floor".into()));
         }

@@ -6,7 +6,7 @@
 //! | `GET /readyz` | 200 when listening and not draining, else 503 |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`exposition`]): the service's families, the admin API's, build and process |
 //! | `POST /reload` | re-reads the configuration file (as SIGHUP), off the signalling thread |
-//! | `/v1/…` | the operator's API (`callgate ctl`): calls, targets, drain, reload, policy (`v1.rs`); the CRM's enforcement API (`enforce.rs`) |
+//! | `/v1/…` | the operator's API (`callgate ctl`): calls, targets, drain, reload, policy (`v1.rs`); the CRM's enforcement API (`enforce.rs`); `GET /v1/events`, the decision events as Server-Sent Events (`stream.rs`) |
 //!
 //! Every request passes [`access::Access`] first: a `Host` that names the
 //! listener, no cross-site browser origin, a bearer token for anything
@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod operations;
 pub mod process;
 pub mod reason_metrics;
+pub mod stream;
 pub mod tls_metrics;
 mod v1;
 
@@ -50,6 +51,18 @@ pub trait Service: operations::Operations + enforce::Enforcement + Send + Sync +
     ) -> std::fmt::Result;
     /// Re-reads the configuration file (as SIGHUP); the error says why not.
     fn reload(&self) -> Result<(), String>;
+    /// A new client of the event stream, with the events after
+    /// `last_event_id` the service still holds. Blocking (reads the
+    /// store): the API calls it off the runtime. `NotFound` when events
+    /// are off, `Conflict` when the stream has all the clients it takes.
+    fn subscribe_events(
+        &self,
+        _last_event_id: Option<&str>,
+    ) -> Result<stream::EventFeed, operations::OperationError> {
+        Err(operations::OperationError::NotFound(
+            "events are not configured ([events])".to_owned(),
+        ))
+    }
 }
 
 type Shared = Arc<dyn Service>;

@@ -16,6 +16,7 @@
 //! | `GET /v1/calls/{id}/decision`, `GET /v1/decisions/{id}` | the enforcement API (`enforce.rs`): a call's decision for the CRM |
 //! | `POST /v1/calls/{id}/step-up`, `POST /v1/calls/{id}/verdict` | step-up and verdicts, written to the audit trail |
 //! | `GET /v1/review` | calls in progress routed to the review queue |
+//! | `GET /v1/events` | decision events, live, as Server-Sent Events (`stream.rs`); 404 when `[events]` is off |
 //!
 //! Access is checked before any of these (`access.rs`): reads need a
 //! token when `admin.token_for_reads`, every POST and the enforcement API
@@ -50,6 +51,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/calls/{id}/step-up", post(enforce::step_up))
         .route("/v1/calls/{id}/verdict", post(enforce::verdict))
         .route("/v1/review", get(enforce::review))
+        .route("/v1/events", get(super::stream::events))
 }
 
 /// `value` as a JSON answer with `status`.

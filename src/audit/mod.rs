@@ -11,6 +11,7 @@
 //! acknowledged, and SIGTERM flushes before callgate exits.
 
 pub mod budget;
+pub mod outbox;
 pub mod record;
 pub mod report;
 pub mod store;
@@ -22,7 +23,8 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
+pub use outbox::{EventHook, Outbox, OutboxEvent, OutboxSettings, StoredEvent};
+pub use record::{AuditRecord, CallOutcome, FiredRule, Json, RestrictWords, StoredDecision};
 pub use store::decisions;
 pub use verdicts::{Label, Labels, StepUp, Verdict};
 
@@ -171,6 +173,15 @@ pub struct Audit {
 impl Audit {
     /// Opens (creating) the store and starts its writer thread.
     pub fn open(cfg: &AuditConfig) -> Result<Audit, AuditError> {
+        Audit::open_with_outbox(cfg, None)
+    }
+
+    /// [`Audit::open`], with each decision's and call end's event written
+    /// to the outbox in the record's transaction (`outbox.rs`).
+    pub fn open_with_outbox(
+        cfg: &AuditConfig,
+        outbox: Option<OutboxSettings>,
+    ) -> Result<Audit, AuditError> {
         let db = store::open(cfg)?;
         let (tx, rx) = sync_channel(QUEUE);
         let metrics = Arc::new(AuditMetrics::default());
@@ -178,7 +189,7 @@ impl Audit {
         let c = cfg.clone();
         let writer = std::thread::Builder::new()
             .name("callgate-audit".into())
-            .spawn(move || store::writer(db, rx, c, m))
+            .spawn(move || store::writer(db, rx, c, m, outbox))
             .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?
             .thread()
             .clone();
