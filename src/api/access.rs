@@ -441,6 +441,6 @@ mod tests {
         assert_eq!(no(&a, &get, decision, &[host, wrong]), Refusal::Token);
         // Refusals are counted per reason.
         let counted = |r: Refusal| a.refused[r as usize].load(Ordering::Relaxed);
-        assert_eq!((counted(Refusal::Role), counted(Refusal::Token)), (9, 6));
+        assert_eq!((counted(Refusal::Role), counted(Refusal::Token)), (10, 6));
     }
 }
