@@ -506,7 +506,7 @@ fn a_version_1_store_is_upgraded_in_place_with_its_rows() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 6, "upgraded through 4 to the current schema");
+    assert_eq!(version, 7, "upgraded through 4 to the current schema");
     assert_eq!(
         rows[0].record.instance, "",
         "rows from before instance names"
@@ -559,7 +559,7 @@ fn a_version_3_store_gains_the_instance_column_and_keeps_its_view() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 6, "upgraded through 4 to the current schema");
+    assert_eq!(version, 7, "upgraded through 4 to the current schema");
 }
 
 #[test]
@@ -622,7 +622,7 @@ fn a_version_4_store_gains_the_words_and_the_outbox_in_one_step() {
         .expect("inspect");
     assert_eq!(
         (version, outbox),
-        (6, 2),
+        (7, 2),
         "through 5 (words, outbox) to the current schema"
     );
 }

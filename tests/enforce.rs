@@ -598,5 +598,5 @@ fn a_version_4_store_gains_the_step_up_and_verdict_tables() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .expect("inspect");
-    assert_eq!((version, tables), (6, 2));
+    assert_eq!((version, tables), (7, 2));
 }

@@ -50,11 +50,16 @@ pub struct Caller {
 /// What a route needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
+    /// The console's page and assets (`/console/…`): static files that
+    /// hold no data, always open (the page asks for a token and sends it
+    /// with every API request it makes).
+    Page,
     /// `/healthz`, `/readyz`: any token, or none unless `token_for_reads`.
     Health,
     /// The enforcement API: an `agent` token at least, always.
     Agent,
-    /// Every call, the review queue, the event stream: a `supervisor`
+    /// Every call, the review queue, the event stream, the policy's lists
+    /// (adding a number to `fraud` or `allow`): a `supervisor`
     /// token at least; none while no `[[admin.tokens]]` are configured
     /// and not `token_for_reads` (as before roles existed).
     Supervisor,
@@ -69,21 +74,25 @@ impl Need {
         let reads = matches!(*method, Method::GET | Method::HEAD);
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (reads, segments.as_slice()) {
+            (true, ["console", ..]) => Need::Page,
             (true, ["healthz" | "readyz"]) => Need::Health,
-            (true, ["v1", "calls", _, "decision"] | ["v1", "decisions", _]) => Need::Agent,
+            (true, ["v1", "calls", _, "decision"] | ["v1", "decisions", _] | ["v1", "whoami"]) => {
+                Need::Agent
+            }
             (false, ["v1", "calls", _, "step-up" | "verdict"]) => Need::Agent,
             // Every call's numbers: the calls, the review queue, the
             // decision events.
             (true, ["v1", "calls"] | ["v1", "calls", _] | ["v1", "review"] | ["v1", "events"]) => {
                 Need::Supervisor
             }
+            (true, ["v1", "lists"]) | (false, ["v1", "lists", _]) => Need::Supervisor,
             _ => Need::Ops,
         }
     }
 
     fn role(self) -> Role {
         match self {
-            Need::Health | Need::Agent => Role::Agent,
+            Need::Page | Need::Health | Need::Agent => Role::Agent,
             Need::Supervisor => Role::Supervisor,
             Need::Ops => Role::Ops,
         }
@@ -246,9 +255,9 @@ impl Access {
         let need = Need::of(method, path);
         let reads = matches!(*method, Method::GET | Method::HEAD);
         let open_read = reads
-            && !self.token_for_reads
+            && (need == Need::Page || !self.token_for_reads)
             && match need {
-                Need::Health | Need::Ops => true,
+                Need::Page | Need::Health | Need::Ops => true,
                 // Once agents hold tokens, the calls and their numbers
                 // are for supervisors only.
                 Need::Supervisor => !self.roles,
@@ -420,10 +429,27 @@ mod tests {
             // The enforcement API always needs a token.
             assert_eq!(no(&a, m, path, &[host]), Refusal::Token);
         }
-        for path in ["/v1/calls", "/v1/calls/abc", "/v1/review", "/v1/events"] {
-            assert_eq!(no(&a, &get, path, &[host, agent]), Refusal::Role);
-            assert_eq!(ok(&a, &get, path, &[host, sup]), Some("floor".into()));
+        for (m, path) in [
+            (&get, "/v1/calls"),
+            (&get, "/v1/calls/abc"),
+            (&get, "/v1/review"),
+            (&get, "/v1/events"),
+            (&get, "/v1/lists"),
+            (&post, "/v1/lists/fraud"),
+        ] {
+            assert_eq!(no(&a, m, path, &[host, agent]), Refusal::Role);
+            assert_eq!(ok(&a, m, path, &[host, sup]), Some("floor".into()));
         }
+        assert_eq!(
+            ok(&a, &get, "/v1/whoami", &[host, agent]),
+            Some("desk-1".into())
+        );
+        // The console's files are open, also with token_for_reads.
+        assert_eq!(ok(&a, &get, "/console", &[host]), Some("-".into()));
+        assert_eq!(
+            ok(&a, &get, "/console/console.js", &[host]),
+            Some("-".into())
+        );
         for (m, path) in [
             (&post, "/v1/reload"),
             (&post, "/reload"),
@@ -441,6 +467,6 @@ mod tests {
         assert_eq!(no(&a, &get, decision, &[host, wrong]), Refusal::Token);
         // Refusals are counted per reason.
         let counted = |r: Refusal| a.refused[r as usize].load(Ordering::Relaxed);
-        assert_eq!((counted(Refusal::Role), counted(Refusal::Token)), (10, 6));
+        assert_eq!((counted(Refusal::Role), counted(Refusal::Token)), (12, 6));
     }
 }

@@ -147,11 +147,11 @@ pub struct VerdictView {
 }
 
 /// Longest `by` and `method` (characters), and `note`.
-const MAX_NAME: usize = 128;
-const MAX_NOTE: usize = 2000;
+pub(super) const MAX_NAME: usize = 128;
+pub(super) const MAX_NOTE: usize = 2000;
 
 /// Checks a free-text field of a request: `Err` names the field.
-fn field(name: &str, value: &str, max: usize, empty_ok: bool) -> Result<(), String> {
+pub(super) fn field(name: &str, value: &str, max: usize, empty_ok: bool) -> Result<(), String> {
     if value.trim().is_empty() && !empty_ok {
         return Err(format!("{name}: must not be empty"));
     }
@@ -234,7 +234,7 @@ pub(super) async fn by_decision(
 
 /// The JSON body of a request, or the status and reason refusing it (400
 /// when it is not the document, 422 when a field is wrong).
-fn body<T: serde::de::DeserializeOwned>(
+pub(super) fn body<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     check: impl Fn(&T) -> Result<(), String>,
 ) -> Result<T, (StatusCode, String)> {

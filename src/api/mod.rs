@@ -6,7 +6,8 @@
 //! | `GET /readyz` | 200 when listening and not draining, else 503 |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`exposition`]): the service's families, the admin API's, build and process |
 //! | `POST /reload` | re-reads the configuration file (as SIGHUP), off the signalling thread |
-//! | `/v1/…` | the operator's API (`callgate ctl`): calls, targets, drain, reload, policy (`v1.rs`); the CRM's enforcement API (`enforce.rs`); `GET /v1/events`, the decision events as Server-Sent Events (`stream.rs`) |
+//! | `GET /console`, `/console/…` | the console for agents, supervisors and ops, embedded (`console.rs`) |
+//! | `/v1/…` | the operator's API (`callgate ctl`): calls, targets, drain, reload, policy (`v1.rs`); the CRM's enforcement API (`enforce.rs`); `GET /v1/events`, the decision events as Server-Sent Events (`stream.rs`); `GET /v1/whoami` (`console.rs`); the policy's lists (`lists.rs`) |
 //!
 //! Every request passes [`access::Access`] first: a `Host` that names the
 //! listener, no cross-site browser origin, a bearer token for anything
@@ -18,8 +19,10 @@
 //! [`serve`]).
 
 pub mod access;
+mod console;
 pub mod enforce;
 pub mod exhaustion;
+pub mod lists;
 pub mod metrics;
 pub mod operations;
 pub mod process;
@@ -41,7 +44,9 @@ use tokio::net::TcpListener;
 use crate::exposition;
 
 /// What the admin API needs of the running service.
-pub trait Service: operations::Operations + enforce::Enforcement + Send + Sync + 'static {
+pub trait Service:
+    operations::Operations + enforce::Enforcement + lists::ListEditing + Send + Sync + 'static
+{
     /// Listening and not draining.
     fn is_ready(&self) -> bool;
     /// Writes every metric family the service has (see [`exposition`]).
@@ -123,6 +128,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .merge(v1::routes())
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api);
     if let Err(e) = axum::serve(listener, app).await {

@@ -11,6 +11,7 @@
 //! acknowledged, and SIGTERM flushes before callgate exits.
 
 pub mod budget;
+pub mod list_changes;
 pub mod outbox;
 pub mod record;
 pub mod report;
@@ -329,6 +330,11 @@ impl Audit {
     /// Records a verdict; `false` when the queue is full (nothing queued).
     pub fn verdict(&self, verdict: Verdict) -> bool {
         self.send(Job::Verdict(Box::new(verdict)))
+    }
+
+    /// Records a change to a policy list; `false` when the queue is full.
+    pub fn list_change(&self, change: list_changes::ListChange) -> bool {
+        self.send(Job::ListChange(Box::new(change)))
     }
 
     /// The database file (for reads: [`verdicts::find`], [`verdicts::labels`]).

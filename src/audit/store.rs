@@ -33,8 +33,9 @@ use super::{AuditConfig, AuditError, AuditMetrics};
 /// `decisions` keeps schema 2's columns); 4 added `instance`, the name of
 /// the callgate that made the decision; 5 added the words (`level_text`,
 /// `restrict_text`, `verify_text`) and the events outbox; 6 added
-/// `step_ups` and `verdicts` (`verdicts.rs`).
-const SCHEMA_VERSION: i64 = 6;
+/// `step_ups` and `verdicts` (`verdicts.rs`); 7 added `list_changes`
+/// (`list_changes.rs`).
+const SCHEMA_VERSION: i64 = 7;
 
 /// The decisions' fixed part and its indexes (the index names are schema
 /// 2's, kept by the upgrade's rename).
@@ -141,6 +142,8 @@ pub(super) enum Job {
     StepUp(Box<StepUp>),
     /// A verdict on a call (schema 6).
     Verdict(Box<Verdict>),
+    /// A number added to one of the policy's lists (schema 7).
+    ListChange(Box<super::list_changes::ListChange>),
     /// Reply once everything queued before it is committed (or failed).
     Flush(std::sync::mpsc::Sender<bool>),
 }
@@ -187,7 +190,7 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
     // The steps run in order from the store's version; a new schema adds
     // its own step at the end. Schema 3's view is dropped to be made again
     // over the new column.
-    let steps: [(std::ops::RangeInclusive<i64>, i64, String); 4] = [
+    let steps: [(std::ops::RangeInclusive<i64>, i64, String); 5] = [
         (
             1..=2,
             4,
@@ -202,6 +205,7 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         ),
         (4..=4, 5, format!("{WORDS_AND_OUTBOX_5} {OUTBOX}")),
         (5..=5, 6, verdicts::TABLES.to_owned()),
+        (6..=6, 7, super::list_changes::TABLES.to_owned()),
     ];
     let mut at = version;
     for (from, to, sql) in steps {
@@ -211,8 +215,9 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         }
     }
     db.execute_batch(&format!(
-        "{RECORDS} {SIDE_TABLES} {OUTBOX} {VIEW} {}",
-        verdicts::TABLES
+        "{RECORDS} {SIDE_TABLES} {OUTBOX} {VIEW} {} {}",
+        verdicts::TABLES,
+        super::list_changes::TABLES
     ))
     .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
     .map_err(opening)?;
@@ -429,6 +434,7 @@ fn write_batch(
                 }
                 Job::StepUp(step) => verdicts::insert_step_up(&tx, step)?,
                 Job::Verdict(v) => verdicts::insert_verdict(&tx, v)?,
+                Job::ListChange(c) => super::list_changes::insert(&tx, c)?,
                 Job::Flush(_) => {}
             }
         }
@@ -468,8 +474,10 @@ fn prune(db: &Connection, retention_days: u32) -> rusqlite::Result<usize> {
     }
     db.execute_batch("PRAGMA foreign_keys = ON")?;
     let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
-    let deleted =
-        delete_before(db, cutoff).and_then(|n| verdicts::delete_before(db, cutoff).map(|m| n + m));
+    let deleted = delete_before(db, cutoff).and_then(|n| {
+        Ok(n + verdicts::delete_before(db, cutoff)?
+            + super::list_changes::delete_before(db, cutoff)?)
+    });
     db.execute_batch("PRAGMA foreign_keys = OFF")?;
     deleted
 }

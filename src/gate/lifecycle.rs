@@ -10,6 +10,11 @@ use super::{lock, Gate, Phases, Running};
 use crate::config::{Config, Side};
 use crate::sip::proxy::CoreSettings;
 
+/// Held by a reload and by a number added to a policy list
+/// (`lists.rs`): one change of the phases at a time, so neither swaps in
+/// phases built before the other's.
+pub(super) static POLICY_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Gate {
     pub fn is_ready(&self) -> bool {
         !self.draining.load(std::sync::atomic::Ordering::Relaxed)
@@ -71,8 +76,7 @@ impl Gate {
     /// [`Gate::reload`], saying what changed since the last load: the
     /// configuration keys and the policy versions (`control.rs`).
     pub fn reload_and_report(&self) -> Result<crate::api::operations::ReloadView, String> {
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = lock(&ONE_AT_A_TIME);
+        let _one = lock(&POLICY_CHANGES);
         super::notify::reloading();
         let applied = self.apply_reload();
         if let Err(e) = &applied {

@@ -20,6 +20,7 @@ mod control;
 mod edge;
 mod enforce;
 mod lifecycle;
+mod lists;
 mod live;
 pub mod media;
 pub mod notify;

@@ -1,9 +1,13 @@
 //! Operator number lists (allow, block, Do-Not-Originate, known fraud,
 //! customers on file, ...): exact numbers and prefixes, inline in the
-//! policy or in files of one entry per line.
+//! policy or in files of one entry per line. A number added while the
+//! service runs (the console's "add to fraud list") goes into the running
+//! list ([`NumberList::insert`]) and is appended to the list's file
+//! ([`append_to_file`]), so the next reload reads it back.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use crate::stir::passport::canonical_tn;
 
@@ -14,6 +18,18 @@ pub struct NumberList {
     exact: HashSet<String>,
     /// Prefixes (entries written `1555*`), longest first.
     prefixes: Vec<String>,
+    /// The file the entries were read from (`file = "..."`), resolved.
+    pub file: Option<PathBuf>,
+}
+
+/// Why a number could not be added to a list's file.
+#[derive(Debug, thiserror::Error)]
+pub enum ListFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl NumberList {
@@ -51,6 +67,7 @@ impl NumberList {
         if let Some(f) = t.get("file") {
             let f = f.as_str().ok_or("file: expected a path")?;
             let path = base.join(f);
+            list.file = Some(path.clone());
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("file: {}: {e}", path.display()))?;
             for (n, line) in text.lines().enumerate() {
@@ -63,6 +80,20 @@ impl NumberList {
         }
         list.prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
         Ok(list)
+    }
+
+    /// Adds one exact number (not a prefix) to the running list: its
+    /// canonical digits, `Ok(false)` when it was already on it exactly.
+    pub fn insert(&mut self, number: &str) -> Result<(String, bool), String> {
+        let digits = canonical_tn(number);
+        if digits.is_empty()
+            || number.ends_with('*')
+            || number.chars().any(|c| c.is_ascii_alphabetic())
+        {
+            return Err(format!("{number:?} is not a telephone number"));
+        }
+        let new = self.exact.insert(digits.clone());
+        Ok((digits, new))
     }
 
     fn add(&mut self, entry: &str) -> Result<(), String> {
@@ -98,6 +129,46 @@ impl NumberList {
     }
 }
 
+/// Appends `line` (a number, then `# comment` on the same line) to the
+/// list file `path`, atomically: the file's text with the line added is
+/// written to a temporary file beside it, synced, and renamed over it, so
+/// a reader (a reload, a crash) sees the old file or the new one, never
+/// half a line.
+pub fn append_to_file(path: &Path, line: &str) -> Result<(), ListFileError> {
+    let io = |source| ListFileError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(line);
+    text.push('\n');
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +191,31 @@ mod tests {
         assert!(NumberList::from_spec("x", &bad, &dir).is_err());
         assert!(NumberList::from_spec("Bad Name", &spec, &dir).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_number_added_at_run_time_is_on_the_list_and_in_its_file() {
+        let dir = tempfile_dir("added");
+        let _ = std::fs::write(dir.join("fraud.txt"), "+15550111");
+        let spec: toml::Value =
+            toml::from_str("file = \"fraud.txt\"").unwrap_or_else(|e| panic!("{e}"));
+        let mut l = NumberList::from_spec("fraud", &spec, &dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!l.contains("15550122"));
+        assert_eq!(l.insert("+1 555 0122"), Ok(("15550122".into(), true)));
+        assert_eq!(l.insert("+15550122"), Ok(("15550122".into(), false)));
+        assert!(l.contains("15550122"));
+        assert!(l.insert("1555*").is_err() && l.insert("abc").is_err());
+        let file = l.file.clone().unwrap_or_else(|| panic!("the list's file"));
+        append_to_file(&file, "15550122  # by floor").unwrap_or_else(|e| panic!("{e}"));
+        let again = NumberList::from_spec("fraud", &spec, &dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(again.contains("15550111") && again.contains("15550122"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(what: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("callgate-lists-{what}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        dir
     }
 }

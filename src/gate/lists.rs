@@ -1,0 +1,122 @@
+//! A number added to the policy's `fraud` or `allow` list while the
+//! service runs ([`crate::api::lists::ListEditing`], the console's list
+//! actions): recorded in the audit trail (who, what, when, through which
+//! token; committed first), appended to the list's file (atomically,
+//! so a reload or a restart reads it back), then put into the running
+//! policy: the phases are swapped with a copy of the policy whose list
+//! holds the number, so the next call from it scores accordingly. Calls
+//! already in their phases keep the policy they started with. The
+//! policy's version is unchanged (its text is), and its tally goes on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lifecycle::POLICY_CHANGES;
+use super::{lock, Gate};
+use crate::api::lists::{ListAddition, ListChangeView, ListEditing};
+use crate::api::operations::OperationError;
+use crate::audit::list_changes::{self, ListChange};
+use crate::gate::assess::RiskPhase;
+use crate::risk::lists::append_to_file;
+
+/// Longest a list change waits for its audit commit before the API
+/// answers 503 (as a step-up does).
+const COMMIT_WAIT: Duration = Duration::from_secs(3);
+
+fn view(c: ListChange, added: bool) -> ListChangeView {
+    ListChangeView {
+        list: c.list,
+        number: c.number,
+        by: c.by,
+        note: c.note,
+        unix_ms: c.time_ms,
+        token: c.token,
+        added,
+    }
+}
+
+impl ListEditing for Gate {
+    fn add_to_list(
+        &self,
+        list: &str,
+        add: ListAddition,
+        token: &str,
+    ) -> Result<ListChangeView, OperationError> {
+        let _span = tracing::info_span!("list_add", list, token).entered();
+        let audit = self.audit.as_ref().ok_or_else(|| {
+            OperationError::Conflict(
+                "list changes are written to the audit trail: configure [audit] path".to_owned(),
+            )
+        })?;
+        let _one = lock(&POLICY_CHANGES);
+        let phases = self.phases();
+        let risk = phases.risk.as_ref().ok_or_else(|| {
+            OperationError::NotFound("no risk policy is configured ([risk] policy)".to_owned())
+        })?;
+        let mut policy = (*risk.policy).clone();
+        let entry = policy
+            .lists
+            .iter_mut()
+            .find(|l| l.name == list)
+            .ok_or_else(|| OperationError::NotFound(format!("the policy has no [lists.{list}]")))?;
+        let file = entry.file.clone().ok_or_else(|| {
+            OperationError::Conflict(format!(
+                "lists.{list}: the policy names no file to keep the number in (lists.{list}.file)"
+            ))
+        })?;
+        let (digits, added) = entry
+            .insert(&add.number)
+            .map_err(|e| OperationError::Refused(format!("number: {e}")))?;
+        let change = ListChange {
+            time_ms: self.env.unix_ms(),
+            list: list.to_owned(),
+            number: digits,
+            by: add.by,
+            note: add.note,
+            token: token.to_owned(),
+        };
+        if !(audit.list_change(change.clone()) && audit.flush(COMMIT_WAIT)) {
+            return Err(OperationError::Unavailable(
+                "the audit store did not commit in time; nothing was changed, try again".to_owned(),
+            ));
+        }
+        if !added {
+            tracing::info!(number = %change.number, "already on the list");
+            return Ok(view(change, false));
+        }
+        let line = format!(
+            "{}  # {} by {} (token {}){}{}",
+            change.number,
+            crate::events::event::rfc3339(change.time_ms),
+            change.by,
+            change.token,
+            if change.note.is_empty() { "" } else { ": " },
+            change.note
+        );
+        append_to_file(&file, &line).map_err(|e| {
+            OperationError::Unavailable(format!(
+                "lists.{list}.file: {e}; the running list is unchanged"
+            ))
+        })?;
+        let mut next = (*phases).clone();
+        next.risk = Some(Arc::new(RiskPhase {
+            policy: Arc::new(policy),
+            shadow: risk.shadow.clone(),
+            tally: risk.tally.clone(),
+        }));
+        *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        tracing::info!(number = %change.number, file = %file.display(), "added to the policy's list");
+        Ok(view(change, true))
+    }
+
+    fn list_changes(&self, limit: usize) -> Result<Vec<ListChangeView>, OperationError> {
+        let Some(audit) = &self.audit else {
+            return Ok(vec![]);
+        };
+        let changes = list_changes::recent(audit.path(), limit)
+            .map_err(|e| OperationError::Unavailable(e.to_string()))?;
+        // Whether each was new is not stored: a recorded change is shown
+        // as an addition.
+        Ok(changes.into_iter().map(|c| view(c, true)).collect())
+    }
+}
