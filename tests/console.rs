@@ -462,9 +462,41 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     assert_eq!(status, 403, "an agent does not see the review queue");
     let (status, who) = request(&cg, "GET", "/v1/whoami", AGENT, "");
     assert_eq!(
-        (status, who),
-        (200, json!({"name": "desk-1", "role": "agent"}))
+        (status, &who),
+        (200, &json!({"name": "desk-1", "role": "agent"}))
     );
+
+    // The routes the console added, against docs/admin-api.openapi.yaml.
+    let mut answers =
+        vec![json!({"method": "GET", "route": "/v1/whoami", "status": status, "body": who})];
+    let mut record = |method: &str, path: &str, route: &str, body: &str, want: u16| {
+        let (status, v) = request(&cg, method, path, SUPERVISOR, body);
+        assert_eq!(status, want, "{method} {path}: {v:#}");
+        answers
+            .push(json!({"method": method, "route": route, "status": status, "body": v.clone()}));
+        v
+    };
+    let again = json!({"number": OWN_NUMBER, "by": "floor-lead", "note": "twice"}).to_string();
+    let v = record("POST", "/v1/lists/fraud", "/v1/lists/{list}", &again, 200);
+    assert_eq!(v["added"], false, "already on the list: {v:#}");
+    record("POST", "/v1/lists/dno", "/v1/lists/{list}", &again, 404);
+    let bad = json!({"number": "not a number", "by": "floor-lead"}).to_string();
+    record("POST", "/v1/lists/allow", "/v1/lists/{list}", &bad, 422);
+    record("POST", "/v1/lists/allow", "/v1/lists/{list}", "{", 400);
+    let changes = record("GET", "/v1/lists", "/v1/lists", "", 200);
+    let changes = changes["changes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        changes.len(),
+        2,
+        "both recorded, newest first: {changes:#?}"
+    );
+    assert_eq!(changes[1]["token"], "floor-lead");
+    assert_eq!(
+        changes[1]["note"],
+        "asked for an MFA reset, not the customer"
+    );
+    let routes = ["GET /v1/whoami", "GET /v1/lists", "POST /v1/lists/{list}"];
+    common::check_openapi(&json!({"routes": routes, "answers": answers}), dir.path());
 
     // The next call from the number scores with KNOWN_FRAUD: critical,
     // refused with 608.

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `GET /console` | the page (`console/index.html`) |
 //! | `GET /console/console.css`, `GET /console/console.js` | its style and script |
-//! | `GET /v1/whoami` | `{name, role}` of the bearer token (any role) |
+//! | `GET /v1/whoami` | `{name, role}` of the bearer token (any role; routed in `v1.rs`) |
 //!
 //! The page holds no data: it asks for a token, keeps it in the tab's
 //! `sessionStorage`, and sends it as `Authorization: Bearer` with every
@@ -57,7 +57,6 @@ pub(super) fn routes() -> Router<Api> {
             "/console/console.js",
             get(|| async { file(SCRIPT, "text/javascript; charset=utf-8") }),
         )
-        .route("/v1/whoami", get(whoami))
 }
 
 /// One embedded file with the console's security headers.
@@ -82,7 +81,7 @@ fn file(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// `GET /v1/whoami`: the token's name and role.
-async fn whoami(Extension(who): Extension<Option<Caller>>) -> Response {
+pub(super) async fn whoami(Extension(who): Extension<Option<Caller>>) -> Response {
     #[derive(Serialize)]
     struct Whoami<'a> {
         name: &'a str,

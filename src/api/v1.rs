@@ -16,6 +16,7 @@
 //! | `GET /v1/calls/{id}/decision`, `GET /v1/decisions/{id}` | the enforcement API (`enforce.rs`): a call's decision for the CRM |
 //! | `POST /v1/calls/{id}/step-up`, `POST /v1/calls/{id}/verdict` | step-up and verdicts, written to the audit trail |
 //! | `GET /v1/review` | calls in progress routed to the review queue |
+//! | `GET /v1/whoami` | the token's name and role (`console.rs`) |
 //! | `GET /v1/lists`, `POST /v1/lists/{list}` | numbers supervisors added to `fraud` or `allow` (`lists.rs`) |
 //! | `GET /v1/events` | decision events, live, as Server-Sent Events (`stream.rs`); 404 when `[events]` is off |
 //!
@@ -53,6 +54,7 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/calls/{id}/verdict", post(enforce::verdict))
         .route("/v1/review", get(enforce::review))
         .route("/v1/events", get(super::stream::events))
+        .route("/v1/whoami", get(super::console::whoami))
         .route("/v1/lists", get(super::lists::changes))
         .route("/v1/lists/{list}", post(super::lists::add))
 }
