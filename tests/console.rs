@@ -7,7 +7,8 @@
 //! the review queue, marks it fraud and adds the number to the fraud list;
 //! the next call from that number scores with KNOWN_FRAUD and is refused.
 //! An agent token gets the agent view only, and the API refuses it the
-//! supervisor's actions. A screenshot of each view is saved under
+//! supervisor's actions. The supervisor's view follows the decision
+//! events (`[events]`, `GET /v1/events`). A screenshot of each view is saved under
 //! target/console-screenshots/ (docs/img/ shows them).
 
 mod common;
@@ -334,7 +335,7 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     let sup = token_file(dir.path(), "supervisor.token", SUPERVISOR);
     let extra = format!(
         "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n\
-         [risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+         [risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n\n[events]\n",
         pki.trust_dir.display(),
         pki.web_ca.display(),
         policy.display(),
@@ -379,6 +380,8 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     let browser = Browser::start();
     browser.login(&console, SUPERVISOR, "supervisor");
     assert!(browser.displayed("#view-supervisor"), "the supervisor view");
+    // Updated from the event stream (fetch with the bearer token).
+    browser.await_text("#feed-status", "the event stream", |t| t == "live");
     // The call appears live, and in the review queue with its reasons.
     browser.await_text("#calls tbody", "the live call", |t| t.contains("HIGH"));
     let queued = browser.await_text("#review tbody", "the review queue", |t| {
