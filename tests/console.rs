@@ -334,10 +334,8 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     let agent = token_file(dir.path(), "agent.token", AGENT);
     let sup = token_file(dir.path(), "supervisor.token", SUPERVISOR);
     let extra = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n\
-         [risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n\n[events]\n",
-        pki.trust_dir.display(),
-        pki.web_ca.display(),
+        "{}[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n\n[events]\n",
+        common::calls::stir_section(&pki),
         policy.display(),
         db.display()
     );

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use super::AuditError;
@@ -60,16 +60,8 @@ pub(super) fn delete_before(db: &Connection, cutoff_ms: i64) -> rusqlite::Result
 /// than schema 7).
 pub fn recent(path: &Path, limit: usize) -> Result<Vec<ListChange>, AuditError> {
     let read = |e: rusqlite::Error| AuditError::Read(e.to_string());
-    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| AuditError::Open(path.to_owned(), e.to_string()))?;
-    let present: i64 = db
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'list_changes'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(read)?;
-    if present == 0 {
+    let db = super::verdicts::read_only(path)?;
+    if !super::verdicts::has_table(&db, "list_changes").map_err(read)? {
         return Ok(vec![]);
     }
     let mut q = db

@@ -158,15 +158,21 @@ pub(super) const LATEST_VERDICT: &str = "(SELECT v.verdict FROM verdicts v
 
 /// Whether the store has the verdicts table (schema 6 or later).
 pub(super) fn present(db: &Connection) -> rusqlite::Result<bool> {
+    has_table(db, "verdicts")
+}
+
+/// Whether the store has the table `name` (a reader of a store a schema
+/// older than the table's).
+pub(super) fn has_table(db: &Connection, name: &str) -> rusqlite::Result<bool> {
     db.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'verdicts'",
-        [],
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
         |r| r.get::<_, i64>(0),
     )
     .map(|n| n > 0)
 }
 
-fn read_only(path: &Path) -> Result<Connection, AuditError> {
+pub(super) fn read_only(path: &Path) -> Result<Connection, AuditError> {
     Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| AuditError::Open(path.to_owned(), e.to_string()))
 }

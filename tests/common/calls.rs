@@ -118,6 +118,15 @@ pub fn decision_ids(uas: &SippResult) -> Vec<String> {
         .collect()
 }
 
+/// `[stir]` verifying with the test PKI (x5u on loopback).
+pub fn stir_section(pki: &Pki) -> String {
+    format!(
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n",
+        pki.trust_dir.display(),
+        pki.web_ca.display(),
+    )
+}
+
 /// A callgate that verifies STIR (the test PKI, x5u on loopback) and runs
 /// [`POLICY`], PBX at `pbx_port`, with `sections` (`[state]`, and any
 /// other) added: one instance of a group sharing state.
@@ -127,10 +136,8 @@ pub fn sharing_instance(pki: &Pki, pbx_port: u16, sections: &str) -> Callgate {
     std::fs::write(&policy, POLICY).expect("policy");
     let ports = Ports::new();
     let extra = format!(
-        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\n\n\
-         [risk]\npolicy = \"{}\"\n\n{sections}",
-        pki.trust_dir.display(),
-        pki.web_ca.display(),
+        "{}[risk]\npolicy = \"{}\"\n\n{sections}",
+        stir_section(pki),
         policy.display(),
     );
     Callgate::start(

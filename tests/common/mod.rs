@@ -489,10 +489,16 @@ impl Sipp {
             "60s".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = sipp_command(dir.path(), &args)
+        let sipp = Sipp::spawned(scenario_file, &args, dir);
+        wait_bound(port, transport == "t1");
+        sipp
+    }
+
+    /// A sipp process started with `args` in `dir`.
+    fn spawned(scenario_file: &str, args: &[String], dir: tempfile::TempDir) -> Sipp {
+        let child = sipp_command(dir.path(), args)
             .spawn()
             .expect("spawn sipp (apt-get install sip-tester)");
-        wait_bound(port, transport == "t1");
         Sipp {
             child: Some(child),
             name: scenario_file
@@ -504,16 +510,16 @@ impl Sipp {
         }
     }
 
-    /// Runs a sipp UAC to completion (bounded by `-timeout`).
-    pub fn uac(
+    /// A UAC's arguments: `calls` at `rate` per second to `target`, the
+    /// whole run bounded by `timeout`, then `extra`.
+    fn uac_args(
         scenario_file: &str,
         target: &str,
-        calls: u32,
-        rate: u32,
+        (calls, rate): (u32, u32),
         transport: &str,
+        timeout: &str,
         extra: &[&str],
-    ) -> SippResult {
-        let dir = tempfile::tempdir().expect("tempdir");
+    ) -> Vec<String> {
         let mut args: Vec<String> = vec![
             target.into(),
             "-sf".into(),
@@ -529,10 +535,31 @@ impl Sipp {
             "-t".into(),
             transport.into(),
             "-timeout".into(),
-            "60s".into(),
+            timeout.into(),
             "-timeout_error".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Runs a sipp UAC to completion (bounded by `-timeout`).
+    pub fn uac(
+        scenario_file: &str,
+        target: &str,
+        calls: u32,
+        rate: u32,
+        transport: &str,
+        extra: &[&str],
+    ) -> SippResult {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = Sipp::uac_args(
+            scenario_file,
+            target,
+            (calls, rate),
+            transport,
+            "60s",
+            extra,
+        );
         let out = sipp_command(dir.path(), &args).output().expect("run sipp");
         SippResult::from(out, dir)
     }
@@ -546,34 +573,8 @@ impl Sipp {
         transport: &str,
         extra: &[&str],
     ) -> Sipp {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut args: Vec<String> = vec![
-            target.into(),
-            "-sf".into(),
-            scenario_file.into(),
-            "-p".into(),
-            free_port().to_string(),
-            "-m".into(),
-            calls.to_string(),
-            "-t".into(),
-            transport.into(),
-            "-timeout".into(),
-            "120s".into(),
-            "-timeout_error".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let child = sipp_command(dir.path(), &args)
-            .spawn()
-            .expect("spawn sipp (apt-get install sip-tester)");
-        Sipp {
-            child: Some(child),
-            name: scenario_file
-                .rsplit('/')
-                .next()
-                .unwrap_or(scenario_file)
-                .to_owned(),
-            dir,
-        }
+        let args = Sipp::uac_args(scenario_file, target, (calls, 1), transport, "120s", extra);
+        Sipp::spawned(scenario_file, &args, tempfile::tempdir().expect("tempdir"))
     }
 
     /// The sipp process's id (for signals: SIGSTOP makes a silent peer).
