@@ -5,8 +5,16 @@
 //! so a reload or a restart reads it back), then put into the running
 //! policy: the phases are swapped with a copy of the policy whose list
 //! holds the number, so the next call from it scores accordingly. Calls
-//! already in their phases keep the policy they started with. The
-//! policy's version is unchanged (its text is), and its tally goes on.
+//! already in their phases keep the policy they started with, and a
+//! shadow policy whose list reads the same file gets the number too. The
+//! policies' versions are unchanged (their text is), and the tally goes
+//! on.
+//!
+//! The list's file must be writable by callgate (under the systemd unit,
+//! /etc/callgate is read-only: point `file` into the state directory;
+//! docs/operations.md). With several instances, each has its own file
+//! and running list: the number reaches the others when their files do
+//! (a shared path, or configuration management) and they reload.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,10 +106,25 @@ impl ListEditing for Gate {
                 "lists.{list}.file: {e}; the running list is unchanged"
             ))
         })?;
+        // A shadow policy reading the same file sees the number too, as it
+        // would after a reload.
+        let shadow = risk.shadow.as_ref().map(|s| {
+            let same_file = |l: &&mut crate::risk::lists::NumberList| {
+                l.name == list && l.file.as_deref() == Some(file.as_path())
+            };
+            let mut copy = (**s).clone();
+            match copy.lists.iter_mut().find(same_file) {
+                Some(l) => {
+                    let _ = l.insert(&change.number);
+                    Arc::new(copy)
+                }
+                None => s.clone(),
+            }
+        });
         let mut next = (*phases).clone();
         next.risk = Some(Arc::new(RiskPhase {
             policy: Arc::new(policy),
-            shadow: risk.shadow.clone(),
+            shadow,
             tally: risk.tally.clone(),
         }));
         *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
