@@ -321,12 +321,27 @@ fn unsigned_call(dir: &Path, name: &str, calling: &str) -> String {
     p.display().to_string()
 }
 
-#[test]
-fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_effect() {
+/// A callgate for the console: the shipped policy (a copy), STIR with
+/// the test PKI, an audit store, `[events]` when `events`, and an agent
+/// (`desk-1`) and a supervisor (`floor-lead`) token beside the ops one.
+struct Setup {
+    dir: tempfile::TempDir,
+    _pki: common::pki::Pki,
+    _x5u: (
+        u16,
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    ),
+    cg: Callgate,
+    pbx_port: u16,
+    /// The console's URL.
+    console: String,
+}
+
+fn setup(events: bool) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = pki();
     // The x5u server writes the web CA [stir] x5u_ca names.
-    let _x5u = https_server(&pki);
+    let x5u = https_server(&pki);
     let policy = shipped_policy(dir.path());
     let db = dir.path().join("audit.db");
     let ports = Ports::new();
@@ -334,10 +349,11 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     let agent = token_file(dir.path(), "agent.token", AGENT);
     let sup = token_file(dir.path(), "supervisor.token", SUPERVISOR);
     let extra = format!(
-        "{}[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n\n[events]\n",
+        "{}[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n\n{}",
         common::calls::stir_section(&pki),
         policy.display(),
-        db.display()
+        db.display(),
+        if events { "[events]\n" } else { "" }
     );
     let tokens = format!(
         "\n[[admin.tokens]]\nname = \"desk-1\"\nrole = \"agent\"\ntoken_file = \"{}\"\n\
@@ -353,30 +369,88 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     )
     .replacen("\n[log]\n", &format!("{tokens}\n[log]\n"), 1);
     let cg = Callgate::start(ports, &cfg);
-    let console = format!("http://127.0.0.1:{}/console", ports.admin);
+    Setup {
+        console: format!("http://127.0.0.1:{}/console", ports.admin),
+        dir,
+        _pki: pki,
+        _x5u: x5u,
+        cg,
+        pbx_port,
+    }
+}
+
+/// The head of the admin listener's answer to `GET path` (lower case).
+fn head_of(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// Starts the PBX (answering one call) and a call from `calling` held up
+/// for 90 s (unless dropped first).
+fn held_call(s: &Setup, calling: &str) -> (Sipp, Sipp) {
+    let pbx = Sipp::uas(&scenario("uas-basic.xml"), s.pbx_port, 1, "u1", &[]);
+    let held = Sipp::uac_background(
+        &scenario("uac-risk-held.xml"),
+        &s.cg.trunk(),
+        1,
+        "u1",
+        &[
+            "-inf",
+            &unsigned_call(s.dir.path(), "held.csv", calling),
+            "-d",
+            "90000",
+        ],
+    );
+    (pbx, held)
+}
+
+#[test]
+fn without_the_event_stream_the_supervisor_view_polls() {
+    let s = setup(false);
+    let _call = held_call(&s, OWN_NUMBER);
+    let browser = Browser::start();
+    browser.login(&s.console, SUPERVISOR, "supervisor");
+    browser.await_text("#feed-status", "polling", |t| t == "updated every 2 s");
+    browser.await_text("#review tbody", "the call in the review queue", |t| {
+        t.contains("HIGH") && t.contains("OUR numbers")
+    });
+}
+
+#[test]
+fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_effect() {
+    let s = setup(true);
+    let (dir, cg, console) = (&s.dir, &s.cg, &s.console);
+    let ports = cg.ports;
 
     // The page and its files come with the strict policy.
     let (status, page) = common::http(("127.0.0.1", ports.admin), "GET", "/console");
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("/console/console.js"), "{page}");
+    for path in ["/console", "/console/console.js", "/console/console.css"] {
+        let head = head_of(ports.admin, path);
+        assert!(
+            head.contains("content-security-policy: default-src 'self';")
+                && head.contains("x-content-type-options: nosniff"),
+            "{path}: {head}"
+        );
+    }
 
     // The PBX answers the first call (the second is refused by callgate).
-    let _pbx = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 1, "u1", &[]);
-    let held = Sipp::uac_background(
-        &scenario("uac-risk-held.xml"),
-        &cg.trunk(),
-        1,
-        "u1",
-        &[
-            "-inf",
-            &unsigned_call(dir.path(), "first.csv", OWN_NUMBER),
-            "-d",
-            "90000",
-        ],
-    );
+    let (_pbx, held) = held_call(&s, OWN_NUMBER);
 
     let browser = Browser::start();
-    browser.login(&console, SUPERVISOR, "supervisor");
+    browser.login(console, SUPERVISOR, "supervisor");
     assert!(browser.displayed("#view-supervisor"), "the supervisor view");
     // Updated from the event stream (fetch with the bearer token).
     browser.await_text("#feed-status", "the event stream", |t| t == "live");
@@ -424,7 +498,7 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     );
 
     // The agent view of the same call: words, no number, no list actions.
-    let (status, calls) = request(&cg, "GET", "/v1/calls", SUPERVISOR, "");
+    let (status, calls) = request(cg, "GET", "/v1/calls", SUPERVISOR, "");
     assert_eq!(status, 200, "{calls:#}");
     let call_id = calls["calls"][0]["call_id"]
         .as_str()
@@ -457,11 +531,11 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     agent_browser.screenshot("console-agent.png");
     drop(agent_browser);
     let body = json!({"number": OWN_NUMBER, "by": "desk-1", "note": ""}).to_string();
-    let (status, _) = request(&cg, "POST", "/v1/lists/fraud", AGENT, &body);
+    let (status, _) = request(cg, "POST", "/v1/lists/fraud", AGENT, &body);
     assert_eq!(status, 403, "an agent cannot change the lists");
-    let (status, _) = request(&cg, "GET", "/v1/review", AGENT, "");
+    let (status, _) = request(cg, "GET", "/v1/review", AGENT, "");
     assert_eq!(status, 403, "an agent does not see the review queue");
-    let (status, who) = request(&cg, "GET", "/v1/whoami", AGENT, "");
+    let (status, who) = request(cg, "GET", "/v1/whoami", AGENT, "");
     assert_eq!(
         (status, &who),
         (200, &json!({"name": "desk-1", "role": "agent"}))
@@ -471,7 +545,7 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
     let mut answers =
         vec![json!({"method": "GET", "route": "/v1/whoami", "status": status, "body": who})];
     let mut record = |method: &str, path: &str, route: &str, body: &str, want: u16| {
-        let (status, v) = request(&cg, method, path, SUPERVISOR, body);
+        let (status, v) = request(cg, method, path, SUPERVISOR, body);
         assert_eq!(status, want, "{method} {path}: {v:#}");
         answers
             .push(json!({"method": method, "route": route, "status": status, "body": v.clone()}));
@@ -519,7 +593,7 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
 
     // The ops view draws its charts from /metrics.
     let ops_browser = Browser::start();
-    ops_browser.login(&console, common::ADMIN_TOKEN, "ops");
+    ops_browser.login(console, common::ADMIN_TOKEN, "ops");
     ops_browser.click("#tab-ops");
     ops_browser.await_text("#ops-status", "the charts per minute", |t| {
         t.starts_with("updated") && !t.contains("first look")
