@@ -29,6 +29,10 @@
 //!    Defends against a leaked agent token (one per CRM desktop) reloading
 //!    or draining the service.
 //!
+//! The console's files (`/console`, `/console/…`: [`Need::Page`]) pass
+//! 1 and 2 and are open otherwise, also with `token_for_reads`: they
+//! hold no data, and the page sends its token with every API request.
+//!
 //! Refusals are counted in `callgate_admin_refused_total{reason}`. The
 //! caller a request was accepted for ([`Caller`]) travels in its
 //! extensions, for handlers that answer by role or record who acted.
