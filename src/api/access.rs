@@ -466,6 +466,12 @@ mod tests {
             ok(&a, &get, "/console/console.js", &[host]),
             Some("-".into())
         );
+        let mut closed = cfg.clone();
+        closed.token_for_reads = true;
+        let closed = Access::new(&closed, "127.0.0.1:9060".parse().expect("addr"));
+        assert_eq!(ok(&closed, &get, "/console", &[host]), Some("-".into()));
+        assert_eq!(no(&closed, &get, "/v1/targets", &[host]), Refusal::Token);
+        assert_eq!(no(&closed, &post, "/console", &[host]), Refusal::Token);
         for (m, path) in [
             (&post, "/v1/reload"),
             (&post, "/reload"),
