@@ -319,9 +319,11 @@ function bars(node, rows, unit) {
 
 function fmt(v) { return v >= 100 ? String(Math.round(v)) : String(Math.round(v * 10) / 10); }
 
-let previous = null; // {at, levels} for the per-minute rate
+// Samples of the decision totals, for the rate over the last minute; the
+// process's start (every total 0) anchors the first ones.
+let samples = [];
 
-function startOps() { previous = null; every(POLL_MS, loadOps); }
+function startOps() { samples = []; every(POLL_MS, loadOps); }
 
 async function loadOps() {
   const r = await fetch("/metrics", { headers: { "Authorization": "Bearer " + token() }, cache: "no-store" });
@@ -331,11 +333,13 @@ async function loadOps() {
   const levels = ["low", "medium", "high", "critical"];
   const now = Date.now();
   const totals = levels.map((l) => sum("callgate_decisions_total", (x) => x.level === l));
-  // Per minute: the rise since the previous poll, scaled; on the first
-  // poll, the totals since start.
-  const first = !previous;
-  const perMinute = previous ? totals.map((t, i) => Math.max(0, t - previous.totals[i]) * 60000 / Math.max(1, now - previous.at)) : totals;
-  previous = { at: now, totals };
+  const started = sum("process_start_time_seconds", () => true) * 1000;
+  samples.push({ at: now, totals });
+  samples = samples.filter((x) => now - x.at <= 120000);
+  // The newest sample at least a minute old, else the process's start.
+  const base = samples.filter((x) => now - x.at >= 60000).pop() || { at: started || now - 60000, totals: levels.map(() => 0) };
+  const span = Math.max(1000, now - base.at);
+  const perMinute = totals.map((t, i) => Math.max(0, t - base.totals[i]) * 60000 / span);
   bars($("chart-levels"), levels.map((l, i) => ({ label: l, value: perMinute[i], cls: "bar-" + l })));
   const verify = [];
   for (const s of m.filter((s) => s.name === "callgate_stir_verifications_total" && s.labels.status !== "failed")) {
@@ -352,7 +356,7 @@ async function loadOps() {
   }
   bars($("chart-phases"), Object.entries(phases).filter(([, p]) => p.count > 0)
     .map(([name, p]) => ({ label: name, value: p.sum / p.count * 1e6 })));
-  $("ops-status").textContent = "updated " + new Date(now).toLocaleTimeString() + (first ? " (first look: totals since start, per minute from the next)" : "");
+  $("ops-status").textContent = "updated " + new Date(now).toLocaleTimeString() + " · decisions per minute over the last " + Math.round(span / 1000) + " s";
 }
 
 // ---- wiring ------------------------------------------------------------
