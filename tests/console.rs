@@ -565,6 +565,10 @@ fn a_supervisor_works_the_review_queue_in_the_browser_and_the_fraud_list_takes_e
         2,
         "both recorded, newest first: {changes:#?}"
     );
+    assert_eq!(
+        (&changes[0]["added"], &changes[1]["added"]),
+        (&json!(false), &json!(true))
+    );
     assert_eq!(changes[1]["token"], "floor-lead");
     assert_eq!(
         changes[1]["note"],

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS list_changes (
     number TEXT NOT NULL,
     by_whom TEXT NOT NULL,
     note TEXT NOT NULL,
-    token TEXT NOT NULL
+    token TEXT NOT NULL,
+    added INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS list_changes_number ON list_changes(number);
 ";
@@ -39,15 +40,20 @@ pub struct ListChange {
     pub note: String,
     /// The admin token it came through (`[[admin.tokens]] name`).
     pub token: String,
+    /// `false`: the number was on the list already (the request is
+    /// recorded all the same).
+    pub added: bool,
 }
 
 /// Appends a list change (in the writer's transaction).
 pub(super) fn insert(tx: &rusqlite::Transaction<'_>, c: &ListChange) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO list_changes (time_ms, list, number, by_whom, note, token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO list_changes (time_ms, list, number, by_whom, note, token, added)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![c.time_ms, c.list, c.number, c.by, c.note, c.token])
+    .execute(params![
+        c.time_ms, c.list, c.number, c.by, c.note, c.token, c.added
+    ])
     .map(drop)
 }
 
@@ -66,7 +72,7 @@ pub fn recent(path: &Path, limit: usize) -> Result<Vec<ListChange>, AuditError> 
     }
     let mut q = db
         .prepare(
-            "SELECT time_ms, list, number, by_whom, note, token FROM list_changes
+            "SELECT time_ms, list, number, by_whom, note, token, added FROM list_changes
              ORDER BY id DESC LIMIT ?1",
         )
         .map_err(read)?;
@@ -79,6 +85,7 @@ pub fn recent(path: &Path, limit: usize) -> Result<Vec<ListChange>, AuditError> 
                 by: r.get(3)?,
                 note: r.get(4)?,
                 token: r.get(5)?,
+                added: r.get(6)?,
             })
         })
         .map_err(read)?;

@@ -31,7 +31,7 @@ use crate::risk::lists::append_to_file;
 /// answers 503 (as a step-up does).
 const COMMIT_WAIT: Duration = Duration::from_secs(3);
 
-fn view(c: ListChange, added: bool) -> ListChangeView {
+fn view(c: ListChange) -> ListChangeView {
     ListChangeView {
         list: c.list,
         number: c.number,
@@ -39,7 +39,7 @@ fn view(c: ListChange, added: bool) -> ListChangeView {
         note: c.note,
         unix_ms: c.time_ms,
         token: c.token,
-        added,
+        added: c.added,
     }
 }
 
@@ -82,6 +82,7 @@ impl ListEditing for Gate {
             by: add.by,
             note: add.note,
             token: token.to_owned(),
+            added,
         };
         if !(audit.list_change(change.clone()) && audit.flush(COMMIT_WAIT)) {
             return Err(OperationError::Unavailable(
@@ -90,7 +91,7 @@ impl ListEditing for Gate {
         }
         if !added {
             tracing::info!(number = %change.number, "already on the list");
-            return Ok(view(change, false));
+            return Ok(view(change));
         }
         let line = format!(
             "{}  # {} by {} (token {}){}{}",
@@ -129,7 +130,7 @@ impl ListEditing for Gate {
         }));
         *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         tracing::info!(number = %change.number, file = %file.display(), "added to the policy's list");
-        Ok(view(change, true))
+        Ok(view(change))
     }
 
     fn list_changes(&self, limit: usize) -> Result<Vec<ListChangeView>, OperationError> {
@@ -138,8 +139,6 @@ impl ListEditing for Gate {
         };
         let changes = list_changes::recent(audit.path(), limit)
             .map_err(|e| OperationError::Unavailable(e.to_string()))?;
-        // Whether each was new is not stored: a recorded change is shown
-        // as an addition.
-        Ok(changes.into_iter().map(|c| view(c, true)).collect())
+        Ok(changes.into_iter().map(view).collect())
     }
 }
