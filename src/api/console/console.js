@@ -176,7 +176,10 @@ function history(d, listChanges) {
   const items = [];
   for (const s of d.step_ups || []) items.push([s.unix_ms, "step-up (" + s.method + ") by " + s.by + " via " + s.token]);
   for (const v of d.verdicts || []) items.push([v.unix_ms, v.verdict.replace(/_/g, " ") + " by " + v.by + " via " + v.token + (v.note ? ": " + v.note : "")]);
-  for (const c of listChanges || []) items.push([c.unix_ms, "added " + c.number + " to the " + c.list + " list, by " + c.by + " via " + c.token + (c.note ? ": " + c.note : "")]);
+  for (const c of listChanges || []) {
+    const what = c.added ? "added " + c.number + " to the " + c.list + " list" : c.number + " was on the " + c.list + " list already";
+    items.push([c.unix_ms, what + ", by " + c.by + " via " + c.token + (c.note ? ": " + c.note : "")]);
+  }
   items.sort((a, b) => a[0] - b[0]);
   return items.map(([ms, text]) => el("li", {}, time(ms) + " " + text));
 }
