@@ -235,7 +235,8 @@ pub enum TraceVerb {
     /// `DIR/uas.xml` (the other side) and `DIR/README.md` (the sipp
     /// commands) reproducing one dialog of the capture. Exit 0 when
     /// written, 1 when the capture holds no such dialog, 2 when the
-    /// capture, the directory or the --resign key could not be used.
+    /// capture, the directory, the --resign key or the expectations could
+    /// not be used.
     ToSipp {
         /// The capture (pcap or pcapng; UDP, IP fragments reassembled, TCP).
         capture: PathBuf,
@@ -271,6 +272,20 @@ pub enum TraceVerb {
         /// purpose (a test of callgate's freshness check).
         #[arg(long)]
         keep_identity: bool,
+        /// What callgate must do to the call, checked by the scenarios:
+        /// comma-separated `key=value` of `level=low|medium|high|critical`,
+        /// `action=tag|review|reject`, `verstat=VALUE`,
+        /// `reasons=CODE+CODE` (in rule order, or `none`),
+        /// `review_uri=URI` (with action=review), `status=CODE` (with
+        /// action=reject). The UAS then fails (sipp exits non-zero) when the
+        /// INVITE callgate forwards differs; without it, the UAS logs what
+        /// it saw (sipp `-trace_logs`).
+        #[arg(long, value_name = "KEY=VALUE,...", conflicts_with = "expect_file")]
+        expect: Option<String>,
+        /// The same expectations from a file, one `key=value` a line
+        /// (`#` starts a comment line).
+        #[arg(long, value_name = "FILE")]
+        expect_file: Option<PathBuf>,
     },
 }
 

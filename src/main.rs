@@ -54,6 +54,8 @@ fn main() -> ExitCode {
                     resign,
                     x5u,
                     keep_identity,
+                    expect,
+                    expect_file,
                 },
         } => trace::to_sipp(
             &capture,
@@ -63,6 +65,10 @@ fn main() -> ExitCode {
             trace::Identity {
                 resign: resign.zip(x5u),
                 keep: keep_identity,
+            },
+            trace::Expect {
+                list: expect,
+                file: expect_file,
             },
         ),
         Command::Report {

@@ -253,6 +253,35 @@ fn convert_and_replay(pbx_hangs_up: bool, transport: &str) -> common::SippResult
 /// `transport`; returns what the PBX side saw.
 fn replay(w: &Workdir, extra: &[&str], transport: &str, more: &str) -> common::SippResult {
     let sipp_t = if transport == "tcp" { "t1" } else { "u1" };
+    let pbx_port = free_port();
+    let ports = Ports::new();
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port};transport={transport}")],
+            &["sip:127.0.0.1:9;transport=udp".to_owned()],
+            more,
+        ),
+    );
+    let (carrier, pbx) = convert_and_run(w, extra, &cg, pbx_port, sipp_t, &[]);
+    carrier.assert_all_ok(1, "generated UAC (carrier)");
+    pbx.assert_all_ok(1, "generated UAS (PBX)");
+    pbx
+}
+
+/// Converts `w`'s capture with the `extra` options and runs the pair
+/// through the running `cg`: the UAS (with `uas_extra` sipp options) on
+/// `pbx_port`, where `cg` sends calls, the UAC against its trunk over
+/// `sipp_t`; returns what the carrier and the PBX sides saw, unchecked.
+fn convert_and_run(
+    w: &Workdir,
+    extra: &[&str],
+    cg: &Callgate,
+    pbx_port: u16,
+    sipp_t: &str,
+    uas_extra: &[&str],
+) -> (common::SippResult, common::SippResult) {
     let out = &w.out;
     let converted = to_sipp(w, extra);
     assert!(
@@ -265,24 +294,11 @@ fn replay(w: &Workdir, extra: &[&str], transport: &str, more: &str) -> common::S
     assert!(readme.contains("-sf uac.xml"), "{readme}");
     let uac = out.join("uac.xml").display().to_string();
     let uas = out.join("uas.xml").display().to_string();
-
-    let pbx_port = free_port();
-    let pbx = Sipp::uas(&uas, pbx_port, 1, sipp_t, &["-trace_msg"]);
-    let ports = Ports::new();
-    let cg = Callgate::start(
-        ports,
-        &config(
-            ports,
-            &[format!("sip:127.0.0.1:{pbx_port};transport={transport}")],
-            &["sip:127.0.0.1:9;transport=udp".to_owned()],
-            more,
-        ),
-    );
+    let mut uas_args = vec!["-trace_msg"];
+    uas_args.extend_from_slice(uas_extra);
+    let pbx = Sipp::uas(&uas, pbx_port, 1, sipp_t, &uas_args);
     let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, sipp_t, &[]);
-    carrier.assert_all_ok(1, "generated UAC (carrier)");
-    let pbx = pbx.finish();
-    pbx.assert_all_ok(1, "generated UAS (PBX)");
-    pbx
+    (carrier, pbx.finish())
 }
 
 #[test]
@@ -499,4 +515,226 @@ fn replay_sh_runs_a_to_sipp_directory_and_keeps_sipps_logs() {
         "{uas}"
     );
     assert!(read("uac_messages.log").contains("INVITE sip:"));
+}
+
+/// The policy of the expectation tests: a number on the fraud list scores
+/// `weight` (70: high, review; 10: low, tag; 95: critical, 608).
+fn fraud_policy(weight: u32) -> String {
+    format!(
+        r#"
+version = "expect-{weight}"
+[levels]
+medium = 30
+high = 60
+critical = 90
+[level.high]
+action = "review"
+[level.critical]
+action = "reject"
+reject_code = 608
+[review]
+uri = "sip:review@127.0.0.1"
+[lists.fraud]
+numbers = ["+15550199"]
+[[rule]]
+code = "KNOWN_FRAUD"
+weight = {weight}
+when = {{ list = "fraud" }}
+"#
+    )
+}
+
+/// A callgate verifying with the test PKI and deciding under the policy
+/// file `policy`, sending calls to 127.0.0.1:`pbx_port`.
+fn callgate_with_policy(
+    pki: &common::pki::Pki,
+    policy: &std::path::Path,
+    pbx_port: u16,
+) -> Callgate {
+    let more = format!(
+        "[stir]\nenabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true\ndeadline_ms = 2000\n\n[risk]\npolicy = \"{}\"\n",
+        pki.trust_dir.display(),
+        pki.web_ca.display(),
+        policy.display()
+    );
+    let ports = Ports::new();
+    Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port};transport=udp")],
+            &["sip:127.0.0.1:9;transport=udp".to_owned()],
+            &more,
+        ),
+    )
+}
+
+/// A signed capture (stale PASSporT of the test PKI) in a work
+/// directory, with the key to re-sign it (owner-only) and its x5u.
+fn signed_workdir(pki: &common::pki::Pki, x5u: &str) -> (Workdir, String) {
+    let captured = identity_header(
+        &pki.signing,
+        &SignRequest {
+            orig: "+15550199",
+            dest: "+15550100",
+            attest: 'A',
+            origid: "123e4567-e89b-12d3-a456-426614174000",
+            x5u,
+            iat: T0 as i64,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let w = workdir_signed(false, Some(&captured));
+    let key = w.cap.with_file_name("sti-key.pem");
+    std::fs::write(&key, &pki.signing_pem).unwrap_or_else(|e| panic!("{e}"));
+    owner_only(&key);
+    (w, key.display().to_string())
+}
+
+/// `--expect` turns the replay into a regression test of callgate's
+/// decision: the generated UAS checks the level, reasons, verstat and the
+/// review queue's Request-URI on the INVITE callgate forwards. It passes
+/// under the policy that reviews the call, fails (sipp exits non-zero)
+/// once a reload lets the call through to the agents, and passes again
+/// with the policy restored.
+#[test]
+fn an_expectation_fails_the_replay_when_the_policy_lets_the_call_through() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{port}/good.pem");
+    let (w, key) = signed_workdir(&pki, &x5u);
+    let policy = w.cap.with_file_name("policy.toml");
+    std::fs::write(&policy, fraud_policy(70)).unwrap_or_else(|e| panic!("{e}"));
+    let pbx_port = free_port();
+    let cg = callgate_with_policy(&pki, &policy, pbx_port);
+    let expect = "level=high,action=review,review_uri=sip:review@127.0.0.1,\
+                  verstat=TN-Validation-Passed-A,reasons=KNOWN_FRAUD";
+    let args = ["--resign", &key, "--x5u", &x5u, "--expect", expect];
+    let run = || convert_and_run(&w, &args, &cg, pbx_port, "u1", &[]);
+
+    let (carrier, pbx) = run();
+    carrier.assert_all_ok(1, "UAC, reviewing policy");
+    pbx.assert_all_ok(1, "UAS checking the review, reviewing policy");
+    let uas = std::fs::read_to_string(w.out.join("uas.xml")).unwrap_or_default();
+    assert!(uas.contains("check_it=\"true\""), "{uas}");
+
+    // The call now goes to the agents, tagged low: the UAS's checks fail.
+    std::fs::write(&policy, fraud_policy(10)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cg.admin("POST", "/reload"), (200, "reloaded\n".to_owned()));
+    let (_, pbx) = run();
+    assert_ne!(
+        pbx.code,
+        Some(0),
+        "the UAS passed a call that was let through"
+    );
+    assert_eq!(pbx.failed, 1, "{}", pbx.errors);
+    assert!(
+        pbx.errors.contains("Failed regexp match") && pbx.errors.contains("low;"),
+        "{}",
+        pbx.errors
+    );
+    let invites = pbx.received_requests("INVITE");
+    assert_eq!(invites.len(), 1, "{}", pbx.messages);
+    assert!(
+        invites[0].starts_with("INVITE sip:+15550100@"),
+        "{}",
+        invites[0]
+    );
+
+    // Restored: passes again.
+    std::fs::write(&policy, fraud_policy(70)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cg.admin("POST", "/reload"), (200, "reloaded\n".to_owned()));
+    let (carrier, pbx) = run();
+    carrier.assert_all_ok(1, "UAC, policy restored");
+    pbx.assert_all_ok(1, "UAS checking the review, policy restored");
+}
+
+/// `--expect action=reject`: the UAC passes only when callgate refuses
+/// the call with the status (608 under this policy) and it reaches no PBX
+/// (none listens: a forwarded call would end in 408 or 503, not 608).
+#[test]
+fn an_expected_refusal_is_checked_by_the_uac() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{port}/good.pem");
+    let (w, key) = signed_workdir(&pki, &x5u);
+    let policy = w.cap.with_file_name("policy.toml");
+    std::fs::write(&policy, fraud_policy(95)).unwrap_or_else(|e| panic!("{e}"));
+    let cg = callgate_with_policy(&pki, &policy, free_port());
+    let converted = to_sipp(
+        &w,
+        &[
+            "--resign",
+            &key,
+            "--x5u",
+            &x5u,
+            "--expect",
+            "action=reject,status=608",
+        ],
+    );
+    assert!(
+        converted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    let uac = w.out.join("uac.xml").display().to_string();
+    let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, "u1", &[]);
+    carrier.assert_all_ok(1, "UAC expecting the 608");
+    // Under a policy that reviews it, the same UAC fails.
+    std::fs::write(&policy, fraud_policy(70)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cg.admin("POST", "/reload"), (200, "reloaded\n".to_owned()));
+    let converted = to_sipp(
+        &w,
+        &[
+            "--resign",
+            &key,
+            "--x5u",
+            &x5u,
+            "--expect",
+            "action=reject,status=608",
+        ],
+    );
+    assert!(converted.status.success());
+    let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, "u1", &[]);
+    assert_ne!(
+        carrier.code,
+        Some(0),
+        "the UAC passed a call that was not refused"
+    );
+}
+
+/// Without `--expect`, the generated UAS logs what callgate wrote on the
+/// INVITE (sipp's `-trace_logs`), for the tester to read.
+#[test]
+fn without_expectations_the_uas_logs_the_tags_it_saw() {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{port}/good.pem");
+    let (w, key) = signed_workdir(&pki, &x5u);
+    let policy = w.cap.with_file_name("policy.toml");
+    std::fs::write(&policy, fraud_policy(70)).unwrap_or_else(|e| panic!("{e}"));
+    let pbx_port = free_port();
+    let cg = callgate_with_policy(&pki, &policy, pbx_port);
+    let log = w.cap.with_file_name("uas-actions.log");
+    let log_arg = log.display().to_string();
+    let (carrier, pbx) = convert_and_run(
+        &w,
+        &["--resign", &key, "--x5u", &x5u],
+        &cg,
+        pbx_port,
+        "u1",
+        &["-trace_logs", "-log_file", &log_arg],
+    );
+    carrier.assert_all_ok(1, "UAC");
+    pbx.assert_all_ok(1, "logging UAS");
+    let logged = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    for seen in [
+        "callgate forwarded: INVITE sip:review@127.0.0.1",
+        "X-Callgate-Risk: high;score=70;policy=expect-70",
+        "X-Callgate-Reasons: KNOWN_FRAUD",
+        "X-Callgate-Verify: passed;attest=A",
+        "verstat=TN-Validation-Passed-A",
+    ] {
+        assert!(logged.contains(seen), "the log lacks {seen:?}:\n{logged}");
+    }
 }

@@ -23,6 +23,7 @@
 //!   fresh by [`resign`].
 
 pub mod defrag;
+pub mod expect;
 pub mod file;
 pub mod link;
 pub mod resign;

@@ -44,6 +44,7 @@ use bytes::Bytes;
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Limits, SipMessage, StartLine};
 
+use super::expect::Expectations;
 use super::resign::{ResignError, Resigner};
 use super::{Payload, Transport};
 
@@ -87,6 +88,9 @@ pub struct Options {
     pub min_pause_ms: u64,
     /// What becomes of the captured Identity headers.
     pub identity: IdentityMode,
+    /// What callgate must do to the call, checked by the scenarios
+    /// (`--expect`); empty: the UAS logs what it saw.
+    pub expect: Expectations,
 }
 
 impl Default for Options {
@@ -96,6 +100,7 @@ impl Default for Options {
             max_pause_ms: 5_000,
             min_pause_ms: 20,
             identity: IdentityMode::Stale,
+            expect: Expectations::default(),
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct Scenarios {
     pub other_legs: usize,
     /// What was done to the Identity headers of requests.
     pub identity: IdentityNote,
+    /// What the scenarios check callgate did (`--expect`).
+    pub expect: Expectations,
     /// What the tester should know: text sipp would read as a keyword,
     /// characters replaced.
     pub warnings: Vec<String>,
@@ -277,6 +284,10 @@ pub fn convert(
         });
         last = Some(c.time_us);
     }
+    if options.expect.rejects() {
+        // Refused: the caller sees the refusal, the callee nothing.
+        played.truncate(1);
+    }
     let mut warnings = Vec::new();
     let mut identities = 0;
     let uac = scenario(Role::Uac, &played, options, &mut warnings, &mut identities)?;
@@ -309,6 +320,7 @@ pub fn convert(
         retransmissions,
         other_legs,
         identity,
+        expect: options.expect.clone(),
         warnings,
     })
 }
@@ -338,6 +350,9 @@ struct Writer<'w> {
     /// Whether this UAS sends requests in the dialog, and so needs the
     /// caller's From (sipp refuses a variable that is never read).
     keeps_peer: bool,
+    /// The actions on the initial INVITE this side receives: the
+    /// expectations' checks, or the log of what callgate wrote.
+    invite_actions: String,
 }
 
 fn scenario(
@@ -360,6 +375,15 @@ fn scenario(
         last_request_in_dialog: false,
         last_invite_final: None,
         keeps_peer: role == Role::Uas && played.iter().any(|p| !p.from_a && p.c.msg.is_request()),
+        invite_actions: match (role, played.first()) {
+            (Role::Uas, Some(_)) if options.expect.is_empty() => super::expect::uas_log(),
+            (Role::Uas, Some(p)) => {
+                let called = p.c.msg.request_uri().and_then(crate::sip::parties::user_of);
+                let pai = p.c.msg.first(HeaderName::PAssertedIdentity).is_some();
+                options.expect.uas_checks(called.as_deref(), pai)
+            }
+            _ => String::new(),
+        },
     };
     let _ = write!(
         w.out,
@@ -390,6 +414,20 @@ fn scenario(
         } else {
             w.recv(&c.msg, first_received);
             first_received = false;
+        }
+    }
+    if role == Role::Uac && options.expect.rejects() {
+        if let Some(first) = played.first() {
+            w.out.push_str(&options.expect.uac_refusal("refused"));
+            w.last_invite_final = Some(600);
+            match refusal_ack(&first.c.msg) {
+                Some(ack) => w.send(&ack)?,
+                None => w.warnings.push(
+                    "the captured INVITE's headers do not make an ACK: add one to uac.xml after \
+                     the refusal"
+                        .into(),
+                ),
+            }
         }
     }
     if role == Role::Uac {
@@ -428,15 +466,25 @@ impl Writer<'_> {
                 if initial_invite {
                     self.out.push_str(" rrs=\"true\"");
                 }
+                let mut actions = String::new();
                 if first && self.keeps_peer {
                     // The caller's From, tag included: the To of requests
                     // this side sends in the dialog (RFC 3261 §12.2.1.1).
-                    self.out.push_str(
-                        ">\n    <action>\n      <ereg regexp=\"^[^\\r\\n]*\" search_in=\"hdr\" \
-                         header=\"From:\" assign_to=\"peer\"/>\n    </action>\n  </recv>\n",
+                    actions.push_str(
+                        "      <ereg regexp=\"^[^\\r\\n]*\" search_in=\"hdr\" \
+                         header=\"From:\" assign_to=\"peer\"/>\n",
                     );
-                } else {
+                }
+                if first && initial_invite {
+                    actions.push_str(&self.invite_actions);
+                }
+                if actions.is_empty() {
                     self.out.push_str("/>\n");
+                } else {
+                    let _ = write!(
+                        self.out,
+                        ">\n    <action>\n{actions}    </action>\n  </recv>\n"
+                    );
                 }
             }
             StartLine::Response { status, .. } => {
@@ -614,6 +662,33 @@ impl Writer<'_> {
     }
 }
 
+/// The ACK of a refused INVITE (RFC 3261 §17.1.1.3): its Request-URI,
+/// Call-ID, From and top Via, the To of the refusal, CSeq of the INVITE's
+/// number and method ACK. Written with the INVITE's own values, for
+/// [`Writer::send`] to make them fresh as it does for a captured ACK.
+fn refusal_ack(invite: &SipMessage) -> Option<SipMessage> {
+    let mut text = format!(
+        "ACK {} SIP/2.0\r\n",
+        String::from_utf8_lossy(invite.request_uri().unwrap_or(b"sip:invalid"))
+    );
+    for h in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+    ] {
+        if let Some(v) = invite.first(h) {
+            let _ = write!(text, "{}: {}\r\n", h.as_str(), String::from_utf8_lossy(v));
+        }
+    }
+    let number = invite.cseq().map(|c| c.seq).unwrap_or(1);
+    let _ = write!(
+        text,
+        "CSeq: {number} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(Bytes::from(text.into_bytes()), &Limits::default()).ok()
+}
+
 /// `value` (a From or To header value) with its tag parameter (RFC 3261
 /// §19.3) replaced by `tag`, or removed when `tag` is None.
 fn with_tag(value: &str, tag: Option<&str>) -> String {
@@ -736,7 +811,7 @@ fn cdata(s: &str) -> String {
 }
 
 /// Text safe inside an attribute value (XML 1.0 §2.3, §2.4).
-fn attr(s: &str) -> String {
+pub(super) fn attr(s: &str) -> String {
     xml_chars(s)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -782,6 +857,7 @@ pub fn readme(s: &Scenarios, capture: &str) -> String {
         s.other_legs,
     );
     out.push_str(&identity_section(s, &capture.replace('`', "'"), t));
+    out.push_str(&super::expect::readme_section(&s.expect, t));
     if !s.warnings.is_empty() {
         out.push_str("\n## Warnings\n\n");
         for w in &s.warnings {
@@ -811,6 +887,11 @@ fn identity_section(s: &Scenarios, capture: &str, t: &str) -> String {
     } else {
         "CALL-ID".to_owned()
     };
+    let expect = if s.expect.is_empty() {
+        String::new()
+    } else {
+        format!(" --expect '{}'", s.expect.to_list())
+    };
     match &s.identity {
         IdentityNote::Absent => String::new(),
         IdentityNote::Stale(n) => format!(
@@ -835,7 +916,7 @@ fn identity_section(s: &Scenarios, capture: &str, t: &str) -> String {
              that window, and once: the same PASSporT on a second call in the window is \
              a replay (RFC 8224 §12.1), so use `-m 1`. Convert again right before each \
              run, in one line:\n\n```sh\n\
-             callgate trace to-sipp {capture} --out . --call-id {call_id} --resign KEY --x5u {x5u} && \\\n  \
+             callgate trace to-sipp {capture} --out . --call-id {call_id} --resign KEY --x5u {x5u}{expect} && \\\n  \
              sipp 127.0.0.1:5060 -sf uac.xml -i 127.0.0.1 -t {t} -m 1 -timeout 60s -timeout_error\n```\n\n\
              The scenario is static text and sipp cannot sign, so the signature is made \
              here rather than at replay time; a sipp `-inf` CSV regenerated by \
@@ -1016,7 +1097,7 @@ mod tests {
         let s = convert_default(&dialog("call-1", "X-Case: 1"));
         let uas = &s.uas;
         for kept in [
-            "<recv request=\"INVITE\" rrs=\"true\"/>",
+            "<recv request=\"INVITE\" rrs=\"true\">\n    <action>\n",
             "SIP/2.0 100 Trying\n[last_Via:]\n[last_From:]\n[last_To:]\n",
             "SIP/2.0 180 Ringing\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]",
             "<send retrans=\"500\">",
@@ -1035,9 +1116,9 @@ mod tests {
             .unwrap_or_default();
         assert!(bye_ok.contains("[last_To:]\n"), "{bye_ok}");
         assert!(!bye_ok.contains("SIPpTag01"), "{bye_ok}");
-        // It sends no request, so keeps no variable (sipp refuses one
-        // that is never read).
-        assert!(!uas.contains("assign_to"), "{uas}");
+        // It sends no request, so keeps no peer variable (sipp refuses
+        // one that is never read); the log reads those it keeps.
+        assert!(!uas.contains("assign_to=\"peer\""), "{uas}");
         // One 200 to the INVITE: the retransmission is sipp's job.
         assert_eq!(uas.matches("SIP/2.0 200 OK").count(), 2, "{uas}");
     }
@@ -1272,6 +1353,48 @@ mod tests {
             matches!(&err, Some(ToSippError::Resign(ResignError::Header { method, .. })) if method == "INVITE"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn an_expected_refusal_ends_the_uac_at_the_refusal_and_fails_the_uas() {
+        let options = Options {
+            expect: Expectations::parse_list("action=reject,status=608")
+                .unwrap_or_else(|e| panic!("{e}")),
+            ..Options::default()
+        };
+        let s = convert(&dialog("call-r", "X-A: 1"), &Limits::default(), &options)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let uac = &s.uac;
+        for want in [
+            "<recv response=\"608\" next=\"refused\"/>",
+            "ACK sip:+15550100@[remote_ip]:[remote_port] SIP/2.0\n[last_Via:]\n",
+            "[last_To:]\nCall-ID: [call_id]\nCSeq: 1 ACK",
+        ] {
+            assert!(uac.contains(want), "uac.xml lacks {want:?}:\n{uac}");
+        }
+        assert!(!uac.contains("BYE"), "{uac}");
+        assert_eq!(s.uas.matches("<recv").count(), 1, "{}", s.uas);
+        assert!(
+            s.uas.contains("callgate must refuse this call"),
+            "{}",
+            s.uas
+        );
+        assert!(s
+            .uas
+            .contains("<recv request=\"INVITE\" rrs=\"true\">\n    <action>"));
+        let text = readme(&s, "c.pcap");
+        assert!(
+            text.contains("Converted with `--expect 'action=reject,status=608'`"),
+            "{text}"
+        );
+        // Without expectations the UAS logs what it saw.
+        let s = convert_default(&dialog("call-r", "X-A: 1"));
+        assert!(
+            s.uas.contains("<log message=\"X-Callgate-Risk:[$risk]\"/>"),
+            "{}",
+            s.uas
+        );
+        assert!(readme(&s, "c.pcap").contains("-trace_logs"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use callgate::capture::expect::Expectations;
 use callgate::capture::resign::Resigner;
 use callgate::capture::to_sipp::{self, IdentityMode, Options, ToSippError};
 
@@ -16,6 +17,26 @@ pub struct Identity {
     pub keep: bool,
 }
 
+/// What `--expect LIST` and `--expect-file FILE` asked for.
+pub struct Expect {
+    pub list: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl Expect {
+    fn load(self) -> Result<Expectations, String> {
+        match (self.list, self.file) {
+            (Some(list), _) => Expectations::parse_list(&list).map_err(|e| e.to_string()),
+            (None, Some(file)) => {
+                let name = format!("--expect-file {}", file.display());
+                let text = std::fs::read_to_string(&file).map_err(|e| format!("{name}: {e}"))?;
+                Expectations::parse_file(&text, &name).map_err(|e| e.to_string())
+            }
+            (None, None) => Ok(Expectations::default()),
+        }
+    }
+}
+
 /// Reads `capture`, converts the dialog `call_id` (default: the first)
 /// and writes `uac.xml`, `uas.xml` and `README.md` into `out`.
 pub fn to_sipp(
@@ -24,10 +45,15 @@ pub fn to_sipp(
     call_id: Option<String>,
     max_pause_ms: u64,
     identity: Identity,
+    expect: Expect,
 ) -> ExitCode {
     let fail = |code: u8, e: String| {
         eprintln!("trace to-sipp: {e}");
         ExitCode::from(code)
+    };
+    let expect = match expect.load() {
+        Ok(e) => e,
+        Err(e) => return fail(2, e),
     };
     let identity = match identity {
         Identity {
@@ -63,6 +89,7 @@ pub fn to_sipp(
         call_id,
         max_pause_ms,
         identity,
+        expect,
         ..Options::default()
     };
     let scenarios = match to_sipp::convert(&messages, &limits, &options) {
