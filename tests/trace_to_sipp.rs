@@ -207,24 +207,12 @@ fn workdir_signed(pbx_hangs_up: bool, identity: Option<&str>) -> Workdir {
 
 /// Runs `callgate trace to-sipp` on the work directory's capture.
 fn to_sipp(w: &Workdir, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_callgate"))
-        .args(["trace", "to-sipp"])
-        .arg(&w.cap)
-        .arg("--out")
-        .arg(&w.out)
-        .args(extra)
-        .output()
-        .unwrap_or_else(|e| panic!("run callgate: {e}"))
+    common::to_sipp::convert(&w.cap, &w.out, extra)
 }
 
 /// Converts the work directory's capture; fails the test if that fails.
 fn convert(w: &Workdir) {
-    let converted = to_sipp(w, &[]);
-    assert!(
-        converted.status.success(),
-        "to-sipp failed: {}",
-        String::from_utf8_lossy(&converted.stderr)
-    );
+    common::to_sipp::converted(&w.cap, &w.out, &[]);
 }
 
 /// A fresh callgate whose PBX target is 127.0.0.1:`pbx_port` over `transport`.
@@ -282,23 +270,11 @@ fn convert_and_run(
     sipp_t: &str,
     uas_extra: &[&str],
 ) -> (common::SippResult, common::SippResult) {
-    let out = &w.out;
-    let converted = to_sipp(w, extra);
-    assert!(
-        converted.status.success(),
-        "to-sipp failed: {}",
-        String::from_utf8_lossy(&converted.stderr)
-    );
-    let readme = std::fs::read_to_string(out.join("README.md")).unwrap_or_default();
+    common::to_sipp::converted(&w.cap, &w.out, extra);
+    let readme = std::fs::read_to_string(w.out.join("README.md")).unwrap_or_default();
     assert!(readme.contains("sipp -sf uas.xml"), "{readme}");
     assert!(readme.contains("-sf uac.xml"), "{readme}");
-    let uac = out.join("uac.xml").display().to_string();
-    let uas = out.join("uas.xml").display().to_string();
-    let mut uas_args = vec!["-trace_msg"];
-    uas_args.extend_from_slice(uas_extra);
-    let pbx = Sipp::uas(&uas, pbx_port, 1, sipp_t, &uas_args);
-    let carrier = Sipp::uac(&uac, &cg.trunk(), 1, 1, sipp_t, &[]);
-    (carrier, pbx.finish())
+    common::to_sipp::run_pair(&w.out, &cg.trunk(), pbx_port, sipp_t, uas_extra)
 }
 
 #[test]

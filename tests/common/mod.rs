@@ -9,6 +9,8 @@ pub mod netns;
 pub mod pki;
 pub mod redis;
 pub mod srtp;
+pub mod tcpdump;
+pub mod to_sipp;
 pub mod volume;
 
 use std::io::{BufRead, BufReader};
