@@ -29,7 +29,11 @@ const T0: u64 = 1_795_478_400;
 
 /// One Ethernet/IPv4/UDP frame carrying `sip`.
 fn frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), sip: &str) -> Vec<u8> {
-    let data = sip.replace('\n', "\r\n").into_bytes();
+    datagram(src, dst, sip.replace('\n', "\r\n").into_bytes())
+}
+
+/// One Ethernet/IPv4/UDP frame carrying `data`.
+fn datagram(src: ([u8; 4], u16), dst: ([u8; 4], u16), data: Vec<u8>) -> Vec<u8> {
     let udp = UdpHeader {
         source_port: src.1,
         destination_port: dst.1,
@@ -161,18 +165,45 @@ fn dialog(pbx_hangs_up: bool, identity: Option<&str>) -> Vec<(u64, bool, String)
 }
 
 fn pcap_of(dialog: &[(u64, bool, String)]) -> Vec<u8> {
+    pcap_with_rtp(dialog, 0)
+}
+
+/// The media addresses of the captured SDPs (`SDP_CARRIER`, `SDP_PBX`).
+const CARRIER_RTP: ([u8; 4], u16) = ([127, 0, 0, 10], 31000);
+const PBX_RTP: ([u8; 4], u16) = ([127, 0, 0, 20], 42000);
+
+/// The capture of `dialog`, with `rtp` packets of G.711 A-law each way
+/// every 20 ms from 10 ms after the ACK (901 ms) on.
+fn pcap_with_rtp(dialog: &[(u64, bool, String)], rtp: u16) -> Vec<u8> {
     let header = PcapHeader {
         datalink: DataLink::ETHERNET,
         ..Default::default()
     };
+    let mut frames: Vec<(Duration, Vec<u8>)> = dialog
+        .iter()
+        .map(|(ms, from_carrier, text)| {
+            let f = if *from_carrier {
+                frame(CARRIER, PBX, text)
+            } else {
+                frame(PBX, CARRIER, text)
+            };
+            (Duration::from_millis(*ms), f)
+        })
+        .collect();
+    for seq in 0..rtp {
+        let at = Duration::from_millis(911 + 20 * u64::from(seq));
+        for (ssrc, src, dst) in [(7u8, CARRIER_RTP, PBX_RTP), (9, PBX_RTP, CARRIER_RTP)] {
+            let mut data = vec![0x80, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, ssrc];
+            data[2..4].copy_from_slice(&seq.to_be_bytes());
+            data[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+            data.extend_from_slice(&[0xd5; 160]);
+            frames.push((at, datagram(src, dst, data)));
+        }
+    }
+    frames.sort_by_key(|(at, _)| *at);
     let mut w = PcapWriter::with_header(Vec::new(), header).unwrap_or_else(|e| panic!("{e}"));
-    for (ms, from_carrier, text) in dialog {
-        let f = if *from_carrier {
-            frame(CARRIER, PBX, text)
-        } else {
-            frame(PBX, CARRIER, text)
-        };
-        let ts = Duration::from_secs(T0) + Duration::from_millis(*ms);
+    for (at, f) in frames {
+        let ts = Duration::from_secs(T0) + at;
         w.write_packet(&PcapPacket::new(ts, f.len() as u32, &f))
             .unwrap_or_else(|e| panic!("{e}"));
     }
@@ -713,4 +744,61 @@ fn without_expectations_the_uas_logs_the_tags_it_saw() {
     ] {
         assert!(logged.contains(seen), "the log lacks {seen:?}:\n{logged}");
     }
+}
+
+/// The captured call's RTP (15 packets each way) is replayed with it:
+/// the converter writes each side's stream next to the scenarios, each
+/// scenario plays its own from the ACK on (`play_pcap_audio`), and
+/// callgate's relay carries all 30 packets, each to the other side.
+#[test]
+fn the_captured_rtp_is_replayed_through_callgates_relay() {
+    let w = workdir(false);
+    std::fs::write(&w.cap, pcap_with_rtp(&dialog(false, None), 15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pbx_port = free_port();
+    let ports = Ports::new();
+    let relay = common::free_ports(20);
+    let cg = Callgate::start(
+        ports,
+        &config(
+            ports,
+            &[format!("sip:127.0.0.1:{pbx_port};transport=udp")],
+            &["sip:127.0.0.1:9;transport=udp".to_owned()],
+            &format!(
+                "[media]\nenabled = true\nport_min = {relay}\nport_max = {}\n",
+                relay + 19
+            ),
+        ),
+    );
+    convert(&w);
+    for (name, packets) in [("uac-rtp.pcap", 15), ("uas-rtp.pcap", 15)] {
+        let file = std::fs::read(w.out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let read = callgate::capture::read(&file).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.payloads.len(), packets, "{name}");
+    }
+    let uac = std::fs::read_to_string(w.out.join("uac.xml")).unwrap_or_default();
+    assert!(uac.contains("<exec play_pcap_audio=\""), "{uac}");
+    assert!(uac.contains("/uac-rtp.pcap\"/>"), "{uac}");
+    let readme = std::fs::read_to_string(w.out.join("README.md")).unwrap_or_default();
+    assert!(readme.contains("## Media"), "{readme}");
+
+    let pbx = Sipp::uas(
+        &w.out.join("uas.xml").display().to_string(),
+        pbx_port,
+        1,
+        "u1",
+        &["-mp", &common::free_ports(4).to_string()],
+    );
+    let carrier = Sipp::uac(
+        &w.out.join("uac.xml").display().to_string(),
+        &cg.trunk(),
+        1,
+        1,
+        "u1",
+        &["-mp", &common::free_ports(4).to_string()],
+    );
+    carrier.assert_all_ok(1, "UAC playing the caller's RTP");
+    pbx.finish()
+        .assert_all_ok(1, "UAS playing the callee's RTP");
+    common::await_metric(&cg, "callgate_media_packets_total", 30.0);
 }

@@ -26,6 +26,7 @@ pub mod defrag;
 pub mod expect;
 pub mod file;
 pub mod link;
+pub mod media;
 pub mod resign;
 pub mod sip;
 pub mod tcp;

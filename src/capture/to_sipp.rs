@@ -45,6 +45,7 @@ use crate::sip::header::HeaderName;
 use crate::sip::message::{Limits, SipMessage, StartLine};
 
 use super::expect::Expectations;
+use super::media::{self, MediaError};
 use super::resign::{ResignError, Resigner};
 use super::{Payload, Transport};
 
@@ -91,6 +92,10 @@ pub struct Options {
     /// What callgate must do to the call, checked by the scenarios
     /// (`--expect`); empty: the UAS logs what it saw.
     pub expect: Expectations,
+    /// The directory the RTP pcaps are written to, as the scenarios name
+    /// them (sipp opens `play_pcap_audio` files from its working
+    /// directory); empty: names relative to it.
+    pub media_dir: String,
 }
 
 impl Default for Options {
@@ -101,6 +106,7 @@ impl Default for Options {
             min_pause_ms: 20,
             identity: IdentityMode::Stale,
             expect: Expectations::default(),
+            media_dir: String::new(),
         }
     }
 }
@@ -114,6 +120,8 @@ pub enum ToSippError {
     NoSuchCall { wanted: String, found: String },
     #[error(transparent)]
     Resign(#[from] ResignError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
 }
 
 /// One dialog found in a capture, for the listing.
@@ -145,10 +153,26 @@ pub struct Scenarios {
     pub identity: IdentityNote,
     /// What the scenarios check callgate did (`--expect`).
     pub expect: Expectations,
+    /// The dialog's RTP, each side's as the pcap its scenario plays.
+    pub rtp: RtpFiles,
     /// What the tester should know: text sipp would read as a keyword,
     /// characters replaced.
     pub warnings: Vec<String>,
 }
+
+/// The RTP each side sent in the capture, as the pcap files
+/// ([`RTP_FILES`]) their scenarios play; `None` when the capture has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtpFiles {
+    pub uac: Option<Vec<u8>>,
+    pub uas: Option<Vec<u8>>,
+    /// Packets in each.
+    pub uac_packets: usize,
+    pub uas_packets: usize,
+}
+
+/// The names of the RTP pcaps: the UAC's, the UAS's.
+pub const RTP_FILES: [&str; 2] = ["uac-rtp.pcap", "uas-rtp.pcap"];
 
 /// A parsed message of the capture.
 struct Captured {
@@ -223,9 +247,22 @@ impl Role {
 }
 
 /// Converts the chosen dialog of `messages` (SIP messages of a capture,
-/// in capture order) into a sipp scenario pair.
+/// in capture order) into a sipp scenario pair, without media.
 pub fn convert(
     messages: &[Payload],
+    limits: &Limits,
+    options: &Options,
+) -> Result<Scenarios, ToSippError> {
+    convert_with_media(messages, &[], limits, options)
+}
+
+/// [`convert`], and the RTP of the dialog among `datagrams` (the
+/// capture's payloads): each side's scenario plays what it sent, from the
+/// ACK of the 2xx on (RFC 3264 §5: the offer's side receives at the
+/// offer's address, the answer's at the answer's).
+pub fn convert_with_media(
+    messages: &[Payload],
+    datagrams: &[Payload],
     limits: &Limits,
     options: &Options,
 ) -> Result<Scenarios, ToSippError> {
@@ -290,8 +327,47 @@ pub fn convert(
     }
     let mut warnings = Vec::new();
     let mut identities = 0;
-    let uac = scenario(Role::Uac, &played, options, &mut warnings, &mut identities)?;
-    let uas = scenario(Role::Uas, &played, options, &mut warnings, &mut identities)?;
+    let streams = dialog_rtp(&played, datagrams, head.time_us);
+    let mut rtp = RtpFiles::default();
+    let mut plays: [Option<(String, u64)>; 2] = [None, None];
+    for (i, stream) in streams.iter().enumerate() {
+        if stream.is_empty() || options.expect.rejects() {
+            continue;
+        }
+        let file = media::pcap(stream)?;
+        let path = if options.media_dir.is_empty() {
+            RTP_FILES[i].to_owned()
+        } else {
+            format!(
+                "{}/{}",
+                options.media_dir.trim_end_matches('/'),
+                RTP_FILES[i]
+            )
+        };
+        plays[i] = Some((path, media::duration_ms(stream)));
+        if i == 0 {
+            (rtp.uac, rtp.uac_packets) = (Some(file), stream.len());
+        } else {
+            (rtp.uas, rtp.uas_packets) = (Some(file), stream.len());
+        }
+    }
+    let [uac_play, uas_play] = plays;
+    let uac = scenario(
+        Role::Uac,
+        &played,
+        options,
+        uac_play,
+        &mut warnings,
+        &mut identities,
+    )?;
+    let uas = scenario(
+        Role::Uas,
+        &played,
+        options,
+        uas_play,
+        &mut warnings,
+        &mut identities,
+    )?;
     let identity = match &options.identity {
         _ if identities == 0 => IdentityNote::Absent,
         IdentityMode::Stale => {
@@ -321,8 +397,37 @@ pub fn convert(
         other_legs,
         identity,
         expect: options.expect.clone(),
+        rtp,
         warnings,
     })
+}
+
+/// The RTP the UAC side sent (to the answer's audio address) and the UAS
+/// side sent (to the offer's), from `since` on.
+fn dialog_rtp<'p>(
+    played: &[Played<'_>],
+    datagrams: &'p [Payload],
+    since: i64,
+) -> [Vec<&'p Payload>; 2] {
+    let sdp_of = |request: bool| {
+        played.iter().find_map(|p| {
+            let m = &p.c.msg;
+            let fits = if request {
+                p.from_a && m.method_bytes() == Some(b"INVITE")
+            } else {
+                !p.from_a
+                    && is_invite_cseq(m)
+                    && m.status().is_some_and(|s| (200..300).contains(&s))
+            };
+            fits.then(|| media::audio_addr(m.body())).flatten()
+        })
+    };
+    let (offer, answer) = (sdp_of(true), sdp_of(false));
+    let stream = |to: Option<SocketAddr>| {
+        to.map(|a| media::rtp_to(datagrams, a, since))
+            .unwrap_or_default()
+    };
+    [stream(answer), stream(offer)]
 }
 
 /// A message of the chosen dialog and leg, with the time of the message
@@ -353,12 +458,16 @@ struct Writer<'w> {
     /// The actions on the initial INVITE this side receives: the
     /// expectations' checks, or the log of what callgate wrote.
     invite_actions: String,
+    /// The RTP this side plays once the dialog is confirmed (its pcap's
+    /// path and length, ms), until it has started.
+    play: Option<(String, u64)>,
 }
 
 fn scenario(
     role: Role,
     played: &[Played<'_>],
     options: &Options,
+    play: Option<(String, u64)>,
     warnings: &mut Vec<String>,
     identities: &mut usize,
 ) -> Result<String, ResignError> {
@@ -384,6 +493,7 @@ fn scenario(
             }
             _ => String::new(),
         },
+        play,
     };
     let _ = write!(
         w.out,
@@ -414,6 +524,9 @@ fn scenario(
         } else {
             w.recv(&c.msg, first_received);
             first_received = false;
+        }
+        if c.msg.method_bytes() == Some(b"ACK") {
+            w.start_media(options.max_pause_ms);
         }
     }
     if role == Role::Uac && options.expect.rejects() {
@@ -456,6 +569,26 @@ fn is_invite_cseq(msg: &SipMessage) -> bool {
 }
 
 impl Writer<'_> {
+    /// Plays this side's RTP (sipp `play_pcap_audio`, from its media
+    /// port to the address the peer's SDP names) once the dialog is
+    /// confirmed by the ACK.
+    fn start_media(&mut self, max_pause_ms: u64) {
+        let Some((path, ms)) = self.play.take() else {
+            return;
+        };
+        let _ = writeln!(
+            self.out,
+            "  <nop>\n    <action>\n      <exec play_pcap_audio=\"{}\"/>\n    </action>\n  </nop>",
+            attr(&path)
+        );
+        if ms > max_pause_ms {
+            self.warnings.push(format!(
+                "the captured RTP lasts {ms} ms and pauses are at most {max_pause_ms} ms: \
+                 the call may end before it is all played (raise --max-pause-ms)"
+            ));
+        }
+    }
+
     fn recv(&mut self, msg: &SipMessage, first: bool) {
         match msg.start_line() {
             StartLine::Request { .. } => {
@@ -858,12 +991,44 @@ pub fn readme(s: &Scenarios, capture: &str) -> String {
     );
     out.push_str(&identity_section(s, &capture.replace('`', "'"), t));
     out.push_str(&super::expect::readme_section(&s.expect, t));
+    out.push_str(&media_section(&s.rtp));
     if !s.warnings.is_empty() {
         out.push_str("\n## Warnings\n\n");
         for w in &s.warnings {
             let _ = writeln!(out, "- {}", w.replace('`', "'"));
         }
     }
+    out
+}
+
+/// The README's word on the dialog's RTP, when the capture has some.
+fn media_section(rtp: &RtpFiles) -> String {
+    if rtp.uac.is_none() && rtp.uas.is_none() {
+        return String::new();
+    }
+    let mut out = String::from("\n## Media\n\nThe capture has the call's RTP: ");
+    let mut parts = Vec::new();
+    if rtp.uac.is_some() {
+        parts.push(format!(
+            "`uac.xml` plays the {} packets the caller sent (`{}`)",
+            rtp.uac_packets, RTP_FILES[0]
+        ));
+    }
+    if rtp.uas.is_some() {
+        parts.push(format!(
+            "`uas.xml` plays the {} packets the callee sent (`{}`)",
+            rtp.uas_packets, RTP_FILES[1]
+        ));
+    }
+    out.push_str(&parts.join(", and "));
+    out.push_str(
+        ", from the ACK on, with their captured timing (sipp `play_pcap_audio`, from \
+         its media port to the address the other side's SDP names: callgate's relay when \
+         `[media]` is enabled). Give each sipp its own media port (`-mp`) when both run on \
+         one host. That the audio crossed callgate shows in its `callgate_media_packets_total` \
+         (both streams' packets) and on the call's line of `callgate ctl calls`; with \
+         `-trace_msg`, the SDP each side received names the relay.\n",
+    );
     out
 }
 
