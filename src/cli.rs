@@ -243,8 +243,9 @@ pub enum TraceVerb {
         /// The output directory (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// The dialog to convert, by Call-ID (default: the first one; the
-        /// others are listed on stderr).
+        /// The dialog to convert, by Call-ID (default: the first call, an
+        /// initial INVITE, else the first request; the others are listed
+        /// on stderr).
         #[arg(long)]
         call_id: Option<String>,
         /// The longest pause written between two messages, milliseconds.

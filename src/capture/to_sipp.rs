@@ -78,8 +78,8 @@ pub enum IdentityNote {
 /// How the conversion is done.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The dialog to convert (its Call-ID); default: the first dialog whose
-    /// first message is a request.
+    /// The dialog to convert (its Call-ID); default: the first dialog an
+    /// initial INVITE starts, else the first that starts with a request.
     pub call_id: Option<String>,
     /// The longest pause written, milliseconds (a trace may hold a
     /// minutes-long call).
@@ -279,9 +279,12 @@ pub fn convert_with_media(
                     .collect::<Vec<_>>()
                     .join(", "),
             })?,
+        // A capture on a proxy's host is full of keepalive OPTIONS: the
+        // first call is what a tester means.
         None => all
             .iter()
-            .position(|c| c.msg.is_request())
+            .position(|c| c.msg.method_bytes() == Some(b"INVITE") && c.msg.to_tag().is_none())
+            .or_else(|| all.iter().position(|c| c.msg.is_request()))
             .ok_or(ToSippError::NoDialog(all.len()))?,
     };
     let head = &all[first];
@@ -1358,6 +1361,26 @@ mod tests {
             convert(&[], &Limits::default(), &Options::default()).err(),
             Some(ToSippError::NoDialog(0))
         );
+    }
+
+    #[test]
+    fn by_default_the_first_call_is_taken_not_a_keepalive() {
+        let options = sip(
+            "OPTIONS sip:127.0.0.20:5060 SIP/2.0",
+            &[
+                "Via: SIP/2.0/UDP 127.0.0.30:5060;branch=z9hG4bK-ka",
+                "From: <sip:proxy@127.0.0.30>;tag=ka",
+                "To: <sip:127.0.0.20:5060>",
+                "Call-ID: keepalive-1",
+                "CSeq: 1 OPTIONS",
+            ],
+            "",
+        );
+        let mut p = vec![payload(0, "127.0.0.30:5060", PBX, &options)];
+        p.extend(dialog("the-call", "X-A: 1"));
+        assert_eq!(convert_default(&p).call_id, "the-call");
+        // Without a call, the first request's dialog.
+        assert_eq!(convert_default(&p[..1]).call_id, "keepalive-1");
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Tcpdump {
     /// could not (missing, not permitted).
     pub fn start(iface: &str, filter: &str, path: &Path) -> Result<Tcpdump, String> {
         let mut child = Command::new("tcpdump")
-            .args(["-i", iface, "-U", "-n", "-s", "0", "-w"])
+            .args(["-i", iface, "--immediate-mode", "-U", "-n", "-s", "0", "-w"])
             .arg(path)
             .arg(filter)
             .stdin(Stdio::null())
