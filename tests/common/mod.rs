@@ -5,11 +5,11 @@
 
 pub mod calls;
 pub mod carrier;
+pub mod live_capture;
 pub mod netns;
 pub mod pki;
 pub mod redis;
 pub mod srtp;
-pub mod tcpdump;
 pub mod to_sipp;
 pub mod volume;
 
