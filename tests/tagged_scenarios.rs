@@ -76,21 +76,25 @@ fn csv(dir: &std::path::Path, name: &str, lines: &[String]) -> String {
     path.display().to_string()
 }
 
-/// Three calls of a risk scenario, from `n`'s fresh PASSporTs: signed and
+/// Four calls of a risk scenario, from `n`'s fresh PASSporTs: signed and
 /// allow-listed (low), tampered (failed verification: high, reviewed),
-/// unsigned (low, STIR_NONE); and the tags the PBX must see on each.
+/// unsigned (low, STIR_NONE), signed by a caller no rule names (low, no
+/// reasons); and the tags the PBX must see on each.
 fn calls(pki: &Pki, x5u: &str, n: u32) -> (Vec<String>, Vec<String>) {
     let good = token(pki, x5u, "+15550101", n);
     let tampered = token(pki, x5u, "+15550102", n + 1).replacen('.', ".e", 1);
+    let plain = token(pki, x5u, "+15550104", n + 2);
     let callers = vec![
         format!("+15550101;+15550100;Identity: {good};{x5u}"),
         format!("+15550102;+15550100;Identity: {tampered};{x5u}"),
         "+15550103;+15550100;X-No-Identity: unsigned;none".to_owned(),
+        format!("+15550104;+15550100;Identity: {plain};{x5u}"),
     ];
     let expected = vec![
         "low;ALLOWLISTED;TN-Validation-Passed-A".to_owned(),
         "high;STIR_FAILED;TN-Validation-Failed".to_owned(),
         "low;STIR_NONE;No-TN-Validation".to_owned(),
+        "low;;TN-Validation-Passed-A".to_owned(),
     ];
     (callers, expected)
 }
@@ -156,10 +160,15 @@ fn the_tag_checking_uas_passes_right_tags_and_fails_a_wrong_one() {
     for (n, uac) in [(10, "uac-risk.xml"), (20, "uac-csv.xml")] {
         let (callers, expected) = calls(&pki, &x5u, n);
         let pbx = run(&cg, dir, uac, pbx_port, &callers, &expected);
-        pbx.assert_all_ok(3, &format!("uas-risk-tags.xml behind {uac}"));
+        pbx.assert_all_ok(4, &format!("uas-risk-tags.xml behind {uac}"));
         // The checks ran: each call's INVITE carried the tags compared.
         let invites = pbx.received_requests("INVITE");
-        assert_eq!(invites.len(), 3, "{}", pbx.messages);
+        assert_eq!(invites.len(), 4, "{}", pbx.messages);
+        assert!(
+            !invites[3].contains("X-Callgate-Reasons:"),
+            "{}",
+            invites[3]
+        );
         assert!(
             invites[1].contains("X-Callgate-Reasons: STIR_FAILED"),
             "{}",
@@ -173,13 +182,13 @@ fn the_tag_checking_uas_passes_right_tags_and_fails_a_wrong_one() {
     expected[1] = "medium;STIR_FAILED;TN-Validation-Failed".to_owned();
     let pbx = run(&cg, dir, "uac-risk.xml", pbx_port, &callers, &expected);
     assert_eq!(pbx.code, Some(1), "{}", pbx.errors);
-    assert_eq!((pbx.successful, pbx.failed), (2, 1), "{}", pbx.errors);
+    assert_eq!((pbx.successful, pbx.failed), (3, 1), "{}", pbx.errors);
     assert!(pbx.errors.contains("strcmp"), "{}", pbx.errors);
     // And a wrong reason code, the same.
     let (callers, mut expected) = calls(&pki, &x5u, 40);
     expected[2] = "low;;No-TN-Validation".to_owned();
     let pbx = run(&cg, dir, "uac-csv.xml", pbx_port, &callers, &expected);
-    assert_eq!((pbx.successful, pbx.failed), (2, 1), "{}", pbx.errors);
+    assert_eq!((pbx.successful, pbx.failed), (3, 1), "{}", pbx.errors);
 }
 
 #[test]
