@@ -8,6 +8,10 @@
 //! the writer's time per call plus the queueing. Records are built before
 //! the clock starts.
 //!
+//! `answered_call_x256_with_events`: the same with `[events]` on — the
+//! writer also builds each decision's and call end's event and writes it
+//! to the outbox in the same transaction (`src/audit/outbox.rs`).
+//!
 //! `cargo bench --bench audit`
 
 use std::time::{Duration, Instant};
@@ -61,6 +65,14 @@ fn record(i: u64) -> AuditRecord {
         policy_version: "bench-1".into(),
         shadow: None,
         invite: None,
+        level_text: Some("Some doubt: verify the caller.".into()),
+        restrict_text: vec![callgate::audit::RestrictWords {
+            action: "credential-reset".into(),
+            text: "No password reset without step-up.".into(),
+        }],
+        verify_text: Some("Caller ID signature verified.".into()),
+        from_user: None,
+        pai_user: None,
     }
 }
 
@@ -78,8 +90,19 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let audit = Audit::open(&AuditConfig::new(dir.path().join("audit.db")))
         .unwrap_or_else(|e| panic!("{e}"));
+    calls(c, "answered_call_x256", &audit);
+    let path = dir.path().join("events.db");
+    let events = callgate::events::Events::new(&callgate::events::EventsConfig::default(), &path)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let audit = Audit::open_with_outbox(&AuditConfig::new(path), Some(events.outbox()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    calls(c, "answered_call_x256_with_events", &audit);
+}
+
+/// `CALLS` answered calls through `audit`, then a flush, per iteration.
+fn calls(c: &mut Criterion, name: &str, audit: &Audit) {
     let mut next = 0u64;
-    c.bench_function("answered_call_x256", |b| {
+    c.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {

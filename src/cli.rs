@@ -50,6 +50,11 @@ pub enum Command {
         /// Print every replayed call as JSON instead of the differences.
         #[arg(long)]
         json: bool,
+        /// Only the calls agents or supervisors gave a verdict (audit
+        /// store): what the policy would catch (confirmed fraud sent to
+        /// review or rejected) and touch (confirmed customers).
+        #[arg(long, requires = "db")]
+        labelled: bool,
     },
     /// Captured SIP traces for testers: `trace to-sipp` turns a dialog of a
     /// pcap or pcapng into a sipp scenario pair to replay against callgate.

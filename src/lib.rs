@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod env;
+pub mod events;
 pub mod exposition;
 #[doc(hidden)]
 pub mod fuzzing;

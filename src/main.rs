@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             since,
             until,
             json,
+            labelled,
         } => replay::replay(
             &policy,
             db,
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
             since.as_deref(),
             until.as_deref(),
             json,
+            labelled,
         ),
         Command::Trace {
             verb:

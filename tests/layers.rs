@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules the SIP core must not name.
 const POLICY_LAYERS: &[&str] = &[
-    "api", "audit", "cli", "commands", "config", "dns", "gate", "media", "risk", "state", "stir",
+    "api", "audit", "cli", "commands", "config", "dns", "events", "gate", "media", "risk", "state",
+    "stir",
 ];
 
 #[test]

@@ -70,17 +70,29 @@ fn start_kit(media_base: u16) -> Kit {
     );
     let media_min = media_base + (std::process::id() % 50) as u16 * 20;
     let ports = Ports::new();
+    // A webhook whose receiver is not there: the events' families are
+    // exposed (the alert rules use them).
+    let hook_key = dir.path().join("hook.key");
+    std::fs::write(&hook_key, "monitoring-kit-webhook-key-0123").unwrap_or_else(|e| panic!("{e}"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook_key, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     let extra = format!(
         "[media]\nenabled = true\nbind = \"127.0.0.1\"\nport_min = {media_min}\nport_max = {}\n\n\
          [stir]\nenabled = true\ntrust_dir = \"{}\"\n\n\
          [risk]\npolicy = \"{}\"\n\n\
          [audit]\npath = \"{}\"\n\n\
-         [state]\nredis = \"redis://127.0.0.1:{}\"\n",
+         [state]\nredis = \"redis://127.0.0.1:{}\"\n\n\
+         [events]\n\n[[events.webhook]]\nname = \"crm\"\nurl = \"http://127.0.0.1:{}/\"\nsecret_file = \"{}\"\n",
         media_min + 19,
         pki.trust_dir.display(),
         policy.display(),
         dir.path().join("audit.db").display(),
         redis.port,
+        free_port(),
+        hook_key.display(),
     );
     let cg = Callgate::start(
         ports,

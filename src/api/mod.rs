@@ -6,22 +6,25 @@
 //! | `GET /readyz` | 200 when listening and not draining, else 503 |
 //! | `GET /metrics` | Prometheus text format 0.0.4 ([`exposition`]): the service's families, the admin API's, build and process |
 //! | `POST /reload` | re-reads the configuration file (as SIGHUP), off the signalling thread |
-//! | `/v1/…` | the operator's API (`callgate ctl`): calls, targets, drain, reload, policy (`v1.rs`) |
+//! | `/v1/…` | the operator's API (`callgate ctl`): calls, targets, drain, reload, policy (`v1.rs`); the CRM's enforcement API (`enforce.rs`); `GET /v1/events`, the decision events as Server-Sent Events (`stream.rs`) |
 //!
 //! Every request passes [`access::Access`] first: a `Host` that names the
-//! listener, no cross-site browser origin, and the bearer token for
-//! anything that changes state (`[admin]` in docs/configuration.md).
+//! listener, no cross-site browser origin, a bearer token for anything
+//! that changes state, and a role that allows the route (`[admin]` in
+//! docs/configuration.md).
 //!
 //! The API knows the running service only through [`Service`], so it
 //! depends on no layer above it (the gate implements the trait and spawns
 //! [`serve`]).
 
 pub mod access;
+pub mod enforce;
 pub mod exhaustion;
 pub mod metrics;
 pub mod operations;
 pub mod process;
 pub mod reason_metrics;
+pub mod stream;
 pub mod tls_metrics;
 mod v1;
 
@@ -38,7 +41,7 @@ use tokio::net::TcpListener;
 use crate::exposition;
 
 /// What the admin API needs of the running service.
-pub trait Service: operations::Operations + Send + Sync + 'static {
+pub trait Service: operations::Operations + enforce::Enforcement + Send + Sync + 'static {
     /// Listening and not draining.
     fn is_ready(&self) -> bool;
     /// Writes every metric family the service has (see [`exposition`]).
@@ -48,6 +51,18 @@ pub trait Service: operations::Operations + Send + Sync + 'static {
     ) -> std::fmt::Result;
     /// Re-reads the configuration file (as SIGHUP); the error says why not.
     fn reload(&self) -> Result<(), String>;
+    /// A new client of the event stream, with the events after
+    /// `last_event_id` the service still holds. Blocking (reads the
+    /// store): the API calls it off the runtime. `NotFound` when events
+    /// are off, `Conflict` when the stream has all the clients it takes.
+    fn subscribe_events(
+        &self,
+        _last_event_id: Option<&str>,
+    ) -> Result<stream::EventFeed, operations::OperationError> {
+        Err(operations::OperationError::NotFound(
+            "events are not configured ([events])".to_owned(),
+        ))
+    }
 }
 
 type Shared = Arc<dyn Service>;
@@ -116,9 +131,15 @@ pub async fn serve(
 }
 
 /// Runs [`access::Access::check`] before any handler.
-async fn guard(State(api): State<Api>, request: Request, next: Next) -> Response {
-    match api.access.check(request.method(), request.headers()) {
-        Ok(()) => next.run(request).await,
+/// The accepted caller (if a token was sent) goes into the request's
+/// extensions as an `Option<access::Caller>`.
+async fn guard(State(api): State<Api>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    match api.access.check(request.method(), &path, request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(refusal) => {
             tracing::warn!(reason = refusal.as_str(), method = %request.method(), path = %request.uri().path(), "admin request refused");
             let (status, body) = refusal.answer();

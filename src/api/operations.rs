@@ -49,9 +49,14 @@ pub enum OperationError {
     /// The request conflicts with the service's state (409).
     #[error("{0}")]
     Conflict(String),
-    /// A reload that changed nothing: the configuration does not load (422).
+    /// A reload that changed nothing: the configuration does not load; or
+    /// a request whose content is refused (422).
     #[error("{0}")]
     Refused(String),
+    /// Not done now, may be done later: the audit store did not commit
+    /// in time (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A call in progress.

@@ -13,9 +13,14 @@
 //! | `POST /v1/undrain` | take new INVITEs again; 409 while shutting down |
 //! | `POST /v1/reload` | re-read the configuration: what changed, or 422 and why not |
 //! | `GET /v1/policy` | active and shadow policy: versions, rules, disagreements |
+//! | `GET /v1/calls/{id}/decision`, `GET /v1/decisions/{id}` | the enforcement API (`enforce.rs`): a call's decision for the CRM |
+//! | `POST /v1/calls/{id}/step-up`, `POST /v1/calls/{id}/verdict` | step-up and verdicts, written to the audit trail |
+//! | `GET /v1/review` | calls in progress routed to the review queue |
+//! | `GET /v1/events` | decision events, live, as Server-Sent Events (`stream.rs`); 404 when `[events]` is off |
 //!
-//! Access is checked before any of these (`access.rs`): reads need the
-//! token when `admin.token_for_reads`, every POST always. Errors are
+//! Access is checked before any of these (`access.rs`): reads need a
+//! token when `admin.token_for_reads`, every POST and the enforcement API
+//! always, and the token's role must allow the route. Errors are
 //! `{"error": "…"}` with the status saying which kind.
 
 use axum::extract::{Path, State};
@@ -25,6 +30,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 
+use super::enforce;
 use super::operations::OperationError;
 use super::Api;
 
@@ -40,10 +46,16 @@ pub(super) fn routes() -> Router<Api> {
         .route("/v1/undrain", post(undrain))
         .route("/v1/reload", post(reload))
         .route("/v1/policy", get(policy))
+        .route("/v1/calls/{id}/decision", get(enforce::by_call))
+        .route("/v1/decisions/{id}", get(enforce::by_decision))
+        .route("/v1/calls/{id}/step-up", post(enforce::step_up))
+        .route("/v1/calls/{id}/verdict", post(enforce::verdict))
+        .route("/v1/review", get(enforce::review))
+        .route("/v1/events", get(super::stream::events))
 }
 
 /// `value` as a JSON answer with `status`.
-fn json(status: StatusCode, value: &impl Serialize) -> Response {
+pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
@@ -54,7 +66,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response {
 }
 
 /// `{"error": reason}` with `status`.
-fn error(status: StatusCode, reason: &str) -> Response {
+pub(super) fn error(status: StatusCode, reason: &str) -> Response {
     #[derive(Serialize)]
     struct Error<'a> {
         error: &'a str,
@@ -64,7 +76,7 @@ fn error(status: StatusCode, reason: &str) -> Response {
 }
 
 /// The answer to an operation that may be refused.
-fn outcome(result: Result<impl Serialize, OperationError>) -> Response {
+pub(super) fn outcome(result: Result<impl Serialize, OperationError>) -> Response {
     match result {
         Ok(v) => json(StatusCode::OK, &v),
         Err(e) => {
@@ -72,6 +84,7 @@ fn outcome(result: Result<impl Serialize, OperationError>) -> Response {
                 OperationError::NotFound(_) => StatusCode::NOT_FOUND,
                 OperationError::Conflict(_) => StatusCode::CONFLICT,
                 OperationError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                OperationError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             error(status, &e.to_string())
         }

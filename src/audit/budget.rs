@@ -53,6 +53,8 @@ pub(super) fn job_bytes(job: &Job) -> usize {
         }
         Job::Outcome { call_id, .. } => FIXED + call_id.len(),
         Job::Media { call_id, media } => FIXED + call_id.len() + media.len(),
+        Job::StepUp(s) => FIXED + s.call_id.len() + s.by.len() + s.method.len(),
+        Job::Verdict(v) => FIXED + v.call_id.len() + v.by.len() + v.note.len(),
         Job::Flush(_) => 0,
     }
 }

@@ -11,9 +11,11 @@
 //! acknowledged, and SIGTERM flushes before callgate exits.
 
 pub mod budget;
+pub mod outbox;
 pub mod record;
 pub mod report;
 pub mod store;
+pub mod verdicts;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -21,8 +23,10 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
+pub use outbox::{EventHook, Outbox, OutboxEvent, OutboxSettings, StoredEvent};
+pub use record::{AuditRecord, CallOutcome, FiredRule, Json, RestrictWords, StoredDecision};
 pub use store::decisions;
+pub use verdicts::{Label, Labels, StepUp, Verdict};
 
 /// Unix milliseconds now (the audit's clock).
 pub fn store_now_ms() -> i64 {
@@ -161,6 +165,7 @@ pub struct Audit {
     metrics: Arc<AuditMetrics>,
     pub store_invite: bool,
     limits: budget::AuditLimits,
+    path: PathBuf,
     /// INVITE bytes stored per source this minute.
     window: Arc<std::sync::Mutex<budget::SourceWindow>>,
 }
@@ -168,6 +173,15 @@ pub struct Audit {
 impl Audit {
     /// Opens (creating) the store and starts its writer thread.
     pub fn open(cfg: &AuditConfig) -> Result<Audit, AuditError> {
+        Audit::open_with_outbox(cfg, None)
+    }
+
+    /// [`Audit::open`], with each decision's and call end's event written
+    /// to the outbox in the record's transaction (`outbox.rs`).
+    pub fn open_with_outbox(
+        cfg: &AuditConfig,
+        outbox: Option<OutboxSettings>,
+    ) -> Result<Audit, AuditError> {
         let db = store::open(cfg)?;
         let (tx, rx) = sync_channel(QUEUE);
         let metrics = Arc::new(AuditMetrics::default());
@@ -175,7 +189,7 @@ impl Audit {
         let c = cfg.clone();
         let writer = std::thread::Builder::new()
             .name("callgate-audit".into())
-            .spawn(move || store::writer(db, rx, c, m))
+            .spawn(move || store::writer(db, rx, c, m, outbox))
             .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?
             .thread()
             .clone();
@@ -186,6 +200,7 @@ impl Audit {
             metrics,
             store_invite: cfg.store_invite,
             limits: cfg.limits,
+            path: cfg.path.clone(),
             window: Arc::new(std::sync::Mutex::new(budget::SourceWindow::new(
                 std::time::Instant::now(),
             ))),
@@ -304,6 +319,21 @@ impl Audit {
             call_id: call_id.to_owned(),
             media: serde_json::to_string(media).unwrap_or_else(|_| "null".into()),
         });
+    }
+
+    /// Records a step-up; `false` when the queue is full (nothing queued).
+    pub fn step_up(&self, step: StepUp) -> bool {
+        self.send(Job::StepUp(Box::new(step)))
+    }
+
+    /// Records a verdict; `false` when the queue is full (nothing queued).
+    pub fn verdict(&self, verdict: Verdict) -> bool {
+        self.send(Job::Verdict(Box::new(verdict)))
+    }
+
+    /// The database file (for reads: [`verdicts::find`], [`verdicts::labels`]).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// Waits (at most `timeout`) until everything queued before is

@@ -99,11 +99,37 @@ pub struct AuditRecord {
     pub target: Option<String>,
     /// Restricted actions shown to the agent.
     pub restrict: Vec<String>,
+    /// The policy's words for the level (`[level.NAME] text`), when it
+    /// has them (schema 5; absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_text: Option<String>,
+    /// The policy's words for each restricted action that has them
+    /// (`[restrictions]`), in `restrict` order (schema 5).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrict_text: Vec<RestrictWords>,
+    /// The verification path in words, as the agent reads it
+    /// (`X-Callgate-Verify-Text`; schema 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_text: Option<String>,
     pub policy_version: String,
     /// The shadow policy's verdict, when one ran.
     pub shadow: Option<Json>,
     /// The INVITE as received, for `callgate replay`.
     pub invite: Option<String>,
+    /// The user parts of From and of the first P-Asserted-Identity: not
+    /// stored with the record, carried into its decision event
+    /// (`crate::events`).
+    #[serde(skip)]
+    pub from_user: Option<String>,
+    #[serde(skip)]
+    pub pai_user: Option<String>,
+}
+
+/// What an agent is told about one restricted action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestrictWords {
+    pub action: String,
+    pub text: String,
 }
 
 /// How a call ended, recorded when it does.
@@ -147,4 +173,7 @@ pub struct StoredDecision {
     /// jitter, latching, drops), when media was anchored and has ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<serde_json::Value>,
+    /// The latest verdict an agent or supervisor gave (schema 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<super::verdicts::Label>,
 }

@@ -9,6 +9,12 @@
 //! per-instance figures beside the totals: an instance that reviews more
 //! than its peers, or still runs an older policy, is what a consistency
 //! report over a cluster must show.
+//!
+//! Where agents and supervisors gave verdicts (`verdicts.rs`), each rule
+//! gets its **precision**: of the calls it fired on that were labelled
+//! `suspected_fraud` or `confirmed_customer`, the share that were fraud.
+//! A rule whose calls are mostly confirmed customers costs the contact
+//! centre friction for little gain; its weight is the one to lower.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -16,6 +22,23 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::record::StoredDecision;
+use super::verdicts::Label;
+
+/// One rule's calls against the verdicts given on them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RulePrecision {
+    /// Decisions the rule fired in.
+    pub fired: usize,
+    /// Of those, labelled `suspected_fraud` (the latest verdict).
+    pub confirmed_fraud: usize,
+    /// Labelled `confirmed_customer`.
+    pub confirmed_customer: usize,
+    /// Labelled `escalate` (no conclusion: not in the precision).
+    pub escalated: usize,
+    /// confirmed_fraud / (confirmed_fraud + confirmed_customer); `null`
+    /// while none of its calls is labelled either way.
+    pub precision: Option<f64>,
+}
 
 /// One call of a caller, as the report lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +102,10 @@ pub struct Report {
     pub duplicates_skipped: usize,
     /// Rule code → how many decisions it fired in.
     pub by_rule: BTreeMap<String, usize>,
+    /// Rule code → its calls against the verdicts given on them.
+    pub rule_precision: BTreeMap<String, RulePrecision>,
+    /// Decisions with a verdict, by the latest verdict.
+    pub verdicts: BTreeMap<String, usize>,
     pub by_level: BTreeMap<String, usize>,
     pub by_action: BTreeMap<String, usize>,
     pub by_trunk: BTreeMap<String, usize>,
@@ -136,6 +163,8 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
         instances_on_different_policies: false,
         duplicates_skipped: 0,
         by_rule: BTreeMap::new(),
+        rule_precision: BTreeMap::new(),
+        verdicts: BTreeMap::new(),
         by_level: BTreeMap::new(),
         by_action: BTreeMap::new(),
         by_trunk: BTreeMap::new(),
@@ -152,6 +181,17 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
         let rec = &d.record;
         for rule in &rec.rules {
             *r.by_rule.entry(rule.code.clone()).or_default() += 1;
+            let p = r.rule_precision.entry(rule.code.clone()).or_default();
+            p.fired += 1;
+            match d.verdict {
+                Some(Label::SuspectedFraud) => p.confirmed_fraud += 1,
+                Some(Label::ConfirmedCustomer) => p.confirmed_customer += 1,
+                Some(Label::Escalate) => p.escalated += 1,
+                None => {}
+            }
+        }
+        if let Some(v) = d.verdict {
+            *r.verdicts.entry(v.as_str().to_owned()).or_default() += 1;
         }
         let level = if rec.level.is_empty() {
             "none"
@@ -219,6 +259,10 @@ pub fn build(rows: &[StoredDecision], since_ms: Option<i64>, until_ms: Option<i6
                 }
             }
         }
+    }
+    for p in r.rule_precision.values_mut() {
+        let labelled = p.confirmed_fraud + p.confirmed_customer;
+        p.precision = (labelled > 0).then(|| p.confirmed_fraud as f64 / labelled as f64);
     }
     r.review_rate = review_rate(&r.by_action, rows.len());
     for inst in r.by_instance.values_mut() {
@@ -315,6 +359,7 @@ pub fn html(r: &Report) -> String {
         v
     };
     h.push_str(&bars("Decisions by rule", &sorted(&r.by_rule)));
+    precision_table(&mut h, r);
     let levels: Vec<(String, usize)> = ["low", "medium", "high", "critical", "none"]
         .iter()
         .filter_map(|l| r.by_level.get(*l).map(|n| ((*l).to_owned(), *n)))
@@ -372,6 +417,31 @@ pub fn html(r: &Report) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// Each rule's calls against the verdicts given on them.
+fn precision_table(h: &mut String, r: &Report) {
+    h.push_str("<h2>Rules against verdicts</h2>\n");
+    if r.verdicts.is_empty() {
+        h.push_str("<p>No verdicts yet: agents and supervisors give them through the enforcement API.</p>\n");
+        return;
+    }
+    h.push_str("<table><tr><th>rule</th><th>fired</th><th>confirmed fraud</th><th>confirmed customer</th><th>escalated</th><th>precision</th></tr>\n");
+    for (code, p) in &r.rule_precision {
+        let precision = p
+            .precision
+            .map_or_else(|| "–".to_owned(), |v| format!("{:.0}%", v * 100.0));
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{precision}</td></tr>",
+            escape(code),
+            p.fired,
+            p.confirmed_fraud,
+            p.confirmed_customer,
+            p.escalated
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 /// The per-instance table: decisions, review rate, levels and the policy

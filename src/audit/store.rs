@@ -1,14 +1,16 @@
 //! The SQLite store (WAL): schema, the writer thread that commits records
 //! in batches off the call path, outcome updates, retention, and reads.
 //!
-//! Layout (schema 3, docs/audit.md): a decision's fixed part is one row of
+//! Layout (schema 5, docs/audit.md): a decision's fixed part is one row of
 //! `records`, written once; what arrives later or is bulky lives in tables
 //! keyed by that row's id — `outcomes` (how the call ended), `media` (the
 //! relay's statistics), `invites` (the INVITE as received). So the writer
 //! only ever appends: an outcome is a small row of its own instead of a
 //! rewrite of the decision's row (and its page) 200 ms or an hour later.
 //! The view `decisions` joins them back into one row per decision, with
-//! the columns of schema 2, for readers and operators' queries.
+//! the columns of schema 2, for readers and operators' queries. Schema 5
+//! added the policy's words beside the codes and the events outbox
+//! (`outbox.rs`), written in the same transaction as the records.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,15 +22,19 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::outbox::{CallEnd, OutboxSettings, StoredEvent, OUTBOX};
 use super::record::{AuditRecord, CallOutcome, FiredRule, Json, StoredDecision};
+use super::verdicts::{self, StepUp, Verdict};
 use super::{AuditConfig, AuditError, AuditMetrics};
 
 /// Schema version (`PRAGMA user_version`).
 /// 2 added `media` (the relay's per-call statistics); 3 moved outcomes,
 /// media statistics and INVITEs into tables of their own (the view
 /// `decisions` keeps schema 2's columns); 4 added `instance`, the name of
-/// the callgate that made the decision.
-const SCHEMA_VERSION: i64 = 4;
+/// the callgate that made the decision; 5 added the words (`level_text`,
+/// `restrict_text`, `verify_text`) and the events outbox; 6 added
+/// `step_ups` and `verdicts` (`verdicts.rs`).
+const SCHEMA_VERSION: i64 = 6;
 
 /// The decisions' fixed part and its indexes (the index names are schema
 /// 2's, kept by the upgrade's rename).
@@ -52,7 +58,10 @@ CREATE TABLE IF NOT EXISTS records (
     restrict_actions TEXT NOT NULL,
     policy_version TEXT NOT NULL,
     shadow TEXT,
-    instance TEXT NOT NULL DEFAULT ''
+    instance TEXT NOT NULL DEFAULT '',
+    level_text TEXT,
+    restrict_text TEXT NOT NULL DEFAULT '[]',
+    verify_text TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_time ON records(time_ms);
 CREATE INDEX IF NOT EXISTS decisions_call ON records(call_id);
@@ -106,6 +115,16 @@ ALTER TABLE records DROP COLUMN invite;
 /// rows stored before).
 const ADD_INSTANCE: &str = "ALTER TABLE records ADD COLUMN instance TEXT NOT NULL DEFAULT '';";
 
+/// Schema 4 to 5, one step of its own: the policy's words beside the codes
+/// (null and `[]` for the rows stored before) and the events outbox
+/// ([`OUTBOX`]). The view is made again over the new columns.
+const WORDS_AND_OUTBOX_5: &str = "
+ALTER TABLE records ADD COLUMN level_text TEXT;
+ALTER TABLE records ADD COLUMN restrict_text TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE records ADD COLUMN verify_text TEXT;
+DROP VIEW IF EXISTS decisions;
+";
+
 /// What the writer thread is asked to do.
 pub(super) enum Job {
     /// A decision; the INVITE as received, when stored, travels as the
@@ -118,6 +137,10 @@ pub(super) enum Job {
     },
     /// The relay's statistics of a call whose media ended (JSON).
     Media { call_id: String, media: String },
+    /// An agent completed step-up for a call (schema 6).
+    StepUp(Box<StepUp>),
+    /// A verdict on a call (schema 6).
+    Verdict(Box<Verdict>),
     /// Reply once everything queued before it is committed (or failed).
     Flush(std::sync::mpsc::Sender<bool>),
 }
@@ -159,30 +182,61 @@ pub(super) fn open(cfg: &AuditConfig) -> Result<Connection, AuditError> {
         db.execute_batch("ALTER TABLE decisions ADD COLUMN media TEXT")
             .map_err(opening)?;
     }
-    if (1..=3).contains(&version) {
-        // One transaction per upgrade: an interrupted one leaves the old
-        // schema as it was. Schema 3's view is dropped to be made again
-        // over the new column.
-        let upgrade = if version == 3 {
-            format!("BEGIN; {ADD_INSTANCE} DROP VIEW IF EXISTS decisions; COMMIT;")
-        } else {
+    // One transaction per upgrade step, each stamping the version it
+    // reached: an interrupted step leaves the schema before it as it was.
+    // The steps run in order from the store's version; a new schema adds
+    // its own step at the end. Schema 3's view is dropped to be made again
+    // over the new column.
+    let steps: [(std::ops::RangeInclusive<i64>, i64, String); 4] = [
+        (
+            1..=2,
+            4,
             format!(
-                "BEGIN; ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} {ADD_INSTANCE} COMMIT;"
-            )
-        };
-        if let Err(e) = db.execute_batch(&upgrade) {
-            let _ = db.execute_batch("ROLLBACK");
-            return Err(AuditError::Open(
-                cfg.path.clone(),
-                format!("upgrading schema {version} to {SCHEMA_VERSION}: {e}"),
-            ));
+                "ALTER TABLE decisions RENAME TO records; {SIDE_TABLES} {MOVE_COLUMNS_TO_3} {ADD_INSTANCE}"
+            ),
+        ),
+        (
+            3..=3,
+            4,
+            format!("{ADD_INSTANCE} DROP VIEW IF EXISTS decisions;"),
+        ),
+        (4..=4, 5, format!("{WORDS_AND_OUTBOX_5} {OUTBOX}")),
+        (5..=5, 6, verdicts::TABLES.to_owned()),
+    ];
+    let mut at = version;
+    for (from, to, sql) in steps {
+        if from.contains(&at) {
+            upgrade(&db, cfg, at, to, &sql)?;
+            at = to;
         }
-        tracing::info!(path = %cfg.path.display(), from = version, to = SCHEMA_VERSION, "audit store upgraded");
     }
-    db.execute_batch(&format!("{RECORDS} {SIDE_TABLES} {VIEW}"))
-        .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
-        .map_err(opening)?;
+    db.execute_batch(&format!(
+        "{RECORDS} {SIDE_TABLES} {OUTBOX} {VIEW} {}",
+        verdicts::TABLES
+    ))
+    .and_then(|_| db.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+    .map_err(opening)?;
     Ok(db)
+}
+
+/// Runs one upgrade step `from` → `to` in a transaction that also stamps
+/// `to`; on failure rolls back and says which step failed.
+fn upgrade(
+    db: &Connection,
+    cfg: &AuditConfig,
+    from: i64,
+    to: i64,
+    sql: &str,
+) -> Result<(), AuditError> {
+    if let Err(e) = db.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {to}; COMMIT;")) {
+        let _ = db.execute_batch("ROLLBACK");
+        return Err(AuditError::Open(
+            cfg.path.clone(),
+            format!("upgrading schema {from} to {to}: {e}"),
+        ));
+    }
+    tracing::info!(path = %cfg.path.display(), from, to, "audit store upgraded");
+    Ok(())
 }
 
 fn json(v: &impl serde::Serialize) -> String {
@@ -229,13 +283,18 @@ impl OpenRecords {
 /// answer, then the duration at BYE). The record's id comes from `open`
 /// (or this batch) when known, else from the table; `open` learns this
 /// batch's records and forgets ended calls only once the batch committed.
+/// With an `outbox`, each decision and each call's end also leaves its
+/// event there, in the same transaction (`outbox.rs`).
 fn write_batch(
     db: &mut Connection,
     jobs: &[Job],
     open: &mut OpenRecords,
-) -> rusqlite::Result<usize> {
+    outbox: Option<&OutboxSettings>,
+) -> rusqlite::Result<Written> {
     let tx = db.transaction()?;
     let mut written = 0;
+    let mut events = Vec::new();
+    let mut evicted = 0;
     // This batch's records by Call-ID (the latest wins), and the calls
     // that ended: `open` learns them once the batch is committed.
     let mut opened: HashMap<&str, i64> = HashMap::new();
@@ -244,9 +303,26 @@ fn write_batch(
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (decision_id, time_ms, call_id, side, trunk, calling, called,
              verification, signals, rules, score, level, action, target, restrict_actions,
-             policy_version, shadow, instance)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+             policy_version, shadow, instance, level_text, restrict_text, verify_text)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)",
         )?;
+        // A retried batch or a repeated call end writes its event once.
+        let mut event = tx.prepare_cached(
+            "INSERT OR IGNORE INTO outbox (event_id, kind, time_ms, body) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut decided =
+            tx.prepare_cached("SELECT decision_id, instance FROM records WHERE id = ?1")?;
+        let mut publish = |e: super::outbox::OutboxEvent| -> rusqlite::Result<()> {
+            if event.execute(params![e.event_id, e.kind, e.time_ms, e.body])? == 1 {
+                events.push(StoredEvent {
+                    seq: tx.last_insert_rowid(),
+                    event_id: e.event_id,
+                    kind: e.kind.to_owned(),
+                    body: e.body,
+                });
+            }
+            Ok(())
+        };
         let mut invite =
             tx.prepare_cached("INSERT INTO invites (record, invite) VALUES (?1, ?2)")?;
         let mut latest = tx
@@ -291,6 +367,9 @@ fn write_batch(
                         r.policy_version,
                         r.shadow.as_ref().map(Json::get),
                         r.instance,
+                        r.level_text,
+                        json(&r.restrict_text),
+                        r.verify_text,
                     ])?;
                     let id = tx.last_insert_rowid();
                     let text = r
@@ -303,6 +382,9 @@ fn write_batch(
                     }
                     opened.insert(&r.call_id, id);
                     written += 1;
+                    if let Some(o) = outbox {
+                        publish(o.hook.decision(r))?;
+                    }
                 }
                 Job::Outcome {
                     call_id,
@@ -321,6 +403,23 @@ fn write_batch(
                     // Answered without a duration: the BYE's outcome is to come.
                     if !(matches!(o, CallOutcome::Answered) && duration_ms.is_none()) {
                         closed.push(call_id);
+                        // (A record retention removed meanwhile has no event.)
+                        let decided = match outbox {
+                            Some(_) => decided
+                                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()?,
+                            None => None,
+                        };
+                        if let (Some(out), Some((decision_id, instance))) = (outbox, decided) {
+                            publish(out.hook.call_end(&CallEnd {
+                                call_id,
+                                decision_id,
+                                instance,
+                                outcome: *o,
+                                duration_ms: *duration_ms,
+                                time_ms: now_ms(),
+                            }))?;
+                        }
                     }
                 }
                 Job::Media { call_id, media: m } => {
@@ -328,13 +427,36 @@ fn write_batch(
                         media.execute(params![id, m])?;
                     }
                 }
+                Job::StepUp(step) => verdicts::insert_step_up(&tx, step)?,
+                Job::Verdict(v) => verdicts::insert_verdict(&tx, v)?,
                 Job::Flush(_) => {}
+            }
+        }
+        // The cap: the oldest rows go (AUTOINCREMENT: `seq` never repeats,
+        // so the newest minus the cap is the line).
+        if let (Some(o), Some(last)) = (outbox, events.last()) {
+            let line = last.seq - i64::try_from(o.max_events).unwrap_or(i64::MAX);
+            if line > 0 {
+                evicted = tx.execute("DELETE FROM outbox WHERE seq <= ?1", [line])?;
             }
         }
     }
     tx.commit()?;
     open.apply(opened, closed);
-    Ok(written)
+    Ok(Written {
+        records: written,
+        events,
+        evicted,
+    })
+}
+
+/// What a committed batch wrote.
+struct Written {
+    records: usize,
+    /// Its events, in outbox order.
+    events: Vec<StoredEvent>,
+    /// Outbox rows its cap removed.
+    evicted: usize,
 }
 
 /// Deletes decisions older than the retention, a chunk at a time.
@@ -345,7 +467,9 @@ fn prune(db: &Connection, retention_days: u32) -> rusqlite::Result<usize> {
         return Ok(0);
     }
     db.execute_batch("PRAGMA foreign_keys = ON")?;
-    let deleted = delete_before(db, now_ms() - i64::from(retention_days) * 86_400_000);
+    let cutoff = now_ms() - i64::from(retention_days) * 86_400_000;
+    let deleted =
+        delete_before(db, cutoff).and_then(|n| verdicts::delete_before(db, cutoff).map(|m| n + m));
     db.execute_batch("PRAGMA foreign_keys = OFF")?;
     deleted
 }
@@ -398,6 +522,7 @@ pub(super) fn writer(
     rx: Receiver<Job>,
     cfg: AuditConfig,
     metrics: Arc<AuditMetrics>,
+    outbox: Option<OutboxSettings>,
 ) {
     let mut pending: Vec<Job> = Vec::new();
     let mut open = OpenRecords::default();
@@ -462,9 +587,19 @@ pub(super) fn writer(
         if pending.is_empty() {
             continue;
         }
-        match write_batch(&mut db, &pending, &mut open) {
-            Ok(n) => {
-                metrics.written.fetch_add(n as u64, Ordering::Relaxed);
+        match write_batch(&mut db, &pending, &mut open, outbox.as_ref()) {
+            Ok(w) => {
+                metrics
+                    .written
+                    .fetch_add(w.records as u64, Ordering::Relaxed);
+                if let Some(o) = &outbox {
+                    if w.evicted > 0 {
+                        o.hook.evicted(w.evicted as u64);
+                    }
+                    if !w.events.is_empty() {
+                        o.hook.committed(w.events);
+                    }
+                }
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
                 if backoff > Duration::ZERO {
                     tracing::info!("audit store writable again");
@@ -502,7 +637,7 @@ pub(super) fn writer(
                     // Shutting down and the disk still refuses: give up
                     // after one retry rather than hang the exit.
                     std::thread::sleep(backoff);
-                    if write_batch(&mut db, &pending, &mut open).is_err() {
+                    if write_batch(&mut db, &pending, &mut open, outbox.as_ref()).is_err() {
                         metrics
                             .dropped
                             .fetch_add(pending.len() as u64, Ordering::Relaxed);
@@ -574,59 +709,105 @@ pub fn decisions(
 ) -> Result<Vec<StoredDecision>, AuditError> {
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| AuditError::Open(path.to_owned(), e.to_string()))?;
+    read_rows(
+        &db,
+        "d.time_ms >= ?1 AND d.time_ms <= ?2",
+        params![since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX)],
+    )
+}
+
+/// Whether the store has schema 5's words (`level_text`, …).
+fn has_words(db: &Connection) -> rusqlite::Result<bool> {
+    db.query_row(
+        "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'level_text'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// The decisions (the view, aliased `d`) where `condition` holds, in
+/// record order, each with its latest verdict. A store of schema 4 or
+/// older (read where an older callgate still writes it, or a copy) has
+/// no verdicts: its rows are read without.
+pub(super) fn read_rows(
+    db: &Connection,
+    condition: &str,
+    values: impl rusqlite::Params,
+) -> Result<Vec<StoredDecision>, AuditError> {
+    let verdict = if verdicts::present(db).map_err(|e| AuditError::Read(e.to_string()))? {
+        verdicts::LATEST_VERDICT
+    } else {
+        "NULL"
+    };
+    // Schema 5's words; a store read before its upgrade has none.
+    let words = if has_words(db).map_err(|e| AuditError::Read(e.to_string()))? {
+        "d.level_text, d.restrict_text, d.verify_text"
+    } else {
+        "NULL, NULL, NULL"
+    };
     let mut q = db
-        .prepare(
+        .prepare(&format!(
             "SELECT decision_id, time_ms, call_id, side, trunk, calling, called, verification, signals,
              rules, score, level, action, target, restrict_actions, policy_version, shadow, invite,
-             outcome, status, duration_ms, media, instance FROM decisions WHERE time_ms >= ?1 AND time_ms <= ?2 ORDER BY id",
+             outcome, status, duration_ms, media, instance, {words}, {verdict} FROM decisions d WHERE {condition} ORDER BY id",
             // (the view: records joined with their INVITE, outcome, media)
-        )
+        ))
         .map_err(|e| AuditError::Read(e.to_string()))?;
     let parse = |s: String| {
         serde_json::from_str::<serde_json::Value>(&s).unwrap_or(serde_json::Value::Null)
     };
     let rows = q
-        .query_map(
-            params![since_ms.unwrap_or(i64::MIN), until_ms.unwrap_or(i64::MAX)],
-            |r| {
-                let rules: String = r.get(9)?;
-                let restrict: String = r.get(14)?;
-                let shadow: Option<String> = r.get(16)?;
-                Ok(StoredDecision {
-                    record: AuditRecord {
-                        decision_id: r.get(0)?,
-                        instance: r.get(22)?,
-                        time_ms: r.get(1)?,
-                        call_id: r.get(2)?,
-                        side: r.get(3)?,
-                        trunk: r.get(4)?,
-                        calling: r.get(5)?,
-                        called: r.get(6)?,
-                        verification: Json::from_stored(r.get(7)?),
-                        signals: Json::from_stored(r.get(8)?),
-                        rules: serde_json::from_str::<Vec<FiredRule>>(&rules).unwrap_or_default(),
-                        score: r.get(10)?,
-                        level: r.get(11)?,
-                        action: r.get(12)?,
-                        target: r.get(13)?,
-                        restrict: serde_json::from_str(&restrict).unwrap_or_default(),
-                        policy_version: r.get(15)?,
-                        shadow: shadow.map(Json::from_stored),
-                        // Text in stores upgraded from schema 2, bytes since.
-                        invite: match r.get_ref(17)? {
-                            ValueRef::Text(t) | ValueRef::Blob(t) => {
-                                Some(String::from_utf8_lossy(t).into_owned())
-                            }
-                            _ => None,
-                        },
+        .query_map(values, |r| {
+            let rules: String = r.get(9)?;
+            let restrict: String = r.get(14)?;
+            let shadow: Option<String> = r.get(16)?;
+            let restrict_text: Option<String> = r.get(24)?;
+            Ok(StoredDecision {
+                record: AuditRecord {
+                    decision_id: r.get(0)?,
+                    instance: r.get(22)?,
+                    time_ms: r.get(1)?,
+                    call_id: r.get(2)?,
+                    side: r.get(3)?,
+                    trunk: r.get(4)?,
+                    calling: r.get(5)?,
+                    called: r.get(6)?,
+                    verification: Json::from_stored(r.get(7)?),
+                    signals: Json::from_stored(r.get(8)?),
+                    rules: serde_json::from_str::<Vec<FiredRule>>(&rules).unwrap_or_default(),
+                    score: r.get(10)?,
+                    level: r.get(11)?,
+                    action: r.get(12)?,
+                    target: r.get(13)?,
+                    restrict: serde_json::from_str(&restrict).unwrap_or_default(),
+                    level_text: r.get(23)?,
+                    restrict_text: restrict_text
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default(),
+                    verify_text: r.get(25)?,
+                    from_user: None,
+                    pai_user: None,
+                    policy_version: r.get(15)?,
+                    shadow: shadow.map(Json::from_stored),
+                    // Text in stores upgraded from schema 2, bytes since.
+                    invite: match r.get_ref(17)? {
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Some(String::from_utf8_lossy(t).into_owned())
+                        }
+                        _ => None,
                     },
-                    outcome: r.get(18)?,
-                    status: r.get(19)?,
-                    duration_ms: r.get(20)?,
-                    media: r.get::<_, Option<String>>(21)?.map(parse),
-                })
-            },
-        )
+                },
+                outcome: r.get(18)?,
+                status: r.get(19)?,
+                duration_ms: r.get(20)?,
+                media: r.get::<_, Option<String>>(21)?.map(parse),
+                verdict: r
+                    .get::<_, Option<String>>(26)?
+                    .as_deref()
+                    .and_then(verdicts::Label::parse),
+            })
+        })
         .map_err(|e| AuditError::Read(e.to_string()))?;
     rows.collect::<Result<Vec<_>, _>>()
         .map_err(|e| AuditError::Read(e.to_string()))

@@ -8,6 +8,8 @@ use super::time::time_range;
 
 /// Replays the audited decisions of `db` (within `since`..`until`) or the
 /// initial INVITEs of `pcap` under `policy`; exit 0 when none differ.
+/// With `labelled`, only the calls agents or supervisors gave a verdict
+/// are listed and compared (all calls still count towards velocity).
 #[allow(clippy::too_many_arguments)]
 pub fn replay(
     policy: &Path,
@@ -17,6 +19,7 @@ pub fn replay(
     since: Option<&str>,
     until: Option<&str>,
     json: bool,
+    labelled: bool,
 ) -> ExitCode {
     use callgate::risk::{policy::Policy, replay};
     let fail = |e: String| {
@@ -59,6 +62,11 @@ pub fn replay(
     } else {
         return fail("give --db or --pcap".into());
     };
+    let calls: Vec<_> = if labelled {
+        calls.into_iter().filter(|c| c.label.is_some()).collect()
+    } else {
+        calls
+    };
     let summary = replay::summary(&calls);
     if json {
         let all = serde_json::json!({ "summary": summary, "calls": calls });
@@ -86,6 +94,26 @@ pub fn replay(
         );
         for (change, n) in &summary.changes {
             println!("  {n:6}  {change}");
+        }
+        let l = &summary.labelled;
+        if l.fraud + l.customers + l.escalated > 0 {
+            let share = |n: usize, of: usize| {
+                if of == 0 {
+                    0.0
+                } else {
+                    n as f64 * 100.0 / of as f64
+                }
+            };
+            println!(
+                "labelled calls: would catch {} of {} confirmed fraud ({:.1}%), would touch {} of {} confirmed customers ({:.1}%); {} escalated",
+                l.caught,
+                l.fraud,
+                share(l.caught, l.fraud),
+                l.touched,
+                l.customers,
+                share(l.touched, l.customers),
+                l.escalated
+            );
         }
     }
     if summary.differ == 0 {

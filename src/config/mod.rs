@@ -7,7 +7,8 @@
 //! This file reads the text and assembles [`Config`]; each section is
 //! validated in a file of its own: `side.rs` (`[trunk]`, `[pbx]`),
 //! `proxy.rs` (`[timers]`, `[limits]`, `[health]`, `[overload]`),
-//! `stir.rs`, `risk.rs`, `audit.rs`, `state.rs`, `media.rs`, `dns.rs`, and
+//! `stir.rs`, `risk.rs`, `audit.rs`, `events.rs` (`[events]`), `state.rs`,
+//! `media.rs`, `dns.rs`, and
 //! `service.rs` (`[admin]`, `[log]`, `[shutdown]`), `reload.rs`
 //! (`[reload]`), `instance.rs` (`[instance]`). `expand.rs` puts `${NAME}` from the environment into
 //! string values first. Relative paths resolve against the configuration
@@ -18,6 +19,7 @@
 
 mod audit;
 mod dns;
+mod events;
 mod expand;
 pub mod instance;
 mod media;
@@ -40,7 +42,10 @@ pub use crate::sip::proxy::{canonical_ip, HealthConfig, OverloadConfig, Target};
 pub use crate::sip::side::{Side, Transport};
 pub use crate::sip::transaction::TimerConfig;
 pub use risk::RiskConfig;
-pub use service::{AdminConfig, AdminToken, LogConfig, LogFormat, ShutdownConfig};
+pub use service::{
+    AdminConfig, AdminToken, LogConfig, LogFormat, Role, RoleToken, ShutdownConfig,
+    LEGACY_TOKEN_NAME,
+};
 pub use side::{Denied, NumberPattern, OptionsAnswer, Scanners, SideConfig, TrunkScreen};
 pub use stir::{SignConfig, StirConfig, StirFailure};
 
@@ -147,6 +152,8 @@ pub struct Config {
     pub risk: RiskConfig,
     /// The audit store; `None` when `[audit] path` is not set.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Decision events (`[events]`, read at start); `None` when absent.
+    pub events: Option<crate::events::EventsConfig>,
     /// Velocity, replay and certificate state: local, or shared on Redis.
     pub state: crate::state::StateConfig,
     /// Media anchoring (`[media] enabled = true`); `None`: SDP untouched.
@@ -185,6 +192,7 @@ struct RawConfig {
     risk: risk::RawRisk,
     #[serde(default)]
     audit: audit::RawAudit,
+    events: Option<events::RawEvents>,
     #[serde(default)]
     state: state::RawState,
     #[serde(default)]
@@ -242,6 +250,7 @@ impl Config {
         let stir = stir::stir(raw.stir, base)?;
         let risk = risk::risk(raw.risk, base)?;
         let audit = audit::audit(raw.audit, base)?;
+        let events = events::events(raw.events, audit.is_some(), base)?;
         Ok(Config {
             instance,
             trunk,
@@ -261,6 +270,7 @@ impl Config {
             stir,
             risk,
             audit,
+            events,
             state: state::state(raw.state, base)?,
             media: media::media(raw.media)?,
             dns: dns::dns(raw.dns)?,

@@ -1,8 +1,10 @@
 //! Files that hold secrets: the TLS private keys (`trunk.tls_key`,
-//! `pbx.tls_key`), the STIR signing key (`stir.sign_key`) and the admin
-//! token (`admin.token_file`). Whoever reads one can impersonate callgate
-//! (a TLS key), sign calls in the operator's name (the signing key) or
-//! reload it (the token), so a secret readable by group or others is
+//! `pbx.tls_key`), the STIR signing key (`stir.sign_key`), the admin
+//! token (`admin.token_file`) and the webhooks' HMAC keys
+//! (`events.webhook[N].secret_file`). Whoever reads one can impersonate
+//! callgate (a TLS key), sign calls in the operator's name (the signing
+//! key), reload it (the token) or forge its events (an HMAC key), so a
+//! secret readable by group or others is
 //! refused at load, with the key, the path and the fix in the error.
 //!
 //! The demo key shipped in `sip-config/tls/` is public (it is in the

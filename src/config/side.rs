@@ -135,6 +135,9 @@ pub struct SideConfig {
     /// together, checked before parsing; 0 disables the budget. Default
     /// [`BYTES_PER_MESSAGE`] × `rate_limit`.
     pub rate_limit_bytes: u64,
+    /// A source refused at three times `rate_limit` or more is throttled
+    /// in the kernel's socket filter (`gate/throttle.rs`).
+    pub kernel_throttle: bool,
     /// The next hops as configured: IP literals, or host names resolved
     /// at the edge (`crate::dns`, RFC 3263).
     pub targets: Vec<TargetSpec>,
@@ -216,6 +219,7 @@ pub(super) struct RawSide {
     #[serde(default)]
     rate_limit: Option<u32>,
     rate_limit_bytes: Option<u64>,
+    kernel_throttle: Option<bool>,
     #[serde(default)]
     targets: Vec<String>,
     refusals_per_source: Option<u32>,
@@ -377,6 +381,7 @@ pub(super) fn side(
         on_denied,
         rate_limit,
         rate_limit_bytes,
+        kernel_throttle: raw.kernel_throttle.unwrap_or(true),
         targets,
         refusals_per_source,
         refusals_total,
@@ -564,6 +569,26 @@ mod tests {
             &EXAMPLE.replacen(from, to, 1),
             Path::new("sip-config/callgate.toml"),
         )
+    }
+
+    #[test]
+    fn the_kernel_throttle_is_on_unless_switched_off() {
+        let cfg = parse("rate_limit = 2000", "rate_limit = 2000").unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.trunk.kernel_throttle && cfg.pbx.kernel_throttle);
+        let off = parse(
+            "rate_limit = 2000",
+            "rate_limit = 2000\nkernel_throttle = false",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!off.trunk.kernel_throttle);
+        let err = parse(
+            "rate_limit = 2000",
+            "rate_limit = 2000\nkernel_throttle = \"yes\"",
+        )
+        .err()
+        .unwrap_or_else(|| panic!("a string was accepted"))
+        .to_string();
+        assert!(err.contains("kernel_throttle"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,26 @@ impl crate::api::Service for Gate {
         if let Some(audit) = &self.audit {
             audit.metrics().encode(e)?;
         }
+        if let Some(events) = &self.events {
+            events.encode(e)?;
+        }
         Ok(())
+    }
+
+    fn subscribe_events(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> Result<crate::api::stream::EventFeed, crate::api::operations::OperationError> {
+        use crate::api::operations::OperationError;
+        let Some(events) = &self.events else {
+            return Err(OperationError::NotFound(
+                "events are not configured ([events])".to_owned(),
+            ));
+        };
+        events.subscribe(last_event_id).map_err(|e| match e {
+            crate::events::SubscribeError::Full => OperationError::Conflict(e.to_string()),
+            crate::events::SubscribeError::Outbox(_) => OperationError::Refused(e.to_string()),
+        })
     }
 
     fn reload(&self) -> Result<(), String> {

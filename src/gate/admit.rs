@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use super::bucket::SourceBuckets;
 use super::refusals::Refusals;
+use super::throttle::{Change, Throttle};
 use crate::config::{canonical_ip, Denied, SideConfig, TrunkScreen};
+use crate::sip::transport::kernel_filter::Throttled;
 
 /// Responses a source may send per request it may send (`rate_limit`):
 /// 100 Trying, 180/183, the final response and its retransmissions to
@@ -28,8 +30,9 @@ pub enum Verdict {
 }
 
 /// ACL, a token bucket per source address for requests, one for
-/// responses and one of bytes for both, and the limit on the answers
-/// callgate forms itself ([`Refusals`]).
+/// responses and one of bytes for both, the limit on the answers
+/// callgate forms itself ([`Refusals`]), and the sources so far over
+/// their rate that the kernel throttles them ([`Throttle`]).
 #[derive(Debug)]
 pub struct Admission {
     cfg: SideConfig,
@@ -37,12 +40,19 @@ pub struct Admission {
     responses: SourceBuckets,
     bytes: SourceBuckets,
     refusals: Refusals,
+    throttle: Throttle,
+    /// A source was throttled at once by the last check: the kernel filter
+    /// must be rebuilt before the next datagram is read.
+    throttle_due: bool,
 }
 
 impl Admission {
     pub fn new(cfg: SideConfig) -> Self {
+        let now = Instant::now();
         Admission {
-            refusals: Refusals::new(&cfg, Instant::now()),
+            refusals: Refusals::new(&cfg, now),
+            throttle: Throttle::new(now),
+            throttle_due: false,
             cfg,
             requests: SourceBuckets::default(),
             responses: SourceBuckets::default(),
@@ -97,6 +107,37 @@ impl Admission {
         if crate::sip::message::keepalive_prefix(data) == data.len() {
             return Verdict::Admit;
         }
+        let verdict = self.within_limits(ip, data, now);
+        let rate = if self.cfg.kernel_throttle {
+            self.cfg.rate_limit
+        } else {
+            0
+        };
+        if self.throttle.note(ip, verdict != Verdict::Admit, rate, now) {
+            self.throttle_due = true;
+        }
+        verdict
+    }
+
+    /// Whether a check since the last call throttled a source at once
+    /// ([`Throttle::note`]): the caller reviews now
+    /// ([`Admission::review_throttle`]).
+    pub fn take_throttle_due(&mut self) -> bool {
+        std::mem::take(&mut self.throttle_due)
+    }
+
+    /// Every quarter second (`throttle::REVIEW_EVERY`): which sources the kernel should throttle now
+    /// (`kernel_throttle`, see [`Throttle::review`]); the changes, and the
+    /// whole list when it changed.
+    pub fn review_throttle(&mut self, now: Instant) -> Option<(Vec<Change>, Vec<Throttled>)> {
+        let changes = self
+            .throttle
+            .review(self.cfg.rate_limit, self.cfg.kernel_throttle, now);
+        (!changes.is_empty()).then(|| (changes, self.throttle.in_force()))
+    }
+
+    /// The rate limit and byte budget of an admitted source.
+    fn within_limits(&mut self, ip: IpAddr, data: &[u8], now: Instant) -> Verdict {
         let rate = self.cfg.rate_limit;
         if rate > 0 {
             let admitted = if data.starts_with(b"SIP/2.0 ") {

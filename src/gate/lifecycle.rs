@@ -102,6 +102,9 @@ impl Gate {
         if cfg.media != self.media_config {
             tracing::warn!("[media] changed: it takes effect at the next restart");
         }
+        if cfg.events.as_ref() != self.events.as_ref().map(crate::events::Events::config) {
+            tracing::warn!("[events] changed: it takes effect at the next restart");
+        }
         let running_threads = self.offload.as_ref().map_or(0, |p| p.threads());
         if cfg.stir.verify_threads != running_threads {
             tracing::warn!(

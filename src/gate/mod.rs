@@ -18,6 +18,7 @@ mod conceal;
 pub mod context;
 mod control;
 mod edge;
+mod enforce;
 mod lifecycle;
 mod live;
 pub mod media;
@@ -33,6 +34,7 @@ pub mod screen;
 pub mod sign;
 pub mod tag;
 mod targets;
+mod throttle;
 mod udp_guard;
 pub mod verify;
 pub mod watch;
@@ -74,6 +76,8 @@ pub enum GateError {
     Media(String),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
 }
 
 /// The addresses actually bound (ports may have been 0 in the config).
@@ -126,6 +130,9 @@ pub struct Gate {
     inbound_pending: Mutex<std::collections::HashSet<Vec<u8>>>,
     /// The audit trail, when `[audit] path` is set.
     pub audit: Option<crate::audit::Audit>,
+    /// Decision events (webhooks, the stream), when `[events]` is set:
+    /// written by the audit writer into its outbox.
+    pub events: Option<crate::events::Events>,
     /// Velocity windows, PASSporTs seen and shared certificates: local,
     /// or shared with other instances on Redis (`[state]`; kept across
     /// reloads).
@@ -296,11 +303,20 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     };
     let phases = Phases::from_config(cfg, &Phases::default(), &metrics, &state, offload.as_ref())
         .map_err(GateError::Stir)?;
+    // Events ride on the audit writer (its outbox), so they exist before
+    // it opens and deliver once it has.
+    let events = match (&cfg.events, &cfg.audit) {
+        (Some(e), Some(a)) => Some(crate::events::Events::new(e, &a.path)?),
+        _ => None,
+    };
     let audit = cfg
         .audit
         .as_ref()
-        .map(crate::audit::Audit::open)
+        .map(|a| crate::audit::Audit::open_with_outbox(a, events.as_ref().map(|e| e.outbox())))
         .transpose()?;
+    if let Some(e) = &events {
+        e.start()?;
+    }
     let locals = [
         crate::sip::proxy::LocalSide::from_config(&settings.sides[0]),
         crate::sip::proxy::LocalSide::from_config(&settings.sides[1]),
@@ -363,6 +379,7 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         dialogs: Mutex::new(crate::sip::dialogs::DialogTable::new(cfg.dialogs)),
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
         audit,
+        events,
         state,
         state_config: cfg.state.clone(),
         media,
@@ -388,6 +405,20 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
             tokio::spawn(udp::receive_loop(s.clone(), side, gate.clone()));
         }
     }
+    // The kernel throttle's reviews (`throttle.rs`), for as long as the
+    // gate lives.
+    let weak = Arc::downgrade(&gate);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(throttle::REVIEW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(gate) = weak.upgrade() else {
+                break;
+            };
+            gate.review_throttles(Instant::now());
+        }
+    });
     // Each listener caps its own connections (`[limits]`, read at start).
     let counter = || ConnectionCounter::new(cfg.connections);
     for (side, l) in tcp_listeners {

@@ -153,7 +153,16 @@ impl Gate {
     pub(super) fn admit(&self, peer: Peer, data: &[u8], now: Instant) -> bool {
         // The admission lock is released before any answer (which takes
         // it again for the refusal limit).
-        let verdict = lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now);
+        let (verdict, throttle_due) = {
+            let mut admission = lock(&self.admission[peer.side.index()]);
+            let verdict = admission.check(peer.addr.ip(), data, now);
+            (verdict, admission.take_throttle_due())
+        };
+        if throttle_due {
+            // A flood was just recognised: into the kernel filter before
+            // the next datagram is read (`throttle.rs`).
+            self.review_throttle(peer.side, now);
+        }
         match verdict {
             Verdict::Admit => true,
             Verdict::Denied(how) => {

@@ -4,7 +4,7 @@
 //! (docs/audit.md). Built from the call context; written off the call path.
 
 use super::context::CallContext;
-use crate::audit::{AuditRecord, FiredRule, Json};
+use crate::audit::{AuditRecord, FiredRule, Json, RestrictWords};
 use crate::env::Env;
 
 /// The audit record of the call's decision.
@@ -59,6 +59,21 @@ pub fn audit_record(ctx: &CallContext, env: &Env) -> AuditRecord {
         .to_owned(),
         target,
         restrict: verdict.map(|v| v.restrict.clone()).unwrap_or_default(),
+        level_text: verdict.and_then(|v| v.level_text.as_deref().map(str::to_owned)),
+        restrict_text: verdict
+            .map(|v| {
+                v.restrict_text
+                    .iter()
+                    .map(|r| RestrictWords {
+                        action: r.action.to_string(),
+                        text: r.text.to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        verify_text: ctx.verification.as_ref().map(crate::stir::mark::in_words),
+        from_user: ctx.parties.from_user.clone(),
+        pai_user: ctx.parties.pai_user.clone(),
         policy_version: verdict
             .map(|v| v.policy_version.clone())
             .unwrap_or_default(),

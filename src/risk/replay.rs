@@ -7,6 +7,12 @@
 //! STIR results are the recorded ones (a capture has none: STIR is then
 //! unavailable and the candidate's fail mode applies); velocity is counted
 //! afresh over the replayed calls in time order with the candidate's windows.
+//!
+//! Calls that agents or supervisors labelled (`crate::audit::verdicts`)
+//! measure the candidate: of the calls confirmed as fraud, how many it
+//! would have **caught** (sent to review or rejected); of the confirmed
+//! customers, how many it would have **touched** (the same, for a
+//! legitimate caller).
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -14,7 +20,7 @@ use serde::Serialize;
 use super::assess::{self, velocity_requests};
 use super::policy::{Policy, Verdict};
 use super::signals::{self, Signals};
-use crate::audit::StoredDecision;
+use crate::audit::{Label, StoredDecision};
 use crate::capture::Payload;
 use crate::sip::message::{Limits, SipMessage};
 use crate::state::window::LocalVelocity;
@@ -38,9 +44,20 @@ pub struct Replayed {
     /// What was decided then (audit), or by the baseline policy (capture).
     pub before: Option<Recorded>,
     pub candidate: Verdict,
+    /// The latest verdict given on the call (audit store only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<Label>,
 }
 
 impl Replayed {
+    /// Whether the candidate sends the call to review or rejects it.
+    pub fn stopped(&self) -> bool {
+        matches!(
+            self.candidate.action,
+            super::policy::Action::Review | super::policy::Action::Reject(_)
+        )
+    }
+
     /// Whether the candidate decides differently (level or action).
     pub fn differs(&self) -> bool {
         self.before.as_ref().is_some_and(|b| {
@@ -115,6 +132,7 @@ pub fn audited(rows: &[StoredDecision], candidate: &Policy) -> Vec<Replayed> {
                 policy_version: rec.policy_version.clone(),
             }),
             candidate: candidate.decide(&s),
+            label: row.verdict,
         });
     }
     out
@@ -157,6 +175,7 @@ pub fn captured(
             time_ms,
             before: baseline.map(|b| recorded(&decide(b, &vb))),
             candidate: decide(candidate, &vc),
+            label: None,
         });
     }
     out
@@ -170,6 +189,44 @@ pub struct Summary {
     pub differ: usize,
     /// "before -> after" (level/action) → count.
     pub changes: std::collections::BTreeMap<String, usize>,
+    /// The candidate on the labelled calls.
+    pub labelled: Labelled,
+}
+
+/// What a candidate policy does to the calls people labelled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Labelled {
+    /// Calls labelled `suspected_fraud`, and how many of them the
+    /// candidate sends to review or rejects.
+    pub fraud: usize,
+    pub caught: usize,
+    /// Calls labelled `confirmed_customer`, and how many of them the
+    /// candidate sends to review or rejects.
+    pub customers: usize,
+    pub touched: usize,
+    /// Calls labelled `escalate` (counted, not measured).
+    pub escalated: usize,
+}
+
+impl Labelled {
+    fn of(calls: &[Replayed]) -> Labelled {
+        let mut l = Labelled::default();
+        for c in calls {
+            match c.label {
+                Some(Label::SuspectedFraud) => {
+                    l.fraud += 1;
+                    l.caught += usize::from(c.stopped());
+                }
+                Some(Label::ConfirmedCustomer) => {
+                    l.customers += 1;
+                    l.touched += usize::from(c.stopped());
+                }
+                Some(Label::Escalate) => l.escalated += 1,
+                None => {}
+            }
+        }
+        l
+    }
 }
 
 pub fn summary(calls: &[Replayed]) -> Summary {
@@ -192,5 +249,6 @@ pub fn summary(calls: &[Replayed]) -> Summary {
         compared: calls.iter().filter(|c| c.before.is_some()).count(),
         differ: calls.iter().filter(|c| c.differs()).count(),
         changes,
+        labelled: Labelled::of(calls),
     }
 }

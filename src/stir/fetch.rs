@@ -17,6 +17,10 @@
 //! whole deadline. One connection per fetch (`Connection: close`): no
 //! connection is kept for reuse, since certificates are cached for hours
 //! and each signer's host is fetched from rarely (docs/decisions/0008).
+//!
+//! The same client stack POSTs the decision events to the operator's
+//! webhooks ([`post`], `crate::events`): http or https, direct, any
+//! address, the answer's status returned.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -182,6 +186,20 @@ fn split_url(url: &str) -> Result<(String, u16, String), FetchError> {
     split_rest(rest, 443)
 }
 
+/// Splits an `http://` or `https://` URL into (host, port, path, TLS).
+fn split_any_url(url: &str) -> Result<(String, u16, String, bool), FetchError> {
+    match url.strip_prefix("http://") {
+        Some(rest) => {
+            let (h, p, path) = split_rest(rest, 80)?;
+            Ok((h, p, path, false))
+        }
+        None => {
+            let (h, p, path) = split_url(url)?;
+            Ok((h, p, path, true))
+        }
+    }
+}
+
 /// Splits the part of a URL after `scheme://` (default port given).
 fn split_rest(rest: &str, default_port: u16) -> Result<(String, u16, String), FetchError> {
     let (authority, path) = match rest.find('/') {
@@ -222,16 +240,7 @@ pub async fn fetch(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError
 /// Fetches an `http` or `https` URL: for signed documents such as CRLs,
 /// whose integrity does not depend on the transport (RFC 5280 §5).
 pub async fn fetch_any(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
-    let (host, port, path, tls) = match url.strip_prefix("http://") {
-        Some(rest) => {
-            let (h, p, path) = split_rest(rest, 80)?;
-            (h, p, path, false)
-        }
-        None => {
-            let (h, p, path) = split_url(url)?;
-            (h, p, path, true)
-        }
-    };
+    let (host, port, path, tls) = split_any_url(url)?;
     tokio::time::timeout(opts.timeout, fetch_inner(host, port, path, tls, opts))
         .await
         .map_err(|_| FetchError::Timeout)?
@@ -565,13 +574,7 @@ where
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|_| FetchError::BadUrl)?;
-    let (mut sender, conn) = http1::Builder::new()
-        .max_buf_size(MAX_HEAD)
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| http_error(&e))?;
-    drive(conn, async {
-        let response = sender.send_request(req).await.map_err(|e| http_error(&e))?;
+    send(io, req, |response| async move {
         if response.status() != StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
@@ -610,6 +613,83 @@ where
         })
     })
     .await
+}
+
+/// A `POST` of `body` (`content_type`, with `headers`) to an `http` or
+/// `https` URL the operator configured (an events webhook): direct, no
+/// proxy, any address allowed (the receiver is the operator's own), one
+/// connection per request, one deadline (`opts.timeout`) for the whole
+/// exchange. The answer's status (any; no redirect followed); its body is
+/// read up to `opts.max_bytes` and dropped.
+pub async fn post(
+    url: &str,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+    opts: &FetchOptions,
+) -> Result<u16, FetchError> {
+    let (host, port, path, tls) = split_any_url(url)?;
+    let work = async {
+        let tcp = connect(&host, port, true, opts.timeout).await?;
+        let host_header = authority(&host, port);
+        let mut req = Request::post(path.as_str())
+            .header(HOST, host_header)
+            .header(USER_AGENT, "callgate")
+            .header(CONNECTION, "close")
+            .header(hyper::header::CONTENT_TYPE, content_type);
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
+        }
+        let req = req
+            .body(http_body_util::Full::new(body))
+            .map_err(|_| FetchError::BadUrl)?;
+        if tls {
+            let io = handshake(tcp, &host, opts).await?;
+            send(io, req, |r| drop_answer(r, opts.max_bytes)).await
+        } else {
+            send(tcp, req, |r| drop_answer(r, opts.max_bytes)).await
+        }
+    };
+    tokio::time::timeout(opts.timeout, work)
+        .await
+        .map_err(|_| FetchError::Timeout)?
+}
+
+/// Sends `req` over `io` (hyper's HTTP/1.1 client connection, at most
+/// [`MAX_HEAD`] bytes of response head) and hands the response to
+/// `answer`, driving the connection in the same task ([`drive`]).
+async fn send<S, B, T, F, Fut>(io: S, req: Request<B>, answer: F) -> Result<T, FetchError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: FnOnce(hyper::Response<hyper::body::Incoming>) -> Fut,
+    Fut: Future<Output = Result<T, FetchError>>,
+{
+    let (mut sender, conn) = http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| http_error(&e))?;
+    drive(conn, async {
+        let response = sender.send_request(req).await.map_err(|e| http_error(&e))?;
+        answer(response).await
+    })
+    .await
+}
+
+/// An answer whose body is not used: its status, the body read (up to
+/// `max_bytes`) so that the exchange ends cleanly, and dropped.
+async fn drop_answer(
+    response: hyper::Response<hyper::body::Incoming>,
+    max_bytes: usize,
+) -> Result<u16, FetchError> {
+    let status = response.status().as_u16();
+    let _ = Limited::new(response.into_body(), max_bytes)
+        .collect()
+        .await;
+    Ok(status)
 }
 
 /// The response `raw` (then the connection's end) read as the answer to

@@ -377,6 +377,17 @@ pub fn http_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    http_body(addr, method, path, headers, "")
+}
+
+/// [`http_with`] with a request body (sent as JSON when not empty).
+pub fn http_body(
+    addr: (&str, u16),
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
@@ -387,7 +398,15 @@ pub fn http_with(
     for (n, v) in headers {
         head += &format!("{n}: {v}\r\n");
     }
-    write!(s, "{head}Connection: close\r\nContent-Length: 0\r\n\r\n").expect("write");
+    if !body.is_empty() {
+        head += "Content-Type: application/json\r\n";
+    }
+    write!(
+        s,
+        "{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
     let status = resp
@@ -400,6 +419,26 @@ pub fn http_with(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Checks `cases` (`{"routes": [...], "answers": [...]}`: what the server
+/// registers and what it answered) against docs/admin-api.openapi.yaml
+/// with test-calls/openapi_check.py; `dir` holds the cases file.
+pub fn check_openapi(cases: &serde_json::Value, dir: &Path) {
+    let cases_path = dir.join("cases.json");
+    std::fs::write(&cases_path, cases.to_string()).expect("write cases");
+    let check = Command::new("python3")
+        .arg(repo().join("test-calls/openapi_check.py"))
+        .arg(repo().join("docs/admin-api.openapi.yaml"))
+        .arg(&cases_path)
+        .output()
+        .expect("python3 (test-calls/run-tests.sh installs openapi-spec-validator)");
+    assert!(
+        check.status.success(),
+        "docs/admin-api.openapi.yaml disagrees with the server:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
 
 /// A sipp process; killed on drop.

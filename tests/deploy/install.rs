@@ -58,7 +58,7 @@ fn an_installed_binary_runs_demo_and_run_in_an_empty_directory() {
         "installed demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("9 of 9 calls as expected"), "{stdout}");
+    assert!(stdout.contains("14 of 14 calls as expected"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
     // Its scratch directory (policy, lists, trust anchor) is gone, and
     // nothing was written beside the working directory.

@@ -4,9 +4,9 @@
 //! The transport layer only moves bytes: every received message goes to a
 //! [`Sink`] (the gate), which decides what to do with it.
 
-pub mod acl_filter;
 pub mod batch;
 pub mod connections;
+pub mod kernel_filter;
 pub mod socket_drops;
 pub mod stream;
 pub mod tls;

@@ -3,7 +3,7 @@
 //!
 //! A datagram the kernel cannot queue (receive buffer full while the
 //! receive loop is busy) or that the socket's filter refuses
-//! (`acl_filter.rs`) never reaches callgate; the only trace is the
+//! (`kernel_filter.rs`) never reaches callgate; the only trace is the
 //! socket's `drops` column in `/proc/net/udp` (`/proc/net/udp6` for an
 //! IPv6 socket), found by the socket's inode (the `socket:[N]` link of
 //! `/proc/self/fd/FD`). Linux only; elsewhere `None`.

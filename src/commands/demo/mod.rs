@@ -1,9 +1,13 @@
 //! `callgate demo`: callgate on its embedded defaults (moved to free
 //! loopback ports) between a simulated carrier and a simulated PBX, all in
-//! one process, with STIR/SHAKEN verification on (no call in the demo is
-//! signed) and the shipped risk policy (`sip-config/policy.toml`, embedded
-//! with its lists). Places a handful of calls and prints what happened to
-//! each and the tags the PBX received.
+//! one process, with STIR/SHAKEN verification on and the shipped risk
+//! policy (`sip-config/policy.toml`, embedded with its lists). The demo
+//! makes its own STI PKI (`pki.rs`) and serves its certificate over HTTPS
+//! (`x5u.rs`), so its signed calls are really signed, fetched and verified.
+//! Places the tour's calls — routing cases, then the fraud typology an
+//! agent meets: attestation A, B and C, a spoofed own number, a
+//! Do-Not-Originate number, a replayed PASSporT, a burst from one number —
+//! and prints what happened to each and the tags the PBX received.
 //!
 //! The simulated user agents build messages as text and read them with
 //! callgate's own parser; in-dialog requests follow the Record-Route set
@@ -21,31 +25,33 @@ use tokio::net::UdpSocket;
 
 use callgate::config::Config;
 use callgate::sip::message::{HeaderName, Limits, SipMessage};
+use callgate::stir::keys::SigningKey;
+
+mod pki;
+mod x5u;
 
 const SDP: &str = "v=0\r\no=demo 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
 
 /// The shipped policy and its lists, written to a scratch directory for
 /// the demo's callgate.
-const POLICY: &str = include_str!("../../sip-config/policy.toml");
+const POLICY: &str = include_str!("../../../sip-config/policy.toml");
 const LISTS: [(&str, &str); 3] = [
     (
         "allow.txt",
-        include_str!("../../sip-config/lists/allow.txt"),
+        include_str!("../../../sip-config/lists/allow.txt"),
     ),
-    ("dno.txt", include_str!("../../sip-config/lists/dno.txt")),
+    ("dno.txt", include_str!("../../../sip-config/lists/dno.txt")),
     (
         "fraud.txt",
-        include_str!("../../sip-config/lists/fraud.txt"),
+        include_str!("../../../sip-config/lists/fraud.txt"),
     ),
 ];
-/// A trust anchor for the verifier (the demo CA; no demo call is signed).
-const TRUST: &str = include_str!("../../sip-config/tls/callgate-demo-ca.crt");
 
 /// What the simulated PBX saw on each INVITE, by Call-ID: the risk tags.
 type Tags = Arc<Mutex<HashMap<String, String>>>;
 
-/// A scratch directory with the policy, its lists and the trust anchor;
-/// removed when dropped.
+/// A scratch directory with the policy, its lists and the demo PKI's
+/// trust files; removed when dropped.
 struct Scratch(std::path::PathBuf);
 
 impl Scratch {
@@ -72,7 +78,6 @@ impl Scratch {
         for (name, text) in LISTS {
             write(dir.join("lists").join(name), text)?;
         }
-        write(dir.join("trust").join("demo-ca.pem"), TRUST)?;
         Ok(Scratch(dir))
     }
 }
@@ -132,6 +137,7 @@ fn demo_config(
     live_pbx: u16,
     carrier: u16,
     scratch: &Path,
+    pki: &pki::DemoPki,
 ) -> Result<Config, String> {
     let text = callgate::config::EMBEDDED_DEFAULT
         .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{trunk}\""))
@@ -151,7 +157,13 @@ fn demo_config(
         .replace("drain_secs = 10", "drain_secs = 1")
         .replace(
             "enabled = false\n# trust_dir = \"/etc/callgate/sti-trust\"",
-            &format!("enabled = true\ntrust_dir = \"{}\"", scratch.join("trust").display()),
+            // The x5u server is on loopback: a private address the
+            // verifier refuses by default (SSRF), allowed for the demo.
+            &format!(
+                "enabled = true\ntrust_dir = \"{}\"\nx5u_ca = [\"{}\"]\nallow_private_x5u = true",
+                pki.trust_dir.display(),
+                pki.web_ca.display()
+            ),
         );
     let text = format!(
         "{text}\n[risk]\npolicy = \"{}\"\n",
@@ -168,6 +180,13 @@ async fn run() -> Result<bool, String> {
     let dead_pbx = bind().await?; // bound but silent: a PBX that hangs
     let (trunk, pbx) = (free_port()?, free_port()?);
     let scratch = Scratch::new()?;
+    let pki = pki::make(&scratch.0)?;
+    let x5u = x5u::serve(&pki).await?;
+    let signer = Arc::new(Signer {
+        key: SigningKey::from_pem(pki.signing_key_pem.as_bytes())
+            .map_err(|e| format!("demo PKI: signing key: {e}"))?,
+        x5u: x5u.clone(),
+    });
     let cfg = demo_config(
         trunk,
         pbx,
@@ -175,6 +194,7 @@ async fn run() -> Result<bool, String> {
         port_of(&live_pbx),
         port_of(&carrier_uas),
         &scratch.0,
+        &pki,
     )?;
     let running = callgate::gate::start(&cfg, None)
         .await
@@ -192,7 +212,7 @@ async fn run() -> Result<bool, String> {
         port_of(&carrier_uas)
     );
     println!(
-        "  STIR/SHAKEN verification on (these calls are unsigned); risk policy {}",
+        "  STIR/SHAKEN verification on: the demo's own STI root trusted, its certificate at {x5u}; risk policy {}",
         cfg.risk
             .policy
             .as_ref()
@@ -204,11 +224,18 @@ async fn run() -> Result<bool, String> {
         sock: carrier.clone(),
         to: trunk_addr,
         caller: "+15550199",
+        attest: None,
+        identity: None,
     };
     let agent_ua = Ua {
         sock: agent.clone(),
         to: pbx_addr,
-        caller: "+15550199",
+        ..ua.clone()
+    };
+    let signed = |caller: &'static str, attest: char| Ua {
+        caller,
+        attest: Some((attest, signer.clone())),
+        ..ua.clone()
     };
     let dno = Ua {
         caller: "+15550100",
@@ -218,7 +245,7 @@ async fn run() -> Result<bool, String> {
         caller: "+15550107",
         ..ua.clone()
     };
-    let cases: Vec<(&str, Outcome)> = vec![
+    let mut cases: Vec<(&str, Outcome)> = vec![
         (
             "inbound call; first PBX silent, fails over",
             ua.call("alice", Plan::AnswerAndHangUp).await,
@@ -256,20 +283,76 @@ async fn run() -> Result<bool, String> {
             own.call("support", Plan::AnswerAndHangUp).await,
         ),
     ];
+    // The signed tour: each call is signed with the demo PKI's key,
+    // callgate fetches the certificate over HTTPS and verifies it.
+    let a = signed("+15550123", 'A')
+        .call(
+            CENTRE,
+            Plan::Tagged("low, score 0, verstat TN-Validation-Passed-A"),
+        )
+        .await;
+    let replayed = Ua {
+        identity: a.identity.clone(),
+        ..signed("+15550123", 'A')
+    };
+    cases.push(("signed A: the carrier vouches for the number", a));
+    cases.push((
+        "signed B: the caller known, not the number",
+        signed("+15550124", 'B')
+            .call(
+                CENTRE,
+                Plan::Tagged("reasons ATTEST_B, verstat TN-Validation-Passed-B"),
+            )
+            .await,
+    ));
+    cases.push((
+        "signed C: from a gateway, nothing vouched",
+        signed("+15550125", 'C')
+            .call(
+                CENTRE,
+                Plan::Tagged("reasons ATTEST_C, verstat TN-Validation-Passed-C"),
+            )
+            .await,
+    ));
+    cases.push((
+        "the A call's PASSporT replayed on a new call",
+        replayed.call(CENTRE, Plan::Refused(608)).await,
+    ));
+    let burst = signed("+15550150", 'A');
+    for _ in 0..4 {
+        burst.call(CENTRE, Plan::AnswerAndHangUp).await;
+    }
+    cases.push((
+        "a 5th signed call in a minute from one number",
+        burst
+            .call(CENTRE, Plan::Tagged("reasons BURST_ANI_10M, step-up for"))
+            .await,
+    ));
     let mut ok = 0;
     for (i, (label, outcome)) in cases.iter().enumerate() {
-        let verdict = if outcome.ok { "OK  " } else { "FAIL" };
-        println!("{:>2}. {verdict} {label:<47} {}", i + 1, outcome.detail);
         let seen = outcome.call_id.as_ref().and_then(|c| {
             tags.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(c)
                 .cloned()
         });
-        if let Some(seen) = seen {
+        let tags_ok = outcome
+            .expect
+            .as_ref()
+            .is_none_or(|want| seen.as_ref().is_some_and(|s| s.contains(want.as_str())));
+        let verdict = if outcome.ok && tags_ok {
+            "OK  "
+        } else {
+            "FAIL"
+        };
+        println!("{:>2}. {verdict} {label:<47} {}", i + 1, outcome.detail);
+        if let Some(seen) = &seen {
             println!("              the PBX saw: {seen}");
         }
-        ok += usize::from(outcome.ok);
+        if let (Some(want), false) = (&outcome.expect, tags_ok) {
+            println!("              FAIL: expected the PBX to see {want:?}");
+        }
+        ok += usize::from(outcome.ok && tags_ok);
     }
     let text = metrics.render();
     let failovers = text
@@ -291,6 +374,8 @@ async fn run() -> Result<bool, String> {
 #[derive(Debug, Clone, Copy)]
 enum Plan {
     AnswerAndHangUp,
+    /// Answered, and the PBX must have seen tags containing this.
+    Tagged(&'static str),
     ExpectFinal(u16),
     /// callgate's policy refuses the call with this status.
     Refused(u16),
@@ -304,6 +389,10 @@ struct Outcome {
     detail: String,
     /// The call's Call-ID, to look up what the PBX saw.
     call_id: Option<String>,
+    /// What the PBX must have seen in its tags.
+    expect: Option<String>,
+    /// The Identity header the INVITE carried.
+    identity: Option<String>,
 }
 
 fn outcome(ok: bool, detail: impl Into<String>) -> Outcome {
@@ -311,7 +400,19 @@ fn outcome(ok: bool, detail: impl Into<String>) -> Outcome {
         ok,
         detail: detail.into(),
         call_id: None,
+        expect: None,
+        identity: None,
     }
+}
+
+/// The centre's number the signed tour calls (a PASSporT's `dest`).
+const CENTRE: &str = "+15550101";
+
+/// What signs the simulated carrier's INVITEs: the demo PKI's key, and
+/// where its certificate is.
+struct Signer {
+    key: SigningKey,
+    x5u: String,
 }
 
 /// A simulated caller sending to callgate at `to` as `caller`.
@@ -320,6 +421,10 @@ struct Ua {
     sock: Arc<UdpSocket>,
     to: SocketAddr,
     caller: &'static str,
+    /// Signs each INVITE with this attestation (RFC 8588); `None`: unsigned.
+    attest: Option<(char, Arc<Signer>)>,
+    /// An Identity header sent as is (a replayed PASSporT).
+    identity: Option<String>,
 }
 
 impl Ua {
@@ -397,15 +502,62 @@ impl Ua {
 
     async fn call(&self, user: &str, plan: Plan) -> Outcome {
         let call_id = format!("demo-{user}-{}", fastrand::u32(..));
-        let mut o = match self.try_call(user, plan, &call_id).await {
+        let identity = match self.identity_for(user) {
+            Ok(i) => i,
+            Err(e) => return outcome(false, e),
+        };
+        let mut o = match self
+            .try_call(user, plan, &call_id, identity.as_deref())
+            .await
+        {
             Ok(o) => o,
             Err(e) => outcome(false, e),
         };
         o.call_id = Some(call_id);
+        o.identity = identity;
+        if let Plan::Tagged(want) = plan {
+            o.expect = Some(want.to_owned());
+        }
         o
     }
 
-    async fn try_call(&self, user: &str, plan: Plan, call_id: &str) -> Result<Outcome, String> {
+    /// The Identity header value of an INVITE to `user`: the one to
+    /// replay, or a fresh SHAKEN PASSporT (RFC 8588) from `caller` to
+    /// `user`, or none.
+    fn identity_for(&self, user: &str) -> Result<Option<String>, String> {
+        if let Some(id) = &self.identity {
+            return Ok(Some(id.clone()));
+        }
+        let Some((attest, signer)) = &self.attest else {
+            return Ok(None);
+        };
+        let iat = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let origid = callgate::stir::sign::new_origid();
+        let request = callgate::stir::sign::SignRequest {
+            orig: self.caller,
+            dest: user,
+            attest: *attest,
+            origid: &origid,
+            x5u: &signer.x5u,
+            iat,
+        };
+        callgate::stir::sign::identity_header(&signer.key, &request)
+            .map(Some)
+            .map_err(|e| format!("signing: {e}"))
+    }
+
+    async fn try_call(
+        &self,
+        user: &str,
+        plan: Plan,
+        call_id: &str,
+        identity: Option<&str>,
+    ) -> Result<Outcome, String> {
+        let identity = identity
+            .map(|i| format!("Identity: {i}\r\n"))
+            .unwrap_or_default();
         let call_id = call_id.to_owned();
         let ruri = format!("sip:{user}@{}", self.to);
         let started = Instant::now();
@@ -417,7 +569,7 @@ impl Ua {
             Plan::Malformed => self
                 .request("INVITE", &ruri, &call_id, 1, "i1", "", "", SDP)
                 .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS"),
-            _ => self.request("INVITE", &ruri, &call_id, 1, "i1", "", "", SDP),
+            _ => self.request("INVITE", &ruri, &call_id, 1, "i1", &identity, "", SDP),
         };
         self.send(&invite).await?;
         if let Plan::CancelWhileRinging = plan {
@@ -478,7 +630,7 @@ impl Ua {
                     format!("responses {seen:?}: {st} {who}"),
                 ))
             }
-            Plan::AnswerAndHangUp if (200..300).contains(&st) => {
+            Plan::AnswerAndHangUp | Plan::Tagged(_) if (200..300).contains(&st) => {
                 let answer_ms = started.elapsed().as_secs_f64() * 1000.0;
                 // Route set: the Record-Route of the 2xx, reversed (§12.1.2).
                 let rr: Vec<&[u8]> = fin.values(HeaderName::RecordRoute).collect();
@@ -597,6 +749,20 @@ fn remember_tags(req: &SipMessage, user: &[u8], tags: &Tags) {
     }
     if let Some(r) = get("X-Callgate-Restrict") {
         seen.push_str(&format!(", step-up for {r}"));
+    }
+    // The verification result as the PBX reads it (RFC 8224 §6.2.2.1).
+    let verstat = [HeaderName::PAssertedIdentity, HeaderName::From]
+        .into_iter()
+        .flat_map(|h| req.values(h))
+        .find_map(|v| {
+            let v = String::from_utf8_lossy(v);
+            let at = v.find("verstat=")? + "verstat=".len();
+            let rest = &v[at..];
+            let end = rest.find([';', '>', ',', ' ']).unwrap_or(rest.len());
+            Some(rest[..end].to_owned())
+        });
+    if let Some(v) = verstat {
+        seen.push_str(&format!(", verstat {v}"));
     }
     if user == b"fraud-review" {
         seen.push_str(" -> routed to the review queue");

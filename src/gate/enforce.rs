@@ -1,0 +1,269 @@
+//! The gate as the CRM's enforcement API sees it
+//! ([`crate::api::enforce::Enforcement`]): a call's decision from the
+//! live-call table while it lasts, from the audit store once it ended,
+//! with the step-ups and verdicts of the audit trail; step-ups and
+//! verdicts written there (committed before the answer).
+
+use std::time::Duration;
+
+use super::{lock, Gate};
+use crate::api::enforce::{
+    EnforcedDecision, Enforcement, Lookup, StepUpRequest, StepUpView, VerdictRequest, VerdictView,
+};
+use crate::api::operations::{OperationError, Worded};
+use crate::audit::verdicts::{self, Key, Label, Labels};
+use crate::audit::{StepUp, StoredDecision, Verdict};
+use crate::risk::policy::{Level, Policy};
+
+/// Longest a step-up or verdict waits for its commit before the API
+/// answers 503 (it is still queued and is written when the disk allows).
+const COMMIT_WAIT: Duration = Duration::from_secs(3);
+
+impl Gate {
+    /// The decision a lookup names, without its labels: the live call's,
+    /// else the audit store's.
+    fn decided(&self, key: Lookup<'_>) -> Result<EnforcedDecision, OperationError> {
+        let id = match key {
+            Lookup::CallId(id) | Lookup::DecisionId(id) => id,
+        };
+        let live = lock(&self.outcomes).find(id).filter(|c| match key {
+            Lookup::CallId(id) => c.call_id == id,
+            Lookup::DecisionId(id) => c
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.id.as_deref() == Some(id)),
+        });
+        if let Some(call) = live {
+            if let Some(d) = call.decision {
+                if let Some(decision_id) = d.id {
+                    return Ok(EnforcedDecision {
+                        call_id: call.call_id,
+                        decision_id,
+                        state: "live",
+                        time_unix_ms: call.started_unix_ms,
+                        level: d.level,
+                        level_text: d.level_text,
+                        score: d.score,
+                        reasons: d.reasons,
+                        reasons_text: d.reasons_text,
+                        verify_text: d.verify_text,
+                        restricted_by_policy: d.restrict.clone(),
+                        restrict: d.restrict,
+                        restrict_text: d.restrict_text,
+                        restrictions_lifted: false,
+                        action: d.action,
+                        route: d.route,
+                        policy_version: d.policy_version,
+                        step_ups: vec![],
+                        verdicts: vec![],
+                        caller: Some(call.caller),
+                        callee: Some(call.callee),
+                    });
+                }
+            }
+        }
+        let not_found = || {
+            OperationError::NotFound(match key {
+                Lookup::CallId(id) => format!("no decision on a call with Call-ID {id:?}"),
+                Lookup::DecisionId(id) => format!("no decision with id {id:?}"),
+            })
+        };
+        let Some(audit) = &self.audit else {
+            return Err(not_found());
+        };
+        let store_key = match key {
+            Lookup::CallId(id) => Key::CallId(id),
+            Lookup::DecisionId(id) => Key::DecisionId(id),
+        };
+        let stored = verdicts::find(audit.path(), store_key)
+            .map_err(|e| OperationError::Unavailable(e.to_string()))?
+            .ok_or_else(not_found)?;
+        let phases = self.phases();
+        Ok(ended(stored, phases.risk.as_deref().map(|r| &*r.policy)))
+    }
+
+    /// `d` with the labels of the audit trail applied: restrictions
+    /// lifted after a step-up.
+    fn labelled(&self, mut d: EnforcedDecision) -> Result<EnforcedDecision, OperationError> {
+        let Some(audit) = &self.audit else {
+            return Ok(d);
+        };
+        let labels: Labels = verdicts::labels(audit.path(), &d.decision_id)
+            .map_err(|e| OperationError::Unavailable(e.to_string()))?;
+        d.step_ups = labels
+            .step_ups
+            .into_iter()
+            .map(|s| StepUpView {
+                by: s.by,
+                method: s.method,
+                unix_ms: s.time_ms,
+                token: s.token,
+            })
+            .collect();
+        d.verdicts = labels
+            .verdicts
+            .into_iter()
+            .map(|v| VerdictView {
+                verdict: v.verdict.as_str().to_owned(),
+                by: v.by,
+                note: v.note,
+                unix_ms: v.time_ms,
+                token: v.token,
+            })
+            .collect();
+        if !d.step_ups.is_empty() {
+            d.restrictions_lifted = true;
+            d.restrict.clear();
+            d.restrict_text.clear();
+        }
+        Ok(d)
+    }
+
+    /// The audit handle a label is written to: refused without one (a
+    /// step-up that leaves no trace must not lift anything).
+    fn audit_for_labels(&self) -> Result<&crate::audit::Audit, OperationError> {
+        self.audit.as_ref().ok_or_else(|| {
+            OperationError::Conflict(
+                "step-ups and verdicts are written to the audit trail: configure [audit] path"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// Queues what `write` makes of the call's decision (a step-up or a
+    /// verdict) to the audit trail, waits for its commit, and answers the
+    /// decision as it stands then.
+    fn label(
+        &self,
+        call_id: &str,
+        write: impl FnOnce(&crate::audit::Audit, &EnforcedDecision, i64) -> bool,
+    ) -> Result<EnforcedDecision, OperationError> {
+        let audit = self.audit_for_labels()?;
+        let d = self.decided(Lookup::CallId(call_id))?;
+        let queued = write(audit, &d, self.env.unix_ms());
+        if !(queued && audit.flush(COMMIT_WAIT)) {
+            return Err(OperationError::Unavailable(
+                "the audit store did not commit in time; try again".to_owned(),
+            ));
+        }
+        tracing::info!(decision = %d.decision_id, "recorded in the audit trail");
+        self.labelled(d)
+    }
+}
+
+/// An ended call's decision as stored, with the words of the policy in
+/// force for its level and restrictions (the rules' words were stored).
+fn ended(s: StoredDecision, policy: Option<&Policy>) -> EnforcedDecision {
+    let r = s.record;
+    let level = Level::ALL.into_iter().find(|l| l.as_str() == r.level);
+    let words = |code: &str| {
+        policy.and_then(|p| {
+            p.restrictions
+                .iter()
+                .find(|t| &*t.action == code)
+                .map(|t| Worded {
+                    code: code.to_owned(),
+                    text: t.text.to_string(),
+                })
+        })
+    };
+    let route = match r.action.as_str() {
+        "review" => "review",
+        "reject" => "reject",
+        _ => "agents",
+    };
+    EnforcedDecision {
+        call_id: r.call_id,
+        decision_id: r.decision_id,
+        state: "ended",
+        time_unix_ms: r.time_ms,
+        level_text: level.and_then(|l| {
+            policy.and_then(|p| p.levels[l as usize].text.as_deref().map(str::to_owned))
+        }),
+        level: (!r.level.is_empty()).then_some(r.level),
+        score: Some(r.score),
+        reasons_text: r
+            .rules
+            .iter()
+            .filter_map(|f| {
+                f.text.as_ref().map(|t| Worded {
+                    code: f.code.clone(),
+                    text: t.clone(),
+                })
+            })
+            .collect(),
+        reasons: r.rules.into_iter().map(|f| f.code).collect(),
+        verify_text: None,
+        restrict_text: r.restrict.iter().filter_map(|c| words(c)).collect(),
+        restricted_by_policy: r.restrict.clone(),
+        restrict: r.restrict,
+        restrictions_lifted: false,
+        action: r.action,
+        route: route.to_owned(),
+        policy_version: (!r.policy_version.is_empty()).then_some(r.policy_version),
+        step_ups: vec![],
+        verdicts: vec![],
+        caller: Some(r.calling),
+        callee: Some(r.called),
+    }
+}
+
+impl Enforcement for Gate {
+    fn enforced(&self, key: Lookup<'_>) -> Result<EnforcedDecision, OperationError> {
+        let span = match key {
+            Lookup::CallId(id) => tracing::debug_span!("decision_lookup", call_id = %id),
+            Lookup::DecisionId(id) => tracing::debug_span!("decision_lookup", decision = %id),
+        };
+        let _entered = span.entered();
+        self.decided(key).and_then(|d| self.labelled(d))
+    }
+
+    fn step_up(
+        &self,
+        call_id: &str,
+        step: StepUpRequest,
+        token: &str,
+    ) -> Result<EnforcedDecision, OperationError> {
+        let _span =
+            tracing::info_span!("step_up", call_id = %call_id, token, method = %step.method)
+                .entered();
+        self.label(call_id, |audit, d, now| {
+            audit.step_up(StepUp {
+                decision_id: d.decision_id.clone(),
+                call_id: d.call_id.clone(),
+                time_ms: now,
+                by: step.by,
+                method: step.method,
+                token: token.to_owned(),
+            })
+        })
+    }
+
+    fn verdict(
+        &self,
+        call_id: &str,
+        verdict: VerdictRequest,
+        token: &str,
+    ) -> Result<EnforcedDecision, OperationError> {
+        let label = Label::parse(&verdict.verdict).ok_or_else(|| {
+            OperationError::Refused(format!(
+                "verdict: must be confirmed_customer, suspected_fraud or escalate, not {:?}",
+                verdict.verdict
+            ))
+        })?;
+        let _span =
+            tracing::info_span!("verdict", call_id = %call_id, token, verdict = label.as_str())
+                .entered();
+        self.label(call_id, |audit, d, now| {
+            audit.verdict(Verdict {
+                decision_id: d.decision_id.clone(),
+                call_id: d.call_id.clone(),
+                time_ms: now,
+                verdict: label,
+                by: verdict.by,
+                note: verdict.note,
+                token: token.to_owned(),
+            })
+        })
+    }
+}
