@@ -358,6 +358,58 @@ fn the_scenarios_of_a_udp_capture_replay_over_tcp_too() {
     );
 }
 
+/// A call over TLS, as Wireshark exports it once it has decrypted it with
+/// the session keys (File → Export PDUs, `tshark -U "OSI layer 7"`): link
+/// type 252, each SIP message with its addresses and TCP ports
+/// (`src/capture/upper_pdu.rs`). The converter reads it like any other
+/// capture, and its pair replays through callgate (over TCP: the replay
+/// chooses its transport). Before the exported-PDU reader such a capture
+/// held no message callgate could read (exit 1, "no dialog").
+#[test]
+fn a_tls_call_exported_decrypted_by_wireshark_converts_and_replays() {
+    use callgate::capture::{upper_pdu, Flow, Transport};
+    let flow = |from_carrier: bool| {
+        let carrier = std::net::SocketAddr::from(([127, 0, 0, 10], 40_123));
+        let pbx = std::net::SocketAddr::from(([127, 0, 0, 20], 5061));
+        let (src, dst) = if from_carrier {
+            (carrier, pbx)
+        } else {
+            (pbx, carrier)
+        };
+        Flow {
+            transport: Transport::Tcp,
+            src,
+            dst,
+        }
+    };
+    let header = PcapHeader {
+        datalink: DataLink::WIRESHARK_UPPER_PDU,
+        ..Default::default()
+    };
+    let mut w = PcapWriter::with_header(Vec::new(), header).unwrap_or_else(|e| panic!("{e}"));
+    for (ms, from_carrier, text) in dialog(false, None) {
+        let text = text
+            .replace("SIP/2.0/UDP", "SIP/2.0/TLS")
+            .replace('\n', "\r\n");
+        let record = upper_pdu::record(flow(from_carrier), text.as_bytes());
+        let ts = Duration::from_secs(T0) + Duration::from_millis(ms);
+        w.write_packet(&PcapPacket::new(ts, record.len() as u32, &record))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let wd = workdir(false);
+    std::fs::write(&wd.cap, w.into_writer()).unwrap_or_else(|e| panic!("{e}"));
+    let pbx_port = free_port();
+    let cg = callgate_to(pbx_port, "tcp");
+    let (carrier, pbx) = convert_and_run(&wd, &[], &cg, pbx_port, "t1", &[]);
+    carrier.assert_all_ok(1, "generated UAC (carrier)");
+    pbx.assert_all_ok(1, "generated UAS (PBX)");
+    let uac = std::fs::read_to_string(wd.out.join("uac.xml")).unwrap_or_default();
+    assert!(
+        uac.contains("X-Case: replay-from-capture"),
+        "the decrypted INVITE's headers are kept: {uac}"
+    );
+}
+
 #[test]
 fn a_missing_call_id_is_named_and_exits_1() {
     let w = workdir(false);
