@@ -410,6 +410,84 @@ fn a_tls_call_exported_decrypted_by_wireshark_converts_and_replays() {
     );
 }
 
+/// A call the caller cancels while it rings: INVITE, 100, 180, CANCEL,
+/// 200 to the CANCEL, 487 to the INVITE, ACK. The generated CANCEL carries
+/// its INVITE's branch (sipp's `[branch]` is new for every message: the
+/// CANCEL matched no transaction and was answered 481), and the UAS's 487
+/// keeps the INVITE's CSeq (`[last_CSeq:]` would copy the CANCEL's). The
+/// pair replays through callgate: the PBX side sees the CANCEL and ACKs.
+#[test]
+fn a_call_cancelled_while_ringing_replays() {
+    let h = |to: &str, cseq: &str| -> Vec<String> {
+        vec![
+            "Via: SIP/2.0/UDP 127.0.0.10:5060;branch=z9hG4bK-cap-9".into(),
+            "From: <sip:+15550199@carrier.example>;tag=car-9".into(),
+            format!("To: {to}"),
+            "Call-ID: cancelled-call@carrier.example".into(),
+            format!("CSeq: {cseq}"),
+        ]
+    };
+    let to = "<sip:+15550100@127.0.0.20>";
+    let to_tagged = "<sip:+15550100@127.0.0.20>;tag=pbx-9";
+    let req = |method: &str, to: &str, cseq: &str, extra: &[&str], body: &str| {
+        let mut v = h(to, cseq);
+        v.push("Max-Forwards: 70".into());
+        v.extend(extra.iter().map(|e| (*e).to_owned()));
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        message(
+            &format!("{method} sip:+15550100@127.0.0.20 SIP/2.0"),
+            &v,
+            body,
+        )
+    };
+    let resp = |status: &str, to: &str, cseq: &str| {
+        let v = h(to, cseq);
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        message(&format!("SIP/2.0 {status}"), &v, "")
+    };
+    let invite_extra = [
+        "Contact: <sip:+15550199@127.0.0.10:5060>",
+        "Content-Type: application/sdp",
+    ];
+    let dialog = vec![
+        (
+            0,
+            true,
+            req("INVITE", to, "1 INVITE", &invite_extra, SDP_CARRIER),
+        ),
+        (1, false, resp("100 Trying", to, "1 INVITE")),
+        (150, false, resp("180 Ringing", to_tagged, "1 INVITE")),
+        (600, true, req("CANCEL", to, "1 CANCEL", &[], "")),
+        (601, false, resp("200 OK", to, "1 CANCEL")),
+        (
+            602,
+            false,
+            resp("487 Request Terminated", to_tagged, "1 INVITE"),
+        ),
+        (603, true, req("ACK", to_tagged, "1 ACK", &[], "")),
+    ];
+    let w = workdir(false);
+    std::fs::write(&w.cap, pcap_of(&dialog)).unwrap_or_else(|e| panic!("{e}"));
+    let pbx_port = free_port();
+    let cg = callgate_to(pbx_port, "udp");
+    let (carrier, pbx) = convert_and_run(&w, &[], &cg, pbx_port, "u1", &[]);
+    let uac = std::fs::read_to_string(w.out.join("uac.xml")).unwrap_or_default();
+    assert_eq!(
+        uac.matches("branch=z9hG4bK-[pid]-[call_number]-invite1")
+            .count(),
+        2,
+        "the INVITE and its CANCEL share a branch: {uac}"
+    );
+    carrier.assert_all_ok(1, "generated UAC (carrier)");
+    pbx.assert_all_ok(1, "generated UAS (PBX)");
+    assert_eq!(pbx.received_requests("CANCEL").len(), 1, "{}", pbx.messages);
+    assert!(
+        pbx.messages.contains("CSeq: 1 INVITE") && pbx.messages.contains("487 Request Terminated"),
+        "{}",
+        pbx.messages
+    );
+}
+
 #[test]
 fn a_missing_call_id_is_named_and_exits_1() {
     let w = workdir(false);

@@ -455,6 +455,16 @@ struct Writer<'w> {
     last_request_in_dialog: bool,
     /// The last final response to an INVITE this side received.
     last_invite_final: Option<u16>,
+    /// The method of the last request this side received: a response to
+    /// another request (the 487 to an INVITE after the CANCEL's 200)
+    /// keeps its own CSeq, not the last request's.
+    last_request_method: String,
+    /// Initial INVITEs this side sent: each has a branch of its own that
+    /// its CANCEL repeats (RFC 3261 §9.1).
+    invites: u32,
+    /// The message received next must arrive (a provisional response is
+    /// otherwise optional on the UAC).
+    awaited: bool,
     /// Whether this UAS sends requests in the dialog, and so needs the
     /// caller's From (sipp refuses a variable that is never read).
     keeps_peer: bool,
@@ -486,6 +496,9 @@ fn scenario(
         identities,
         last_request_in_dialog: false,
         last_invite_final: None,
+        last_request_method: String::new(),
+        invites: 0,
+        awaited: false,
         keeps_peer: role == Role::Uas && played.iter().any(|p| !p.from_a && p.c.msg.is_request()),
         invite_actions: match (role, played.first()) {
             (Role::Uas, Some(_)) if options.expect.is_empty() => super::expect::uas_log(),
@@ -510,8 +523,16 @@ fn scenario(
         attr(&format!("to-sipp {name}")),
     );
     let mut first_received = true;
-    for Played { from_a, after, c } in played {
+    for (i, Played { from_a, after, c }) in played.iter().enumerate() {
         let mine = *from_a == (role == Role::Uac);
+        // The provisional response right before this side's CANCEL is
+        // awaited, not optional: a CANCEL waits for a provisional response
+        // (RFC 3261 §9.1), and sipp refuses a pause after optional
+        // receives alone.
+        w.awaited = !mine
+            && played.get(i + 1).is_some_and(|next| {
+                next.from_a == (role == Role::Uac) && next.c.msg.method_bytes() == Some(b"CANCEL")
+            });
         if mine {
             if let Some(prev) = after {
                 let gap_ms = u64::try_from((c.time_us - prev) / 1000).unwrap_or(0);
@@ -597,6 +618,7 @@ impl Writer<'_> {
             StartLine::Request { .. } => {
                 let method = text(msg.method_bytes().unwrap_or_default());
                 self.last_request_in_dialog = msg.to_tag().is_some();
+                self.last_request_method = method.to_ascii_uppercase();
                 let initial_invite = method == "INVITE" && msg.to_tag().is_none();
                 let _ = write!(self.out, "  <recv request=\"{}\"", attr(&method));
                 if initial_invite {
@@ -629,7 +651,7 @@ impl Writer<'_> {
                     self.last_invite_final = Some(*status);
                 }
                 let _ = write!(self.out, "  <recv response=\"{status}\"");
-                if *status < 200 && self.role == Role::Uac {
+                if *status < 200 && self.role == Role::Uac && !self.awaited {
                     self.out.push_str(" optional=\"true\"");
                 }
                 if invite && (200..300).contains(status) {
@@ -638,6 +660,31 @@ impl Writer<'_> {
                 self.out.push_str("/>\n");
             }
         }
+    }
+
+    /// The branch of a request's Via: sipp's `[branch]` (fresh for each
+    /// message), but one of its own for each initial INVITE, repeated by
+    /// its CANCEL — a CANCEL must carry its INVITE's branch to match its
+    /// transaction (RFC 3261 §9.1, §17.2.3), and sipp's `[branch]` differs
+    /// from message to message.
+    fn branch(&mut self, method: &str, in_dialog: bool) -> String {
+        if method.eq_ignore_ascii_case("INVITE") && !in_dialog {
+            self.invites += 1;
+        } else if !method.eq_ignore_ascii_case("CANCEL") {
+            return "[branch]".into();
+        }
+        format!("z9hG4bK-[pid]-[call_number]-invite{}", self.invites.max(1))
+    }
+
+    /// Whether a response with CSeq `cseq` answers the last request this
+    /// side received (then `[last_CSeq:]` copies it).
+    fn answers_last_request(&self, cseq: &[u8]) -> bool {
+        let method = text(cseq)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        method == self.last_request_method
     }
 
     fn send(&mut self, msg: &SipMessage) -> Result<(), ResignError> {
@@ -686,10 +733,10 @@ impl Writer<'_> {
                     if !request || ack_non_2xx {
                         lines.push("[last_Via:]".into());
                     } else {
-                        lines.push(
-                            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"
-                                .into(),
-                        );
+                        lines.push(format!(
+                            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={}",
+                            self.branch(&method, in_dialog)
+                        ));
                     }
                     if in_dialog && !ack_non_2xx {
                         lines.push("[routes]".into());
@@ -726,7 +773,9 @@ impl Writer<'_> {
                 }
                 HeaderName::CallId if request => lines.push("Call-ID: [call_id]".into()),
                 HeaderName::CallId => lines.push("[last_Call-ID:]".into()),
-                HeaderName::CSeq if !request => lines.push("[last_CSeq:]".into()),
+                HeaderName::CSeq if !request && self.answers_last_request(value) => {
+                    lines.push("[last_CSeq:]".into())
+                }
                 HeaderName::Contact => {
                     let v = self.verbatim(value);
                     lines.push(format!("Contact: {}", contact_here(&v)));
