@@ -1,4 +1,4 @@
-//! Command line: `callgate run | reload | check-config | demo | sign |
+//! Command line: `callgate run | reload | check-config | demo | corpus | sign |
 //! verify | report | replay | trace | ctl` (the bodies are in the binary's `src/commands/`).
 
 use std::path::PathBuf;
@@ -109,6 +109,23 @@ pub enum Command {
     /// Run callgate on its embedded defaults between a simulated carrier and
     /// PBX on loopback, place a handful of calls, and print what happened.
     Demo,
+    /// The labelled call corpus (test-calls/corpus/corpus.toml, embedded)
+    /// through a callgate under a policy: what it caught and touched.
+    Corpus {
+        /// The policy to measure (default: the shipped sip-config/policy.toml).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Another corpus file.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Keep the run's audit store here, each call labelled, for
+        /// `callgate replay --db FILE --labelled --policy CANDIDATE`.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a SHAKEN PASSporT and print the Identity header value (RFC 8224, 8588).
     Sign {
         /// Calling number.

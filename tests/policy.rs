@@ -87,7 +87,7 @@ fn the_shipped_policy_decides_the_documented_cases() {
         .any(|r| r.name == "ani_10m" && r.key == "v:ani_10m:15550199"));
     s.velocity = vec![("ani_10m".into(), Some(5))];
     let d = decide(&p, None, &s, "d1".to_owned());
-    assert_eq!(d.verdict.level, Level::Medium, "{d:?}");
+    assert_eq!(d.verdict.level, Level::High, "unsigned and a burst: {d:?}");
     assert!(d.verdict.reasons().any(|r| r == "BURST_ANI_10M"));
     // Anonymous and mismatched headers are signals too.
     let anon = invite("anonymous", None, "Privacy: id\r\n");
@@ -111,9 +111,10 @@ fn the_shipped_policy_decides_the_documented_cases() {
 /// The allow list's exemption (`ALLOWLISTED`, −50) cannot be used to
 /// dilute the signals meant to catch a spoofed customer number: a gateway
 /// call (C) or a B-attested call claiming an allow-listed number keeps its
-/// attestation's weight, and a number on the fraud list is not exempted by
-/// an older allow-listing (in policy 2026-11-24.1, C on `allow` scored −25
-/// and `allow` + `fraud` 20: both low, tagged as ordinary calls).
+/// attestation's weight (and is `CUSTOMER_UNPROVEN`), and a number on the
+/// fraud list is not exempted by an older allow-listing (in policy
+/// 2026-11-24.1, C on `allow` scored −25 and `allow` + `fraud` 20: both
+/// low, tagged as ordinary calls).
 #[test]
 fn the_allow_list_exempts_only_a_vouched_number_never_a_fraud_listed_one() {
     let p = shipped();
@@ -129,10 +130,20 @@ fn the_allow_list_exempts_only_a_vouched_number_never_a_fraud_listed_one() {
     let (level, score, reasons) = decide_on("A", &["allow"]);
     assert_eq!((level, score), (Level::Low, 0), "{reasons:?}");
     assert_eq!(reasons, ["ALLOWLISTED"]);
-    for (attest, weight, code) in [("B", 10, "ATTEST_B"), ("C", 25, "ATTEST_C")] {
-        let (_, score, reasons) = decide_on(attest, &["allow"]);
-        assert_eq!(score, weight, "{attest}: {reasons:?}");
-        assert_eq!(reasons, [code], "{attest}: no exemption without A");
+    // B or C on a known customer's number: no exemption, and the number
+    // is unproven (test-calls/corpus: how a customer is impersonated).
+    for (attest, score_b_or_c, code) in [("B", 60, "ATTEST_B"), ("C", 75, "ATTEST_C")] {
+        let (level, score, reasons) = decide_on(attest, &["allow"]);
+        assert_eq!(
+            (level, score),
+            (Level::High, score_b_or_c),
+            "{attest}: {reasons:?}"
+        );
+        assert_eq!(
+            reasons,
+            [code, "CUSTOMER_UNPROVEN"],
+            "{attest}: no exemption without A"
+        );
     }
     let (level, score, reasons) = decide_on("A", &["allow", "fraud"]);
     assert_eq!(
