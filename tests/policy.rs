@@ -368,7 +368,16 @@ fn replay_a_capture_through_a_candidate_policy() {
     std::fs::write(
         &candidate,
         shipped_text
-            .replace("version = \"2026-12-07.1\"", "version = \"candidate-1\"")
+            .lines()
+            .map(|l| {
+                if l.starts_with("version = ") {
+                    "version = \"candidate-1\""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
             .replace(
                 "velocity = \"ani_10m\", at_least = 5",
                 "velocity = \"ani_10m\", at_least = 3",
