@@ -1,4 +1,4 @@
-//! Command line: `callgate run | reload | check-config | demo | sign |
+//! Command line: `callgate run | reload | check-config | demo | corpus | sign |
 //! verify | report | replay | trace | ctl` (the bodies are in the binary's `src/commands/`).
 
 use std::path::PathBuf;
@@ -109,6 +109,23 @@ pub enum Command {
     /// Run callgate on its embedded defaults between a simulated carrier and
     /// PBX on loopback, place a handful of calls, and print what happened.
     Demo,
+    /// The labelled call corpus (test-calls/corpus/corpus.toml, embedded)
+    /// through a callgate under a policy: what it caught and touched.
+    Corpus {
+        /// The policy to measure (default: the shipped sip-config/policy.toml).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Another corpus file.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Keep the run's audit store here, each call labelled, for
+        /// `callgate replay --db FILE --labelled --policy CANDIDATE`.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a SHAKEN PASSporT and print the Identity header value (RFC 8224, 8588).
     Sign {
         /// Calling number.
@@ -240,15 +257,17 @@ pub enum TraceVerb {
     /// `DIR/uas.xml` (the other side) and `DIR/README.md` (the sipp
     /// commands) reproducing one dialog of the capture. Exit 0 when
     /// written, 1 when the capture holds no such dialog, 2 when the
-    /// capture, the directory or the --resign key could not be used.
+    /// capture, the directory, the --resign key or the expectations could
+    /// not be used.
     ToSipp {
         /// The capture (pcap or pcapng; UDP, IP fragments reassembled, TCP).
         capture: PathBuf,
         /// The output directory (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// The dialog to convert, by Call-ID (default: the first one; the
-        /// others are listed on stderr).
+        /// The dialog to convert, by Call-ID (default: the first call, an
+        /// initial INVITE, else the first request; the others are listed
+        /// on stderr).
         #[arg(long)]
         call_id: Option<String>,
         /// The longest pause written between two messages, milliseconds.
@@ -276,6 +295,20 @@ pub enum TraceVerb {
         /// purpose (a test of callgate's freshness check).
         #[arg(long)]
         keep_identity: bool,
+        /// What callgate must do to the call, checked by the scenarios:
+        /// comma-separated `key=value` of `level=low|medium|high|critical`,
+        /// `action=tag|review|reject`, `verstat=VALUE`,
+        /// `reasons=CODE+CODE` (in rule order, or `none`),
+        /// `review_uri=URI` (with action=review), `status=CODE` (with
+        /// action=reject). The UAS then fails (sipp exits non-zero) when the
+        /// INVITE callgate forwards differs; without it, the UAS logs what
+        /// it saw (sipp `-trace_logs`).
+        #[arg(long, value_name = "KEY=VALUE,...", conflicts_with = "expect_file")]
+        expect: Option<String>,
+        /// The same expectations from a file, one `key=value` a line
+        /// (`#` starts a comment line).
+        #[arg(long, value_name = "FILE")]
+        expect_file: Option<PathBuf>,
     },
 }
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use callgate::cli::{Cli, Command};
-use commands::{check_config, ctl, demo, reload, replay, report, run, sign, trace, verify};
+use commands::{check_config, corpus, ctl, demo, reload, replay, report, run, sign, trace, verify};
 
 /// mimalloc instead of glibc's malloc: see docs/decisions/0006-allocator.md
 /// (feature `mimalloc`, on by default).
@@ -24,6 +24,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config::check_config(&file),
         Command::Run { config } => run::start(config),
         Command::Demo => demo::main(),
+        Command::Corpus {
+            policy,
+            corpus: file,
+            db,
+            json,
+        } => corpus::main(policy, file, db, json),
         Command::Reload { pid, timeout_secs } => {
             reload::reload(pid, std::time::Duration::from_secs(timeout_secs))
         }
@@ -56,6 +62,8 @@ fn main() -> ExitCode {
                     resign,
                     x5u,
                     keep_identity,
+                    expect,
+                    expect_file,
                 },
         } => trace::to_sipp(
             &capture,
@@ -65,6 +73,10 @@ fn main() -> ExitCode {
             trace::Identity {
                 resign: resign.zip(x5u),
                 keep: keep_identity,
+            },
+            trace::Expect {
+                list: expect,
+                file: expect_file,
             },
         ),
         Command::Report {

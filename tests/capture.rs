@@ -439,7 +439,9 @@ fn damaged_and_foreign_files_are_told_apart_and_never_panic() {
 
 /// `callgate replay --pcap` on a capture whose only INVITE is signed and
 /// IPv4-fragmented: the call is found (the reader before this one dropped
-/// every fragment), and a damaged or foreign file gets a clear message.
+/// every fragment) and `callgate trace to-sipp` converts it, and a damaged
+/// or foreign file gets a clear message (tests/trace_live.rs does the same
+/// on a capture of a real 1500-byte link).
 #[test]
 fn replay_finds_the_signed_call_in_a_fragmented_capture() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -471,6 +473,31 @@ fn replay_finds_the_signed_call_in_a_fragmented_capture() {
     let calls = json["calls"].as_array().cloned().unwrap_or_default();
     assert_eq!(calls.len(), 1, "{text}");
     assert_eq!(calls[0]["call_id"], "signed-fragmented-1", "{text}");
+
+    // `trace to-sipp` converts the same call: the reassembled INVITE,
+    // its Identity header whole (kept as captured, on purpose).
+    let out = dir.path().join("scenarios");
+    let converted = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["trace", "to-sipp"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .arg("--keep-identity")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        converted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    let uac = std::fs::read_to_string(out.join("uac.xml")).unwrap_or_default();
+    let sent = String::from_utf8_lossy(&invite).into_owned();
+    let identity = sent
+        .lines()
+        .find(|l| l.starts_with("Identity: "))
+        .unwrap_or_else(|| panic!("no Identity in {sent}"));
+    assert!(uac.contains(identity.trim_end()), "{uac}");
+    assert!(uac.contains("X-Carrier-Trace-7: route=sbc-7"), "{uac}");
 
     // Cut inside the second fragment: the call is lost, the damage named.
     let cut = dir.path().join("cut.pcap");

@@ -41,11 +41,18 @@ fn start_kit(media_base: u16) -> Kit {
     let pki = common::pki::pki();
     let policy_text = std::fs::read_to_string(repo().join("sip-config/policy.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let policy_text = policy_text.replacen(
-        "version = \"2026-11-24.1\"",
-        &format!("version = '{ODD_VERSION}'"),
-        1,
-    );
+    // Whatever the shipped version is: its `version = …` line replaced.
+    let policy_text = policy_text
+        .lines()
+        .map(|l| {
+            if l.starts_with("version = ") {
+                format!("version = '{ODD_VERSION}'")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(
         policy_text.contains(ODD_VERSION),
         "the example policy's version line moved"

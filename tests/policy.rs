@@ -41,7 +41,7 @@ fn verified(status: Status, attest: &str) -> Verification {
 #[test]
 fn the_shipped_policy_decides_the_documented_cases() {
     let p = shipped();
-    assert_eq!(p.version, "2026-11-24.1");
+    assert_eq!(p.version, "2026-12-07.1");
     // A-attested, nothing else: low, tagged, no restrictions.
     let msg = invite("+15550199", Some("+15550199"), "");
     let v = verified(Status::Passed, "A");
@@ -87,7 +87,7 @@ fn the_shipped_policy_decides_the_documented_cases() {
         .any(|r| r.name == "ani_10m" && r.key == "v:ani_10m:15550199"));
     s.velocity = vec![("ani_10m".into(), Some(5))];
     let d = decide(&p, None, &s, "d1".to_owned());
-    assert_eq!(d.verdict.level, Level::Medium, "{d:?}");
+    assert_eq!(d.verdict.level, Level::High, "unsigned and a burst: {d:?}");
     assert!(d.verdict.reasons().any(|r| r == "BURST_ANI_10M"));
     // Anonymous and mismatched headers are signals too.
     let anon = invite("anonymous", None, "Privacy: id\r\n");
@@ -106,6 +106,51 @@ fn the_shipped_policy_decides_the_documented_cases() {
     );
     let s = signals(&mismatch, None, &p, NOW);
     assert!(s.from_pai_mismatch && s.diversion_header);
+}
+
+/// The allow list's exemption (`ALLOWLISTED`, −50) cannot be used to
+/// dilute the signals meant to catch a spoofed customer number: a gateway
+/// call (C) or a B-attested call claiming an allow-listed number keeps its
+/// attestation's weight (and is `CUSTOMER_UNPROVEN`), and a number on the
+/// fraud list is not exempted by an older allow-listing (in policy
+/// 2026-11-24.1, C on `allow` scored −25 and `allow` + `fraud` 20: both
+/// low, tagged as ordinary calls).
+#[test]
+fn the_allow_list_exempts_only_a_vouched_number_never_a_fraud_listed_one() {
+    let p = shipped();
+    let msg = invite("+15550177", Some("+15550177"), "");
+    let decide_on = |attest: &str, lists: &[&str]| {
+        let v = verified(Status::Passed, attest);
+        let mut s = signals(&msg, Some(&v), &p, NOW);
+        s.lists = lists.iter().map(|l| (*l).to_owned()).collect();
+        let d = decide(&p, None, &s, "d1".to_owned());
+        let reasons: Vec<String> = d.verdict.reasons().map(str::to_owned).collect();
+        (d.verdict.level, d.verdict.score, reasons)
+    };
+    let (level, score, reasons) = decide_on("A", &["allow"]);
+    assert_eq!((level, score), (Level::Low, 0), "{reasons:?}");
+    assert_eq!(reasons, ["ALLOWLISTED"]);
+    // B or C on a known customer's number: no exemption, and the number
+    // is unproven (test-calls/corpus: how a customer is impersonated).
+    for (attest, score_b_or_c, code) in [("B", 60, "ATTEST_B"), ("C", 75, "ATTEST_C")] {
+        let (level, score, reasons) = decide_on(attest, &["allow"]);
+        assert_eq!(
+            (level, score),
+            (Level::High, score_b_or_c),
+            "{attest}: {reasons:?}"
+        );
+        assert_eq!(
+            reasons,
+            [code, "CUSTOMER_UNPROVEN"],
+            "{attest}: no exemption without A"
+        );
+    }
+    let (level, score, reasons) = decide_on("A", &["allow", "fraud"]);
+    assert_eq!(
+        (level, score, reasons),
+        (Level::High, 70, vec!["KNOWN_FRAUD".to_owned()]),
+        "a fraud-listed number is not exempted"
+    );
 }
 
 #[test]
@@ -323,7 +368,16 @@ fn replay_a_capture_through_a_candidate_policy() {
     std::fs::write(
         &candidate,
         shipped_text
-            .replace("version = \"2026-11-24.1\"", "version = \"candidate-1\"")
+            .lines()
+            .map(|l| {
+                if l.starts_with("version = ") {
+                    "version = \"candidate-1\""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
             .replace(
                 "velocity = \"ani_10m\", at_least = 5",
                 "velocity = \"ani_10m\", at_least = 3",

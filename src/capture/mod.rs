@@ -18,17 +18,24 @@
 //!   connection (RFC 9293 §3.4), retransmissions dropped, bounded too;
 //! - [`sip`]: whole SIP messages out of those payloads — a UDP datagram is
 //!   one, a TCP stream is framed by Content-Length (RFC 3261 §18.3);
+//! - [`upper_pdu`]: Wireshark's exported PDUs (link type 252), a SIP
+//!   message each with its addresses: how a capture of SIP over TLS
+//!   arrives decrypted (Wireshark or tshark decrypt it with the session
+//!   keys and export the SIP messages);
 //! - [`to_sipp`]: one dialog of those messages as a sipp scenario pair
 //!   (`callgate trace to-sipp`), its Identity headers kept or re-signed
 //!   fresh by [`resign`].
 
 pub mod defrag;
+pub mod expect;
 pub mod file;
 pub mod link;
+pub mod media;
 pub mod resign;
 pub mod sip;
 pub mod tcp;
 pub mod to_sipp;
+pub mod upper_pdu;
 
 use std::net::SocketAddr;
 
@@ -115,6 +122,17 @@ pub fn read(file: &[u8]) -> Result<Capture, CaptureError> {
     let mut payloads = Vec::new();
     let damage = file::frames(file, |frame| {
         stats.packets += 1;
+        if frame.link == pcap_file::DataLink::WIRESHARK_UPPER_PDU {
+            match upper_pdu::sip_message(frame.data) {
+                Some((flow, data)) => payloads.push(Payload {
+                    time_us: frame.time_us,
+                    flow,
+                    data: data.to_vec(),
+                }),
+                None => stats.unparsed += 1,
+            }
+            return;
+        }
         let Some(sliced) = link::slice(frame.link, frame.data) else {
             if link::supported(frame.link) {
                 stats.unparsed += 1;

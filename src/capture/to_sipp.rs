@@ -44,6 +44,8 @@ use bytes::Bytes;
 use crate::sip::header::HeaderName;
 use crate::sip::message::{Limits, SipMessage, StartLine};
 
+use super::expect::Expectations;
+use super::media::{self, MediaError};
 use super::resign::{ResignError, Resigner};
 use super::{Payload, Transport};
 
@@ -76,8 +78,8 @@ pub enum IdentityNote {
 /// How the conversion is done.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The dialog to convert (its Call-ID); default: the first dialog whose
-    /// first message is a request.
+    /// The dialog to convert (its Call-ID); default: the first dialog an
+    /// initial INVITE starts, else the first that starts with a request.
     pub call_id: Option<String>,
     /// The longest pause written, milliseconds (a trace may hold a
     /// minutes-long call).
@@ -87,6 +89,13 @@ pub struct Options {
     pub min_pause_ms: u64,
     /// What becomes of the captured Identity headers.
     pub identity: IdentityMode,
+    /// What callgate must do to the call, checked by the scenarios
+    /// (`--expect`); empty: the UAS logs what it saw.
+    pub expect: Expectations,
+    /// The directory the RTP pcaps are written to, as the scenarios name
+    /// them (sipp opens `play_pcap_audio` files from its working
+    /// directory); empty: names relative to it.
+    pub media_dir: String,
 }
 
 impl Default for Options {
@@ -96,6 +105,8 @@ impl Default for Options {
             max_pause_ms: 5_000,
             min_pause_ms: 20,
             identity: IdentityMode::Stale,
+            expect: Expectations::default(),
+            media_dir: String::new(),
         }
     }
 }
@@ -109,6 +120,8 @@ pub enum ToSippError {
     NoSuchCall { wanted: String, found: String },
     #[error(transparent)]
     Resign(#[from] ResignError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
 }
 
 /// One dialog found in a capture, for the listing.
@@ -138,10 +151,28 @@ pub struct Scenarios {
     pub other_legs: usize,
     /// What was done to the Identity headers of requests.
     pub identity: IdentityNote,
+    /// What the scenarios check callgate did (`--expect`).
+    pub expect: Expectations,
+    /// The dialog's RTP, each side's as the pcap its scenario plays.
+    pub rtp: RtpFiles,
     /// What the tester should know: text sipp would read as a keyword,
     /// characters replaced.
     pub warnings: Vec<String>,
 }
+
+/// The RTP each side sent in the capture, as the pcap files
+/// ([`RTP_FILES`]) their scenarios play; `None` when the capture has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtpFiles {
+    pub uac: Option<Vec<u8>>,
+    pub uas: Option<Vec<u8>>,
+    /// Packets in each.
+    pub uac_packets: usize,
+    pub uas_packets: usize,
+}
+
+/// The names of the RTP pcaps: the UAC's, the UAS's.
+pub const RTP_FILES: [&str; 2] = ["uac-rtp.pcap", "uas-rtp.pcap"];
 
 /// A parsed message of the capture.
 struct Captured {
@@ -216,9 +247,22 @@ impl Role {
 }
 
 /// Converts the chosen dialog of `messages` (SIP messages of a capture,
-/// in capture order) into a sipp scenario pair.
+/// in capture order) into a sipp scenario pair, without media.
 pub fn convert(
     messages: &[Payload],
+    limits: &Limits,
+    options: &Options,
+) -> Result<Scenarios, ToSippError> {
+    convert_with_media(messages, &[], limits, options)
+}
+
+/// [`convert`], and the RTP of the dialog among `datagrams` (the
+/// capture's payloads): each side's scenario plays what it sent, from the
+/// ACK of the 2xx on (RFC 3264 §5: the offer's side receives at the
+/// offer's address, the answer's at the answer's).
+pub fn convert_with_media(
+    messages: &[Payload],
+    datagrams: &[Payload],
     limits: &Limits,
     options: &Options,
 ) -> Result<Scenarios, ToSippError> {
@@ -235,9 +279,12 @@ pub fn convert(
                     .collect::<Vec<_>>()
                     .join(", "),
             })?,
+        // A capture on a proxy's host is full of keepalive OPTIONS: the
+        // first call is what a tester means.
         None => all
             .iter()
-            .position(|c| c.msg.is_request())
+            .position(|c| c.msg.method_bytes() == Some(b"INVITE") && c.msg.to_tag().is_none())
+            .or_else(|| all.iter().position(|c| c.msg.is_request()))
             .ok_or(ToSippError::NoDialog(all.len()))?,
     };
     let head = &all[first];
@@ -277,10 +324,53 @@ pub fn convert(
         });
         last = Some(c.time_us);
     }
+    if options.expect.rejects() {
+        // Refused: the caller sees the refusal, the callee nothing.
+        played.truncate(1);
+    }
     let mut warnings = Vec::new();
     let mut identities = 0;
-    let uac = scenario(Role::Uac, &played, options, &mut warnings, &mut identities)?;
-    let uas = scenario(Role::Uas, &played, options, &mut warnings, &mut identities)?;
+    let streams = dialog_rtp(&played, datagrams, head.time_us);
+    let mut rtp = RtpFiles::default();
+    let mut plays: [Option<(String, u64)>; 2] = [None, None];
+    for (i, stream) in streams.iter().enumerate() {
+        if stream.is_empty() || options.expect.rejects() {
+            continue;
+        }
+        let file = media::pcap(stream)?;
+        let path = if options.media_dir.is_empty() {
+            RTP_FILES[i].to_owned()
+        } else {
+            format!(
+                "{}/{}",
+                options.media_dir.trim_end_matches('/'),
+                RTP_FILES[i]
+            )
+        };
+        plays[i] = Some((path, media::duration_ms(stream)));
+        if i == 0 {
+            (rtp.uac, rtp.uac_packets) = (Some(file), stream.len());
+        } else {
+            (rtp.uas, rtp.uas_packets) = (Some(file), stream.len());
+        }
+    }
+    let [uac_play, uas_play] = plays;
+    let uac = scenario(
+        Role::Uac,
+        &played,
+        options,
+        uac_play,
+        &mut warnings,
+        &mut identities,
+    )?;
+    let uas = scenario(
+        Role::Uas,
+        &played,
+        options,
+        uas_play,
+        &mut warnings,
+        &mut identities,
+    )?;
     let identity = match &options.identity {
         _ if identities == 0 => IdentityNote::Absent,
         IdentityMode::Stale => {
@@ -309,8 +399,38 @@ pub fn convert(
         retransmissions,
         other_legs,
         identity,
+        expect: options.expect.clone(),
+        rtp,
         warnings,
     })
+}
+
+/// The RTP the UAC side sent (to the answer's audio address) and the UAS
+/// side sent (to the offer's), from `since` on.
+fn dialog_rtp<'p>(
+    played: &[Played<'_>],
+    datagrams: &'p [Payload],
+    since: i64,
+) -> [Vec<&'p Payload>; 2] {
+    let sdp_of = |request: bool| {
+        played.iter().find_map(|p| {
+            let m = &p.c.msg;
+            let fits = if request {
+                p.from_a && m.method_bytes() == Some(b"INVITE")
+            } else {
+                !p.from_a
+                    && is_invite_cseq(m)
+                    && m.status().is_some_and(|s| (200..300).contains(&s))
+            };
+            fits.then(|| media::audio_addr(m.body())).flatten()
+        })
+    };
+    let (offer, answer) = (sdp_of(true), sdp_of(false));
+    let stream = |to: Option<SocketAddr>| {
+        to.map(|a| media::rtp_to(datagrams, a, since))
+            .unwrap_or_default()
+    };
+    [stream(answer), stream(offer)]
 }
 
 /// A message of the chosen dialog and leg, with the time of the message
@@ -335,15 +455,32 @@ struct Writer<'w> {
     last_request_in_dialog: bool,
     /// The last final response to an INVITE this side received.
     last_invite_final: Option<u16>,
+    /// The method of the last request this side received: a response to
+    /// another request (the 487 to an INVITE after the CANCEL's 200)
+    /// keeps its own CSeq, not the last request's.
+    last_request_method: String,
+    /// Initial INVITEs this side sent: each has a branch of its own that
+    /// its CANCEL repeats (RFC 3261 §9.1).
+    invites: u32,
+    /// The message received next must arrive (a provisional response is
+    /// otherwise optional on the UAC).
+    awaited: bool,
     /// Whether this UAS sends requests in the dialog, and so needs the
     /// caller's From (sipp refuses a variable that is never read).
     keeps_peer: bool,
+    /// The actions on the initial INVITE this side receives: the
+    /// expectations' checks, or the log of what callgate wrote.
+    invite_actions: String,
+    /// The RTP this side plays once the dialog is confirmed (its pcap's
+    /// path and length, ms), until it has started.
+    play: Option<(String, u64)>,
 }
 
 fn scenario(
     role: Role,
     played: &[Played<'_>],
     options: &Options,
+    play: Option<(String, u64)>,
     warnings: &mut Vec<String>,
     identities: &mut usize,
 ) -> Result<String, ResignError> {
@@ -359,7 +496,20 @@ fn scenario(
         identities,
         last_request_in_dialog: false,
         last_invite_final: None,
+        last_request_method: String::new(),
+        invites: 0,
+        awaited: false,
         keeps_peer: role == Role::Uas && played.iter().any(|p| !p.from_a && p.c.msg.is_request()),
+        invite_actions: match (role, played.first()) {
+            (Role::Uas, Some(_)) if options.expect.is_empty() => super::expect::uas_log(),
+            (Role::Uas, Some(p)) => {
+                let called = p.c.msg.request_uri().and_then(crate::sip::parties::user_of);
+                let pai = p.c.msg.first(HeaderName::PAssertedIdentity).is_some();
+                options.expect.uas_checks(called.as_deref(), pai)
+            }
+            _ => String::new(),
+        },
+        play,
     };
     let _ = write!(
         w.out,
@@ -373,8 +523,16 @@ fn scenario(
         attr(&format!("to-sipp {name}")),
     );
     let mut first_received = true;
-    for Played { from_a, after, c } in played {
+    for (i, Played { from_a, after, c }) in played.iter().enumerate() {
         let mine = *from_a == (role == Role::Uac);
+        // The provisional response right before this side's CANCEL is
+        // awaited, not optional: a CANCEL waits for a provisional response
+        // (RFC 3261 §9.1), and sipp refuses a pause after optional
+        // receives alone.
+        w.awaited = !mine
+            && played.get(i + 1).is_some_and(|next| {
+                next.from_a == (role == Role::Uac) && next.c.msg.method_bytes() == Some(b"CANCEL")
+            });
         if mine {
             if let Some(prev) = after {
                 let gap_ms = u64::try_from((c.time_us - prev) / 1000).unwrap_or(0);
@@ -390,6 +548,23 @@ fn scenario(
         } else {
             w.recv(&c.msg, first_received);
             first_received = false;
+        }
+        if c.msg.method_bytes() == Some(b"ACK") {
+            w.start_media(options.max_pause_ms);
+        }
+    }
+    if role == Role::Uac && options.expect.rejects() {
+        if let Some(first) = played.first() {
+            w.out.push_str(&options.expect.uac_refusal("refused"));
+            w.last_invite_final = Some(600);
+            match refusal_ack(&first.c.msg) {
+                Some(ack) => w.send(&ack)?,
+                None => w.warnings.push(
+                    "the captured INVITE's headers do not make an ACK: add one to uac.xml after \
+                     the refusal"
+                        .into(),
+                ),
+            }
         }
     }
     if role == Role::Uac {
@@ -418,25 +593,56 @@ fn is_invite_cseq(msg: &SipMessage) -> bool {
 }
 
 impl Writer<'_> {
+    /// Plays this side's RTP (sipp `play_pcap_audio`, from its media
+    /// port to the address the peer's SDP names) once the dialog is
+    /// confirmed by the ACK.
+    fn start_media(&mut self, max_pause_ms: u64) {
+        let Some((path, ms)) = self.play.take() else {
+            return;
+        };
+        let _ = writeln!(
+            self.out,
+            "  <nop>\n    <action>\n      <exec play_pcap_audio=\"{}\"/>\n    </action>\n  </nop>",
+            attr(&path)
+        );
+        if ms > max_pause_ms {
+            self.warnings.push(format!(
+                "the captured RTP lasts {ms} ms and pauses are at most {max_pause_ms} ms: \
+                 the call may end before it is all played (raise --max-pause-ms)"
+            ));
+        }
+    }
+
     fn recv(&mut self, msg: &SipMessage, first: bool) {
         match msg.start_line() {
             StartLine::Request { .. } => {
                 let method = text(msg.method_bytes().unwrap_or_default());
                 self.last_request_in_dialog = msg.to_tag().is_some();
+                self.last_request_method = method.to_ascii_uppercase();
                 let initial_invite = method == "INVITE" && msg.to_tag().is_none();
                 let _ = write!(self.out, "  <recv request=\"{}\"", attr(&method));
                 if initial_invite {
                     self.out.push_str(" rrs=\"true\"");
                 }
+                let mut actions = String::new();
                 if first && self.keeps_peer {
                     // The caller's From, tag included: the To of requests
                     // this side sends in the dialog (RFC 3261 §12.2.1.1).
-                    self.out.push_str(
-                        ">\n    <action>\n      <ereg regexp=\"^[^\\r\\n]*\" search_in=\"hdr\" \
-                         header=\"From:\" assign_to=\"peer\"/>\n    </action>\n  </recv>\n",
+                    actions.push_str(
+                        "      <ereg regexp=\"^[^\\r\\n]*\" search_in=\"hdr\" \
+                         header=\"From:\" assign_to=\"peer\"/>\n",
                     );
-                } else {
+                }
+                if first && initial_invite {
+                    actions.push_str(&self.invite_actions);
+                }
+                if actions.is_empty() {
                     self.out.push_str("/>\n");
+                } else {
+                    let _ = write!(
+                        self.out,
+                        ">\n    <action>\n{actions}    </action>\n  </recv>\n"
+                    );
                 }
             }
             StartLine::Response { status, .. } => {
@@ -445,7 +651,7 @@ impl Writer<'_> {
                     self.last_invite_final = Some(*status);
                 }
                 let _ = write!(self.out, "  <recv response=\"{status}\"");
-                if *status < 200 && self.role == Role::Uac {
+                if *status < 200 && self.role == Role::Uac && !self.awaited {
                     self.out.push_str(" optional=\"true\"");
                 }
                 if invite && (200..300).contains(status) {
@@ -454,6 +660,31 @@ impl Writer<'_> {
                 self.out.push_str("/>\n");
             }
         }
+    }
+
+    /// The branch of a request's Via: sipp's `[branch]` (fresh for each
+    /// message), but one of its own for each initial INVITE, repeated by
+    /// its CANCEL — a CANCEL must carry its INVITE's branch to match its
+    /// transaction (RFC 3261 §9.1, §17.2.3), and sipp's `[branch]` differs
+    /// from message to message.
+    fn branch(&mut self, method: &str, in_dialog: bool) -> String {
+        if method.eq_ignore_ascii_case("INVITE") && !in_dialog {
+            self.invites += 1;
+        } else if !method.eq_ignore_ascii_case("CANCEL") {
+            return "[branch]".into();
+        }
+        format!("z9hG4bK-[pid]-[call_number]-invite{}", self.invites.max(1))
+    }
+
+    /// Whether a response with CSeq `cseq` answers the last request this
+    /// side received (then `[last_CSeq:]` copies it).
+    fn answers_last_request(&self, cseq: &[u8]) -> bool {
+        let method = text(cseq)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        method == self.last_request_method
     }
 
     fn send(&mut self, msg: &SipMessage) -> Result<(), ResignError> {
@@ -502,10 +733,10 @@ impl Writer<'_> {
                     if !request || ack_non_2xx {
                         lines.push("[last_Via:]".into());
                     } else {
-                        lines.push(
-                            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]"
-                                .into(),
-                        );
+                        lines.push(format!(
+                            "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch={}",
+                            self.branch(&method, in_dialog)
+                        ));
                     }
                     if in_dialog && !ack_non_2xx {
                         lines.push("[routes]".into());
@@ -542,7 +773,9 @@ impl Writer<'_> {
                 }
                 HeaderName::CallId if request => lines.push("Call-ID: [call_id]".into()),
                 HeaderName::CallId => lines.push("[last_Call-ID:]".into()),
-                HeaderName::CSeq if !request => lines.push("[last_CSeq:]".into()),
+                HeaderName::CSeq if !request && self.answers_last_request(value) => {
+                    lines.push("[last_CSeq:]".into())
+                }
                 HeaderName::Contact => {
                     let v = self.verbatim(value);
                     lines.push(format!("Contact: {}", contact_here(&v)));
@@ -612,6 +845,33 @@ impl Writer<'_> {
             }
         }
     }
+}
+
+/// The ACK of a refused INVITE (RFC 3261 §17.1.1.3): its Request-URI,
+/// Call-ID, From and top Via, the To of the refusal, CSeq of the INVITE's
+/// number and method ACK. Written with the INVITE's own values, for
+/// [`Writer::send`] to make them fresh as it does for a captured ACK.
+fn refusal_ack(invite: &SipMessage) -> Option<SipMessage> {
+    let mut text = format!(
+        "ACK {} SIP/2.0\r\n",
+        String::from_utf8_lossy(invite.request_uri().unwrap_or(b"sip:invalid"))
+    );
+    for h in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+    ] {
+        if let Some(v) = invite.first(h) {
+            let _ = write!(text, "{}: {}\r\n", h.as_str(), String::from_utf8_lossy(v));
+        }
+    }
+    let number = invite.cseq().map(|c| c.seq).unwrap_or(1);
+    let _ = write!(
+        text,
+        "CSeq: {number} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(Bytes::from(text.into_bytes()), &Limits::default()).ok()
 }
 
 /// `value` (a From or To header value) with its tag parameter (RFC 3261
@@ -736,7 +996,7 @@ fn cdata(s: &str) -> String {
 }
 
 /// Text safe inside an attribute value (XML 1.0 §2.3, §2.4).
-fn attr(s: &str) -> String {
+pub(super) fn attr(s: &str) -> String {
     xml_chars(s)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -782,12 +1042,45 @@ pub fn readme(s: &Scenarios, capture: &str) -> String {
         s.other_legs,
     );
     out.push_str(&identity_section(s, &capture.replace('`', "'"), t));
+    out.push_str(&super::expect::readme_section(&s.expect, t));
+    out.push_str(&media_section(&s.rtp));
     if !s.warnings.is_empty() {
         out.push_str("\n## Warnings\n\n");
         for w in &s.warnings {
             let _ = writeln!(out, "- {}", w.replace('`', "'"));
         }
     }
+    out
+}
+
+/// The README's word on the dialog's RTP, when the capture has some.
+fn media_section(rtp: &RtpFiles) -> String {
+    if rtp.uac.is_none() && rtp.uas.is_none() {
+        return String::new();
+    }
+    let mut out = String::from("\n## Media\n\nThe capture has the call's RTP: ");
+    let mut parts = Vec::new();
+    if rtp.uac.is_some() {
+        parts.push(format!(
+            "`uac.xml` plays the {} packets the caller sent (`{}`)",
+            rtp.uac_packets, RTP_FILES[0]
+        ));
+    }
+    if rtp.uas.is_some() {
+        parts.push(format!(
+            "`uas.xml` plays the {} packets the callee sent (`{}`)",
+            rtp.uas_packets, RTP_FILES[1]
+        ));
+    }
+    out.push_str(&parts.join(", and "));
+    out.push_str(
+        ", from the ACK on, with their captured timing (sipp `play_pcap_audio`, from \
+         its media port to the address the other side's SDP names: callgate's relay when \
+         `[media]` is enabled). Give each sipp its own media port (`-mp`) when both run on \
+         one host. That the audio crossed callgate shows in its `callgate_media_packets_total` \
+         (both streams' packets) and on the call's line of `callgate ctl calls`; with \
+         `-trace_msg`, the SDP each side received names the relay.\n",
+    );
     out
 }
 
@@ -810,6 +1103,11 @@ fn identity_section(s: &Scenarios, capture: &str, t: &str) -> String {
         format!("'{}'", s.call_id)
     } else {
         "CALL-ID".to_owned()
+    };
+    let expect = if s.expect.is_empty() {
+        String::new()
+    } else {
+        format!(" --expect '{}'", s.expect.to_list())
     };
     match &s.identity {
         IdentityNote::Absent => String::new(),
@@ -835,7 +1133,7 @@ fn identity_section(s: &Scenarios, capture: &str, t: &str) -> String {
              that window, and once: the same PASSporT on a second call in the window is \
              a replay (RFC 8224 §12.1), so use `-m 1`. Convert again right before each \
              run, in one line:\n\n```sh\n\
-             callgate trace to-sipp {capture} --out . --call-id {call_id} --resign KEY --x5u {x5u} && \\\n  \
+             callgate trace to-sipp {capture} --out . --call-id {call_id} --resign KEY --x5u {x5u}{expect} && \\\n  \
              sipp 127.0.0.1:5060 -sf uac.xml -i 127.0.0.1 -t {t} -m 1 -timeout 60s -timeout_error\n```\n\n\
              The scenario is static text and sipp cannot sign, so the signature is made \
              here rather than at replay time; a sipp `-inf` CSV regenerated by \
@@ -1016,7 +1314,7 @@ mod tests {
         let s = convert_default(&dialog("call-1", "X-Case: 1"));
         let uas = &s.uas;
         for kept in [
-            "<recv request=\"INVITE\" rrs=\"true\"/>",
+            "<recv request=\"INVITE\" rrs=\"true\">\n    <action>\n",
             "SIP/2.0 100 Trying\n[last_Via:]\n[last_From:]\n[last_To:]\n",
             "SIP/2.0 180 Ringing\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n[last_Call-ID:]\n[last_CSeq:]",
             "<send retrans=\"500\">",
@@ -1035,9 +1333,9 @@ mod tests {
             .unwrap_or_default();
         assert!(bye_ok.contains("[last_To:]\n"), "{bye_ok}");
         assert!(!bye_ok.contains("SIPpTag01"), "{bye_ok}");
-        // It sends no request, so keeps no variable (sipp refuses one
-        // that is never read).
-        assert!(!uas.contains("assign_to"), "{uas}");
+        // It sends no request, so keeps no peer variable (sipp refuses
+        // one that is never read); the log reads those it keeps.
+        assert!(!uas.contains("assign_to=\"peer\""), "{uas}");
         // One 200 to the INVITE: the retransmission is sipp's job.
         assert_eq!(uas.matches("SIP/2.0 200 OK").count(), 2, "{uas}");
     }
@@ -1112,6 +1410,26 @@ mod tests {
             convert(&[], &Limits::default(), &Options::default()).err(),
             Some(ToSippError::NoDialog(0))
         );
+    }
+
+    #[test]
+    fn by_default_the_first_call_is_taken_not_a_keepalive() {
+        let options = sip(
+            "OPTIONS sip:127.0.0.20:5060 SIP/2.0",
+            &[
+                "Via: SIP/2.0/UDP 127.0.0.30:5060;branch=z9hG4bK-ka",
+                "From: <sip:proxy@127.0.0.30>;tag=ka",
+                "To: <sip:127.0.0.20:5060>",
+                "Call-ID: keepalive-1",
+                "CSeq: 1 OPTIONS",
+            ],
+            "",
+        );
+        let mut p = vec![payload(0, "127.0.0.30:5060", PBX, &options)];
+        p.extend(dialog("the-call", "X-A: 1"));
+        assert_eq!(convert_default(&p).call_id, "the-call");
+        // Without a call, the first request's dialog.
+        assert_eq!(convert_default(&p[..1]).call_id, "keepalive-1");
     }
 
     #[test]
@@ -1272,6 +1590,48 @@ mod tests {
             matches!(&err, Some(ToSippError::Resign(ResignError::Header { method, .. })) if method == "INVITE"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn an_expected_refusal_ends_the_uac_at_the_refusal_and_fails_the_uas() {
+        let options = Options {
+            expect: Expectations::parse_list("action=reject,status=608")
+                .unwrap_or_else(|e| panic!("{e}")),
+            ..Options::default()
+        };
+        let s = convert(&dialog("call-r", "X-A: 1"), &Limits::default(), &options)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let uac = &s.uac;
+        for want in [
+            "<recv response=\"608\" next=\"refused\"/>",
+            "ACK sip:+15550100@[remote_ip]:[remote_port] SIP/2.0\n[last_Via:]\n",
+            "[last_To:]\nCall-ID: [call_id]\nCSeq: 1 ACK",
+        ] {
+            assert!(uac.contains(want), "uac.xml lacks {want:?}:\n{uac}");
+        }
+        assert!(!uac.contains("BYE"), "{uac}");
+        assert_eq!(s.uas.matches("<recv").count(), 1, "{}", s.uas);
+        assert!(
+            s.uas.contains("callgate must refuse this call"),
+            "{}",
+            s.uas
+        );
+        assert!(s
+            .uas
+            .contains("<recv request=\"INVITE\" rrs=\"true\">\n    <action>"));
+        let text = readme(&s, "c.pcap");
+        assert!(
+            text.contains("Converted with `--expect 'action=reject,status=608'`"),
+            "{text}"
+        );
+        // Without expectations the UAS logs what it saw.
+        let s = convert_default(&dialog("call-r", "X-A: 1"));
+        assert!(
+            s.uas.contains("<log message=\"X-Callgate-Risk:[$risk]\"/>"),
+            "{}",
+            s.uas
+        );
+        assert!(readme(&s, "c.pcap").contains("-trace_logs"));
     }
 
     #[test]

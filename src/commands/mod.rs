@@ -4,6 +4,7 @@
 
 pub mod admin_client;
 pub mod check_config;
+pub mod corpus;
 pub mod ctl;
 pub mod demo;
 pub mod reload;

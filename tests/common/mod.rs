@@ -5,10 +5,12 @@
 
 pub mod calls;
 pub mod carrier;
+pub mod live_capture;
 pub mod netns;
 pub mod pki;
 pub mod redis;
 pub mod srtp;
+pub mod to_sipp;
 pub mod volume;
 
 use std::io::{BufRead, BufReader};

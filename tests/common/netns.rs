@@ -39,6 +39,9 @@ pub struct Host {
     /// The address on callgate's side of this host's link: what callgate
     /// listens on when this host is its peer on that side.
     pub gate: Ipv4Addr,
+    /// This side's end of the host's veth pair (MTU 1500): where a capture
+    /// sees the host's packets as a NIC would (`tcpdump -i LINK`).
+    pub link: String,
 }
 
 const PREFIX: &str = "cgt";
@@ -143,6 +146,7 @@ impl Lab {
                 netns: netns.clone(),
                 addr,
                 gate,
+                link: outer.clone(),
             };
             if let Err(e) = made {
                 let _ = ip(&["link", "del", &outer]);

@@ -27,14 +27,14 @@ use callgate::config::Config;
 use callgate::sip::message::{HeaderName, Limits, SipMessage};
 use callgate::stir::keys::SigningKey;
 
-mod pki;
-mod x5u;
+pub(super) mod pki;
+pub(super) mod x5u;
 
 const SDP: &str = "v=0\r\no=demo 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
 
 /// The shipped policy and its lists, written to a scratch directory for
 /// the demo's callgate.
-const POLICY: &str = include_str!("../../../sip-config/policy.toml");
+pub(super) const POLICY: &str = include_str!("../../../sip-config/policy.toml");
 const LISTS: [(&str, &str); 3] = [
     (
         "allow.txt",
@@ -48,17 +48,17 @@ const LISTS: [(&str, &str); 3] = [
 ];
 
 /// What the simulated PBX saw on each INVITE, by Call-ID: the risk tags.
-type Tags = Arc<Mutex<HashMap<String, String>>>;
+pub(super) type Tags = Arc<Mutex<HashMap<String, String>>>;
 
 /// A scratch directory with the policy, its lists and the demo PKI's
 /// trust files; removed when dropped.
-struct Scratch(std::path::PathBuf);
+pub(super) struct Scratch(pub(super) std::path::PathBuf);
 
 impl Scratch {
     /// A new directory of its own (random name, mode 700, never one that
     /// already exists: another user of a shared /tmp cannot plant files
     /// the demo would then load).
-    fn new() -> Result<Scratch, String> {
+    pub(super) fn new() -> Result<Scratch, String> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = std::env::temp_dir().join(format!(
             "callgate-demo-{}-{:016x}",
@@ -110,35 +110,68 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// callgate started with the configuration `build` makes for a trunk and
+/// a PBX port: free ports are found by binding and releasing them, so
+/// another process may take one in between; then two more are tried (a
+/// few times at most).
+pub(super) async fn start_on_free_ports(
+    build: impl Fn(u16, u16) -> Result<Config, String>,
+) -> Result<(callgate::gate::Running, Config, u16, u16), String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (trunk, pbx) = (free_port()?, free_port()?);
+        let cfg = build(trunk, pbx)?;
+        match callgate::gate::start(&cfg, None).await {
+            Ok(running) => return Ok((running, cfg, trunk, pbx)),
+            Err(e) if e.to_string().contains("in use") => last = e.to_string(),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(last)
+}
+
 /// A free loopback port (bound, read, released).
-fn free_port() -> Result<u16, String> {
+pub(super) fn free_port() -> Result<u16, String> {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let p = s.local_addr().map_err(|e| e.to_string())?.port();
     std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| format!("port {p}: {e}"))?;
     Ok(p)
 }
 
-async fn bind() -> Result<Arc<UdpSocket>, String> {
+pub(super) async fn bind() -> Result<Arc<UdpSocket>, String> {
     UdpSocket::bind("127.0.0.1:0")
         .await
         .map(Arc::new)
         .map_err(|e| e.to_string())
 }
 
-fn port_of(s: &UdpSocket) -> u16 {
+pub(super) fn port_of(s: &UdpSocket) -> u16 {
     s.local_addr().map(|a| a.port()).unwrap_or(0)
 }
 
 /// The embedded configuration with every address moved to a free port.
-fn demo_config(
+/// The simulated peers' ports: the PBX targets in failover order (the
+/// first one silent in the demo) and the carrier's UAS.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peers {
+    pub(super) dead_pbx: u16,
+    pub(super) live_pbx: u16,
+    pub(super) carrier: u16,
+}
+
+pub(super) fn demo_config(
     trunk: u16,
     pbx: u16,
-    dead_pbx: u16,
-    live_pbx: u16,
-    carrier: u16,
-    scratch: &Path,
+    peers: Peers,
     pki: &pki::DemoPki,
+    policy: &Path,
+    extra: &str,
 ) -> Result<Config, String> {
+    let Peers {
+        dead_pbx,
+        live_pbx,
+        carrier,
+    } = peers;
     let text = callgate::config::EMBEDDED_DEFAULT
         .replace("udp = \"127.0.0.1:5060\"", &format!("udp = \"127.0.0.1:{trunk}\""))
         .replace("tcp = \"127.0.0.1:5060\"", &format!("tcp = \"127.0.0.1:{trunk}\""))
@@ -165,10 +198,7 @@ fn demo_config(
                 pki.web_ca.display()
             ),
         );
-    let text = format!(
-        "{text}\n[risk]\npolicy = \"{}\"\n",
-        scratch.join("policy.toml").display()
-    );
+    let text = format!("{text}\n[risk]\npolicy = \"{}\"\n{extra}", policy.display());
     Config::parse(&text, Path::new("sip-config/callgate.toml")).map_err(|e| e.to_string())
 }
 
@@ -178,7 +208,6 @@ async fn run() -> Result<bool, String> {
     let agent = bind().await?;
     let live_pbx = bind().await?;
     let dead_pbx = bind().await?; // bound but silent: a PBX that hangs
-    let (trunk, pbx) = (free_port()?, free_port()?);
     let scratch = Scratch::new()?;
     let pki = pki::make(&scratch.0)?;
     let x5u = x5u::serve(&pki).await?;
@@ -187,18 +216,21 @@ async fn run() -> Result<bool, String> {
             .map_err(|e| format!("demo PKI: signing key: {e}"))?,
         x5u: x5u.clone(),
     });
-    let cfg = demo_config(
-        trunk,
-        pbx,
-        port_of(&dead_pbx),
-        port_of(&live_pbx),
-        port_of(&carrier_uas),
-        &scratch.0,
-        &pki,
-    )?;
-    let running = callgate::gate::start(&cfg, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (running, cfg, trunk, pbx) = start_on_free_ports(|trunk, pbx| {
+        demo_config(
+            trunk,
+            pbx,
+            Peers {
+                dead_pbx: port_of(&dead_pbx),
+                live_pbx: port_of(&live_pbx),
+                carrier: port_of(&carrier_uas),
+            },
+            &pki,
+            &scratch.0.join("policy.toml"),
+            "",
+        )
+    })
+    .await?;
     let metrics = running.gate.metrics.clone();
     let tags: Tags = Arc::default();
     tokio::spawn(uas(live_pbx.clone(), tags.clone()));
@@ -223,26 +255,28 @@ async fn run() -> Result<bool, String> {
     let ua = Ua {
         sock: carrier.clone(),
         to: trunk_addr,
-        caller: "+15550199",
+        caller: "+15550199".into(),
         attest: None,
         identity: None,
+        tamper: false,
+        headers: Vec::new(),
     };
     let agent_ua = Ua {
         sock: agent.clone(),
         to: pbx_addr,
         ..ua.clone()
     };
-    let signed = |caller: &'static str, attest: char| Ua {
-        caller,
+    let signed = |caller: &str, attest: char| Ua {
+        caller: caller.into(),
         attest: Some((attest, signer.clone())),
         ..ua.clone()
     };
     let dno = Ua {
-        caller: "+15550100",
+        caller: "+15550100".into(),
         ..ua.clone()
     };
     let own = Ua {
-        caller: "+15550107",
+        caller: "+15550107".into(),
         ..ua.clone()
     };
     let mut cases: Vec<(&str, Outcome)> = vec![
@@ -372,10 +406,13 @@ async fn run() -> Result<bool, String> {
 
 /// What the carrier does with a call.
 #[derive(Debug, Clone, Copy)]
-enum Plan {
+pub(super) enum Plan {
     AnswerAndHangUp,
     /// Answered, and the PBX must have seen tags containing this.
     Tagged(&'static str),
+    /// Answered (then hung up) or refused (then acknowledged): whatever
+    /// callgate decides (`callgate corpus`).
+    Any,
     ExpectFinal(u16),
     /// callgate's policy refuses the call with this status.
     Refused(u16),
@@ -384,15 +421,15 @@ enum Plan {
     Malformed,
 }
 
-struct Outcome {
-    ok: bool,
-    detail: String,
+pub(super) struct Outcome {
+    pub(super) ok: bool,
+    pub(super) detail: String,
     /// The call's Call-ID, to look up what the PBX saw.
-    call_id: Option<String>,
+    pub(super) call_id: Option<String>,
     /// What the PBX must have seen in its tags.
     expect: Option<String>,
     /// The Identity header the INVITE carried.
-    identity: Option<String>,
+    pub(super) identity: Option<String>,
 }
 
 fn outcome(ok: bool, detail: impl Into<String>) -> Outcome {
@@ -405,26 +442,43 @@ fn outcome(ok: bool, detail: impl Into<String>) -> Outcome {
     }
 }
 
+/// `header` with the last character of its signature changed: the
+/// PASSporT no longer verifies (RFC 8225 §6).
+fn tampered(header: &str) -> String {
+    let end = header.find(';').unwrap_or(header.len());
+    let mut out = header.to_owned();
+    if let Some(last) = out[..end].chars().last() {
+        let swapped = if last == 'A' { 'B' } else { 'A' };
+        out.replace_range(end - last.len_utf8()..end, &swapped.to_string());
+    }
+    out
+}
+
 /// The centre's number the signed tour calls (a PASSporT's `dest`).
-const CENTRE: &str = "+15550101";
+pub(super) const CENTRE: &str = "+15550101";
 
 /// What signs the simulated carrier's INVITEs: the demo PKI's key, and
 /// where its certificate is.
-struct Signer {
-    key: SigningKey,
-    x5u: String,
+pub(super) struct Signer {
+    pub(super) key: SigningKey,
+    pub(super) x5u: String,
 }
 
 /// A simulated caller sending to callgate at `to` as `caller`.
 #[derive(Clone)]
-struct Ua {
-    sock: Arc<UdpSocket>,
-    to: SocketAddr,
-    caller: &'static str,
+pub(super) struct Ua {
+    pub(super) sock: Arc<UdpSocket>,
+    pub(super) to: SocketAddr,
+    pub(super) caller: String,
     /// Signs each INVITE with this attestation (RFC 8588); `None`: unsigned.
-    attest: Option<(char, Arc<Signer>)>,
+    pub(super) attest: Option<(char, Arc<Signer>)>,
     /// An Identity header sent as is (a replayed PASSporT).
-    identity: Option<String>,
+    pub(super) identity: Option<String>,
+    /// The signature of each PASSporT altered after signing (a PASSporT
+    /// tampered with in transit).
+    pub(super) tamper: bool,
+    /// Header lines added to each INVITE, as the carrier sent them.
+    pub(super) headers: Vec<String>,
 }
 
 impl Ua {
@@ -488,7 +542,7 @@ impl Ua {
         body: &str,
     ) -> String {
         let local = self.local();
-        let caller = self.caller;
+        let caller = &self.caller;
         let ctype = if body.is_empty() {
             ""
         } else {
@@ -500,7 +554,7 @@ impl Ua {
         )
     }
 
-    async fn call(&self, user: &str, plan: Plan) -> Outcome {
+    pub(super) async fn call(&self, user: &str, plan: Plan) -> Outcome {
         let call_id = format!("demo-{user}-{}", fastrand::u32(..));
         let identity = match self.identity_for(user) {
             Ok(i) => i,
@@ -536,16 +590,20 @@ impl Ua {
             .map_or(0, |d| d.as_secs() as i64);
         let origid = callgate::stir::sign::new_origid();
         let request = callgate::stir::sign::SignRequest {
-            orig: self.caller,
+            orig: &self.caller,
             dest: user,
             attest: *attest,
             origid: &origid,
             x5u: &signer.x5u,
             iat,
         };
-        callgate::stir::sign::identity_header(&signer.key, &request)
-            .map(Some)
-            .map_err(|e| format!("signing: {e}"))
+        let header = callgate::stir::sign::identity_header(&signer.key, &request)
+            .map_err(|e| format!("signing: {e}"))?;
+        Ok(Some(if self.tamper {
+            tampered(&header)
+        } else {
+            header
+        }))
     }
 
     async fn try_call(
@@ -555,9 +613,13 @@ impl Ua {
         call_id: &str,
         identity: Option<&str>,
     ) -> Result<Outcome, String> {
-        let identity = identity
+        let mut identity = identity
             .map(|i| format!("Identity: {i}\r\n"))
             .unwrap_or_default();
+        for h in &self.headers {
+            identity.push_str(h);
+            identity.push_str("\r\n");
+        }
         let call_id = call_id.to_owned();
         let ruri = format!("sip:{user}@{}", self.to);
         let started = Instant::now();
@@ -602,12 +664,17 @@ impl Ua {
         let fin = self.final_response(&call_id, &mut seen).await?;
         let st = fin.status().unwrap_or(0);
         match plan {
-            Plan::ExpectFinal(_) | Plan::Refused(_) | Plan::MaxForwardsZero | Plan::Malformed
+            Plan::ExpectFinal(_)
+            | Plan::Refused(_)
+            | Plan::MaxForwardsZero
+            | Plan::Malformed
+            | Plan::Any
                 if st >= 300 =>
             {
                 let want = match plan {
                     Plan::ExpectFinal(w) | Plan::Refused(w) => w,
                     Plan::MaxForwardsZero => 483,
+                    Plan::Any => st,
                     _ => 400,
                 };
                 let tag = fin
@@ -622,6 +689,7 @@ impl Ua {
                 }
                 let who = match plan {
                     Plan::ExpectFinal(_) => "from the PBX",
+                    Plan::Any => "",
                     Plan::Refused(_) => "from callgate's risk policy; never reached the PBX",
                     _ => "from callgate; never reached the PBX",
                 };
@@ -630,7 +698,7 @@ impl Ua {
                     format!("responses {seen:?}: {st} {who}"),
                 ))
             }
-            Plan::AnswerAndHangUp | Plan::Tagged(_) if (200..300).contains(&st) => {
+            Plan::AnswerAndHangUp | Plan::Tagged(_) | Plan::Any if (200..300).contains(&st) => {
                 let answer_ms = started.elapsed().as_secs_f64() * 1000.0;
                 // Route set: the Record-Route of the 2xx, reversed (§12.1.2).
                 let rr: Vec<&[u8]> = fin.values(HeaderName::RecordRoute).collect();
@@ -659,7 +727,10 @@ impl Ua {
                     .request("ACK", &target, &call_id, 1, "a1", &route_hdr, &tag, "")
                     .replace(&format!("To: <{target}>"), &format!("To: <{ruri}>"));
                 self.send(&ack).await?;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !matches!(plan, Plan::Any) {
+                    // A moment of conversation, as a person would have.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 let bye = self
                     .request("BYE", &target, &call_id, 2, "b1", &route_hdr, &tag, "")
                     .replace(&format!("To: <{target}>"), &format!("To: <{ruri}>"));
@@ -677,7 +748,7 @@ impl Ua {
 
 /// A simulated PBX (or carrier) answering calls, by Request-URI user:
 /// `busy` → 486; `ring` → 180 until CANCEL → 487; anything else → 180, 200.
-async fn uas(sock: Arc<UdpSocket>, tags: Tags) {
+pub(super) async fn uas(sock: Arc<UdpSocket>, tags: Tags) {
     let port = port_of(&sock);
     let mut buf = vec![0u8; 65_535];
     let mut ringing: HashMap<Vec<u8>, SipMessage> = HashMap::new();
