@@ -102,7 +102,8 @@ struct Held {
 #[derive(Debug)]
 pub struct Throttle {
     window: Instant,
-    refused: HashMap<Ipv4Addr, u32, ahash::RandomState>,
+    /// Refusals this window per source, and when its first one was.
+    refused: HashMap<Ipv4Addr, (u32, Instant), ahash::RandomState>,
     held: HashMap<Ipv4Addr, Held, ahash::RandomState>,
     /// Throttles started between reviews, for the next one to report.
     early: Vec<Change>,
@@ -140,29 +141,35 @@ impl Throttle {
             return false;
         }
         let watched = self.refused.len();
-        let n = match self.refused.get_mut(&v4) {
-            Some(n) => {
+        let (n, first) = match self.refused.get_mut(&v4) {
+            Some((n, first)) => {
                 *n = n.saturating_add(1);
-                *n
+                (*n, *first)
             }
             None if watched < MAX_WATCHED => {
-                self.refused.insert(v4, 1);
-                1
+                self.refused.insert(v4, (1, now));
+                (1, now)
             }
             None => return false,
         };
         if n % EARLY_CHECK_EVERY != 0 || self.held.len() >= MAX_THROTTLED {
             return false;
         }
-        let span = now
-            .saturating_duration_since(self.window)
-            .max(EARLY_MIN_SPAN)
-            .as_secs_f64();
-        let refused_rate = f64::from(n) / span;
+        // Over the time since its first refusal: a flood that began late in
+        // the window is measured at its own rate. The trigger divides by at
+        // least EARLY_MIN_SPAN (a burst at the start is not a flood); the
+        // share, once triggered, by at least a millisecond, so that a flood
+        // of 200,000/s is kept at ~1 % from the start, not at the 50 % a
+        // floored rate would give (it would fill the queue until the next
+        // review corrected it).
+        // (n − 1 intervals between the first refusal and this one.)
+        let since = now.saturating_duration_since(first);
         let rate = f64::from(rate);
-        if refused_rate < TRIGGER * rate {
+        let intervals = f64::from(n - 1);
+        if intervals / since.max(EARLY_MIN_SPAN).as_secs_f64() < TRIGGER * rate {
             return false;
         }
+        let refused_rate = intervals / since.max(Duration::from_millis(1)).as_secs_f64();
         self.refused.remove(&v4);
         let change = self.hold(v4, rate, refused_rate + rate, now);
         self.early.push(change);
@@ -220,9 +227,12 @@ impl Throttle {
                     changes.push(Change::Released { source });
                     return false;
                 }
-                return true;
+            } else {
+                h.calm_since = None;
             }
-            h.calm_since = None;
+            // Calm, the share goes back to 1 (the kernel keeps everything)
+            // at once, not only at the release: a source throttled for a
+            // burst keeps its whole rate while the release waits.
             let share = share_for(rate, offered);
             if (share - h.share).abs() > h.share / 4.0 {
                 h.share = share;
@@ -243,7 +253,7 @@ impl Throttle {
         let mut worst: Vec<(Ipv4Addr, f64)> = self
             .refused
             .drain()
-            .map(|(ip, n)| (ip, f64::from(n) / secs))
+            .map(|(ip, (n, _))| (ip, f64::from(n) / secs))
             .filter(|&(_, refused)| refused >= TRIGGER * rate)
             .collect();
         // The heaviest first, should more offend than the table holds.
@@ -288,13 +298,15 @@ mod tests {
     const RATE: u32 = 100;
 
     /// `n` datagrams from `ip` spread evenly over the second after `from`,
-    /// the first `admitted` within its rate; when the first note asked for
-    /// the filter at once, if one did.
+    /// `admitted` of them within its rate, spread evenly too (as a token
+    /// bucket refilling at the rate admits them); when the first note
+    /// asked for the filter at once, if one did.
     fn offer(t: &mut Throttle, ip: &str, n: u32, admitted: u32, from: Instant) -> Option<Duration> {
         let mut early = None;
         for i in 0..n {
             let at = Duration::from_secs(1) * i / n;
-            if t.note(IpAddr::V4(v4(ip)), i >= admitted, RATE, from + at) && early.is_none() {
+            let admit = (i + 1) * admitted / n > i * admitted / n;
+            if t.note(IpAddr::V4(v4(ip)), !admit, RATE, from + at) && early.is_none() {
                 early = Some(at);
             }
         }
@@ -340,6 +352,31 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_that_starts_late_in_a_window_is_kept_at_its_own_share_at_once() {
+        // 200 ms into the window, 100,000 datagrams a second against a
+        // limit of 100: all refused. The early check measures from its
+        // first refusal, so the share is about 200 / 100,000, not the
+        // ~10 % the window's age would suggest.
+        let t0 = Instant::now();
+        let mut t = Throttle::new(t0);
+        let start = t0 + Duration::from_millis(200);
+        let mut throttled_after = None;
+        for i in 0..10_000u32 {
+            let at = start + Duration::from_micros(u64::from(i) * 10);
+            if t.note(IpAddr::V4(v4("10.0.0.9")), true, RATE, at) {
+                throttled_after = Some(i + 1);
+                break;
+            }
+        }
+        assert!(
+            throttled_after.is_some_and(|n| n <= 1024),
+            "{throttled_after:?}"
+        );
+        let got = share(&t, "10.0.0.9").unwrap_or(1.0);
+        assert!(got < 0.005, "kept share {got}");
+    }
+
+    #[test]
     fn a_review_throttles_a_source_too_slow_for_the_early_check() {
         // A limit of 5/s: a source refused 20 times in a second (25/s
         // offered) never reaches the early check's 64 refusals; the
@@ -361,11 +398,11 @@ mod tests {
     }
 
     #[test]
-    fn just_under_the_trigger_is_left_to_the_admit_phase() {
+    fn under_the_trigger_is_left_to_the_admit_phase() {
         let t0 = Instant::now();
         let mut t = Throttle::new(t0);
         assert_eq!(
-            offer(&mut t, "10.0.0.2", RATE + 3 * RATE - 1, RATE, t0),
+            offer(&mut t, "10.0.0.2", RATE + 3 * RATE - 20, RATE, t0),
             None
         );
         assert!(t.review(RATE, true, t0 + Duration::from_secs(1)).is_empty());
@@ -406,8 +443,14 @@ mod tests {
             matches!(changes.as_slice(), [Change::Adjusted { share, .. }] if (share - 0.1).abs() < 0.01),
             "{changes:?}"
         );
-        // It stops: calm from the review at 5 s, held until 3 s of calm.
-        for k in [5000, 6000, 7000] {
+        // It stops: calm from the review at 5 s, its share back to 1 at
+        // once (the kernel keeps all it sends), held until 3 s of calm.
+        let calm = t.review(RATE, true, s(5000));
+        assert!(
+            matches!(calm.as_slice(), [Change::Adjusted { share, .. }] if *share == 1.0),
+            "{calm:?}"
+        );
+        for k in [6000, 7000] {
             assert!(t.review(RATE, true, s(k)).is_empty(), "review at {k} ms");
             assert_eq!(t.in_force().len(), 1);
         }
