@@ -107,7 +107,7 @@ impl Admission {
         if crate::sip::message::keepalive_prefix(data) == data.len() {
             return Verdict::Admit;
         }
-        let verdict = self.within_limits(ip, data, now);
+        let (verdict, draining) = self.within_limits(ip, data, now);
         let rate = if self.cfg.kernel_throttle {
             self.cfg.rate_limit
         } else {
@@ -115,6 +115,11 @@ impl Admission {
         };
         if self.throttle.note(ip, verdict != Verdict::Admit, rate, now) {
             self.throttle_due = true;
+        }
+        if let Some(arrivals) = draining {
+            if self.throttle.flood(ip, arrivals, rate, now) {
+                self.throttle_due = true;
+            }
         }
         verdict
     }
@@ -136,25 +141,30 @@ impl Admission {
         (!changes.is_empty()).then(|| (changes, self.throttle.in_force()))
     }
 
-    /// The rate limit and byte budget of an admitted source.
-    fn within_limits(&mut self, ip: IpAddr, data: &[u8], now: Instant) -> Verdict {
+    /// The rate limit and byte budget of an admitted source; with the
+    /// verdict, the source's request arrival rate when its request bucket
+    /// is draining fast (a flood before its first refusal).
+    fn within_limits(&mut self, ip: IpAddr, data: &[u8], now: Instant) -> (Verdict, Option<f64>) {
         let rate = self.cfg.rate_limit;
+        let mut draining = None;
         if rate > 0 {
             let admitted = if data.starts_with(b"SIP/2.0 ") {
                 self.responses
                     .take(ip, rate.saturating_mul(RESPONSES_PER_REQUEST), now)
             } else {
-                self.requests.take(ip, rate, now)
+                let (admitted, d) = self.requests.take_watching(ip, rate, now);
+                draining = d;
+                admitted
             };
             if !admitted {
-                return Verdict::RateLimited;
+                return (Verdict::RateLimited, draining);
             }
         }
         let bytes = self.cfg.rate_limit_bytes;
         if bytes > 0 && !self.bytes.take_bytes(ip, data.len(), bytes, now) {
-            return Verdict::OverByteBudget;
+            return (Verdict::OverByteBudget, draining);
         }
-        Verdict::Admit
+        (Verdict::Admit, draining)
     }
 }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct Bucket {
     tokens: f64,
     last: Instant,
+    /// When the bucket was last full.
+    full_at: Instant,
 }
 
 impl Bucket {
@@ -21,6 +23,7 @@ impl Bucket {
         Bucket {
             tokens: burst(rate),
             last: now,
+            full_at: now,
         }
     }
 
@@ -29,6 +32,7 @@ impl Bucket {
         Bucket {
             tokens: byte_burst(rate),
             last: now,
+            full_at: now,
         }
     }
 
@@ -36,6 +40,22 @@ impl Bucket {
     /// last call first).
     pub fn take(&mut self, rate: u32, now: Instant) -> bool {
         self.take_n(1.0, f64::from(rate), burst(rate), now)
+    }
+
+    /// The rate a source is sending at, when it has spent more than half
+    /// of a full bucket of `rate` per second within [`FAST_DRAIN`]: its
+    /// arrivals per second (what it spent over the time since the bucket
+    /// was full, plus the refill). `None` otherwise. A flood's first
+    /// moments, before any refusal: the burst a bucket allows is admitted
+    /// and processed whole, and a flood of 100,000/s spends 2 s of a
+    /// 1,000/s limit in 20 ms.
+    pub fn draining(&self, rate: u32, now: Instant) -> Option<f64> {
+        let full = burst(rate);
+        let since = now.saturating_duration_since(self.full_at);
+        if rate == 0 || self.tokens > full / 2.0 || since > FAST_DRAIN || since.is_zero() {
+            return None;
+        }
+        Some((full - self.tokens) / since.as_secs_f64() + f64::from(rate))
     }
 
     /// Takes `bytes` tokens of a byte budget of `rate` bytes per second if
@@ -49,6 +69,9 @@ impl Bucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(burst);
         self.last = now;
+        if self.tokens >= burst {
+            self.full_at = now;
+        }
         if self.tokens >= n {
             self.tokens -= n;
             true
@@ -57,6 +80,10 @@ impl Bucket {
         }
     }
 }
+
+/// How fast a bucket must lose half its burst for [`Bucket::draining`] to
+/// tell: at least ten times its rate.
+pub const FAST_DRAIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn burst(rate: u32) -> f64 {
     f64::from(rate) * 2.0
@@ -102,6 +129,14 @@ impl SourceBuckets {
             .take(rate, now)
     }
 
+    /// [`SourceBuckets::take`], and the source's arrival rate when its
+    /// bucket is draining fast ([`Bucket::draining`]).
+    pub fn take_watching(&mut self, ip: IpAddr, rate: u32, now: Instant) -> (bool, Option<f64>) {
+        let b = self.bucket(ip, now, || Bucket::full(rate, now));
+        let taken = b.take(rate, now);
+        (taken, b.draining(rate, now))
+    }
+
     /// Takes `bytes` from `ip`'s byte budget at `rate` bytes per second
     /// ([`Bucket::take_bytes`]).
     pub fn take_bytes(&mut self, ip: IpAddr, bytes: usize, rate: u64, now: Instant) -> bool {
@@ -121,5 +156,35 @@ impl SourceBuckets {
             self.last_prune = Some(now);
         }
         self.buckets.entry(ip).or_insert_with(new)
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_half_spent_within_a_tenth_of_a_second_tells_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(100, t0);
+        // 101 of its 200 tokens in 10 ms: ~10,000/s.
+        for i in 0..=100u64 {
+            assert!(b.take(100, t0 + Duration::from_micros(i * 100)));
+        }
+        let at = t0 + Duration::from_millis(10);
+        let r = b.draining(100, at).unwrap_or_default();
+        assert!((9_500.0..10_500.0).contains(&r), "{r}");
+        // Half spent over a whole second is a busy peer, not a flood.
+        let mut slow = Bucket::full(100, t0);
+        for i in 0..201u64 {
+            slow.take(100, t0 + Duration::from_millis(i * 5));
+        }
+        assert_eq!(slow.draining(100, t0 + Duration::from_millis(1005)), None);
+        // Less than half spent: nothing to tell.
+        let mut little = Bucket::full(100, t0);
+        for i in 0..50u64 {
+            little.take(100, t0 + Duration::from_micros(i * 100));
+        }
+        assert_eq!(little.draining(100, at), None);
     }
 }

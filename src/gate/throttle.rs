@@ -59,6 +59,8 @@ const MIN_SHARE: f64 = 1.0 / 65_536.0;
 const MAX_WATCHED: usize = 4096;
 /// Windows shorter than this are not reviewed (too few datagrams).
 const MIN_WINDOW: Duration = Duration::from_millis(200);
+/// A newly throttled source's share is measured again this soon.
+const FIRST_LOOK: Duration = Duration::from_millis(20);
 
 /// A refused source's count is checked against the trigger every this
 /// many refusals (between reviews, so a flood is throttled within
@@ -96,6 +98,11 @@ struct Held {
     counting: Instant,
     /// Since when it has offered under [`KEEP`] times its rate.
     calm_since: Option<Instant>,
+    /// Its share has been measured once since it was throttled: until
+    /// then it is looked at after [`FIRST_LOOK`], not at the next review
+    /// (the share it was throttled with is estimated at a receive loop
+    /// the flood was saturating).
+    settled: bool,
 }
 
 /// The throttle table of one side.
@@ -134,7 +141,8 @@ impl Throttle {
         if !self.held.is_empty() {
             if let Some(h) = self.held.get_mut(&v4) {
                 h.seen = h.seen.saturating_add(1);
-                return false;
+                // Newly throttled: its share measured again at once.
+                return !h.settled && now.saturating_duration_since(h.counting) >= FIRST_LOOK;
             }
         }
         if !refused || rate == 0 {
@@ -176,6 +184,31 @@ impl Throttle {
         true
     }
 
+    /// A source whose request bucket drains fast (`bucket.rs`,
+    /// `Bucket::draining`) at `arrivals` a second, on a side whose limit is
+    /// `rate`: throttled at once when that is at least [`TRIGGER`] + 1
+    /// times the rate — before its first refusal, while the burst its
+    /// bucket allows is still being admitted (that burst, processed whole
+    /// as calls, held the receive loop long enough for the queue behind it
+    /// to overflow). `true` when it was throttled now.
+    pub fn flood(&mut self, ip: IpAddr, arrivals: f64, rate: u32, now: Instant) -> bool {
+        let IpAddr::V4(v4) = ip else {
+            return false;
+        };
+        let rate = f64::from(rate);
+        if rate == 0.0
+            || arrivals < (TRIGGER + 1.0) * rate
+            || self.held.contains_key(&v4)
+            || self.held.len() >= MAX_THROTTLED
+        {
+            return false;
+        }
+        self.refused.remove(&v4);
+        let change = self.hold(v4, rate, arrivals, now);
+        self.early.push(change);
+        true
+    }
+
     /// Throttles `source`, which offers `offered` datagrams/s.
     fn hold(&mut self, source: Ipv4Addr, rate: f64, offered: f64, now: Instant) -> Change {
         let share = share_for(rate, offered);
@@ -186,6 +219,7 @@ impl Throttle {
                 seen: 0,
                 counting: now,
                 calm_since: None,
+                settled: false,
             },
         );
         Change::Throttled {
@@ -215,9 +249,10 @@ impl Throttle {
         let rate = f64::from(rate);
         self.held.retain(|&source, h| {
             let elapsed = now.saturating_duration_since(h.counting);
-            if elapsed < MIN_WINDOW {
+            if elapsed < if h.settled { MIN_WINDOW } else { FIRST_LOOK } {
                 return true;
             }
+            h.settled = true;
             let offered = f64::from(h.seen) / elapsed.as_secs_f64() / h.share;
             h.seen = 0;
             h.counting = now;
@@ -377,6 +412,40 @@ mod tests {
     }
 
     #[test]
+    fn a_fast_draining_bucket_throttles_before_any_refusal_and_is_measured_again_soon() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(t0);
+        let ip = IpAddr::V4(v4("10.0.0.7"));
+        // Its bucket says 20,000/s against a limit of 100: throttled at
+        // once, share 200 / 20,000.
+        assert!(
+            !t.flood(ip, 3.9 * f64::from(RATE), RATE, t0),
+            "under 4× is left alone"
+        );
+        assert!(t.flood(ip, 20_000.0, RATE, t0));
+        assert!(!t.flood(ip, 20_000.0, RATE, t0), "once");
+        assert_eq!(share(&t, "10.0.0.7"), Some(0.01));
+        // Its datagrams ask for a look after FIRST_LOOK, not the review's
+        // 200 ms; the look measures what the kernel let through.
+        assert!(!t.note(ip, false, RATE, t0 + Duration::from_millis(5)));
+        let later = t0 + FIRST_LOOK;
+        assert!(t.note(ip, false, RATE, later));
+        for _ in 0..199 {
+            t.note(ip, false, RATE, later);
+        }
+        // 201 seen in 20 ms at share 0.01: ~1,000,000/s offered.
+        let changes = t.review(RATE, true, later);
+        assert!(
+            matches!(changes.as_slice(), [Change::Throttled { .. }, Change::Adjusted { share, .. }] if *share < 0.001),
+            "{changes:?}"
+        );
+        assert!(
+            !t.note(ip, false, RATE, later + FIRST_LOOK),
+            "settled: the review's pace now"
+        );
+    }
+
+    #[test]
     fn a_review_throttles_a_source_too_slow_for_the_early_check() {
         // A limit of 5/s: a source refused 20 times in a second (25/s
         // offered) never reaches the early check's 64 refusals; the
@@ -506,15 +575,14 @@ mod tests {
     fn the_table_is_bounded() {
         let t0 = Instant::now();
         let mut t = Throttle::new(t0);
-        let mut early = 0;
         for i in 0..MAX_THROTTLED as u32 + 10 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
             for k in 0..1000u32 {
                 let at = t0 + Duration::from_millis(u64::from(k));
-                early += usize::from(t.note(ip, true, RATE, at));
+                t.note(ip, true, RATE, at);
             }
         }
-        assert_eq!(early, MAX_THROTTLED, "no more than the table holds");
+        assert_eq!(t.held.len(), MAX_THROTTLED, "no more than the table holds");
         t.review(RATE, true, t0 + Duration::from_secs(1));
         assert_eq!(t.in_force().len(), MAX_THROTTLED);
         // Refused sources are counted up to a bound within a window.
