@@ -20,12 +20,18 @@
 //!   the kernel keeps about twice its rate's worth of datagrams at random
 //!   and drops the rest, and the admit phase applies the exact limit to
 //!   what is kept, as before (so the source still gets its rate). Checked
-//!   every [`EARLY_CHECK_EVERY`] refusals of a source, so that a fast
-//!   flood is in the filter within milliseconds ([`Throttle::note`]: a
-//!   flood of 100,000/s against a 2,000/s limit meets the trigger after
-//!   300 to 1,500 refusals, depending on how old the window is: 3–15 ms,
-//!   where it fills an 8 MiB queue in about 30), and at each review every
-//!   [`REVIEW_EVERY`] for the slower ones.
+//!   every [`EARLY_CHECK_EVERY`] refusals of a source, over the time since
+//!   its first refusal, so that a fast flood is in the filter within
+//!   milliseconds ([`Throttle::note`]: a flood of 100,000/s against a
+//!   2,000/s limit meets the trigger after 320 refusals, 3 ms, where it
+//!   fills an 8 MiB queue in about 30), and at each review every
+//!   [`REVIEW_EVERY`] for the slower ones. Earlier still, before its first
+//!   refusal: a source whose request bucket loses half its burst within
+//!   `bucket::FAST_DRAIN` ([`Throttle::flood`]) — the burst a bucket
+//!   allows is otherwise admitted and processed whole, as calls, while
+//!   the flood queues up behind it. A newly throttled source's share is
+//!   measured again after [`FIRST_LOOK`] (its first estimate was taken at
+//!   a receive loop the flood was saturating).
 //! - a throttled source's offered rate is estimated from what reached
 //!   userspace (seen / share); its share follows it when it moves by more
 //!   than a quarter;
