@@ -329,6 +329,15 @@ pub fn convert_with_media(
         played.truncate(1);
     }
     let mut warnings = Vec::new();
+    if head.msg.to_tag().is_some() {
+        // The capture starts inside the dialog (the INVITE was not
+        // captured): the replay's first request names a dialog nobody
+        // set up, and callgate answers it 481 (RFC 3261 §12.2.2).
+        warnings.push(format!(
+            "the capture starts mid-dialog: its first request ({}) has a To tag and no INVITE              of the call was captured, so the replay sends it outside any dialog and callgate              answers 481; capture from before the call starts",
+            text(head.msg.method_bytes().unwrap_or_default())
+        ));
+    }
     let mut identities = 0;
     let streams = dialog_rtp(&played, datagrams, head.time_us);
     let mut rtp = RtpFiles::default();
@@ -1632,6 +1641,28 @@ mod tests {
             s.uas
         );
         assert!(readme(&s, "c.pcap").contains("-trace_logs"));
+    }
+
+    #[test]
+    fn a_capture_that_starts_mid_dialog_is_converted_with_a_warning() {
+        let all = dialog("call-m", "X-A: 1");
+        let from_bye: Vec<Payload> = all
+            .iter()
+            .skip_while(|p| !p.data.starts_with(b"BYE "))
+            .cloned()
+            .collect();
+        assert!(!from_bye.is_empty(), "the test dialog has a BYE");
+        let s = convert_default(&from_bye);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("mid-dialog") && w.contains("481")),
+            "{:?}",
+            s.warnings
+        );
+        // A whole call: no such warning.
+        let whole = convert_default(&all);
+        assert!(!whole.warnings.iter().any(|w| w.contains("mid-dialog")));
     }
 
     #[test]
