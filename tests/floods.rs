@@ -334,6 +334,45 @@ const SCANNER_REFUSALS: &str =
     "callgate_admission_refusals_total{side=\"trunk\",reason=\"scanner\"}";
 const NUMBER_REFUSALS: &str = "callgate_admission_refusals_total{side=\"trunk\",reason=\"number\"}";
 
+/// Both hosts admitted: the carrier's and an attacker's (`carrier`,
+/// `attacker` of a two-host lab), the trunk on the carrier link's gate
+/// address with `limits` in place of the config's `rate_limit = 2000`
+/// line, for [`NUMBER`] only, and a PBX UAS expecting `calls` calls.
+struct AdmittedPair {
+    _lab: Lab,
+    carrier: Host,
+    attacker: Host,
+    uas: Sipp,
+    cg: Callgate,
+    trunk: SocketAddr,
+}
+
+fn admitted_pair(calls: u32, limits: &str) -> AdmittedPair {
+    let lab = Lab::new(&["carrier", "attacker"]);
+    let (carrier, attacker) = (lab.host(0).clone(), lab.host(1).clone());
+    let ports = Ports::new();
+    let pbx_port = free_port();
+    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, calls, "u1", &[]);
+    let allow = [
+        format!("{}/32", carrier.addr),
+        format!("{}/32", attacker.addr),
+    ];
+    let cfg = gate_config(ports, &carrier.gate.to_string(), &allow, pbx_port).replace(
+        "rate_limit = 2000",
+        &format!("{limits}\nnumbers = [\"+{NUMBER}\"]"),
+    );
+    let cg = Callgate::start(ports, &cfg);
+    let trunk = SocketAddr::from((carrier.gate, ports.trunk));
+    AdmittedPair {
+        _lab: lab,
+        carrier,
+        attacker,
+        uas,
+        cg,
+        trunk,
+    }
+}
+
 /// An admitted source sending 60 KB INVITEs well within its message rate
 /// (100 a second against `rate_limit = 2000`) is held to its byte budget
 /// (`rate_limit_bytes = 200000`: a burst of 400 KB, then about three such
@@ -347,23 +386,19 @@ const NUMBER_REFUSALS: &str = "callgate_admission_refusals_total{side=\"trunk\",
 /// run, 60 MB/s admitted, legitimate calls' p99 0.4–1.9 s. Needs root.
 #[test]
 fn oversized_invites_beyond_the_byte_budget_are_dropped_before_parsing_while_calls_complete() {
-    let lab = Lab::new(&["carrier", "attacker"]);
-    let (carrier, attacker) = (lab.host(0).clone(), lab.host(1).clone());
-    let ports = Ports::new();
     const CALLS: u32 = 40;
     const BUDGET: f64 = 200_000.0;
-    let pbx_port = free_port();
-    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, CALLS, "u1", &[]);
-    let allow = [
-        format!("{}/32", carrier.addr),
-        format!("{}/32", attacker.addr),
-    ];
-    let cfg = gate_config(ports, &carrier.gate.to_string(), &allow, pbx_port).replace(
-        "rate_limit = 2000",
-        &format!("rate_limit = 2000\nrate_limit_bytes = {BUDGET}\nnumbers = [\"+{NUMBER}\"]"),
+    let AdmittedPair {
+        _lab,
+        carrier,
+        attacker,
+        uas,
+        cg,
+        trunk,
+    } = admitted_pair(
+        CALLS,
+        &format!("rate_limit = 2000\nrate_limit_bytes = {BUDGET}"),
     );
-    let cg = Callgate::start(ports, &cfg);
-    let trunk = SocketAddr::from((carrier.gate, ports.trunk));
 
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -405,24 +440,17 @@ const THROTTLES: &str = "callgate_kernel_throttles_total{side=\"trunk\"}";
 /// small host, legitimate INVITEs lost with it). Needs root.
 #[test]
 fn an_admitted_source_far_over_its_rate_is_throttled_in_the_kernel_while_calls_complete() {
-    let lab = Lab::new(&["carrier", "attacker"]);
-    let (carrier, attacker) = (lab.host(0).clone(), lab.host(1).clone());
-    let ports = Ports::new();
     const CALLS: u32 = 60;
-    let pbx_port = free_port();
-    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, CALLS, "u1", &[]);
-    let allow = [
-        format!("{}/32", carrier.addr),
-        format!("{}/32", attacker.addr),
-    ];
     // The flood's INVITEs are for a number that is not the centre's: what
     // passes the rate limit is refused 404, never reaching the PBX.
-    let cfg = gate_config(ports, &carrier.gate.to_string(), &allow, pbx_port).replace(
-        "rate_limit = 2000",
-        &format!("rate_limit = 200\nnumbers = [\"+{NUMBER}\"]"),
-    );
-    let cg = Callgate::start(ports, &cfg);
-    let trunk = SocketAddr::from((carrier.gate, ports.trunk));
+    let AdmittedPair {
+        _lab,
+        carrier,
+        attacker,
+        uas,
+        cg,
+        trunk,
+    } = admitted_pair(CALLS, "rate_limit = 200");
     assert_eq!(cg.metric(THROTTLED), 0.0);
     let drops_before = cg.metric(TRUNK_DROPS);
 
