@@ -108,7 +108,12 @@ pub enum Command {
     },
     /// Run callgate on its embedded defaults between a simulated carrier and
     /// PBX on loopback, place a handful of calls, and print what happened.
-    Demo,
+    Demo {
+        /// Keep callgate running after the tour, with the console on a
+        /// loopback port (its URL and a token are printed), until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
     /// The labelled call corpus (test-calls/corpus/corpus.toml, embedded)
     /// through a callgate under a policy: what it caught and touched.
     Corpus {

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Command::Ctl { how, verb } => ctl::ctl(&how, &verb),
         Command::CheckConfig { file } => check_config::check_config(&file),
         Command::Run { config } => run::start(config),
-        Command::Demo => demo::main(),
+        Command::Demo { keep } => demo::main(keep),
         Command::Corpus {
             policy,
             corpus: file,

@@ -161,6 +161,7 @@ async fn run(
             },
             &pki,
             &policy_file,
+            "",
             &audit_section,
         )
     })

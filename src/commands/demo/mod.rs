@@ -88,8 +88,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs the demo; exit 0 when every call had its expected outcome.
-pub fn main() -> ExitCode {
+/// Runs the demo; exit 0 when every call had its expected outcome. With
+/// `keep`, the console is served on a loopback port for the tour and
+/// after it, until Ctrl-C.
+pub fn main(keep: bool) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,13 +102,66 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run()) {
+    match rt.block_on(run(keep)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("demo: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `callgate demo --keep`: the console on a loopback port, a fresh token
+/// (a file of the scratch directory, owner-only), and the audit store and
+/// decision events the console's live views read.
+struct Console {
+    port: u16,
+    token: String,
+    token_file: std::path::PathBuf,
+    audit: std::path::PathBuf,
+}
+
+impl Console {
+    fn new(dir: &Path) -> Result<Console, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token: String = (0..32)
+            .map(|_| char::from(b"0123456789abcdef"[fastrand::usize(..16)]))
+            .collect();
+        let token_file = dir.join("admin.token");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .map_err(|e| format!("{}: {e}", token_file.display()))?;
+        Ok(Console {
+            port: free_port()?,
+            token,
+            token_file,
+            audit: dir.join("demo-audit.db"),
+        })
+    }
+
+    /// The embedded `[admin]`'s `listen` line replaced: the console's port
+    /// and its token.
+    fn admin(&self) -> String {
+        format!(
+            "listen = \"127.0.0.1:{}\"\ntoken_file = \"{}\"",
+            self.port,
+            self.token_file.display()
+        )
+    }
+
+    /// The sections it adds: the audit store and the decision events the
+    /// console's live views read.
+    fn config(&self) -> String {
+        format!(
+            "\n[audit]\npath = \"{}\"\n\n[events]\n",
+            self.audit.display()
+        )
     }
 }
 
@@ -165,6 +220,7 @@ pub(super) fn demo_config(
     peers: Peers,
     pki: &pki::DemoPki,
     policy: &Path,
+    admin: &str,
     extra: &str,
 ) -> Result<Config, String> {
     let Peers {
@@ -186,7 +242,11 @@ pub(super) fn demo_config(
         .replace("timeout_ms = 2000", "timeout_ms = 200")
         .replace("down_after = 2", "down_after = 1")
         .replace("no_response_ms = 2000", "no_response_ms = 300")
-        .replace("listen = \"127.0.0.1:9060\"", "listen = \"\"")
+        // The admin listener: off, or the console's (`admin`).
+        .replace(
+            "listen = \"127.0.0.1:9060\"",
+            if admin.is_empty() { "listen = \"\"" } else { admin },
+        )
         .replace("drain_secs = 10", "drain_secs = 1")
         .replace(
             "enabled = false\n# trust_dir = \"/etc/callgate/sti-trust\"",
@@ -202,7 +262,7 @@ pub(super) fn demo_config(
     Config::parse(&text, Path::new("sip-config/callgate.toml")).map_err(|e| e.to_string())
 }
 
-async fn run() -> Result<bool, String> {
+async fn run(keep: bool) -> Result<bool, String> {
     let carrier = bind().await?;
     let carrier_uas = bind().await?;
     let agent = bind().await?;
@@ -216,8 +276,13 @@ async fn run() -> Result<bool, String> {
             .map_err(|e| format!("demo PKI: signing key: {e}"))?,
         x5u: x5u.clone(),
     });
+    let console = if keep {
+        Some(Console::new(&scratch.0)?)
+    } else {
+        None
+    };
     let (running, cfg, trunk, pbx) = start_on_free_ports(|trunk, pbx| {
-        demo_config(
+        let cfg = demo_config(
             trunk,
             pbx,
             Peers {
@@ -227,8 +292,10 @@ async fn run() -> Result<bool, String> {
             },
             &pki,
             &scratch.0.join("policy.toml"),
-            "",
-        )
+            &console.as_ref().map(Console::admin).unwrap_or_default(),
+            &console.as_ref().map(Console::config).unwrap_or_default(),
+        )?;
+        Ok(cfg)
     })
     .await?;
     let metrics = running.gate.metrics.clone();
@@ -251,6 +318,12 @@ async fn run() -> Result<bool, String> {
             .map(|p| p.version.as_str())
             .unwrap_or("-")
     );
+    if let Some(c) = &console {
+        println!(
+            "  console: http://127.0.0.1:{}/console  (token: {}; kept running after the tour, Ctrl-C to stop)",
+            c.port, c.token
+        );
+    }
     println!();
     let ua = Ua {
         sock: carrier.clone(),
@@ -400,6 +473,12 @@ async fn run() -> Result<bool, String> {
     println!();
     println!("failovers: {failovers}; PBX targets in rotation after health checks: {up} of 2");
     println!("{ok} of {} calls as expected", cases.len());
+    if console.is_some() {
+        println!("callgate keeps running with the console open; Ctrl-C to stop");
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("demo: waiting for Ctrl-C: {e}");
+        }
+    }
     running.gate.start_drain();
     Ok(ok == cases.len())
 }
