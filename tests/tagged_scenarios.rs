@@ -12,31 +12,7 @@ use callgate::stir::sign::{identity_header, SignRequest};
 use common::pki::{https_server, pki, Pki};
 use common::{await_metric, config, free_port, free_ports, scenario, Callgate, Ports, Sipp};
 
-const POLICY: &str = r#"
-version = "tags-1"
-[levels]
-medium = 30
-high = 60
-critical = 90
-[level.high]
-action = "review"
-[review]
-uri = "sip:review@127.0.0.1"
-[lists.allow]
-numbers = ["+15550101"]
-[[rule]]
-code = "ALLOWLISTED"
-weight = -50
-when = { list = "allow", stir = "passed" }
-[[rule]]
-code = "STIR_FAILED"
-weight = 70
-when = { stir = "failed" }
-[[rule]]
-code = "STIR_NONE"
-weight = 15
-when = { stir = "none" }
-"#;
+use common::calls::ALLOW_OR_REVIEW_POLICY as POLICY;
 
 fn now() -> i64 {
     std::time::SystemTime::now()

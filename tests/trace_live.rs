@@ -24,27 +24,7 @@ use common::live_capture::LiveCapture;
 use common::pki::{https_server, pki, Pki};
 use common::{config, free_port, scenario, Callgate, Ports, Sipp};
 
-const POLICY: &str = r#"
-version = "live-1"
-[levels]
-medium = 30
-high = 60
-critical = 90
-[level.high]
-action = "review"
-[review]
-uri = "sip:review@127.0.0.1"
-[lists.allow]
-numbers = ["+15550101"]
-[[rule]]
-code = "ALLOWLISTED"
-weight = -50
-when = { list = "allow", stir = "passed" }
-[[rule]]
-code = "STIR_FAILED"
-weight = 70
-when = { stir = "failed" }
-"#;
+use common::calls::ALLOW_OR_REVIEW_POLICY as POLICY;
 
 /// What the replays of the captured call expect callgate to do.
 const EXPECT: &str = "level=low,action=tag,verstat=TN-Validation-Passed-A,reasons=ALLOWLISTED";

@@ -728,6 +728,40 @@ fn signed_workdir(pki: &common::pki::Pki, x5u: &str) -> (Workdir, String) {
     (w, key.display().to_string())
 }
 
+/// What the expectation tests start from: the test PKI and its x5u
+/// server, a signed capture of a caller on the fraud list (`signed_workdir`)
+/// with the key to re-sign it, `fraud_policy(weight)` in a file next to it,
+/// and a callgate deciding under that file toward `pbx_port`.
+struct FraudCase {
+    _pki: common::pki::Pki,
+    w: Workdir,
+    key: String,
+    x5u: String,
+    policy: std::path::PathBuf,
+    pbx_port: u16,
+    cg: Callgate,
+}
+
+fn fraud_case(weight: u32) -> FraudCase {
+    let pki = pki();
+    let (port, _) = https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{port}/good.pem");
+    let (w, key) = signed_workdir(&pki, &x5u);
+    let policy = w.cap.with_file_name("policy.toml");
+    std::fs::write(&policy, fraud_policy(weight)).unwrap_or_else(|e| panic!("{e}"));
+    let pbx_port = free_port();
+    let cg = callgate_with_policy(&pki, &policy, pbx_port);
+    FraudCase {
+        _pki: pki,
+        w,
+        key,
+        x5u,
+        policy,
+        pbx_port,
+        cg,
+    }
+}
+
 /// `--expect` turns the replay into a regression test of callgate's
 /// decision: the generated UAS checks the level, reasons, verstat and the
 /// review queue's Request-URI on the INVITE callgate forwards. It passes
@@ -736,14 +770,15 @@ fn signed_workdir(pki: &common::pki::Pki, x5u: &str) -> (Workdir, String) {
 /// with the policy restored.
 #[test]
 fn an_expectation_fails_the_replay_when_the_policy_lets_the_call_through() {
-    let pki = pki();
-    let (port, _) = https_server(&pki);
-    let x5u = format!("https://127.0.0.1:{port}/good.pem");
-    let (w, key) = signed_workdir(&pki, &x5u);
-    let policy = w.cap.with_file_name("policy.toml");
-    std::fs::write(&policy, fraud_policy(70)).unwrap_or_else(|e| panic!("{e}"));
-    let pbx_port = free_port();
-    let cg = callgate_with_policy(&pki, &policy, pbx_port);
+    let FraudCase {
+        _pki,
+        w,
+        key,
+        x5u,
+        policy,
+        pbx_port,
+        cg,
+    } = fraud_case(70);
     let expect = "level=high,action=review,review_uri=sip:review@127.0.0.1,\
                   verstat=TN-Validation-Passed-A,reasons=KNOWN_FRAUD";
     let args = ["--resign", &key, "--x5u", &x5u, "--expect", expect];
@@ -791,13 +826,15 @@ fn an_expectation_fails_the_replay_when_the_policy_lets_the_call_through() {
 /// (none listens: a forwarded call would end in 408 or 503, not 608).
 #[test]
 fn an_expected_refusal_is_checked_by_the_uac() {
-    let pki = pki();
-    let (port, _) = https_server(&pki);
-    let x5u = format!("https://127.0.0.1:{port}/good.pem");
-    let (w, key) = signed_workdir(&pki, &x5u);
-    let policy = w.cap.with_file_name("policy.toml");
-    std::fs::write(&policy, fraud_policy(95)).unwrap_or_else(|e| panic!("{e}"));
-    let cg = callgate_with_policy(&pki, &policy, free_port());
+    let FraudCase {
+        _pki,
+        w,
+        key,
+        x5u,
+        policy,
+        pbx_port: _,
+        cg,
+    } = fraud_case(95);
     let converted = to_sipp(
         &w,
         &[
@@ -844,14 +881,15 @@ fn an_expected_refusal_is_checked_by_the_uac() {
 /// INVITE (sipp's `-trace_logs`), for the tester to read.
 #[test]
 fn without_expectations_the_uas_logs_the_tags_it_saw() {
-    let pki = pki();
-    let (port, _) = https_server(&pki);
-    let x5u = format!("https://127.0.0.1:{port}/good.pem");
-    let (w, key) = signed_workdir(&pki, &x5u);
-    let policy = w.cap.with_file_name("policy.toml");
-    std::fs::write(&policy, fraud_policy(70)).unwrap_or_else(|e| panic!("{e}"));
-    let pbx_port = free_port();
-    let cg = callgate_with_policy(&pki, &policy, pbx_port);
+    let FraudCase {
+        _pki,
+        w,
+        key,
+        x5u,
+        policy: _,
+        pbx_port,
+        cg,
+    } = fraud_case(70);
     let log = w.cap.with_file_name("uas-actions.log");
     let log_arg = log.display().to_string();
     let (carrier, pbx) = convert_and_run(

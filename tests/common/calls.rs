@@ -184,3 +184,34 @@ pub fn pair(calls: u32) -> Pair {
         uas,
     }
 }
+
+/// A policy that reviews high-risk calls at `sip:review@127.0.0.1`, with
+/// `+15550101` on the allow list: verified A from it scores −50 (low,
+/// `ALLOWLISTED`), a failed verification 70 (high, review), an unsigned
+/// call 15 (`STIR_NONE`). The tag-checking scenarios and the live-capture
+/// replays run under it.
+pub const ALLOW_OR_REVIEW_POLICY: &str = r#"
+version = "allow-or-review-1"
+[levels]
+medium = 30
+high = 60
+critical = 90
+[level.high]
+action = "review"
+[review]
+uri = "sip:review@127.0.0.1"
+[lists.allow]
+numbers = ["+15550101"]
+[[rule]]
+code = "ALLOWLISTED"
+weight = -50
+when = { list = "allow", stir = "passed" }
+[[rule]]
+code = "STIR_FAILED"
+weight = 70
+when = { stir = "failed" }
+[[rule]]
+code = "STIR_NONE"
+weight = 15
+when = { stir = "none" }
+"#;
