@@ -300,16 +300,7 @@ fn a_call_in_flight_is_listed_with_its_decision_and_media_and_answers_match_the_
     );
     let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 1, "u1", &[]);
     let trunk = cg.trunk();
-    let uac = std::thread::spawn(move || {
-        Sipp::uac(
-            &scenario("uac-hold.xml"),
-            &trunk,
-            1,
-            1,
-            "u1",
-            &["-d", "10000"],
-        )
-    });
+    let uac = Sipp::uac_background(&scenario("uac-hold.xml"), &trunk, 1, "u1", &["-d", "10000"]);
     let calls = await_calls(&cg, "the held call established", |c| {
         c.len() == 1 && c[0]["state"] == "established"
     });
@@ -423,8 +414,7 @@ fn a_call_in_flight_is_listed_with_its_decision_and_media_and_answers_match_the_
     policy_file(dir.path(), "v1");
 
     // The call ends with its BYE: no longer listed.
-    let done = uac.join().expect("uac thread");
-    done.assert_all_ok(1, "the held call");
+    uac.finish().assert_all_ok(1, "the held call");
     uas.finish().assert_all_ok(1, "the PBX");
     await_calls(&cg, "the call gone after its BYE", |c| c.is_empty());
 

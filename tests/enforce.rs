@@ -207,16 +207,7 @@ fn roles_step_up_and_verdicts_on_a_live_and_an_ended_call_reach_the_audit_trail_
     // A call in progress.
     let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 2, "u1", &[]);
     let trunk = cg.trunk();
-    let held = std::thread::spawn(move || {
-        Sipp::uac(
-            &scenario("uac-hold.xml"),
-            &trunk,
-            1,
-            1,
-            "u1",
-            &["-d", "6000"],
-        )
-    });
+    let held = Sipp::uac_background(&scenario("uac-hold.xml"), &trunk, 1, "u1", &["-d", "6000"]);
     let calls = await_calls(&cg, "the held call established", |c| {
         c.len() == 1 && c[0]["state"] == "established"
     });
@@ -331,9 +322,7 @@ fn roles_step_up_and_verdicts_on_a_live_and_an_ended_call_reach_the_audit_trail_
     );
 
     // Ended: answered from the audit store, step-up still in force.
-    held.join()
-        .expect("uac thread")
-        .assert_all_ok(1, "the held call");
+    held.finish().assert_all_ok(1, "the held call");
     await_calls(&cg, "the held call gone", |c| c.is_empty());
     let ended = request(&cg, "GET", &path, Some(AGENT), None).1;
     assert_eq!(
