@@ -12,6 +12,9 @@
 //! * [`exposition`] — how every layer writes its metric families;
 //! * [`stir`] — STIR/SHAKEN verification and signing;
 //! * [`risk`] — signals, the operator's policy and the decision per call;
+//! * [`cluster`] — several instances behind one trunk seen and supervised
+//!   as one through the shared state store (calls, decisions, verdicts,
+//!   list additions, events);
 //! * [`media`] — media anchoring: the SDP rewrite for the relay;
 //! * [`capture`] — packet captures (pcap, pcapng) read back into SIP
 //!   messages, for `callgate replay --pcap`.
@@ -21,6 +24,7 @@ pub mod api;
 pub mod audit;
 pub mod capture;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dns;
 pub mod env;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::{config, free_port, repo, scenario, Callgate, Ports, Sipp, ADMIN_TOKEN};
+use common::{config, free_port, repo, scenario, Callgate, Ports, Sipp};
 
 const SECRET: &[u8] = b"events-test-secret-0123456789abcdef";
 
@@ -445,59 +445,6 @@ fn events_committed_before_a_kill_are_delivered_after_the_restart() {
     );
 }
 
-/// Opens `GET /v1/events` (with `Last-Event-ID` when given) and returns
-/// the stream after the response head, which must be 200 text/event-stream.
-fn open_stream(admin_port: u16, last_event_id: Option<&str>) -> BufReader<TcpStream> {
-    let mut s = TcpStream::connect(("127.0.0.1", admin_port)).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-    let last = last_event_id
-        .map(|id| format!("Last-Event-ID: {id}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{admin_port}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nAccept: text/event-stream\r\n{last}\r\n"
-    )
-    .expect("write");
-    let mut r = BufReader::new(s);
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("response head");
-        if line.trim_end().is_empty() {
-            break;
-        }
-        head.push(line.trim_end().to_ascii_lowercase());
-    }
-    assert!(head[0].starts_with("http/1.1 200"), "{head:?}");
-    assert!(
-        head.iter()
-            .any(|h| h.starts_with("content-type: text/event-stream")),
-        "{head:?}"
-    );
-    r
-}
-
-/// The next SSE event on `r` (chunked transfer framing lines skipped):
-/// (id, event, data).
-fn next_event(r: &mut BufReader<TcpStream>) -> (String, String, String) {
-    let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
-    loop {
-        let mut line = String::new();
-        let n = r.read_line(&mut line).expect("event stream line");
-        assert!(n > 0, "the event stream ended");
-        let line = line.trim_end();
-        if let Some(v) = line.strip_prefix("id:") {
-            id = v.trim().to_owned();
-        } else if let Some(v) = line.strip_prefix("event:") {
-            kind = v.trim().to_owned();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data = v.trim().to_owned();
-        } else if line.is_empty() && !data.is_empty() {
-            return (id, kind, data);
-        }
-    }
-}
-
 #[test]
 fn a_stream_client_sees_the_decision_of_a_call_placed_after_it_connected() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -509,22 +456,22 @@ fn a_stream_client_sees_the_decision_of_a_call_placed_after_it_connected() {
         &dir.path().join("audit.db"),
         "[events]\nstream_clients = 2\n",
     );
-    let mut stream = open_stream(ports.admin, None);
+    let mut stream = common::sse::open_stream(ports.admin, None);
     common::await_metric(&cg, "callgate_events_stream_clients", 1.0);
     place_calls(&cg, pbx_port, 1);
-    let (id, kind, data) = next_event(&mut stream);
+    let (id, kind, data) = common::sse::next_event(&mut stream);
     assert_eq!(kind, "decision");
     let v = json(&data);
     assert_eq!(v["id"], id.as_str(), "id: is the event id");
     assert_eq!(v["kind"], "decision");
-    let (end_id, end_kind, end_data) = next_event(&mut stream);
+    let (end_id, end_kind, end_data) = common::sse::next_event(&mut stream);
     assert_eq!(end_kind, "call_end");
     assert_eq!(json(&end_data)["decision_id"], v["decision_id"]);
     assert_schema_valid(&[data, end_data.clone()]);
     // A client that reconnects with the decision's id gets what followed
     // it from the outbox.
-    let mut again = open_stream(ports.admin, Some(&id));
-    let (replayed, _, replayed_data) = next_event(&mut again);
+    let mut again = common::sse::open_stream(ports.admin, Some(&id));
+    let (replayed, _, replayed_data) = common::sse::next_event(&mut again);
     assert_eq!((replayed, replayed_data), (end_id, end_data));
     // Two clients is all it takes here: a third is refused, not queued.
     let (status, body) = cg.admin("GET", "/v1/events");

@@ -84,14 +84,28 @@ pub struct VerdictRequest {
     pub note: String,
 }
 
+/// Whether a decision's call is still in progress.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    /// The call is in progress (on this instance or, shared, another).
+    Live,
+    /// The call ended: the audit trail (or the shared store) has it.
+    Ended,
+}
+
 /// A call's decision as the CRM enforces it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EnforcedDecision {
     pub call_id: String,
     pub decision_id: String,
+    /// The instance that decided (with several sharing a state store, any
+    /// of them answers for every instance's decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// `live` while the call is in progress, `ended` once only the audit
     /// trail has it.
-    pub state: &'static str,
+    pub state: CallState,
     /// When the call was decided (Unix ms).
     pub time_unix_ms: i64,
     pub level: Option<String>,
@@ -127,7 +141,7 @@ pub struct EnforcedDecision {
 }
 
 /// A step-up as recorded.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StepUpView {
     pub by: String,
     pub method: String,
@@ -137,7 +151,7 @@ pub struct StepUpView {
 }
 
 /// A verdict as recorded.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VerdictView {
     pub verdict: String,
     pub by: String,

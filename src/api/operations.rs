@@ -63,6 +63,11 @@ pub enum OperationError {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CallView {
     pub call_id: String,
+    /// The instance the call goes through (`[instance] name`): with
+    /// several instances sharing a state store, `/v1/calls` lists every
+    /// instance's calls (`crate::cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     /// `inbound` (from the trunk) or `outbound` (from the PBX).
     pub direction: &'static str,
     /// `proceeding` until a 2xx, then `established`.
@@ -81,7 +86,7 @@ pub struct CallView {
 }
 
 /// What the call phases decided for an inbound call.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct DecisionView {
     /// The decision id (also in `X-Callgate-Decision` and the audit).
     pub id: Option<String>,
@@ -117,7 +122,7 @@ pub struct DecisionView {
 }
 
 /// A code (reason or restricted action) with the words the policy gives it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Worded {
     pub code: String,
     pub text: String,

@@ -78,8 +78,14 @@ impl FeedStream {
     }
 }
 
+/// An event of this instance carries its id (a reconnecting client's
+/// `Last-Event-ID`); one relayed from another instance does not.
 fn sse(e: &StreamEvent) -> Event {
-    Event::default().id(&*e.id).event(&*e.kind).data(&*e.data)
+    let event = Event::default().event(&*e.kind).data(&*e.data);
+    match e.origin {
+        None => event.id(&*e.id),
+        Some(_) => event,
+    }
 }
 
 impl futures_core::Stream for FeedStream {
@@ -92,6 +98,9 @@ impl futures_core::Stream for FeedStream {
         }
         loop {
             match self.live.poll_recv(cx) {
+                Poll::Ready(Some(e)) if e.origin.is_some() => {
+                    return Poll::Ready(Some(Ok(sse(&e))));
+                }
                 // Subscribed before the backlog was read: skip the overlap.
                 Poll::Ready(Some(e)) if e.seq <= self.sent => continue,
                 Poll::Ready(Some(e)) => {

@@ -108,11 +108,14 @@ pub struct Labels {
     pub verdicts: Vec<Verdict>,
 }
 
-/// Appends a step-up (in the writer's transaction).
+/// Appends a step-up (in the writer's transaction), unless the same one
+/// (decision, time, person, method) is there: one given on another
+/// instance may be offered twice (`crate::cluster`).
 pub(super) fn insert_step_up(tx: &rusqlite::Transaction<'_>, s: &StepUp) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO step_ups (decision_id, call_id, time_ms, by_whom, method, token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (SELECT 1 FROM step_ups
+           WHERE decision_id = ?1 AND time_ms = ?3 AND by_whom = ?4 AND method = ?5)",
     )?
     .execute(params![
         s.decision_id,
@@ -125,11 +128,13 @@ pub(super) fn insert_step_up(tx: &rusqlite::Transaction<'_>, s: &StepUp) -> rusq
     .map(drop)
 }
 
-/// Appends a verdict (in the writer's transaction).
+/// Appends a verdict (in the writer's transaction), unless the same one
+/// (decision, time, verdict, person) is there (as for step-ups).
 pub(super) fn insert_verdict(tx: &rusqlite::Transaction<'_>, v: &Verdict) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO verdicts (decision_id, call_id, time_ms, verdict, by_whom, note, token)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (SELECT 1 FROM verdicts
+           WHERE decision_id = ?1 AND time_ms = ?3 AND verdict = ?4 AND by_whom = ?5)",
     )?
     .execute(params![
         v.decision_id,
@@ -288,5 +293,55 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", l.as_str()));
         }
         assert_eq!(Label::parse("fraud"), None);
+    }
+
+    #[test]
+    fn the_same_label_offered_twice_is_stored_once() {
+        let mut db = Connection::open_in_memory().expect("db");
+        db.execute_batch(
+            TABLES
+                .replace(
+                    "CREATE INDEX IF NOT EXISTS decisions_decision ON records(decision_id);",
+                    "",
+                )
+                .as_str(),
+        )
+        .expect("tables");
+        let step = StepUp {
+            decision_id: "cg-b-00".into(),
+            call_id: "c1".into(),
+            time_ms: 7,
+            by: "agent 7".into(),
+            method: "otp-sms".into(),
+            token: "desk-1@cg-a".into(),
+        };
+        let verdict = Verdict {
+            decision_id: "cg-b-00".into(),
+            call_id: "c1".into(),
+            time_ms: 8,
+            verdict: Label::SuspectedFraud,
+            by: "lead".into(),
+            note: String::new(),
+            token: "floor@cg-a".into(),
+        };
+        let later = Verdict {
+            time_ms: 9,
+            verdict: Label::ConfirmedCustomer,
+            ..verdict.clone()
+        };
+        let tx = db.transaction().expect("tx");
+        for _ in 0..2 {
+            insert_step_up(&tx, &step).expect("step-up");
+            insert_verdict(&tx, &verdict).expect("verdict");
+        }
+        insert_verdict(&tx, &later).expect("a later verdict");
+        tx.commit().expect("commit");
+        let count = |t: &str| {
+            db.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .expect("count")
+        };
+        assert_eq!((count("step_ups"), count("verdicts")), (1, 2));
     }
 }

@@ -16,6 +16,7 @@ pub(super) struct RawState {
     sentinels: Option<Vec<String>>,
     timeout_ms: Option<u64>,
     key_prefix: Option<String>,
+    share_console: Option<bool>,
 }
 
 /// Validates `[state]`; a relative `tls_ca` is under `base` (the config
@@ -85,6 +86,9 @@ pub(super) fn state(
             ));
         }
         cfg.key_prefix = prefix;
+    }
+    if let Some(share) = raw.share_console {
+        cfg.share_console = share;
     }
     Ok(cfg)
 }

@@ -19,6 +19,11 @@ pub struct StreamEvent {
     pub kind: Arc<str>,
     /// The event's JSON, on one line.
     pub data: Arc<str>,
+    /// The instance it came from when another instance made it (relayed
+    /// through the shared store, `crate::cluster`): `seq` is then
+    /// meaningless here and the stream sends it without an `id:`, so a
+    /// client's `Last-Event-ID` always names one of this instance's.
+    pub origin: Option<Arc<str>>,
 }
 
 /// A stream client's events: the backlog first, then the live ones.
@@ -110,6 +115,7 @@ mod tests {
             id: Arc::from(format!("d{seq}:decision")),
             kind: Arc::from("decision"),
             data: Arc::from("{}"),
+            origin: None,
         }
     }
 

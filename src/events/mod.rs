@@ -254,6 +254,23 @@ impl Events {
         &self.shared.metrics
     }
 
+    /// This instance's committed events as they are published, for the
+    /// relay to the other instances (`crate::cluster`): a stream client
+    /// of its own (it counts against `stream_clients` and is cut like any
+    /// client that falls behind).
+    pub fn relay_out(&self) -> Result<tokio::sync::mpsc::Receiver<StreamEvent>, SubscribeError> {
+        self.shared
+            .hub
+            .subscribe()
+            .map_err(|_| SubscribeError::Full)
+    }
+
+    /// Other instances' events, handed to this instance's stream clients
+    /// (live only: the outbox, and so `Last-Event-ID`, is this instance's).
+    pub fn relay_in(&self, events: &[StreamEvent]) {
+        self.shared.hub.publish(events);
+    }
+
     /// `[events]` as started (it is read at start only).
     pub fn config(&self) -> &EventsConfig {
         &self.shared.config
@@ -275,6 +292,7 @@ fn stream_event(e: StoredEvent) -> StreamEvent {
         id: Arc::from(e.event_id),
         kind: Arc::from(e.kind),
         data: Arc::from(e.body),
+        origin: None,
     }
 }
 

@@ -18,6 +18,9 @@ impl crate::api::Service for Gate {
         self.encode_udp_guard(e)?;
         self.dns.encode(e)?;
         self.state.metrics().encode(e)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.encode(e)?;
+        }
         if let Some(pool) = &self.offload {
             pool.encode(e)?;
         }

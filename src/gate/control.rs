@@ -128,15 +128,31 @@ fn side_named(side: &str) -> Result<Side, OperationError> {
 }
 
 impl Operations for Gate {
+    /// This instance's calls and, sharing a state store, the other live
+    /// instances' (`crate::cluster`), oldest first.
     fn calls(&self) -> Vec<CallView> {
-        let mut live = lock(&self.outcomes).live();
-        live.sort_by_key(|c| c.started_unix_ms);
-        live.into_iter().map(|c| self.call_view(c)).collect()
+        let live = lock(&self.outcomes).live();
+        let mut calls: Vec<CallView> = live.into_iter().map(|c| self.call_view(c)).collect();
+        if let Some(cluster) = &self.cluster {
+            calls.extend(cluster.remote_calls());
+        }
+        calls.sort_by_key(|c| c.started_unix_ms);
+        calls
     }
 
     fn call(&self, id: &str) -> Option<CallView> {
         let found = lock(&self.outcomes).find(id);
-        found.map(|c| self.call_view(c))
+        match found {
+            Some(c) => Some(self.call_view(c)),
+            None => self.cluster.as_ref().and_then(|cluster| {
+                cluster.remote_calls().into_iter().find(|c| {
+                    c.call_id == id
+                        || c.decision
+                            .as_ref()
+                            .is_some_and(|d| d.id.as_deref() == Some(id))
+                })
+            }),
+        }
     }
 
     fn targets(&self) -> TargetsView {

@@ -6,13 +6,16 @@
 
 use std::time::Duration;
 
+use super::outcome::LiveCall;
 use super::{lock, Gate};
 use crate::api::enforce::{
-    EnforcedDecision, Enforcement, Lookup, StepUpRequest, StepUpView, VerdictRequest, VerdictView,
+    CallState, EnforcedDecision, Enforcement, Lookup, StepUpRequest, StepUpView, VerdictRequest,
+    VerdictView,
 };
 use crate::api::operations::{OperationError, Worded};
 use crate::audit::verdicts::{self, Key, Label, Labels};
 use crate::audit::{StepUp, StoredDecision, Verdict};
+use crate::cluster::wire::{LabelKind, SharedLabel};
 use crate::risk::policy::{Level, Policy};
 
 /// Longest a step-up or verdict waits for its commit before the API
@@ -20,8 +23,40 @@ use crate::risk::policy::{Level, Policy};
 const COMMIT_WAIT: Duration = Duration::from_secs(3);
 
 impl Gate {
+    /// A call in progress's decision as the enforcement API answers it
+    /// (without labels), when it has one.
+    pub(super) fn live_decision(&self, call: LiveCall) -> Option<EnforcedDecision> {
+        let d = call.decision?;
+        let decision_id = d.id?;
+        Some(EnforcedDecision {
+            call_id: call.call_id,
+            decision_id,
+            instance: self.env.instance().map(str::to_owned),
+            state: CallState::Live,
+            time_unix_ms: call.started_unix_ms,
+            level: d.level,
+            level_text: d.level_text,
+            score: d.score,
+            reasons: d.reasons,
+            reasons_text: d.reasons_text,
+            verify_text: d.verify_text,
+            restricted_by_policy: d.restrict.clone(),
+            restrict: d.restrict,
+            restrict_text: d.restrict_text,
+            restrictions_lifted: false,
+            action: d.action,
+            route: d.route,
+            policy_version: d.policy_version,
+            step_ups: vec![],
+            verdicts: vec![],
+            caller: Some(call.caller),
+            callee: Some(call.callee),
+        })
+    }
+
     /// The decision a lookup names, without its labels: the live call's,
-    /// else the audit store's.
+    /// else the audit store's, else (several instances) the one another
+    /// instance shared.
     fn decided(&self, key: Lookup<'_>) -> Result<EnforcedDecision, OperationError> {
         let id = match key {
             Lookup::CallId(id) | Lookup::DecisionId(id) => id,
@@ -33,34 +68,8 @@ impl Gate {
                 .as_ref()
                 .is_some_and(|d| d.id.as_deref() == Some(id)),
         });
-        if let Some(call) = live {
-            if let Some(d) = call.decision {
-                if let Some(decision_id) = d.id {
-                    return Ok(EnforcedDecision {
-                        call_id: call.call_id,
-                        decision_id,
-                        state: "live",
-                        time_unix_ms: call.started_unix_ms,
-                        level: d.level,
-                        level_text: d.level_text,
-                        score: d.score,
-                        reasons: d.reasons,
-                        reasons_text: d.reasons_text,
-                        verify_text: d.verify_text,
-                        restricted_by_policy: d.restrict.clone(),
-                        restrict: d.restrict,
-                        restrict_text: d.restrict_text,
-                        restrictions_lifted: false,
-                        action: d.action,
-                        route: d.route,
-                        policy_version: d.policy_version,
-                        step_ups: vec![],
-                        verdicts: vec![],
-                        caller: Some(call.caller),
-                        callee: Some(call.callee),
-                    });
-                }
-            }
+        if let Some(d) = live.and_then(|call| self.live_decision(call)) {
+            return Ok(d);
         }
         let not_found = || {
             OperationError::NotFound(match key {
@@ -68,28 +77,48 @@ impl Gate {
                 Lookup::DecisionId(id) => format!("no decision with id {id:?}"),
             })
         };
-        let Some(audit) = &self.audit else {
+        if let Some(audit) = &self.audit {
+            let store_key = match key {
+                Lookup::CallId(id) => Key::CallId(id),
+                Lookup::DecisionId(id) => Key::DecisionId(id),
+            };
+            let stored = verdicts::find(audit.path(), store_key)
+                .map_err(|e| OperationError::Unavailable(e.to_string()))?;
+            if let Some(stored) = stored {
+                let phases = self.phases();
+                let mut d = ended(stored, phases.risk.as_deref().map(|r| &*r.policy));
+                d.instance = self.env.instance().map(str::to_owned);
+                return Ok(d);
+            }
+        }
+        let Some(cluster) = &self.cluster else {
             return Err(not_found());
         };
-        let store_key = match key {
-            Lookup::CallId(id) => Key::CallId(id),
-            Lookup::DecisionId(id) => Key::DecisionId(id),
+        let (call_id, decision_id) = match key {
+            Lookup::CallId(id) => (Some(id), None),
+            Lookup::DecisionId(id) => (None, Some(id)),
         };
-        let stored = verdicts::find(audit.path(), store_key)
+        cluster
+            .decision(call_id, decision_id)
             .map_err(|e| OperationError::Unavailable(e.to_string()))?
-            .ok_or_else(not_found)?;
-        let phases = self.phases();
-        Ok(ended(stored, phases.risk.as_deref().map(|r| &*r.policy)))
+            .ok_or_else(not_found)
     }
 
     /// `d` with the labels of the audit trail applied: restrictions
     /// lifted after a step-up.
     fn labelled(&self, mut d: EnforcedDecision) -> Result<EnforcedDecision, OperationError> {
-        let Some(audit) = &self.audit else {
-            return Ok(d);
+        let mut labels: Labels = match &self.audit {
+            Some(audit) => verdicts::labels(audit.path(), &d.decision_id)
+                .map_err(|e| OperationError::Unavailable(e.to_string()))?,
+            None => Labels::default(),
         };
-        let labels: Labels = verdicts::labels(audit.path(), &d.decision_id)
-            .map_err(|e| OperationError::Unavailable(e.to_string()))?;
+        if let Some(cluster) = &self.cluster {
+            match cluster.labels(&d.decision_id) {
+                Ok(shared) => merge_shared(&mut labels, shared),
+                // This instance's own labels still answer.
+                Err(e) => tracing::warn!(error = %e, "labels given on other instances not read"),
+            }
+        }
         d.step_ups = labels
             .step_ups
             .into_iter()
@@ -131,22 +160,58 @@ impl Gate {
     }
 
     /// Queues what `write` makes of the call's decision (a step-up or a
-    /// verdict) to the audit trail, waits for its commit, and answers the
-    /// decision as it stands then.
+    /// verdict) to the audit trail, waits for its commit, shares it with
+    /// the other instances (first, when another instance decided), and
+    /// answers the decision as it stands then.
     fn label(
         &self,
         call_id: &str,
+        (by, token, what): (&str, &str, LabelKind),
         write: impl FnOnce(&crate::audit::Audit, &EnforcedDecision, i64) -> bool,
     ) -> Result<EnforcedDecision, OperationError> {
         let audit = self.audit_for_labels()?;
         let d = self.decided(Lookup::CallId(call_id))?;
-        let queued = write(audit, &d, self.env.unix_ms());
+        let now = self.env.unix_ms();
+        // Another instance's decision: it learns of the label through the
+        // shared store, so that must take it first.
+        let mine = d.instance.as_deref() == self.env.instance();
+        let share = |what| {
+            self.cluster.as_ref().map(|c| {
+                c.share_label(&SharedLabel {
+                    decision_id: d.decision_id.clone(),
+                    call_id: d.call_id.clone(),
+                    instance: c.instance().to_owned(),
+                    unix_ms: now,
+                    by: by.to_owned(),
+                    token: token.to_owned(),
+                    what,
+                })
+            })
+        };
+        if !mine {
+            match share(what.clone()) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    return Err(OperationError::Unavailable(format!(
+                        "the call was decided by instance {}: {e}; try again",
+                        d.instance.as_deref().unwrap_or("?")
+                    )))
+                }
+                None => return Err(OperationError::NotFound("no such decision".to_owned())),
+            }
+        }
+        let queued = write(audit, &d, now);
         if !(queued && audit.flush(COMMIT_WAIT)) {
             return Err(OperationError::Unavailable(
                 "the audit store did not commit in time; try again".to_owned(),
             ));
         }
         tracing::info!(decision = %d.decision_id, "recorded in the audit trail");
+        if mine {
+            if let Some(Err(e)) = share(what) {
+                tracing::warn!(error = %e, decision = %d.decision_id, "recorded here but not shared with the other instances");
+            }
+        }
         self.labelled(d)
     }
 }
@@ -175,7 +240,8 @@ fn ended(s: StoredDecision, policy: Option<&Policy>) -> EnforcedDecision {
     EnforcedDecision {
         call_id: r.call_id,
         decision_id: r.decision_id,
-        state: "ended",
+        instance: None,
+        state: CallState::Ended,
         time_unix_ms: r.time_ms,
         level_text: level.and_then(|l| {
             policy.and_then(|p| p.levels[l as usize].text.as_deref().map(str::to_owned))
@@ -227,7 +293,11 @@ impl Enforcement for Gate {
         let _span =
             tracing::info_span!("step_up", call_id = %call_id, token, method = %step.method)
                 .entered();
-        self.label(call_id, |audit, d, now| {
+        let what = LabelKind::StepUp {
+            method: step.method.clone(),
+        };
+        let by = step.by.clone();
+        self.label(call_id, (&by, token, what), |audit, d, now| {
             audit.step_up(StepUp {
                 decision_id: d.decision_id.clone(),
                 call_id: d.call_id.clone(),
@@ -254,7 +324,12 @@ impl Enforcement for Gate {
         let _span =
             tracing::info_span!("verdict", call_id = %call_id, token, verdict = label.as_str())
                 .entered();
-        self.label(call_id, |audit, d, now| {
+        let what = LabelKind::Verdict {
+            verdict: label.as_str().to_owned(),
+            note: verdict.note.clone(),
+        };
+        let by = verdict.by.clone();
+        self.label(call_id, (&by, token, what), |audit, d, now| {
             audit.verdict(Verdict {
                 decision_id: d.decision_id.clone(),
                 call_id: d.call_id.clone(),
@@ -265,5 +340,126 @@ impl Enforcement for Gate {
                 token: token.to_owned(),
             })
         })
+    }
+}
+
+/// Adds to `labels` those given on other instances that it does not hold
+/// (those given here are in both), in time order.
+fn merge_shared(labels: &mut Labels, shared: Vec<SharedLabel>) {
+    for l in shared {
+        let token = format!("{}@{}", l.token, l.instance);
+        match l.what {
+            LabelKind::StepUp { method } => {
+                let known = labels
+                    .step_ups
+                    .iter()
+                    .any(|s| s.time_ms == l.unix_ms && s.by == l.by && s.method == method);
+                if !known {
+                    labels.step_ups.push(StepUp {
+                        decision_id: l.decision_id,
+                        call_id: l.call_id,
+                        time_ms: l.unix_ms,
+                        by: l.by,
+                        method,
+                        token,
+                    });
+                }
+            }
+            LabelKind::Verdict { verdict, note } => {
+                let Some(label) = Label::parse(&verdict) else {
+                    continue;
+                };
+                let known = labels
+                    .verdicts
+                    .iter()
+                    .any(|v| v.time_ms == l.unix_ms && v.by == l.by && v.verdict == label);
+                if !known {
+                    labels.verdicts.push(Verdict {
+                        decision_id: l.decision_id,
+                        call_id: l.call_id,
+                        time_ms: l.unix_ms,
+                        verdict: label,
+                        by: l.by,
+                        note,
+                        token,
+                    });
+                }
+            }
+        }
+    }
+    labels.step_ups.sort_by_key(|s| s.time_ms);
+    labels.verdicts.sort_by_key(|v| v.time_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(unix_ms: i64, by: &str, what: LabelKind) -> SharedLabel {
+        SharedLabel {
+            decision_id: "cg-b-00".into(),
+            call_id: "c1".into(),
+            instance: "cg-a".into(),
+            unix_ms,
+            by: by.into(),
+            token: "floor".into(),
+            what,
+        }
+    }
+
+    #[test]
+    fn labels_from_other_instances_join_those_stored_here_once_in_time_order() {
+        let here = Verdict {
+            decision_id: "cg-b-00".into(),
+            call_id: "c1".into(),
+            time_ms: 20,
+            verdict: Label::Escalate,
+            by: "agent 7".into(),
+            note: String::new(),
+            token: "desk-1".into(),
+        };
+        let mut labels = Labels {
+            step_ups: vec![],
+            verdicts: vec![here],
+        };
+        let fraud = LabelKind::Verdict {
+            verdict: "suspected_fraud".into(),
+            note: "asked for a reset".into(),
+        };
+        let escalate = LabelKind::Verdict {
+            verdict: "escalate".into(),
+            note: String::new(),
+        };
+        let otp = LabelKind::StepUp {
+            method: "otp-sms".into(),
+        };
+        let unknown = LabelKind::Verdict {
+            verdict: "maybe".into(),
+            note: String::new(),
+        };
+        merge_shared(
+            &mut labels,
+            vec![
+                shared(30, "lead", fraud),
+                // The one stored here, shared too: not twice.
+                shared(20, "agent 7", escalate),
+                shared(10, "agent 7", otp),
+                shared(40, "lead", unknown),
+            ],
+        );
+        let verdicts: Vec<(i64, &str, &str)> = labels
+            .verdicts
+            .iter()
+            .map(|v| (v.time_ms, v.verdict.as_str(), v.token.as_str()))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                (20, "escalate", "desk-1"),
+                (30, "suspected_fraud", "floor@cg-a")
+            ]
+        );
+        assert_eq!(labels.step_ups.len(), 1);
+        assert_eq!(labels.step_ups[0].token, "floor@cg-a");
     }
 }

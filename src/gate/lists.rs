@@ -12,9 +12,11 @@
 //!
 //! The list's file must be writable by callgate (under the systemd unit,
 //! /etc/callgate is read-only: point `file` into the state directory;
-//! docs/operations.md). With several instances, each has its own file
-//! and running list: the number reaches the others when their files do
-//! (a shared path, or configuration management) and they reload.
+//! docs/operations.md). With several instances sharing a state store
+//! (`crate::cluster`), the addition is logged there and each other
+//! instance adds the number to its own running list and file the same
+//! way (its audit trail naming the instance it came from); without one,
+//! the number reaches the others when their files do and they reload.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use super::{lock, Gate};
 use crate::api::lists::{ListAddition, ListChangeView, ListEditing};
 use crate::api::operations::OperationError;
 use crate::audit::list_changes::{self, ListChange};
+use crate::cluster::wire::SharedListChange;
 use crate::gate::assess::RiskPhase;
 use crate::risk::lists::append_to_file;
 
@@ -50,6 +53,46 @@ impl ListEditing for Gate {
         add: ListAddition,
         token: &str,
     ) -> Result<ListChangeView, OperationError> {
+        let change = self.add_number(list, add, token, false)?;
+        if let (true, Some(cluster)) = (change.added, &self.cluster) {
+            let shared = SharedListChange {
+                list: change.list.clone(),
+                number: change.number.clone(),
+                by: change.by.clone(),
+                note: change.note.clone(),
+                token: change.token.clone(),
+                unix_ms: change.time_ms,
+                instance: cluster.instance().to_owned(),
+            };
+            if let Err(e) = cluster.share_list_change(&shared) {
+                tracing::warn!(error = %e, number = %change.number, "added here but not shared with the other instances");
+            }
+        }
+        Ok(view(change))
+    }
+
+    fn list_changes(&self, limit: usize) -> Result<Vec<ListChangeView>, OperationError> {
+        let Some(audit) = &self.audit else {
+            return Ok(vec![]);
+        };
+        let changes = list_changes::recent(audit.path(), limit)
+            .map_err(|e| OperationError::Unavailable(e.to_string()))?;
+        Ok(changes.into_iter().map(view).collect())
+    }
+}
+
+impl Gate {
+    /// Adds `add.number` to `list`: audit first, then the file, then the
+    /// running policy. `imported`: another instance added it (`token` is
+    /// then `name@instance`), so nothing is recorded when the number is
+    /// on the list already.
+    pub(super) fn add_number(
+        &self,
+        list: &str,
+        add: ListAddition,
+        token: &str,
+        imported: bool,
+    ) -> Result<ListChange, OperationError> {
         let _span = tracing::info_span!("list_add", list, token).entered();
         let audit = self.audit.as_ref().ok_or_else(|| {
             OperationError::Conflict(
@@ -84,6 +127,9 @@ impl ListEditing for Gate {
             token: token.to_owned(),
             added,
         };
+        if imported && !added {
+            return Ok(change);
+        }
         if !(audit.list_change(change.clone()) && audit.flush(COMMIT_WAIT)) {
             return Err(OperationError::Unavailable(
                 "the audit store did not commit in time; nothing was changed, try again".to_owned(),
@@ -91,7 +137,7 @@ impl ListEditing for Gate {
         }
         if !added {
             tracing::info!(number = %change.number, "already on the list");
-            return Ok(view(change));
+            return Ok(change);
         }
         let line = format!(
             "{}  # {} by {} (token {}){}{}",
@@ -130,15 +176,6 @@ impl ListEditing for Gate {
         }));
         *self.phases.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         tracing::info!(number = %change.number, file = %file.display(), "added to the policy's list");
-        Ok(view(change))
-    }
-
-    fn list_changes(&self, limit: usize) -> Result<Vec<ListChangeView>, OperationError> {
-        let Some(audit) = &self.audit else {
-            return Ok(vec![]);
-        };
-        let changes = list_changes::recent(audit.path(), limit)
-            .map_err(|e| OperationError::Unavailable(e.to_string()))?;
-        Ok(changes.into_iter().map(view).collect())
+        Ok(change)
     }
 }

@@ -79,10 +79,42 @@ pub(super) fn unix_ms_of(gate: &Gate, at: Instant) -> i64 {
 impl Gate {
     /// A call in progress with its media, if the relay anchors it.
     pub(super) fn call_view(&self, call: LiveCall) -> CallView {
-        let media = self
-            .media
+        let media = self.media_view(&call.call_id);
+        CallView {
+            media,
+            ..self.plain_view(call)
+        }
+    }
+
+    /// A call in progress without its media counters (what the other
+    /// instances list, `crate::cluster`).
+    pub(super) fn plain_view(&self, call: LiveCall) -> CallView {
+        CallView {
+            instance: self.env.instance().map(str::to_owned),
+            direction: match call.side {
+                Side::Trunk => "inbound",
+                Side::Pbx => "outbound",
+            },
+            state: if call.answered_unix_ms.is_some() {
+                "established"
+            } else {
+                "proceeding"
+            },
+            call_id: call.call_id,
+            caller: call.caller,
+            callee: call.callee,
+            started_unix_ms: call.started_unix_ms,
+            answered_unix_ms: call.answered_unix_ms,
+            decision: call.decision,
+            media: None,
+        }
+    }
+
+    /// The media of the call `call_id`, if the relay anchors it.
+    fn media_view(&self, call_id: &str) -> Option<MediaView> {
+        self.media
             .as_ref()
-            .and_then(|m| m.anchor.query(&call.call_id).ok())
+            .and_then(|m| m.anchor.query(call_id).ok())
             .map(|report| MediaView {
                 age_secs: report.age_secs,
                 streams: report
@@ -107,25 +139,7 @@ impl Gate {
                         }
                     })
                     .collect(),
-            });
-        CallView {
-            direction: match call.side {
-                Side::Trunk => "inbound",
-                Side::Pbx => "outbound",
-            },
-            state: if call.answered_unix_ms.is_some() {
-                "established"
-            } else {
-                "proceeding"
-            },
-            call_id: call.call_id,
-            caller: call.caller,
-            callee: call.callee,
-            started_unix_ms: call.started_unix_ms,
-            answered_unix_ms: call.answered_unix_ms,
-            decision: call.decision,
-            media,
-        }
+            })
     }
 
     /// One target of `side` as the operator sees it.

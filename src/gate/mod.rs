@@ -14,6 +14,7 @@ pub mod admit;
 pub mod assess;
 mod bucket;
 pub mod call;
+mod cluster;
 mod conceal;
 pub mod context;
 mod control;
@@ -140,6 +141,9 @@ pub struct Gate {
     pub state: Arc<crate::state::State>,
     /// `[state]` as started: it does not change on reload.
     state_config: crate::state::StateConfig,
+    /// The other instances sharing the state store, when there is one and
+    /// `[state] share_console` is on (`crate::cluster`, `cluster.rs`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Media anchoring, when `[media]` is on (read at start only).
     pub media: Option<Arc<media::MediaPhase>>,
     media_config: Option<crate::media::config::MediaConfig>,
@@ -381,6 +385,10 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
         inbound_pending: Mutex::new(std::collections::HashSet::new()),
         audit,
         events,
+        cluster: state
+            .redis()
+            .filter(|_| cfg.state.share_console)
+            .map(|r| crate::cluster::Cluster::new(r, &cfg.state.key_prefix, &cfg.instance)),
         state,
         state_config: cfg.state.clone(),
         media,
@@ -398,6 +406,11 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
                 g.dispatch(out);
             }
         });
+    }
+    if let Some(cluster) = &gate.cluster {
+        let weak: std::sync::Weak<Gate> = Arc::downgrade(&gate);
+        let weak: std::sync::Weak<dyn crate::cluster::Member> = weak;
+        cluster.start(weak, gate.events.clone());
     }
     gate.refresh_targets();
     for (side, in_force) in [(Side::Trunk, &trunk_in_force), (Side::Pbx, &pbx_in_force)] {

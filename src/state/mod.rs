@@ -173,6 +173,10 @@ pub struct StateConfig {
     pub timeout: Duration,
     /// Prefix of every key callgate writes to the shared store.
     pub key_prefix: String,
+    /// With a shared store: share the calls in progress, decisions,
+    /// step-ups, verdicts, list additions and decision events with the
+    /// other instances (`crate::cluster`).
+    pub share_console: bool,
 }
 
 impl Default for StateConfig {
@@ -181,6 +185,7 @@ impl Default for StateConfig {
             redis: None,
             timeout: Duration::from_millis(50),
             key_prefix: "callgate:".to_owned(),
+            share_console: true,
         }
     }
 }
@@ -191,6 +196,9 @@ pub struct State {
     shared: Option<Arc<dyn StateStore>>,
     timeout: Duration,
     metrics: Arc<StateMetrics>,
+    /// The Redis connection, when configured: other layers that share
+    /// through the same store use it too ([`State::redis`]).
+    redis: Option<Arc<redis::Redis>>,
 }
 
 impl Default for State {
@@ -212,6 +220,7 @@ impl State {
             shared: None,
             timeout: Duration::from_millis(50),
             metrics: Arc::new(metrics),
+            redis: None,
         }
     }
 
@@ -235,16 +244,22 @@ impl State {
         State {
             local,
             shared: Some(Arc::new(redis_store::RedisStore::new(
-                client,
+                client.clone(),
                 cfg.key_prefix.clone(),
             ))),
             timeout: cfg.timeout,
             metrics: Arc::new(metrics),
+            redis: Some(client),
         }
     }
 
     pub fn metrics(&self) -> &StateMetrics {
         &self.metrics
+    }
+
+    /// The shared store's connection, when one is configured.
+    pub fn redis(&self) -> Option<Arc<redis::Redis>> {
+        self.redis.clone()
     }
 
     /// Whether a shared store is configured.

@@ -9,7 +9,9 @@ pub mod live_capture;
 pub mod netns;
 pub mod pki;
 pub mod redis;
+pub mod roles;
 pub mod srtp;
+pub mod sse;
 pub mod to_sipp;
 pub mod volume;
 

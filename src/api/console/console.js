@@ -168,7 +168,7 @@ function renderDecision(box, d, opts) {
   box.append(el("h3", {}, "Caller ID check"));
   box.append(el("p", { class: "verify" }, d.verify_text || "No verification detail for this call."));
   const route = { agents: "to the agents", review: "to the review queue", reject: "refused" }[d.route] || d.route;
-  box.append(el("p", { class: "muted" }, "Routed " + route + (d.policy_version ? " · policy " + d.policy_version : "") + " · decision " + (d.decision_id || d.id || "")));
+  box.append(el("p", { class: "muted" }, "Routed " + route + (d.policy_version ? " · policy " + d.policy_version : "") + " · decision " + (d.decision_id || d.id || "") + (d.instance ? " by " + d.instance : "")));
   box.hidden = false;
 }
 
@@ -241,12 +241,12 @@ async function loadSupervisor() {
   if (calls.ok) {
     const inbound = calls.data.calls.filter((c) => c.direction === "inbound").sort((a, b) => b.started_unix_ms - a.started_unix_ms);
     $("calls").tBodies[0].replaceChildren(...inbound.map((c) => callRow(c, [time(c.started_unix_ms), c.caller,
-      levelBadge(c.decision && c.decision.level), String(c.decision && c.decision.score !== null ? c.decision.score : ""), (c.decision && c.decision.route) || ""])));
+      levelBadge(c.decision && c.decision.level), String(c.decision && c.decision.score !== null ? c.decision.score : ""), (c.decision && c.decision.route) || "", c.instance || ""])));
   }
   if (review.ok) {
     const queue = review.data.calls.slice().sort((a, b) => a.started_unix_ms - b.started_unix_ms);
     $("review").tBodies[0].replaceChildren(...queue.map((c) => callRow(c, [time(c.started_unix_ms), c.caller,
-      levelBadge(c.decision.level), String(c.decision.score ?? ""), worded(c.decision.reasons, c.decision.reasons_text).join(" · ")])));
+      levelBadge(c.decision.level), String(c.decision.score ?? ""), worded(c.decision.reasons, c.decision.reasons_text).join(" · "), c.instance || ""])));
   }
 }
 

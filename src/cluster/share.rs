@@ -1,0 +1,452 @@
+//! The sharing task: each tick it publishes this instance's calls and new
+//! decisions, relays its events, and reads the other instances' calls,
+//! the log and their events (one to three round trips each way).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use redis::Value;
+use tokio::sync::mpsc;
+
+use super::wire::{self, decided_by, LogEntry, SharedCall};
+use super::{bulk, items, unreadable, Cluster, ClusterError, Member, ALIVE, TICK};
+use crate::api::enforce::{CallState, EnforcedDecision};
+use crate::api::operations::CallView;
+use crate::events::hub::StreamEvent;
+use crate::events::Events;
+
+/// Log entries and events read per tick (the rest on the next ones).
+const READ_BATCH: usize = 500;
+
+/// What the task remembers between ticks.
+struct Tick {
+    /// The calls last published, as sent, and their version.
+    published: String,
+    version: u64,
+    /// The decisions of calls in progress last published, by id.
+    decisions: HashMap<String, EnforcedDecision>,
+    /// How far the log and the events stream were read (`None`: not yet
+    /// known; the log's is kept in the store across restarts).
+    log_cursor: Option<String>,
+    events_cursor: Option<String>,
+    /// This instance's events, for the relay.
+    relay: Option<mpsc::Receiver<StreamEvent>>,
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The task: until `member` is dropped.
+pub(super) async fn run(cluster: Arc<Cluster>, member: Weak<dyn Member>, events: Option<Events>) {
+    let mut tick = Tick {
+        published: String::new(),
+        version: 0,
+        decisions: HashMap::new(),
+        log_cursor: None,
+        events_cursor: None,
+        relay: None,
+    };
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        let Some(m) = member.upgrade() else {
+            return;
+        };
+        if let (None, Some(ev)) = (&tick.relay, &events) {
+            tick.relay = ev.relay_out().ok();
+        }
+        let outcome = match publish(&cluster, &mut tick, m.calls_to_share()).await {
+            Ok(()) => read(&cluster, &mut tick, &m, events.as_ref()).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("cluster: sharing with the other instances again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                cluster.metrics.tick_failures.fetch_add(1, Relaxed);
+                if !failing {
+                    failing = true;
+                    tracing::warn!(error = %e, "cluster: cannot share with the other instances; the console lists this instance's calls only");
+                }
+            }
+        }
+    }
+}
+
+/// Publishes this instance's calls (when they changed; renews them
+/// otherwise), its name, the decisions of new and ended calls, and its
+/// events since the last tick.
+async fn publish(
+    cluster: &Cluster,
+    tick: &mut Tick,
+    calls: Vec<(CallView, Option<EnforcedDecision>)>,
+) -> Result<(), ClusterError> {
+    let keys = &cluster.keys;
+    let me = cluster.instance.as_str();
+    let ttl_ms = u64::try_from(ALIVE.as_millis()).unwrap_or(u64::MAX);
+    let shared: Vec<SharedCall> = calls.iter().map(|(c, _)| SharedCall::of(c)).collect();
+    let json = serde_json::to_string(&shared).map_err(|e| unreadable("calls", e))?;
+    let mut pipe = redis::pipe();
+    if json != tick.published {
+        tick.version += 1;
+        pipe.cmd("SET")
+            .arg(keys.calls(me))
+            .arg(&json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .cmd("SET")
+            .arg(keys.version(me))
+            .arg(tick.version)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+    } else {
+        pipe.cmd("PEXPIRE")
+            .arg(keys.calls(me))
+            .arg(ttl_ms)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(keys.version(me))
+            .arg(ttl_ms)
+            .ignore();
+    }
+    pipe.cmd("ZADD")
+        .arg(keys.instances())
+        .arg(unix_ms())
+        .arg(me)
+        .ignore();
+    let mut current: HashMap<String, EnforcedDecision> = calls
+        .into_iter()
+        .filter_map(|(_, d)| d)
+        .map(|d| (d.decision_id.clone(), d))
+        .collect();
+    for (id, d) in &mut current {
+        d.instance = Some(me.to_owned());
+        if !tick.decisions.contains_key(id) {
+            put_decision(&mut pipe, cluster, d);
+            pipe.cmd("SET")
+                .arg(keys.call(&d.call_id))
+                .arg(id)
+                .arg("EX")
+                .arg(wire::DECISION_TTL_SECS)
+                .ignore();
+        }
+    }
+    for (id, mut d) in std::mem::take(&mut tick.decisions) {
+        if !current.contains_key(&id) {
+            d.state = CallState::Ended;
+            put_decision(&mut pipe, cluster, &d);
+        }
+    }
+    let mut relayed = 0u64;
+    if let Some(rx) = &mut tick.relay {
+        loop {
+            match rx.try_recv() {
+                Ok(e) if e.origin.is_none() => {
+                    relayed += 1;
+                    pipe.cmd("XADD")
+                        .arg(keys.events())
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(wire::EVENTS_MAX)
+                        .arg("*")
+                        .arg("from")
+                        .arg(me)
+                        .arg("id")
+                        .arg(&*e.id)
+                        .arg("kind")
+                        .arg(&*e.kind)
+                        .arg("data")
+                        .arg(&*e.data)
+                        .ignore();
+                    if relayed >= READ_BATCH as u64 {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    // Cut for falling behind: subscribe again next tick.
+                    cluster.metrics.relay_cut.fetch_add(1, Relaxed);
+                    tracing::warn!("cluster: the event relay fell behind and lost events");
+                    tick.relay = None;
+                    break;
+                }
+            }
+        }
+    }
+    let sent = cluster.redis.pipeline(&pipe).await;
+    if sent.is_err() {
+        // Publish everything again next tick.
+        tick.published.clear();
+        return sent.map(drop).map_err(ClusterError::from);
+    }
+    cluster.metrics.events_out.fetch_add(relayed, Relaxed);
+    tick.published = json;
+    tick.decisions = current;
+    Ok(())
+}
+
+fn put_decision(pipe: &mut redis::Pipeline, cluster: &Cluster, d: &EnforcedDecision) {
+    if let Ok(json) = serde_json::to_string(d) {
+        pipe.cmd("SET")
+            .arg(cluster.keys.decision(&d.decision_id))
+            .arg(json)
+            .arg("EX")
+            .arg(wire::DECISION_TTL_SECS)
+            .ignore();
+    }
+}
+
+/// A stream entry: its id, and its fields (field → value).
+type Entry = (String, HashMap<Vec<u8>, Vec<u8>>);
+
+/// Stream entries of an `XRANGE` reply.
+fn entries(v: &Value) -> Vec<Entry> {
+    items(v)
+        .iter()
+        .filter_map(|e| {
+            let [id, fields] = items(e) else {
+                return None;
+            };
+            let id = String::from_utf8_lossy(bulk(id)?).into_owned();
+            let map = match fields {
+                Value::Map(pairs) => pairs
+                    .iter()
+                    .filter_map(|(k, v)| Some((bulk(k)?.to_vec(), bulk(v)?.to_vec())))
+                    .collect(),
+                other => items(other)
+                    .chunks(2)
+                    .filter_map(|kv| match kv {
+                        [k, v] => Some((bulk(k)?.to_vec(), bulk(v)?.to_vec())),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            Some((id, map))
+        })
+        .collect()
+}
+
+/// The range after `cursor` (exclusive), or from the start.
+fn after(cursor: Option<&str>) -> String {
+    cursor.map_or_else(|| "-".to_owned(), |c| format!("({c}"))
+}
+
+/// Reads the live instances and their calls, the log and the events.
+async fn read(
+    cluster: &Cluster,
+    tick: &mut Tick,
+    member: &Arc<dyn Member>,
+    events: Option<&Events>,
+) -> Result<(), ClusterError> {
+    let keys = &cluster.keys;
+    let me = cluster.instance.as_str();
+    let alive_since = unix_ms() - i64::try_from(ALIVE.as_millis()).unwrap_or(0);
+    if tick.log_cursor.is_none() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(keys.cursor(me));
+        let replies = cluster.redis.pipeline(&pipe).await?;
+        tick.log_cursor = Some(replies.first().and_then(bulk).map_or_else(
+            || "0-0".to_owned(),
+            |b| String::from_utf8_lossy(b).into_owned(),
+        ));
+    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZRANGEBYSCORE")
+        .arg(keys.instances())
+        .arg(alive_since)
+        .arg("+inf")
+        .cmd("XRANGE")
+        .arg(keys.log())
+        .arg(after(tick.log_cursor.as_deref()))
+        .arg("+")
+        .arg("COUNT")
+        .arg(READ_BATCH);
+    match &tick.events_cursor {
+        // From now on: the relay is live only.
+        None => pipe
+            .cmd("XREVRANGE")
+            .arg(keys.events())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1),
+        Some(c) => pipe
+            .cmd("XRANGE")
+            .arg(keys.events())
+            .arg(after(Some(c)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(READ_BATCH),
+    };
+    let replies = cluster.redis.pipeline(&pipe).await?;
+    let [names, log, relayed] = replies.as_slice() else {
+        return Err(unreadable("replies", "not three"));
+    };
+    let names: Vec<String> = items(names)
+        .iter()
+        .filter_map(bulk)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .filter(|n| n != me)
+        .collect();
+    read_calls(cluster, &names).await?;
+    apply_log(cluster, tick, member, entries(log)).await?;
+    let relayed = entries(relayed);
+    match &tick.events_cursor {
+        None => {
+            tick.events_cursor = Some(
+                relayed
+                    .first()
+                    .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone()),
+            );
+        }
+        Some(_) => {
+            if let Some((id, _)) = relayed.last() {
+                tick.events_cursor = Some(id.clone());
+            }
+            let batch: Vec<StreamEvent> = relayed
+                .into_iter()
+                .filter_map(|(_, f)| {
+                    let from = f.get(b"from".as_slice())?;
+                    if from.as_slice() == me.as_bytes() {
+                        return None;
+                    }
+                    let text = |k: &[u8]| f.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+                    Some(StreamEvent {
+                        seq: 0,
+                        id: text(b"id")?.into(),
+                        kind: text(b"kind")?.into(),
+                        data: text(b"data")?.into(),
+                        origin: Some(String::from_utf8_lossy(from).into_owned().into()),
+                    })
+                })
+                .collect();
+            if let (Some(ev), false) = (events, batch.is_empty()) {
+                cluster
+                    .metrics
+                    .events_in
+                    .fetch_add(batch.len() as u64, Relaxed);
+                ev.relay_in(&batch);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the calls of the instances in `names` whose version changed.
+async fn read_calls(cluster: &Cluster, names: &[String]) -> Result<(), ClusterError> {
+    let keys = &cluster.keys;
+    let mut versions = Vec::new();
+    if !names.is_empty() {
+        let mut pipe = redis::pipe();
+        for n in names {
+            pipe.cmd("GET").arg(keys.version(n));
+        }
+        let replies = cluster.redis.pipeline(&pipe).await?;
+        versions = replies
+            .iter()
+            .map(|v| bulk(v).map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect();
+    }
+    let changed: Vec<(&String, String)> = {
+        let remote = cluster.lock();
+        names
+            .iter()
+            .zip(versions)
+            .filter_map(|(n, v)| {
+                let v = v?;
+                let same = remote.instances.get(n).is_some_and(|(old, _)| *old == v);
+                (!same).then_some((n, v))
+            })
+            .collect()
+    };
+    let mut read = Vec::new();
+    if !changed.is_empty() {
+        let mut pipe = redis::pipe();
+        for (n, _) in &changed {
+            pipe.cmd("GET").arg(keys.calls(n));
+        }
+        let replies = cluster.redis.pipeline(&pipe).await?;
+        for ((n, v), reply) in changed.into_iter().zip(replies) {
+            let calls: Vec<SharedCall> = match bulk(&reply) {
+                Some(json) => serde_json::from_slice(json).map_err(|e| unreadable("calls", e))?,
+                None => Vec::new(),
+            };
+            read.push((n.clone(), v, calls));
+        }
+    }
+    let live: HashSet<&String> = names.iter().collect();
+    let mut remote = cluster.lock();
+    remote.instances.retain(|n, _| live.contains(n));
+    for (n, v, calls) in read {
+        remote.instances.insert(n, (v, calls));
+    }
+    remote.read_at = Some(Instant::now());
+    Ok(())
+}
+
+/// Applies the log's new entries: labels on this instance's decisions
+/// into its audit trail, other instances' list additions to its lists.
+async fn apply_log(
+    cluster: &Cluster,
+    tick: &mut Tick,
+    member: &Arc<dyn Member>,
+    log: Vec<Entry>,
+) -> Result<(), ClusterError> {
+    let me = cluster.instance.as_str();
+    let Some((last, _)) = log.last() else {
+        return Ok(());
+    };
+    let last = last.clone();
+    for (id, fields) in log {
+        let (Some(kind), Some(body)) = (
+            fields.get(b"kind".as_slice()),
+            fields.get(b"body".as_slice()),
+        ) else {
+            continue;
+        };
+        let Some(entry) = LogEntry::parse(kind, body) else {
+            tracing::debug!(entry = %id, "cluster: log entry not understood; skipped");
+            continue;
+        };
+        if entry.from_instance() == me {
+            continue;
+        }
+        match entry {
+            LogEntry::Label(label) if decided_by(&label.decision_id, me) => {
+                member.import_label(&label);
+                cluster.metrics.imported_labels.fetch_add(1, Relaxed);
+            }
+            LogEntry::Label(_) => {}
+            LogEntry::List(change) => {
+                let m = member.clone();
+                let applied =
+                    tokio::task::spawn_blocking(move || m.import_list_change(&change)).await;
+                if applied.is_ok() {
+                    cluster.metrics.imported_list_changes.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(cluster.keys.cursor(me))
+        .arg(&last)
+        .ignore();
+    cluster.redis.pipeline(&pipe).await?;
+    tick.log_cursor = Some(last);
+    Ok(())
+}
