@@ -5,8 +5,9 @@
 //! answers its decision; a verdict given on `cg-a` is known to `cg-b`
 //! (its answer and its own audit trail); a step-up on `cg-b` lifts the
 //! restrictions `cg-a` reports; a number added to the fraud list on
-//! `cg-a` reaches `cg-b`'s list file and running policy, so `cg-b`'s next
-//! call from it fires the list's rule. With Redis gone, `cg-a` refuses
+//! `cg-a` reaches `cg-b`'s list file and running policy, so `cg-b`
+//! refuses the next call from it, and `cg-a` answers for that refused
+//! call too (it ended before any tick saw it in progress). With Redis gone, `cg-a` refuses
 //! to answer for the other's call with 503 (it cannot know its state).
 
 mod common;
@@ -28,6 +29,9 @@ critical = 90
 [level.high]
 action = "review"
 restrict = ["mfa-change"]
+[level.critical]
+action = "reject"
+reject_code = 608
 [restrictions]
 mfa-change = "No MFA change without step-up."
 [review]
@@ -43,7 +47,7 @@ when = { not = { list = "dno" } }
 description = "Every call gets this."
 [[rule]]
 code = "KNOWN_FRAUD"
-weight = 5
+weight = 25
 when = { list = "fraud" }
 description = "The number is on the fraud list."
 "#;
@@ -113,7 +117,7 @@ fn a_supervisor_on_one_instance_sees_and_answers_the_calls_of_another() {
     let mut a_events = common::sse::open_stream(a.ports.admin, None);
 
     // A call held through cg-b, routed to review there.
-    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 2, "u1", &[]);
+    let uas = Sipp::uas(&scenario("uas-basic.xml"), pbx_port, 1, "u1", &[]);
     let held = Sipp::uac_background(
         &scenario("uac-hold.xml"),
         &b.trunk(),
@@ -241,24 +245,45 @@ fn a_supervisor_on_one_instance_sees_and_answers_the_calls_of_another() {
     let (_, changes) = request(&b, "GET", "/v1/lists", Some(SUPERVISOR), None);
     assert_eq!(changes["changes"][0]["token"], "floor@cg-a", "{changes:#}");
     held.finish().assert_all_ok(1, "the held call");
+    uas.finish();
+    let csv = root.path().join("next.csv");
+    std::fs::write(
+        &csv,
+        format!("SEQUENTIAL\n{CALLER};+15550100;X-No-Identity: unsigned;none\n"),
+    )
+    .expect("csv");
     Sipp::uac(
-        &scenario("uac-hold.xml"),
+        &scenario("uac-risk-rejected.xml"),
         &b.trunk(),
         1,
         1,
         "u1",
-        &["-d", "100"],
+        &["-inf", &csv.display().to_string()],
     )
-    .assert_all_ok(1, "the next call through cg-b");
-    uas.finish();
-    let rules = await_some("the next call's decision in cg-b's audit", || {
+    .assert_all_ok(1, "cg-b refuses the next call from the fraud-listed number");
+    let next = await_some("the refused call in cg-b's audit", || {
         audit_row(
             &b_db,
-            "SELECT rules FROM records WHERE decision_id != ?1 ORDER BY id DESC LIMIT 1",
+            "SELECT call_id, rules FROM records WHERE decision_id != ?1 ORDER BY id DESC LIMIT 1",
             &decision_id,
         )
     });
-    assert!(rules[0].contains("KNOWN_FRAUD"), "{rules:?}");
+    assert!(next[1].contains("KNOWN_FRAUD"), "{next:?}");
+    let refused = await_some("cg-a answers for cg-b's refused call", || {
+        let (status, v) = request(
+            &a,
+            "GET",
+            &format!("/v1/calls/{}/decision", next[0]),
+            Some(SUPERVISOR),
+            None,
+        );
+        (status == 200).then_some(v)
+    });
+    assert_eq!(
+        (&refused["instance"], &refused["state"], &refused["action"]),
+        (&json!("cg-b"), &json!("ended"), &json!("reject")),
+        "{refused:#}"
+    );
     assert_eq!(a.metric("callgate_cluster_instances"), 2.0);
     assert!(b.metric("callgate_cluster_imported_total{kind=\"label\"}") >= 1.0);
     assert!(b.metric("callgate_cluster_imported_total{kind=\"list\"}") >= 1.0);

@@ -109,13 +109,13 @@ pub struct EnforcedDecision {
     /// When the call was decided (Unix ms).
     pub time_unix_ms: i64,
     pub level: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level_text: Option<String>,
     pub score: Option<u32>,
     pub reasons: Vec<String>,
     pub reasons_text: Vec<Worded>,
     /// The verification in words (calls in progress).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_text: Option<String>,
     /// The actions the agent must not take now: the policy's
     /// restrictions, or none once a step-up is recorded.
@@ -134,9 +134,9 @@ pub struct EnforcedDecision {
     /// Every verdict given, oldest first (the last one stands).
     pub verdicts: Vec<VerdictView>,
     /// Calling and called numbers: for `supervisor` and `ops` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callee: Option<String>,
 }
 

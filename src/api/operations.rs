@@ -94,23 +94,23 @@ pub struct DecisionView {
     pub verstat: Option<String>,
     /// The verification in words (as in `X-Callgate-Verify-Text`), when
     /// verification ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_text: Option<String>,
     pub level: Option<String>,
     pub score: Option<u32>,
     /// Reason codes of the rules that fired, in rule order.
     pub reasons: Vec<String>,
     /// The level in the policy's words, when it has them.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level_text: Option<String>,
     /// The fired rules' descriptions (those that have one), in rule order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons_text: Vec<Worded>,
     /// The actions the agent must not take without step-up.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restrict: Vec<String>,
     /// Those actions in the policy's words (those that have them).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restrict_text: Vec<Worded>,
     /// `tag`, `review` or `reject`.
     pub action: String,

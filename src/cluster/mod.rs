@@ -89,6 +89,8 @@ pub struct ClusterMetrics {
     /// Labels and list additions made here that could not be shared.
     pub labels_unshared: AtomicU64,
     pub lists_unshared: AtomicU64,
+    /// Decisions not shared because too many waited for one tick.
+    pub decisions_dropped: AtomicU64,
     /// Events relayed: sent to the others, and received from them.
     pub events_out: AtomicU64,
     pub events_in: AtomicU64,
@@ -121,8 +123,15 @@ pub struct Cluster {
     /// blocking threads of another).
     runtime: tokio::runtime::Handle,
     remote: Mutex<Remote>,
+    /// Decisions made since the last tick, for the task to share (a call
+    /// may end before the tick sees it in progress: a rejected one).
+    pending: Mutex<std::collections::VecDeque<EnforcedDecision>>,
     pub metrics: ClusterMetrics,
 }
+
+/// Most decisions waiting for the next tick; beyond, the oldest are
+/// dropped (counted): the tick still shares those of calls in progress.
+const PENDING_MAX: usize = 4096;
 
 /// A reply's bytes, when it is a string.
 fn bulk(v: &Value) -> Option<&[u8]> {
@@ -158,6 +167,7 @@ impl Cluster {
             instance: instance.to_owned(),
             runtime: tokio::runtime::Handle::current(),
             remote: Mutex::new(Remote::default()),
+            pending: Mutex::new(std::collections::VecDeque::new()),
             metrics: ClusterMetrics::default(),
         })
     }
@@ -178,6 +188,22 @@ impl Cluster {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Remote> {
         self.remote.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A decision just made here, shared at the next tick. Never waits.
+    pub fn offer(&self, d: EnforcedDecision) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= PENDING_MAX {
+            pending.pop_front();
+            self.metrics.decisions_dropped.fetch_add(1, Relaxed);
+        }
+        pending.push_back(d);
+    }
+
+    /// The decisions offered since the last call.
+    fn offered(&self) -> Vec<EnforcedDecision> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.drain(..).collect()
     }
 
     /// The other live instances' calls in progress, as last read (none
@@ -388,6 +414,12 @@ impl Cluster {
         )?;
         f.counter(&[("direction", "out")], m.events_out.load(Relaxed))?;
         f.counter(&[("direction", "in")], m.events_in.load(Relaxed))?;
+        one_counter(
+            e,
+            "callgate_cluster_decisions_dropped_total",
+            "Decisions not shared because more than 4096 waited for one tick (those of calls in progress are shared anyway).",
+            m.decisions_dropped.load(Relaxed),
+        )?;
         one_counter(
             e,
             "callgate_cluster_relay_cut_total",

@@ -136,12 +136,15 @@ async fn publish(
         d.instance = Some(me.to_owned());
         if !tick.decisions.contains_key(id) {
             put_decision(&mut pipe, cluster, d);
-            pipe.cmd("SET")
-                .arg(keys.call(&d.call_id))
-                .arg(id)
-                .arg("EX")
-                .arg(wire::DECISION_TTL_SECS)
-                .ignore();
+        }
+    }
+    // Decided since the last tick and already ended (a rejected call):
+    // shared as ended.
+    for mut d in cluster.offered() {
+        if !current.contains_key(&d.decision_id) && !tick.decisions.contains_key(&d.decision_id) {
+            d.instance = Some(me.to_owned());
+            d.state = CallState::Ended;
+            put_decision(&mut pipe, cluster, &d);
         }
     }
     for (id, mut d) in std::mem::take(&mut tick.decisions) {
@@ -199,11 +202,18 @@ async fn publish(
     Ok(())
 }
 
+/// Shares `d` under its decision id, and as its call's latest.
 fn put_decision(pipe: &mut redis::Pipeline, cluster: &Cluster, d: &EnforcedDecision) {
     if let Ok(json) = serde_json::to_string(d) {
         pipe.cmd("SET")
             .arg(cluster.keys.decision(&d.decision_id))
             .arg(json)
+            .arg("EX")
+            .arg(wire::DECISION_TTL_SECS)
+            .ignore()
+            .cmd("SET")
+            .arg(cluster.keys.call(&d.call_id))
+            .arg(&d.decision_id)
             .arg("EX")
             .arg(wire::DECISION_TTL_SECS)
             .ignore();
@@ -381,8 +391,14 @@ async fn read_calls(cluster: &Cluster, names: &[String]) -> Result<(), ClusterEr
         }
         let replies = cluster.redis.pipeline(&pipe).await?;
         for ((n, v), reply) in changed.into_iter().zip(replies) {
-            let calls: Vec<SharedCall> = match bulk(&reply) {
-                Some(json) => serde_json::from_slice(json).map_err(|e| unreadable("calls", e))?,
+            // One instance's unreadable list (a newer version's?) must not
+            // hide the others'.
+            let calls: Vec<SharedCall> = match bulk(&reply).map(serde_json::from_slice) {
+                Some(Ok(calls)) => calls,
+                Some(Err(e)) => {
+                    tracing::warn!(instance = %n, error = %e, "cluster: another instance's calls are unreadable; not listed");
+                    Vec::new()
+                }
                 None => Vec::new(),
             };
             read.push((n.clone(), v, calls));

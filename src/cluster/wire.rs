@@ -260,10 +260,28 @@ mod tests {
             callee: "100".into(),
             started_unix_ms: 1,
             answered_unix_ms: Some(2),
-            decision: None,
+            // Empty lists and absent words are left out of the JSON.
+            decision: Some(DecisionView {
+                id: Some("b-00".into()),
+                verstat: None,
+                verify_text: None,
+                level: Some("low".into()),
+                score: Some(0),
+                reasons: vec![],
+                level_text: None,
+                reasons_text: vec![],
+                restrict: vec![],
+                restrict_text: vec![],
+                action: "tag".into(),
+                route: "agents".into(),
+                target: None,
+                policy_version: None,
+            }),
         };
         let json = serde_json::to_string(&shared).unwrap_or_default();
+        assert!(!json.contains("restrict"), "{json}");
         let back: SharedCall = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, shared);
         let view = back.view("b");
         assert_eq!(
             (view.instance.as_deref(), view.direction, view.state),
