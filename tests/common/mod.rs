@@ -3,6 +3,7 @@
 //! killed when its guard drops.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod calls;
 pub mod carrier;
 pub mod live_capture;
