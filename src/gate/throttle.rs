@@ -180,11 +180,11 @@ impl Throttle {
     /// rate or byte budget, on a side whose limit is `rate` (0: nothing is
     /// throttled); `count` is the source's refusal count from its entry in
     /// the admit phase's table. Costs nothing for an admitted datagram
-    /// while no source is throttled. `true` when this refusal throttled its source at once
-    /// (it was refused at [`TRIGGER`] times the rate or more since the
-    /// window began): the kernel filter must be rebuilt now, not at the
-    /// next review, for a fast flood fills the socket's queue in tens of
-    /// milliseconds.
+    /// while no source is throttled. `true` when this refusal throttled
+    /// its source at once (it was refused at [`TRIGGER`] times the rate or
+    /// more since the window began): the kernel filter must be rebuilt
+    /// now, not at the next review, for a fast flood fills the socket's
+    /// queue in tens of milliseconds.
     pub fn note(
         &mut self,
         ip: IpAddr,
