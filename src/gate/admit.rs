@@ -449,4 +449,34 @@ mod tests {
         );
         assert_eq!(list.len(), 1);
     }
+
+    #[test]
+    fn a_source_in_use_keeps_its_entry_when_idle_ones_are_swept() {
+        // More than 10,000 sources seen at t0, one of them busy again at
+        // 59.8 s, when it spends most of its byte budget (burst 65,535,
+        // 1,024 a second). At 60.9 s a new source's check sweeps the
+        // entries idle for 60 s: the busy one stays, its budget still
+        // spent; had it been swept, a full budget would admit it.
+        let mut cfg = side(0);
+        cfg.rate_limit_bytes = 1024;
+        let mut a = Admission::new(cfg);
+        let t0 = Instant::now();
+        let busy: IpAddr = "10.0.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..10_001u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + i));
+            let _ = a.check(ip, b"INVITE", t0);
+        }
+        let _ = a.check(busy, b"INVITE", t0);
+        let big = vec![b'I'; 60_000];
+        let busy_again = t0 + Duration::from_millis(59_800);
+        assert_eq!(a.check(busy, &big, busy_again).verdict, Verdict::Admit);
+        let sweep = t0 + Duration::from_millis(60_900);
+        let newcomer = "10.2.0.1".parse().unwrap_or_else(|e| panic!("{e}"));
+        let _ = a.check(newcomer, b"INVITE", sweep);
+        assert_eq!(
+            a.check(busy, &big, sweep).verdict,
+            Verdict::OverByteBudget,
+            "the busy source's entry survived the sweep"
+        );
+    }
 }

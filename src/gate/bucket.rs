@@ -98,10 +98,10 @@ fn byte_burst(rate: u64) -> f64 {
     (rate as f64 * 2.0).max(LARGEST_DATAGRAM)
 }
 
-/// What a [`SourceBuckets`] table keeps per source address: one bucket,
-/// or several and more (the admit phase's entry holds its request,
-/// response and byte buckets and its refusal count, `admit.rs`, so that
-/// a datagram costs one lookup).
+/// What a [`SourceBuckets`] table keeps per source address: one bucket
+/// (the refusal limit's), or an entry of several (the admit phase's holds
+/// its request, response and byte buckets and its refusal count,
+/// `admit.rs`, so that a datagram costs one lookup).
 pub trait PerSource {
     /// When the source last spent from it: an entry idle for [`IDLE`] is
     /// forgotten.
