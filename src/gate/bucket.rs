@@ -1,6 +1,6 @@
 //! Token buckets per source address: the admit phase's message rate
 //! limits and byte budget and the refusal limit ([`super::refusals`]) all
-//! count with these.
+//! count with these, in a table of one entry per source.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -98,17 +98,33 @@ fn byte_burst(rate: u64) -> f64 {
     (rate as f64 * 2.0).max(LARGEST_DATAGRAM)
 }
 
-/// A bucket per source address, the idle ones forgotten so that a scan of
+/// What a [`SourceBuckets`] table keeps per source address: one bucket
+/// (the refusal limit's), or an entry of several (the admit phase's holds
+/// its request, response and byte buckets and its refusal count,
+/// `admit.rs`, so that a datagram costs one lookup).
+pub trait PerSource {
+    /// When the source last spent from it: an entry idle for [`IDLE`] is
+    /// forgotten.
+    fn last_used(&self) -> Instant;
+}
+
+impl PerSource for Bucket {
+    fn last_used(&self) -> Instant {
+        self.last
+    }
+}
+
+/// An entry per source address, the idle ones forgotten so that a scan of
 /// many addresses cannot grow the table without bound.
 #[derive(Debug)]
-pub struct SourceBuckets {
+pub struct SourceBuckets<E = Bucket> {
     /// Keyed hash: a peer chooses its address, not the bucket (and this
     /// map is read for every admitted message).
-    buckets: HashMap<IpAddr, Bucket, ahash::RandomState>,
+    buckets: HashMap<IpAddr, E, ahash::RandomState>,
     last_prune: Option<Instant>,
 }
 
-impl Default for SourceBuckets {
+impl<E> Default for SourceBuckets<E> {
     fn default() -> Self {
         SourceBuckets {
             buckets: HashMap::with_hasher(crate::sip::proxy::keyed_hasher()),
@@ -117,45 +133,37 @@ impl Default for SourceBuckets {
     }
 }
 
-/// Buckets idle this long are forgotten (a full bucket again: no loss).
+/// Entries idle this long are forgotten (a full bucket again: no loss).
 const IDLE: Duration = Duration::from_secs(60);
 /// Pruning starts above this many sources, at most once a second.
 const PRUNE_ABOVE: usize = 10_000;
 
-impl SourceBuckets {
+impl SourceBuckets<Bucket> {
     /// Takes one token from `ip`'s bucket at `rate` per second.
     pub fn take(&mut self, ip: IpAddr, rate: u32, now: Instant) -> bool {
-        self.bucket(ip, now, || Bucket::full(rate, now))
+        self.entry(ip, now, || Bucket::full(rate, now))
             .take(rate, now)
     }
+}
 
-    /// [`SourceBuckets::take`], and the source's arrival rate when its
-    /// bucket is draining fast ([`Bucket::draining`]).
-    pub fn take_watching(&mut self, ip: IpAddr, rate: u32, now: Instant) -> (bool, Option<f64>) {
-        let b = self.bucket(ip, now, || Bucket::full(rate, now));
-        let taken = b.take(rate, now);
-        (taken, b.draining(rate, now))
-    }
-
-    /// Takes `bytes` from `ip`'s byte budget at `rate` bytes per second
-    /// ([`Bucket::take_bytes`]).
-    pub fn take_bytes(&mut self, ip: IpAddr, bytes: usize, rate: u64, now: Instant) -> bool {
-        self.bucket(ip, now, || Bucket::full_of_bytes(rate, now))
-            .take_bytes(bytes, rate, now)
-    }
-
-    /// `ip`'s bucket (`new` when it has none), idle ones pruned first.
-    fn bucket(&mut self, ip: IpAddr, now: Instant, new: impl FnOnce() -> Bucket) -> &mut Bucket {
+impl<E: PerSource> SourceBuckets<E> {
+    /// `ip`'s entry (`new` when it has none), idle ones pruned first.
+    pub fn entry(&mut self, ip: IpAddr, now: Instant, new: impl FnOnce() -> E) -> &mut E {
         if self.buckets.len() > PRUNE_ABOVE
             && self
                 .last_prune
                 .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1))
         {
             self.buckets
-                .retain(|_, b| now.duration_since(b.last) < IDLE);
+                .retain(|_, e| now.duration_since(e.last_used()) < IDLE);
             self.last_prune = Some(now);
         }
         self.buckets.entry(ip).or_insert_with(new)
+    }
+
+    /// `ip`'s entry, if it has one (nothing created, nothing pruned).
+    pub fn get(&self, ip: IpAddr) -> Option<&E> {
+        self.buckets.get(&ip)
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::admit::Verdict;
+use super::admit::{Checked, Verdict};
 use super::screen::Screened;
 use super::{lock, Gate, Phases};
 use crate::api::metrics::{Direction, Refusal};
@@ -153,11 +153,10 @@ impl Gate {
     pub(super) fn admit(&self, peer: Peer, data: &[u8], now: Instant) -> bool {
         // The admission lock is released before any answer (which takes
         // it again for the refusal limit).
-        let (verdict, throttle_due) = {
-            let mut admission = lock(&self.admission[peer.side.index()]);
-            let verdict = admission.check(peer.addr.ip(), data, now);
-            (verdict, admission.take_throttle_due())
-        };
+        let Checked {
+            verdict,
+            throttle_due,
+        } = lock(&self.admission[peer.side.index()]).check(peer.addr.ip(), data, now);
         if throttle_due {
             // A flood was just recognised: into the kernel filter before
             // the next datagram is read (`throttle.rs`).

@@ -14,7 +14,10 @@
 //! queue.
 //!
 //! How: the admit phase tells this table each refusal (rate or byte
-//! budget) and, for a throttled source, each datagram it saw.
+//! budget) and, for a throttled source, each datagram it saw. A source's
+//! refusals are counted in its own entry of the admit phase's table
+//! ([`Refused`], beside its buckets: one lookup per refused datagram);
+//! this table keeps the list of sources counted in the current window.
 //! - A source refused at three times its rate or more (so offering at
 //!   least four times it) is throttled with share `2 × rate / offered`:
 //!   the kernel keeps about twice its rate's worth of datagrams at random
@@ -40,7 +43,9 @@
 //!
 //! Bounds: at most [`MAX_THROTTLED`] sources held, [`MAX_WATCHED`] refused
 //! sources counted per window (a spoofed-source flood cannot grow the
-//! table), IPv4 only (the kernel filter reads IPv4 headers).
+//! list; the entries the counts live in are pruned with the admit phase's
+//! buckets, `bucket.rs`), IPv4 only (the kernel filter reads IPv4
+//! headers).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -96,6 +101,40 @@ pub enum Change {
     Released { source: Ipv4Addr },
 }
 
+/// A source's refusals in the throttle's current window, kept in the
+/// source's entry of the admit phase's table (`admit.rs`) beside its
+/// buckets, so that a refused datagram costs that one lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused {
+    /// The window they were counted in ([`Throttle`]'s `window_id`): a
+    /// count of an earlier window is stale, none this window.
+    window: u64,
+    /// Refusals since `first` (0 after the source was throttled: counted
+    /// afresh should it be refused again once released).
+    n: u32,
+    first: Instant,
+}
+
+impl Refused {
+    /// No refusal yet.
+    pub fn new(now: Instant) -> Refused {
+        Refused {
+            window: 0,
+            n: 0,
+            first: now,
+        }
+    }
+
+    /// Refusals counted in `window`.
+    fn in_window(&self, window: u64) -> u32 {
+        if self.window == window {
+            self.n
+        } else {
+            0
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Held {
     share: f64,
@@ -115,8 +154,12 @@ struct Held {
 #[derive(Debug)]
 pub struct Throttle {
     window: Instant,
-    /// Refusals this window per source, and when its first one was.
-    refused: HashMap<Ipv4Addr, (u32, Instant), ahash::RandomState>,
+    /// The current window's number ([`Refused`] counts carry it; the
+    /// first is 1, so a new count is never current).
+    window_id: u64,
+    /// The sources refused this window, each once, at most
+    /// [`MAX_WATCHED`] (their counts are in their [`Refused`]).
+    watched: Vec<Ipv4Addr>,
     held: HashMap<Ipv4Addr, Held, ahash::RandomState>,
     /// Throttles started between reviews, for the next one to report.
     early: Vec<Change>,
@@ -126,7 +169,8 @@ impl Throttle {
     pub fn new(now: Instant) -> Throttle {
         Throttle {
             window: now,
-            refused: HashMap::with_hasher(crate::sip::proxy::keyed_hasher()),
+            window_id: 1,
+            watched: Vec::new(),
             held: HashMap::with_hasher(crate::sip::proxy::keyed_hasher()),
             early: Vec::new(),
         }
@@ -134,13 +178,21 @@ impl Throttle {
 
     /// One datagram from `ip` through the admit phase, `refused` over its
     /// rate or byte budget, on a side whose limit is `rate` (0: nothing is
-    /// throttled). Costs nothing for an admitted datagram while no source
-    /// is throttled. `true` when this refusal throttled its source at once
-    /// (it was refused at [`TRIGGER`] times the rate or more since the
-    /// window began): the kernel filter must be rebuilt now, not at the
-    /// next review, for a fast flood fills the socket's queue in tens of
-    /// milliseconds.
-    pub fn note(&mut self, ip: IpAddr, refused: bool, rate: u32, now: Instant) -> bool {
+    /// throttled); `count` is the source's refusal count from its entry in
+    /// the admit phase's table. Costs nothing for an admitted datagram
+    /// while no source is throttled. `true` when this refusal throttled
+    /// its source at once (it was refused at [`TRIGGER`] times the rate or
+    /// more since the window began): the kernel filter must be rebuilt
+    /// now, not at the next review, for a fast flood fills the socket's
+    /// queue in tens of milliseconds.
+    pub fn note(
+        &mut self,
+        ip: IpAddr,
+        count: &mut Refused,
+        refused: bool,
+        rate: u32,
+        now: Instant,
+    ) -> bool {
         let IpAddr::V4(v4) = ip else {
             return false;
         };
@@ -154,18 +206,24 @@ impl Throttle {
         if !refused || rate == 0 {
             return false;
         }
-        let watched = self.refused.len();
-        let (n, first) = match self.refused.get_mut(&v4) {
-            Some((n, first)) => {
-                *n = n.saturating_add(1);
-                (*n, *first)
+        if count.window == self.window_id {
+            if count.n == 0 {
+                // Throttled earlier this window and released since (still
+                // on the list): counted afresh.
+                count.first = now;
             }
-            None if watched < MAX_WATCHED => {
-                self.refused.insert(v4, (1, now));
-                (1, now)
-            }
-            None => return false,
-        };
+            count.n = count.n.saturating_add(1);
+        } else if self.watched.len() < MAX_WATCHED {
+            self.watched.push(v4);
+            *count = Refused {
+                window: self.window_id,
+                n: 1,
+                first: now,
+            };
+        } else {
+            return false;
+        }
+        let (n, first) = (count.n, count.first);
         if n % EARLY_CHECK_EVERY != 0 || self.held.len() >= MAX_THROTTLED {
             return false;
         }
@@ -184,7 +242,7 @@ impl Throttle {
             return false;
         }
         let refused_rate = intervals / since.max(Duration::from_millis(1)).as_secs_f64();
-        self.refused.remove(&v4);
+        count.n = 0;
         let change = self.hold(v4, rate, refused_rate + rate, now);
         self.early.push(change);
         true
@@ -196,8 +254,16 @@ impl Throttle {
     /// times the rate — before its first refusal, while the burst its
     /// bucket allows is still being admitted (that burst, processed whole
     /// as calls, held the receive loop long enough for the queue behind it
-    /// to overflow). `true` when it was throttled now.
-    pub fn flood(&mut self, ip: IpAddr, arrivals: f64, rate: u32, now: Instant) -> bool {
+    /// to overflow). `true` when it was throttled now. `count` is the
+    /// source's refusal count ([`Throttle::note`]).
+    pub fn flood(
+        &mut self,
+        ip: IpAddr,
+        count: &mut Refused,
+        arrivals: f64,
+        rate: u32,
+        now: Instant,
+    ) -> bool {
         let IpAddr::V4(v4) = ip else {
             return false;
         };
@@ -209,7 +275,7 @@ impl Throttle {
         {
             return false;
         }
-        self.refused.remove(&v4);
+        count.n = 0;
         let change = self.hold(v4, rate, arrivals, now);
         self.early.push(change);
         true
@@ -238,12 +304,19 @@ impl Throttle {
     /// Turns the window's counts into throttles for a side whose limit is
     /// `rate` requests per second (`0`, or `enabled` false: everything is
     /// released), and reports the throttles started early since the last
-    /// review. The changes, empty when the kernel filter need not change.
-    pub fn review(&mut self, rate: u32, enabled: bool, now: Instant) -> Vec<Change> {
+    /// review. `refused` gives a source's count from its entry in the admit
+    /// phase's table (`None`: it has none). The changes, empty when the
+    /// kernel filter need not change.
+    pub fn review(
+        &mut self,
+        rate: u32,
+        enabled: bool,
+        now: Instant,
+        refused: impl Fn(Ipv4Addr) -> Option<Refused>,
+    ) -> Vec<Change> {
         let mut changes = std::mem::take(&mut self.early);
         if rate == 0 || !enabled {
-            self.refused.clear();
-            self.window = now;
+            self.next_window(now);
             changes.clear();
             changes.extend(
                 self.held
@@ -290,11 +363,11 @@ impl Throttle {
             return changes;
         }
         let secs = elapsed.as_secs_f64();
-        self.window = now;
-        let mut worst: Vec<(Ipv4Addr, f64)> = self
-            .refused
-            .drain()
-            .map(|(ip, (n, _))| (ip, f64::from(n) / secs))
+        let counted = self.window_id;
+        let watched = self.next_window(now);
+        let mut worst: Vec<(Ipv4Addr, f64)> = watched
+            .into_iter()
+            .filter_map(|ip| Some((ip, f64::from(refused(ip)?.in_window(counted)) / secs)))
             .filter(|&(_, refused)| refused >= TRIGGER * rate)
             .collect();
         // The heaviest first, should more offend than the table holds.
@@ -306,6 +379,14 @@ impl Throttle {
             changes.push(self.hold(source, rate, refused + rate, now));
         }
         changes
+    }
+
+    /// Starts a new window at `now`: the counts of the one that ends go
+    /// stale; the sources counted in it.
+    fn next_window(&mut self, now: Instant) -> Vec<Ipv4Addr> {
+        self.window = now;
+        self.window_id += 1;
+        std::mem::take(&mut self.watched)
     }
 
     /// The throttled sources as the kernel filter takes them.
@@ -332,6 +413,46 @@ fn share_for(rate: f64, offered: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// The throttle with the admit phase's refusal counts beside it
+    /// (`admit.rs` keeps each in its source's entry).
+    struct Table {
+        t: Throttle,
+        counts: HashMap<IpAddr, Refused>,
+    }
+
+    impl Table {
+        fn new(now: Instant) -> Table {
+            Table {
+                t: Throttle::new(now),
+                counts: HashMap::new(),
+            }
+        }
+
+        fn note(&mut self, ip: IpAddr, refused: bool, rate: u32, now: Instant) -> bool {
+            let count = self.counts.entry(ip).or_insert_with(|| Refused::new(now));
+            self.t.note(ip, count, refused, rate, now)
+        }
+
+        fn flood(&mut self, ip: IpAddr, arrivals: f64, rate: u32, now: Instant) -> bool {
+            let count = self.counts.entry(ip).or_insert_with(|| Refused::new(now));
+            self.t.flood(ip, count, arrivals, rate, now)
+        }
+
+        fn review(&mut self, rate: u32, enabled: bool, now: Instant) -> Vec<Change> {
+            let counts = &self.counts;
+            self.t.review(rate, enabled, now, |ip| {
+                counts.get(&IpAddr::V4(ip)).copied()
+            })
+        }
+    }
+
+    impl std::ops::Deref for Table {
+        type Target = Throttle;
+        fn deref(&self) -> &Throttle {
+            &self.t
+        }
+    }
+
     fn v4(s: &str) -> Ipv4Addr {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
@@ -342,7 +463,7 @@ mod tests {
     /// `admitted` of them within its rate, spread evenly too (as a token
     /// bucket refilling at the rate admits them); when the first note
     /// asked for the filter at once, if one did.
-    fn offer(t: &mut Throttle, ip: &str, n: u32, admitted: u32, from: Instant) -> Option<Duration> {
+    fn offer(t: &mut Table, ip: &str, n: u32, admitted: u32, from: Instant) -> Option<Duration> {
         let mut early = None;
         for i in 0..n {
             let at = Duration::from_secs(1) * i / n;
@@ -356,20 +477,20 @@ mod tests {
 
     /// What a throttled source that offers `per_sec` shows to the admit
     /// phase over the second after `from`, at its current share.
-    fn offer_throttled(t: &mut Throttle, ip: &str, per_sec: f64, from: Instant) {
+    fn offer_throttled(t: &mut Table, ip: &str, per_sec: f64, from: Instant) {
         let share = t.held.get(&v4(ip)).map_or(1.0, |h| h.share);
         let seen = (per_sec * share).round() as u32;
         offer(t, ip, seen, 0, from);
     }
 
-    fn share(t: &Throttle, ip: &str) -> Option<f64> {
+    fn share(t: &Table, ip: &str) -> Option<f64> {
         t.held.get(&v4(ip)).map(|h| h.share)
     }
 
     #[test]
     fn a_source_far_over_its_rate_is_throttled_at_once_and_the_rest_are_not() {
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         // The flooder offers 10× its rate, a busy carrier 2×.
         let early = offer(&mut t, "10.0.0.2", 1000, RATE, t0);
         assert!(
@@ -399,7 +520,7 @@ mod tests {
         // first refusal, so the share is about 200 / 100,000, not the
         // ~10 % the window's age would suggest.
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         let start = t0 + Duration::from_millis(200);
         let mut throttled_after = None;
         for i in 0..10_000u32 {
@@ -420,7 +541,7 @@ mod tests {
     #[test]
     fn a_fast_draining_bucket_throttles_before_any_refusal_and_is_measured_again_soon() {
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         let ip = IpAddr::V4(v4("10.0.0.7"));
         // Its bucket says 20,000/s against a limit of 100: throttled at
         // once, share 200 / 20,000.
@@ -457,7 +578,7 @@ mod tests {
         // offered) never reaches the early check's 64 refusals; the
         // review throttles it.
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         for i in 0..20u32 {
             let at = t0 + Duration::from_millis(u64::from(i) * 50);
             assert!(!t.note(IpAddr::V4(v4("10.0.0.2")), true, 5, at));
@@ -475,7 +596,7 @@ mod tests {
     #[test]
     fn under_the_trigger_is_left_to_the_admit_phase() {
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         assert_eq!(
             offer(&mut t, "10.0.0.2", RATE + 3 * RATE - 20, RATE, t0),
             None
@@ -490,7 +611,7 @@ mod tests {
         // 50 ms floor that is 1,280/s, above the trigger for a rate of 100,
         // so a rate of 1000 is used to show the floor at work.
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         for i in 0..64u32 {
             let at = t0 + Duration::from_micros(u64::from(i) * 10);
             assert!(!t.note(IpAddr::V4(v4("10.0.0.1")), true, 1000, at));
@@ -501,7 +622,7 @@ mod tests {
     fn the_share_follows_the_flood_and_is_released_once_calm() {
         let t0 = Instant::now();
         let s = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         offer(&mut t, "10.0.0.2", 1000, RATE, t0);
         t.review(RATE, true, s(1000));
         // A steady 1000/s at whatever share: the share settles at 0.2.
@@ -542,7 +663,7 @@ mod tests {
     fn a_flooding_review_between_calm_ones_starts_the_count_again() {
         let t0 = Instant::now();
         let s = |k: u64| t0 + Duration::from_secs(k);
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         offer(&mut t, "10.0.0.2", 1000, RATE, t0);
         t.review(RATE, true, s(1));
         for k in 2..=12 {
@@ -560,7 +681,7 @@ mod tests {
     fn switching_off_or_a_zero_rate_releases_everyone() {
         let t0 = Instant::now();
         let s = |k: u64| t0 + Duration::from_secs(k);
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         offer(&mut t, "10.0.0.2", 1000, RATE, t0);
         offer(&mut t, "10.0.0.3", 1000, RATE, t0);
         t.review(RATE, true, s(1));
@@ -580,7 +701,7 @@ mod tests {
     #[test]
     fn the_table_is_bounded() {
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         for i in 0..MAX_THROTTLED as u32 + 10 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
             for k in 0..1000u32 {
@@ -596,13 +717,13 @@ mod tests {
             let at = t0 + Duration::from_secs(1);
             t.note(IpAddr::V4(Ipv4Addr::from(0xc000_0000 + i)), true, RATE, at);
         }
-        assert_eq!(t.refused.len(), MAX_WATCHED);
+        assert_eq!(t.watched.len(), MAX_WATCHED);
     }
 
     #[test]
     fn ipv6_sources_and_short_windows_change_nothing() {
         let t0 = Instant::now();
-        let mut t = Throttle::new(t0);
+        let mut t = Table::new(t0);
         for i in 0..10_000u32 {
             let ip = "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}"));
             assert!(!t.note(ip, true, RATE, t0 + Duration::from_micros(u64::from(i))));

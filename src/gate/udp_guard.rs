@@ -1,8 +1,9 @@
 //! The gate's UDP SIP sockets under a flood: the side's kernel filter
 //! (`sip/transport/kernel_filter.rs`) holding its ACL, attached at start
 //! and again after every reload, and the sources the admit phase
-//! throttles (`throttle.rs`), rebuilt after each review that changed them;
-//! and what the kernel dropped at each socket, for `/metrics`.
+//! throttles (`throttle.rs`), rebuilt after each review that changed them
+//! — a reload rebuilds it with the new ACL and the sources throttled
+//! now; and what the kernel dropped at each socket, for `/metrics`.
 //!
 //! `callgate_acl_kernel_filter{side}`: IPv4 prefixes of the side's ACL in
 //! force in the kernel, 0 when none is (the userspace ACL alone decides;
@@ -48,18 +49,88 @@ pub struct UdpGuard {
     throttles: [AtomicU64; 2],
 }
 
-impl Gate {
-    /// Attaches, replaces or detaches the kernel filter of `cfg`'s side
-    /// to match its ACL (at start and after every reload). A failure
-    /// leaves the userspace ACL in charge and says so; it never stops
-    /// callgate.
-    pub(super) fn guard_udp(&self, cfg: &SideConfig) {
+impl UdpGuard {
+    /// A configuration of `cfg`'s side put in force (start, reload, a
+    /// target's new addresses): its ACL and `on_denied` replace the
+    /// filter's; the throttled sources stay in it (the throttle reviews
+    /// them at its own pace, a reload keeps them), unless the new
+    /// configuration throttles nothing (`kernel_throttle = false` or no
+    /// `rate_limit`: released at the next review, out of the kernel now).
+    /// Rebuilt and attached on `socket`.
+    fn reload(
+        &self,
+        socket: &tokio::net::UdpSocket,
+        cfg: &SideConfig,
+    ) -> Option<Result<InForce, kernel_filter::NotAttached>> {
         let side = cfg.side;
-        let mut wanted = lock(&self.udp_guard.wanted);
+        let mut wanted = lock(&self.wanted);
         let w = &mut wanted[side.index()];
         w.allow = cfg.allow.clone();
         w.rejecting = cfg.on_denied == Denied::Reject;
-        match self.attach_udp_filter(side, w) {
+        if !cfg.kernel_throttle || cfg.rate_limit == 0 {
+            w.throttled.clear();
+        }
+        self.attach(socket, side, w)
+    }
+
+    /// `side`'s throttled sources as `review` says them (`None`: no
+    /// change), attached with the ACL in force. The review runs under the
+    /// lock the attach takes, so that two reviews at once attach in the
+    /// order they were made (never an older list last).
+    fn throttle(
+        &self,
+        socket: &tokio::net::UdpSocket,
+        side: Side,
+        review: impl FnOnce() -> Option<Vec<Throttled>>,
+    ) {
+        let mut wanted = lock(&self.wanted);
+        let Some(list) = review() else {
+            return;
+        };
+        let w = &mut wanted[side.index()];
+        w.throttled = list;
+        if let Some(Err(why)) = self.attach(socket, side, w) {
+            if !w.throttled.is_empty() {
+                tracing::warn!(side = side.as_str(), reason = %why, "cannot throttle in the kernel; the admit phase alone refuses the excess");
+            }
+        }
+    }
+
+    /// Builds and attaches `side`'s filter from `w`, records what is in
+    /// force; `None` when the attach failed (logged).
+    fn attach(
+        &self,
+        socket: &tokio::net::UdpSocket,
+        side: Side,
+        w: &Wanted,
+    ) -> Option<Result<InForce, kernel_filter::NotAttached>> {
+        let got = kernel_filter::apply(socket, &w.allow, w.rejecting, &w.throttled);
+        let in_force = match &got {
+            Ok(Ok(f)) => *f,
+            Ok(Err(_)) => InForce::default(),
+            Err(e) => {
+                tracing::warn!(side = side.as_str(), error = %e, "cannot attach the kernel filter; the ACL and rate limits are checked in userspace");
+                InForce::default()
+            }
+        };
+        let i = side.index();
+        self.prefixes[i].store(in_force.prefixes as i64, Relaxed);
+        self.throttled[i].store(in_force.throttled as i64, Relaxed);
+        got.ok()
+    }
+}
+
+impl Gate {
+    /// Attaches, replaces or detaches the kernel filter of `cfg`'s side
+    /// to match its ACL (at start and after every reload), with the
+    /// sources throttled now ([`UdpGuard::reload`]). A failure leaves the
+    /// userspace ACL in charge and says so; it never stops callgate.
+    pub(super) fn guard_udp(&self, cfg: &SideConfig) {
+        let side = cfg.side;
+        let Some(socket) = self.udp[side.index()].as_ref() else {
+            return;
+        };
+        match self.udp_guard.reload(socket, cfg) {
             Some(Ok(f)) => tracing::info!(
                 side = side.as_str(),
                 prefixes = f.prefixes,
@@ -86,50 +157,19 @@ impl Gate {
     /// Called by the periodic review and, when a flood is recognised
     /// between reviews, by the admit phase at once.
     pub(super) fn review_throttle(&self, side: Side, now: Instant) {
-        if self.udp[side.index()].is_none() {
-            return;
-        }
-        let Some((changes, list)) = lock(&self.admission[side.index()]).review_throttle(now) else {
+        let Some(socket) = self.udp[side.index()].as_ref() else {
             return;
         };
-        for c in &changes {
-            log_change(side, c);
-            if matches!(c, Change::Throttled { .. }) {
-                self.udp_guard.throttles[side.index()].fetch_add(1, Relaxed);
+        self.udp_guard.throttle(socket, side, || {
+            let (changes, list) = lock(&self.admission[side.index()]).review_throttle(now)?;
+            for c in &changes {
+                log_change(side, c);
+                if matches!(c, Change::Throttled { .. }) {
+                    self.udp_guard.throttles[side.index()].fetch_add(1, Relaxed);
+                }
             }
-        }
-        let mut wanted = lock(&self.udp_guard.wanted);
-        let w = &mut wanted[side.index()];
-        w.throttled = list;
-        if let Some(Err(why)) = self.attach_udp_filter(side, w) {
-            if !w.throttled.is_empty() {
-                tracing::warn!(side = side.as_str(), reason = %why, "cannot throttle in the kernel; the admit phase alone refuses the excess");
-            }
-        }
-    }
-
-    /// Builds and attaches `side`'s filter from `w`, records what is in
-    /// force; `None` when the side has no UDP socket or the attach failed
-    /// (logged).
-    fn attach_udp_filter(
-        &self,
-        side: Side,
-        w: &Wanted,
-    ) -> Option<Result<InForce, kernel_filter::NotAttached>> {
-        let socket = self.udp[side.index()].as_ref()?;
-        let got = kernel_filter::apply(socket, &w.allow, w.rejecting, &w.throttled);
-        let in_force = match &got {
-            Ok(Ok(f)) => *f,
-            Ok(Err(_)) => InForce::default(),
-            Err(e) => {
-                tracing::warn!(side = side.as_str(), error = %e, "cannot attach the kernel filter; the ACL and rate limits are checked in userspace");
-                InForce::default()
-            }
-        };
-        let i = side.index();
-        self.udp_guard.prefixes[i].store(in_force.prefixes as i64, Relaxed);
-        self.udp_guard.throttled[i].store(in_force.throttled as i64, Relaxed);
-        got.ok()
+            Some(list)
+        });
     }
 
     /// The filter gauge and the kernel's socket drops, into `/metrics`.
@@ -219,5 +259,95 @@ fn log_change(side: Side, c: &Change) {
             %source,
             "source back under its rate limit: kernel throttle released"
         ),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::sip::transport::kernel_filter::on_a_socket::{bind, first_datagram, receiver};
+    use std::net::Ipv4Addr;
+
+    fn trunk(allow: &[&str]) -> SideConfig {
+        let mut cfg = crate::config::Config::embedded()
+            .map(|c| c.trunk)
+            .unwrap_or_else(|e| panic!("embedded config: {e}"));
+        cfg.allow = allow
+            .iter()
+            .map(|a| a.parse().unwrap_or_else(|e| panic!("{a}: {e}")))
+            .collect();
+        cfg.on_denied = Denied::Drop;
+        cfg.rate_limit = 100;
+        cfg.kernel_throttle = true;
+        cfg
+    }
+
+    /// What `guard` holds in force on the trunk side.
+    fn in_force(guard: &UdpGuard) -> (i64, i64) {
+        let i = Side::Trunk.index();
+        (
+            guard.prefixes[i].load(Relaxed),
+            guard.throttled[i].load(Relaxed),
+        )
+    }
+
+    /// A reload while a source is throttled keeps it in the socket's
+    /// filter, and a reload that changes the ACL rebuilds the filter with
+    /// the new ACL and the throttled source together — checked on a real
+    /// socket: the throttled source's datagrams are dropped by the kernel,
+    /// a host the reload admitted gets through, a stranger does not. A
+    /// reload that switches throttling off takes it out of the kernel at
+    /// once.
+    #[tokio::test]
+    async fn a_reload_keeps_the_throttled_sources_in_the_filter_with_the_new_acl() {
+        let rx = receiver();
+        let to = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let guard = UdpGuard::default();
+        let before = trunk(&["127.0.0.1/32", "127.0.0.2/32"]);
+        assert!(guard.reload(&rx, &before).is_some_and(|f| f.is_ok()));
+        assert_eq!(in_force(&guard), (2, 0));
+        let flooder = Ipv4Addr::new(127, 0, 0, 2);
+        guard.throttle(&rx, Side::Trunk, || {
+            Some(vec![Throttled::new(flooder, 0.0)])
+        });
+        assert_eq!(in_force(&guard), (2, 1));
+        // No change from the throttle: the filter stays.
+        guard.throttle(&rx, Side::Trunk, || None);
+        assert_eq!(in_force(&guard), (2, 1));
+
+        // The same configuration reloaded: the source stays throttled.
+        assert!(guard.reload(&rx, &before).is_some_and(|f| f.is_ok()));
+        assert_eq!(in_force(&guard), (2, 1), "a reload keeps the throttle");
+        // A new ACL: its three prefixes and the throttled source.
+        let after = trunk(&["127.0.0.1/32", "127.0.0.2/32", "127.0.0.3/32"]);
+        assert!(guard.reload(&rx, &after).is_some_and(|f| f.is_ok()));
+        assert_eq!(in_force(&guard), (3, 1), "the new ACL and the throttle");
+
+        let (flood, stranger, admitted) = (bind("127.0.0.2"), bind("127.0.0.4"), bind("127.0.0.3"));
+        let drops = socket_drops::kernel_drops(&rx).unwrap_or(0);
+        for _ in 0..20 {
+            for s in [&flood, &stranger] {
+                s.send_to(b"dropped", to).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        admitted
+            .send_to(b"INVITE", to)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            first_datagram(&rx).await,
+            (b"INVITE".to_vec(), std::net::IpAddr::from([127, 0, 0, 3])),
+            "the newly admitted host's datagram is the first through"
+        );
+        assert_eq!(
+            socket_drops::kernel_drops(&rx).unwrap_or(0) - drops,
+            40,
+            "the kernel dropped the throttled source's 20 and the stranger's 20"
+        );
+
+        // Throttling switched off: out of the kernel at the reload.
+        let mut off = after.clone();
+        off.kernel_throttle = false;
+        assert!(guard.reload(&rx, &off).is_some_and(|f| f.is_ok()));
+        assert_eq!(in_force(&guard), (3, 0));
     }
 }

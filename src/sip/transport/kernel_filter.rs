@@ -276,6 +276,34 @@ pub fn apply(
     Ok(Err(NotAttached::Unsupported))
 }
 
+/// A loopback receiver for the tests that attach a filter to a real
+/// socket, and what reaches it.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) mod on_a_socket {
+    /// A UDP socket on `ip`, port 0.
+    pub fn bind(ip: &str) -> std::net::UdpSocket {
+        std::net::UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("{ip}: {e}"))
+    }
+
+    /// A tokio socket on 127.0.0.1 to attach filters to.
+    pub fn receiver() -> tokio::net::UdpSocket {
+        let s = bind("127.0.0.1");
+        s.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        tokio::net::UdpSocket::from_std(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The first datagram `rx` receives (within 5 s) and its source.
+    pub async fn first_datagram(rx: &tokio::net::UdpSocket) -> (Vec<u8>, std::net::IpAddr) {
+        let mut buf = [0u8; 64];
+        let (n, from) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        (buf[..n].to_vec(), from.ip())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,14 +513,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn the_kernel_drops_a_throttled_source_and_counts_it() {
-        let bind =
-            |ip: &str| std::net::UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("{ip}: {e}"));
-        let rx = tokio::net::UdpSocket::from_std({
-            let s = bind("127.0.0.1");
-            s.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
-            s
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        use super::on_a_socket::{bind, first_datagram, receiver};
+        let rx = receiver();
         let to = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let (carrier, flooder) = (bind("127.0.0.1"), bind("127.0.0.2"));
         let in_force = apply(
@@ -519,16 +541,10 @@ mod tests {
         carrier
             .send_to(b"INVITE", to)
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut buf = [0u8; 64];
-        let (n, from) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv_from(&mut buf))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            (&buf[..n], from.ip()),
+            first_datagram(&rx).await,
             (
-                &b"INVITE"[..],
+                b"INVITE".to_vec(),
                 carrier
                     .local_addr()
                     .map(|a| a.ip())
