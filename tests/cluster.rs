@@ -1,7 +1,8 @@
 //! Two instances behind one trunk supervised as one (issue 16): `cg-a`
 //! and `cg-b`, each with its own audit store, policy and fraud-list file,
 //! sharing one real `redis-server`. A call held through `cg-b` shows in
-//! `cg-a`'s review queue and on `cg-a`'s live event stream; `cg-a`
+//! `cg-a`'s review queue, in `cg-a`'s console (headless Chromium, a
+//! screenshot for docs/) and on `cg-a`'s live event stream; `cg-a`
 //! answers its decision; a verdict given on `cg-a` is known to `cg-b`
 //! (its answer and its own audit trail); a step-up on `cg-b` lifts the
 //! restrictions `cg-a` reports; a number added to the fraud list on
@@ -15,6 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::browser::Browser;
 use common::redis::RedisServer;
 use common::roles::{request, with_role_tokens, AGENT, SUPERVISOR};
 use common::{config, free_port, scenario, Callgate, Ports, Sipp};
@@ -123,7 +125,7 @@ fn a_supervisor_on_one_instance_sees_and_answers_the_calls_of_another() {
         &b.trunk(),
         1,
         "u1",
-        &["-d", "8000"],
+        &["-d", "15000"],
     );
     let queued = await_some("cg-b's call in cg-a's review queue", || {
         let (status, v) = request(&a, "GET", "/v1/review", Some(SUPERVISOR), None);
@@ -155,6 +157,21 @@ fn a_supervisor_on_one_instance_sees_and_answers_the_calls_of_another() {
     assert_eq!(relayed.0, "", "a relayed event has no id: {relayed:?}");
     let event: Value = serde_json::from_str(&relayed.2).expect("event JSON");
     assert_eq!(event["instance"], "cg-b", "{event:#}");
+
+    // One console URL: cg-a's console shows cg-b's call in its queue and
+    // opens its decision.
+    let browser = Browser::start();
+    let console = format!("http://127.0.0.1:{}/console", a.ports.admin);
+    browser.login(&console, SUPERVISOR, "supervisor");
+    browser.await_text("#review tbody", "cg-b's call in cg-a's console", |t| {
+        t.contains(CALLER) && t.contains("cg-b")
+    });
+    browser.click("#review tbody tr");
+    browser.await_text("#sup-decision", "the decision of cg-b's call", |t| {
+        t.contains(&format!("{decision_id} by cg-b"))
+    });
+    browser.screenshot("console-supervisor-two-instances.png");
+    drop(browser);
 
     // cg-a answers for cg-b's call; a verdict given there is known to cg-b.
     let path = format!("/v1/calls/{call_id}/decision");
