@@ -445,6 +445,76 @@ fn events_committed_before_a_kill_are_delivered_after_the_restart() {
     );
 }
 
+/// A really signed call (the test STI PKI, its certificate fetched over
+/// HTTPS on loopback) names who signed (issue 16): the certificate's
+/// organisation and SPC in `X-Callgate-Verify-Text` at the PBX and in the
+/// event's verification text, its subject in `verification.signer`.
+#[test]
+fn a_signed_call_names_its_signer_to_the_pbx_and_in_its_event() {
+    let pki = common::pki::pki();
+    let (x5u_port, _) = common::pki::https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{x5u_port}/good.pem");
+    let dir = pki._dir.path();
+    let hook_port = free_port();
+    let (tx, got) = mpsc::channel();
+    let _receiver = Receiver::start(hook_port, tx);
+    let pbx_port = free_port();
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        1,
+        "u1",
+        &["-trace_msg"],
+    );
+    let sections = format!(
+        "{}{}",
+        common::calls::stir_section(&pki),
+        webhook_section(dir, hook_port)
+    );
+    let cg = callgate(Ports::new(), pbx_port, &dir.join("audit.db"), &sections);
+    let identity = format!(
+        "Identity: {}",
+        common::calls::token(&pki, &x5u, "+15550123")
+    );
+    common::calls::call(&cg, dir, "+15550123", &identity, &x5u, 1);
+    let uas = uas.finish();
+    uas.assert_all_ok(1, "the signed call at the PBX");
+
+    let by = "signed by Example Telecom (SPC 1234). Attestation A:";
+    let invite = uas.received_requests("INVITE").concat();
+    let words = invite
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Callgate-Verify-Text:"))
+        .unwrap_or_else(|| panic!("no X-Callgate-Verify-Text in\n{invite}"));
+    assert!(
+        words
+            .trim()
+            .starts_with(&format!("\"Caller ID signature verified, {by}")),
+        "{words}"
+    );
+
+    let all = collect(&got, all_arrived(1));
+    let decision = all
+        .iter()
+        .map(|d| json(&d.body))
+        .find(|v| v["kind"] == "decision")
+        .expect("a decision event");
+    let path = &decision["verification"];
+    assert_eq!(path["outcome"], "passed", "{decision}");
+    assert_eq!(path["attestation"], "A", "{decision}");
+    assert_eq!(
+        path["signer"]["subject"], "O=Example Telecom, CN=SHAKEN 1234",
+        "{decision}"
+    );
+    assert_eq!(path["signer"]["spc"], "1234", "{decision}");
+    assert_eq!(path["signer"]["x5u"], x5u.as_str(), "{decision}");
+    assert!(
+        path["text"].as_str().is_some_and(|t| t.contains(by)),
+        "{decision}"
+    );
+    assert_schema_valid(&all.iter().map(|d| d.body.clone()).collect::<Vec<_>>());
+}
+
 /// Opens `GET /v1/events` (with `Last-Event-ID` when given) and returns
 /// the stream after the response head, which must be 200 text/event-stream.
 fn open_stream(admin_port: u16, last_event_id: Option<&str>) -> BufReader<TcpStream> {
