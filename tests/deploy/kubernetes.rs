@@ -3,7 +3,8 @@
 //! their ConfigMap's configuration started with the real binary the way the
 //! DaemonSet runs it (NODE_IP from the environment, keys and the audit
 //! store where the volumes put them), reloading when its file changes as
-//! the kubelet changes a mounted ConfigMap.
+//! the kubelet changes a mounted ConfigMap; the init container that seeds
+//! the lists the console edits is run as the pod would run it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

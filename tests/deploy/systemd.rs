@@ -5,8 +5,10 @@
 //!
 //! systemd is not PID 1 on this machine (nor in CI), so the unit cannot be
 //! booted here: it is checked with `systemd-analyze verify` and
-//! `systemd-analyze security --offline=yes`, and the protocol it depends
-//! on is exercised against the real binary with a real notify socket.
+//! `systemd-analyze security --offline=yes`, the protocol it depends on is
+//! exercised against the real binary with a real notify socket, and its
+//! seeding of the lists the console edits (an `ExecStartPre=` shell line)
+//! is run as systemd would run it, before and after a restart.
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
