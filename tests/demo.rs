@@ -43,9 +43,10 @@ fn demo_places_every_call_with_its_expected_outcome() {
         "reasons STIR_NONE,OWN_NUMBER_SPOOF, step-up for credential-reset",
         "routed to the review queue",
         // The signed tour: the demo's own PKI, fetched over HTTPS.
-        "low, score 0, verstat TN-Validation-Passed-A",
-        "reasons ATTEST_B, verstat TN-Validation-Passed-B",
-        "reasons ATTEST_C, verstat TN-Validation-Passed-C",
+        // Who signed, from the certificate's subject and SPC.
+        "low, score 0, verstat TN-Validation-Passed-A, signed by Demo Telecom (SPC DEMO)",
+        "reasons ATTEST_B, verstat TN-Validation-Passed-B, signed by Demo Telecom (SPC DEMO)",
+        "reasons ATTEST_C, verstat TN-Validation-Passed-C, signed by Demo Telecom (SPC DEMO)",
         "BURST_ANI_10M, step-up for credential-reset,mfa-change",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");

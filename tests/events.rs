@@ -445,6 +445,129 @@ fn events_committed_before_a_kill_are_delivered_after_the_restart() {
     );
 }
 
+/// A really signed call (the test STI PKI, its certificate fetched over
+/// HTTPS on loopback) names who signed (issue 16): the certificate's
+/// organisation and SPC in `X-Callgate-Verify-Text` at the PBX and in the
+/// event's verification text, its subject in `verification.signer`. A
+/// call whose signature was altered (the same valid certificate) names
+/// nobody; its record keeps the subject as `unverified_subject`.
+#[test]
+fn a_signed_call_names_its_signer_to_the_pbx_and_in_its_event() {
+    let pki = common::pki::pki();
+    let (x5u_port, _) = common::pki::https_server(&pki);
+    let x5u = format!("https://127.0.0.1:{x5u_port}/good.pem");
+    let dir = pki._dir.path();
+    let hook_port = free_port();
+    let (tx, got) = mpsc::channel();
+    let _receiver = Receiver::start(hook_port, tx);
+    let pbx_port = free_port();
+    let uas = Sipp::uas(
+        &scenario("uas-basic.xml"),
+        pbx_port,
+        2,
+        "u1",
+        &["-trace_msg"],
+    );
+    let sections = format!(
+        "{}{}",
+        common::calls::stir_section(&pki),
+        webhook_section(dir, hook_port)
+    );
+    let cg = callgate(Ports::new(), pbx_port, &dir.join("audit.db"), &sections);
+    let identity = format!(
+        "Identity: {}",
+        common::calls::token(&pki, &x5u, "+15550123")
+    );
+    common::calls::call(&cg, dir, "+15550123", &identity, &x5u, 1);
+    // One character of the signature changed: the chain still validates,
+    // the ES256 check fails.
+    let token = common::calls::token(&pki, &x5u, "+15550124");
+    let at = token.len() - 20;
+    let swapped = if &token[at..=at] == "A" { "B" } else { "A" };
+    let altered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+    common::calls::call(
+        &cg,
+        dir,
+        "+15550124",
+        &format!("Identity: {altered}"),
+        &x5u,
+        2,
+    );
+    let uas = uas.finish();
+    uas.assert_all_ok(2, "the signed calls at the PBX");
+
+    let by = "signed by Example Telecom (SPC 1234). Attestation A:";
+    let words_from = |calling: &str| {
+        let invite = uas
+            .received_requests("INVITE")
+            .into_iter()
+            .find(|m| m.contains(&format!("From: <sip:{calling}@")))
+            .unwrap_or_else(|| panic!("no INVITE from {calling}"));
+        invite
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Callgate-Verify-Text:"))
+            .map(|w| w.trim().to_owned())
+            .unwrap_or_else(|| panic!("no X-Callgate-Verify-Text in\n{invite}"))
+    };
+    let words = words_from("+15550123");
+    assert!(
+        words.starts_with(&format!("\"Caller ID signature verified, {by}")),
+        "{words}"
+    );
+    let words = words_from("+15550124");
+    assert!(
+        words.starts_with("\"Caller ID signature FAILED") && !words.contains("Example Telecom"),
+        "{words}"
+    );
+
+    let all = collect(&got, all_arrived(2));
+    let decision_of = |calling: &str| {
+        all.iter()
+            .map(|d| json(&d.body))
+            .find(|v| v["kind"] == "decision" && v["numbers"]["calling"] == calling)
+            .unwrap_or_else(|| panic!("no decision event for {calling}"))
+    };
+    let failed = decision_of("+15550124");
+    assert_eq!(failed["verification"]["outcome"], "failed", "{failed}");
+    assert_eq!(failed["verification"]["signer"]["spc"], "1234", "{failed}");
+    assert!(
+        failed["verification"]["signer"].get("subject").is_none()
+            && !failed.to_string().contains("Example Telecom"),
+        "{failed}"
+    );
+    let stored: String = rusqlite::Connection::open(dir.join("audit.db"))
+        .and_then(|db| {
+            db.query_row(
+                "SELECT verification FROM decisions WHERE calling = '+15550124'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .expect("the failed call's record");
+    let stored = json(&stored);
+    assert_eq!(
+        (&stored["unverified_subject"], stored.get("subject")),
+        (&"O=Example Telecom, CN=SHAKEN 1234".into(), None),
+        "{stored}"
+    );
+
+    let decision = decision_of("+15550123");
+    let path = &decision["verification"];
+    assert_eq!(path["outcome"], "passed", "{decision}");
+    assert_eq!(path["attestation"], "A", "{decision}");
+    assert_eq!(
+        path["signer"]["subject"], "O=Example Telecom, CN=SHAKEN 1234",
+        "{decision}"
+    );
+    assert_eq!(path["signer"]["spc"], "1234", "{decision}");
+    assert_eq!(path["signer"]["x5u"], x5u.as_str(), "{decision}");
+    assert!(
+        path["text"].as_str().is_some_and(|t| t.contains(by)),
+        "{decision}"
+    );
+    assert_schema_valid(&all.iter().map(|d| d.body.clone()).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_stream_client_sees_the_decision_of_a_call_placed_after_it_connected() {
     let dir = tempfile::tempdir().expect("tempdir");

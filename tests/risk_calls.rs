@@ -275,7 +275,7 @@ fn calls_are_tagged_reviewed_or_refused_by_policy() {
     }
     assert!(
         header(low, "X-Callgate-Verify-Text").is_some_and(|t| t.starts_with(
-            "\"Caller ID signature verified by the carrier with SPC 1234. Attestation A:"
+            "\"Caller ID signature verified, signed by Example Telecom (SPC 1234). Attestation A:"
         )),
         "{low}"
     );

@@ -4,7 +4,9 @@
 //!
 //! The verification path keeps RFC 8588's rule that an attestation is
 //! known only when the PASSporT verified: `attestation` is present only
-//! for a verified call, an unverified claim is `claimed_attestation`.
+//! for a verified call, an unverified claim is `claimed_attestation`; the
+//! signing certificate's subject is the signer's (`signer.subject`) only
+//! for a verified call too.
 
 use serde::Serialize;
 
@@ -92,6 +94,9 @@ struct Coded<'a> {
 
 #[derive(Serialize)]
 struct Signer<'a> {
+    /// The signing certificate's subject (`O=…, CN=…`), verified calls only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     spc: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,7 +181,12 @@ pub fn decision(r: &AuditRecord) -> OutboxEvent {
     let v = r.verification.value();
     let s = |key: &str| v.get(key).and_then(serde_json::Value::as_str);
     let failure = v.get("failure").filter(|f| !f.is_null());
-    let signer = (s("spc").is_some() || s("x5u").is_some()).then(|| Signer {
+    let outcome = s("status").unwrap_or("none");
+    // The record writes an unverified PASSporT's certificate subject as
+    // `unverified_subject`: never the signer's.
+    let subject = (outcome == "passed").then(|| s("subject")).flatten();
+    let signer = (subject.is_some() || s("spc").is_some() || s("x5u").is_some()).then(|| Signer {
+        subject,
         spc: s("spc"),
         x5u: s("x5u"),
     });
@@ -192,7 +202,6 @@ pub fn decision(r: &AuditRecord) -> OutboxEvent {
             text: Some(u),
         }),
     };
-    let outcome = s("status").unwrap_or("none");
     let body = Decision {
         head: Head {
             id: &id,
@@ -334,6 +343,7 @@ mod tests {
     fn an_unverified_claim_is_never_an_attestation() {
         let e = decision(&record(serde_json::json!({
             "status": "failed", "claimed_attest": "A", "spc": "123A",
+            "unverified_subject": "O=Example Telecom",
             "failure": {"code": 438, "cause": "signature", "text": "bad signature"}
         })));
         let v: serde_json::Value = serde_json::from_str(&e.body).expect("json");
@@ -342,14 +352,24 @@ mod tests {
         assert!(v["verification"].get("attestation").is_none(), "{v}");
         assert_eq!(v["verification"]["claimed_attestation"], "A");
         assert_eq!(v["verification"]["cause"]["code"], 438);
+        assert_eq!(v["verification"]["signer"]["spc"], "123A");
+        assert!(
+            v["verification"]["signer"].get("subject").is_none() && !e.body.contains("Example"),
+            "{v}"
+        );
         assert_eq!(v["route"]["outcome"], "review");
         assert_eq!(v["restrictions"][0]["text"], "No reset.");
         assert!(v["restrictions"][1].get("text").is_none(), "{v}");
         assert_eq!(v["time"], "2026-11-30T00:53:20.123Z");
-        let passed = decision(&record(
-            serde_json::json!({"status": "passed", "attest": "A"}),
-        ));
+        let passed = decision(&record(serde_json::json!({
+            "status": "passed", "attest": "A", "spc": "123A",
+            "subject": "O=Example Telecom, CN=SHAKEN 123A"
+        })));
         let v: serde_json::Value = serde_json::from_str(&passed.body).expect("json");
         assert_eq!(v["verification"]["attestation"], "A");
+        assert_eq!(
+            v["verification"]["signer"]["subject"],
+            "O=Example Telecom, CN=SHAKEN 123A"
+        );
     }
 }

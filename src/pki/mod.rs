@@ -4,8 +4,10 @@
 //! crate, so the SIP core may use it without reaching into a policy layer.
 //!
 //! [`der`] is the bounds-checked DER reader; [`x509`] the certificate and
-//! CRL fields; [`civil`] converts between Unix seconds and calendar dates.
+//! CRL fields; [`name`] a subject's organisation and common name for
+//! people to read; [`civil`] converts between Unix seconds and calendar dates.
 
 pub mod civil;
 pub mod der;
+pub mod name;
 pub mod x509;

@@ -13,6 +13,7 @@ use webpki::{EndEntityCert, KeyPurposeIdIter};
 use super::keys::PublicKey;
 use super::tn_auth::TnAuthList;
 use super::Cause;
+use crate::pki::name::Subject;
 use crate::pki::{der, x509};
 
 /// The SHAKEN certificate policies accepted by default: the arc of the US
@@ -188,6 +189,8 @@ pub struct StiCert {
     pub spc: Option<String>,
     /// The whole TNAuthList (numbers of a delegate certificate).
     pub tn_auth: TnAuthList,
+    /// The end entity's subject, for people (who signed).
+    pub subject: Option<Subject>,
 }
 
 /// STI certificates carry no extended key usage requirement.
@@ -402,6 +405,7 @@ fn validate_chain(
             key,
             spc: tn_auth.spc.clone(),
             tn_auth,
+            subject: Subject::of_certificate(ee_der),
         },
         from,
         until,

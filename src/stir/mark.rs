@@ -63,8 +63,10 @@ pub fn marking(v: &Verification, suffix: bool, reject: bool) -> Marking {
 }
 
 /// The verification in words an agent reads in a glance (issue 16): what
-/// was verified, by whom (the certificate's SPC, from its TNAuthList,
-/// ATIS-1000080), what the attestation means (ATIS-1000074 §5.2.3), and,
+/// was verified, by whom (the certificate subject's organisation, else
+/// its common name, RFC 5280 §4.1.2.6, and its SPC, from its TNAuthList,
+/// ATIS-1000080: "signed by Example Telecom (SPC 1234)"), what the
+/// attestation means (ATIS-1000074 §5.2.3), and,
 /// when it did not verify, why — the attestation then named as the
 /// unproven claim it is. Built from callgate's own results; the network's
 /// parts (SPC, attestation, the failure's text) are taken as they are and
@@ -73,11 +75,12 @@ pub fn in_words(v: &Verification) -> String {
     let claim = |a: &str| format!(" Its claimed attestation {a} is unproven.");
     match v.status {
         Status::Passed => {
-            let by = v
-                .spc
-                .as_deref()
-                .map(|spc| format!(" by the carrier with SPC {spc}"))
-                .unwrap_or_default();
+            let by = match (v.subject.as_ref().map(|s| s.name()), v.spc.as_deref()) {
+                (Some(name), Some(spc)) => format!(", signed by {name} (SPC {spc})"),
+                (Some(name), None) => format!(", signed by {name}"),
+                (None, Some(spc)) => format!(", signed by the carrier with SPC {spc}"),
+                (None, None) => String::new(),
+            };
             let meaning = match v.attest.as_deref() {
                 Some("A") => "A: the carrier knows the caller and that they may use this number.",
                 Some("B") => {
@@ -198,6 +201,7 @@ pub fn with_verstat(value: &[u8], verstat: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pki::name::Subject;
 
     #[test]
     fn the_words_name_an_unchecked_attestation_a_claim() {
@@ -226,10 +230,54 @@ mod tests {
         let w = in_words(&v);
         assert!(
             w.starts_with(
-                "Caller ID signature verified by the carrier with SPC 1234. Attestation A:"
+                "Caller ID signature verified, signed by the carrier with SPC 1234. Attestation A:"
             ) && !w.contains("claimed"),
             "{w}"
         );
+    }
+
+    #[test]
+    fn the_words_name_who_signed_only_when_it_verified() {
+        let mut v = Verification::absent();
+        v.attest = Some("A".into());
+        v.spc = Some("1234".into());
+        v.subject = Some(Subject {
+            organization: Some("Example Telecom".into()),
+            common_name: Some("SHAKEN 1234".into()),
+        });
+        v.status = Status::Passed;
+        let w = in_words(&v);
+        assert!(
+            w.starts_with(
+                "Caller ID signature verified, signed by Example Telecom (SPC 1234). Attestation A:"
+            ),
+            "{w}"
+        );
+        // A delegate certificate has no SPC; a subject without O is named
+        // by its CN.
+        v.spc = None;
+        v.subject = Some(Subject {
+            organization: None,
+            common_name: Some("SHAKEN 1234".into()),
+        });
+        assert!(
+            in_words(&v).starts_with("Caller ID signature verified, signed by SHAKEN 1234. "),
+            "{}",
+            in_words(&v)
+        );
+        v.subject = None;
+        assert!(in_words(&v).starts_with("Caller ID signature verified. Attestation A:"));
+        // A signature that failed with a valid chain: nobody is named.
+        v.subject = Some(Subject {
+            organization: Some("Example Telecom".into()),
+            common_name: None,
+        });
+        v.spc = Some("1234".into());
+        for status in [Status::Failed, Status::NoValidation] {
+            v.status = status;
+            let w = in_words(&v);
+            assert!(!w.contains("Example Telecom") && !w.contains("1234"), "{w}");
+        }
     }
 
     #[test]

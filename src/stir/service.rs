@@ -362,7 +362,11 @@ impl Verifier {
                 checks.push(Check::new("certificate", true, detail).timed(started.elapsed()));
                 let mut passport = passport;
                 let sig = self.check_signature(&mut passport, sti.key).await;
-                verify::finish_checked(passport, checks, sig, sti.spc)
+                let signer = verify::Signer {
+                    spc: sti.spc,
+                    subject: sti.subject,
+                };
+                verify::finish_checked(passport, checks, sig, signer)
             }
             Err((cause, why)) => verify::failed_after(passport, checks, "certificate", cause, why),
         }

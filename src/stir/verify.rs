@@ -8,6 +8,7 @@ use super::keys::PublicKey;
 use super::passport::{check_claims, Check, Expect, Passport};
 use super::rcd::{self, RcdSource, RichCallData};
 use super::Cause;
+use crate::pki::name::Subject;
 
 /// Overall result, as marked downstream by `verstat` (3GPP TS 24.229).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,7 +33,8 @@ pub struct Failure {
 /// passed; otherwise under `claimed_attest` and `claimed_origid`, so that a
 /// reader never takes an attestation nobody checked for a verified one
 /// (RFC 8588 §4: the attestation is the signer's assertion, worth what
-/// the signature is).
+/// the signature is). The signing certificate's subject likewise is
+/// `subject` only for a verified PASSporT, else `unverified_subject`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     pub status: Status,
@@ -47,6 +49,11 @@ pub struct Verification {
     pub x5u: Option<String>,
     /// Service Provider Code of the signing certificate (TNAuthList).
     pub spc: Option<String>,
+    /// The signing certificate's subject (organisation, common name),
+    /// cleaned for display: set only when its chain validated to a trust
+    /// anchor, and shown as the signer's only when `status` is
+    /// [`Status::Passed`] (as JSON, `unverified_subject` otherwise).
+    pub subject: Option<Subject>,
     /// Why the result is `no-validation`, when it is.
     pub unavailable: Option<String>,
     pub failure: Option<Failure>,
@@ -75,6 +82,10 @@ struct Shown<'a> {
     iat: Option<i64>,
     x5u: &'a Option<String>,
     spc: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unverified_subject: Option<String>,
     unavailable: &'a Option<String>,
     failure: &'a Option<Failure>,
     checks: &'a [Check],
@@ -96,6 +107,12 @@ impl Serialize for Verification {
         }
         let (attest, claimed_attest) = split(verified, self.attest.as_deref());
         let (origid, claimed_origid) = split(verified, self.origid.as_deref());
+        let shown = self.subject.as_ref().map(Subject::to_string);
+        let (subject, unverified_subject) = if verified {
+            (shown, None)
+        } else {
+            (None, shown)
+        };
         Shown {
             status: self.status,
             attest,
@@ -107,6 +124,8 @@ impl Serialize for Verification {
             iat: self.iat,
             x5u: &self.x5u,
             spc: &self.spc,
+            subject,
+            unverified_subject,
             unavailable: &self.unavailable,
             failure: &self.failure,
             checks: &self.checks,
@@ -137,6 +156,7 @@ impl Verification {
             iat: None,
             x5u: None,
             spc: None,
+            subject: None,
             unavailable: Some("no Identity header".into()),
             failure: None,
             checks: vec![],
@@ -155,6 +175,7 @@ impl Verification {
             iat: None,
             x5u: None,
             spc: None,
+            subject: None,
             unavailable: None,
             failure: Some(Failure {
                 code: cause.status(),
@@ -195,6 +216,15 @@ impl Verification {
         self.unavailable = Some(format!("{check} certificate unavailable: {why}"));
         self
     }
+}
+
+/// Who signed, as the certificate whose chain validated says: its
+/// Service Provider Code (TNAuthList, RFC 8226 §9) and subject (RFC 5280
+/// §4.1.2.6). Empty when no chain was validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signer {
+    pub spc: Option<String>,
+    pub subject: Option<Subject>,
 }
 
 /// ES256 over the transmitted bytes with the signer's key; the signature
@@ -257,7 +287,7 @@ pub fn preflight(
             passport,
             checks,
             Some((cause, text)),
-            None,
+            Signer::default(),
         )));
     }
     Ok((passport, checks))
@@ -268,10 +298,10 @@ pub fn finish(
     passport: Passport,
     checks: Vec<Check>,
     key: &PublicKey,
-    spc: Option<String>,
+    signer: Signer,
 ) -> Verification {
     let sig = check_signature(passport.signing_input.as_bytes(), &passport.signature, key);
-    finish_checked(passport, checks, sig, spc)
+    finish_checked(passport, checks, sig, signer)
 }
 
 /// [`finish`] with the signature already checked.
@@ -279,7 +309,7 @@ pub fn finish_checked(
     passport: Passport,
     mut checks: Vec<Check>,
     sig: SignatureCheck,
-    spc: Option<String>,
+    signer: Signer,
 ) -> Verification {
     let sig_ok = sig.result.is_ok();
     let detail = sig
@@ -288,14 +318,14 @@ pub fn finish_checked(
         .unwrap_or_else(|| "ES256 signature verifies".to_owned());
     let failure = (!sig_ok).then(|| (Cause::InvalidIdentityHeader, format!("signature: {detail}")));
     checks.push(Check::new("signature", sig_ok, detail).timed(sig.took));
-    summarise(passport, checks, failure, spc)
+    summarise(passport, checks, failure, signer)
 }
 
 /// The verification of a call whose certificate could not be obtained in
 /// time: `No-TN-Validation`, with the reason (DESIGN: never block a call).
 pub fn unavailable(passport: Passport, mut checks: Vec<Check>, why: String) -> Verification {
     checks.push(Check::new("certificate", false, why.clone()));
-    let mut v = summarise(passport, checks, None, None);
+    let mut v = summarise(passport, checks, None, Signer::default());
     v.status = Status::NoValidation;
     v.unavailable = Some(format!("certificate unavailable: {why}"));
     v
@@ -328,7 +358,7 @@ pub fn failed_after(
         passport,
         checks,
         Some((cause, format!("{name}: {why}"))),
-        None,
+        Signer::default(),
     )
 }
 
@@ -336,7 +366,7 @@ fn summarise(
     passport: Passport,
     checks: Vec<Check>,
     failure: Option<(Cause, String)>,
-    spc: Option<String>,
+    signer: Signer,
 ) -> Verification {
     let rcd = failure
         .is_none()
@@ -357,7 +387,8 @@ fn summarise(
         dest: c.dest.tn,
         iat: c.iat,
         x5u: passport.header.x5u,
-        spc,
+        spc: signer.spc,
+        subject: signer.subject,
         unavailable: None,
         failure: failure.map(|(cause, text)| Failure {
             code: cause.status(),
@@ -380,7 +411,7 @@ pub fn verify(identity_value: &[u8], expect: &Expect<'_>, key: &PublicKey) -> Ve
         Err((cause, why)) => return Verification::failed(cause, why, vec![]),
     };
     let (checks, failure) = check_claims(&identity, &passport, expect);
-    let mut v = finish(passport, checks, key, None);
+    let mut v = finish(passport, checks, key, Signer::default());
     if let Some((cause, text)) = failure {
         v.status = Status::Failed;
         v.rcd = None;
@@ -407,6 +438,27 @@ pub(crate) fn claiming(status: Status) -> Verification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_subject_is_the_signers_only_when_verified() {
+        let subject = Subject {
+            organization: Some("Example Telecom".into()),
+            common_name: Some("SHAKEN 1234".into()),
+        };
+        for (status, key, not) in [
+            (Status::Passed, "subject", "unverified_subject"),
+            (Status::Failed, "unverified_subject", "subject"),
+            (Status::NoValidation, "unverified_subject", "subject"),
+        ] {
+            let mut v = claiming(status);
+            v.subject = Some(subject.clone());
+            let j = serde_json::to_value(&v).unwrap_or_default();
+            assert_eq!(j[key], "O=Example Telecom, CN=SHAKEN 1234", "{j}");
+            assert!(j.get(not).is_none(), "{j}");
+        }
+        let j = serde_json::to_value(claiming(Status::Passed)).unwrap_or_default();
+        assert!(j.get("subject").is_none(), "none when unknown: {j}");
+    }
 
     #[test]
     fn unverified_claims_are_named_claims_in_json() {

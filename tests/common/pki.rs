@@ -96,6 +96,8 @@ fn leaf_for(
     if let Some(n) = spec.serial {
         p.serial_number = Some(rcgen::SerialNumber::from(n));
     }
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Example Telecom");
     p.distinguished_name.push(DnType::CommonName, "SHAKEN 1234");
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     if !spec.no_tn_auth {

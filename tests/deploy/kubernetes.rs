@@ -3,7 +3,8 @@
 //! their ConfigMap's configuration started with the real binary the way the
 //! DaemonSet runs it (NODE_IP from the environment, keys and the audit
 //! store where the volumes put them), reloading when its file changes as
-//! the kubelet changes a mounted ConfigMap.
+//! the kubelet changes a mounted ConfigMap; the init container that seeds
+//! the lists the console edits is run as the pod would run it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -161,5 +162,78 @@ fn the_configmaps_configuration_starts_on_the_node_address_and_reloads_on_change
         cg.log().contains("configuration files changed; reloading"),
         "{}",
         cg.log()
+    );
+}
+
+/// The script of the init container `name` (its `command`'s literal
+/// block, indented by fourteen spaces in daemonset.yaml).
+fn init_script(name: &str) -> String {
+    let text = manifest("daemonset.yaml");
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim() != format!("- name: {name}"))
+        .skip_while(|l| l.trim() != "- |");
+    lines
+        .next()
+        .unwrap_or_else(|| panic!("no init container {name} with a script"));
+    lines
+        .take_while(|l| l.starts_with(&" ".repeat(14)))
+        .map(|l| &l[14..])
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The init container `seed-lists`, run as the pod would run it (the
+/// ConfigMap at /etc/callgate/config, the node's volume at
+/// /var/lib/callgate, both moved under a temporary root): the lists the
+/// console edits are created on the volume from the ConfigMap's keys, or
+/// empty without them, and a list already there (with the console's
+/// additions) is never overwritten by a later pod start.
+#[test]
+fn the_init_container_seeds_the_editable_lists_once() {
+    let script = init_script("seed-lists");
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = root.path().join("etc/callgate/config");
+    let volume = root.path().join("var/lib/callgate");
+    std::fs::create_dir_all(&config).expect("config");
+    std::fs::create_dir_all(&volume).expect("volume");
+    std::fs::write(config.join("fraud.txt"), "+15550666\n").expect("fraud key");
+    let run = || {
+        let out = Command::new("/bin/sh")
+            .arg("-ec")
+            .arg(
+                script
+                    .replace("/etc/callgate/config", &config.display().to_string())
+                    .replace("/var/lib/callgate", &volume.display().to_string()),
+            )
+            .output()
+            .expect("run /bin/sh");
+        assert!(
+            out.status.success(),
+            "seed-lists failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let lists = volume.join("lists");
+    assert_eq!(
+        std::fs::read_to_string(lists.join("fraud.txt")).expect("fraud"),
+        "+15550666\n"
+    );
+    assert_eq!(
+        std::fs::metadata(lists.join("allow.txt"))
+            .map(|m| m.len())
+            .ok(),
+        Some(0),
+        "no allow.txt key: an empty list"
+    );
+    // The console added a number; the ConfigMap's seed changed since.
+    std::fs::write(lists.join("fraud.txt"), "+15550666\n+15557654321\n").expect("append");
+    std::fs::write(config.join("fraud.txt"), "+15550999\n").expect("new seed");
+    run();
+    assert_eq!(
+        std::fs::read_to_string(lists.join("fraud.txt")).expect("fraud"),
+        "+15550666\n+15557654321\n",
+        "a later pod start keeps the node's list"
     );
 }

@@ -5,8 +5,10 @@
 //!
 //! systemd is not PID 1 on this machine (nor in CI), so the unit cannot be
 //! booted here: it is checked with `systemd-analyze verify` and
-//! `systemd-analyze security --offline=yes`, and the protocol it depends
-//! on is exercised against the real binary with a real notify socket.
+//! `systemd-analyze security --offline=yes`, the protocol it depends on is
+//! exercised against the real binary with a real notify socket, and its
+//! seeding of the lists the console edits (an `ExecStartPre=` shell line)
+//! is run as systemd would run it, before and after a restart.
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -270,4 +272,177 @@ fn the_reload_oneshot_needs_the_runtime_directory() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RUNTIME_DIRECTORY"));
+}
+
+/// The unit's list seeding (the `ExecStartPre=` that runs `/bin/sh`) as
+/// the shell receives it from systemd: the one quoted argument, `$$`
+/// turned into `$`. Checked to hold nothing else systemd would rewrite
+/// (a lone `$`, a `%` specifier, a backslash escape) and to run before
+/// `check-config`, which reads the lists it seeds.
+fn seed_script() -> String {
+    let unit =
+        std::fs::read_to_string(common::repo().join("deploy/callgate.service")).expect("read unit");
+    let at = |needle: &str| {
+        unit.find(needle)
+            .unwrap_or_else(|| panic!("unit lacks {needle:?}"))
+    };
+    assert!(
+        at("ExecStartPre=/bin/sh -ec '") < at("ExecStartPre=/usr/local/bin/callgate check-config"),
+        "the lists must be seeded before check-config reads the policy"
+    );
+    let body = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStartPre=/bin/sh -ec '"))
+        .and_then(|rest| rest.strip_suffix('\''))
+        .expect("ExecStartPre=/bin/sh -ec '<script>'");
+    assert!(
+        !body.contains(['\'', '%', '\\']) && !body.replace("$$", "").contains('$'),
+        "systemd would rewrite part of {body:?}"
+    );
+    body.replace("$$", "$")
+}
+
+/// Runs the seeding as systemd would before a start: `STATE_DIRECTORY`
+/// set (systemd creates it), `/etc/callgate` standing for `etc`.
+fn seed(script: &str, etc: &Path, state: &Path) {
+    let out = Command::new("/bin/sh")
+        .arg("-ec")
+        .arg(script.replace("/etc/callgate", &etc.display().to_string()))
+        .env("STATE_DIRECTORY", state)
+        .output()
+        .expect("run /bin/sh");
+    assert!(
+        out.status.success(),
+        "seeding failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Adds `number` to the fraud list through the admin API; the answer.
+fn add_to_fraud_list(cg: &common::Callgate, number: &str) -> serde_json::Value {
+    let body =
+        format!(r#"{{"number": "{number}", "by": "floor-lead", "note": "confirmed fraud"}}"#);
+    let bearer = format!("Bearer {}", common::ADMIN_TOKEN);
+    let (status, text) = common::http_body(
+        ("127.0.0.1", cg.ports.admin),
+        "POST",
+        "/v1/lists/fraud",
+        &[("Authorization", &bearer)],
+        &body,
+    );
+    assert_eq!(status, 200, "POST /v1/lists/fraud: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The console's "add to fraud list" under the shipped unit, whose
+/// /etc/callgate is read-only (systemd is not PID 1 here, so the unit's
+/// steps are run as it would run them): the installed policy names the
+/// fraud and allow lists in the state directory; the unit seeds them from
+/// /etc/callgate/lists on the first start; an addition through the admin
+/// API is written there (the installed file unchanged); after a restart
+/// (seeding again, which must not overwrite, then callgate again) the
+/// number is still on the running list.
+#[test]
+fn a_list_addition_lands_in_the_state_directory_and_survives_a_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let etc = root.path().join("etc/callgate");
+    let state = root.path().join("var/lib/callgate");
+    // The documented install (docs/operations.md, "systemd").
+    std::fs::create_dir_all(etc.join("lists")).expect("etc");
+    std::fs::create_dir_all(&state).expect("StateDirectory=");
+    let shipped = common::repo().join("sip-config");
+    for l in ["allow.txt", "dno.txt", "fraud.txt"] {
+        std::fs::copy(shipped.join("lists").join(l), etc.join("lists").join(l)).expect("list");
+    }
+    let mut policy = std::fs::read_to_string(shipped.join("policy.toml")).expect("policy");
+    for l in ["fraud", "allow"] {
+        let installed = format!("file = \"lists/{l}.txt\"");
+        assert!(policy.contains(&installed), "policy.toml lacks {installed}");
+        policy = policy.replace(
+            &installed,
+            &format!("file = \"{}/lists/{l}.txt\"", state.display()),
+        );
+    }
+    std::fs::write(etc.join("policy.toml"), policy).expect("policy");
+    let ports = Ports::new();
+    let config = common::config(
+        ports,
+        &["sip:127.0.0.1:9".to_owned()],
+        &["sip:127.0.0.1:9".to_owned()],
+        &format!(
+            "[risk]\npolicy = \"{}\"\n\n[audit]\npath = \"{}\"\n",
+            etc.join("policy.toml").display(),
+            state.join("audit.db").display()
+        ),
+    );
+    std::fs::write(etc.join("callgate.toml"), &config).expect("config");
+
+    // First start: seeded from the installed lists; check-config passes.
+    let script = seed_script();
+    seed(&script, &etc, &state);
+    let installed_fraud = std::fs::read_to_string(etc.join("lists/fraud.txt")).expect("fraud");
+    for l in ["fraud.txt", "allow.txt"] {
+        assert_eq!(
+            std::fs::read(state.join("lists").join(l)).expect("seeded"),
+            std::fs::read(etc.join("lists").join(l)).expect("installed"),
+            "{l} seeded from /etc/callgate/lists"
+        );
+    }
+    assert!(!state.join("lists/dno.txt").exists(), "dno stays in /etc");
+    let check = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .arg("check-config")
+        .arg(etc.join("callgate.toml"))
+        .output()
+        .expect("check-config");
+    assert!(
+        check.status.success(),
+        "check-config: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let number = "+15557654321";
+    let mut cg = common::Callgate::start(ports, &config);
+    let added = add_to_fraud_list(&cg, number);
+    assert_eq!(added["added"], true, "{added}");
+    let kept = std::fs::read_to_string(state.join("lists/fraud.txt")).expect("state fraud");
+    assert!(
+        kept.starts_with(&installed_fraud) && kept.contains("15557654321"),
+        "{kept}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(etc.join("lists/fraud.txt")).expect("etc fraud"),
+        installed_fraud,
+        "/etc/callgate is never written"
+    );
+    assert!(
+        cg.signal_and_wait("TERM", Duration::from_secs(20))
+            .is_some(),
+        "callgate did not stop on SIGTERM"
+    );
+    drop(cg);
+
+    // A restart: the seeding runs again and keeps the state's list.
+    seed(&script, &etc, &state);
+    assert_eq!(
+        std::fs::read_to_string(state.join("lists/fraud.txt")).expect("state fraud"),
+        kept,
+        "a restart never overwrites the state's lists"
+    );
+    let cg = common::Callgate::start(ports, &config);
+    let again = add_to_fraud_list(&cg, number);
+    assert_eq!(
+        again["added"], false,
+        "the restarted callgate read the number back: {again}"
+    );
+
+    // Without installed lists, the editable ones start empty.
+    let bare_etc = root.path().join("bare-etc");
+    let bare_state = root.path().join("bare-state");
+    std::fs::create_dir_all(&bare_etc).expect("bare etc");
+    std::fs::create_dir_all(&bare_state).expect("bare state");
+    seed(&script, &bare_etc, &bare_state);
+    for l in ["fraud.txt", "allow.txt"] {
+        let meta = std::fs::metadata(bare_state.join("lists").join(l)).expect("created");
+        assert_eq!(meta.len(), 0, "{l}");
+    }
 }

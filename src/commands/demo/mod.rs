@@ -395,7 +395,9 @@ async fn run(keep: bool) -> Result<bool, String> {
     let a = signed("+15550123", 'A')
         .call(
             CENTRE,
-            Plan::Tagged("low, score 0, verstat TN-Validation-Passed-A"),
+            Plan::Tagged(
+                "low, score 0, verstat TN-Validation-Passed-A, signed by Demo Telecom (SPC DEMO)",
+            ),
         )
         .await;
     let replayed = Ua {
@@ -408,7 +410,9 @@ async fn run(keep: bool) -> Result<bool, String> {
         signed("+15550124", 'B')
             .call(
                 CENTRE,
-                Plan::Tagged("reasons ATTEST_B, verstat TN-Validation-Passed-B"),
+                Plan::Tagged(
+                    "reasons ATTEST_B, verstat TN-Validation-Passed-B, signed by Demo Telecom",
+                ),
             )
             .await,
     ));
@@ -417,7 +421,9 @@ async fn run(keep: bool) -> Result<bool, String> {
         signed("+15550125", 'C')
             .call(
                 CENTRE,
-                Plan::Tagged("reasons ATTEST_C, verstat TN-Validation-Passed-C"),
+                Plan::Tagged(
+                    "reasons ATTEST_C, verstat TN-Validation-Passed-C, signed by Demo Telecom",
+                ),
             )
             .await,
     ));
@@ -913,6 +919,14 @@ fn remember_tags(req: &SipMessage, user: &[u8], tags: &Tags) {
         });
     if let Some(v) = verstat {
         seen.push_str(&format!(", verstat {v}"));
+    }
+    // Who signed, as the verification text names a verified signer.
+    if let Some(by) = get("X-Callgate-Verify-Text").and_then(|t| {
+        let at = t.find(", signed by ")? + 2;
+        let end = t[at..].find(". Attestation")?;
+        Some(t[at..at + end].to_owned())
+    }) {
+        seen.push_str(&format!(", {by}"));
     }
     if user == b"fraud-review" {
         seen.push_str(" -> routed to the review queue");

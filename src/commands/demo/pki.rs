@@ -2,7 +2,8 @@
 //! really signed and verified: an STI root (the verifier's trust anchor),
 //! a SHAKEN certificate under it for service provider code `DEMO`
 //! (ATIS-1000080 §6.4: TNAuthList with an SPC, the SHAKEN certificate
-//! policy), and a web CA with a server certificate for `127.0.0.1`, so
+//! policy) whose subject is `O=Demo Telecom, CN=SHAKEN DEMO` (the signer
+//! the verification text names), and a web CA with a server certificate for `127.0.0.1`, so
 //! that the x5u fetch is a real HTTPS request (RFC 8224 §6.2.4). Nothing
 //! of it outlives the demo's scratch directory.
 
@@ -24,6 +25,9 @@ const TN_AUTH_LIST_OID: [u64; 9] = [1, 3, 6, 1, 5, 5, 7, 1, 26];
 const SHAKEN_POLICY: [u8; 16] = [
     0x30, 0x0e, 0x30, 0x0c, 0x06, 0x0a, 0x60, 0x86, 0x48, 0x01, 0x86, 0xff, 0x09, 0x01, 0x01, 0x03,
 ];
+
+/// The organisation in the SHAKEN certificate's subject: who signed.
+pub const SIGNER_ORGANIZATION: &str = "Demo Telecom";
 
 /// What the demo's callgate and its x5u server need.
 pub struct DemoPki {
@@ -65,6 +69,8 @@ pub fn make(dir: &Path) -> Result<DemoPki, String> {
 
     let sti_key = KeyPair::generate().map_err(failed("SHAKEN key"))?;
     let mut sti = CertificateParams::new(Vec::<String>::new()).map_err(failed("SHAKEN"))?;
+    sti.distinguished_name
+        .push(DnType::OrganizationName, SIGNER_ORGANIZATION);
     sti.distinguished_name
         .push(DnType::CommonName, "SHAKEN DEMO");
     sti.key_usages = vec![KeyUsagePurpose::DigitalSignature];
