@@ -55,6 +55,9 @@ struct Open {
 #[derive(Default)]
 pub struct Tracker {
     calls: HashMap<Vec<u8>, Open>,
+    /// The key of each open call that has a decision, by decision id (the
+    /// enforcement API looks calls up by either).
+    by_decision: HashMap<String, Vec<u8>>,
     last_sweep: Option<Instant>,
 }
 
@@ -107,6 +110,8 @@ impl Tracker {
                 self.last_sweep = Some(now);
                 self.calls
                     .retain(|_, c| now.duration_since(c.since) < FORGET_AFTER);
+                let calls = &self.calls;
+                self.by_decision.retain(|_, k| calls.contains_key(k));
             }
             if self.calls.len() >= MAX_OPEN {
                 return;
@@ -123,6 +128,17 @@ impl Tracker {
             answered_unix_ms: None,
             decision: opening.decision,
         };
+        if let Some(id) = call.decision.as_ref().and_then(|d| d.id.clone()) {
+            self.by_decision.insert(id, key.to_vec());
+        }
+        if let Some(old) = self.calls.get(key) {
+            // The same Call-ID again: its earlier decision goes with it.
+            if let Some(id) = old.call.decision.as_ref().and_then(|d| d.id.as_deref()) {
+                if call.decision.as_ref().and_then(|d| d.id.as_deref()) != Some(id) {
+                    self.by_decision.remove(id);
+                }
+            }
+        }
         self.calls.insert(
             key.to_vec(),
             Open {
@@ -146,15 +162,20 @@ impl Tracker {
         self.calls
             .get(key(id.as_bytes()))
             .or_else(|| {
-                self.calls.values().find(|c| {
-                    c.call
-                        .decision
-                        .as_ref()
-                        .and_then(|d| d.id.as_deref())
-                        .is_some_and(|d| d == id)
-                })
+                self.by_decision
+                    .get(id)
+                    .and_then(|k| self.calls.get(k.as_slice()))
             })
             .map(|c| (*c.call).clone())
+    }
+
+    /// Forgets the call under `k` and its decision id.
+    fn close(&mut self, k: &[u8]) {
+        if let Some(open) = self.calls.remove(k) {
+            if let Some(id) = open.call.decision.as_ref().and_then(|d| d.id.as_deref()) {
+                self.by_decision.remove(id);
+            }
+        }
     }
 
     /// Calls in progress.
@@ -190,7 +211,7 @@ impl Tracker {
                         Some(at.elapsed()),
                     );
                 }
-                self.calls.remove(key(call_id));
+                self.close(key(call_id));
                 continue;
             }
             let status = msg.status().unwrap_or(0);
@@ -212,7 +233,7 @@ impl Tracker {
                 s => CallOutcome::Rejected(s),
             };
             if !matches!(outcome, CallOutcome::Answered) {
-                self.calls.remove(key(call_id));
+                self.close(key(call_id));
             }
             if let Some(audit) = audit {
                 audit.call_ended(&id, outcome, None);
@@ -247,5 +268,57 @@ mod tests {
         );
         assert!(t.calls.keys().all(|k| k.len() <= KEY_BYTES));
         assert!(t.last_sweep.is_some(), "swept once when full");
+    }
+
+    fn message(text: &str) -> SipMessage {
+        SipMessage::parse(text.replace('\n', "\r\n").into(), &Limits::default())
+            .expect("test message")
+    }
+
+    #[test]
+    fn a_call_is_found_by_its_decision_id_until_it_ends() {
+        let mut t = Tracker::default();
+        let invite = message(
+            "INVITE sip:1@h SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n\
+             From: <sip:2@h>;tag=a\nTo: <sip:1@h>\nCall-ID: c1\n\
+             CSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n\n",
+        );
+        let decision = DecisionView {
+            id: Some("cg-a-01".into()),
+            verstat: None,
+            verify_text: None,
+            level: Some("low".into()),
+            score: Some(0),
+            reasons: vec![],
+            level_text: None,
+            reasons_text: vec![],
+            restrict: vec![],
+            restrict_text: vec![],
+            action: "tag".into(),
+            route: "agents".into(),
+            target: None,
+            policy_version: None,
+        };
+        let opening = Opening {
+            decision: Some(decision),
+            audited: false,
+        };
+        t.open(&invite, Side::Trunk, opening, 0);
+        assert_eq!(t.find("cg-a-01").map(|c| c.call_id), Some("c1".into()));
+        assert_eq!(t.find("c1").map(|c| c.call_id), Some("c1".into()));
+        let refused = message(
+            "SIP/2.0 486 Busy Here\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\n\
+             From: <sip:2@h>;tag=a\nTo: <sip:1@h>;tag=b\nCall-ID: c1\n\
+             CSeq: 1 INVITE\nContent-Length: 0\n\n",
+        );
+        t.observe(
+            &[Ending {
+                to: Side::Trunk,
+                msg: refused,
+            }],
+            None,
+        );
+        assert!(t.find("cg-a-01").is_none() && t.find("c1").is_none());
+        assert!(t.by_decision.is_empty(), "the index forgets ended calls");
     }
 }
