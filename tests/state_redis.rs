@@ -51,6 +51,21 @@ fn two_instances_share_velocity_replays_and_certificates_and_survive_redis_loss(
     for cg in [&a, &b] {
         await_metric(cg, "callgate_state_shared_up", 1.0);
     }
+    // The pair keeps the host's name, both of them: each is told that
+    // another instance publishes under its name.
+    for cg in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cg.metric("callgate_cluster_name_conflicts_total") < 1.0 {
+            assert!(Instant::now() < deadline, "{}", cg.metrics());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            cg.log()
+                .contains("another running instance uses this instance's name"),
+            "{}",
+            cg.log()
+        );
+    }
     let dir = pki._dir.path();
     let unsigned = "X-No-Identity: unsigned";
 
@@ -299,6 +314,14 @@ fn rediss_as_an_acl_user_shares_state_and_a_wrong_password_is_reported() {
             "+zadd",
             "+zcard",
             "+pexpire",
+            // The shared console's (`share_console`, on by default).
+            "+zrangebyscore",
+            "+rpush",
+            "+lrange",
+            "+expire",
+            "+xadd",
+            "+xrange",
+            "+xrevrange",
         ],
     );
     let state = |password: &str| {
@@ -308,8 +331,17 @@ fn rediss_as_an_acl_user_shares_state_and_a_wrong_password_is_reported() {
         )
     };
     let pbx_port = free_port();
-    let a = instance_on(&pki, pbx_port, &state("s3cret-pw"));
-    let b = instance_on(&pki, pbx_port, &state("s3cret-pw"));
+    let named = |name: &str| {
+        sharing_instance(
+            &pki,
+            pbx_port,
+            &format!(
+                "[instance]\nname = \"{name}\"\n[state]\n{}",
+                state("s3cret-pw")
+            ),
+        )
+    };
+    let (a, b) = (named("acl-a"), named("acl-b"));
     let wrong = instance_on(&pki, pbx_port, &state("not-the-password"));
     the_fourth_call_across_both_is_reviewed(&pki, &a, &b, pbx_port, "+15550103");
     for cg in [&a, &b] {
@@ -318,6 +350,17 @@ fn rediss_as_an_acl_user_shares_state_and_a_wrong_password_is_reported() {
             2.0,
             "{}",
             cg.metrics()
+        );
+    }
+    // The shared console's ticks work with what the ACL grants: each sees
+    // the other.
+    for cg in [&a, &b] {
+        common::await_metric(cg, "callgate_cluster_instances", 2.0);
+        assert_eq!(
+            cg.metric("callgate_cluster_tick_failures_total"),
+            0.0,
+            "{}",
+            cg.log()
         );
     }
     // The wrong password: refused by Redis, said in the log (never the

@@ -89,6 +89,8 @@ pub struct ClusterMetrics {
     /// Labels and list additions made here that could not be shared.
     pub labels_unshared: AtomicU64,
     pub lists_unshared: AtomicU64,
+    /// Ticks that found another process publishing under this name.
+    pub name_conflicts: AtomicU64,
     /// Decisions not shared because too many waited for one tick.
     pub decisions_dropped: AtomicU64,
     /// Events relayed: sent to the others, and received from them.
@@ -119,6 +121,8 @@ pub struct Cluster {
     redis: Arc<Redis>,
     keys: Keys,
     instance: String,
+    /// This process among those that may (wrongly) share its name.
+    incarnation: String,
     /// The runtime the Redis connection lives on (API requests run on
     /// blocking threads of another).
     runtime: tokio::runtime::Handle,
@@ -165,6 +169,14 @@ impl Cluster {
             redis,
             keys: Keys::new(key_prefix),
             instance: instance.to_owned(),
+            incarnation: format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ),
             runtime: tokio::runtime::Handle::current(),
             remote: Mutex::new(Remote::default()),
             pending: Mutex::new(std::collections::VecDeque::new()),
@@ -414,6 +426,12 @@ impl Cluster {
         )?;
         f.counter(&[("direction", "out")], m.events_out.load(Relaxed))?;
         f.counter(&[("direction", "in")], m.events_in.load(Relaxed))?;
+        one_counter(
+            e,
+            "callgate_cluster_name_conflicts_total",
+            "Ticks that found another running instance publishing under this instance's name ([instance] name must differ).",
+            m.name_conflicts.load(Relaxed),
+        )?;
         one_counter(
             e,
             "callgate_cluster_decisions_dropped_total",

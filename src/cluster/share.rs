@@ -20,6 +20,14 @@ use crate::events::Events;
 /// Log entries and events read per tick (the rest on the next ones).
 const READ_BATCH: usize = 500;
 
+/// An instance not seen for a day leaves the set of names.
+const FORGET_INSTANCE_MS: i64 = 86_400_000;
+
+/// How long an instance's place in the log is kept while it is away (an
+/// instance back after longer reads the log from its start again:
+/// labels and list additions apply once however often they are read).
+const CURSOR_TTL_SECS: u64 = 30 * 86_400;
+
 /// What the task remembers between ticks.
 struct Tick {
     /// The calls last published, as sent, and their version.
@@ -55,11 +63,18 @@ pub(super) async fn run(cluster: Arc<Cluster>, member: Weak<dyn Member>, events:
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    // Until the first connection, nothing is tried (the store's own task
+    // reports it unreachable).
+    let mut connected_once = false;
     loop {
         every.tick().await;
         let Some(m) = member.upgrade() else {
             return;
         };
+        connected_once |= cluster.redis.is_up();
+        if !connected_once {
+            continue;
+        }
         if let (None, Some(ev)) = (&tick.relay, &events) {
             tick.relay = ev.relay_out().ok();
         }
@@ -122,10 +137,25 @@ async fn publish(
             .arg(ttl_ms)
             .ignore();
     }
+    // The previous owner of this name, to tell two instances that share
+    // one (the only reply of this pipeline that is read).
+    pipe.cmd("SET")
+        .arg(keys.owner(me))
+        .arg(&cluster.incarnation)
+        .arg("PX")
+        .arg(ttl_ms)
+        .arg("GET");
+    let now = unix_ms();
     pipe.cmd("ZADD")
         .arg(keys.instances())
-        .arg(unix_ms())
+        .arg(now)
         .arg(me)
+        .ignore()
+        // Names gone a day (pods renamed at each restart) are forgotten.
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(keys.instances())
+        .arg("-inf")
+        .arg(now - FORGET_INSTANCE_MS)
         .ignore();
     let mut current: HashMap<String, EnforcedDecision> = calls
         .into_iter()
@@ -191,10 +221,23 @@ async fn publish(
         }
     }
     let sent = cluster.redis.pipeline(&pipe).await;
-    if sent.is_err() {
-        // Publish everything again next tick.
-        tick.published.clear();
-        return sent.map(drop).map_err(ClusterError::from);
+    let replies = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            // Publish everything again next tick.
+            tick.published.clear();
+            return Err(e.into());
+        }
+    };
+    if let Some(other) = replies
+        .first()
+        .and_then(bulk)
+        .filter(|o| *o != cluster.incarnation.as_bytes())
+    {
+        let before = cluster.metrics.name_conflicts.fetch_add(1, Relaxed);
+        if before == 0 {
+            tracing::error!(instance = me, other = %String::from_utf8_lossy(other), "cluster: another running instance uses this instance's name: give each its own [instance] name (their calls, decisions and labels mix up)");
+        }
     }
     cluster.metrics.events_out.fetch_add(relayed, Relaxed);
     tick.published = json;
@@ -461,6 +504,8 @@ async fn apply_log(
     pipe.cmd("SET")
         .arg(cluster.keys.cursor(me))
         .arg(&last)
+        .arg("EX")
+        .arg(CURSOR_TTL_SECS)
         .ignore();
     cluster.redis.pipeline(&pipe).await?;
     tick.log_cursor = Some(last);

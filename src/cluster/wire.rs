@@ -6,10 +6,11 @@
 //! | `cluster:instances` | sorted set | each instance's name, scored by its last tick (Unix ms) |
 //! | `cluster:calls:{instance}` | string, expires | the instance's calls in progress ([`SharedCall`], JSON array) |
 //! | `cluster:version:{instance}` | string, expires | a counter bumped when those calls change |
+//! | `cluster:owner:{instance}` | string, expires | the process publishing under that name (two with one name are told) |
 //! | `cluster:decision:{decision id}` | string, a day | the decision as the enforcement API answers it |
 //! | `cluster:call:{call-id}` | string, a day | the latest decision id on that call |
 //! | `cluster:labels:{decision id}` | list, a day | step-ups and verdicts ([`SharedLabel`]) |
-//! | `cluster:cursor:{instance}` | string | how far the instance read the log |
+//! | `cluster:cursor:{instance}` | string, 30 days | how far the instance read the log |
 //! | `cluster:log` | stream, capped | labels and list additions, for the instance that owns them |
 //! | `cluster:events` | stream, capped | decision events, relayed to the other instances' live streams |
 
@@ -50,6 +51,9 @@ impl Keys {
     }
     pub fn calls(&self, instance: &str) -> String {
         self.key(&format!("calls:{instance}"))
+    }
+    pub fn owner(&self, instance: &str) -> String {
+        self.key(&format!("owner:{instance}"))
     }
     pub fn version(&self, instance: &str) -> String {
         self.key(&format!("version:{instance}"))
