@@ -33,6 +33,7 @@ pub mod exposition;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
+pub mod logs;
 pub mod media;
 pub mod pki;
 pub mod risk;

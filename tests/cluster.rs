@@ -259,6 +259,16 @@ fn a_supervisor_on_one_instance_sees_and_answers_the_calls_of_another() {
             .ok()
             .filter(|t| t.contains(digits))
     });
+    // Written on a blocking thread, the line still names the instance.
+    await_some("cg-b's log line of the addition, with its instance", || {
+        b.log()
+            .lines()
+            .any(|l| {
+                l.contains("callgate{instance=cg-b}")
+                    && l.contains("number added to the list on another instance: added here")
+            })
+            .then_some(())
+    });
     let (_, changes) = request(&b, "GET", "/v1/lists", Some(SUPERVISOR), None);
     assert_eq!(changes["changes"][0]["token"], "floor@cg-a", "{changes:#}");
     held.finish().assert_all_ok(1, "the held call");

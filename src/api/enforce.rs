@@ -214,8 +214,10 @@ async fn blocking(
     let Some(caller) = caller else {
         return error(StatusCode::UNAUTHORIZED, "bearer token required");
     };
-    match tokio::task::spawn_blocking(move || work(&api, &caller).map(|d| for_role(d, &caller)))
-        .await
+    match tokio::task::spawn_blocking(crate::logs::in_current_span(move || {
+        work(&api, &caller).map(|d| for_role(d, &caller))
+    }))
+    .await
     {
         Ok(result) => outcome(result),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

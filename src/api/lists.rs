@@ -104,7 +104,7 @@ pub(super) async fn add(
         Err((status, reason)) => return error(status, &reason),
     };
     let work = move || api.service.add_to_list(&list, request, &caller.name);
-    match tokio::task::spawn_blocking(work).await {
+    match tokio::task::spawn_blocking(crate::logs::in_current_span(work)).await {
         Ok(result) => outcome(result),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
@@ -121,7 +121,7 @@ pub(super) async fn changes(State(api): State<Api>) -> Response {
             .list_changes(RECENT)
             .map(|changes| Changes { changes })
     };
-    match tokio::task::spawn_blocking(work).await {
+    match tokio::task::spawn_blocking(crate::logs::in_current_span(work)).await {
         Ok(result) => outcome(result),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }

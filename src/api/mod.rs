@@ -184,7 +184,8 @@ async fn metrics(State(api): State<Api>) -> impl IntoResponse {
 /// anchors and CRLs must not stall the runtime that carries signalling.
 async fn reload(State(api): State<Api>) -> impl IntoResponse {
     let service = api.service.clone();
-    match tokio::task::spawn_blocking(move || service.reload()).await {
+    match tokio::task::spawn_blocking(crate::logs::in_current_span(move || service.reload())).await
+    {
         Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
         Ok(Err(e)) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
         Err(e) => (

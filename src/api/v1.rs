@@ -148,7 +148,11 @@ async fn undrain(State(api): State<Api>) -> Response {
 /// `POST /reload` does.
 async fn reload(State(api): State<Api>) -> Response {
     let service = api.service.clone();
-    match tokio::task::spawn_blocking(move || service.reload_report()).await {
+    match tokio::task::spawn_blocking(crate::logs::in_current_span(move || {
+        service.reload_report()
+    }))
+    .await
+    {
         Ok(result) => outcome(result),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,

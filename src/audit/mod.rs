@@ -190,7 +190,9 @@ impl Audit {
         let c = cfg.clone();
         let writer = std::thread::Builder::new()
             .name("callgate-audit".into())
-            .spawn(move || store::writer(db, rx, c, m, outbox))
+            .spawn(crate::logs::in_current_span(move || {
+                store::writer(db, rx, c, m, outbox)
+            }))
             .map_err(|e| AuditError::Open(cfg.path.clone(), e.to_string()))?
             .thread()
             .clone();

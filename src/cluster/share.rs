@@ -493,7 +493,10 @@ async fn apply_log(
             LogEntry::List(change) => {
                 let m = member.clone();
                 let applied =
-                    tokio::task::spawn_blocking(move || m.import_list_change(&change)).await;
+                    tokio::task::spawn_blocking(crate::logs::in_current_span(move || {
+                        m.import_list_change(&change)
+                    }))
+                    .await;
                 if applied.is_ok() {
                     cluster.metrics.imported_list_changes.fetch_add(1, Relaxed);
                 }

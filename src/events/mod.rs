@@ -203,7 +203,7 @@ impl Events {
         let shared = self.shared.clone();
         std::thread::Builder::new()
             .name("callgate-events".into())
-            .spawn(move || {
+            .spawn(crate::logs::in_current_span(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -223,7 +223,7 @@ impl Events {
                     }
                     prune(shared, outbox).await;
                 });
-            })
+            }))
             .map_err(EventsError::Thread)?;
         Ok(())
     }

@@ -197,7 +197,7 @@ impl Running {
                         // Off the runtime that carries signalling (reading
                         // policy, trust anchors and CRLs blocks).
                         let g = gate.clone();
-                        match tokio::task::spawn_blocking(move || g.reload()).await {
+                        match tokio::task::spawn_blocking(crate::logs::in_current_span(move || g.reload())).await {
                             // A refusal is logged and counted by the reload.
                             Ok(_) => {}
                             Err(e) => tracing::error!(error = %e, "reload task failed; keeping the running configuration"),

@@ -117,7 +117,7 @@ pub async fn watch(gate: Arc<Gate>, config: PathBuf, every: Duration) {
         tracing::info!(dir = %dir.display(), "configuration files changed; reloading");
         let g = gate.clone();
         // The outcome is logged, counted and notified by the reload.
-        let _ = tokio::task::spawn_blocking(move || g.reload()).await;
+        let _ = tokio::task::spawn_blocking(crate::logs::in_current_span(move || g.reload())).await;
     }
 }
 

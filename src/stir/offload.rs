@@ -51,7 +51,7 @@ impl SignatureOffload {
             let (rx, busy) = (rx.clone(), busy_ns.clone());
             std::thread::Builder::new()
                 .name(format!("callgate-verify-{i}"))
-                .spawn(move || worker(&rx, &busy))?;
+                .spawn(crate::logs::in_current_span(move || worker(&rx, &busy)))?;
         }
         Ok(Arc::new(SignatureOffload {
             jobs: tx,

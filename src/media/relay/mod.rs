@@ -299,12 +299,12 @@ impl Relay {
             let cpu = (!config.cpus.is_empty()).then(|| config.cpus[i % config.cpus.len()]);
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
-                .spawn(move || {
+                .spawn(crate::logs::in_current_span(move || {
                     if let Some(cpu) = cpu {
                         pin_to(cpu, i);
                     }
                     worker.run()
-                })?;
+                }))?;
             workers.push(WorkerHandle {
                 commands,
                 waker,
