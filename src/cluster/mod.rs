@@ -22,7 +22,8 @@
 //! * its committed **decision events**, relayed to the other instances'
 //!   live streams (`GET /v1/events`), so one stream shows every call.
 //!
-//! One task per instance does it (`share.rs`), never the call path. When
+//! One task per instance does it (`share.rs`) on a thread of its own,
+//! never the call path (which only hands each decision over, `offer`). When
 //! the store is down or slow each instance shows its own calls; a step-up
 //! or verdict on one of its own calls is written to its audit trail and
 //! not shared (counted, logged); one on another instance's call, or a
@@ -184,14 +185,25 @@ impl Cluster {
         })
     }
 
-    /// Starts the sharing task for `member` (ends when it is dropped);
-    /// with `events`, relays its decision events both ways.
+    /// Starts the sharing task for `member` (ends when it is dropped) on
+    /// a thread of its own (`callgate-cluster`): writing and reading the
+    /// instances' call lists is JSON work that must not delay signalling.
+    /// With `events`, relays its decision events both ways.
     pub fn start(
         self: &Arc<Self>,
         member: Weak<dyn Member>,
         events: Option<crate::events::Events>,
-    ) {
-        self.runtime.spawn(share::run(self.clone(), member, events));
+    ) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("callgate-cluster".into())
+            .spawn(crate::logs::in_current_span(move || {
+                runtime.block_on(share::run(me, member, events));
+            }))
+            .map(drop)
     }
 
     pub fn instance(&self) -> &str {

@@ -410,7 +410,10 @@ pub async fn start(cfg: &Config, config_path: Option<PathBuf>) -> Result<Running
     if let Some(cluster) = &gate.cluster {
         let weak: std::sync::Weak<Gate> = Arc::downgrade(&gate);
         let weak: std::sync::Weak<dyn crate::cluster::Member> = weak;
-        cluster.start(weak, gate.events.clone());
+        if let Err(e) = cluster.start(weak, gate.events.clone()) {
+            // Calls are not affected: this instance answers for its own.
+            tracing::error!(error = %e, "cluster: cannot start the sharing thread; the console lists this instance's calls only");
+        }
     }
     gate.refresh_targets();
     for (side, in_force) in [(Side::Trunk, &trunk_in_force), (Side::Pbx, &pbx_in_force)] {
