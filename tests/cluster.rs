@@ -141,13 +141,16 @@ fn a_supervisor_on_one_instance_sees_and_answers_the_calls_of_another() {
         .to_owned();
     assert!(decision_id.starts_with("cg-b-"), "{queued:#}");
     assert_eq!(queued["caller"], CALLER, "{queued:#}");
-    let (_, calls) = request(&a, "GET", "/v1/calls", Some(SUPERVISOR), None);
+    let (_, calls) = request(&a, "GET", "/v1/calls?instances=all", Some(SUPERVISOR), None);
     assert!(
         calls["calls"]
             .as_array()
             .is_some_and(|c| c.iter().any(|c| c["call_id"] == call_id.as_str())),
-        "cg-a lists cg-b's call: {calls:#}"
+        "cg-a lists cg-b's call among every instance's: {calls:#}"
     );
+    // Its own calls alone, as `ctl calls` and a drain read them: none.
+    let (_, own) = request(&a, "GET", "/v1/calls", Some(SUPERVISOR), None);
+    assert_eq!(own["count"], 0, "{own:#}");
 
     // cg-a's live stream carries cg-b's decision event (without an id).
     let relayed = (0..20)

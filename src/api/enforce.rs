@@ -318,16 +318,15 @@ pub(super) async fn verdict(
 }
 
 /// `GET /v1/review`: calls in progress the route phase sent to the review
-/// queue, oldest first.
+/// queue, oldest first: the supervisors' queue, so every instance's when
+/// several share a state store (`crate::cluster`).
 pub(super) async fn review(State(api): State<Api>) -> Response {
     #[derive(Serialize)]
     struct Queue {
         count: usize,
         calls: Vec<CallView>,
     }
-    let calls: Vec<CallView> = api
-        .service
-        .calls()
+    let calls: Vec<CallView> = super::v1::calls_of(&api, true)
         .into_iter()
         .filter(|c| c.decision.as_ref().is_some_and(|d| d.route == "review"))
         .collect();

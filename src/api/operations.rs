@@ -12,6 +12,11 @@ pub trait Operations: Send + Sync + 'static {
     /// Calls in progress (INVITE forwarded, no final failure or BYE yet),
     /// oldest first.
     fn calls(&self) -> Vec<CallView>;
+    /// The calls in progress on the other instances sharing a state store
+    /// (`crate::cluster`), as last read; none without one.
+    fn other_instances_calls(&self) -> Vec<CallView> {
+        Vec::new()
+    }
     /// One call, by its Call-ID or its decision id.
     fn call(&self, id: &str) -> Option<CallView>;
     /// Each side's targets with their health and the operator's override.

@@ -96,13 +96,33 @@ pub(super) fn outcome(result: Result<impl Serialize, OperationError>) -> Respons
     }
 }
 
-async fn calls(State(api): State<Api>) -> Response {
+/// Whether a request's query asks for every instance's calls
+/// (`?instances=all`) rather than this instance's.
+pub(super) fn all_instances(uri: &axum::http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p == "instances=all"))
+}
+
+/// This instance's calls, and the other instances' too when `all`
+/// (`crate::cluster`), oldest first.
+pub(super) fn calls_of(api: &Api, all: bool) -> Vec<super::operations::CallView> {
+    let mut calls = api.service.calls();
+    if all {
+        calls.extend(api.service.other_instances_calls());
+        calls.sort_by_key(|c| c.started_unix_ms);
+    }
+    calls
+}
+
+/// `GET /v1/calls[?instances=all]`: this instance's calls in progress
+/// (what `ctl calls` and a drain wait for), or every instance's.
+async fn calls(State(api): State<Api>, uri: axum::http::Uri) -> Response {
     #[derive(Serialize)]
     struct Calls {
         count: usize,
         calls: Vec<super::operations::CallView>,
     }
-    let calls = api.service.calls();
+    let calls = calls_of(&api, all_instances(&uri));
     json(
         StatusCode::OK,
         &Calls {

@@ -128,16 +128,17 @@ fn side_named(side: &str) -> Result<Side, OperationError> {
 }
 
 impl Operations for Gate {
-    /// This instance's calls and, sharing a state store, the other live
-    /// instances' (`crate::cluster`), oldest first.
     fn calls(&self) -> Vec<CallView> {
-        let live = lock(&self.outcomes).live();
-        let mut calls: Vec<CallView> = live.into_iter().map(|c| self.call_view(c)).collect();
-        if let Some(cluster) = &self.cluster {
-            calls.extend(cluster.remote_calls());
-        }
-        calls.sort_by_key(|c| c.started_unix_ms);
-        calls
+        let mut live = lock(&self.outcomes).live();
+        live.sort_by_key(|c| c.started_unix_ms);
+        live.into_iter().map(|c| self.call_view(c)).collect()
+    }
+
+    fn other_instances_calls(&self) -> Vec<CallView> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.remote_calls())
+            .unwrap_or_default()
     }
 
     fn call(&self, id: &str) -> Option<CallView> {

@@ -190,7 +190,7 @@ async function startAgent() {
   $("call-id").value = agentCall;
   if (rank[me.role] >= 1) {
     // Supervisors may list the calls: offer them, newest by default.
-    const r = await api("GET", "/v1/calls");
+    const r = await api("GET", "/v1/calls?instances=all");
     if (r.ok) {
       const calls = r.data.calls.filter((c) => c.decision).sort((a, b) => b.started_unix_ms - a.started_unix_ms);
       $("call-ids").replaceChildren(...calls.map((c) => el("option", { value: c.call_id })));
@@ -237,7 +237,7 @@ function callRow(c, cells) {
 }
 
 async function loadSupervisor() {
-  const [calls, review] = await Promise.all([api("GET", "/v1/calls"), api("GET", "/v1/review")]);
+  const [calls, review] = await Promise.all([api("GET", "/v1/calls?instances=all"), api("GET", "/v1/review")]);
   if (calls.ok) {
     const inbound = calls.data.calls.filter((c) => c.direction === "inbound").sort((a, b) => b.started_unix_ms - a.started_unix_ms);
     $("calls").tBodies[0].replaceChildren(...inbound.map((c) => callRow(c, [time(c.started_unix_ms), c.caller,
