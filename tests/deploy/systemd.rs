@@ -354,16 +354,34 @@ fn a_list_addition_lands_in_the_state_directory_and_survives_a_restart() {
     for l in ["allow.txt", "dno.txt", "fraud.txt"] {
         std::fs::copy(shipped.join("lists").join(l), etc.join("lists").join(l)).expect("list");
     }
-    let mut policy = std::fs::read_to_string(shipped.join("policy.toml")).expect("policy");
+    // The policy as the documented `sed` line installs it (the guide's
+    // command, run with this test's directories for /etc and /var/lib).
+    let guide = std::fs::read_to_string(common::repo().join("docs/operations.md")).expect("guide");
+    let start = guide
+        .find("sed -e 's#^file = \"lists/")
+        .expect("the guide's sed line installing the policy");
+    let command: String = guide[start..]
+        .split_inclusive('\n')
+        .take(2)
+        .collect::<String>()
+        .replace("\\\n", " ")
+        .replace("/var/lib/callgate", &state.display().to_string())
+        .replace("/etc/callgate", &etc.display().to_string());
+    let installed = Command::new("sh")
+        .args(["-ec", &command])
+        .current_dir(common::repo())
+        .status()
+        .expect("sh");
+    assert!(installed.success(), "{command}");
+    let policy = std::fs::read_to_string(etc.join("policy.toml")).expect("policy");
     for l in ["fraud", "allow"] {
-        let installed = format!("file = \"lists/{l}.txt\"");
-        assert!(policy.contains(&installed), "policy.toml lacks {installed}");
-        policy = policy.replace(
-            &installed,
-            &format!("file = \"{}/lists/{l}.txt\"", state.display()),
-        );
+        let named = format!("file = \"{}/lists/{l}.txt\"", state.display());
+        assert!(policy.contains(&named), "{command}\n{policy}");
     }
-    std::fs::write(etc.join("policy.toml"), policy).expect("policy");
+    assert!(
+        policy.contains("file = \"lists/dno.txt\""),
+        "dno stays beside the policy"
+    );
     let ports = Ports::new();
     let config = common::config(
         ports,
