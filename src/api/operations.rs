@@ -126,6 +126,30 @@ pub struct DecisionView {
     pub policy_version: Option<String>,
 }
 
+#[cfg(test)]
+impl DecisionView {
+    /// A low-risk decision `id` with no reason, restriction or words
+    /// (tests of the layers that carry decisions).
+    pub fn plain(id: &str) -> DecisionView {
+        DecisionView {
+            id: Some(id.to_owned()),
+            verstat: None,
+            verify_text: None,
+            level: Some("low".into()),
+            score: Some(0),
+            reasons: vec![],
+            level_text: None,
+            reasons_text: vec![],
+            restrict: vec![],
+            restrict_text: vec![],
+            action: "tag".into(),
+            route: "agents".into(),
+            target: None,
+            policy_version: None,
+        }
+    }
+}
+
 /// A code (reason or restricted action) with the words the policy gives it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Worded {

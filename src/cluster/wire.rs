@@ -265,22 +265,7 @@ mod tests {
             started_unix_ms: 1,
             answered_unix_ms: Some(2),
             // Empty lists and absent words are left out of the JSON.
-            decision: Some(DecisionView {
-                id: Some("b-00".into()),
-                verstat: None,
-                verify_text: None,
-                level: Some("low".into()),
-                score: Some(0),
-                reasons: vec![],
-                level_text: None,
-                reasons_text: vec![],
-                restrict: vec![],
-                restrict_text: vec![],
-                action: "tag".into(),
-                route: "agents".into(),
-                target: None,
-                policy_version: None,
-            }),
+            decision: Some(DecisionView::plain("b-00")),
         };
         let json = serde_json::to_string(&shared).unwrap_or_default();
         assert!(!json.contains("restrict"), "{json}");

@@ -283,22 +283,7 @@ mod tests {
              From: <sip:2@h>;tag=a\nTo: <sip:1@h>\nCall-ID: c1\n\
              CSeq: 1 INVITE\nMax-Forwards: 70\nContent-Length: 0\n\n",
         );
-        let decision = DecisionView {
-            id: Some("cg-a-01".into()),
-            verstat: None,
-            verify_text: None,
-            level: Some("low".into()),
-            score: Some(0),
-            reasons: vec![],
-            level_text: None,
-            reasons_text: vec![],
-            restrict: vec![],
-            restrict_text: vec![],
-            action: "tag".into(),
-            route: "agents".into(),
-            target: None,
-            policy_version: None,
-        };
+        let decision = DecisionView::plain("cg-a-01");
         let opening = Opening {
             decision: Some(decision),
             audited: false,
