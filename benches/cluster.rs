@@ -3,14 +3,16 @@
 //! does every 250 ms when the list changed (writing its own) and again
 //! for each other instance whose list changed (reading theirs).
 //! - `cluster/write_500`: 500 calls in progress with decisions worded as
-//!   the shipped policy words them, serialized;
+//!   the shipped policy words them (one in ten routed to review), made
+//!   into the shared list (`SharedCall::of`: the words its tables do not
+//!   show left out) and serialized;
 //! - `cluster/read_500`: the same list parsed back.
 //!
 //! `cargo bench --bench cluster`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
-use callgate::api::operations::{DecisionView, Worded};
+use callgate::api::operations::{CallView, DecisionView, Worded};
 use callgate::cluster::wire::SharedCall;
 
 fn worded(code: &str, text: &str) -> Worded {
@@ -20,13 +22,15 @@ fn worded(code: &str, text: &str) -> Worded {
     }
 }
 
-/// A call routed to review with two reasons and two restrictions, in the
-/// shipped policy's words.
-fn call(i: usize) -> SharedCall {
-    SharedCall {
+/// A high-risk call with two reasons and two restrictions, in the shipped
+/// policy's words; every tenth routed to review.
+fn call(i: usize) -> CallView {
+    let route = if i % 10 == 0 { "review" } else { "agents" };
+    CallView {
         call_id: format!("{i:08x}-4f2a9c1e@198.51.100.7"),
-        direction: "inbound".into(),
-        state: "established".into(),
+        instance: Some("cg-a".into()),
+        direction: "inbound",
+        state: "established",
         caller: format!("+1555{i:07}"),
         callee: "+15550100".into(),
         started_unix_ms: 1_796_673_471_281 + i as i64,
@@ -61,16 +65,18 @@ fn call(i: usize) -> SharedCall {
                     "No change of the phone number on file without step-up.",
                 ),
             ],
-            action: "review".into(),
-            route: "review".into(),
+            action: if route == "review" { "review" } else { "tag" }.into(),
+            route: route.into(),
             target: Some("sip:review@pbx.example.net".into()),
             policy_version: Some("2026-12-07.1".into()),
         }),
+        media: None,
     }
 }
 
 fn bench(c: &mut Criterion) {
-    let calls: Vec<SharedCall> = (0..500).map(call).collect();
+    let views: Vec<CallView> = (0..500).map(call).collect();
+    let calls: Vec<SharedCall> = views.iter().map(SharedCall::of).collect();
     let json = serde_json::to_string(&calls).unwrap_or_default();
     eprintln!(
         "cluster: 500 calls = {} bytes of JSON ({} per call)",
@@ -79,7 +85,10 @@ fn bench(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("cluster");
     g.bench_function("write_500", |b| {
-        b.iter(|| serde_json::to_string(black_box(&calls)).map(|s| s.len()))
+        b.iter(|| {
+            let shared: Vec<SharedCall> = black_box(&views).iter().map(SharedCall::of).collect();
+            serde_json::to_string(&shared).map(|s| s.len())
+        })
     });
     g.bench_function("read_500", |b| {
         b.iter(|| serde_json::from_str::<Vec<SharedCall>>(black_box(&json)).map(|v| v.len()))

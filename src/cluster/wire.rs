@@ -93,7 +93,32 @@ pub struct SharedCall {
 }
 
 impl SharedCall {
+    /// The call as the other instances list it: its decision without the
+    /// words the lists do not show (the level's and restrictions' texts,
+    /// the verification text; the reasons' words kept for calls in the
+    /// review queue, whose table shows them). The whole decision is one
+    /// lookup away (`cluster:decision:<id>`). A third of the bytes.
     pub fn of(c: &CallView) -> SharedCall {
+        let decision = c.decision.as_ref().map(|d| DecisionView {
+            id: d.id.clone(),
+            verstat: d.verstat.clone(),
+            verify_text: None,
+            level: d.level.clone(),
+            score: d.score,
+            reasons: d.reasons.clone(),
+            level_text: None,
+            reasons_text: if d.route == "review" {
+                d.reasons_text.clone()
+            } else {
+                Vec::new()
+            },
+            restrict: d.restrict.clone(),
+            restrict_text: Vec::new(),
+            action: d.action.clone(),
+            route: d.route.clone(),
+            target: d.target.clone(),
+            policy_version: d.policy_version.clone(),
+        });
         SharedCall {
             call_id: c.call_id.clone(),
             direction: c.direction.to_owned(),
@@ -102,7 +127,7 @@ impl SharedCall {
             callee: c.callee.clone(),
             started_unix_ms: c.started_unix_ms,
             answered_unix_ms: c.answered_unix_ms,
-            decision: c.decision.clone(),
+            decision,
         }
     }
 
@@ -221,6 +246,58 @@ pub fn decided_by(decision_id: &str, instance: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_list_keeps_only_the_words_its_tables_show() {
+        let worded = |code: &str| crate::api::operations::Worded {
+            code: code.into(),
+            text: format!("{code} in words"),
+        };
+        let mut d = DecisionView::plain("a-01");
+        d.verify_text = Some("not verified".into());
+        d.level_text = Some("high risk".into());
+        d.reasons = vec!["R".into()];
+        d.reasons_text = vec![worded("R")];
+        d.restrict = vec!["mfa-change".into()];
+        d.restrict_text = vec![worded("mfa-change")];
+        let call = |d: DecisionView| CallView {
+            call_id: "c1".into(),
+            instance: None,
+            direction: "inbound",
+            state: "proceeding",
+            caller: "+1555".into(),
+            callee: "100".into(),
+            started_unix_ms: 1,
+            answered_unix_ms: None,
+            decision: Some(d),
+            media: None,
+        };
+        let agents = SharedCall::of(&call(d.clone()))
+            .decision
+            .unwrap_or_else(|| d.clone());
+        assert_eq!(
+            (
+                agents.verify_text,
+                agents.level_text,
+                agents.reasons_text.len(),
+                agents.restrict_text.len()
+            ),
+            (None, None, 0, 0)
+        );
+        assert_eq!(
+            (agents.reasons, agents.restrict),
+            (d.reasons.clone(), d.restrict.clone())
+        );
+        d.route = "review".into();
+        let review = SharedCall::of(&call(d.clone()))
+            .decision
+            .unwrap_or_else(|| d.clone());
+        assert_eq!(
+            review.reasons_text,
+            vec![worded("R")],
+            "the review table shows them"
+        );
+    }
 
     #[test]
     fn a_decision_id_names_its_instance() {
