@@ -86,6 +86,9 @@ impl ProxyCore {
             return;
         }
         c.cancel_sent = true;
+        // §9.1: no final response within 64*T1 of the CANCEL ends the
+        // branch (a 408), whatever became of the target.
+        c.tx.cancel_sent(now);
         let to = c.to;
         let Ok(fwd_invite) = SipMessage::parse(c.tx.request().clone(), &self.settings.limits)
         else {
@@ -122,5 +125,6 @@ impl ProxyCore {
             self.send_request(out, to, b, Method::Cancel, Some(key.clone()));
         }
         self.schedule_client(&key);
+        self.schedule_client(ckey);
     }
 }

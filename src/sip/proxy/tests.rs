@@ -352,6 +352,37 @@ fn cancel_after_ringing_is_forwarded_and_487_relayed() {
     assert_eq!(up, vec![487]);
 }
 
+/// Timer C on a ringing branch whose target then says nothing more (it
+/// died): the CANCEL goes unanswered, and 64*T1 after it the branch ends
+/// and the caller gets 408 (RFC 3261 §16.8, §9.1) instead of ringing
+/// until its own timers give up.
+#[test]
+fn a_ringing_branch_whose_target_dies_ends_in_408_after_timer_c() {
+    let mut h = Harness::new(&[PBX1]);
+    let out = h.feed(Harness::carrier(), &invite("z9hG4bK-tc", ""));
+    let fwd = text(&out[1]);
+    h.feed(Harness::from_pbx(PBX1), &answer(&fwd, 180, "Ringing", "p"));
+    let mut cancelled = false;
+    let mut upstream = Vec::new();
+    // Past Timer C (180 s), then 64*T1 (32 s) of an unanswered CANCEL.
+    for _ in 0..(180 + 40) {
+        for o in h.advance(Duration::from_secs(1)) {
+            if o.to.side == Side::Pbx && text(&o).starts_with("CANCEL ") {
+                cancelled = true;
+            }
+            if o.to.side == Side::Trunk {
+                upstream.push(status(&o));
+            }
+        }
+    }
+    assert!(cancelled, "Timer C cancels the ringing branch");
+    // 408, retransmitted (Timer G) as long as the carrier sends no ACK.
+    assert!(
+        !upstream.is_empty() && upstream.iter().all(|s| *s == 408),
+        "the caller gets 408: {upstream:?}"
+    );
+}
+
 #[test]
 fn cancel_before_any_provisional_answers_487_at_once() {
     let mut h = Harness::new(&[PBX1]);

@@ -197,6 +197,21 @@ impl ClientTransaction {
         out
     }
 
+    /// A CANCEL for this INVITE went out (the caller's, or Timer C's): if
+    /// no final response comes within 64*T1, the transaction times out
+    /// (RFC 3261 §9.1: the client "SHOULD then consider the original
+    /// transaction cancelled"), so a target that died while ringing
+    /// cannot hold the call open forever. Only in Proceeding: Calling
+    /// still has Timer B.
+    pub fn cancel_sent(&mut self, now: Instant) {
+        if self.kind == TxKind::Invite
+            && self.state == ClientState::Proceeding
+            && self.timeout_at.is_none()
+        {
+            self.timeout_at = Some(now + 64 * self.timers.t1);
+        }
+    }
+
     /// The TU abandons the transaction (e.g. Timer C fired and a CANCEL went
     /// out): nothing more is sent or passed up except through responses.
     fn terminate(&mut self, out: &mut Outputs) {
