@@ -231,7 +231,13 @@ pub struct CtlOptions {
 #[derive(Debug, Subcommand)]
 pub enum CtlVerb {
     /// Calls in progress: decision, state, media.
-    Calls,
+    Calls {
+        /// Every live instance's calls, when several share a state store
+        /// (`[state] share_console`), with an INSTANCE column; without it,
+        /// this instance's alone (what a drain waits for).
+        #[arg(long)]
+        all: bool,
+    },
     /// One call in progress, by Call-ID or decision id.
     Call { id: String },
     /// Each side's targets: health, last probe, operator override.

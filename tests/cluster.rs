@@ -151,6 +151,27 @@ fn a_supervisor_on_one_instance_sees_and_answers_the_calls_of_another() {
     // Its own calls alone, as `ctl calls` and a drain read them: none.
     let (_, own) = request(&a, "GET", "/v1/calls", Some(SUPERVISOR), None);
     assert_eq!(own["count"], 0, "{own:#}");
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["ctl", "--admin", &format!("127.0.0.1:{}", a.ports.admin)])
+            .arg("--token-file")
+            .arg(&common::secrets().token_file)
+            .args(args)
+            .output()
+            .expect("callgate ctl");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        ctl(&["calls"]).contains("0 call(s)"),
+        "ctl calls: cg-a's own"
+    );
+    let all = ctl(&["calls", "--all"]);
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("cg-b") && l.contains(&call_id)),
+        "ctl calls --all: {all}"
+    );
 
     // cg-a's live stream carries cg-b's decision event (without an id).
     let relayed = (0..20)

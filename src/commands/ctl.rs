@@ -30,7 +30,8 @@ pub fn ctl(how: &CtlOptions, verb: &CtlVerb) -> ExitCode {
         }
     };
     let (answer, render): (_, fn(&Value) -> String) = match verb {
-        CtlVerb::Calls => (api.get("/v1/calls"), calls_table),
+        CtlVerb::Calls { all: false } => (api.get("/v1/calls"), calls_table),
+        CtlVerb::Calls { all: true } => (api.get("/v1/calls?instances=all"), calls_table_all),
         CtlVerb::Call { id } => (api.get(&format!("/v1/calls/{}", encode(id))), call_detail),
         CtlVerb::Targets => (api.get("/v1/targets"), targets_table),
         CtlVerb::Target {
@@ -243,6 +244,15 @@ fn media_summary(call: &Value) -> String {
 }
 
 fn calls_table(v: &Value) -> String {
+    calls_table_of(v, false)
+}
+
+/// `ctl calls --all`: with the instance each call goes through.
+fn calls_table_all(v: &Value) -> String {
+    calls_table_of(v, true)
+}
+
+fn calls_table_of(v: &Value, by_instance: bool) -> String {
     let calls = v
         .get("calls")
         .and_then(Value::as_array)
@@ -252,7 +262,7 @@ fn calls_table(v: &Value) -> String {
         .iter()
         .map(|c| {
             let d = |k: &str| cell(c.get("decision").and_then(|d| d.get(k)));
-            vec![
+            let mut row = vec![
                 cell(c.get("call_id")),
                 d("id"),
                 cell(c.get("direction")),
@@ -265,16 +275,21 @@ fn calls_table(v: &Value) -> String {
                 cell(c.get("state")),
                 ago(c.get("started_unix_ms")),
                 media_summary(c),
-            ]
+            ];
+            if by_instance {
+                row.insert(0, cell(c.get("instance")));
+            }
+            row
         })
         .collect();
-    let mut out = table(
-        &[
-            "CALL-ID", "DECISION", "DIR", "CALLER", "CALLEE", "LEVEL", "SCORE", "ACTION", "ROUTE",
-            "STATE", "AGE", "MEDIA",
-        ],
-        &rows,
-    );
+    let mut header = vec![
+        "CALL-ID", "DECISION", "DIR", "CALLER", "CALLEE", "LEVEL", "SCORE", "ACTION", "ROUTE",
+        "STATE", "AGE", "MEDIA",
+    ];
+    if by_instance {
+        header.insert(0, "INSTANCE");
+    }
+    let mut out = table(&header, &rows);
     out.push_str(&format!("{} call(s)\n", calls.len()));
     out
 }
@@ -469,6 +484,27 @@ fn policy_table(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_calls_of_several_instances_are_listed_with_theirs() {
+        let call = |id: &str, instance: &str| {
+            serde_json::json!({"call_id": id, "instance": instance, "direction": "inbound",
+                "state": "proceeding", "caller": "+1555", "callee": "100",
+                "started_unix_ms": 0, "decision": null, "media": null})
+        };
+        let both = serde_json::json!({"calls": [call("c1", "cg-a"), call("c2", "cg-b")]});
+        let own = calls_table(&both);
+        assert!(!own.contains("INSTANCE"), "{own}");
+        let two = calls_table_all(&both);
+        let lines: Vec<&str> = two.lines().collect();
+        assert!(lines[0].starts_with("INSTANCE"), "{two}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("cg-b") && l.contains("c2")),
+            "{two}"
+        );
+    }
 
     #[test]
     fn segments_are_percent_encoded_and_wildcards_become_loopback() {
