@@ -68,9 +68,9 @@ pub enum ClusterError {
 
 /// What the sharing task asks of the running service (the gate).
 pub trait Member: Send + Sync + 'static {
-    /// The calls in progress, with the decision on each decided one as
-    /// the enforcement API answers it (without labels).
-    fn calls_to_share(&self) -> Vec<(CallView, Option<EnforcedDecision>)>;
+    /// The calls in progress, without media counters (their decisions
+    /// come through [`Cluster::offer`]).
+    fn calls_to_share(&self) -> Vec<CallView>;
     /// Writes a step-up or verdict given on another instance, on one of
     /// this instance's decisions, into the audit trail. Must not block.
     fn import_label(&self, label: &SharedLabel);
@@ -135,8 +135,8 @@ pub struct Cluster {
 }
 
 /// Most decisions waiting for the next tick; beyond, the oldest are
-/// dropped (counted): the tick still shares those of calls in progress.
-const PENDING_MAX: usize = 4096;
+/// dropped (counted): another instance cannot look those up.
+pub(crate) const PENDING_MAX: usize = 4096;
 
 /// A reply's bytes, when it is a string.
 fn bulk(v: &Value) -> Option<&[u8]> {
@@ -244,17 +244,14 @@ impl Cluster {
             .collect()
     }
 
-    /// The names of the instances seen live, this one included.
-    pub fn instances(&self) -> Vec<String> {
+    /// How many instances are seen live, this one included.
+    pub fn instances_seen(&self) -> usize {
         let remote = self.lock();
-        let mut names: Vec<String> = if remote.fresh() {
-            remote.instances.keys().cloned().collect()
+        1 + if remote.fresh() {
+            remote.instances.len()
         } else {
-            Vec::new()
-        };
-        names.push(self.instance.clone());
-        names.sort();
-        names
+            0
+        }
     }
 
     /// Whether another live instance lists `call_id` in progress.
@@ -409,7 +406,7 @@ impl Cluster {
             e,
             "callgate_cluster_instances",
             "Instances seen live through the shared state store, this one included.",
-            i64::try_from(self.instances().len()).unwrap_or(i64::MAX),
+            i64::try_from(self.instances_seen()).unwrap_or(i64::MAX),
         )?;
         one_counter(
             e,
@@ -447,7 +444,7 @@ impl Cluster {
         one_counter(
             e,
             "callgate_cluster_decisions_dropped_total",
-            "Decisions not shared because more than 4096 waited for one tick (those of calls in progress are shared anyway).",
+            "Decisions not shared because more than 4096 waited to be (the store slow or down, or a burst between two ticks).",
             m.decisions_dropped.load(Relaxed),
         )?;
         one_counter(

@@ -33,8 +33,11 @@ struct Tick {
     /// The calls last published, as sent, and their version.
     published: String,
     version: u64,
-    /// The decisions of calls in progress last published, by id.
+    /// The decisions shared of calls still in progress, by id (shared
+    /// again as ended when their call leaves the list).
     decisions: HashMap<String, EnforcedDecision>,
+    /// Decisions offered by the pipeline, not yet sent.
+    unsent: Vec<EnforcedDecision>,
     /// How far the log and the events stream were read (`None`: not yet
     /// known; the log's is kept in the store across restarts).
     log_cursor: Option<String>,
@@ -56,6 +59,7 @@ pub(super) async fn run(cluster: Arc<Cluster>, member: Weak<dyn Member>, events:
         published: String::new(),
         version: 0,
         decisions: HashMap::new(),
+        unsent: Vec::new(),
         log_cursor: None,
         events_cursor: None,
         relay: None,
@@ -100,17 +104,17 @@ pub(super) async fn run(cluster: Arc<Cluster>, member: Weak<dyn Member>, events:
 }
 
 /// Publishes this instance's calls (when they changed; renews them
-/// otherwise), its name, the decisions of new and ended calls, and its
-/// events since the last tick.
+/// otherwise), its name, the decisions the pipeline made since the last
+/// tick and those of calls that ended, and its events since then.
 async fn publish(
     cluster: &Cluster,
     tick: &mut Tick,
-    calls: Vec<(CallView, Option<EnforcedDecision>)>,
+    calls: Vec<CallView>,
 ) -> Result<(), ClusterError> {
     let keys = &cluster.keys;
     let me = cluster.instance.as_str();
     let ttl_ms = u64::try_from(ALIVE.as_millis()).unwrap_or(u64::MAX);
-    let shared: Vec<SharedCall> = calls.iter().map(|(c, _)| SharedCall::of(c)).collect();
+    let shared: Vec<SharedCall> = calls.iter().map(SharedCall::of).collect();
     let json = serde_json::to_string(&shared).map_err(|e| unreadable("calls", e))?;
     let mut pipe = redis::pipe();
     if json != tick.published {
@@ -157,30 +161,35 @@ async fn publish(
         .arg("-inf")
         .arg(now - FORGET_INSTANCE_MS)
         .ignore();
-    let mut current: HashMap<String, EnforcedDecision> = calls
-        .into_iter()
-        .filter_map(|(_, d)| d)
-        .map(|d| (d.decision_id.clone(), d))
+    // Decisions: each once as the pipeline offered it (as ended when its
+    // call is already gone, a refused one), and once more as ended when
+    // its call leaves the list. Kept until sent.
+    let live: HashSet<&str> = shared
+        .iter()
+        .filter_map(|c| c.decision.as_ref()?.id.as_deref())
         .collect();
-    for (id, d) in &mut current {
-        d.instance = Some(me.to_owned());
-        if !tick.decisions.contains_key(id) {
-            put_decision(&mut pipe, cluster, d);
-        }
+    tick.unsent.extend(cluster.offered());
+    // While the store does not take them, the oldest go (counted).
+    if let Some(over) = tick.unsent.len().checked_sub(super::PENDING_MAX) {
+        tick.unsent.drain(..over);
+        cluster
+            .metrics
+            .decisions_dropped
+            .fetch_add(over as u64, Relaxed);
     }
-    // Decided since the last tick and already ended (a rejected call):
-    // shared as ended.
-    for mut d in cluster.offered() {
-        if !current.contains_key(&d.decision_id) && !tick.decisions.contains_key(&d.decision_id) {
-            d.instance = Some(me.to_owned());
-            d.state = CallState::Ended;
-            put_decision(&mut pipe, cluster, &d);
-        }
+    for d in &tick.unsent {
+        let ended = !live.contains(d.decision_id.as_str());
+        put_decision(&mut pipe, cluster, d, ended);
     }
-    for (id, mut d) in std::mem::take(&mut tick.decisions) {
-        if !current.contains_key(&id) {
-            d.state = CallState::Ended;
-            put_decision(&mut pipe, cluster, &d);
+    let ended: Vec<String> = tick
+        .decisions
+        .keys()
+        .filter(|id| !live.contains(id.as_str()))
+        .cloned()
+        .collect();
+    for id in &ended {
+        if let Some(d) = tick.decisions.get(id) {
+            put_decision(&mut pipe, cluster, d, true);
         }
     }
     let mut relayed = 0u64;
@@ -240,14 +249,24 @@ async fn publish(
         }
     }
     cluster.metrics.events_out.fetch_add(relayed, Relaxed);
+    for id in &ended {
+        tick.decisions.remove(id);
+    }
+    for d in std::mem::take(&mut tick.unsent) {
+        if live.contains(d.decision_id.as_str()) {
+            tick.decisions.insert(d.decision_id.clone(), d);
+        }
+    }
     tick.published = json;
-    tick.decisions = current;
     Ok(())
 }
 
-/// Shares `d` under its decision id, and as its call's latest.
-fn put_decision(pipe: &mut redis::Pipeline, cluster: &Cluster, d: &EnforcedDecision) {
-    if let Ok(json) = serde_json::to_string(d) {
+/// Shares `d` under its decision id, and as its call's latest; `ended`:
+/// its call is no longer in progress.
+fn put_decision(pipe: &mut redis::Pipeline, cluster: &Cluster, d: &EnforcedDecision, ended: bool) {
+    let state = if ended { CallState::Ended } else { d.state };
+    let json = serde_json::to_string(&EnforcedDecision { state, ..d.clone() });
+    if let Ok(json) = json {
         pipe.cmd("SET")
             .arg(cluster.keys.decision(&d.decision_id))
             .arg(json)

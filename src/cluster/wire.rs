@@ -17,6 +17,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::operations::{CallView, DecisionView};
+use crate::audit::verdicts::Label;
+use crate::audit::{StepUp, Verdict};
 
 /// How long a shared decision and its labels are kept (a day: the
 /// enforcement API answers for calls of the day from any instance; the
@@ -177,6 +179,42 @@ pub struct SharedLabel {
     pub token: String,
     #[serde(flatten)]
     pub what: LabelKind,
+}
+
+/// A shared label as the audit trail records it (`token` is
+/// `name@instance`: the token it came through, on the instance it was
+/// given on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    StepUp(StepUp),
+    Verdict(Verdict),
+}
+
+impl SharedLabel {
+    /// The label as recorded; `None` for a verdict this version does not
+    /// know (a newer instance's).
+    pub fn recorded(&self) -> Option<Recorded> {
+        let token = format!("{}@{}", self.token, self.instance);
+        Some(match &self.what {
+            LabelKind::StepUp { method } => Recorded::StepUp(StepUp {
+                decision_id: self.decision_id.clone(),
+                call_id: self.call_id.clone(),
+                time_ms: self.unix_ms,
+                by: self.by.clone(),
+                method: method.clone(),
+                token,
+            }),
+            LabelKind::Verdict { verdict, note } => Recorded::Verdict(Verdict {
+                decision_id: self.decision_id.clone(),
+                call_id: self.call_id.clone(),
+                time_ms: self.unix_ms,
+                verdict: Label::parse(verdict)?,
+                by: self.by.clone(),
+                note: note.clone(),
+                token,
+            }),
+        })
+    }
 }
 
 /// A number added to a list on one instance, for the others to add.

@@ -4,50 +4,27 @@
 //! additions into its running policy and list files).
 
 use super::{lock, Gate};
-use crate::api::enforce::EnforcedDecision;
 use crate::api::lists::ListAddition;
 use crate::api::operations::CallView;
-use crate::audit::verdicts::Label;
-use crate::audit::{StepUp, Verdict};
-use crate::cluster::wire::{LabelKind, SharedLabel, SharedListChange};
+use crate::cluster::wire::{Recorded, SharedLabel, SharedListChange};
 use crate::cluster::Member;
 
 impl Member for Gate {
-    fn calls_to_share(&self) -> Vec<(CallView, Option<EnforcedDecision>)> {
+    fn calls_to_share(&self) -> Vec<CallView> {
         let live = lock(&self.outcomes).live();
-        live.into_iter()
-            .map(|c| (self.plain_view(c.clone()), self.live_decision(c)))
-            .collect()
+        live.into_iter().map(|c| self.plain_view(c)).collect()
     }
 
     fn import_label(&self, l: &SharedLabel) {
         let Some(audit) = &self.audit else {
             return;
         };
-        let token = format!("{}@{}", l.token, l.instance);
-        let queued = match &l.what {
-            LabelKind::StepUp { method } => audit.step_up(StepUp {
-                decision_id: l.decision_id.clone(),
-                call_id: l.call_id.clone(),
-                time_ms: l.unix_ms,
-                by: l.by.clone(),
-                method: method.clone(),
-                token,
-            }),
-            LabelKind::Verdict { verdict, note } => {
-                let Some(label) = Label::parse(verdict) else {
-                    tracing::warn!(verdict = %verdict, instance = %l.instance, "cluster: unknown verdict from another instance; not recorded");
-                    return;
-                };
-                audit.verdict(Verdict {
-                    decision_id: l.decision_id.clone(),
-                    call_id: l.call_id.clone(),
-                    time_ms: l.unix_ms,
-                    verdict: label,
-                    by: l.by.clone(),
-                    note: note.clone(),
-                    token,
-                })
+        let queued = match l.recorded() {
+            Some(Recorded::StepUp(s)) => audit.step_up(s),
+            Some(Recorded::Verdict(v)) => audit.verdict(v),
+            None => {
+                tracing::warn!(instance = %l.instance, what = ?l.what, "cluster: unknown verdict from another instance; not recorded");
+                return;
             }
         };
         if queued {

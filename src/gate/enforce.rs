@@ -15,7 +15,7 @@ use crate::api::enforce::{
 use crate::api::operations::{OperationError, Worded};
 use crate::audit::verdicts::{self, Key, Label, Labels};
 use crate::audit::{StepUp, StoredDecision, Verdict};
-use crate::cluster::wire::{LabelKind, SharedLabel};
+use crate::cluster::wire::{LabelKind, Recorded, SharedLabel};
 use crate::risk::policy::{Level, Policy};
 
 /// Longest a step-up or verdict waits for its commit before the API
@@ -346,45 +346,21 @@ impl Enforcement for Gate {
 /// Adds to `labels` those given on other instances that it does not hold
 /// (those given here are in both), in time order.
 fn merge_shared(labels: &mut Labels, shared: Vec<SharedLabel>) {
+    /// Adds `item` unless `same` finds it there.
+    fn add<T>(to: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
+        if !to.iter().any(|x| same(x, &item)) {
+            to.push(item);
+        }
+    }
     for l in shared {
-        let token = format!("{}@{}", l.token, l.instance);
-        match l.what {
-            LabelKind::StepUp { method } => {
-                let known = labels
-                    .step_ups
-                    .iter()
-                    .any(|s| s.time_ms == l.unix_ms && s.by == l.by && s.method == method);
-                if !known {
-                    labels.step_ups.push(StepUp {
-                        decision_id: l.decision_id,
-                        call_id: l.call_id,
-                        time_ms: l.unix_ms,
-                        by: l.by,
-                        method,
-                        token,
-                    });
-                }
-            }
-            LabelKind::Verdict { verdict, note } => {
-                let Some(label) = Label::parse(&verdict) else {
-                    continue;
-                };
-                let known = labels
-                    .verdicts
-                    .iter()
-                    .any(|v| v.time_ms == l.unix_ms && v.by == l.by && v.verdict == label);
-                if !known {
-                    labels.verdicts.push(Verdict {
-                        decision_id: l.decision_id,
-                        call_id: l.call_id,
-                        time_ms: l.unix_ms,
-                        verdict: label,
-                        by: l.by,
-                        note,
-                        token,
-                    });
-                }
-            }
+        match l.recorded() {
+            Some(Recorded::StepUp(s)) => add(&mut labels.step_ups, s, |a, b| {
+                (a.time_ms, &a.by, &a.method) == (b.time_ms, &b.by, &b.method)
+            }),
+            Some(Recorded::Verdict(v)) => add(&mut labels.verdicts, v, |a, b| {
+                (a.time_ms, &a.by, a.verdict) == (b.time_ms, &b.by, b.verdict)
+            }),
+            None => {}
         }
     }
     labels.step_ups.sort_by_key(|s| s.time_ms);

@@ -98,9 +98,17 @@ pub fn endings(out: &[Outgoing]) -> Vec<Ending> {
 }
 
 impl Tracker {
-    /// The initial INVITE `msg` from `side` is forwarded at `unix_ms`.
-    pub fn open(&mut self, msg: &SipMessage, side: Side, opening: Opening, unix_ms: i64) {
-        let Some(call_id) = msg.call_id() else { return };
+    /// The initial INVITE `msg` from `side` is forwarded at `unix_ms`;
+    /// the call as listed (`None` when it is not: no Call-ID, or a full
+    /// table).
+    pub fn open(
+        &mut self,
+        msg: &SipMessage,
+        side: Side,
+        opening: Opening,
+        unix_ms: i64,
+    ) -> Option<&LiveCall> {
+        let call_id = msg.call_id()?;
         if self.calls.len() >= MAX_OPEN {
             let now = Instant::now();
             if self
@@ -114,7 +122,7 @@ impl Tracker {
                 self.by_decision.retain(|_, k| calls.contains_key(k));
             }
             if self.calls.len() >= MAX_OPEN {
-                return;
+                return None;
             }
         }
         let key = key(call_id);
@@ -128,18 +136,8 @@ impl Tracker {
             answered_unix_ms: None,
             decision: opening.decision,
         };
-        if let Some(id) = call.decision.as_ref().and_then(|d| d.id.clone()) {
-            self.by_decision.insert(id, key.to_vec());
-        }
-        if let Some(old) = self.calls.get(key) {
-            // The same Call-ID again: its earlier decision goes with it.
-            if let Some(id) = old.call.decision.as_ref().and_then(|d| d.id.as_deref()) {
-                if call.decision.as_ref().and_then(|d| d.id.as_deref()) != Some(id) {
-                    self.by_decision.remove(id);
-                }
-            }
-        }
-        self.calls.insert(
+        let id = call.decision.as_ref().and_then(|d| d.id.clone());
+        let replaced = self.calls.insert(
             key.to_vec(),
             Open {
                 since: Instant::now(),
@@ -148,6 +146,17 @@ impl Tracker {
                 call: Box::new(call),
             },
         );
+        // The same Call-ID again: its earlier decision goes with it.
+        if let Some(old) = replaced
+            .as_ref()
+            .and_then(|o| o.call.decision.as_ref()?.id.as_deref())
+        {
+            self.by_decision.remove(old);
+        }
+        if let Some(id) = id {
+            self.by_decision.insert(id, key.to_vec());
+        }
+        self.calls.get(key).map(|o| &*o.call)
     }
 
     /// Calls in progress, in no order: a copy, so that the caller sorts

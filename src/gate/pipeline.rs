@@ -373,16 +373,12 @@ impl Gate {
         }
         // A refused call is listed only when its outcome is audited.
         if edits.reject.is_none() || opening.audited {
-            let opened = {
-                let mut outcomes = lock(&self.outcomes);
-                outcomes.open(&msg, peer.side, opening, self.env.unix_ms());
+            let opened = lock(&self.outcomes)
+                .open(&msg, peer.side, opening, self.env.unix_ms())
                 // With other instances, the decision is shared at their
                 // next tick even if the call ends before it.
-                match (&self.cluster, msg.call_id()) {
-                    (Some(_), Some(id)) => outcomes.find(&String::from_utf8_lossy(id)),
-                    _ => None,
-                }
-            };
+                .filter(|_| self.cluster.is_some())
+                .cloned();
             if let (Some(cluster), Some(d)) = (
                 &self.cluster,
                 opened.and_then(|call| self.live_decision(call)),
