@@ -20,23 +20,13 @@ use std::time::Duration;
 
 use common::browser::Browser;
 use common::pki::{https_server, pki};
+use common::roles::{token_file, AGENT, SUPERVISOR};
 use common::{config, free_port, repo, scenario, Callgate, Ports, Sipp};
 use serde_json::{json, Value};
 
-const AGENT: &str = "agent-token-0123456789abcdef";
-const SUPERVISOR: &str = "supervisor-token-0123456789abcdef";
 /// One of the contact centre's own numbers in the shipped policy
 /// (`[numbers] own = ["1555010"]`).
 const OWN_NUMBER: &str = "+15550107";
-
-/// A token file (mode 600).
-fn token_file(dir: &Path, name: &str, token: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let p = dir.join(name);
-    std::fs::write(&p, token).expect("write token");
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    p
-}
 
 /// The shipped policy and its lists, copied into `dir` (the test adds to
 /// the copy's fraud list).
@@ -51,20 +41,9 @@ fn shipped_policy(dir: &Path) -> PathBuf {
     p
 }
 
-/// An admin request with a bearer token: (status, JSON or string).
+/// One admin request with `token` and a JSON `body`.
 fn request(cg: &Callgate, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
-    let bearer = format!("Bearer {token}");
-    let (status, text) = common::http_body(
-        ("127.0.0.1", cg.ports.admin),
-        method,
-        path,
-        &[("Authorization", &bearer)],
-        body,
-    );
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::roles::request(cg, method, path, Some(token), Some(body))
 }
 
 /// A CSV for uac-risk*.xml: one unsigned call from `calling`.
