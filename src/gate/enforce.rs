@@ -18,9 +18,10 @@ use crate::audit::{StepUp, StoredDecision, Verdict};
 use crate::cluster::wire::{LabelKind, Recorded, SharedLabel};
 use crate::risk::policy::{Level, Policy};
 
-/// Longest a step-up or verdict waits for its commit before the API
-/// answers 503 (it is still queued and is written when the disk allows).
-const COMMIT_WAIT: Duration = Duration::from_secs(3);
+/// Longest a step-up, verdict or list change waits for its audit commit
+/// before the API answers 503 (it is still queued and is written when the
+/// disk allows).
+pub(super) const COMMIT_WAIT: Duration = Duration::from_secs(3);
 
 impl Gate {
     /// A call in progress's decision as the enforcement API answers it

@@ -19,8 +19,8 @@
 //! the number reaches the others when their files do and they reload.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use super::enforce::COMMIT_WAIT;
 use super::lifecycle::POLICY_CHANGES;
 use super::{lock, Gate};
 use crate::api::lists::{ListAddition, ListChangeView, ListEditing};
@@ -29,10 +29,6 @@ use crate::audit::list_changes::{self, ListChange};
 use crate::cluster::wire::SharedListChange;
 use crate::gate::assess::RiskPhase;
 use crate::risk::lists::append_to_file;
-
-/// Longest a list change waits for its audit commit before the API
-/// answers 503 (as a step-up does).
-const COMMIT_WAIT: Duration = Duration::from_secs(3);
 
 fn view(c: ListChange) -> ListChangeView {
     ListChangeView {
